@@ -1,0 +1,39 @@
+# Two commands matter: `make run` and `make test`. Everything else supports them.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test protos lint bench clean-data
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Postgres (embedded, in .data/), a local Ray, the gRPC server on 127.0.0.1:50051;
+# loads the demo data once. Ctrl-C stops everything it started.
+run: install
+	$(PY) -m server --seed-demo
+
+test: install
+	$(PY) -m pytest -q
+
+# Regenerate client/_gen from protos/ (commit the result).
+protos: install
+	$(PY) scripts/gen_protos.py
+
+lint: install
+	$(VENV)/bin/buf lint
+
+bench: install
+	$(PY) -m bench.pipeline_overhead
+	$(PY) -m bench.dispatch_latency
+	$(PY) -m bench.api_latency
+
+clean-data:
+	rm -rf .data

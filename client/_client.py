@@ -1,0 +1,181 @@
+"""TrainingClient (blocking) and AsyncTrainingClient (asyncio) over the generated stubs.
+
+Both share every method through ``_Methods``: each method builds its request and names
+the RPC; the two classes differ only in how a call is made. gRPC errors come back as
+the typed exceptions of :mod:`client.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+
+from client import _requests as req
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
+from client.errors import from_rpc_error
+
+DEFAULT_TARGET = "localhost:50051"
+CHUNK = 1 << 20
+
+
+def _job(resp: Any) -> pb.TrainingJob:
+    return resp.job
+
+
+def _same(resp: Any) -> Any:
+    return resp
+
+
+class _Methods:
+    """The API, call-style agnostic: ``_call``/``_stream``/``_upload`` do the calling."""
+
+    _call: Callable[..., Any]
+    _stream: Callable[..., Any]
+    _upload: Callable[..., Any]
+
+    def create_job(
+        self,
+        tenant_id: str,
+        model_type: str,
+        config: req.ConfigLike,
+        *,
+        priority: str | int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ):
+        """Queue a job; ``config`` is the guide's TrainingConfig as a dict (or a message)."""
+        request = req.create(tenant_id, model_type, config, priority=priority, metadata=metadata, request_id=request_id)
+        return self._call("CreateTrainingJob", request, _job)
+
+    def get_job(self, job_id: str):
+        return self._call("GetTrainingJob", pb.GetTrainingJobRequest(job_id=job_id), _job)
+
+    def list_jobs(self, tenant_id: str | None = None, status: str | None = None, model_type: str | None = None,
+                  page_size: int = 0, page_token: str = ""):
+        """One page: a ListTrainingJobsResponse (jobs, next_page_token)."""
+        return self._call("ListTrainingJobs", req.list_jobs(tenant_id, status, model_type, page_size, page_token), _same)
+
+    def cancel_job(self, job_id: str):
+        return self._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job_id=job_id), _job)
+
+    def retry_job(self, job_id: str):
+        return self._call("RetryTrainingJob", pb.RetryTrainingJobRequest(job_id=job_id), _job)
+
+    def update_job(self, job_id: str, *, priority: str | int):
+        request = pb.UpdateTrainingJobRequest(job_id=job_id, priority=req.enum_value(pb.Priority, priority, "priority"))
+        return self._call("UpdateTrainingJob", request, _job)
+
+    def get_metrics(self, job_id: str):
+        return self._call("GetTrainingJobMetrics", pb.GetTrainingJobMetricsRequest(job_id=job_id), _same)
+
+    def validate_config(self, config: req.ConfigLike):
+        return self._call("ValidateTrainingConfig", pb.ValidateTrainingConfigRequest(config=req.config(config)), _same)
+
+    def list_clusters(self):
+        return self._call("ListRayClusters", pb.ListRayClustersRequest(), lambda r: list(r.clusters))
+
+    def health(self):
+        return self._call("GetHealth", pb.GetHealthRequest(), _same)
+
+    def stream_logs(self, job_id: str, *, follow: bool = True, after_sequence: int = 0):
+        """Log entries: the stored ones, then (follow) new ones until the job is final."""
+        return self._stream("StreamTrainingJobLogs", req.logs(job_id, follow, after_sequence), lambda r: r.entry)
+
+    def watch_job(self, job_id: str):
+        """The job now, then on every change, until it is final."""
+        return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _job)
+
+    def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None,
+                    chunk_size: int = CHUNK):
+        """Import a CSV or Parquet file (path or bytes) into features.<table>."""
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if format is None and path.suffix.lower() in (".parquet", ".pq"):
+                format = "parquet"
+            data = path.read_bytes()
+        return self._upload("ImportFeatureData", req.import_chunks(tenant_id, table, data, format, chunk_size))
+
+
+class TrainingClient(_Methods):
+    """Blocking client. ``with TrainingClient("localhost:50051") as c: c.get_job(...)``."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = 60.0):
+        self._channel = channel or grpc.insecure_channel(target)
+        self._stub = pb_grpc.TrainingServiceStub(self._channel)
+        self.timeout = timeout
+
+    def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
+        try:
+            return extract(getattr(self._stub, method)(request, timeout=self.timeout))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Iterator[Any]:
+        try:
+            for item in getattr(self._stub, method)(request):
+                yield extract(item)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def _upload(self, method: str, chunks: Iterator[Any]) -> Any:
+        return self._call(method, chunks, _same)
+
+    def wait(self, job_id: str) -> pb.TrainingJob:
+        """Block until the job is final; returns it."""
+        job = None
+        for job in self.watch_job(job_id):
+            pass
+        return job
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TrainingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTrainingClient(_Methods):
+    """asyncio client: ``await c.get_job(...)``, ``async for e in c.stream_logs(...)``."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None, timeout: float | None = 60.0):
+        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._stub = pb_grpc.TrainingServiceStub(self._channel)
+        self.timeout = timeout
+
+    async def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
+        try:
+            return extract(await getattr(self._stub, method)(request, timeout=self.timeout))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in getattr(self._stub, method)(request):
+                yield extract(item)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def _upload(self, method: str, chunks: Iterator[Any]) -> Any:
+        return await self._call(method, chunks, _same)
+
+    async def wait(self, job_id: str) -> pb.TrainingJob:
+        job = None
+        async for job in self.watch_job(job_id):
+            pass
+        return job
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncTrainingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

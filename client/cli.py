@@ -1,0 +1,196 @@
+"""`aihub`: the command line over TrainingClient.
+
+    aihub data import --tenant acme-corp --table load_forecasting load.csv
+    aihub jobs create --config job.json          # the guide's POST body, or just its config with --tenant/--model-type
+    aihub jobs list --tenant acme-corp --status COMPLETED
+    aihub jobs get|watch|logs|metrics|cancel|retry JOB_ID
+    aihub jobs update JOB_ID --priority critical
+    aihub config validate config.json
+    aihub clusters | aihub health
+
+The server address is --target, else AIHUB_TARGET, else localhost:50051.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from client._client import DEFAULT_TARGET, TrainingClient
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from client.errors import AIHubError
+
+
+def _json(msg: Message | list) -> str:
+    if isinstance(msg, list):
+        return json.dumps([json.loads(_json(m)) for m in msg], indent=2)
+    return json_format.MessageToJson(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return json.loads(text)
+
+
+def _progress_line(job: pb.TrainingJob) -> str:
+    status = pb.JobStatus.Name(job.status)
+    line = f"{status:<9} {job.progress:3d}%  {job.current_step or '-'}"
+    if job.metrics:
+        line += "  " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()) if k in ("mae", "rmse", "mape", "r2_score"))
+    if job.error.reason:
+        line += f"  {job.error.reason}: {job.error.message}"
+    return line
+
+
+def _create(c: TrainingClient, a: argparse.Namespace) -> int:
+    body = _read_json(a.config)
+    config = body.get("config", body)
+    tenant = a.tenant or body.get("tenant_id")
+    model_type = a.model_type or body.get("model_type") or config.get("model_type")
+    if not tenant or not model_type:
+        print("aihub: --tenant and --model-type are needed when the file does not give tenant_id and model_type", file=sys.stderr)
+        return 2
+    metadata = dict(body.get("metadata") or {})
+    metadata.update(kv.split("=", 1) for kv in a.metadata or [])
+    job = c.create_job(tenant, model_type, config, priority=a.priority or body.get("priority"), metadata=metadata,
+                       request_id=a.request_id or body.get("request_id"))
+    print(_json(job))
+    return 0
+
+
+def _list(c: TrainingClient, a: argparse.Namespace) -> int:
+    token, jobs = "", []
+    while True:
+        page = c.list_jobs(a.tenant, a.status, a.model_type, page_size=a.page_size, page_token=token)
+        jobs.extend(page.jobs)
+        token = page.next_page_token
+        if not token or not a.all:
+            break
+    for j in jobs:
+        print(f"{j.job_id}  {j.tenant_id:<16} {pb.ModelType.Name(j.model_type).lower():<9} {pb.Priority.Name(j.priority).lower():<8} {_progress_line(j)}")
+    if token:
+        print(f"(more: --page-token {token}, or --all)", file=sys.stderr)
+    return 0
+
+
+def _watch(c: TrainingClient, a: argparse.Namespace) -> int:
+    job = None
+    for job in c.watch_job(a.job_id):
+        print(_progress_line(job), flush=True)
+    return 0 if job is not None and job.status == pb.COMPLETED else 1
+
+
+def _logs(c: TrainingClient, a: argparse.Namespace) -> int:
+    for e in c.stream_logs(a.job_id, follow=not a.no_follow, after_sequence=a.after):
+        stamp = e.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
+        print(f"{e.sequence:5d} {stamp} {pb.LogLevel.Name(e.level):<7} {e.step or '-':<13} {e.message}", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aihub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default=None, help=f"server address (default: AIHUB_TARGET or {DEFAULT_TARGET})")
+    sub = p.add_subparsers(dest="group", required=True)
+
+    data = sub.add_parser("data", help="feature data").add_subparsers(dest="cmd", required=True)
+    imp = data.add_parser("import", help="import a CSV or Parquet file with a timestamp column")
+    imp.add_argument("--tenant", required=True)
+    imp.add_argument("--table", default="load_forecasting")
+    imp.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the file")
+    imp.add_argument("file")
+
+    jobs = sub.add_parser("jobs", help="training jobs").add_subparsers(dest="cmd", required=True)
+    cr = jobs.add_parser("create", help="create a job from a JSON file (- for stdin)")
+    cr.add_argument("--config", required=True, help="the guide's POST /ai/training/jobs body, or a TrainingConfig")
+    cr.add_argument("--tenant")
+    cr.add_argument("--model-type", choices=["forecast", "anomaly"])
+    cr.add_argument("--priority", choices=["critical", "high", "normal", "low"])
+    cr.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    cr.add_argument("--request-id")
+    ls = jobs.add_parser("list", help="list jobs, newest first")
+    ls.add_argument("--tenant")
+    ls.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"], type=str.upper)
+    ls.add_argument("--model-type", choices=["forecast", "anomaly"])
+    ls.add_argument("--page-size", type=int, default=50)
+    ls.add_argument("--all", action="store_true", help="follow next_page_token to the end")
+    for name, help_ in [("get", "show a job"), ("watch", "follow status and progress until final"),
+                        ("metrics", "show a job's metrics"), ("cancel", "cancel a PENDING or RUNNING job"),
+                        ("retry", "queue a FAILED or CANCELLED job again")]:
+        jobs.add_parser(name, help=help_).add_argument("job_id")
+    lg = jobs.add_parser("logs", help="print log lines, following them until the job is final")
+    lg.add_argument("job_id")
+    lg.add_argument("--no-follow", action="store_true", help="print what is stored and stop")
+    lg.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
+    up = jobs.add_parser("update", help="change the priority of a PENDING job")
+    up.add_argument("job_id")
+    up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
+
+    cfg = sub.add_parser("config", help="training configurations").add_subparsers(dest="cmd", required=True)
+    cfg.add_parser("validate", help="check a config JSON file").add_argument("file")
+    sub.add_parser("clusters", help="list Ray clusters")
+    sub.add_parser("health", help="database, Ray and queue health")
+    return p
+
+
+def run(c: TrainingClient, a: argparse.Namespace) -> int:
+    key = (a.group, getattr(a, "cmd", None))
+    if key == ("data", "import"):
+        resp = c.import_data(a.tenant, a.table, a.file, format=a.format)
+        print(f"imported {resp.rows_imported} rows into features.{resp.table} ({', '.join(resp.columns)})")
+        return 0
+    if key == ("jobs", "create"):
+        return _create(c, a)
+    if key == ("jobs", "list"):
+        return _list(c, a)
+    if key == ("jobs", "watch"):
+        return _watch(c, a)
+    if key == ("jobs", "logs"):
+        return _logs(c, a)
+    if key == ("jobs", "update"):
+        print(_json(c.update_job(a.job_id, priority=a.priority)))
+        return 0
+    if key == ("config", "validate"):
+        body = _read_json(a.file)
+        resp = c.validate_config(body.get("config", body))
+        for v in resp.violations:
+            print(f"{v.field}: {v.description}")
+        print("valid" if resp.valid else f"{len(resp.violations)} problem(s)")
+        return 0 if resp.valid else 1
+    simple = {
+        ("jobs", "get"): lambda: c.get_job(a.job_id),
+        ("jobs", "metrics"): lambda: c.get_metrics(a.job_id),
+        ("jobs", "cancel"): lambda: c.cancel_job(a.job_id),
+        ("jobs", "retry"): lambda: c.retry_job(a.job_id),
+        ("clusters", None): c.list_clusters,
+        ("health", None): c.health,
+    }
+    print(_json(simple[key]()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    target = a.target or os.environ.get("AIHUB_TARGET") or DEFAULT_TARGET
+    try:
+        with TrainingClient(target) as c:
+            return run(c, a)
+    except AIHubError as exc:
+        print(f"aihub: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, json_format.ParseError, OSError) as exc:
+        print(f"aihub: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gRPC server: servicers, wiring, settings, the dispatcher and the Ray executor."""

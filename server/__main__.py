@@ -1,0 +1,56 @@
+"""Entry point: `python -m server [--seed-demo]`. Reads the environment (the only place
+that does), starts embedded PostgreSQL when DATABASE_URL is unset, a local Ray when
+RAY_ADDRESS is unset, and serves gRPC until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from server.app import App
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+
+async def serve(settings: Settings, *, seed_demo: bool) -> None:
+    pg = None
+    url = settings.database_url
+    if not url:
+        from storage.embedded import EmbeddedPostgres
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        pg = EmbeddedPostgres((settings.data_dir / "postgres").resolve())
+        url = await asyncio.to_thread(pg.start)
+    app = App(settings, url)
+    await app.start()
+    if seed_demo:
+        from server import seed
+
+        await seed.seed_demo(app.engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}. Ctrl-C to stop.", flush=True)
+    await stop.wait()
+    log.info("stopping")
+    await app.stop()
+    app.executor.stop()
+    if pg is not None:
+        pg.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--seed-demo", action="store_true", help="load the demo data for acme-corp once")
+    args = parser.parse_args()
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings, seed_demo=args.seed_demo))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Wiring: builds the storage engine, event hub, Ray executor, dispatcher and the gRPC
+server from settings, and takes them down again. The only place that knows them all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
+from server.dispatcher import Dispatcher
+from server.errors import ErrorInterceptor
+from server.events import EventHub
+from server.executor import RayExecutor
+from server.servicer import TrainingServicer
+from server.settings import Settings
+from storage import clusters, db
+from storage.records import RayCluster
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
+
+
+@dataclass
+class App:
+    settings: Settings
+    database_url: str
+    dispatch: bool = True
+    executor: RayExecutor | None = None
+    port: int = 0
+    _server: grpc.aio.Server | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        s = self.settings
+        await asyncio.to_thread(db.migrate, self.database_url)
+        self.engine = db.create_engine(self.database_url)
+        self.events = EventHub(db.asyncpg_dsn(self.database_url))
+        await self.events.start()
+        if self.executor is None:
+            self.executor = RayExecutor(s.ray_address, job_cpus=s.job_cpus, local_cpus=s.local_ray_cpus)
+        await asyncio.to_thread(self.executor.start)
+        s.artifacts.mkdir(parents=True, exist_ok=True)
+        self.dispatcher = Dispatcher(
+            self.engine,
+            self.executor,
+            worker_id=s.server_id or f"{socket.gethostname()}:{os.getpid()}",
+            database_url=self.database_url,
+            artifact_root=str(s.artifacts),
+            max_concurrent=s.max_concurrent_jobs,
+            poll_interval=s.poll_interval_seconds,
+            lease_seconds=s.lease_seconds,
+        )
+        self.events.add_listener(self.dispatcher.on_event)
+        if not self.dispatch:
+            self.dispatcher.pause()
+        await self.dispatcher.start()
+        await self.refresh_cluster()
+
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        pb_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(self), server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        await server.start()
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity())
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self._server is not None:
+            await self.health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+        await self.dispatcher.stop()
+        await self.events.stop()
+        await self.engine.dispose()
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def refresh_cluster(self) -> list[RayCluster]:
+        """Record the cluster's current view, then answer from the database (so clusters
+        other servers use are listed too)."""
+        try:
+            cluster = await asyncio.to_thread(self.executor.cluster)
+        except Exception as exc:  # noqa: BLE001 - Ray down: show it as such
+            log.warning("Ray unavailable: %s", exc)
+            cluster = RayCluster(self.executor.cluster_id, self.settings.ray_address or "local", "UNAVAILABLE", 0, {}, {}, ())
+        async with db.transaction(self.engine) as conn:
+            await clusters.upsert(conn, cluster)
+            return await clusters.list_clusters(conn)

@@ -1,0 +1,158 @@
+"""The claim loop: takes PENDING jobs in priority order and runs them on the executor.
+
+Woken at once by NOTIFY (a job created, retried or re-prioritised; a run finished),
+with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED (storage.jobs.CLAIM),
+so any number of servers can share one database without running a job twice. Each
+claim takes a lease that a heartbeat renews; expired leases (a server that died) are
+requeued by storage.jobs.requeue_expired on every pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.executor import RayExecutor
+from server.worker import JobPayload
+from storage import db, jobs
+from storage.records import Job, JobError
+from trainers import spec as specs
+from trainers.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        executor: RayExecutor,
+        *,
+        worker_id: str,
+        database_url: str,
+        artifact_root: str,
+        max_concurrent: int = 0,
+        poll_interval: float = 2.0,
+        lease_seconds: float = 30.0,
+        on_claim: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.worker_id = worker_id
+        self.database_url = database_url
+        self.artifact_root = artifact_root
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.on_claim = on_claim
+        self.running: dict[uuid.UUID, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._paused = False
+        self._tasks: list[asyncio.Task] = []
+
+    # --- wiring ---------------------------------------------------------------------------
+    def on_event(self, job_id: str, kind: str) -> None:
+        """EventHub listener: new work wakes the loop; a cancel stops our task."""
+        if kind in ("created", "reconnected"):
+            self._wake.set()
+        elif kind == "cancel":
+            with contextlib.suppress(ValueError):
+                if self.executor.cancel(uuid.UUID(job_id)):
+                    log.info("job %s cancelled: Ray task stopped", job_id)
+
+    def capacity(self) -> int:
+        return self.max_concurrent or self.executor.capacity()
+
+    def pause(self, paused: bool = True) -> None:
+        """Stop (or resume) claiming; running jobs go on. For maintenance and tests."""
+        self._paused = paused
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="dispatcher"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for job_id in list(self.running):
+            self.executor.cancel(job_id)
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=10)
+
+    # --- the loop -------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._pass()
+            except Exception:  # noqa: BLE001 - keep dispatching; the database may come back
+                log.exception("dispatch pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+
+    async def _pass(self) -> None:
+        async with db.transaction(self.engine) as conn:
+            requeued = await jobs.requeue_expired(conn)
+        for job_id in requeued:
+            log.warning("job %s: lease expired (its server stopped); queued again", job_id)
+        if self._paused:
+            return
+        while len(self.running) < self.capacity():
+            async with db.transaction(self.engine) as conn:
+                job = await jobs.claim(conn, self.worker_id, lease_seconds=self.lease_seconds)
+            if job is None:
+                return
+            if self.on_claim:
+                self.on_claim(job)
+            self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
+
+    async def _execute(self, job: Job) -> None:
+        try:
+            try:
+                spec = specs.build(job.config, model_type=job.model_type)
+            except TrainingError as exc:
+                await self._fail(job, JobError(exc.reason, str(exc), exc.details))
+                return
+            payload = JobPayload(
+                job_id=job.job_id,
+                attempt=job.attempt,
+                tenant_id=job.tenant_id,
+                config=job.config,
+                spec=spec,
+                database_url=self.database_url,
+                artifact_root=self.artifact_root,
+                num_threads=self.executor.job_cpus,
+            )
+            try:
+                outcome = await self.executor.run(payload)
+                log.info("job %s attempt %d: %s", job.job_id, job.attempt, outcome.status)
+            except Exception as exc:  # noqa: BLE001 - Ray task died: worker crash or cancellation
+                await self._fail(job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}"))
+        finally:
+            self.running.pop(job.job_id, None)
+            self._wake.set()
+
+    async def _fail(self, job: Job, error: JobError) -> None:
+        """Record a failure, unless the attempt already ended (e.g. it was cancelled)."""
+        async with db.transaction(self.engine) as conn:
+            await jobs.fail(conn, job.job_id, job.attempt, error)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with db.transaction(self.engine) as conn:
+                    await jobs.heartbeat(conn, self.worker_id, list(self.running), lease_seconds=self.lease_seconds)
+            except Exception:  # noqa: BLE001
+                log.exception("heartbeat failed")

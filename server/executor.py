@@ -1,0 +1,107 @@
+"""Runs claimed jobs as Ray tasks: a local Ray started here, or the cluster at RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+
+from server.worker import JobPayload, Outcome, run_job
+from storage.records import RayCluster, WorkerNode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayExecutor:
+    address: str | None
+    job_cpus: int = 1
+    local_cpus: int = 0
+    temp_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self._refs: dict[uuid.UUID, object] = {}
+        self._remote = None
+        self._started_ray = False
+
+    def start(self) -> None:
+        """Connect to (or start) Ray. Blocking; call from a thread at start-up."""
+        if self.address is None:
+            # A local Ray binds its servers to 127.0.0.1 only when Ray believes it is not
+            # a cluster node (else it resolves localhost to the machine's public address).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                if self.local_cpus:
+                    kwargs["num_cpus"] = self.local_cpus
+                if self.temp_dir:
+                    kwargs["_temp_dir"] = self.temp_dir
+                self._started_ray = True
+            ray.init(**kwargs)
+        self._remote = ray.remote(run_job).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-training-job")
+
+    def stop(self) -> None:
+        import ray
+
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    @property
+    def cluster_id(self) -> str:
+        """"local" for the Ray this server started, else the address it was given."""
+        return f"ray:{self.address}" if self.address else "local"
+
+    def capacity(self) -> int:
+        """How many jobs the cluster's CPUs allow at once."""
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 0)
+        return max(1, int(cpus // self.job_cpus))
+
+    async def run(self, payload: JobPayload) -> Outcome:
+        """Run one attempt on Ray and wait for it. Raises ray's errors when the task
+        died (worker crash, node loss, cancellation)."""
+        ref = self._remote.remote(payload)
+        self._refs[payload.job_id] = ref
+        try:
+            return await ref
+        finally:
+            self._refs.pop(payload.job_id, None)
+
+    def cancel(self, job_id: uuid.UUID) -> bool:
+        """Stop the job's task if this process runs it (force: the worker is killed, since
+        LightGBM cannot be interrupted between rounds from outside)."""
+        import ray
+
+        ref = self._refs.get(job_id)
+        if ref is None:
+            return False
+        ray.cancel(ref, force=True)
+        return True
+
+    def cluster(self) -> RayCluster:
+        import ray
+
+        nodes = []
+        for n in ray.nodes():
+            resources = {k: float(v) for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
+            nodes.append(WorkerNode(n["NodeID"], n.get("NodeManagerAddress", ""), "ALIVE" if n.get("Alive") else "DEAD", resources))
+        total = {k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
+        available = {k: float(v) for k, v in ray.available_resources().items() if not k.startswith("node:")}
+        alive = sum(1 for n in nodes if n.status == "ALIVE")
+        return RayCluster(
+            cluster_id=self.cluster_id,
+            address=self.address or "local",
+            status="RUNNING" if alive else "UNAVAILABLE",
+            num_workers=alive,
+            resources=total,
+            available_resources=available,
+            nodes=tuple(nodes),
+        )
+

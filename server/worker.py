@@ -1,0 +1,225 @@
+"""The body of a job's Ray task: runs the pipeline with a reporter, data source and
+registry that write to PostgreSQL through storage/.
+
+It runs in a Ray worker process. Each such process keeps one background event loop
+and one small engine per database, so consecutive jobs on a warm worker pay no
+connection set-up. Every write is its own short transaction; progress writes are
+guarded by (job_id, attempt, RUNNING), so a cancelled or superseded run learns it
+must stop at its next report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import db, features, jobs, models
+from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
+from storage.records import JobError, LogLevel, NewModelVersion
+from trainers import pipeline
+from trainers.errors import DataLoadError, JobCancelled, TrainingError
+from trainers.spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """Everything a Ray task needs; plain data, so it travels to any node."""
+
+    job_id: uuid.UUID
+    attempt: int
+    tenant_id: str
+    config: Mapping[str, Any]
+    spec: TrainingSpec
+    database_url: str
+    artifact_root: str
+    num_threads: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # COMPLETED, FAILED or CANCELLED
+    model_version: int | None = None
+    error: JobError | None = None
+
+
+class _Runtime:
+    """A background event loop for this worker process, and its engines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="aihub-db", daemon=True).start()
+        self._engines: dict[str, AsyncEngine] = {}
+
+    def engine(self, url: str) -> AsyncEngine:
+        if url not in self._engines:
+            self._engines[url] = db.create_engine(url, pool_size=2)
+        return self._engines[url]
+
+    def run(self, make: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
+
+
+_runtime: _Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> _Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = _Runtime()
+        return _runtime
+
+
+class DbReporter:
+    def __init__(self, rt: _Runtime, engine: AsyncEngine, job_id: uuid.UUID, attempt: int) -> None:
+        self.rt, self.engine, self.job_id, self.attempt = rt, engine, job_id, attempt
+        self.current_step = ""
+
+    def _guarded(self, still_running: bool) -> None:
+        if not still_running:
+            raise JobCancelled(f"job {self.job_id} attempt {self.attempt} is no longer running")
+
+    def step(self, name: str, progress: int) -> None:
+        self.current_step = name
+
+        async def go() -> bool:
+            async with db.transaction(self.engine) as conn:
+                ok = await jobs.set_progress(conn, self.job_id, self.attempt, name, progress)
+                if ok:
+                    await jobs.append_log(conn, self.job_id, self.attempt, LogLevel.INFO, name, f"step {name} started")
+                return ok
+
+        self._guarded(self.rt.run(go))
+
+    def progress(self, progress: int) -> None:
+        async def go() -> bool:
+            async with db.transaction(self.engine) as conn:
+                return await jobs.set_progress(conn, self.job_id, self.attempt, self.current_step, progress)
+
+        self._guarded(self.rt.run(go))
+
+    def log(self, level: str, message: str) -> None:
+        async def go() -> bool:
+            async with db.transaction(self.engine) as conn:
+                if not await jobs.is_running(conn, self.job_id, self.attempt):
+                    return False
+                await jobs.append_log(conn, self.job_id, self.attempt, LogLevel(level), self.current_step, message)
+                return True
+
+        self._guarded(self.rt.run(go))
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        async def go() -> None:
+            async with db.transaction(self.engine) as conn:
+                await jobs.record_metrics(conn, self.job_id, self.attempt, values)
+
+        self.rt.run(go)
+
+
+class DbDataSource:
+    def __init__(self, rt: _Runtime, engine: AsyncEngine, tenant_id: str) -> None:
+        self.rt, self.engine, self.tenant_id = rt, engine, tenant_id
+
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime):
+        async def go():
+            async with db.transaction(self.engine) as conn:
+                return await features.read_frame(conn, self.tenant_id, table, columns, start, end)
+
+        try:
+            return self.rt.run(go, timeout=3600)
+        except FeatureTableNotFound as exc:
+            raise DataLoadError(
+                f"Failed to load training data: {exc}",
+                details={"reason": str(exc), "tenant_id": self.tenant_id, "table": f"features.{exc.table}"},
+            ) from exc
+        except FeatureColumnNotFound as exc:
+            raise DataLoadError(
+                f"Failed to load training data: {exc}",
+                details={"reason": str(exc), "tenant_id": self.tenant_id, "table": f"features.{exc.table}", "column": exc.column},
+            ) from exc
+
+
+class DbRegistry:
+    def __init__(self, rt: _Runtime, engine: AsyncEngine, payload: JobPayload) -> None:
+        self.rt, self.engine, self.payload = rt, engine, payload
+
+    def artifact_dir(self) -> Path:
+        p = self.payload
+        folder = Path(p.artifact_root) / p.tenant_id / p.spec.model_type / f"{p.job_id}-attempt{p.attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float]) -> int:
+        p = self.payload
+        new = NewModelVersion(
+            tenant_id=p.tenant_id,
+            model_type=spec.model_type,
+            job_id=p.job_id,
+            algorithm=spec.algorithm,
+            artifact_uri=artifact.resolve().as_uri(),
+            features=tuple(spec.features),
+            target=spec.target,
+            training_start=spec.training_start,
+            training_end=spec.training_end,
+            metrics=dict(metrics),
+            config=dict(p.config),
+        )
+
+        async def go() -> int:
+            async with db.transaction(self.engine) as conn:
+                if not await jobs.is_running(conn, p.job_id, p.attempt):
+                    raise JobCancelled(f"job {p.job_id} is no longer running")
+                return (await models.register(conn, new)).version
+
+        return self.rt.run(go)
+
+
+def run_job(payload: JobPayload) -> Outcome:
+    """Run one attempt of a job to its end and record the outcome. Returns what happened;
+    raises only if the database itself is unreachable."""
+    rt = runtime()
+    engine = rt.engine(payload.database_url)
+    reporter = DbReporter(rt, engine, payload.job_id, payload.attempt)
+    try:
+        result = pipeline.run(
+            payload.spec,
+            data=DbDataSource(rt, engine, payload.tenant_id),
+            reporter=reporter,
+            registry=DbRegistry(rt, engine, payload),
+            num_threads=payload.num_threads,
+        )
+    except JobCancelled:
+        return Outcome("CANCELLED")
+    except TrainingError as exc:
+        error = JobError(exc.reason, exc.message, exc.details)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
+        detail = traceback.format_exc(limit=8)
+        log.error("job %s failed: %s", payload.job_id, detail)
+        error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step})
+    else:
+
+        async def complete() -> bool:
+            async with db.transaction(engine) as conn:
+                return await jobs.complete(conn, payload.job_id, payload.attempt, result.model_version)
+
+        return Outcome("COMPLETED", result.model_version) if rt.run(complete) else Outcome("CANCELLED")
+
+    async def fail() -> bool:
+        async with db.transaction(engine) as conn:
+            return await jobs.fail(conn, payload.job_id, payload.attempt, error)
+
+    return Outcome("FAILED", error=error) if rt.run(fail) else Outcome("CANCELLED")

@@ -1,0 +1,149 @@
+"""Tenant feature tables in schema ``features``: (tenant_id, timestamp, numeric columns...).
+
+Imports upsert on (tenant_id, timestamp), so loading the same file twice changes nothing.
+Reads use COPY, the fastest way out of PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.errors import FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
+from storage.tables import FEATURE_SCHEMA
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED = ("tenant_id", "timestamp")
+
+
+def check_identifier(name: str, what: str) -> str:
+    if not _IDENT.match(name or ""):
+        raise InvalidFeatureData(
+            f"{what} {name!r} is not a valid name: lower-case letters, digits and _, starting with a letter or _",
+            field=what,
+        )
+    return name
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+async def columns_of(conn: AsyncConnection, table: str) -> list[str] | None:
+    """The table's columns in order, or None when the table does not exist."""
+    rows = (
+        await conn.execute(
+            sa.text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+            ),
+            {"s": FEATURE_SCHEMA, "t": table},
+        )
+    ).scalars().all()
+    return list(rows) or None
+
+
+async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
+    """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as ``tenant_id``'s rows.
+    Creates the table, and any new column, as needed. Returns (rows, numeric columns)."""
+    check_identifier(table, "table")
+    if not tenant_id:
+        raise InvalidFeatureData("tenant_id is required", field="tenant_id")
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    if "timestamp" not in frame.columns:
+        raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {', '.join(map(str, frame.columns))})")
+    frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
+    value_cols = [c for c in frame.columns if c != "timestamp"]
+    if not value_cols:
+        raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
+    for col in value_cols:
+        check_identifier(col, "column")
+    try:
+        stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise InvalidFeatureData(f"column 'timestamp' holds values that are not timestamps: {exc}", field="timestamp") from exc
+    values = {}
+    for col in value_cols:
+        converted = pd.to_numeric(frame[col], errors="coerce")
+        bad = converted.isna() & frame[col].notna()
+        if bad.any():
+            example = frame[col][bad].iloc[0]
+            raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {example!r}", field=col)
+        values[col] = converted.astype("float64")
+    if stamps.duplicated().any():
+        raise InvalidFeatureData(f"timestamp {stamps[stamps.duplicated()].iloc[0]} appears twice", field="timestamp")
+
+    await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {FEATURE_SCHEMA}"))
+    await conn.execute(
+        sa.text(
+            f"CREATE TABLE IF NOT EXISTS {FEATURE_SCHEMA}.{_q(table)} ("
+            "tenant_id text NOT NULL, \"timestamp\" timestamptz NOT NULL, PRIMARY KEY (tenant_id, \"timestamp\"))"
+        )
+    )
+    for col in value_cols:
+        await conn.execute(sa.text(f"ALTER TABLE {FEATURE_SCHEMA}.{_q(table)} ADD COLUMN IF NOT EXISTS {_q(col)} double precision"))
+
+    raw = (await conn.get_raw_connection()).driver_connection
+    staging = f"_import_{table}"
+    cols = ["tenant_id", "timestamp", *value_cols]
+    await raw.execute(
+        f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
+    )
+    stamp_values = stamps.dt.to_pydatetime()
+    columns = [np.where(np.isnan(values[c].to_numpy()), None, values[c].to_numpy()).tolist() for c in value_cols]
+    records = [(tenant_id, ts, *row) for ts, *row in zip(stamp_values, *columns, strict=True)] if columns else []
+    await raw.copy_records_to_table(staging, records=records, columns=cols)
+    updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in value_cols)
+    col_list = ", ".join(_q(c) for c in cols)
+    await raw.execute(
+        f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "
+        f"ON CONFLICT (tenant_id, \"timestamp\") DO UPDATE SET {updates}"
+    )
+    await raw.execute(f"DROP TABLE {_q(staging)}")
+    return len(records), value_cols
+
+
+async def read_frame(
+    conn: AsyncConnection,
+    tenant_id: str,
+    table: str,
+    columns: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> pd.DataFrame:
+    """The tenant's rows with ``start <= timestamp <= end``, ordered by time: a UTC
+    ``timestamp`` column and the requested numeric columns."""
+    check_identifier(table, "table")
+    existing = await columns_of(conn, table)
+    if existing is None:
+        raise FeatureTableNotFound(table)
+    for col in columns:
+        if col not in existing or col in RESERVED:
+            raise FeatureColumnNotFound(table, col)
+    col_list = ", ".join(['"timestamp"', *(_q(c) for c in columns)])
+    raw = (await conn.get_raw_connection()).driver_connection
+    buf = io.BytesIO()
+    query = (
+        f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "
+        f"WHERE tenant_id = $1 AND \"timestamp\" BETWEEN $2 AND $3 ORDER BY \"timestamp\""
+    )
+    await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
+    buf.seek(0)
+    if buf.getbuffer().nbytes == 0:
+        return pd.DataFrame(columns=["timestamp", *columns])
+    frame = pd.read_csv(buf, engine="pyarrow", dtype={c: "float64" for c in columns})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    return frame
+
+
+async def count_rows(conn: AsyncConnection, tenant_id: str, table: str) -> int:
+    if await columns_of(conn, check_identifier(table, "table")) is None:
+        return 0
+    return int(await conn.scalar(sa.text(f"SELECT count(*) FROM {FEATURE_SCHEMA}.{_q(table)} WHERE tenant_id = :t"), {"t": tenant_id}))

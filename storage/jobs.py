@@ -1,0 +1,461 @@
+"""The job repository and the queue's SQL.
+
+Every status change goes through ``_transition`` and the table in
+``storage.records.TRANSITIONS``. Functions take an ``AsyncConnection`` whose
+transaction the caller owns; they never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.db import notify
+from storage.errors import InvalidTransition, JobNotFound
+from storage.records import Job, JobError, JobStatus, LogLevel, NewJob, Priority, sources_of
+
+# --- the queue's statements -------------------------------------------------------------------
+
+# Claim: the oldest PENDING job of the best priority, skipping rows another server is
+# claiming right now. Served by the partial index training_jobs_queue (priority, created_at)
+# WHERE status = 'PENDING'. The lease columns let a later recovery pass requeue jobs of a
+# server that stopped heartbeating.
+CLAIM = sa.text(
+    """
+    UPDATE training_jobs AS j
+       SET status = 'RUNNING', claimed_by = :worker, started_at = clock_timestamp(),
+           updated_at = clock_timestamp(), progress = 0, current_step = '',
+           lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
+     WHERE j.id = (SELECT id FROM training_jobs
+                    WHERE status = 'PENDING'
+                    ORDER BY priority, created_at, id
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED)
+    RETURNING j.*
+    """
+)
+
+# Heartbeat: extend the lease of the jobs a server is running. Served by the primary key.
+HEARTBEAT = sa.text(
+    """
+    UPDATE training_jobs
+       SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
+     WHERE id = ANY(:ids) AND status = 'RUNNING' AND claimed_by = :worker
+    """
+)
+
+# Transition: move one job between states, only from the states the transition table
+# allows. Served by the primary key.
+TRANSITION = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = :target, updated_at = clock_timestamp()
+     WHERE id = :id AND status = ANY(:sources)
+    RETURNING *
+    """
+)
+
+# Next log sequence number of a job; the row lock serialises writers. Primary key.
+NEXT_LOG_SEQ = sa.text(
+    "UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq"
+)
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _record(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
+    error = None
+    if row["error_reason"]:
+        error = JobError(row["error_reason"], row["error_message"] or "", _loads(row["error_details"]) or {})
+    return Job(
+        job_id=row["id"],
+        tenant_id=row["tenant_id"],
+        model_type=row["model_type"],
+        algorithm=row["algorithm"],
+        status=JobStatus(row["status"]),
+        priority=Priority.from_rank(row["priority"]),
+        progress=row["progress"],
+        current_step=row["current_step"],
+        config=_loads(row["config"]),
+        metadata=_loads(row["metadata"]),
+        request_id=row["request_id"],
+        attempt=row["attempt"],
+        error=error,
+        model_version=row["model_version"],
+        metrics=dict(metrics or {}),
+        claimed_by=row["claimed_by"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def _metrics_of(conn: AsyncConnection, keys: Iterable[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, dict[str, float]]:
+    keys = list(keys)
+    if not keys:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT job_id, name, value FROM job_metrics "
+            "WHERE (job_id, attempt) IN (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])))"
+        ),
+        {"ids": [k[0] for k in keys], "attempts": [k[1] for k in keys]},
+    )
+    out: dict[uuid.UUID, dict[str, float]] = {}
+    for job_id, name, value in rows:
+        out.setdefault(job_id, {})[name] = value
+    return out
+
+
+async def _with_metrics(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[Job]:
+    metrics = await _metrics_of(conn, [(r["id"], r["attempt"]) for r in rows])
+    return [_record(r, metrics.get(r["id"])) for r in rows]
+
+
+async def get(conn: AsyncConnection, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+    query = "SELECT * FROM training_jobs WHERE id = :id" + (" FOR UPDATE" if for_update else "")
+    row = (await conn.execute(sa.text(query), {"id": job_id})).mappings().first()
+    if row is None:
+        raise JobNotFound(job_id)
+    return (await _with_metrics(conn, [row]))[0]
+
+
+async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
+    """Insert a PENDING job and wake the dispatchers. Returns (job, created); with a
+    request_id the tenant already used, the existing job and False."""
+    params = {
+        "id": uuid.uuid4(),
+        "tenant_id": new.tenant_id,
+        "model_type": new.model_type,
+        "algorithm": new.algorithm,
+        "priority": new.priority.rank,
+        "config": json.dumps(new.config),
+        "metadata": json.dumps(new.metadata),
+        "request_id": new.request_id,
+    }
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
+                                           config, metadata, request_id, created_at, updated_at)
+                VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
+                        CAST(:config AS jsonb), CAST(:metadata AS jsonb), :request_id,
+                        clock_timestamp(), clock_timestamp())
+                ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+                RETURNING *
+                """
+            ),
+            params,
+        )
+    ).mappings().first()
+    if row is None:
+        existing = (
+            await conn.execute(
+                sa.text("SELECT * FROM training_jobs WHERE tenant_id = :t AND request_id = :r"),
+                {"t": new.tenant_id, "r": new.request_id},
+            )
+        ).mappings().one()
+        return (await _with_metrics(conn, [existing]))[0], False
+    job = _record(row)
+    await append_log(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value.lower()}")
+    await notify(conn, job.job_id, "created")
+    return job, True
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str | None = None,
+    status: JobStatus | None = None,
+    model_type: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
+    """Newest first. ``before`` is the (created_at, id) of the last job of the previous
+    page (keyset pagination); returns the jobs and the cursor of the next page, if any.
+    Served by training_jobs_tenant_created / training_jobs_created."""
+    where, params = [], {"limit": limit + 1}
+    if tenant_id:
+        where.append("tenant_id = :tenant_id")
+        params["tenant_id"] = tenant_id
+    if status:
+        where.append("status = :status")
+        params["status"] = status.value
+    if model_type:
+        where.append("model_type = :model_type")
+        params["model_type"] = model_type
+    if before:
+        where.append("(created_at, id) < (:before_at, :before_id)")
+        params["before_at"], params["before_id"] = before
+    sql = "SELECT * FROM training_jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
+    rows = (await conn.execute(sa.text(sql), params)).mappings().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    jobs = await _with_metrics(conn, rows)
+    cursor = (rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
+    return jobs, cursor
+
+
+async def _transition(
+    conn: AsyncConnection, job_id: uuid.UUID, target: JobStatus, only_from: frozenset[JobStatus] | None = None
+) -> RowMapping:
+    """Move a job to ``target`` if the transition table allows it from its current state
+    (narrowed to ``only_from`` when the operation allows fewer)."""
+    allowed = sources_of(target) if only_from is None else sources_of(target) & only_from
+    row = (
+        await conn.execute(TRANSITION, {"id": job_id, "target": target.value, "sources": [s.value for s in allowed]})
+    ).mappings().first()
+    if row is None:
+        current = await get(conn, job_id)  # raises JobNotFound
+        raise InvalidTransition(job_id, current.status.value, target.value, frozenset(s.value for s in allowed))
+    return row
+
+
+async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
+    row = await _transition(conn, job_id, JobStatus.CANCELLED)
+    await conn.execute(
+        sa.text("UPDATE training_jobs SET finished_at = clock_timestamp(), lease_expires_at = NULL WHERE id = :id"),
+        {"id": job_id},
+    )
+    await conn.execute(
+        sa.text(
+            "UPDATE job_attempts SET status = 'CANCELLED', finished_at = clock_timestamp() "
+            "WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL"
+        ),
+        {"id": job_id, "attempt": row["attempt"]},
+    )
+    await append_log(conn, job_id, row["attempt"], LogLevel.WARNING, "", "job cancelled")
+    await notify(conn, job_id, "cancel")
+    return await get(conn, job_id)
+
+
+async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
+    """FAILED or CANCELLED -> PENDING as the next attempt."""
+    row = await _transition(conn, job_id, JobStatus.PENDING, only_from=frozenset({JobStatus.FAILED, JobStatus.CANCELLED}))
+    attempt = row["attempt"] + 1
+    await conn.execute(
+        sa.text(
+            """
+            UPDATE training_jobs
+               SET attempt = :attempt, progress = 0, current_step = '', error_reason = NULL,
+                   error_message = NULL, error_details = NULL, model_version = NULL,
+                   started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL
+             WHERE id = :id
+            """
+        ),
+        {"id": job_id, "attempt": attempt},
+    )
+    await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"job queued again as attempt {attempt}")
+    await notify(conn, job_id, "created")
+    return await get(conn, job_id)
+
+
+async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Priority) -> Job:
+    row = (
+        await conn.execute(
+            sa.text(
+                "UPDATE training_jobs SET priority = :p, updated_at = clock_timestamp() "
+                "WHERE id = :id AND status = 'PENDING' RETURNING attempt"
+            ),
+            {"id": job_id, "p": priority.rank},
+        )
+    ).first()
+    if row is None:
+        current = await get(conn, job_id)
+        raise InvalidTransition(job_id, current.status.value, "a new priority", frozenset({"PENDING"}))
+    await append_log(conn, job_id, row.attempt, LogLevel.INFO, "", f"priority changed to {priority.value.lower()}")
+    await notify(conn, job_id, "created")  # the queue order changed: wake the dispatchers
+    return await get(conn, job_id)
+
+
+async def claim(conn: AsyncConnection, worker: str, *, lease_seconds: float = 60.0) -> Job | None:
+    """Take the next job off the queue for ``worker`` (RUNNING), or None."""
+    row = (await conn.execute(CLAIM, {"worker": worker, "lease_seconds": lease_seconds})).mappings().first()
+    if row is None:
+        return None
+    await conn.execute(
+        sa.text(
+            "INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at) "
+            "VALUES (:id, :attempt, 'RUNNING', :worker, clock_timestamp())"
+        ),
+        {"id": row["id"], "attempt": row["attempt"], "worker": worker},
+    )
+    await append_log(conn, row["id"], row["attempt"], LogLevel.INFO, "", f"attempt {row['attempt']} started on {worker}")
+    await notify(conn, row["id"], "changed")
+    return _record(row)
+
+
+async def heartbeat(conn: AsyncConnection, worker: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0) -> None:
+    if job_ids:
+        await conn.execute(HEARTBEAT, {"ids": list(job_ids), "worker": worker, "lease_seconds": lease_seconds})
+
+
+async def set_progress(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, step: str, progress: int) -> bool:
+    """Record the running attempt's step and progress. False when that attempt is no
+    longer running (cancelled, or superseded): the caller should stop."""
+    result = await conn.execute(
+        sa.text(
+            """
+            UPDATE training_jobs SET current_step = :step, progress = GREATEST(progress, :progress),
+                                     updated_at = clock_timestamp()
+             WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
+            """
+        ),
+        {"id": job_id, "attempt": attempt, "step": step, "progress": int(progress)},
+    )
+    if result.rowcount:
+        await notify(conn, job_id, "changed")
+    return bool(result.rowcount)
+
+
+async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int) -> bool:
+    row = await conn.scalar(
+        sa.text("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'"),
+        {"id": job_id, "attempt": attempt},
+    )
+    return row is not None
+
+
+async def record_metrics(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, metrics: Mapping[str, float]) -> None:
+    if not metrics:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO job_metrics (job_id, attempt, name, value) "
+            "SELECT :id, :attempt, * FROM unnest(CAST(:names AS text[]), CAST(:values AS float8[])) "
+            "ON CONFLICT (job_id, attempt, name) DO UPDATE SET value = EXCLUDED.value"
+        ),
+        {"id": job_id, "attempt": attempt, "names": list(metrics), "values": [float(v) for v in metrics.values()]},
+    )
+    await conn.execute(sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id"), {"id": job_id})
+    await notify(conn, job_id, "changed")
+
+
+async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
+    """RUNNING -> COMPLETED for this attempt; False when it is no longer running."""
+    return await _finish(conn, job_id, attempt, JobStatus.COMPLETED, None, model_version)
+
+
+async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError) -> bool:
+    """RUNNING -> FAILED for this attempt; False when it is no longer running."""
+    return await _finish(conn, job_id, attempt, JobStatus.FAILED, error, None)
+
+
+async def _finish(
+    conn: AsyncConnection, job_id: uuid.UUID, attempt: int, status: JobStatus, error: JobError | None, model_version: int | None
+) -> bool:
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                UPDATE training_jobs
+                   SET status = :status, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+                       progress = CASE WHEN :status = 'COMPLETED' THEN 100 ELSE progress END,
+                       error_reason = :reason, error_message = :message, error_details = CAST(:details AS jsonb),
+                       model_version = :model_version, lease_expires_at = NULL
+                 WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
+                RETURNING id
+                """
+            ),
+            {
+                "id": job_id,
+                "attempt": attempt,
+                "status": status.value,
+                "reason": error.reason if error else None,
+                "message": error.message if error else None,
+                "details": json.dumps(dict(error.details)) if error else None,
+                "model_version": model_version,
+            },
+        )
+    ).first()
+    if row is None:
+        return False
+    await conn.execute(
+        sa.text(
+            "UPDATE job_attempts SET status = :status, finished_at = clock_timestamp(), error_reason = :reason, "
+            "error_message = :message WHERE job_id = :id AND attempt = :attempt"
+        ),
+        {
+            "id": job_id,
+            "attempt": attempt,
+            "status": status.value,
+            "reason": error.reason if error else None,
+            "message": error.message if error else None,
+        },
+    )
+    if error:
+        await append_log(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: {error.reason}: {error.message}")
+    else:
+        await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"job completed (model version {model_version})")
+    await notify(conn, job_id, "changed")
+    return True
+
+
+async def append_log(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
+    seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
+    if seq is None:
+        raise JobNotFound(job_id)
+    await conn.execute(
+        sa.text(
+            "INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message) "
+            "VALUES (:id, :seq, :attempt, clock_timestamp(), :level, :step, :message)"
+        ),
+        {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message},
+    )
+    await notify(conn, job_id, "log")
+    return seq
+
+
+async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(sa.text("SELECT status, count(*) FROM training_jobs GROUP BY status"))
+    counts = {s.value: 0 for s in JobStatus}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+async def attempts_of(conn: AsyncConnection, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.text("SELECT * FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job_id}
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+# Requeue: RUNNING jobs whose lease ran out (their server stopped heartbeating) go back
+# to PENDING as a new attempt. A sequential scan of RUNNING rows; there are few.
+REQUEUE_EXPIRED = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = 'PENDING', attempt = attempt + 1, progress = 0, current_step = '',
+           claimed_by = NULL, lease_expires_at = NULL, started_at = NULL, updated_at = clock_timestamp()
+     WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp()
+    RETURNING id, attempt
+    """
+)
+
+
+async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
+    rows = (await conn.execute(REQUEUE_EXPIRED)).all()
+    for job_id, attempt in rows:
+        await conn.execute(
+            sa.text(
+                "UPDATE job_attempts SET status = 'FAILED', finished_at = clock_timestamp(), error_reason = 'WorkerLost', "
+                "error_message = 'lease expired' WHERE job_id = :id AND attempt = :attempt"
+            ),
+            {"id": job_id, "attempt": attempt - 1},
+        )
+        await append_log(conn, job_id, attempt, LogLevel.WARNING, "", f"the server running attempt {attempt - 1} stopped; queued again as attempt {attempt}")
+        await notify(conn, job_id, "created")
+    return [r[0] for r in rows]

@@ -1,0 +1,77 @@
+"""The model registry: one numbered version per (tenant, model_type)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.records import ModelVersion, NewModelVersion
+
+
+def _record(row) -> ModelVersion:
+    def loads(v):
+        return json.loads(v) if isinstance(v, str) else v
+
+    return ModelVersion(
+        model_id=row["id"],
+        tenant_id=row["tenant_id"],
+        model_type=row["model_type"],
+        version=row["version"],
+        job_id=row["job_id"],
+        algorithm=row["algorithm"],
+        artifact_uri=row["artifact_uri"],
+        features=tuple(loads(row["features"])),
+        metrics=loads(row["metrics"]),
+        created_at=row["created_at"],
+    )
+
+
+async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
+    """Insert the next version for (tenant, model_type). A transaction-scoped advisory
+    lock on the pair serialises concurrent registrations."""
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"model:{new.tenant_id}:{new.model_type}"}
+    )
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                INSERT INTO model_versions (id, tenant_id, model_type, version, job_id, algorithm, artifact_uri,
+                                            features, target, training_start, training_end, metrics, config, created_at)
+                SELECT :id, :tenant_id, :model_type, COALESCE(MAX(version), 0) + 1, :job_id, :algorithm, :artifact_uri,
+                       CAST(:features AS jsonb), :target, :training_start, :training_end,
+                       CAST(:metrics AS jsonb), CAST(:config AS jsonb), clock_timestamp()
+                  FROM model_versions WHERE tenant_id = :tenant_id AND model_type = :model_type
+                RETURNING *
+                """
+            ),
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": new.tenant_id,
+                "model_type": new.model_type,
+                "job_id": new.job_id,
+                "algorithm": new.algorithm,
+                "artifact_uri": new.artifact_uri,
+                "features": json.dumps(list(new.features)),
+                "target": new.target,
+                "training_start": new.training_start,
+                "training_end": new.training_end,
+                "metrics": json.dumps(dict(new.metrics)),
+                "config": json.dumps(dict(new.config)),
+            },
+        )
+    ).mappings().one()
+    return _record(row)
+
+
+async def list_versions(conn: AsyncConnection, tenant_id: str, model_type: str | None = None) -> list[ModelVersion]:
+    sql = "SELECT * FROM model_versions WHERE tenant_id = :t"
+    params = {"t": tenant_id}
+    if model_type:
+        sql += " AND model_type = :m"
+        params["m"] = model_type
+    rows = await conn.execute(sa.text(sql + " ORDER BY model_type, version DESC"), params)
+    return [_record(r) for r in rows.mappings()]

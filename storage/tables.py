@@ -1,0 +1,116 @@
+"""Table definitions (SQLAlchemy Core). The schema itself is created by the Alembic
+migrations in storage/migrations; these mirror them for building queries."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData()
+
+FEATURE_SCHEMA = "features"
+
+jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("progress", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("current_step", sa.Text, nullable=False, server_default=""),
+    sa.Column("config", JSONB, nullable=False),
+    sa.Column("metadata", JSONB, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("error_reason", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_details", JSONB),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("log_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("claimed_by", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error_reason", sa.Text),
+    sa.Column("error_message", sa.Text),
+)
+
+logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.Column("step", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+metrics = sa.Table(
+    "job_metrics",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Float(53), nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("training_jobs.id"), nullable=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("features", JSONB, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("training_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("training_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("metrics", JSONB, nullable=False),
+    sa.Column("config", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("tenant_id", "model_type", "version"),
+)
+
+ray_clusters = sa.Table(
+    "ray_clusters",
+    metadata,
+    sa.Column("cluster_id", sa.Text, primary_key=True),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("num_workers", sa.Integer, nullable=False),
+    sa.Column("resources", JSONB, nullable=False),
+    sa.Column("available_resources", JSONB, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+worker_nodes = sa.Table(
+    "worker_nodes",
+    metadata,
+    sa.Column("node_id", sa.Text, primary_key=True),
+    sa.Column("cluster_id", sa.Text, sa.ForeignKey("ray_clusters.cluster_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("resources", JSONB, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,101 @@
+"""LightGBM regression with the guide's hyperparameters. Models are saved in LightGBM's
+own text format (no pickle)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.algorithms import Param, TrainData
+
+PARAMS: Mapping[str, Param] = {
+    "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
+    "learning_rate": Param(float, 0, 1, exclusive_minimum=True),
+    "max_depth": Param(int, 1, 64, also=(-1,), help="no limit"),
+    "num_leaves": Param(int, 2, 131_072),
+    "min_data_in_leaf": Param(int, 0, None),
+    "feature_fraction": Param(float, 0, 1, exclusive_minimum=True),
+    "bagging_fraction": Param(float, 0, 1, exclusive_minimum=True),
+    "bagging_freq": Param(int, 0, None),
+    "lambda_l1": Param(float, 0, None),
+    "lambda_l2": Param(float, 0, None),
+}
+
+DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
+
+
+def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int) -> tuple[dict[str, Any], int]:
+    """LightGBM's parameter dict and the number of rounds, from the guide's names.
+    Shared with the benchmark's plain script so both train the same model."""
+    hp = {**DEFAULTS, **hyperparameters}
+    rounds = int(hp.pop("n_estimators"))
+    params: dict[str, Any] = {
+        "objective": "regression",
+        "verbosity": -1,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": num_threads,
+    }
+    for name, value in hp.items():
+        params[name] = int(value) if PARAMS[name].kind is int else float(value)
+    return params, rounds
+
+
+@dataclass
+class LGBMModel:
+    booster: Any
+    best_iteration: int | None
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.booster.predict(features, num_iteration=self.best_iteration or None)
+
+    def save(self, directory: Path) -> Path:
+        path = directory / "model.txt"
+        self.booster.save_model(str(path), num_iteration=self.best_iteration or None)
+        return path
+
+
+def load(path: Path) -> LGBMModel:
+    import lightgbm as lgb
+
+    return LGBMModel(lgb.Booster(model_file=str(path)), None)
+
+
+class LightGBM:
+    name = "lgbm"
+    params = PARAMS
+
+    def fit(
+        self,
+        data: TrainData,
+        hyperparameters: Mapping[str, Any],
+        *,
+        seed: int,
+        early_stopping_rounds: int | None,
+        num_threads: int,
+        on_iteration: Callable[[int, int], None],
+    ) -> LGBMModel:
+        import lightgbm as lgb
+
+        params, rounds = booster_params(hyperparameters, seed=seed, num_threads=num_threads)
+        train = lgb.Dataset(data.x_train, data.y_train, feature_name=list(data.feature_names), free_raw_data=True)
+
+        def report(env: Any) -> None:
+            on_iteration(env.iteration + 1, env.end_iteration)
+
+        callbacks = [report]
+        valid_sets = []
+        if early_stopping_rounds:
+            valid_sets = [lgb.Dataset(data.x_valid, data.y_valid, reference=train)]
+            callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
+        booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+        best = booster.best_iteration if early_stopping_rounds and booster.best_iteration > 0 else None
+        return LGBMModel(booster, best)
+
+
+ALGORITHM = LightGBM()

@@ -1,0 +1,56 @@
+"""The error tree every layer shares. ``reason`` carries the guide's error names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem in a configuration: the field's path and what is wrong."""
+
+    field: str
+    description: str
+
+
+class TrainingError(Exception):
+    """A failure a user can act on. ``retryable`` says whether running again may help."""
+
+    reason = "TrainingError"
+    retryable = True
+
+    def __init__(self, message: str, *, details: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: str(v) for k, v in (details or {}).items()}
+
+
+class ConfigValidationError(TrainingError):
+    reason = "ConfigValidationError"
+    retryable = False
+
+    def __init__(self, violations: Sequence[Violation], message: str = "Invalid training configuration") -> None:
+        first = violations[0] if violations else None
+        details = {"field": first.field, "error": first.description} if first else {}
+        super().__init__(message, details=details)
+        self.violations = list(violations)
+
+    def __str__(self) -> str:
+        return self.message + ": " + "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+
+
+class DataLoadError(TrainingError):
+    reason = "DataLoadError"
+    retryable = False
+
+
+class ResourceError(TrainingError):
+    reason = "ResourceError"
+
+
+class JobCancelled(TrainingError):
+    """The job was cancelled (or superseded) while it ran; the run stops quietly."""
+
+    reason = "Cancelled"
+    retryable = False
