@@ -39,8 +39,8 @@ def generate(start: str = START, end: str = END, *, seed: int = 7, freq: str = "
     ts = pd.date_range(start, end, freq=freq, tz="UTC")
     n = len(ts)
     hours = ts.hour.to_numpy() + ts.minute.to_numpy() / 60.0
-    doy = ts.dayofyear.to_numpy()
-    dow = ts.dayofweek.to_numpy()
+    doy = ts.day_of_year.to_numpy()
+    dow = ts.day_of_week.to_numpy()
 
     seasonal = 11.0 - 10.0 * np.cos(2 * np.pi * (doy - 15) / 365.25)
     daily = 4.0 * np.sin(2 * np.pi * (hours - 9) / 24)

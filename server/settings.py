@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIHUB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AIHUB_", extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(
         default=None,

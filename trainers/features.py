@@ -11,13 +11,13 @@ def calendar(ts: pd.Series, name: str) -> pd.Series:
     dt = ts.dt
     values = {
         "hour_of_day": lambda: dt.hour,
-        "day_of_week": lambda: dt.dayofweek,
+        "day_of_week": lambda: dt.day_of_week,
         "day_of_month": lambda: dt.day,
-        "day_of_year": lambda: dt.dayofyear,
+        "day_of_year": lambda: dt.day_of_year,
         "week_of_year": lambda: dt.isocalendar().week.astype("int64"),
         "month": lambda: dt.month,
         "quarter": lambda: dt.quarter,
-        "is_weekend": lambda: (dt.dayofweek >= 5).astype("int64"),
+        "is_weekend": lambda: (dt.day_of_week >= 5).astype("int64"),
     }[name]()
     return pd.Series(values, index=ts.index).astype("float64")
 

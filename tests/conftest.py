@@ -1,0 +1,158 @@
+"""Shared fixtures: one real PostgreSQL (from the wheel) and one local Ray per test
+session; every test that needs a database gets its own, cloned from a migrated template;
+servers run in-process on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback only
+
+from client import AsyncTrainingClient  # noqa: E402
+from server import demo_data  # noqa: E402
+from server.app import App  # noqa: E402
+from server.executor import RayExecutor  # noqa: E402
+from server.settings import Settings  # noqa: E402
+from storage import db, features  # noqa: E402
+from storage.embedded import EmbeddedPostgres  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "aihub_template"
+_counter = itertools.count()
+
+QUICK_START_CONFIG = {
+    "model_type": "forecast",
+    "algorithm": "lgbm",
+    "hyperparameters": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31},
+    "training_start": "2024-01-01T00:00:00",
+    "training_end": "2024-12-31T23:59:59",
+    "features": ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"],
+    "target": "load",
+    "validation_split": 0.2,
+    "random_seed": 42,
+}
+
+
+def tiny_config(**overrides) -> dict:
+    """A job that trains in well under a second on the demo data."""
+    cfg = {
+        **QUICK_START_CONFIG,
+        "hyperparameters": {"n_estimators": 10, "num_leaves": 7},
+        "training_start": "2024-03-01T00:00:00",
+        "training_end": "2024-03-31T23:00:00",
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def slow_config(**overrides) -> dict:
+    """A job that runs for many seconds (to be cancelled or to keep a slot busy)."""
+    return {**QUICK_START_CONFIG, "hyperparameters": {"n_estimators": 20000, "learning_rate": 0.01, "num_leaves": 63}, **overrides}
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory) -> str:
+    """A real PostgreSQL for the session, with a migrated template database."""
+    data_dir = Path(os.environ.get("AIHUB_TEST_PGDATA") or tmp_path_factory.mktemp("pg") / "data")
+    server = EmbeddedPostgres(data_dir)
+    url = server.start()
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(db.asyncpg_dsn(url))
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+
+    asyncio.run(make_template())
+    db.migrate(str(make_url(url).set(database=TEMPLATE).render_as_string(hide_password=False)))
+    yield url
+    server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def database_url(pg_url) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test (a clone of the template)."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    conn = await asyncpg.connect(db.asyncpg_dsn(pg_url))
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    conn = await asyncpg.connect(db.asyncpg_dsn(pg_url))
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def ray_executor(tmp_path_factory) -> RayExecutor:
+    executor = RayExecutor(None, job_cpus=1, local_cpus=2)
+    executor.start()
+    yield executor
+    executor.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_frame():
+    return demo_data.generate("2023-12-01 00:00", "2024-12-31 23:00")
+
+
+async def load_demo(url: str, frame) -> None:
+    engine = db.create_engine(url, pool_size=1)
+    try:
+        async with db.transaction(engine) as conn:
+            await features.import_frame(conn, demo_data.TENANT, demo_data.TABLE, frame)
+    finally:
+        await engine.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def start_app(database_url, ray_executor, tmp_path) -> AsyncIterator[Callable]:
+    """``await start_app(**settings)`` starts a server on this test's database."""
+    apps: list[App] = []
+
+    async def start(url: str | None = None, dispatch: bool = True, **overrides) -> App:
+        settings = Settings(
+            _env_file=None,
+            database_url=url or database_url,
+            data_dir=tmp_path,
+            grpc_port=0,
+            poll_interval_seconds=overrides.pop("poll_interval_seconds", 1.0),
+            server_id=overrides.pop("server_id", f"test-{uuid.uuid4().hex[:6]}"),
+            **overrides,
+        )
+        app = App(settings, url or database_url, dispatch=dispatch, executor=ray_executor)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in reversed(apps):
+        await app.stop(grace=0)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def app(start_app, database_url, demo_frame) -> App:
+    """A running server whose database holds the demo data."""
+    await load_demo(database_url, demo_frame)
+    return await start_app()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(app) -> AsyncIterator[AsyncTrainingClient]:
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
+        yield c

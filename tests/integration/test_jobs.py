@@ -1,0 +1,194 @@
+"""The job lifecycle through the real stack: gRPC server, PostgreSQL, Ray, LightGBM."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from client import ConfigValidationError, InvalidStateError, NotFoundError, pb
+from tests.conftest import QUICK_START_CONFIG, load_demo, slow_config, tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def wait_final(client, job_id: str, timeout: float = 120) -> pb.TrainingJob:
+    return await asyncio.wait_for(client.wait(job_id), timeout)
+
+
+async def wait_until(client, job_id: str, pred, timeout: float = 60) -> pb.TrainingJob:
+    async def go():
+        async for job in client.watch_job(job_id):
+            if pred(job):
+                return job
+        return await client.get_job(job_id)
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def test_quick_start_trains_a_model_with_sane_metrics(client, app, demo_frame):
+    job = await client.create_job("acme-corp", "forecast", QUICK_START_CONFIG, priority="high",
+                                  metadata={"owner": "data-science-team"})
+    assert job.status == pb.PENDING and job.progress == 0 and job.priority == pb.HIGH
+    done = await wait_final(client, job.job_id)
+    assert done.status == pb.COMPLETED, done.error
+    assert done.progress == 100 and done.current_step == "registration" and done.model_version == 1
+    m = await client.get_metrics(job.job_id)
+    assert 0 < m.mae <= m.rmse
+    assert 0.8 < m.r2_score <= 1.0
+    assert 0 < m.mape < 10
+    assert m.training_data_size == 8760  # 366 days minus the first 24 h of lags
+    assert m.training_duration_seconds > 0
+    assert done.metadata["owner"] == "data-science-team"
+    assert done.started_at.ToDatetime() <= done.finished_at.ToDatetime()
+
+    # A seasonal-naive forecast (same hour yesterday) on the same validation rows is clearly worse.
+    y = demo_frame.set_index("timestamp")["load"]
+    valid = y["2024-10-20":"2024-12-31"]
+    naive_mae = float(np.mean(np.abs(valid.to_numpy() - y.shift(24).loc[valid.index].to_numpy())))
+    assert m.mae < naive_mae / 2
+
+    # The artifact is LightGBM's own text format and reproduces the stored metrics.
+    async with app.engine.connect() as conn:
+        from storage import models
+
+        (version,) = await models.list_versions(conn, "acme-corp")
+    path = Path(urlparse(version.artifact_uri).path)
+    assert path.read_text().startswith("tree\nversion=")
+    booster = lgb.Booster(model_file=str(path))
+    assert booster.num_trees() == 100
+    assert version.metrics["mae"] == pytest.approx(m.mae)
+
+
+async def test_second_job_gets_the_next_model_version(client):
+    first = await wait_final(client, (await client.create_job("acme-corp", "forecast", tiny_config())).job_id)
+    second = await wait_final(client, (await client.create_job("acme-corp", "forecast", tiny_config())).job_id)
+    assert (first.model_version, second.model_version) == (1, 2)
+
+
+async def test_same_request_id_returns_the_same_job(client):
+    a = await client.create_job("acme-corp", "forecast", tiny_config(), request_id="nightly-2024-06-01")
+    b = await client.create_job("acme-corp", "forecast", tiny_config(), request_id="nightly-2024-06-01")
+    c = await client.create_job("other-tenant", "forecast", tiny_config(), request_id="nightly-2024-06-01")
+    assert a.job_id == b.job_id != c.job_id
+    page = await client.list_jobs(tenant_id="acme-corp")
+    assert [j.job_id for j in page.jobs] == [a.job_id]
+
+
+async def test_cancel_a_running_job_stops_its_ray_task(client, app):
+    job = await client.create_job("acme-corp", "forecast", slow_config())
+    await wait_until(client, job.job_id, lambda j: j.current_step == "training" and j.progress > 20)
+    cancelled = await client.cancel_job(job.job_id)
+    assert cancelled.status == pb.CANCELLED
+    # The Ray task is gone: its CPU comes back, and no further line is logged.
+    for _ in range(50):
+        if app.executor.cluster().available_resources.get("CPU") == 2.0:
+            break
+        await asyncio.sleep(0.2)
+    assert app.executor.cluster().available_resources.get("CPU") == 2.0
+    lines = [e async for e in client.stream_logs(job.job_id, follow=False)]
+    await asyncio.sleep(1.0)
+    assert [e async for e in client.stream_logs(job.job_id, follow=False)] == lines
+    assert lines[-1].message == "job cancelled"
+    final = await client.get_job(job.job_id)
+    assert final.status == pb.CANCELLED and final.finished_at.seconds > 0
+    with pytest.raises(InvalidStateError):
+        await client.cancel_job(job.job_id)
+
+
+async def test_cancel_a_pending_job(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    app = await start_app(dispatch=False)
+    from client import AsyncTrainingClient
+
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.create_job("acme-corp", "forecast", tiny_config())
+        assert (await client.cancel_job(job.job_id)).status == pb.CANCELLED
+        app.dispatcher.pause(False)
+        await asyncio.sleep(1.5)
+        assert (await client.get_job(job.job_id)).status == pb.CANCELLED
+
+
+async def test_retry_a_failed_job_runs_a_new_attempt(client, app, demo_frame):
+    job = await client.create_job("acme-corp", "forecast", tiny_config(feature_table="grid_2024"))
+    failed = await wait_final(client, job.job_id)
+    assert failed.status == pb.FAILED
+    assert failed.error.reason == "DataLoadError"
+    assert "features.grid_2024" in failed.error.message
+    assert failed.error.details["tenant_id"] == "acme-corp"
+    # The user fixes the data, then retries.
+    async with app.engine.begin() as conn:
+        from storage import features
+
+        await features.import_frame(conn, "acme-corp", "grid_2024", demo_frame)
+    retried = await client.retry_job(job.job_id)
+    assert retried.status == pb.PENDING and retried.attempt == 2 and not retried.error.reason
+    done = await wait_final(client, job.job_id)
+    assert done.status == pb.COMPLETED and done.attempt == 2
+    with pytest.raises(InvalidStateError) as err:
+        await client.retry_job(job.job_id)
+    assert "COMPLETED" in err.value.message
+    attempts = {e.attempt for e in [e async for e in client.stream_logs(job.job_id)]}
+    assert attempts == {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"feature_table": "no_such_table"}, "Table not found: features.no_such_table"),
+        ({"features": ["temperature", "wind_speed"]}, "features.load_forecasting.wind_speed"),
+        ({"training_start": "1990-01-01T00:00:00", "training_end": "1990-12-31T23:59:59"}, "No rows in features.load_forecasting"),
+    ],
+)
+async def test_missing_data_fails_with_data_load_error(client, overrides, needle):
+    job = await client.create_job("acme-corp", "forecast", tiny_config(**overrides))
+    failed = await wait_final(client, job.job_id)
+    assert failed.status == pb.FAILED
+    assert failed.error.reason == "DataLoadError"
+    assert needle in failed.error.message
+    assert failed.current_step == "data_loading"
+
+
+async def test_update_priority_of_pending_job_only(client, app):
+    app.dispatcher.pause()
+    job = await client.create_job("acme-corp", "forecast", tiny_config(), priority="low")
+    updated = await client.update_job(job.job_id, priority="critical")
+    assert updated.priority == pb.CRITICAL
+    app.dispatcher.pause(False)
+    await wait_final(client, job.job_id)
+    with pytest.raises(InvalidStateError):
+        await client.update_job(job.job_id, priority="low")
+    with pytest.raises(ConfigValidationError) as err:
+        await client.update_job(job.job_id, priority=0)
+    assert err.value.violations[0][0] == "priority"
+
+
+async def test_unknown_job_is_not_found(client):
+    with pytest.raises(NotFoundError):
+        await client.get_job("550e8400-e29b-41d4-a716-446655440000")
+    with pytest.raises(ConfigValidationError) as err:
+        await client.get_job("not-a-uuid")
+    assert err.value.violations == [("job_id", "'not-a-uuid' is not a job id (a UUID)")]
+
+
+async def test_list_filters_and_pages_newest_first(client, app):
+    app.dispatcher.pause()
+    ids = [(await client.create_job("acme-corp", "forecast", tiny_config())).job_id for _ in range(5)]
+    other = await client.create_job("globex", "forecast", tiny_config())
+    seen, token = [], ""
+    while True:
+        page = await client.list_jobs(tenant_id="acme-corp", status="PENDING", page_size=2, page_token=token)
+        assert len(page.jobs) <= 2
+        seen += [j.job_id for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    assert other.job_id not in seen
+    assert [j.job_id for j in (await client.list_jobs(status="COMPLETED")).jobs] == []
+    with pytest.raises(ConfigValidationError):
+        await client.list_jobs(page_token="garbage!")

@@ -1,0 +1,110 @@
+"""The queue: priority order, several dispatchers on one database, restarts, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from client import AsyncTrainingClient, pb
+from storage import db, jobs
+from storage.records import JobStatus, NewJob, Priority
+from tests.conftest import load_demo, tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_jobs_start_in_priority_order_then_oldest_first(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    app = await start_app(dispatch=False, max_concurrent_jobs=1)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        order = ["low", "normal", "high", "normal", "critical", "low", "high"]
+        created = [(p, (await client.create_job("acme-corp", "forecast", tiny_config(), priority=p)).job_id) for p in order]
+        app.dispatcher.pause(False)
+        finished = [await asyncio.wait_for(client.wait(job_id), 120) for _, job_id in created]
+    assert all(j.status == pb.COMPLETED for j in finished)
+    started = [j.job_id for j in sorted(finished, key=lambda j: j.started_at.ToDatetime())]
+    rank = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+    expected = [job_id for _, job_id in sorted(created, key=lambda pj: rank[pj[0]])]  # stable: oldest first
+    assert started == expected
+
+
+async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    a = await start_app(dispatch=False, server_id="server-a")
+    b = await start_app(dispatch=False, server_id="server-b")
+    async with AsyncTrainingClient(f"127.0.0.1:{a.port}") as client:
+        ids = [(await client.create_job("acme-corp", "forecast", tiny_config(hyperparameters={"n_estimators": 3}))).job_id
+               for _ in range(24)]
+        a.dispatcher.pause(False)
+        b.dispatcher.pause(False)
+        finished = await asyncio.wait_for(asyncio.gather(*(client.wait(i) for i in ids)), 240)
+    assert all(j.status == pb.COMPLETED and j.attempt == 1 for j in finished)
+    async with a.engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT job_id, claimed_by FROM job_attempts"))).all()
+        versions = (await conn.execute(sa.text("SELECT count(*), count(DISTINCT job_id) FROM model_versions"))).one()
+    per_job = Counter(job_id for job_id, _ in rows)
+    assert len(per_job) == 24 and set(per_job.values()) == {1}  # each job ran exactly once
+    assert tuple(versions) == (24, 24)
+    assert {claimed_by for _, claimed_by in rows} <= {"server-a", "server-b"}
+
+
+async def test_concurrent_claims_take_each_job_once(database_url):
+    engine = db.create_engine(database_url, pool_size=8)
+    try:
+        async with db.transaction(engine) as conn:
+            for _ in range(40):
+                await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
+
+        async def claimer(name: str) -> list:
+            got = []
+            while True:
+                async with db.transaction(engine) as conn:
+                    job = await jobs.claim(conn, name)
+                if job is None:
+                    return got
+                got.append(job.job_id)
+
+        results = await asyncio.gather(*(claimer(f"w{i}") for i in range(8)))
+    finally:
+        await engine.dispose()
+    claimed = [j for r in results for j in r]
+    assert len(claimed) == 40 and len(set(claimed)) == 40
+
+
+async def test_restart_keeps_jobs_logs_and_metrics(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    first = await start_app()
+    async with AsyncTrainingClient(f"127.0.0.1:{first.port}") as client:
+        job = await client.create_job("acme-corp", "forecast", tiny_config(), metadata={"k": "v"})
+        before = await asyncio.wait_for(client.wait(job.job_id), 60)
+        logs_before = [e async for e in client.stream_logs(job.job_id)]
+    await first.stop(grace=0)
+    second = await start_app()
+    async with AsyncTrainingClient(f"127.0.0.1:{second.port}") as client:
+        after = await client.get_job(job.job_id)
+        logs_after = [e async for e in client.stream_logs(job.job_id)]
+        metrics = await client.get_metrics(job.job_id)
+    assert after == before
+    assert logs_after == logs_before
+    assert metrics.mae == before.metrics["mae"]
+
+
+async def test_expired_lease_requeues_the_job_as_a_new_attempt(database_url):
+    engine = db.create_engine(database_url, pool_size=2)
+    try:
+        async with db.transaction(engine) as conn:
+            job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
+            await jobs.claim(conn, "crashed-server", lease_seconds=0.05)
+        await asyncio.sleep(0.2)
+        async with db.transaction(engine) as conn:
+            assert await jobs.requeue_expired(conn) == [job.job_id]
+            again = await jobs.get(conn, job.job_id)
+            # The old attempt can no longer write.
+            assert not await jobs.set_progress(conn, job.job_id, 1, "training", 50)
+            assert not await jobs.complete(conn, job.job_id, 1, 1)
+    finally:
+        await engine.dispose()
+    assert again.status == JobStatus.PENDING and again.attempt == 2
