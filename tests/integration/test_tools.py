@@ -1,0 +1,70 @@
+"""`alembic upgrade head` on an empty database, and the aihub CLI against a server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from client.cli import main as aihub
+from storage import db
+from tests.conftest import ROOT, tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_alembic_upgrade_head_on_an_empty_database(pg_url):
+    from sqlalchemy.engine import make_url
+
+    admin = await asyncpg.connect(db.asyncpg_dsn(pg_url))
+    await admin.execute("DROP DATABASE IF EXISTS empty_for_alembic")
+    await admin.execute("CREATE DATABASE empty_for_alembic")
+    await admin.close()
+    url = make_url(pg_url).set(database="empty_for_alembic").render_as_string(hide_password=False)
+    env = {**os.environ, "DATABASE_URL": db.async_url(url)}
+    alembic = os.path.join(os.path.dirname(sys.executable), "alembic")
+    result = await asyncio.to_thread(subprocess.run, [alembic, "upgrade", "head"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    conn = await asyncpg.connect(db.asyncpg_dsn(url))
+    tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    schemas = {r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
+    await conn.close()
+    assert {"training_jobs", "job_attempts", "job_logs", "job_metrics", "model_versions", "ray_clusters", "worker_nodes"} <= tables
+    assert "features" in schemas
+
+
+async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
+    target = f"127.0.0.1:{app.port}"
+    csv = tmp_path / "load.csv"
+    csv.write_text("timestamp,load,temperature\n" + "".join(
+        f"2024-05-{1 + h // 24:02d}T{h % 24:02d}:00:00,{100 + h % 24},{12.5}\n" for h in range(24 * 20)))
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = aihub(["--target", target, *args])
+        return code, capsys.readouterr().out
+
+    code, out = await asyncio.to_thread(run, "data", "import", "--tenant", "hooli", "--table", "load_forecasting", str(csv))
+    assert code == 0 and "imported 480 rows" in out
+    body = tmp_path / "job.json"
+    body.write_text(json.dumps({"tenant_id": "hooli", "model_type": "forecast", "priority": "high",
+                                "config": tiny_config(training_start="2024-05-01T00:00:00", training_end="2024-05-20T23:00:00",
+                                                      features=["temperature", "hour_of_day", "load_lag_24"])}))
+    code, out = await asyncio.to_thread(run, "jobs", "create", "--config", str(body))
+    assert code == 0
+    job_id = json.loads(out)["job_id"]
+    code, out = await asyncio.to_thread(run, "jobs", "watch", job_id)
+    assert code == 0 and out.strip().splitlines()[-1].startswith("COMPLETED 100%")
+    code, out = await asyncio.to_thread(run, "jobs", "logs", job_id)
+    assert code == 0 and "registration" in out and "job completed" in out
+    code, out = await asyncio.to_thread(run, "jobs", "list", "--tenant", "hooli")
+    assert code == 0 and job_id in out
+    code, out = await asyncio.to_thread(run, "jobs", "retry", job_id)
+    assert code == 1  # COMPLETED jobs are not retried
+    code, out = await asyncio.to_thread(run, "jobs", "metrics", job_id)
+    assert code == 0 and json.loads(out)["mae"] > 0

@@ -1,0 +1,108 @@
+"""Pure trainer logic: validation, feature derivation, the chronological split, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import QUICK_START_CONFIG
+from trainers import features, metrics, pipeline, spec
+from trainers.errors import ConfigValidationError, DataLoadError
+
+
+class NullReporter:
+    def __init__(self):
+        self.lines = []
+
+    def step(self, name, progress):
+        pass
+
+    def progress(self, progress):
+        pass
+
+    def log(self, level, message):
+        self.lines.append(message)
+
+    def metrics(self, values):
+        pass
+
+
+def test_guide_config_is_valid_and_defaults_are_filled():
+    s = spec.build(QUICK_START_CONFIG)
+    assert s.feature_table == "load_forecasting" and s.validation_split == 0.2 and s.random_seed == 42
+    assert s.lags == {"load_lag_1": ("load", 1), "load_lag_24": ("load", 24)}
+    assert s.table_columns() == ["load", "temperature", "humidity"]
+    assert str(s.training_start) == "2024-01-01 00:00:00+00:00"
+    bare = {k: v for k, v in QUICK_START_CONFIG.items() if k not in ("validation_split", "random_seed", "model_type")}
+    assert spec.build(bare, model_type="forecast").validation_split == 0.2
+
+
+def test_build_reports_every_violation():
+    with pytest.raises(ConfigValidationError) as err:
+        spec.build({**QUICK_START_CONFIG, "validation_split": 1.0, "random_seed": -1, "early_stopping_rounds": 0})
+    assert [v.field for v in err.value.violations] == ["validation_split", "random_seed", "early_stopping_rounds"]
+    assert err.value.details == {"field": "validation_split", "error": "Must be between 0.0 and 1.0"}
+
+
+@pytest.mark.parametrize("value", [True, "0.1", float("nan"), float("inf")])
+def test_hyperparameter_types_are_checked(value):
+    violations = spec.validate({**QUICK_START_CONFIG, "hyperparameters": {"learning_rate": value}})
+    assert [v.field for v in violations] == ["hyperparameters.learning_rate"]
+
+
+def test_lags_follow_timestamps_across_gaps():
+    ts = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00", "2024-01-01 04:00"], utc=True)
+    frame = pd.DataFrame({"timestamp": ts, "load": [1.0, 2.0, 3.0, 4.0]})
+    lag1 = features.lag(frame, "load", 1)
+    assert lag1.isna().tolist() == [True, False, True, False]  # 03:00 has no 02:00 row: missing, not shifted
+    assert lag1[1] == 1.0 and lag1[3] == 3.0
+    cal = features.calendar(frame["timestamp"], "hour_of_day")
+    assert cal.tolist() == [0, 1, 3, 4]
+    assert features.calendar(pd.Series(pd.to_datetime(["2024-01-06"], utc=True)), "is_weekend").tolist() == [1.0]
+
+
+def test_split_is_chronological_and_drops_incomplete_rows():
+    n = 24 * 30
+    frame = pd.DataFrame({
+        "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+        "load": np.arange(n, dtype=float),
+        "temperature": np.ones(n),
+    })
+    frame = frame.sample(frac=1.0, random_state=0)  # arrives unordered
+    s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_24"]})
+    reporter = NullReporter()
+    prepared = pipeline.prepare(frame, s, reporter)
+    d = prepared.data
+    assert len(d.y_train) + len(d.y_valid) == n - 24
+    assert d.y_train.max() < d.y_valid.min()  # every validation row is later than every training row
+    assert list(d.y_train) == sorted(d.y_train) and list(d.y_valid) == sorted(d.y_valid)
+    assert len(d.y_valid) == pytest.approx(0.2 * (n - 24), abs=2)
+    assert any("dropped 24" in line for line in reporter.lines)
+
+
+def test_sampling_is_seeded_and_only_thins_training_rows():
+    n = 24 * 30
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+                          "load": np.arange(n, dtype=float), "temperature": np.ones(n)})
+    cfg = {**QUICK_START_CONFIG, "features": ["temperature"], "training_options": {"use_sample": 0.5}}
+    a = pipeline.prepare(frame, spec.build(cfg), NullReporter()).data
+    b = pipeline.prepare(frame, spec.build(cfg), NullReporter()).data
+    full = pipeline.prepare(frame, spec.build({**cfg, "training_options": {}}), NullReporter()).data
+    assert np.array_equal(a.y_train, b.y_train) and len(a.y_train) == round(len(full.y_train) * 0.5)
+    assert np.array_equal(a.y_valid, full.y_valid)
+
+
+def test_too_few_rows_is_a_data_load_error():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC"),
+                          "load": np.ones(10), "temperature": np.ones(10)})
+    with pytest.raises(DataLoadError, match="only 10 complete rows"):
+        pipeline.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), NullReporter())
+
+
+def test_metrics():
+    m = metrics.regression(np.array([1.0, 2.0, 0.0, 4.0]), np.array([1.0, 3.0, 1.0, 2.0]))
+    assert m["mae"] == pytest.approx(1.0)
+    assert m["rmse"] == pytest.approx(np.sqrt(1.5))
+    assert m["mape"] == pytest.approx((0 + 50 + 50) / 3)  # the zero target is left out
+    assert m["r2_score"] == pytest.approx(1 - 6 / 8.75)
