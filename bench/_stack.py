@@ -1,0 +1,47 @@
+"""A private stack for benchmarks: embedded PostgreSQL in a temp folder, a local Ray and
+the gRPC server in this process, exactly as `make run` wires them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from server.app import App  # noqa: E402
+from server.settings import Settings  # noqa: E402
+from storage import db, features  # noqa: E402
+from storage.embedded import EmbeddedPostgres  # noqa: E402
+
+
+@contextlib.asynccontextmanager
+async def stack(**settings) -> AsyncIterator[App]:
+    with tempfile.TemporaryDirectory(prefix="aihub-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "postgres")
+        url = pg.start()
+        app = App(Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, **settings), url)
+        await app.start()
+        try:
+            yield app
+        finally:
+            await app.stop(grace=0)
+            app.executor.stop()
+            pg.stop()
+
+
+async def load(app: App, tenant: str, table: str, frame) -> None:
+    async with db.transaction(app.engine) as conn:
+        await features.import_frame(conn, tenant, table, frame)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

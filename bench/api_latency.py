@@ -1,0 +1,59 @@
+"""GetTrainingJob at a fixed offered rate (open loop: latency counts from each request's
+scheduled time, so a slow server cannot hide queueing). Reports p50, p99 and the rate
+actually achieved.
+
+    python -m bench.api_latency [--rate 500] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from bench._stack import median, pct, stack
+from client import AsyncTrainingClient
+
+
+async def main(rate: float, seconds: float) -> None:
+    config = {"model_type": "forecast", "algorithm": "lgbm", "features": ["temperature"], "target": "load",
+              "training_start": "2024-01-01T00:00:00", "training_end": "2024-02-01T00:00:00"}
+    async with stack() as app:
+        app.dispatcher.pause()  # the job only needs to exist
+        async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
+            job_id = (await c.create_job("bench", "forecast", config)).job_id
+            for _ in range(200):
+                await c.get_job(job_id)  # warm up
+            latencies: list[float] = []
+            errors = 0
+            n = int(rate * seconds)
+            t0 = time.perf_counter() + 0.1
+
+            async def one(at: float) -> None:
+                nonlocal errors
+                try:
+                    await c.get_job(job_id)
+                    latencies.append(time.perf_counter() - at)
+                except Exception:  # noqa: BLE001 - counted, reported
+                    errors += 1
+
+            tasks = []
+            for i in range(n):
+                at = t0 + i / rate
+                delay = at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(at)))
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - t0
+    print(f"api_latency: GetTrainingJob offered at {rate:.0f}/s for {seconds:.0f} s ({n} requests)")
+    print(f"  p50 {median(latencies) * 1000:.2f} ms   p99 {pct(latencies, 99) * 1000:.2f} ms   max {max(latencies) * 1000:.2f} ms")
+    print(f"  achieved {len(latencies) / elapsed:.0f}/s, errors {errors}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--seconds", type=float, default=20)
+    a = ap.parse_args()
+    asyncio.run(main(a.rate, a.seconds))
