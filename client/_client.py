@@ -115,11 +115,14 @@ class TrainingClient(_Methods):
             raise from_rpc_error(exc) from None
 
     def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Iterator[Any]:
+        call = getattr(self._stub, method)(request)
         try:
-            for item in getattr(self._stub, method)(request):
+            for item in call:
                 yield extract(item)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a caller that stops iterating early ends the RPC too
 
     def _upload(self, method: str, chunks: Iterator[Any]) -> Any:
         return self._call(method, chunks, _same)
@@ -156,11 +159,14 @@ class AsyncTrainingClient(_Methods):
             raise from_rpc_error(exc) from None
 
     async def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        call = getattr(self._stub, method)(request)
         try:
-            async for item in getattr(self._stub, method)(request):
+            async for item in call:
                 yield extract(item)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a caller that stops iterating early ends the RPC too
 
     async def _upload(self, method: str, chunks: Iterator[Any]) -> Any:
         return await self._call(method, chunks, _same)

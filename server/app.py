@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
 
+def _stack(task: asyncio.Task) -> list[str]:
+    import io
+
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return [out.getvalue()]
+
+
 @dataclass
 class App:
     settings: Settings
@@ -76,12 +84,19 @@ class App:
         log.info("gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity())
 
     async def stop(self, grace: float = 2.0) -> None:
+        """Stop serving, stop dispatching (running jobs are cancelled on Ray and requeued
+        by their lease on the next start), close the database. Each step is bounded."""
+        steps = []
         if self._server is not None:
-            await self.health.enter_graceful_shutdown()
-            await self._server.stop(grace)
-        await self.dispatcher.stop()
-        await self.events.stop()
-        await self.engine.dispose()
+            steps += [("health", self.health.enter_graceful_shutdown()), ("grpc", self._server.stop(grace))]
+        steps += [("dispatcher", self.dispatcher.stop()), ("events", self.events.stop()), ("engine", self.engine.dispose())]
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step, grace + 10)
+            except TimeoutError:
+                log.error("stopping %s took longer than %.0f s; going on", name, grace + 10)
+                for task in asyncio.all_tasks():
+                    log.error("task still running: %r\n%s", task, "".join(_stack(task)))
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

@@ -38,7 +38,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping (it costs a round trip per request): a connection broken by a
+        # database restart fails one transaction, which surfaces as DatabaseUnavailable.
+        pool_recycle=1800,
         # Job rows carry JSONB; asyncpg's defaults are fine, timestamps are timestamptz in UTC.
         connect_args={"server_settings": {"timezone": "UTC", "application_name": "aihub-training"}},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,34 +99,24 @@ def _record(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
     )
 
 
-async def _metrics_of(conn: AsyncConnection, keys: Iterable[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, dict[str, float]]:
-    keys = list(keys)
-    if not keys:
-        return {}
-    rows = await conn.execute(
-        sa.text(
-            "SELECT job_id, name, value FROM job_metrics "
-            "WHERE (job_id, attempt) IN (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])))"
-        ),
-        {"ids": [k[0] for k in keys], "attempts": [k[1] for k in keys]},
-    )
-    out: dict[uuid.UUID, dict[str, float]] = {}
-    for job_id, name, value in rows:
-        out.setdefault(job_id, {})[name] = value
-    return out
+# The current attempt's metrics, as one JSON object, selected with the job row.
+_SELECT_JOB = """
+    SELECT j.*, (SELECT jsonb_object_agg(m.name, m.value) FROM job_metrics m
+                  WHERE m.job_id = j.id AND m.attempt = j.attempt) AS metrics_json
+      FROM training_jobs j
+"""
 
 
-async def _with_metrics(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[Job]:
-    metrics = await _metrics_of(conn, [(r["id"], r["attempt"]) for r in rows])
-    return [_record(r, metrics.get(r["id"])) for r in rows]
+def _with_metrics(rows: Sequence[RowMapping]) -> list[Job]:
+    return [_record(r, _loads(r["metrics_json"])) for r in rows]
 
 
 async def get(conn: AsyncConnection, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
-    query = "SELECT * FROM training_jobs WHERE id = :id" + (" FOR UPDATE" if for_update else "")
+    query = _SELECT_JOB + " WHERE j.id = :id" + (" FOR UPDATE OF j" if for_update else "")
     row = (await conn.execute(sa.text(query), {"id": job_id})).mappings().first()
     if row is None:
         raise JobNotFound(job_id)
-    return (await _with_metrics(conn, [row]))[0]
+    return _with_metrics([row])[0]
 
 
 async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
@@ -161,11 +151,11 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
     if row is None:
         existing = (
             await conn.execute(
-                sa.text("SELECT * FROM training_jobs WHERE tenant_id = :t AND request_id = :r"),
+                sa.text(_SELECT_JOB + " WHERE j.tenant_id = :t AND j.request_id = :r"),
                 {"t": new.tenant_id, "r": new.request_id},
             )
         ).mappings().one()
-        return (await _with_metrics(conn, [existing]))[0], False
+        return _with_metrics([existing])[0], False
     job = _record(row)
     await append_log(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value.lower()}")
     await notify(conn, job.job_id, "created")
@@ -186,25 +176,25 @@ async def list_jobs(
     Served by training_jobs_tenant_created / training_jobs_created."""
     where, params = [], {"limit": limit + 1}
     if tenant_id:
-        where.append("tenant_id = :tenant_id")
+        where.append("j.tenant_id = :tenant_id")
         params["tenant_id"] = tenant_id
     if status:
-        where.append("status = :status")
+        where.append("j.status = :status")
         params["status"] = status.value
     if model_type:
-        where.append("model_type = :model_type")
+        where.append("j.model_type = :model_type")
         params["model_type"] = model_type
     if before:
-        where.append("(created_at, id) < (:before_at, :before_id)")
+        where.append("(j.created_at, j.id) < (:before_at, :before_id)")
         params["before_at"], params["before_id"] = before
-    sql = "SELECT * FROM training_jobs"
+    sql = _SELECT_JOB
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
+    sql += " ORDER BY j.created_at DESC, j.id DESC LIMIT :limit"
     rows = (await conn.execute(sa.text(sql), params)).mappings().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    jobs = await _with_metrics(conn, rows)
+    jobs = _with_metrics(rows)
     cursor = (rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
     return jobs, cursor
 

@@ -154,5 +154,15 @@ async def app(start_app, database_url, demo_frame) -> App:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(app) -> AsyncIterator[AsyncTrainingClient]:
-    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
-        yield c
+    c = AsyncTrainingClient(f"127.0.0.1:{app.port}")
+    yield c
+    try:
+        await asyncio.wait_for(c.close(), 10)
+    except TimeoutError:
+        import logging
+
+        for task in asyncio.all_tasks():
+            out = __import__("io").StringIO()
+            task.print_stack(file=out)
+            logging.getLogger("tests").error("client close hangs; task %r\n%s", task, out.getvalue())
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,9 +23,10 @@ async def wait_final(client, job_id: str, timeout: float = 120) -> pb.TrainingJo
 
 async def wait_until(client, job_id: str, pred, timeout: float = 60) -> pb.TrainingJob:
     async def go():
-        async for job in client.watch_job(job_id):
-            if pred(job):
-                return job
+        async with aclosing(client.watch_job(job_id)) as stream:
+            async for job in stream:
+                if pred(job):
+                    return job
         return await client.get_job(job_id)
 
     return await asyncio.wait_for(go(), timeout)

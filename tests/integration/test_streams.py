@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 import time
 from datetime import timezone
 
@@ -40,10 +41,11 @@ async def test_live_logs_arrive_while_the_job_runs(client):
     job = await client.create_job("acme-corp", "forecast", slow_config())
     arrivals = []
     start = time.monotonic()
-    async for entry in client.stream_logs(job.job_id):
-        arrivals.append((time.monotonic() - start, entry))
-        if entry.step == "training" and "training:" in entry.message:
-            break  # the run is in its long training step now
+    async with aclosing(client.stream_logs(job.job_id)) as stream:
+        async for entry in stream:
+            arrivals.append((time.monotonic() - start, entry))
+            if entry.step == "training" and "training:" in entry.message:
+                break  # the run is in its long training step now
     status = (await client.get_job(job.job_id)).status
     assert status == pb.RUNNING  # lines came before the job ended
     # Reconnect after the last line seen: the stream goes on from there, live.
@@ -57,10 +59,11 @@ async def test_live_log_latency_is_low(client, app):
     """A line written by the worker reaches a following client quickly (NOTIFY, not polling)."""
     job = await client.create_job("acme-corp", "forecast", slow_config())
     gaps = []
-    async for entry in client.stream_logs(job.job_id):
-        gaps.append(time.time() - entry.time.ToDatetime(tzinfo=timezone.utc).timestamp())
-        if entry.step == "training":
-            break
+    async with aclosing(client.stream_logs(job.job_id)) as stream:
+        async for entry in stream:
+            gaps.append(time.time() - entry.time.ToDatetime(tzinfo=timezone.utc).timestamp())
+            if entry.step == "training":
+                break
     await client.cancel_job(job.job_id)
     live = gaps[2:]  # the first lines may be backlog
     assert live and max(live) < 0.5, gaps
