@@ -22,11 +22,12 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
-# Regenerate client/_gen from protos/ (commit the result).
+# Regenerate client/_gen (stubs and Envoy's descriptor set) from protos/ (commit the result).
 protos: install
 	$(PY) scripts/gen_protos.py
 
 lint: install
+	$(PY) scripts/gen_protos.py --link-only
 	$(VENV)/bin/buf lint
 
 bench: install

@@ -22,10 +22,6 @@ DEFAULT_TARGET = "localhost:50051"
 CHUNK = 1 << 20
 
 
-def _job(resp: Any) -> pb.TrainingJob:
-    return resp.job
-
-
 def _same(resp: Any) -> Any:
     return resp
 
@@ -49,10 +45,10 @@ class _Methods:
     ):
         """Queue a job; ``config`` is the guide's TrainingConfig as a dict (or a message)."""
         request = req.create(tenant_id, model_type, config, priority=priority, metadata=metadata, request_id=request_id)
-        return self._call("CreateTrainingJob", request, _job)
+        return self._call("CreateTrainingJob", request, _same)
 
     def get_job(self, job_id: str):
-        return self._call("GetTrainingJob", pb.GetTrainingJobRequest(job_id=job_id), _job)
+        return self._call("GetTrainingJob", pb.GetTrainingJobRequest(job_id=job_id), _same)
 
     def list_jobs(self, tenant_id: str | None = None, status: str | None = None, model_type: str | None = None,
                   page_size: int = 0, page_token: str = ""):
@@ -60,14 +56,14 @@ class _Methods:
         return self._call("ListTrainingJobs", req.list_jobs(tenant_id, status, model_type, page_size, page_token), _same)
 
     def cancel_job(self, job_id: str):
-        return self._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job_id=job_id), _job)
+        return self._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job_id=job_id), _same)
 
     def retry_job(self, job_id: str):
-        return self._call("RetryTrainingJob", pb.RetryTrainingJobRequest(job_id=job_id), _job)
+        return self._call("RetryTrainingJob", pb.RetryTrainingJobRequest(job_id=job_id), _same)
 
     def update_job(self, job_id: str, *, priority: str | int):
         request = pb.UpdateTrainingJobRequest(job_id=job_id, priority=req.enum_value(pb.Priority, priority, "priority"))
-        return self._call("UpdateTrainingJob", request, _job)
+        return self._call("UpdateTrainingJob", request, _same)
 
     def get_metrics(self, job_id: str):
         return self._call("GetTrainingJobMetrics", pb.GetTrainingJobMetricsRequest(job_id=job_id), _same)
@@ -83,11 +79,11 @@ class _Methods:
 
     def stream_logs(self, job_id: str, *, follow: bool = True, after_sequence: int = 0):
         """Log entries: the stored ones, then (follow) new ones until the job is final."""
-        return self._stream("StreamTrainingJobLogs", req.logs(job_id, follow, after_sequence), lambda r: r.entry)
+        return self._stream("StreamTrainingJobLogs", req.logs(job_id, follow, after_sequence), _same)
 
     def watch_job(self, job_id: str):
         """The job now, then on every change, until it is final."""
-        return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _job)
+        return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _same)
 
     def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None,
                     chunk_size: int = CHUNK):

@@ -1,6 +1,6 @@
 """Entry point: `python -m server [--seed-demo]`. Reads the environment (the only place
 that does), starts embedded PostgreSQL when DATABASE_URL is unset, a local Ray when
-RAY_ADDRESS is unset, and serves gRPC until interrupted."""
+RAY_ADDRESS is unset, serves gRPC, and runs Envoy for REST, until interrupted."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         url = await asyncio.to_thread(pg.start)
     app = App(settings, url)
     await app.start()
+    envoy = None
+    if settings.rest:
+        from server.envoy import Envoy
+
+        envoy = Envoy(grpc_port=app.port, http_port=settings.http_port, http_host=settings.http_host)
+        await asyncio.to_thread(envoy.start)
     if seed_demo:
         from server import seed
 
@@ -34,9 +40,12 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}. Ctrl-C to stop.", flush=True)
+    rest = f", REST on {envoy.url}" if envoy else ""
+    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}{rest}. Ctrl-C to stop.", flush=True)
     await stop.wait()
     log.info("stopping")
+    if envoy is not None:
+        envoy.stop()
     await app.stop()
     app.executor.stop()
     if pg is not None:

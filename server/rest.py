@@ -1,0 +1,135 @@
+"""TrainingHttpService: the guide's REST paths that need a raw body.
+
+Envoy hands these methods the HTTP body untouched (google.api.HttpBody). JSON bodies are
+parsed strictly — an unknown or misspelled field is a 400 naming it, never dropped — into
+the typed request of TrainingService, whose handler then answers. Enum values are matched
+case-insensitively ("priority": "high"), as the guide writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from google.api import httpbody_pb2
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
+
+from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from server.errors import RequestError
+from server.servicer import TrainingServicer
+from trainers.errors import ConfigValidationError, Violation
+
+FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue")
+PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
+
+
+def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[str]:
+    """Paths of keys in ``data`` that ``desc`` has no field for (by proto or JSON name)."""
+    fields = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+    for key, value in data.items():
+        field = fields.get(key)
+        where = f"{path}{key}"
+        if field is None:
+            yield where
+        elif field.message_type is not None and field.message_type.full_name not in FREE_FORM:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            items = value if field.is_repeated and isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, Mapping):
+                    yield from _unknown_fields(item, field.message_type, f"{where}.")
+
+
+def _upper_enums(data: dict[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[Violation]:
+    """"high" -> "HIGH" for enum fields, in place (the guide writes enum values lower-case);
+    yields a violation for each value the enum does not have."""
+    fields = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        if field.enum_type is not None and isinstance(value, str):
+            names = [v.name for v in field.enum_type.values if not v.name.endswith("_UNSPECIFIED")]
+            if value.upper() not in names:
+                yield Violation(f"{path}{key}", f"{value!r} is not one of {', '.join(n.lower() for n in names)}")
+            data[key] = value.upper()
+        elif field.message_type is not None and field.message_type.full_name not in FREE_FORM and isinstance(value, dict):
+            if not field.message_type.GetOptions().map_entry:
+                yield from _upper_enums(value, field.message_type, f"{path}{key}.")
+
+
+def parse_json(body: httpbody_pb2.HttpBody, message: Message, *, allowed: set[str] | None = None) -> Message:
+    """Fill ``message`` from a JSON body; every unknown field is a violation naming it
+    (``allowed``, when given, narrows the top-level fields further)."""
+    # Any content type is read as JSON: the guide's own curl lines send JSON with
+    # curl's default application/x-www-form-urlencoded.
+    if not body.data.strip():
+        raise RequestError("body", "is empty: send a JSON object")
+    try:
+        data = json.loads(body.data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError("body", f"is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError("body", "must be a JSON object")
+    unknown = list(_unknown_fields(data, message.DESCRIPTOR))
+    if allowed is not None:
+        unknown += [k for k in data if k not in allowed and k not in unknown]
+    if unknown:
+        raise ConfigValidationError(
+            [Violation(u, "is not a known field (misspelled?)") for u in unknown],
+            message=f"Unknown field{'s' if len(unknown) > 1 else ''} in the request body: {', '.join(unknown)}",
+        )
+    bad_values = list(_upper_enums(data, message.DESCRIPTOR))
+    if bad_values:
+        raise ConfigValidationError(bad_values, message="Invalid value in the request body")
+    try:
+        json_format.ParseDict(data, message)
+    except json_format.ParseError as exc:
+        raise RequestError("body", str(exc)) from None
+    return message
+
+
+def json_body(value: Any) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(value).encode())
+
+
+class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
+    def __init__(self, typed: TrainingServicer) -> None:
+        self.typed = typed
+
+    async def CreateTrainingJobHttp(self, request, context) -> pb.TrainingJob:
+        return await self.typed.CreateTrainingJob(parse_json(request.body, pb.CreateTrainingJobRequest()), context)
+
+    async def UpdateTrainingJobHttp(self, request, context) -> pb.TrainingJob:
+        typed = parse_json(request.body, pb.UpdateTrainingJobRequest(), allowed={"priority"})
+        typed.job_id = request.job_id
+        return await self.typed.UpdateTrainingJob(typed, context)
+
+    async def ValidateTrainingConfigHttp(self, request, context) -> pb.ValidateTrainingConfigResponse:
+        return await self.typed.ValidateTrainingConfig(parse_json(request.body, pb.ValidateTrainingConfigRequest()), context)
+
+    async def GetTrainingJobMetricsHttp(self, request, context) -> httpbody_pb2.HttpBody:
+        resp = await self.typed.GetTrainingJobMetrics(pb.GetTrainingJobMetricsRequest(job_id=request.job_id), context)
+        return json_body(dict(sorted(resp.metrics.items())))
+
+    async def ListRayClustersHttp(self, request, context) -> httpbody_pb2.HttpBody:
+        resp = await self.typed.ListRayClusters(pb.ListRayClustersRequest(), context)
+        return json_body([
+            json_format.MessageToDict(c, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for c in resp.clusters
+        ])
+
+    async def ImportFeatureDataHttp(self, request, context) -> pb.ImportFeatureDataResponse:
+        fmt = request.format
+        content_type = request.body.content_type.lower()
+        if fmt == pb.DATA_FORMAT_UNSPECIFIED:
+            fmt = pb.PARQUET if any(t in content_type for t in PARQUET_TYPES) else pb.CSV if "csv" in content_type else fmt
+        first = pb.ImportFeatureDataRequest(tenant_id=request.tenant_id, table=request.table, format=fmt, data=request.body.data)
+
+        async def one_chunk():
+            yield first
+
+        return await self.typed.ImportFeatureData(one_chunk(), context)

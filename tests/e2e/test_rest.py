@@ -1,0 +1,219 @@
+"""The guide's REST API through a real Envoy (gRPC-JSON transcoding) in front of the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import uuid
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import requests
+
+from tests.conftest import QUICK_START_CONFIG, slow_config, tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+GUIDE_BODY = {
+    "tenant_id": "acme-corp",
+    "model_type": "forecast",
+    "config": QUICK_START_CONFIG,
+    "priority": "high",
+    "metadata": {"description": "Baseline load forecasting model", "owner": "data-science-team"},
+}
+
+
+async def http(method: str, url: str, **kwargs) -> requests.Response:
+    return await asyncio.to_thread(requests.request, method, url, timeout=60, **kwargs)
+
+
+async def wait_status(rest: str, job_id: str, wanted: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = (await http("GET", f"{rest}/ai/training/jobs/{job_id}")).json()
+        if job["status"] in wanted or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(0.2)
+
+
+async def lines_of(url: str, **params) -> list[dict]:
+    """A streamed response read to its end, one JSON object per line (in a thread: the
+    server shares this event loop)."""
+
+    def read() -> list[dict]:
+        with requests.get(url, params=params, stream=True, timeout=60) as r:
+            assert r.status_code == 200, r.text
+            return [json.loads(line) for line in r.iter_lines() if line]
+
+    return await asyncio.to_thread(read)
+
+
+def error_reason(body: dict) -> str:
+    return next(d["reason"] for d in body["details"] if d["@type"].endswith("ErrorInfo"))
+
+
+async def test_guide_quick_start_status_metrics_list_logs(rest):
+    resp = await http("POST", f"{rest}/ai/training/jobs", json=GUIDE_BODY)
+    assert resp.status_code == 200, resp.text
+    job = resp.json()
+    uuid.UUID(job["job_id"])
+    assert job["status"] == "PENDING" and job["progress"] == 0 and job["current_step"] == ""
+    assert job["priority"] == "HIGH" and job["metadata"]["owner"] == "data-science-team"
+    datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
+    assert job["config"]["random_seed"] == 42 and job["config"]["validation_split"] == 0.2
+
+    done = await wait_status(rest, job["job_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED" and done["progress"] == 100
+    assert isinstance(done["metrics"]["mae"], float) and done["metrics"]["mae"] <= done["metrics"]["rmse"]
+
+    metrics = (await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}/metrics")).json()
+    assert {"mae", "rmse", "mape", "r2_score", "training_duration_seconds", "training_data_size"} <= set(metrics)
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # a flat object of numbers
+    assert metrics["training_data_size"] == 8760 and metrics["r2_score"] > 0.8
+
+    listing = (await http("GET", f"{rest}/ai/training/jobs", params={"tenant_id": "acme-corp", "status": "COMPLETED"})).json()
+    assert [j["job_id"] for j in listing["jobs"]] == [job["job_id"]]
+    assert (await http("GET", f"{rest}/ai/training/jobs", params={"status": "completed"})).json()["jobs"][0]["status"] == "COMPLETED"
+
+    lines = await lines_of(f"{rest}/ai/training/jobs/{job['job_id']}/logs")
+    assert [e["sequence"] for e in lines] == list(range(1, len(lines) + 1))
+    assert {"data_loading", "preprocessing", "training", "evaluation", "registration"} <= {e["step"] for e in lines}
+    assert lines[-1]["message"].startswith("job completed")
+
+
+async def test_logs_of_a_running_job_arrive_line_by_line(rest):
+    job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": slow_config()})).json()
+
+    def read_until_training() -> list[tuple[float, dict]]:
+        got, start = [], time.monotonic()
+        with requests.get(f"{rest}/ai/training/jobs/{job['job_id']}/logs", stream=True, timeout=60) as r:
+            for line in r.iter_lines():
+                if line:
+                    got.append((time.monotonic() - start, json.loads(line)))
+                    if got[-1][1]["step"] == "training":
+                        return got
+        return got
+
+    got = await asyncio.to_thread(read_until_training)
+    status = (await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}")).json()["status"]
+    assert status == "RUNNING"  # the lines came while the job ran, before its end
+    assert got[-1][1]["step"] == "training"
+    cancel = await http("DELETE", f"{rest}/ai/training/jobs/{job['job_id']}")
+    assert cancel.status_code == 200 and cancel.json()["status"] == "CANCELLED"
+    # The stream of a cancelled job ends by itself with the cancel line.
+    rest_lines = await lines_of(f"{rest}/ai/training/jobs/{job['job_id']}/logs", after_sequence=got[-1][1]["sequence"])
+    assert rest_lines[-1]["message"] == "job cancelled"
+
+
+async def test_watch_streams_job_snapshots(rest):
+    job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()
+    snaps = await lines_of(f"{rest}/ai/training/jobs/{job['job_id']}/watch")
+    assert snaps[-1]["status"] == "COMPLETED" and snaps[-1]["progress"] == 100
+    assert [s["progress"] for s in snaps] == sorted(s["progress"] for s in snaps)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "reason", "words"),
+    [
+        (lambda b: b["config"].update(validation_split=1.5), 400, "ConfigValidationError", ["validation_split", "Must be between 0.0 and 1.0"]),
+        (lambda b: b["config"].update(validaton_split=b["config"].pop("validation_split")), 400, "ConfigValidationError", ["config.validaton_split"]),
+        (lambda b: b.update(prority="high"), 400, "ConfigValidationError", ["prority"]),
+        (lambda b: b["config"]["hyperparameters"].update(learning_rate=-1), 400, "ConfigValidationError", ["hyperparameters.learning_rate"]),
+        (lambda b: b.update(priority="urgent"), 400, "ConfigValidationError", ["priority", "'urgent' is not one of critical, high, normal, low"]),
+        (lambda b: b.update(tenant_id=""), 400, "InvalidRequest", ["tenant_id"]),
+    ],
+)
+async def test_bad_create_bodies_are_400_naming_the_field(rest, mutate, status, reason, words):
+    body = json.loads(json.dumps(GUIDE_BODY))
+    mutate(body)
+    resp = await http("POST", f"{rest}/ai/training/jobs", json=body)
+    assert resp.status_code == status, resp.text
+    err = resp.json()
+    assert error_reason(err) == reason
+    assert all(w in resp.text for w in words), resp.text
+    assert "grpc-status" not in resp.headers and "grpc-message" not in resp.headers
+    assert (await http("GET", f"{rest}/ai/training/jobs")).json()["jobs"] == []
+
+
+async def test_not_found_conflicts_and_unmapped(rest):
+    missing = await http("GET", f"{rest}/ai/training/jobs/{uuid.uuid4()}")
+    assert missing.status_code == 404 and error_reason(missing.json()) == "JobNotFound"
+    assert (await http("GET", f"{rest}/ai/training/jobs/not-a-uuid")).status_code == 400
+    assert (await http("GET", f"{rest}/ai/training/nothing-here")).status_code == 404
+    assert (await http("PUT", f"{rest}/ai/training/jobs")).status_code == 404
+    bad_query = await http("GET", f"{rest}/ai/training/jobs", params={"tennant_id": "acme-corp"})
+    assert bad_query.status_code == 400
+    job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()
+    await wait_status(rest, job["job_id"], {"COMPLETED"})
+    again = await http("POST", f"{rest}/ai/training/jobs/{job['job_id']}/retry")
+    assert again.status_code == 400 and error_reason(again.json()) == "InvalidStateTransition"
+    patch = await http("PATCH", f"{rest}/ai/training/jobs/{job['job_id']}", data='{"priority": "low"}')
+    assert patch.status_code == 400 and "PENDING" in patch.text
+
+
+async def test_data_load_error_retry_and_cancel(rest):
+    body = {**GUIDE_BODY, "config": tiny_config(training_start="1990-01-01T00:00:00", training_end="1990-12-31T23:59:59")}
+    job = (await http("POST", f"{rest}/ai/training/jobs", json=body)).json()
+    failed = await wait_status(rest, job["job_id"], {"FAILED", "COMPLETED"})
+    assert failed["status"] == "FAILED" and failed["error"]["reason"] == "DataLoadError"
+    assert "features.load_forecasting" in failed["error"]["message"]
+    retried = await http("POST", f"{rest}/ai/training/jobs/{job['job_id']}/retry")
+    assert retried.status_code == 200 and retried.json()["attempt"] == 2
+    refailed = await wait_status(rest, job["job_id"], {"FAILED"})
+    assert refailed["attempt"] == 2
+
+
+async def test_patch_priority_as_the_guide_sends_it(rest, app):
+    app.dispatcher.pause()
+    job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "priority": "low", "config": tiny_config()})).json()
+    # The guide's curl: -X PATCH -d '{"priority": "high"}' (curl's default form content type).
+    resp = await http("PATCH", f"{rest}/ai/training/jobs/{job['job_id']}", data='{"priority": "critical"}',
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 200 and resp.json()["priority"] == "CRITICAL"
+    unknown = await http("PATCH", f"{rest}/ai/training/jobs/{job['job_id']}", json={"priority": "low", "status": "RUNNING"})
+    assert unknown.status_code == 400 and "status" in unknown.text
+
+
+async def test_validate_health_clusters(rest):
+    good = await http("POST", f"{rest}/ai/training/validate", data=json.dumps({"config": QUICK_START_CONFIG}))
+    assert good.status_code == 200 and good.json() == {"valid": True, "violations": []}
+    bad = await http("POST", f"{rest}/ai/training/validate", json={"config": {**QUICK_START_CONFIG, "validation_split": 1.5}})
+    assert bad.status_code == 200 and bad.json()["valid"] is False
+    assert bad.json()["violations"] == [{"field": "validation_split", "description": "Must be between 0.0 and 1.0"}]
+    health = (await http("GET", f"{rest}/health")).json()
+    assert health["status"] == "ok" and health["queue"]["PENDING"] == 0
+    clusters = (await http("GET", f"{rest}/ai/training/ray/clusters")).json()
+    assert isinstance(clusters, list) and clusters[0]["cluster_id"] == "local"
+    assert clusters[0]["status"] == "RUNNING" and clusters[0]["num_workers"] == 1
+
+
+async def test_list_pagination(rest, app):
+    app.dispatcher.pause()
+    ids = [(await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()["job_id"]
+           for _ in range(5)]
+    seen, token = [], ""
+    while True:
+        page = (await http("GET", f"{rest}/ai/training/jobs", params={"tenant_id": "acme-corp", "page_size": 2, "page_token": token})).json()
+        seen += [j["job_id"] for j in page["jobs"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert seen == ids[::-1]
+
+
+async def test_import_csv_and_parquet_over_rest(rest):
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC"),
+                          "load": range(100), "temperature": 5.0})
+    url = f"{rest}/ai/training/features/load_forecasting"
+    resp = await http("POST", url, params={"tenant_id": "initech"}, data=frame.to_csv(index=False), headers={"Content-Type": "text/csv"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"rows_imported": 100, "table": "load_forecasting", "columns": ["load", "temperature"]}
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    resp = await http("POST", url, params={"tenant_id": "initech"}, data=buf.getvalue(), headers={"Content-Type": "application/octet-stream"})
+    assert resp.status_code == 200 and resp.json()["rows_imported"] == 100
+    bad = await http("POST", url, params={"tenant_id": "initech"}, data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
+    assert bad.status_code == 400 and "timestamp" in bad.text

@@ -1,0 +1,58 @@
+"""The acceptance walkthrough (../shared/acceptance/guide_walkthrough.py: the guide's own REST
+requests) against the stack started the way `make run` starts it: `python -m server
+--seed-demo` with embedded PostgreSQL, a local Ray, the gRPC server and Envoy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+WALKTHROUGH = ROOT.parent / "shared" / "acceptance" / "guide_walkthrough.py"
+# Distributed training is a later issue; these two checks need it.
+NOT_YET = {"resource_error", "distributed"}
+
+
+@pytest.fixture
+def stack(tmp_path):
+    grpc_port, http_port = free_port(), free_port()
+    env = {**os.environ, "AIHUB_DATA_DIR": str(tmp_path), "AIHUB_GRPC_PORT": str(grpc_port),
+           "AIHUB_HTTP_PORT": str(http_port), "PYTHONUNBUFFERED": "1"}
+    env.pop("DATABASE_URL", None)
+    env.pop("RAY_ADDRESS", None)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C to stop" not in (tmp_path / "server.log").read_text():
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stack did not start in 120 s"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not WALKTHROUGH.exists(), reason=f"{WALKTHROUGH} is not here (it is in CI and sessions)")
+def test_guide_walkthrough_passes(stack):
+    from tests.acceptance_checks import check_names
+
+    wanted = [name for name in check_names(WALKTHROUGH) if name not in NOT_YET]
+    result = subprocess.run(
+        [sys.executable, str(WALKTHROUGH), "--only", *wanted, "--timeout", "300"],
+        env={**os.environ, "API_URL": stack}, capture_output=True, text=True, timeout=850,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(wanted)} passed, 0 failed" in result.stdout
