@@ -30,14 +30,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class RawHttp:
+    """A minimal keep-alive HTTP/1.1 client on a raw socket: it only finds the end of the
+    response, so the figure is Envoy's time and not Python's header parsing."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get(self, path: str) -> bytes:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += self.sock.recv(65536)
+        head, _, body = buf.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return body
+
+
 def sequential(grpc_target: str, rest_port: int, job_id: str, n: int) -> dict[str, list[float]]:
-    """Alternating direct gRPC and REST calls, one at a time, so both see the same machine state."""
+    """Alternating direct gRPC and REST calls, one at a time, so all see the same machine state."""
     channel = grpc.insecure_channel(grpc_target)
     stub = pb_grpc.TrainingServiceStub(channel)
     conn = http.client.HTTPConnection("127.0.0.1", rest_port)
+    raw = RawHttp(rest_port)
     request = pb.GetTrainingJobRequest(job_id=job_id)
     path = f"/ai/training/jobs/{job_id}"
-    out: dict[str, list[float]] = {"grpc": [], "rest": []}
+    out: dict[str, list[float]] = {"grpc": [], "rest": [], "rest_raw": []}
     for i in range(n + 200):
         t0 = time.perf_counter()
         stub.GetTrainingJob(request)
@@ -46,10 +70,13 @@ def sequential(grpc_target: str, rest_port: int, job_id: str, n: int) -> dict[st
         resp = conn.getresponse()
         resp.read()
         t2 = time.perf_counter()
+        raw.get(path)
+        t3 = time.perf_counter()
         assert resp.status == 200
         if i >= 200:  # warm-up
             out["grpc"].append(t1 - t0)
             out["rest"].append(t2 - t1)
+            out["rest_raw"].append(t3 - t2)
     conn.close()
     channel.close()
     return out
@@ -133,8 +160,10 @@ async def main(requests: int, rate: float, seconds: float) -> None:
     print(f"rest_latency: GetTrainingJob, direct gRPC vs REST through Envoy (load from a second process)")
     print(f"sequential, {requests} requests each, alternating:")
     print(row("direct gRPC (sync stub)", seq["grpc"]))
-    print(row("REST via Envoy (keep-alive)", seq["rest"]))
-    print(f"  Envoy adds at the median: {(median(seq['rest']) - median(seq['grpc'])) * 1000:.3f} ms   (goal <= 0.3 ms)")
+    print(row("REST via Envoy (http.client)", seq["rest"]))
+    print(row("REST via Envoy (raw socket client)", seq["rest_raw"]))
+    print(f"  Envoy adds at the median: {(median(seq['rest_raw']) - median(seq['grpc'])) * 1000:.3f} ms with a raw-socket client, "
+          f"{(median(seq['rest']) - median(seq['grpc'])) * 1000:.3f} ms with http.client   (goal <= 0.3 ms)")
     print(f"fixed rate, {rate:.0f}/s for {seconds:.0f} s each:")
     print(row("direct gRPC (asyncio client)", fixed["grpc"]))
     print(row("REST via Envoy (8 connections)", fixed["rest"]))
