@@ -11,6 +11,8 @@ must stop at its next report.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import threading
 import traceback
@@ -163,7 +165,7 @@ class DbRegistry:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float]) -> int:
+    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float], importance: Mapping[str, float]) -> int:
         p = self.payload
         new = NewModelVersion(
             tenant_id=p.tenant_id,
@@ -177,6 +179,8 @@ class DbRegistry:
             training_end=spec.training_end,
             metrics=dict(metrics),
             config=dict(p.config),
+            feature_importance=dict(importance),
+            config_hash=hashlib.sha256(json.dumps(p.config, sort_keys=True).encode()).hexdigest(),
         )
 
         async def go() -> int:

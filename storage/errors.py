@@ -19,6 +19,12 @@ class JobNotFound(StorageError):
         self.job_id = str(job_id)
 
 
+class ModelNotFound(StorageError):
+    def __init__(self, model_id: uuid.UUID | str) -> None:
+        super().__init__(f"model version {model_id} not found")
+        self.model_id = str(model_id)
+
+
 class InvalidTransition(StorageError):
     """The job is not in a state the requested change is allowed from."""
 

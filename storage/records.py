@@ -129,8 +129,15 @@ class ModelVersion:
     algorithm: str
     artifact_uri: str
     features: tuple[str, ...]
+    target: str
+    training_start: datetime
+    training_end: datetime
     metrics: Mapping[str, float]
+    feature_importance: Mapping[str, float]
+    config: Mapping[str, Any]
+    config_hash: str
     created_at: datetime
+    deleted_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ class NewModelVersion:
     training_end: datetime
     metrics: Mapping[str, float]
     config: Mapping[str, Any]
+    feature_importance: Mapping[str, float] = field(default_factory=dict)
+    config_hash: str = ""
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ model_versions = sa.Table(
     sa.Column("metrics", JSONB, nullable=False),
     sa.Column("config", JSONB, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("feature_importance", JSONB, nullable=False),
+    sa.Column("config_hash", sa.Text, nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("tenant_id", "model_type", "version"),
 )
 

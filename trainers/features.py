@@ -42,4 +42,6 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec) -> pd.DataFrame:
         else:
             out[name] = calendar(frame["timestamp"], name)
     out[spec.target] = frame[spec.target]
+    if spec.label_column:
+        out[spec.label_column] = frame[spec.label_column]
     return pd.DataFrame(out, index=frame.index)

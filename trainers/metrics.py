@@ -1,8 +1,14 @@
-"""Regression metrics on the validation part."""
+"""Metrics: regression (with seasonal-naive baselines), classification, anomaly scores."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+
+# Shown in the evaluation log line, when present.
+HEADLINE = ("mae", "rmse", "mape", "r2_score", "baseline_mae", "skill", "precision", "recall", "f1", "roc_auc", "pr_auc",
+            "anomaly_rate", "threshold")
 
 
 def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -17,3 +23,69 @@ def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
     r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else 0.0
     return {"mae": mae, "rmse": rmse, "mape": mape, "r2_score": r2}
+
+
+def baseline(y_true: np.ndarray, model_mae: float, naive: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Seasonal-naive forecasts (the value 24 h and 168 h earlier) on the same validation
+    rows. baseline_mae/rmse are the better of the two; skill = 1 - mae / baseline_mae."""
+    out: dict[str, float] = {}
+    best = None
+    for name, pred in naive.items():
+        ok = ~np.isnan(pred)
+        if not ok.any():
+            continue
+        err = pred[ok] - y_true[ok]
+        mae, rmse = float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2)))
+        out[f"baseline_{name}_mae"] = mae
+        if best is None or mae < best[0]:
+            best = (mae, rmse)
+    if best is not None:
+        out["baseline_mae"], out["baseline_rmse"] = best
+        if best[0] > 0:
+            out["skill"] = 1.0 - model_mae / best[0]
+    return out
+
+
+def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold with the best F1 on (y_true, score)."""
+    from sklearn.metrics import precision_recall_curve
+
+    y_true = np.asarray(y_true) > 0.5
+    if not y_true.any():
+        return float(np.max(score)) if len(score) else 0.5
+    precision, recall, thresholds = precision_recall_curve(y_true, score)
+    f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def classification(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """Precision, recall, F1 at the threshold (score >= threshold is an anomaly), ROC-AUC
+    and PR-AUC of the scores."""
+    from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    y = np.asarray(y_true) > 0.5
+    flagged = np.asarray(score) >= threshold
+    out = {
+        "precision": float(precision_score(y, flagged, zero_division=0)),
+        "recall": float(recall_score(y, flagged, zero_division=0)),
+        "f1": float(f1_score(y, flagged, zero_division=0)),
+        "threshold": float(threshold),
+        "anomaly_rate": float(flagged.mean()),
+        "label_rate": float(y.mean()),
+    }
+    if 0 < y.sum() < len(y):
+        out["roc_auc"] = float(roc_auc_score(y, score))
+        out["pr_auc"] = float(average_precision_score(y, score))
+    return out
+
+
+def anomaly_scores(score: np.ndarray, threshold: float) -> dict[str, float]:
+    score = np.asarray(score, dtype="float64")
+    return {
+        "threshold": float(threshold),
+        "anomaly_rate": float(np.mean(score > threshold)),
+        "score_mean": float(score.mean()),
+        "score_std": float(score.std()),
+        "score_p50": float(np.quantile(score, 0.5)),
+        "score_p99": float(np.quantile(score, 0.99)),
+    }

@@ -53,8 +53,8 @@ class ModelRegistry(Protocol):
         """A fresh folder under the artifact root for this run's model."""
         ...
 
-    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float]) -> int:
-        """Record the model; returns its version number."""
+    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float], importance: Mapping[str, float]) -> int:
+        """Record the model (with its feature importance); returns its version number."""
         ...
 
 
@@ -63,6 +63,7 @@ class Result:
     metrics: Mapping[str, float]
     model_version: int
     artifact: Path
+    importance: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,51 @@ class Prepared:
     data: TrainData
     rows: int
     split_at: pd.Timestamp
+    task: str
+    inputs: tuple[str, ...]  # the model's input columns, in order
+    baselines: Mapping[str, np.ndarray]  # seasonal-naive forecasts of the validation rows
+    labels_valid: np.ndarray | None  # config.label_column on the validation rows
+
+
+TUNE_FRACTION = 0.1  # the last part of the training range, for early stopping and thresholds
+MIN_TUNE_POSITIVES = 5  # fewer labelled anomalies there: choose the threshold on all training rows
+ANOMALY_QUANTILE = 0.99  # unlabeled anomaly threshold: this quantile of the training scores
+
+
+def choose_task(spec: TrainingSpec, target: pd.Series) -> str:
+    """forecast: regression. anomaly: isolation_forest scores rows; a 0/1 target is a label
+    (supervised classification); any other target is the monitored signal (lstm: an
+    autoencoder's reconstruction error; the others: the residual of a regression)."""
+    if spec.model_type == "forecast":
+        return algorithms.REGRESSION
+    if spec.algorithm == "isolation_forest":
+        return algorithms.RECONSTRUCTION
+    if set(np.unique(target.dropna())) <= {0.0, 1.0}:
+        return algorithms.CLASSIFICATION
+    return algorithms.RECONSTRUCTION if spec.algorithm == "lstm" else algorithms.REGRESSION
 
 
 def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prepared:
     """Derive features, drop incomplete rows, split chronologically (never shuffled)."""
     frame = frame.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="last").reset_index(drop=True)
     derived = features.derive(frame, spec)
-    cols = [*spec.features, spec.target]
+    task = choose_task(spec, derived[spec.target])
+    unsupervised = spec.model_type == "anomaly" and task != algorithms.CLASSIFICATION
+    target_is_label = set(np.unique(derived[spec.target].dropna())) <= {0.0, 1.0}
+    label_column = spec.label_column or (spec.target if unsupervised and target_is_label else None)
+    # A reconstruction model sees the monitored signal itself, but never a label.
+    with_target = task == algorithms.RECONSTRUCTION and not target_is_label
+    inputs = (*spec.features, spec.target) if with_target else tuple(spec.features)
+    cols = list(dict.fromkeys([*spec.features, spec.target]))
     complete = derived[cols].notna().all(axis=1)
     dropped = int((~complete).sum())
     if dropped:
         lag_note = f" (the first {max(h for _, h in spec.lags.values())} h have no lag values)" if spec.lags else ""
         reporter.log("INFO", f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
+    baselines = {}
+    if spec.model_type == "forecast":
+        baselines = {f"{h}h": features.lag(frame, spec.target, h) for h in (24, 168)}
+        baselines = {k: v[complete].to_numpy() for k, v in baselines.items()}
     derived = derived[complete].reset_index(drop=True)
     if len(derived) < MIN_ROWS:
         raise DataLoadError(
@@ -96,16 +130,27 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
             f"the time range {first} .. {last} is too short to split {spec.validation_split:.0%} off for validation",
             details={"table": f"features.{spec.feature_table}"},
         )
-    x = derived[list(spec.features)].to_numpy(dtype="float64")
+    x = derived[list(inputs)].to_numpy(dtype="float64")
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
+    tune_idx = np.empty(0, dtype=int)
+    if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION:
+        cut = int(len(train_idx) * (1 - TUNE_FRACTION))
+        train_idx, tune_idx = train_idx[:cut], train_idx[cut:]
     if spec.use_sample is not None and spec.use_sample < 1.0:
         rng = np.random.default_rng(spec.random_seed)
         keep = max(1, int(round(len(train_idx) * spec.use_sample)))
         train_idx = np.sort(rng.choice(train_idx, size=keep, replace=False))
         reporter.log("INFO", f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
-    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], tuple(spec.features))
-    return Prepared(data, len(train_idx) + int(valid.sum()), split_at)
+    if unsupervised and label_column:
+        labels_valid = derived[label_column].to_numpy(dtype="float64")[valid]
+    else:
+        labels_valid = None
+    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx])
+    return Prepared(
+        data, len(train_idx) + len(tune_idx) + int(valid.sum()), split_at, task, inputs,
+        {k: v[valid] for k, v in baselines.items()}, labels_valid,
+    )
 
 
 class _IterationReporter:
@@ -124,6 +169,49 @@ class _IterationReporter:
         self.reporter.progress(STEP_START["training"] + int(span * iteration / max(total, 1)))
 
 
+def _predict_after(model: algorithms.FittedModel, context: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Predictions for the rows of ``x``; a model that needs earlier rows (lstm windows)
+    gets them from the end of ``context``."""
+    if model.context_rows:
+        return model.predict(np.concatenate([context[len(context) - model.context_rows:], x]))
+    return model.predict(x)
+
+
+def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:
+    d = prepared.data
+    history = np.concatenate([d.x_train, d.x_tune]) if len(d.x_tune) else d.x_train
+    pred = _predict_after(model, history, d.x_valid)
+    if prepared.task == algorithms.CLASSIFICATION:
+        if d.y_tune.sum() >= MIN_TUNE_POSITIVES:
+            tune_y, tune_pred = d.y_tune, _predict_after(model, d.x_train, d.x_tune)
+        else:  # no positive label in the tune part: choose on the training rows themselves
+            tune_y, tune_pred = d.y_train[model.context_rows:], model.predict(d.x_train)
+        threshold = metrics.best_f1_threshold(tune_y, tune_pred)
+        scores = metrics.classification(d.y_valid, pred, threshold)
+        reporter.log("INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})")
+        return scores
+    if spec.model_type == "forecast":
+        scores = metrics.regression(d.y_valid, pred)
+        scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
+        if "skill" in scores and scores["skill"] <= 0:
+            reporter.log("WARNING", f"the model does not beat the seasonal-naive baseline: MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})")
+        return scores
+    # Unlabeled anomaly detection: a score per row, a threshold from the training range.
+    if prepared.task == algorithms.RECONSTRUCTION:
+        train_scores, valid_scores = model.predict(d.x_train), pred
+    else:
+        train_pred = model.predict(d.x_train)
+        train_scores = np.abs(d.y_train[model.context_rows:] - train_pred)
+        valid_scores = np.abs(d.y_valid - pred)
+    threshold = float(np.quantile(train_scores, ANOMALY_QUANTILE))
+    scores = metrics.anomaly_scores(valid_scores, threshold)
+    if prepared.labels_valid is not None:
+        scores.update(metrics.classification(prepared.labels_valid, valid_scores, threshold))
+    reporter.log("INFO", f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
+                         f"{scores['anomaly_rate']:.2%} of validation rows flagged")
+    return scores
+
+
 def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: ModelRegistry, num_threads: int = 1) -> Result:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
@@ -139,29 +227,31 @@ def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: M
     reporter.step("preprocessing", STEP_START["preprocessing"])
     prepared = prepare(frame, spec, reporter)
     d = prepared.data
+    tune = f", {len(d.y_tune)} tune rows" if len(d.y_tune) else ""
     reporter.log(
         "INFO",
-        f"preprocessing: {len(spec.features)} features; {len(d.y_train)} training rows, {len(d.y_valid)} validation rows (split at {prepared.split_at:%Y-%m-%d %H:%M})",
+        f"preprocessing: {prepared.task} on {len(prepared.inputs)} inputs; {len(d.y_train)} training rows{tune}, "
+        f"{len(d.y_valid)} validation rows (split at {prepared.split_at:%Y-%m-%d %H:%M})",
     )
 
     reporter.step("training", STEP_START["training"])
     algorithm = algorithms.get(spec.algorithm)
     reporter.log("INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}")
-    started = time.perf_counter()
-    model = algorithm.fit(
-        d,
-        spec.hyperparameters,
-        seed=spec.random_seed,
-        early_stopping_rounds=spec.early_stopping_rounds,
-        num_threads=num_threads,
-        on_iteration=_IterationReporter(reporter),
+    options = algorithms.FitOptions(
+        task=prepared.task, seed=spec.random_seed, early_stopping_rounds=spec.early_stopping_rounds,
+        num_threads=num_threads, batch_size=spec.batch_size, use_gpu=spec.use_gpu, on_iteration=_IterationReporter(reporter),
     )
+    started = time.perf_counter()
+    model = algorithm.fit(d, spec.hyperparameters, options)
     duration = time.perf_counter() - started
     note = f", best iteration {model.best_iteration}" if model.best_iteration else ""
+    device = getattr(model, "device", None)
+    if spec.use_gpu and device != "cuda" and spec.algorithm in ("mlp", "lstm"):
+        reporter.log("WARNING", "use_gpu was asked for but this node has no GPU: trained on the CPU")
     reporter.log("INFO", f"training: done in {duration:.2f} s{note}")
 
     reporter.step("evaluation", STEP_START["evaluation"])
-    scores = metrics.regression(d.y_valid, model.predict(d.x_valid))
+    scores = evaluate(model, prepared, spec, reporter)
     scores.update(
         training_duration_seconds=round(duration, 3),
         training_data_size=float(prepared.rows),
@@ -170,16 +260,17 @@ def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: M
     )
     if model.best_iteration:
         scores["best_iteration"] = float(model.best_iteration)
-    scores = {k: v for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
+    scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores)
-    reporter.log(
-        "INFO",
-        "evaluation: MAE {mae:.3f}, RMSE {rmse:.3f}, MAPE {mape:.2f}%, R2 {r2_score:.4f}".format(**{"mape": float("nan"), **scores}),
-    )
+    reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
+    importance = model.importance(prepared.inputs)
+    if importance:
+        top = sorted(importance.items(), key=lambda kv: -kv[1])[:5]
+        reporter.log("INFO", "feature importance (gain share): " + ", ".join(f"{k} {v:.1%}" for k, v in top))
 
     reporter.step("registration", STEP_START["registration"])
     folder = registry.artifact_dir()
     artifact = model.save(folder)
-    version = registry.register(artifact, spec, scores)
+    version = registry.register(artifact, spec, scores, importance)
     reporter.log("INFO", f"registration: model version {version} saved to {artifact}")
-    return Result(scores, version, artifact)
+    return Result(scores, version, artifact, importance)

@@ -35,6 +35,7 @@ CALENDAR_FEATURES = (
 LAG = re.compile(r"^(?P<base>[a-z_][a-z0-9_]*?)_lag_(?P<hours>\d+)$")
 IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MAX_LAG_HOURS = 24 * 366
+NEURAL = ("mlp", "lstm")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class TrainingSpec:
     random_seed: int = DEFAULT_SEED
     early_stopping_rounds: int | None = None
     use_sample: float | None = None
+    batch_size: int | None = None
+    use_gpu: bool = False
+    label_column: str | None = None
     lags: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # feature -> (column, hours)
 
     def table_columns(self) -> list[str]:
@@ -61,6 +65,8 @@ class TrainingSpec:
             if f in CALENDAR_FEATURES:
                 continue
             wanted.append(self.lags[f][0] if f in self.lags else f)
+        if self.label_column:
+            wanted.append(self.label_column)
         return list(dict.fromkeys(wanted))
 
 
@@ -91,16 +97,14 @@ def validate(config: Mapping[str, Any], *, model_type: str | None = None) -> lis
         add("model_type", f"{mt!r} is not one of {', '.join(MODEL_TYPES)}")
     elif model_type and config.get("model_type") and config["model_type"] != model_type:
         add("model_type", f"config says {config['model_type']!r} but the job says {model_type!r}")
-    elif mt == "anomaly":
-        add("model_type", "anomaly detection is not available yet in this release; use forecast")
 
     algo = config.get("algorithm") or ""
     if not algo:
-        add("algorithm", f"is required: one of {', '.join(algorithms.GUIDE_ALGORITHMS)}")
-    elif algo not in algorithms.GUIDE_ALGORITHMS:
-        add("algorithm", f"{algo!r} is not one of {', '.join(algorithms.GUIDE_ALGORITHMS)}")
-    elif algo not in algorithms.IMPLEMENTED:
-        add("algorithm", f"{algo!r} is not available yet in this release; available: {', '.join(algorithms.IMPLEMENTED)}")
+        add("algorithm", f"is required: one of {', '.join(algorithms.ALL)}")
+    elif algo not in algorithms.ALL:
+        add("algorithm", f"{algo!r} is not one of {', '.join(algorithms.ALL)}")
+    elif algo == "isolation_forest" and mt != "anomaly":
+        add("algorithm", "isolation_forest detects anomalies: it needs model_type anomaly")
     else:
         params = algorithms.params_of(algo)
         hp = config.get("hyperparameters") or {}
@@ -164,6 +168,17 @@ def validate(config: Mapping[str, Any], *, model_type: str | None = None) -> lis
     esr = config.get("early_stopping_rounds")
     if esr is not None and (isinstance(esr, bool) or not isinstance(esr, int) or esr < 1):
         add("early_stopping_rounds", "must be a whole number >= 1")
+    elif esr is not None and algo in algorithms.ALL and not algorithms.get(algo).early_stopping:
+        add("early_stopping_rounds", f"{algo} has no early stopping (it trains in one pass); leave it unset")
+
+    label = config.get("label_column") or ""
+    if label:
+        if mt != "anomaly":
+            add("label_column", "applies to anomaly detection only")
+        elif not IDENT.match(label):
+            add("label_column", f"{label!r} is not a column name (lower-case letters, digits and _)")
+        elif label == target or label in features:
+            add("label_column", f"{label!r} is the target or a feature (label leakage)")
 
     table = config.get("feature_table") or ""
     if table and not IDENT.match(table):
@@ -171,16 +186,24 @@ def validate(config: Mapping[str, Any], *, model_type: str | None = None) -> lis
 
     if config.get("distributed"):
         add("distributed", _not_available("distributed training"))
-    if config.get("ray_config"):
-        add("ray_config", "applies only with distributed=true; " + _not_available("distributed training"))
+    ray_config = dict(config.get("ray_config") or {})
+    ray_config.pop("use_gpu", None)
+    if ray_config:
+        add("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; " + _not_available("distributed training"))
     if config.get("mlflow_tracking"):
         add("mlflow_tracking", _not_available("MLflow tracking"))
     options = config.get("training_options") or {}
-    if options.get("batch_size") is not None:
-        add("training_options.batch_size", f"applies to the neural algorithms (mlp, lstm), not to {algo or 'this algorithm'}")
+    batch = options.get("batch_size")
+    if batch is not None:
+        if algo not in NEURAL:
+            add("training_options.batch_size", f"applies to the neural algorithms (mlp, lstm), not to {algo or 'this algorithm'}")
+        elif isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            add("training_options.batch_size", "must be a whole number >= 1")
     sample = options.get("use_sample")
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0.0 < sample <= 1.0):
         add("training_options.use_sample", "must be a fraction greater than 0.0 and at most 1.0")
+    elif sample is not None and sample < 1.0 and algo == "lstm":
+        add("training_options.use_sample", "lstm trains on windows of consecutive rows; sampling rows would break them")
     return out
 
 
@@ -204,6 +227,9 @@ def build(config: Mapping[str, Any], *, model_type: str | None = None) -> Traini
         random_seed=int(config.get("random_seed", DEFAULT_SEED)),
         early_stopping_rounds=config.get("early_stopping_rounds"),
         use_sample=(config.get("training_options") or {}).get("use_sample"),
+        batch_size=(config.get("training_options") or {}).get("batch_size"),
+        use_gpu=bool((config.get("ray_config") or {}).get("use_gpu")),
+        label_column=config.get("label_column") or None,
         lags=lags,
     )
 

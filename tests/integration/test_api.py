@@ -24,7 +24,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
         ({"hyperparameters": {"num_leaves": 1}}, "hyperparameters.num_leaves", "out of range"),
         ({"hyperparameters": {"max_depth": 0}}, "hyperparameters.max_depth", "out of range"),
         ({"hyperparameters": {"n_estimator": 100}}, "hyperparameters.n_estimator", "not a hyperparameter of lgbm"),
-        ({"algorithm": "xgboost"}, "algorithm", "not available yet"),
+        ({"algorithm": "isolation_forest"}, "algorithm", "needs model_type anomaly"),
+        ({"algorithm": "rf", "hyperparameters": {}, "early_stopping_rounds": 10}, "early_stopping_rounds", "no early stopping"),
+        ({"algorithm": "lstm", "hyperparameters": {}, "training_options": {"use_sample": 0.5}}, "training_options.use_sample", "windows"),
         ({"algorithm": "catboost"}, "algorithm", "is not one of"),
         ({"distributed": True}, "distributed", "not available yet"),
         ({"mlflow_tracking": {"experiment_name": "x"}}, "mlflow_tracking", "not available yet"),
@@ -57,8 +59,8 @@ async def test_create_refuses_missing_request_fields(client):
             await client.create_job(config=tiny_config(), **kwargs)
         assert err.value.violations[0][0] == field
     with pytest.raises(ConfigValidationError) as err:
-        await client.create_job("t", "anomaly", {**tiny_config(), "model_type": "anomaly"})
-    assert "not available yet" in err.value.violations[0][1]
+        await client.create_job("t", "anomaly", {**tiny_config(), "model_type": "anomaly", "label_column": "load"})
+    assert err.value.violations[0][0] == "label_column"
 
 
 async def test_validate_lists_every_violation(client):

@@ -1,16 +1,16 @@
-"""LightGBM regression with the guide's hyperparameters. Models are saved in LightGBM's
-own text format (no pickle)."""
+"""LightGBM with the guide's hyperparameters. Models are saved in LightGBM's own text
+format (no pickle)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import Param, TrainData
+from trainers.algorithms import CLASSIFICATION, REGRESSION, FitOptions, Param, TrainData, importance_from
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
@@ -28,13 +28,13 @@ PARAMS: Mapping[str, Param] = {
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
 
 
-def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int) -> tuple[dict[str, Any], int]:
+def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION) -> tuple[dict[str, Any], int]:
     """LightGBM's parameter dict and the number of rounds, from the guide's names.
-    Shared with the benchmark's plain script so both train the same model."""
+    Shared with the benchmarks' plain scripts so both train the same model."""
     hp = {**DEFAULTS, **hyperparameters}
     rounds = int(hp.pop("n_estimators"))
     params: dict[str, Any] = {
-        "objective": "regression",
+        "objective": "binary" if task == CLASSIFICATION else "regression",
         "verbosity": -1,
         "seed": seed,
         "deterministic": True,
@@ -50,6 +50,7 @@ def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads
 class LGBMModel:
     booster: Any
     best_iteration: int | None
+    context_rows: int = 0
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.booster.predict(features, num_iteration=self.best_iteration or None)
@@ -59,43 +60,40 @@ class LGBMModel:
         self.booster.save_model(str(path), num_iteration=self.best_iteration or None)
         return path
 
-
-def load(path: Path) -> LGBMModel:
-    import lightgbm as lgb
-
-    return LGBMModel(lgb.Booster(model_file=str(path)), None)
+    def importance(self, names: tuple[str, ...]) -> dict[str, float]:
+        return importance_from(self.booster.feature_importance(importance_type="gain"), names)
 
 
 class LightGBM:
     name = "lgbm"
     params = PARAMS
+    tasks = frozenset({REGRESSION, CLASSIFICATION})
+    early_stopping = True
 
-    def fit(
-        self,
-        data: TrainData,
-        hyperparameters: Mapping[str, Any],
-        *,
-        seed: int,
-        early_stopping_rounds: int | None,
-        num_threads: int,
-        on_iteration: Callable[[int, int], None],
-    ) -> LGBMModel:
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> LGBMModel:
         import lightgbm as lgb
 
-        params, rounds = booster_params(hyperparameters, seed=seed, num_threads=num_threads)
+        params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
+        if options.use_gpu:
+            params["device_type"] = "gpu"
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=list(data.feature_names), free_raw_data=True)
 
         def report(env: Any) -> None:
-            on_iteration(env.iteration + 1, env.end_iteration)
+            options.on_iteration(env.iteration + 1, env.end_iteration)
 
         callbacks = [report]
         valid_sets = []
-        if early_stopping_rounds:
-            valid_sets = [lgb.Dataset(data.x_valid, data.y_valid, reference=train)]
-            callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
+        if options.early_stopping_rounds and len(data.y_tune):
+            valid_sets = [lgb.Dataset(data.x_tune, data.y_tune, reference=train)]
+            callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
         booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
-        best = booster.best_iteration if early_stopping_rounds and booster.best_iteration > 0 else None
+        best = booster.best_iteration if valid_sets and booster.best_iteration > 0 else None
         return LGBMModel(booster, best)
+
+    def load(self, path: Path, task: str) -> LGBMModel:
+        import lightgbm as lgb
+
+        return LGBMModel(lgb.Booster(model_file=str(path)), None)
 
 
 ALGORITHM = LightGBM()

@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class TrainingConfig(_message.Message):
     MLFLOW_TRACKING_FIELD_NUMBER: _ClassVar[int]
     TRAINING_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_TABLE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -104,7 +105,8 @@ class TrainingConfig(_message.Message):
     mlflow_tracking: MlflowTracking
     training_options: TrainingOptions
     feature_table: str
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ...) -> None: ...
+    label_column: str
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ...) -> None: ...
 
 class RayConfig(_message.Message):
     __slots__ = ("num_workers", "cpus_per_worker", "memory_per_worker", "use_gpu")

@@ -1,0 +1,251 @@
+"""Neural networks in PyTorch: ``mlp`` (a feed-forward net on each row) and ``lstm`` (an
+LSTM on sliding windows of ``lookback`` rows; for unlabeled anomaly detection an LSTM
+autoencoder whose reconstruction error is the score).
+
+Inputs and regression targets are standardised with the training part's mean and
+standard deviation (stored with the weights). Training is deterministic for a seed:
+seeded initialisation and batch order, deterministic kernels, a fixed thread count.
+``early_stopping_rounds`` is the patience in epochs on the tune part; the best epoch's
+weights are kept. Models are saved as safetensors (weights, scalers) with the
+architecture in the file's metadata — no pickle.
+
+Hyperparameters — mlp: hidden_sizes [64, 32], dropout 0.0, epochs 50, batch_size 256,
+learning_rate 0.001, weight_decay 0.0; lstm: hidden_size 64, num_layers 1, lookback 24,
+dropout 0.0, epochs 30, batch_size 256, learning_rate 0.001, weight_decay 0.0.
+``training_options.batch_size`` overrides batch_size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.algorithms import CLASSIFICATION, RECONSTRUCTION, REGRESSION, FitOptions, Param, TrainData
+
+COMMON: Mapping[str, Param] = {
+    "dropout": Param(float, 0, 0.9),
+    "epochs": Param(int, 1, 10_000),
+    "batch_size": Param(int, 1, 1_000_000),
+    "learning_rate": Param(float, 0, 1, exclusive_minimum=True),
+    "weight_decay": Param(float, 0, 1),
+}
+MLP_PARAMS: Mapping[str, Param] = {"hidden_sizes": Param(list, 1, 4096), **COMMON}
+LSTM_PARAMS: Mapping[str, Param] = {
+    "hidden_size": Param(int, 1, 4096),
+    "num_layers": Param(int, 1, 8),
+    "lookback": Param(int, 2, 2000),
+    **COMMON,
+}
+DEFAULTS = {
+    "mlp": {"hidden_sizes": [64, 32], "dropout": 0.0, "epochs": 50, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 0.0},
+    "lstm": {"hidden_size": 64, "num_layers": 1, "lookback": 24, "dropout": 0.0, "epochs": 30, "batch_size": 256,
+             "learning_rate": 1e-3, "weight_decay": 0.0},
+}
+
+
+def _torch(num_threads: int, seed: int):
+    import torch
+
+    torch.set_num_threads(max(1, num_threads))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch
+
+
+def _build(kind: str, arch: Mapping[str, Any]):
+    import torch
+    from torch import nn
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers, width = [], arch["inputs"]
+            for size in arch["hidden_sizes"]:
+                layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(arch["dropout"])]
+                width = size
+            layers.append(nn.Linear(width, 1))
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.net(x).squeeze(-1)
+
+    class LSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            drop = arch["dropout"] if arch["num_layers"] > 1 else 0.0
+            self.encoder = nn.LSTM(arch["inputs"], arch["hidden_size"], arch["num_layers"], batch_first=True, dropout=drop)
+            if arch["task"] == RECONSTRUCTION:
+                self.decoder = nn.LSTM(arch["hidden_size"], arch["hidden_size"], arch["num_layers"], batch_first=True, dropout=drop)
+                self.out = nn.Linear(arch["hidden_size"], arch["inputs"])
+            else:
+                self.out = nn.Linear(arch["hidden_size"], 1)
+
+        def forward(self, x):
+            encoded, _ = self.encoder(x)
+            last = encoded[:, -1, :]
+            if arch["task"] == RECONSTRUCTION:
+                repeated = last.unsqueeze(1).repeat(1, x.shape[1], 1)
+                decoded, _ = self.decoder(repeated)
+                return self.out(decoded)
+            return self.out(last).squeeze(-1)
+
+    del torch
+    return MLP() if kind == "mlp" else LSTM()
+
+
+def _windows(x: np.ndarray, lookback: int) -> np.ndarray:
+    if len(x) < lookback:
+        return np.empty((0, lookback, x.shape[1]), dtype="float32")
+    return np.lib.stride_tricks.sliding_window_view(x, (lookback, x.shape[1]))[:, 0].astype("float32")
+
+
+@dataclass
+class NeuralModel:
+    net: Any
+    kind: str
+    arch: dict[str, Any]
+    scalers: dict[str, np.ndarray]
+    device: str = "cpu"
+    best_iteration: int | None = None
+
+    @property
+    def context_rows(self) -> int:
+        return self.arch["lookback"] - 1 if self.kind == "lstm" else 0
+
+    def _inputs(self, features: np.ndarray) -> np.ndarray:
+        x = ((features - self.scalers["x_mean"]) / self.scalers["x_std"]).astype("float32")
+        return _windows(x, self.arch["lookback"]) if self.kind == "lstm" else x
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.net.eval()
+        inputs = self._inputs(features)
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(inputs), 4096):
+                batch = torch.from_numpy(inputs[i : i + 4096]).to(self.device)
+                out = self.net(batch)
+                if self.arch["task"] == RECONSTRUCTION:
+                    out = ((out - batch) ** 2).mean(dim=(1, 2))
+                elif self.arch["task"] == CLASSIFICATION:
+                    out = torch.sigmoid(out)
+                outs.append(out.cpu().numpy())
+        pred = np.concatenate(outs) if outs else np.empty(0)
+        if self.arch["task"] == REGRESSION:
+            pred = pred * self.scalers["y_std"][0] + self.scalers["y_mean"][0]
+        return pred.astype("float64")
+
+    def save(self, directory: Path) -> Path:
+        from safetensors.torch import save_file
+        import torch
+
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        tensors.update({f"scaler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.scalers.items()})
+        path = directory / "model.safetensors"
+        save_file(tensors, str(path), metadata={"kind": self.kind, "arch": json.dumps(self.arch)})
+        return path
+
+    def importance(self, names: tuple[str, ...]) -> dict[str, float]:
+        return {}
+
+
+class Neural:
+    def __init__(self, kind: str) -> None:
+        self.name = kind
+        self.kind = kind
+        self.params = MLP_PARAMS if kind == "mlp" else LSTM_PARAMS
+        self.tasks = frozenset({REGRESSION, CLASSIFICATION, RECONSTRUCTION} if kind == "lstm" else {REGRESSION, CLASSIFICATION})
+        self.early_stopping = True
+
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:
+        torch = _torch(options.num_threads, options.seed)
+        hp = {**DEFAULTS[self.kind], **hyperparameters}
+        if options.batch_size:
+            hp["batch_size"] = options.batch_size
+        device = "cuda" if options.use_gpu and torch.cuda.is_available() else "cpu"
+        x_mean = data.x_train.mean(axis=0)
+        x_std = np.where(data.x_train.std(axis=0) > 0, data.x_train.std(axis=0), 1.0)
+        y_mean = np.array([data.y_train.mean()]) if options.task == REGRESSION else np.zeros(1)
+        y_std = np.array([data.y_train.std() or 1.0]) if options.task == REGRESSION else np.ones(1)
+        arch = {"inputs": data.x_train.shape[1], "task": options.task, "dropout": float(hp["dropout"])}
+        if self.kind == "mlp":
+            arch["hidden_sizes"] = [int(s) for s in hp["hidden_sizes"]]
+        else:
+            arch.update(hidden_size=int(hp["hidden_size"]), num_layers=int(hp["num_layers"]), lookback=int(hp["lookback"]))
+        model = NeuralModel(_build(self.kind, arch).to(device), self.kind, arch,
+                            {"x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std}, device)
+
+        def targets(y: np.ndarray) -> np.ndarray:
+            y = (y - y_mean[0]) / y_std[0]
+            return y[model.context_rows:].astype("float32")
+
+        x_fit = model._inputs(data.x_train)
+        y_fit = targets(data.y_train)
+        if len(data.y_tune):
+            context = data.x_train[len(data.x_train) - model.context_rows:] if model.context_rows else data.x_train[:0]
+            x_tune = model._inputs(np.concatenate([context, data.x_tune]))
+            y_tune = ((data.y_tune - y_mean[0]) / y_std[0]).astype("float32")
+        else:
+            x_tune = y_tune = None
+        if len(x_fit) == 0:
+            raise ValueError(f"not enough training rows for lookback {arch.get('lookback')}")
+
+        def loss_of(out, x, y):
+            if options.task == RECONSTRUCTION:
+                return torch.nn.functional.mse_loss(out, x)
+            if options.task == CLASSIFICATION:
+                return torch.nn.functional.binary_cross_entropy_with_logits(out, y)
+            return torch.nn.functional.mse_loss(out, y)
+
+        optimiser = torch.optim.Adam(model.net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"]))
+        rng = np.random.default_rng(options.seed)
+        epochs, batch = int(hp["epochs"]), int(hp["batch_size"])
+        best_loss, best_state, best_epoch, waited = float("inf"), None, None, 0
+        xt, yt = torch.from_numpy(x_fit).to(device), torch.from_numpy(y_fit).to(device)
+        for epoch in range(1, epochs + 1):
+            model.net.train()
+            order = torch.from_numpy(rng.permutation(len(x_fit))).to(device)
+            for i in range(0, len(order), batch):
+                idx = order[i : i + batch]
+                optimiser.zero_grad()
+                loss = loss_of(model.net(xt[idx]), xt[idx], yt[idx])
+                loss.backward()
+                optimiser.step()
+            options.on_iteration(epoch, epochs)
+            if x_tune is not None and options.early_stopping_rounds:
+                model.net.eval()
+                with torch.no_grad():
+                    xv = torch.from_numpy(x_tune).to(device)
+                    tune_loss = float(loss_of(model.net(xv), xv, torch.from_numpy(y_tune).to(device)))
+                if tune_loss < best_loss:
+                    best_loss, best_epoch, waited = tune_loss, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+                else:
+                    waited += 1
+                    if waited >= options.early_stopping_rounds:
+                        break
+        if best_state is not None:
+            model.net.load_state_dict(best_state)
+            model.best_iteration = best_epoch
+        return model
+
+    def load(self, path: Path, task: str) -> NeuralModel:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        arch = json.loads(meta["arch"])
+        net = _build(meta["kind"], arch)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        scalers = {k[7:]: v.numpy() for k, v in tensors.items() if k.startswith("scaler.")}
+        return NeuralModel(net, meta["kind"], arch, scalers)
+
+
+ALGORITHMS = {"mlp": Neural("mlp"), "lstm": Neural("lstm")}

@@ -1,0 +1,106 @@
+"""XGBoost with the guide's hyperparameters. Models are saved as XGBoost JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.algorithms import CLASSIFICATION, REGRESSION, FitOptions, Param, TrainData, importance_from
+
+PARAMS: Mapping[str, Param] = {
+    "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
+    "learning_rate": Param(float, 0, 1, exclusive_minimum=True),
+    "max_depth": Param(int, 1, 64, also=(0,), help="no limit"),
+    "min_child_weight": Param(float, 0, None),
+    "gamma": Param(float, 0, None),
+    "subsample": Param(float, 0, 1, exclusive_minimum=True),
+    "colsample_bytree": Param(float, 0, 1, exclusive_minimum=True),
+    "reg_alpha": Param(float, 0, None),
+    "reg_lambda": Param(float, 0, None),
+}
+# The guide's names -> XGBoost's native ones.
+NATIVE = {"learning_rate": "eta", "reg_alpha": "alpha", "reg_lambda": "lambda"}
+DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
+
+
+def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION) -> tuple[dict[str, Any], int]:
+    hp = {**DEFAULTS, **hyperparameters}
+    rounds = int(hp.pop("n_estimators"))
+    params: dict[str, Any] = {
+        "objective": "binary:logistic" if task == CLASSIFICATION else "reg:squarederror",
+        "eval_metric": "logloss" if task == CLASSIFICATION else "rmse",
+        "seed": seed,
+        "nthread": num_threads,
+        "tree_method": "hist",
+        "verbosity": 0,
+    }
+    for name, value in hp.items():
+        params[NATIVE.get(name, name)] = int(value) if PARAMS[name].kind is int else float(value)
+    return params, rounds
+
+
+@dataclass
+class XGBModel:
+    booster: Any
+    best_iteration: int | None
+    context_rows: int = 0
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        rng = (0, self.best_iteration) if self.best_iteration else None
+        matrix = xgb.DMatrix(features)
+        return self.booster.predict(matrix, iteration_range=rng) if rng else self.booster.predict(matrix)
+
+    def save(self, directory: Path) -> Path:
+        path = directory / "model.json"
+        booster = self.booster[: self.best_iteration] if self.best_iteration else self.booster
+        booster.save_model(str(path))
+        return path
+
+    def importance(self, names: tuple[str, ...]) -> dict[str, float]:
+        gain = self.booster.get_score(importance_type="gain")
+        return importance_from(np.array([gain.get(f"f{i}", 0.0) for i in range(len(names))]), names)
+
+
+class XGBoost:
+    name = "xgboost"
+    params = PARAMS
+    tasks = frozenset({REGRESSION, CLASSIFICATION})
+    early_stopping = True
+
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> XGBModel:
+        import xgboost as xgb
+
+        params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
+        if options.use_gpu:
+            params["device"] = "cuda"
+        train = xgb.DMatrix(data.x_train, data.y_train)
+
+        class Report(xgb.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                options.on_iteration(epoch + 1, rounds)
+                return False
+
+        evals, stop = [], None
+        if options.early_stopping_rounds and len(data.y_tune):
+            evals = [(xgb.DMatrix(data.x_tune, data.y_tune), "tune")]
+            stop = options.early_stopping_rounds
+        booster = xgb.train(params, train, num_boost_round=rounds, evals=evals, early_stopping_rounds=stop,
+                            callbacks=[Report()], verbose_eval=False)
+        best = booster.best_iteration + 1 if stop else None
+        return XGBModel(booster, best)
+
+    def load(self, path: Path, task: str) -> XGBModel:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        return XGBModel(booster, None)
+
+
+ALGORITHM = XGBoost()
