@@ -77,6 +77,23 @@ class _Methods:
     def health(self):
         return self._call("GetHealth", pb.GetHealthRequest(), _same)
 
+    def list_models(self, tenant_id: str, model_type: str | None = None, *, include_deleted: bool = False):
+        """The tenant's registered model versions (a list of ModelVersion)."""
+        request = pb.ListModelVersionsRequest(tenant_id=tenant_id, model_type=req.enum_value(pb.ModelType, model_type, "model_type"),
+                                              include_deleted=include_deleted)
+        return self._call("ListModelVersions", request, lambda r: list(r.versions))
+
+    def get_model(self, model_id: str, *, tenant_id: str = ""):
+        return self._call("GetModelVersion", pb.GetModelVersionRequest(model_id=model_id, tenant_id=tenant_id), _same)
+
+    def evaluate_model(self, model_id: str, start: str, end: str, *, tenant_id: str = ""):
+        """Score a version on another window: an EvaluateModelVersionResponse (metrics)."""
+        request = pb.EvaluateModelVersionRequest(model_id=model_id, tenant_id=tenant_id, evaluation_start=start, evaluation_end=end)
+        return self._call("EvaluateModelVersion", request, _same)
+
+    def delete_model(self, model_id: str, *, tenant_id: str = ""):
+        return self._call("DeleteModelVersion", pb.DeleteModelVersionRequest(model_id=model_id, tenant_id=tenant_id), _same)
+
     def stream_logs(self, job_id: str, *, follow: bool = True, after_sequence: int = 0):
         """Log entries: the stored ones, then (follow) new ones until the job is final."""
         return self._stream("StreamTrainingJobLogs", req.logs(job_id, follow, after_sequence), _same)

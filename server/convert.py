@@ -159,3 +159,32 @@ def decode_page_token(token: str) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(at), uuid.UUID(job_id)
     except (ValueError, UnicodeDecodeError):
         raise RequestError("page_token", "is not a token this service issued (pass next_page_token unchanged)") from None
+
+
+def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        model_id=str(version.model_id),
+        tenant_id=version.tenant_id,
+        model_type=model_type_pb(version.model_type),
+        version=version.version,
+        job_id=str(version.job_id),
+        algorithm=version.algorithm,
+        features=list(version.features),
+        target=version.target,
+        training_start=_ts(version.training_start),
+        training_end=_ts(version.training_end),
+        metrics=dict(version.metrics),
+        feature_importance=dict(version.feature_importance),
+        artifact_uri=version.artifact_uri,
+        config_hash=version.config_hash,
+        config=dict_to_config(version.config),
+        created_at=_ts(version.created_at),
+        deleted_at=_ts(version.deleted_at),
+    )
+
+
+def parse_model_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise RequestError("model_id", f"{value!r} is not a model version id (a UUID)") from None

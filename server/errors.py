@@ -29,6 +29,13 @@ class RequestError(ConfigValidationError):
     reason = "InvalidRequest"
 
 
+class InvalidState(TrainingError):
+    """The resource's state does not allow the request (FAILED_PRECONDITION)."""
+
+    reason = "InvalidState"
+    retryable = False
+
+
 def _status(
     code: grpc.StatusCode,
     reason: str,
@@ -65,6 +72,8 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         return _status(S.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
     if isinstance(exc, storage_errors.JobNotFound):
         return _status(S.NOT_FOUND, "JobNotFound", str(exc), {"job_id": exc.job_id})
+    if isinstance(exc, storage_errors.ModelNotFound):
+        return _status(S.NOT_FOUND, "ModelNotFound", str(exc), {"model_id": exc.model_id})
     if isinstance(exc, storage_errors.InvalidTransition):
         return _status(S.FAILED_PRECONDITION, "InvalidStateTransition", str(exc), {"job_id": exc.job_id, "status": exc.current})
     if isinstance(exc, storage_errors.InvalidFeatureData):

@@ -7,7 +7,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from server.worker import JobPayload, Outcome, run_job
+from server.worker import EvaluatePayload, JobPayload, Outcome, evaluate_model, run_job
 from storage.records import RayCluster, WorkerNode
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RayExecutor:
                 self._started_ray = True
             ray.init(**kwargs)
         self._remote = ray.remote(run_job).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-training-job")
+        self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
     def stop(self) -> None:
         import ray
@@ -73,6 +74,16 @@ class RayExecutor:
             return await ref
         finally:
             self._refs.pop(payload.job_id, None)
+
+    async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
+        """Score a model version on Ray; raises the task's error (e.g. DataLoadError)."""
+        import ray
+
+        try:
+            return await self._evaluate.remote(payload)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc) from None
 
     def cancel(self, job_id: uuid.UUID) -> bool:
         """Stop the job's task if this process runs it (force: the worker is killed, since

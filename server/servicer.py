@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -15,11 +18,13 @@ import pyarrow.parquet as pq
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from server import convert
-from server.errors import RequestError
+from server.errors import InvalidState, RequestError
 from server.events import wait
-from storage import clusters, db, features, jobs, logs
+from server.worker import EvaluatePayload
+from storage import db, features, jobs, logs, models
 from storage.records import NewJob
 from trainers import spec as specs
+from trainers.errors import ConfigValidationError, Violation
 
 if TYPE_CHECKING:
     from server.app import App
@@ -214,6 +219,53 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             rows, columns = await features.import_frame(conn, tenant_id, table, frame)
         log.info("imported %d rows into features.%s for %s", rows, table, tenant_id)
         return pb.ImportFeatureDataResponse(rows_imported=rows, table=table, columns=columns)
+
+
+    # --- model registry ------------------------------------------------------------------
+    async def ListModelVersions(self, request, context) -> pb.ListModelVersionsResponse:
+        tenant_id = _required(request.tenant_id, "tenant_id")
+        async with db.transaction(self.engine) as conn:
+            found = await models.list_versions(conn, tenant_id, convert.model_type_name(request.model_type) or None,
+                                               include_deleted=request.include_deleted)
+        return pb.ListModelVersionsResponse(versions=[convert.model_to_pb(v) for v in found])
+
+    async def GetModelVersion(self, request, context) -> pb.ModelVersion:
+        model_id = convert.parse_model_id(request.model_id)
+        async with db.transaction(self.engine) as conn:
+            version = await models.get(conn, model_id, request.tenant_id or None)
+        return convert.model_to_pb(version)
+
+    async def EvaluateModelVersion(self, request, context) -> pb.EvaluateModelVersionResponse:
+        model_id = convert.parse_model_id(request.model_id)
+        async with db.transaction(self.engine) as conn:
+            version = await models.get(conn, model_id, request.tenant_id or None)
+        if version.deleted_at is not None:
+            raise InvalidState(f"model version {version.version} was deleted; its artifact is gone", details={"model_id": str(model_id)})
+        window = {**version.config, "training_start": request.evaluation_start, "training_end": request.evaluation_end}
+        try:
+            spec = specs.build(window, model_type=version.model_type)
+        except ConfigValidationError as exc:
+            renamed = [Violation(v.field.replace("training_", "evaluation_"), v.description) for v in exc.violations]
+            raise ConfigValidationError(renamed, message="Invalid evaluation window") from None
+        payload = EvaluatePayload(
+            tenant_id=version.tenant_id,
+            spec=spec,
+            algorithm=version.algorithm,
+            artifact_path=urlparse(version.artifact_uri).path,
+            trained_metrics=version.metrics,
+            database_url=self.app.database_url,
+        )
+        scores = await self.app.executor.evaluate(payload)
+        return pb.EvaluateModelVersionResponse(model_id=str(version.model_id), version=version.version, metrics=scores)
+
+    async def DeleteModelVersion(self, request, context) -> pb.ModelVersion:
+        model_id = convert.parse_model_id(request.model_id)
+        async with db.transaction(self.engine) as conn:
+            version = await models.mark_deleted(conn, model_id, request.tenant_id or None)
+        artifact = Path(urlparse(version.artifact_uri).path)
+        await asyncio.to_thread(shutil.rmtree, artifact.parent, True)
+        log.info("model version %s (%s v%d) deleted; artifact %s removed", model_id, version.tenant_id, version.version, artifact)
+        return convert.model_to_pb(version)
 
 
 def _read_table(data: bytes, fmt: int) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,3 +227,34 @@ def run_job(payload: JobPayload) -> Outcome:
             return await jobs.fail(conn, payload.job_id, payload.attempt, error)
 
     return Outcome("FAILED", error=error) if rt.run(fail) else Outcome("CANCELLED")
+
+
+@dataclass(frozen=True)
+class EvaluatePayload:
+    """Score a registered model on another window; plain data for a Ray task."""
+
+    tenant_id: str
+    spec: TrainingSpec  # the version's training spec with the window to score
+    algorithm: str
+    artifact_path: str
+    trained_metrics: Mapping[str, float]
+    database_url: str
+
+
+def evaluate_model(payload: EvaluatePayload) -> dict[str, float]:
+    """Load the version's artifact, read the window, and compute the training metrics."""
+    from trainers import algorithms
+
+    rt = runtime()
+    engine = rt.engine(payload.database_url)
+    spec = payload.spec
+    since = spec.training_start - timedelta(hours=pipeline.history_hours(spec))
+    frame = DbDataSource(rt, engine, payload.tenant_id).load(spec.feature_table, spec.table_columns(), since, spec.training_end)
+    if frame.empty or frame["timestamp"].max() < spec.training_start:
+        raise DataLoadError(
+            f"No rows in features.{spec.feature_table} between {spec.training_start:%Y-%m-%dT%H:%M:%S} and {spec.training_end:%Y-%m-%dT%H:%M:%S}",
+            details={"table": f"features.{spec.feature_table}", "tenant_id": payload.tenant_id},
+        )
+    task = pipeline.choose_task(spec, frame[spec.target])
+    model = algorithms.get(payload.algorithm).load(Path(payload.artifact_path), task)
+    return pipeline.score(model, frame, spec, payload.trained_metrics)

@@ -95,8 +95,19 @@ def choose_task(spec: TrainingSpec, target: pd.Series) -> str:
     return algorithms.RECONSTRUCTION if spec.algorithm == "lstm" else algorithms.REGRESSION
 
 
-def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prepared:
-    """Derive features, drop incomplete rows, split chronologically (never shuffled)."""
+@dataclass(frozen=True)
+class Derived:
+    """The complete rows of a window with every feature derived."""
+
+    frame: pd.DataFrame
+    task: str
+    inputs: tuple[str, ...]
+    baselines: Mapping[str, np.ndarray]
+    label_column: str | None
+
+
+def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Derived:
+    """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows."""
     frame = frame.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="last").reset_index(drop=True)
     derived = features.derive(frame, spec)
     task = choose_task(spec, derived[spec.target])
@@ -114,14 +125,21 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         reporter.log("INFO", f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
     baselines = {}
     if spec.model_type == "forecast":
-        baselines = {f"{h}h": features.lag(frame, spec.target, h) for h in (24, 168)}
-        baselines = {k: v[complete].to_numpy() for k, v in baselines.items()}
+        baselines = {f"{h}h": features.lag(frame, spec.target, h)[complete].to_numpy() for h in (24, 168)}
     derived = derived[complete].reset_index(drop=True)
     if len(derived) < MIN_ROWS:
         raise DataLoadError(
             f"only {len(derived)} complete rows in features.{spec.feature_table} after deriving features; at least {MIN_ROWS} are needed",
             details={"table": f"features.{spec.feature_table}", "rows": len(derived)},
         )
+    return Derived(derived, task, inputs, baselines, label_column if unsupervised else None)
+
+
+def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prepared:
+    """Derive features, drop incomplete rows, split chronologically (never shuffled)."""
+    dv = derive(frame, spec, reporter)
+    derived, task, inputs, label_column = dv.frame, dv.task, dv.inputs, dv.label_column
+    baselines = dv.baselines
     first, last = derived["timestamp"].iloc[0], derived["timestamp"].iloc[-1]
     split_at = first + (last - first) * (1.0 - spec.validation_split)
     valid = (derived["timestamp"] > split_at).to_numpy()
@@ -142,7 +160,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         keep = max(1, int(round(len(train_idx) * spec.use_sample)))
         train_idx = np.sort(rng.choice(train_idx, size=keep, replace=False))
         reporter.log("INFO", f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
-    if unsupervised and label_column:
+    if label_column:
         labels_valid = derived[label_column].to_numpy(dtype="float64")[valid]
     else:
         labels_valid = None
@@ -210,6 +228,50 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
     reporter.log("INFO", f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
                          f"{scores['anomaly_rate']:.2%} of validation rows flagged")
     return scores
+
+
+def history_hours(spec: TrainingSpec) -> int:
+    """Hours before a window that scoring reads too, so that lags, seasonal baselines and
+    LSTM windows of its first rows have their past."""
+    lookback = int(spec.hyperparameters.get("lookback", 24)) if spec.algorithm == "lstm" else 0
+    return max([h for _, h in spec.lags.values()] + [168]) + lookback + 24
+
+
+def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]) -> dict[str, float]:
+    """Score a trained model on the window spec.training_start..training_end (``frame`` may
+    start earlier: those rows are history only), with the metrics it was trained with;
+    anomaly thresholds are the ones chosen at training time."""
+    dv = derive(frame, spec, _Silent())
+    x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
+    keep = (dv.frame["timestamp"].iloc[model.context_rows:] >= pd.Timestamp(spec.training_start)).to_numpy()
+    y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows:][keep]
+    if len(y) == 0:
+        raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
+    pred = model.predict(x)[keep]
+    threshold = trained.get("threshold")
+    if dv.task == algorithms.CLASSIFICATION:
+        out = metrics.classification(y, pred, threshold)
+    elif spec.model_type == "forecast":
+        out = metrics.regression(y, pred)
+        out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows:][keep] for k, v in dv.baselines.items()}))
+    else:
+        scores = pred if dv.task == algorithms.RECONSTRUCTION else np.abs(y - pred)
+        out = metrics.anomaly_scores(scores, threshold)
+        if dv.label_column:
+            labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows:][keep]
+            out.update(metrics.classification(labels, scores, threshold))
+    out["evaluation_rows"] = float(len(y))
+    return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+
+
+class _Silent:
+    def step(self, name: str, progress: int) -> None: ...
+
+    def progress(self, progress: int) -> None: ...
+
+    def log(self, level: str, message: str) -> None: ...
+
+    def metrics(self, values: Mapping[str, float]) -> None: ...
 
 
 def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: ModelRegistry, num_threads: int = 1) -> Result:

@@ -217,3 +217,21 @@ async def test_import_csv_and_parquet_over_rest(rest):
     assert resp.status_code == 200 and resp.json()["rows_imported"] == 100
     bad = await http("POST", url, params={"tenant_id": "initech"}, data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
     assert bad.status_code == 400 and "timestamp" in bad.text
+
+
+async def test_model_registry_over_rest(rest):
+    job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()
+    await wait_status(rest, job["job_id"], {"COMPLETED"})
+    listing = (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()
+    (version,) = listing["versions"]
+    assert version["version"] == 1 and version["job_id"] == job["job_id"] and version["model_type"] == "FORECAST"
+    one = (await http("GET", f"{rest}/ai/training/models/{version['model_id']}")).json()
+    assert one["artifact_uri"].endswith("model.txt") and one["metrics"]["mae"] > 0
+    scored = await http("POST", f"{rest}/ai/training/models/{version['model_id']}:evaluate",
+                        json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_end": "2024-04-30T23:00:00"})
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["metrics"]["evaluation_rows"] == 30 * 24
+    gone = await http("DELETE", f"{rest}/ai/training/models/{version['model_id']}")
+    assert gone.status_code == 200 and gone.json()["deleted_at"]
+    assert (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()["versions"] == []
+    assert (await http("GET", f"{rest}/ai/training/models/{uuid.uuid4()}")).status_code == 404

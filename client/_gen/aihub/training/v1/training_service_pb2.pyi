@@ -487,3 +487,116 @@ class ImportFeatureDataResponse(_message.Message):
     table: str
     columns: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, rows_imported: _Optional[int] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FeatureImportanceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_START_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_END_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URI_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_AT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    model_type: ModelType
+    version: int
+    job_id: str
+    algorithm: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    target: str
+    training_start: _timestamp_pb2.Timestamp
+    training_end: _timestamp_pb2.Timestamp
+    metrics: _containers.ScalarMap[str, float]
+    feature_importance: _containers.ScalarMap[str, float]
+    artifact_uri: str
+    config_hash: str
+    config: TrainingConfig
+    created_at: _timestamp_pb2.Timestamp
+    deleted_at: _timestamp_pb2.Timestamp
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., training_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., training_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feature_importance: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., config_hash: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListModelVersionsRequest(_message.Message):
+    __slots__ = ("tenant_id", "model_type", "include_deleted")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    model_type: ModelType
+    include_deleted: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., include_deleted: _Optional[bool] = ...) -> None: ...
+
+class ListModelVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+
+class GetModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class EvaluateModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id", "evaluation_start", "evaluation_end")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_START_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_END_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    evaluation_start: str
+    evaluation_end: str
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., evaluation_start: _Optional[str] = ..., evaluation_end: _Optional[str] = ...) -> None: ...
+
+class EvaluateModelVersionResponse(_message.Message):
+    __slots__ = ("model_id", "version", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: int
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class DeleteModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...

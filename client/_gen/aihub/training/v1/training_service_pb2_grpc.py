@@ -106,6 +106,26 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataResponse.FromString,
                 _registered_method=True)
+        self.ListModelVersions = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/ListModelVersions',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/GetModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.EvaluateModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/EvaluateModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/DeleteModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -211,6 +231,35 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelVersions(self, request, context):
+        """Lists a tenant's registered model versions, newest first per model type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelVersion(self, request, context):
+        """Returns one model version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateModelVersion(self, request, context):
+        """Scores a registered version on another time window of the tenant's data
+        ("validate before deployment") and returns the same metrics as training.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelVersion(self, request, context):
+        """Removes a version's artifact; the row stays, marked deleted, for lineage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -278,6 +327,26 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.ImportFeatureData,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataResponse.SerializeToString,
+            ),
+            'ListModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelVersions,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'GetModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.SerializeToString,
+            ),
+            'EvaluateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -637,6 +706,114 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/ImportFeatureData',
             aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/ListModelVersions',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/GetModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.GetModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/EvaluateModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/DeleteModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,
