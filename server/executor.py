@@ -68,7 +68,12 @@ class RayExecutor:
     async def run(self, payload: JobPayload) -> Outcome:
         """Run one attempt on Ray and wait for it. Raises ray's errors when the task
         died (worker crash, node loss, cancellation)."""
-        ref = self._remote.remote(payload)
+        import ray
+
+        remote = self._remote
+        if payload.spec.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
+            remote = remote.options(num_gpus=1)  # else the job trains on the CPU and logs that it did
+        ref = remote.remote(payload)
         self._refs[payload.job_id] = ref
         try:
             return await ref
