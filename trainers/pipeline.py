@@ -7,6 +7,7 @@ pipeline knows nothing of gRPC, SQL or Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,7 @@ class Result:
 @dataclass(frozen=True)
 class Prepared:
     data: TrainData
+    frame: pd.DataFrame  # every complete row, derived, in time order
     rows: int
     split_at: pd.Timestamp
     task: str
@@ -166,7 +168,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         labels_valid = None
     data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx])
     return Prepared(
-        data, len(train_idx) + len(tune_idx) + int(valid.sum()), split_at, task, inputs,
+        data, derived, len(train_idx) + len(tune_idx) + int(valid.sum()), split_at, task, inputs,
         {k: v[valid] for k, v in baselines.items()}, labels_valid,
     )
 
@@ -235,6 +237,39 @@ def history_hours(spec: TrainingSpec) -> int:
     LSTM windows of its first rows have their past."""
     lookback = int(spec.hyperparameters.get("lookback", 24)) if spec.algorithm == "lstm" else 0
     return max([h for _, h in spec.lags.values()] + [168]) + lookback + 24
+
+
+def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter) -> dict[str, float]:
+    """Rolling origin: the last folds x horizon hours of the range are cut into consecutive
+    windows; each fold trains on every row before its window (no early stopping) and is
+    scored on it. Returns per-fold and mean MAE, RMSE and MAPE."""
+    folds, horizon = spec.backtest
+    frame, algorithm = prepared.frame, algorithms.get(spec.algorithm)
+    x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
+    y = frame[spec.target].to_numpy(dtype="float64")
+    end = frame["timestamp"].iloc[-1]
+    quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None)
+    out: dict[str, float] = {}
+    per_fold = []
+    for k in range(folds):
+        lo = end - pd.Timedelta(hours=horizon * (folds - k))
+        hi = lo + pd.Timedelta(hours=horizon)
+        train = (frame["timestamp"] <= lo).to_numpy()
+        test = ((frame["timestamp"] > lo) & (frame["timestamp"] <= hi)).to_numpy()
+        if train.sum() < MIN_ROWS or not test.any():
+            raise DataLoadError(f"backtest fold {k + 1} has too few rows (train {int(train.sum())}, test {int(test.sum())})")
+        model = algorithm.fit(TrainData(x[train], y[train], x[test], y[test], prepared.inputs), spec.hyperparameters, quiet)
+        train_idx = np.flatnonzero(train)
+        pred = _predict_after(model, x[train_idx], x[test])
+        m = metrics.regression(y[test], pred)
+        per_fold.append(m)
+        for name in ("mae", "rmse", "mape"):
+            out[f"backtest_fold{k + 1}_{name}"] = m[name]
+        reporter.progress(STEP_START["evaluation"] + int(10 * (k + 1) / folds) - 1)
+    for name in ("mae", "rmse", "mape"):
+        out[f"backtest_{name}"] = float(np.mean([m[name] for m in per_fold]))
+    reporter.log("INFO", f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}")
+    return out
 
 
 def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]) -> dict[str, float]:
@@ -314,6 +349,8 @@ def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: M
 
     reporter.step("evaluation", STEP_START["evaluation"])
     scores = evaluate(model, prepared, spec, reporter)
+    if spec.backtest:
+        scores.update(backtest(prepared, spec, options, reporter))
     scores.update(
         training_duration_seconds=round(duration, 3),
         training_data_size=float(prepared.rows),

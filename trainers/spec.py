@@ -55,6 +55,7 @@ class TrainingSpec:
     batch_size: int | None = None
     use_gpu: bool = False
     label_column: str | None = None
+    backtest: tuple[int, int] | None = None  # (folds, horizon hours)
     lags: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # feature -> (column, hours)
 
     def table_columns(self) -> list[str]:
@@ -171,6 +172,18 @@ def validate(config: Mapping[str, Any], *, model_type: str | None = None) -> lis
     elif esr is not None and algo in algorithms.ALL and not algorithms.get(algo).early_stopping:
         add("early_stopping_rounds", f"{algo} has no early stopping (it trains in one pass); leave it unset")
 
+    backtest = config.get("backtest")
+    if backtest:
+        folds, horizon = backtest.get("folds", 0), backtest.get("horizon_hours", 0)
+        if mt != "forecast":
+            add("backtest", "applies to forecasting only")
+        if not isinstance(folds, int) or not 1 <= folds <= 20:
+            add("backtest.folds", "must be a whole number from 1 to 20")
+        if not isinstance(horizon, int) or not 1 <= horizon <= 24 * 366:
+            add("backtest.horizon_hours", f"must be a whole number from 1 to {24 * 366}")
+        elif start and end and isinstance(folds, int) and folds >= 1 and folds * horizon * 3600 >= (end - start).total_seconds() / 2:
+            add("backtest", "folds x horizon_hours must be less than half the training range")
+
     label = config.get("label_column") or ""
     if label:
         if mt != "anomaly":
@@ -230,6 +243,7 @@ def build(config: Mapping[str, Any], *, model_type: str | None = None) -> Traini
         batch_size=(config.get("training_options") or {}).get("batch_size"),
         use_gpu=bool((config.get("ray_config") or {}).get("use_gpu")),
         label_column=config.get("label_column") or None,
+        backtest=(config["backtest"]["folds"], config["backtest"]["horizon_hours"]) if config.get("backtest") else None,
         lags=lags,
     )
 

@@ -190,3 +190,22 @@ def test_guide_hyperparameter_tables_are_accepted():
     for mf in ("sqrt", "log2", 0.5, 3, None):
         spec.build(config("rf", hyperparameters={"n_estimators": 100, "max_depth": None, "min_samples_split": 2,
                                                  "min_samples_leaf": 1, "max_features": mf, "bootstrap": True}))
+
+
+@pytest.mark.parametrize("algo", ["lgbm", "rf"])
+def test_rolling_origin_backtest_reports_each_fold_and_the_mean(clean, algo):
+    result, reporter, _ = train(clean, config(algo, backtest={"folds": 3, "horizon_hours": 168}))
+    m = result.metrics
+    folds = [m[f"backtest_fold{k}_mae"] for k in (1, 2, 3)]
+    assert m["backtest_mae"] == pytest.approx(sum(folds) / 3)
+    assert all(0 < f < 3 * m["baseline_mae"] for f in folds) and m["backtest_rmse"] >= m["backtest_mae"]
+    assert any("backtest: 3 folds of 168 h" in msg for _, msg in reporter.lines)
+
+
+def test_backtest_is_validated():
+    with pytest.raises(ConfigValidationError) as err:
+        spec.build(config("lgbm", backtest={"folds": 0, "horizon_hours": 24}))
+    assert err.value.violations[0].field == "backtest.folds"
+    with pytest.raises(ConfigValidationError) as err:
+        spec.build(config("lgbm", backtest={"folds": 10, "horizon_hours": 24 * 30}))
+    assert "half the training range" in err.value.violations[0].description

@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class TrainingConfig(_message.Message):
     TRAINING_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_TABLE_FIELD_NUMBER: _ClassVar[int]
     LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -106,7 +107,16 @@ class TrainingConfig(_message.Message):
     training_options: TrainingOptions
     feature_table: str
     label_column: str
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ...) -> None: ...
+    backtest: Backtest
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ...) -> None: ...
+
+class Backtest(_message.Message):
+    __slots__ = ("folds", "horizon_hours")
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_HOURS_FIELD_NUMBER: _ClassVar[int]
+    folds: int
+    horizon_hours: int
+    def __init__(self, folds: _Optional[int] = ..., horizon_hours: _Optional[int] = ...) -> None: ...
 
 class RayConfig(_message.Message):
     __slots__ = ("num_workers", "cpus_per_worker", "memory_per_worker", "use_gpu")
