@@ -6,6 +6,9 @@
     aihub jobs get|watch|logs|metrics|cancel|retry JOB_ID
     aihub jobs update JOB_ID --priority critical
     aihub config validate config.json
+    aihub models list --tenant acme-corp
+    aihub models get|delete MODEL_ID
+    aihub models evaluate MODEL_ID --start 2025-01-01T00:00:00 --end 2025-03-31T23:00:00
     aihub clusters | aihub health
 
 The server address is --target, else AIHUB_TARGET, else localhost:50051.
@@ -133,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("job_id")
     up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
 
+    mdl = sub.add_parser("models", help="the model registry").add_subparsers(dest="cmd", required=True)
+    ml = mdl.add_parser("list", help="a tenant's model versions")
+    ml.add_argument("--tenant", required=True)
+    ml.add_argument("--model-type", choices=["forecast", "anomaly"])
+    ml.add_argument("--include-deleted", action="store_true")
+    mdl.add_parser("get", help="show a model version").add_argument("model_id")
+    mdl.add_parser("delete", help="delete a version's artifact (the row stays)").add_argument("model_id")
+    me = mdl.add_parser("evaluate", help="score a version on another window")
+    me.add_argument("model_id")
+    me.add_argument("--start", required=True)
+    me.add_argument("--end", required=True)
+
     cfg = sub.add_parser("config", help="training configurations").add_subparsers(dest="cmd", required=True)
     cfg.add_parser("validate", help="check a config JSON file").add_argument("file")
     sub.add_parser("clusters", help="list Ray clusters")
@@ -164,11 +179,20 @@ def run(c: TrainingClient, a: argparse.Namespace) -> int:
             print(f"{v.field}: {v.description}")
         print("valid" if resp.valid else f"{len(resp.violations)} problem(s)")
         return 0 if resp.valid else 1
+    if key == ("models", "list"):
+        for v in c.list_models(a.tenant, a.model_type, include_deleted=a.include_deleted):
+            gone = "  (deleted)" if v.HasField("deleted_at") else ""
+            print(f"{v.model_id}  {pb.ModelType.Name(v.model_type).lower():<8} v{v.version:<4} {v.algorithm:<16} job {v.job_id}"
+                  f"  mae={v.metrics.get('mae', float('nan')):.4g}{gone}")
+        return 0
     simple = {
         ("jobs", "get"): lambda: c.get_job(a.job_id),
         ("jobs", "metrics"): lambda: c.get_metrics(a.job_id),
         ("jobs", "cancel"): lambda: c.cancel_job(a.job_id),
         ("jobs", "retry"): lambda: c.retry_job(a.job_id),
+        ("models", "get"): lambda: c.get_model(a.model_id),
+        ("models", "delete"): lambda: c.delete_model(a.model_id),
+        ("models", "evaluate"): lambda: c.evaluate_model(a.model_id, a.start, a.end),
         ("clusters", None): c.list_clusters,
         ("health", None): c.health,
     }

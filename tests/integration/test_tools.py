@@ -68,3 +68,8 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     assert code == 1  # COMPLETED jobs are not retried
     code, out = await asyncio.to_thread(run, "jobs", "metrics", job_id)
     assert code == 0 and json.loads(out)["mae"] > 0
+    code, out = await asyncio.to_thread(run, "models", "list", "--tenant", "hooli")
+    assert code == 0 and " v1 " in out and job_id in out
+    model_id = out.split()[0]
+    code, out = await asyncio.to_thread(run, "models", "evaluate", model_id, "--start", "2024-05-10T00:00:00", "--end", "2024-05-20T23:00:00")
+    assert code == 0 and json.loads(out)["metrics"]["evaluation_rows"] == 11 * 24
