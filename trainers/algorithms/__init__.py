@@ -126,6 +126,7 @@ class FitOptions:
 
 class Algorithm(Protocol):
     name: str
+    library: str  # imported before the training step's clock starts
     params: Mapping[str, Param]
     tasks: frozenset[str]
     early_stopping: bool

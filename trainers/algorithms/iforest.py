@@ -39,6 +39,7 @@ class IsolationModel:
 
 class IsolationForest:
     name = "isolation_forest"
+    library = "sklearn.ensemble"
     params = PARAMS
     tasks = frozenset({RECONSTRUCTION})
     early_stopping = False

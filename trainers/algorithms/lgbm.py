@@ -66,6 +66,7 @@ class LGBMModel:
 
 class LightGBM:
     name = "lgbm"
+    library = "lightgbm"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True

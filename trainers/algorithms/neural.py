@@ -48,12 +48,13 @@ DEFAULTS = {
 }
 
 
-def _torch(num_threads: int, seed: int):
+def _torch(num_threads: int, seed: int, gpu: bool):
     import torch
 
     torch.set_num_threads(max(1, num_threads))
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if gpu:  # CPU kernels are deterministic with a fixed thread count; CUDA's need asking
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return torch
 
 
@@ -66,7 +67,9 @@ def _build(kind: str, arch: Mapping[str, Any]):
             super().__init__()
             layers, width = [], arch["inputs"]
             for size in arch["hidden_sizes"]:
-                layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(arch["dropout"])]
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                if arch["dropout"]:  # a p=0 dropout still costs a pass per batch
+                    layers.append(nn.Dropout(arch["dropout"]))
                 width = size
             layers.append(nn.Linear(width, 1))
             self.net = nn.Sequential(*layers)
@@ -156,6 +159,8 @@ class NeuralModel:
 
 
 class Neural:
+    library = "torch._dynamo"  # torch, and what its optimisers import on their first use
+
     def __init__(self, kind: str) -> None:
         self.name = kind
         self.kind = kind
@@ -164,11 +169,13 @@ class Neural:
         self.early_stopping = True
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:
-        torch = _torch(options.num_threads, options.seed)
+        import torch
+
+        device = "cuda" if options.use_gpu and torch.cuda.is_available() else "cpu"
+        torch = _torch(options.num_threads, options.seed, device == "cuda")
         hp = {**DEFAULTS[self.kind], **hyperparameters}
         if options.batch_size:
             hp["batch_size"] = options.batch_size
-        device = "cuda" if options.use_gpu and torch.cuda.is_available() else "cpu"
         x_mean = data.x_train.mean(axis=0)
         x_std = np.where(data.x_train.std(axis=0) > 0, data.x_train.std(axis=0), 1.0)
         y_mean = np.array([data.y_train.mean()]) if options.task == REGRESSION else np.zeros(1)
@@ -213,8 +220,9 @@ class Neural:
             order = torch.from_numpy(rng.permutation(len(x_fit))).to(device)
             for i in range(0, len(order), batch):
                 idx = order[i : i + batch]
+                xb, yb = xt[idx], yt[idx]
                 optimiser.zero_grad()
-                loss = loss_of(model.net(xt[idx]), xt[idx], yt[idx])
+                loss = loss_of(model.net(xb), xb, yb)
                 loss.backward()
                 optimiser.step()
             options.on_iteration(epoch, epochs)

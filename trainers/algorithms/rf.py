@@ -62,6 +62,7 @@ class SklearnModel:
 
 class RandomForest:
     name = "rf"
+    library = "sklearn.ensemble"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = False

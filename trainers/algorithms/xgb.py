@@ -69,6 +69,7 @@ class XGBModel:
 
 class XGBoost:
     name = "xgboost"
+    library = "xgboost"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
