@@ -20,7 +20,8 @@ from storage.errors import FeatureColumnNotFound, FeatureTableNotFound, InvalidF
 from storage.tables import FEATURE_SCHEMA
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-RESERVED = ("tenant_id", "timestamp")
+RESERVED = ("tenant_id", "series_id", "timestamp")
+SERIES = "series_id"  # optional: several series (meters, feeders) in one table, text ids
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -60,7 +61,8 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
     if "timestamp" not in frame.columns:
         raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {', '.join(map(str, frame.columns))})")
     frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
-    value_cols = [c for c in frame.columns if c != "timestamp"]
+    series = frame[SERIES].astype(str) if SERIES in frame.columns else pd.Series("", index=frame.index)
+    value_cols = [c for c in frame.columns if c not in ("timestamp", SERIES)]
     if not value_cols:
         raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
     for col in value_cols:
@@ -77,14 +79,17 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
             example = frame[col][bad].iloc[0]
             raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {example!r}", field=col)
         values[col] = converted.astype("float64")
-    if stamps.duplicated().any():
-        raise InvalidFeatureData(f"timestamp {stamps[stamps.duplicated()].iloc[0]} appears twice", field="timestamp")
+    dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
+    if dup.any():
+        where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
+        raise InvalidFeatureData(f"timestamp {stamps[dup.to_numpy()].iloc[0]}{where} appears twice", field="timestamp")
 
     await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {FEATURE_SCHEMA}"))
     await conn.execute(
         sa.text(
             f"CREATE TABLE IF NOT EXISTS {FEATURE_SCHEMA}.{_q(table)} ("
-            "tenant_id text NOT NULL, \"timestamp\" timestamptz NOT NULL, PRIMARY KEY (tenant_id, \"timestamp\"))"
+            "tenant_id text NOT NULL, series_id text NOT NULL DEFAULT '', \"timestamp\" timestamptz NOT NULL, "
+            "PRIMARY KEY (tenant_id, series_id, \"timestamp\"))"
         )
     )
     for col in value_cols:
@@ -92,19 +97,19 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
 
     raw = (await conn.get_raw_connection()).driver_connection
     staging = f"_import_{table}"
-    cols = ["tenant_id", "timestamp", *value_cols]
+    cols = ["tenant_id", SERIES, "timestamp", *value_cols]
     await raw.execute(
         f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
     )
     stamp_values = stamps.dt.to_pydatetime()
     columns = [np.where(np.isnan(values[c].to_numpy()), None, values[c].to_numpy()).tolist() for c in value_cols]
-    records = [(tenant_id, ts, *row) for ts, *row in zip(stamp_values, *columns, strict=True)] if columns else []
+    records = [(tenant_id, sid, ts, *row) for sid, ts, *row in zip(series.tolist(), stamp_values, *columns, strict=True)]
     await raw.copy_records_to_table(staging, records=records, columns=cols)
     updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in value_cols)
     col_list = ", ".join(_q(c) for c in cols)
     await raw.execute(
         f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "
-        f"ON CONFLICT (tenant_id, \"timestamp\") DO UPDATE SET {updates}"
+        f"ON CONFLICT (tenant_id, series_id, \"timestamp\") DO UPDATE SET {updates}"
     )
     await raw.execute(f"DROP TABLE {_q(staging)}")
     return len(records), value_cols
@@ -118,8 +123,9 @@ async def read_frame(
     start: datetime,
     end: datetime,
 ) -> pd.DataFrame:
-    """The tenant's rows with ``start <= timestamp <= end``, ordered by time: a UTC
-    ``timestamp`` column and the requested numeric columns."""
+    """The tenant's rows with ``start <= timestamp <= end``, ordered by series and time: a
+    UTC ``timestamp`` column, ``series_id`` (text; '' for a table of one series) and the
+    requested numeric columns."""
     check_identifier(table, "table")
     existing = await columns_of(conn, table)
     if existing is None:
@@ -127,18 +133,19 @@ async def read_frame(
     for col in columns:
         if col not in existing or col in RESERVED:
             raise FeatureColumnNotFound(table, col)
-    col_list = ", ".join(['"timestamp"', *(_q(c) for c in columns)])
+    col_list = ", ".join(['"timestamp"', SERIES, *(_q(c) for c in columns)])
     raw = (await conn.get_raw_connection()).driver_connection
     buf = io.BytesIO()
     query = (
         f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "
-        f"WHERE tenant_id = $1 AND \"timestamp\" BETWEEN $2 AND $3 ORDER BY \"timestamp\""
+        f"WHERE tenant_id = $1 AND \"timestamp\" BETWEEN $2 AND $3 ORDER BY series_id, \"timestamp\""
     )
     await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
     buf.seek(0)
     if buf.getbuffer().nbytes == 0:
-        return pd.DataFrame(columns=["timestamp", *columns])
-    frame = pd.read_csv(buf, engine="pyarrow", dtype={c: "float64" for c in columns})
+        return pd.DataFrame(columns=["timestamp", SERIES, *columns])
+    frame = pd.read_csv(buf, engine="pyarrow", dtype={SERIES: "str", **{c: "float64" for c in columns}})
+    frame[SERIES] = frame[SERIES].fillna("").astype(str)  # '' (one series) reads back as missing
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     return frame
 

@@ -22,18 +22,27 @@ def calendar(ts: pd.Series, name: str) -> pd.Series:
     return pd.Series(values, index=ts.index).astype("float64")
 
 
+SERIES = "series_id"
+
+
 def lag(frame: pd.DataFrame, column: str, hours: int) -> pd.Series:
-    """The value of ``column`` exactly ``hours`` hours earlier (NaN when that row is
-    missing), looked up by timestamp so gaps in the data never shift a lag."""
-    by_time = frame.set_index("timestamp")[column]
+    """The value of ``column`` exactly ``hours`` hours earlier in the same series (NaN when
+    that row is missing), looked up by timestamp so gaps in the data never shift a lag."""
     wanted = frame["timestamp"] - pd.Timedelta(hours=hours)
+    if SERIES in frame.columns:
+        by_key = frame.set_index([SERIES, "timestamp"])[column]
+        keys = pd.MultiIndex.from_arrays([frame[SERIES], wanted])
+        return pd.Series(by_key.reindex(keys).to_numpy(), index=frame.index)
+    by_time = frame.set_index("timestamp")[column]
     return pd.Series(by_time.reindex(wanted).to_numpy(), index=frame.index)
 
 
 def derive(frame: pd.DataFrame, spec: TrainingSpec) -> pd.DataFrame:
-    """A frame with ``timestamp``, every feature of the spec (in order) and the target.
-    ``frame`` is sorted by timestamp with unique timestamps."""
+    """A frame with ``timestamp`` (and ``series_id``), every feature of the spec (in order)
+    and the target. ``frame`` is sorted by series and time, one row per series and time."""
     out = {"timestamp": frame["timestamp"]}
+    if SERIES in frame.columns:
+        out[SERIES] = frame[SERIES]
     for name in spec.features:
         if name in spec.lags:
             out[name] = lag(frame, *spec.lags[name])

@@ -110,8 +110,11 @@ class Derived:
 
 
 def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Derived:
-    """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows."""
-    frame = frame.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="last").reset_index(drop=True)
+    """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows.
+    With a ``series_id`` column, rows are ordered by series, then time, and lags and
+    baselines stay within each series."""
+    keys = [k for k in (features.SERIES, "timestamp") if k in frame.columns]
+    frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
     derived = features.derive(frame, spec)
     task = choose_task(spec, derived[spec.target])
     unsupervised = spec.model_type == "anomaly" and task != algorithms.CLASSIFICATION
@@ -143,21 +146,34 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     dv = derive(frame, spec, reporter)
     derived, task, inputs, label_column = dv.frame, dv.task, dv.inputs, dv.label_column
     baselines = dv.baselines
-    first, last = derived["timestamp"].iloc[0], derived["timestamp"].iloc[-1]
-    split_at = first + (last - first) * (1.0 - spec.validation_split)
-    valid = (derived["timestamp"] > split_at).to_numpy()
+    # The last validation_split of each series' own time range validates.
+    series = derived[features.SERIES] if features.SERIES in derived.columns else pd.Series("", index=derived.index)
+    stamps = derived["timestamp"]
+    first, last = stamps.groupby(series).transform("min"), stamps.groupby(series).transform("max")
+    cut = first + (last - first) * (1.0 - spec.validation_split)
+    valid = (stamps > cut).to_numpy()
+    split_at = cut.max()
     if valid.all() or not valid.any():
         raise DataLoadError(
-            f"the time range {first} .. {last} is too short to split {spec.validation_split:.0%} off for validation",
+            f"the time range {stamps.min()} .. {stamps.max()} is too short to split {spec.validation_split:.0%} off for validation",
             details={"table": f"features.{spec.feature_table}"},
         )
+    n_series = series.nunique()
+    if n_series > 1:
+        reporter.log("INFO", f"preprocessing: {n_series} series; lags, splits and baselines within each")
+        if spec.algorithm == "lstm":
+            reporter.log("WARNING", "lstm windows are cut from rows ordered by series then time; a window may span two series")
     x = derived[list(inputs)].to_numpy(dtype="float64")
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
     tune_idx = np.empty(0, dtype=int)
     if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION:
-        cut = int(len(train_idx) * (1 - TUNE_FRACTION))
-        train_idx, tune_idx = train_idx[:cut], train_idx[cut:]
+        # The last TUNE_FRACTION of each series' training rows (rows are in time order per series).
+        in_train = series.iloc[train_idx]
+        rank = in_train.groupby(in_train).cumcount().to_numpy()
+        size = in_train.groupby(in_train).transform("size").to_numpy()
+        tune = rank >= np.floor(size * (1 - TUNE_FRACTION))
+        train_idx, tune_idx = train_idx[~tune], train_idx[tune]
     if spec.use_sample is not None and spec.use_sample < 1.0:
         rng = np.random.default_rng(spec.random_seed)
         keep = max(1, int(round(len(train_idx) * spec.use_sample)))
@@ -248,7 +264,7 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     frame, algorithm = prepared.frame, algorithms.get(spec.algorithm)
     x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
     y = frame[spec.target].to_numpy(dtype="float64")
-    end = frame["timestamp"].iloc[-1]
+    end = frame["timestamp"].max()
     quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None)
     out: dict[str, float] = {}
     per_fold = []

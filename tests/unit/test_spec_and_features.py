@@ -106,3 +106,22 @@ def test_metrics():
     assert m["rmse"] == pytest.approx(np.sqrt(1.5))
     assert m["mape"] == pytest.approx((0 + 50 + 50) / 3)  # the zero target is left out
     assert m["r2_score"] == pytest.approx(1 - 6 / 8.75)
+
+
+def test_series_keep_their_own_lags_and_splits():
+    ts = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    a = pd.DataFrame({"timestamp": ts, "series_id": "feeder-a", "load": np.arange(48, dtype=float), "temperature": 1.0})
+    b = pd.DataFrame({"timestamp": ts[24:], "series_id": "feeder-b", "load": 1000 + np.arange(24, dtype=float), "temperature": 2.0})
+    frame = pd.concat([b, a]).sample(frac=1.0, random_state=1)  # mixed order
+    lagged = features.lag(frame.sort_values(["series_id", "timestamp"]).reset_index(drop=True), "load", 1)
+    ordered = frame.sort_values(["series_id", "timestamp"]).reset_index(drop=True)
+    first_b = ordered.index[ordered.series_id == "feeder-b"][0]
+    assert np.isnan(lagged[first_b])  # not feeder-a's value at the same hour
+    assert lagged[first_b + 1] == 1000.0
+    s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_1"], "validation_split": 0.25})
+    prepared = pipeline.prepare(frame, s, NullReporter())
+    d = prepared.data
+    # each series validates on its own last quarter: both appear in the validation part
+    assert {1.0, 2.0} == set(d.x_valid[:, 0])
+    assert len(d.y_valid) == pytest.approx(0.25 * 47 + 0.25 * 23, abs=3)
+    assert d.y_valid[d.x_valid[:, 0] == 2.0].min() > 1000 and d.y_train[d.x_train[:, 0] == 2.0].max() < d.y_valid[d.x_valid[:, 0] == 2.0].min()
