@@ -45,3 +45,33 @@ def pct(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+async def open_loop(call, rate: float, seconds: float) -> tuple[list[float], int, float]:
+    """Offer ``await call()`` at a fixed rate (open loop: each latency counts from the
+    request's scheduled send time). Returns (latencies, errors, elapsed seconds)."""
+    import asyncio
+    import time
+
+    latencies: list[float] = []
+    errors = 0
+    n = int(rate * seconds)
+    t0 = time.perf_counter() + 0.1
+
+    async def one(at: float) -> None:
+        nonlocal errors
+        try:
+            await call()
+            latencies.append(time.perf_counter() - at)
+        except Exception:  # noqa: BLE001 - counted and reported
+            errors += 1
+
+    tasks = []
+    for i in range(n):
+        at = t0 + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(at)))
+    await asyncio.gather(*tasks)
+    return latencies, errors, time.perf_counter() - t0

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 
-from bench._stack import median, pct, stack
+from bench._stack import median, open_loop, pct, stack
 from client import AsyncTrainingClient
 
 
@@ -24,28 +23,7 @@ def load_generator(target: str, job_id: str, rate: float, seconds: float) -> tup
         async with AsyncTrainingClient(target) as c:
             for _ in range(200):
                 await c.get_job(job_id)  # warm up
-            latencies: list[float] = []
-            errors = 0
-            n = int(rate * seconds)
-            t0 = time.perf_counter() + 0.1
-
-            async def one(at: float) -> None:
-                nonlocal errors
-                try:
-                    await c.get_job(job_id)
-                    latencies.append(time.perf_counter() - at)
-                except Exception:  # noqa: BLE001 - counted, reported
-                    errors += 1
-
-            tasks = []
-            for i in range(n):
-                at = t0 + i / rate
-                delay = at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(at)))
-            await asyncio.gather(*tasks)
-            return latencies, errors, time.perf_counter() - t0
+            return await open_loop(lambda: c.get_job(job_id), rate, seconds)
 
     return asyncio.run(run())
 

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import grpc
 
-from bench._stack import median, pct, stack
+from bench._stack import median, open_loop, pct, stack
 from client import AsyncTrainingClient, pb, pb_grpc
 from server.envoy import Envoy
 
@@ -114,23 +114,8 @@ def fixed_rate(grpc_target: str, rest_port: int, job_id: str, rate: float, secon
         return lat
 
     async def grpc_run() -> list[float]:
-        lat: list[float] = []
         async with AsyncTrainingClient(grpc_target) as c:
-            t0 = time.perf_counter() + 0.1
-
-            async def one(at: float) -> None:
-                await c.get_job(job_id)
-                lat.append(time.perf_counter() - at)
-
-            tasks = []
-            for i in range(n):
-                at = t0 + i / rate
-                delay = at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(at)))
-            await asyncio.gather(*tasks)
-        return lat
+            return (await open_loop(lambda: c.get_job(job_id), rate, seconds))[0]
 
     out["grpc"] = asyncio.run(grpc_run())
     out["rest"] = rest_run()
@@ -157,7 +142,7 @@ async def main(requests: int, rate: float, seconds: float) -> None:
     def row(name: str, values: list[float]) -> str:
         return f"  {name:<34} median {median(values) * 1000:6.3f} ms   p99 {pct(values, 99) * 1000:7.3f} ms"
 
-    print(f"rest_latency: GetTrainingJob, direct gRPC vs REST through Envoy (load from a second process)")
+    print("rest_latency: GetTrainingJob, direct gRPC vs REST through Envoy (load from a second process)")
     print(f"sequential, {requests} requests each, alternating:")
     print(row("direct gRPC (sync stub)", seq["grpc"]))
     print(row("REST via Envoy (http.client)", seq["rest"]))

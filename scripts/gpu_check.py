@@ -8,7 +8,6 @@ ray_config.use_gpu on and off, and prints device, time and metrics of each.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,37 +17,7 @@ import torch  # noqa: E402
 
 from server.demo_data import generate  # noqa: E402
 from trainers import pipeline, spec  # noqa: E402
-
-
-class Source:
-    def __init__(self, df):
-        self.df = df
-
-    def load(self, table, columns, start, end):
-        m = (self.df.timestamp >= start) & (self.df.timestamp <= end)
-        return self.df.loc[m, ["timestamp", *columns]].reset_index(drop=True)
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def step(self, name, progress): ...
-
-    def progress(self, progress): ...
-
-    def log(self, level, message):
-        self.lines.append((level, message))
-
-    def metrics(self, values): ...
-
-
-class Registry:
-    def artifact_dir(self):
-        return Path(tempfile.mkdtemp())
-
-    def register(self, artifact, spec, metrics, importance):
-        return 1
+from trainers.local import FolderRegistry, FrameSource, MemoryReporter  # noqa: E402
 
 
 def main() -> int:
@@ -64,9 +33,9 @@ def main() -> int:
             cfg = {"model_type": model_type, "algorithm": algo, "hyperparameters": hp, "features": features, "target": "load",
                    "training_start": "2024-01-01T00:00:00", "training_end": "2024-12-31T23:00:00", "random_seed": 1,
                    "early_stopping_rounds": 5, "ray_config": {"use_gpu": gpu}}
-            log = Log()
+            log = MemoryReporter()
             t = time.perf_counter()
-            result = pipeline.run(spec.build(cfg), data=Source(df), reporter=log, registry=Registry())
+            result = pipeline.run(spec.build(cfg), data=FrameSource(df), reporter=log, registry=FolderRegistry())
             warned = any("no GPU" in m for _, m in log.lines)
             m = result.metrics
             headline = {k: round(m[k], 4) for k in ("mae", "rmse", "r2_score", "anomaly_rate", "threshold") if k in m}

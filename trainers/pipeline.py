@@ -109,7 +109,7 @@ class Derived:
     label_column: str | None
 
 
-def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Derived:
+def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = None) -> Derived:
     """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows.
     With a ``series_id`` column, rows are ordered by series, then time, and lags and
     baselines stay within each series."""
@@ -126,7 +126,7 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Deriv
     cols = list(dict.fromkeys([*spec.features, spec.target]))
     complete = derived[cols].notna().all(axis=1)
     dropped = int((~complete).sum())
-    if dropped:
+    if dropped and reporter is not None:
         lag_note = f" (the first {max(h for _, h in spec.lags.values())} h have no lag values)" if spec.lags else ""
         reporter.log("INFO", f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
     baselines = {}
@@ -293,7 +293,7 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
     """Score a trained model on the window spec.training_start..training_end (``frame`` may
     start earlier: those rows are history only), with the metrics it was trained with;
     anomaly thresholds are the ones chosen at training time."""
-    dv = derive(frame, spec, _Silent())
+    dv = derive(frame, spec)
     x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
     keep = (dv.frame["timestamp"].iloc[model.context_rows:] >= pd.Timestamp(spec.training_start)).to_numpy()
     y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows:][keep]
@@ -314,16 +314,6 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
             out.update(metrics.classification(labels, scores, threshold))
     out["evaluation_rows"] = float(len(y))
     return {k: float(v) for k, v in out.items() if not math.isnan(v)}
-
-
-class _Silent:
-    def step(self, name: str, progress: int) -> None: ...
-
-    def progress(self, progress: int) -> None: ...
-
-    def log(self, level: str, message: str) -> None: ...
-
-    def metrics(self, values: Mapping[str, float]) -> None: ...
 
 
 def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: ModelRegistry, num_threads: int = 1) -> Result:

@@ -3,9 +3,6 @@ artifacts that reload and reproduce the stored metrics, baselines, anomaly detec
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +10,7 @@ import pytest
 from server.demo_data import generate
 from trainers import algorithms, pipeline, spec
 from trainers.errors import ConfigValidationError
+from trainers.local import FolderRegistry, FrameSource, MemoryReporter
 
 FAST = {
     "lgbm": {"n_estimators": 60},
@@ -42,42 +40,6 @@ def frame() -> pd.DataFrame:
     return df
 
 
-class Source:
-    def __init__(self, df):
-        self.df = df
-
-    def load(self, table, columns, start, end):
-        m = (self.df.timestamp >= start) & (self.df.timestamp <= end)
-        return self.df.loc[m, ["timestamp", *columns]].reset_index(drop=True)
-
-
-class Quiet:
-    def __init__(self):
-        self.lines = []
-
-    def step(self, name, progress): ...
-
-    def progress(self, progress): ...
-
-    def log(self, level, message):
-        self.lines.append((level, message))
-
-    def metrics(self, values): ...
-
-
-class Registry:
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="aihub-test-model-"))
-        self.importance = None
-
-    def artifact_dir(self):
-        return self.folder
-
-    def register(self, artifact, spec, metrics, importance):
-        self.importance = importance
-        return 1
-
-
 def config(algo: str, model_type: str = "forecast", **extra) -> dict:
     cfg = {"model_type": model_type, "algorithm": algo, "hyperparameters": FAST[algo], "features": FEATURES, "target": "load",
            "training_start": "2024-01-01T00:00:00", "training_end": "2024-04-30T23:00:00", "random_seed": 7}
@@ -88,8 +50,8 @@ def config(algo: str, model_type: str = "forecast", **extra) -> dict:
 
 
 def train(frame, cfg):
-    reporter, registry = Quiet(), Registry()
-    result = pipeline.run(spec.build(cfg), data=Source(frame), reporter=reporter, registry=registry)
+    reporter, registry = MemoryReporter(), FolderRegistry()
+    result = pipeline.run(spec.build(cfg), data=FrameSource(frame), reporter=reporter, registry=registry)
     return result, reporter, registry
 
 
@@ -120,14 +82,15 @@ def test_trains_reproduces_and_reloads(frame, clean, algo, model_type):
     # The artifact is the library's own safe format and reproduces the validation scores.
     assert first.artifact.suffix in {".txt", ".json", ".skops", ".safetensors"}
     s = spec.build(cfg)
-    prepared = pipeline.prepare(Source(frame).load("", s.table_columns(), s.training_start, s.training_end), s, Quiet())
+    prepared = pipeline.prepare(FrameSource(frame).load("", s.table_columns(), s.training_start, s.training_end), s, MemoryReporter())
     model = algorithms.get(algo).load(first.artifact, prepared.task)
-    rescored = pipeline.evaluate(model, prepared, s, Quiet())
+    rescored = pipeline.evaluate(model, prepared, s, MemoryReporter())
     for key in ("mae", "rmse", "f1", "roc_auc", "anomaly_rate"):
         if key in m:
             assert rescored[key] == pytest.approx(m[key], rel=1e-6), key
     if algo in ("lgbm", "xgboost", "rf"):
-        assert registry.importance and sum(registry.importance.values()) == pytest.approx(1.0)
+        importance = registry.registered[0]["importance"]
+        assert importance and sum(importance.values()) == pytest.approx(1.0)
 
 
 def test_lgbm_beats_seasonal_naive_on_demo_data(frame):

@@ -9,23 +9,7 @@ import pytest
 from tests.conftest import QUICK_START_CONFIG
 from trainers import features, metrics, pipeline, spec
 from trainers.errors import ConfigValidationError, DataLoadError
-
-
-class NullReporter:
-    def __init__(self):
-        self.lines = []
-
-    def step(self, name, progress):
-        pass
-
-    def progress(self, progress):
-        pass
-
-    def log(self, level, message):
-        self.lines.append(message)
-
-    def metrics(self, values):
-        pass
+from trainers.local import MemoryReporter
 
 
 def test_guide_config_is_valid_and_defaults_are_filled():
@@ -71,14 +55,14 @@ def test_split_is_chronological_and_drops_incomplete_rows():
     })
     frame = frame.sample(frac=1.0, random_state=0)  # arrives unordered
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_24"]})
-    reporter = NullReporter()
+    reporter = MemoryReporter()
     prepared = pipeline.prepare(frame, s, reporter)
     d = prepared.data
     assert len(d.y_train) + len(d.y_valid) == n - 24
     assert d.y_train.max() < d.y_valid.min()  # every validation row is later than every training row
     assert list(d.y_train) == sorted(d.y_train) and list(d.y_valid) == sorted(d.y_valid)
     assert len(d.y_valid) == pytest.approx(0.2 * (n - 24), abs=2)
-    assert any("dropped 24" in line for line in reporter.lines)
+    assert any("dropped 24" in line for _, line in reporter.lines)
 
 
 def test_sampling_is_seeded_and_only_thins_training_rows():
@@ -86,9 +70,9 @@ def test_sampling_is_seeded_and_only_thins_training_rows():
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
                           "load": np.arange(n, dtype=float), "temperature": np.ones(n)})
     cfg = {**QUICK_START_CONFIG, "features": ["temperature"], "training_options": {"use_sample": 0.5}}
-    a = pipeline.prepare(frame, spec.build(cfg), NullReporter()).data
-    b = pipeline.prepare(frame, spec.build(cfg), NullReporter()).data
-    full = pipeline.prepare(frame, spec.build({**cfg, "training_options": {}}), NullReporter()).data
+    a = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
+    b = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
+    full = pipeline.prepare(frame, spec.build({**cfg, "training_options": {}}), MemoryReporter()).data
     assert np.array_equal(a.y_train, b.y_train) and len(a.y_train) == round(len(full.y_train) * 0.5)
     assert np.array_equal(a.y_valid, full.y_valid)
 
@@ -97,7 +81,7 @@ def test_too_few_rows_is_a_data_load_error():
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC"),
                           "load": np.ones(10), "temperature": np.ones(10)})
     with pytest.raises(DataLoadError, match="only 10 complete rows"):
-        pipeline.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), NullReporter())
+        pipeline.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), MemoryReporter())
 
 
 def test_metrics():
@@ -119,7 +103,7 @@ def test_series_keep_their_own_lags_and_splits():
     assert np.isnan(lagged[first_b])  # not feeder-a's value at the same hour
     assert lagged[first_b + 1] == 1000.0
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_1"], "validation_split": 0.25})
-    prepared = pipeline.prepare(frame, s, NullReporter())
+    prepared = pipeline.prepare(frame, s, MemoryReporter())
     d = prepared.data
     # each series validates on its own last quarter: both appear in the validation part
     assert {1.0, 2.0} == set(d.x_valid[:, 0])

@@ -1,0 +1,64 @@
+"""In-memory stand-ins for the pipeline's ports, to run a training in-process on a
+DataFrame: notebooks, tests, benchmarks and hardware checks. The service uses the
+PostgreSQL-backed ones in server/worker.py."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class FrameSource:
+    """A DataSource over one DataFrame (a ``timestamp`` column and value columns)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+        keep = (self.frame["timestamp"] >= start) & (self.frame["timestamp"] <= end)
+        extra = [c for c in ("series_id",) if c in self.frame.columns]
+        return self.frame.loc[keep, ["timestamp", *extra, *columns]].reset_index(drop=True)
+
+
+class MemoryReporter:
+    """A Reporter that keeps what it is told: ``lines`` holds (level, message)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.steps: list[str] = []
+        self.values: dict[str, float] = {}
+
+    def step(self, name: str, progress: int) -> None:
+        self.steps.append(name)
+
+    def progress(self, progress: int) -> None:
+        pass
+
+    def log(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        self.values.update(values)
+
+
+class FolderRegistry:
+    """A ModelRegistry that saves under a folder (a temporary one by default) and numbers
+    versions 1, 2, 3, ...; ``registered`` keeps what each registration said."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="aihub-local-models-"))
+        self.registered: list[dict[str, Any]] = []
+
+    def artifact_dir(self) -> Path:
+        folder = self.root / f"v{len(self.registered) + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def register(self, artifact: Path, spec: Any, metrics: Mapping[str, float], importance: Mapping[str, float]) -> int:
+        self.registered.append({"artifact": artifact, "metrics": dict(metrics), "importance": dict(importance)})
+        return len(self.registered)
