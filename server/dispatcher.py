@@ -1,10 +1,10 @@
 """The claim loop: takes PENDING jobs in priority order and runs them on the executor.
 
 Woken at once by NOTIFY (a job created, retried or re-prioritised; a run finished),
-with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED (storage.jobs.CLAIM),
+with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED (storage.queue.CLAIM),
 so any number of servers can share one database without running a job twice. Each
 claim takes a lease that a heartbeat renews; expired leases (a server that died) are
-requeued by storage.jobs.requeue_expired on every pass.
+requeued by storage.queue.requeue_expired on every pass.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.executor import RayExecutor
 from server.worker import JobPayload
-from storage import db, jobs
+from storage import db, queue
 from storage.records import Job, JobError
 from trainers import spec as specs
 from trainers.errors import TrainingError
@@ -103,14 +103,14 @@ class Dispatcher:
 
     async def _pass(self) -> None:
         async with db.transaction(self.engine) as conn:
-            requeued = await jobs.requeue_expired(conn)
+            requeued = await queue.requeue_expired(conn)
         for job_id in requeued:
             log.warning("job %s: lease expired (its server stopped); queued again", job_id)
         if self._paused:
             return
         while len(self.running) < self.capacity():
             async with db.transaction(self.engine) as conn:
-                job = await jobs.claim(conn, self.worker_id, lease_seconds=self.lease_seconds)
+                job = await queue.claim(conn, self.worker_id, lease_seconds=self.lease_seconds)
             if job is None:
                 return
             if self.on_claim:
@@ -146,13 +146,13 @@ class Dispatcher:
     async def _fail(self, job: Job, error: JobError) -> None:
         """Record a failure, unless the attempt already ended (e.g. it was cancelled)."""
         async with db.transaction(self.engine) as conn:
-            await jobs.fail(conn, job.job_id, job.attempt, error)
+            await queue.fail(conn, job.job_id, job.attempt, error)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 async with db.transaction(self.engine) as conn:
-                    await jobs.heartbeat(conn, self.worker_id, list(self.running), lease_seconds=self.lease_seconds)
+                    await queue.heartbeat(conn, self.worker_id, list(self.running), lease_seconds=self.lease_seconds)
             except Exception:  # noqa: BLE001
                 log.exception("heartbeat failed")

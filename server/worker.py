@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import db, features, jobs, models
+from storage import db, features, jobs, models, queue
 from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import JobError, LogLevel, NewModelVersion
 from trainers import pipeline
@@ -100,7 +100,7 @@ class DbReporter:
 
         async def go() -> bool:
             async with db.transaction(self.engine) as conn:
-                ok = await jobs.set_progress(conn, self.job_id, self.attempt, name, progress)
+                ok = await queue.set_progress(conn, self.job_id, self.attempt, name, progress)
                 if ok:
                     await jobs.append_log(conn, self.job_id, self.attempt, LogLevel.INFO, name, f"step {name} started")
                 return ok
@@ -110,14 +110,14 @@ class DbReporter:
     def progress(self, progress: int) -> None:
         async def go() -> bool:
             async with db.transaction(self.engine) as conn:
-                return await jobs.set_progress(conn, self.job_id, self.attempt, self.current_step, progress)
+                return await queue.set_progress(conn, self.job_id, self.attempt, self.current_step, progress)
 
         self._guarded(self.rt.run(go))
 
     def log(self, level: str, message: str) -> None:
         async def go() -> bool:
             async with db.transaction(self.engine) as conn:
-                if not await jobs.is_running(conn, self.job_id, self.attempt):
+                if not await queue.is_running(conn, self.job_id, self.attempt):
                     return False
                 await jobs.append_log(conn, self.job_id, self.attempt, LogLevel(level), self.current_step, message)
                 return True
@@ -127,7 +127,7 @@ class DbReporter:
     def metrics(self, values: Mapping[str, float]) -> None:
         async def go() -> None:
             async with db.transaction(self.engine) as conn:
-                await jobs.record_metrics(conn, self.job_id, self.attempt, values)
+                await queue.record_metrics(conn, self.job_id, self.attempt, values)
 
         self.rt.run(go)
 
@@ -185,7 +185,7 @@ class DbRegistry:
 
         async def go() -> int:
             async with db.transaction(self.engine) as conn:
-                if not await jobs.is_running(conn, p.job_id, p.attempt):
+                if not await queue.is_running(conn, p.job_id, p.attempt):
                     raise JobCancelled(f"job {p.job_id} is no longer running")
                 return (await models.register(conn, new)).version
 
@@ -218,13 +218,13 @@ def run_job(payload: JobPayload) -> Outcome:
 
         async def complete() -> bool:
             async with db.transaction(engine) as conn:
-                return await jobs.complete(conn, payload.job_id, payload.attempt, result.model_version)
+                return await queue.complete(conn, payload.job_id, payload.attempt, result.model_version)
 
         return Outcome("COMPLETED", result.model_version) if rt.run(complete) else Outcome("CANCELLED")
 
     async def fail() -> bool:
         async with db.transaction(engine) as conn:
-            return await jobs.fail(conn, payload.job_id, payload.attempt, error)
+            return await queue.fail(conn, payload.job_id, payload.attempt, error)
 
     return Outcome("FAILED", error=error) if rt.run(fail) else Outcome("CANCELLED")
 

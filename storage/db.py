@@ -71,11 +71,6 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-async def ping(engine: AsyncEngine) -> str:
-    async with transaction(engine) as conn:
-        return str(await conn.scalar(sa.text("SELECT version()")))
-
-
 async def notify(conn: AsyncConnection, job_id: object, kind: str) -> None:
     """Queue a job event; PostgreSQL delivers it when the transaction commits."""
     await conn.execute(sa.select(sa.func.pg_notify(JOB_EVENTS_CHANNEL, f"{job_id}:{kind}")))

@@ -1,6 +1,8 @@
-"""The job repository and the queue's SQL.
+"""The job repository: create, read, list, cancel, retry, re-prioritise, log lines.
+The queue's own statements (claim, heartbeat, progress, finish, requeue) are in
+storage/queue.py.
 
-Every status change goes through ``_transition`` and the table in
+User-driven status changes go through ``_transition`` and the table in
 ``storage.records.TRANSITIONS``. Functions take an ``AsyncConnection`` whose
 transaction the caller owns; they never commit.
 """
@@ -20,36 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.db import notify
 from storage.errors import InvalidTransition, JobNotFound
 from storage.records import Job, JobError, JobStatus, LogLevel, NewJob, Priority, sources_of
-
-# --- the queue's statements -------------------------------------------------------------------
-
-# Claim: the oldest PENDING job of the best priority, skipping rows another server is
-# claiming right now. Served by the partial index training_jobs_queue (priority, created_at)
-# WHERE status = 'PENDING'. The lease columns let a later recovery pass requeue jobs of a
-# server that stopped heartbeating.
-CLAIM = sa.text(
-    """
-    UPDATE training_jobs AS j
-       SET status = 'RUNNING', claimed_by = :worker, started_at = clock_timestamp(),
-           updated_at = clock_timestamp(), progress = 0, current_step = '',
-           lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE j.id = (SELECT id FROM training_jobs
-                    WHERE status = 'PENDING'
-                    ORDER BY priority, created_at, id
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED)
-    RETURNING j.*
-    """
-)
-
-# Heartbeat: extend the lease of the jobs a server is running. Served by the primary key.
-HEARTBEAT = sa.text(
-    """
-    UPDATE training_jobs
-       SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE id = ANY(:ids) AND status = 'RUNNING' AND claimed_by = :worker
-    """
-)
 
 # Transition: move one job between states, only from the states the transition table
 # allows. Served by the primary key.
@@ -71,7 +43,7 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _record(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
+def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
     error = None
     if row["error_reason"]:
         error = JobError(row["error_reason"], row["error_message"] or "", _loads(row["error_details"]) or {})
@@ -108,12 +80,11 @@ _SELECT_JOB = """
 
 
 def _with_metrics(rows: Sequence[RowMapping]) -> list[Job]:
-    return [_record(r, _loads(r["metrics_json"])) for r in rows]
+    return [row_to_job(r, _loads(r["metrics_json"])) for r in rows]
 
 
-async def get(conn: AsyncConnection, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
-    query = _SELECT_JOB + " WHERE j.id = :id" + (" FOR UPDATE OF j" if for_update else "")
-    row = (await conn.execute(sa.text(query), {"id": job_id})).mappings().first()
+async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
+    row = (await conn.execute(sa.text(_SELECT_JOB + " WHERE j.id = :id"), {"id": job_id})).mappings().first()
     if row is None:
         raise JobNotFound(job_id)
     return _with_metrics([row])[0]
@@ -156,7 +127,7 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
             )
         ).mappings().one()
         return _with_metrics([existing])[0], False
-    job = _record(row)
+    job = row_to_job(row)
     await append_log(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value.lower()}")
     await notify(conn, job.job_id, "created")
     return job, True
@@ -271,129 +242,6 @@ async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Pr
     return await get(conn, job_id)
 
 
-async def claim(conn: AsyncConnection, worker: str, *, lease_seconds: float = 60.0) -> Job | None:
-    """Take the next job off the queue for ``worker`` (RUNNING), or None."""
-    row = (await conn.execute(CLAIM, {"worker": worker, "lease_seconds": lease_seconds})).mappings().first()
-    if row is None:
-        return None
-    await conn.execute(
-        sa.text(
-            "INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at) "
-            "VALUES (:id, :attempt, 'RUNNING', :worker, clock_timestamp())"
-        ),
-        {"id": row["id"], "attempt": row["attempt"], "worker": worker},
-    )
-    await append_log(conn, row["id"], row["attempt"], LogLevel.INFO, "", f"attempt {row['attempt']} started on {worker}")
-    await notify(conn, row["id"], "changed")
-    return _record(row)
-
-
-async def heartbeat(conn: AsyncConnection, worker: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0) -> None:
-    if job_ids:
-        await conn.execute(HEARTBEAT, {"ids": list(job_ids), "worker": worker, "lease_seconds": lease_seconds})
-
-
-async def set_progress(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, step: str, progress: int) -> bool:
-    """Record the running attempt's step and progress. False when that attempt is no
-    longer running (cancelled, or superseded): the caller should stop."""
-    result = await conn.execute(
-        sa.text(
-            """
-            UPDATE training_jobs SET current_step = :step, progress = GREATEST(progress, :progress),
-                                     updated_at = clock_timestamp()
-             WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
-            """
-        ),
-        {"id": job_id, "attempt": attempt, "step": step, "progress": int(progress)},
-    )
-    if result.rowcount:
-        await notify(conn, job_id, "changed")
-    return bool(result.rowcount)
-
-
-async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int) -> bool:
-    row = await conn.scalar(
-        sa.text("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'"),
-        {"id": job_id, "attempt": attempt},
-    )
-    return row is not None
-
-
-async def record_metrics(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, metrics: Mapping[str, float]) -> None:
-    if not metrics:
-        return
-    await conn.execute(
-        sa.text(
-            "INSERT INTO job_metrics (job_id, attempt, name, value) "
-            "SELECT :id, :attempt, * FROM unnest(CAST(:names AS text[]), CAST(:values AS float8[])) "
-            "ON CONFLICT (job_id, attempt, name) DO UPDATE SET value = EXCLUDED.value"
-        ),
-        {"id": job_id, "attempt": attempt, "names": list(metrics), "values": [float(v) for v in metrics.values()]},
-    )
-    await conn.execute(sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id"), {"id": job_id})
-    await notify(conn, job_id, "changed")
-
-
-async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
-    """RUNNING -> COMPLETED for this attempt; False when it is no longer running."""
-    return await _finish(conn, job_id, attempt, JobStatus.COMPLETED, None, model_version)
-
-
-async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError) -> bool:
-    """RUNNING -> FAILED for this attempt; False when it is no longer running."""
-    return await _finish(conn, job_id, attempt, JobStatus.FAILED, error, None)
-
-
-async def _finish(
-    conn: AsyncConnection, job_id: uuid.UUID, attempt: int, status: JobStatus, error: JobError | None, model_version: int | None
-) -> bool:
-    row = (
-        await conn.execute(
-            sa.text(
-                """
-                UPDATE training_jobs
-                   SET status = :status, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
-                       progress = CASE WHEN :status = 'COMPLETED' THEN 100 ELSE progress END,
-                       error_reason = :reason, error_message = :message, error_details = CAST(:details AS jsonb),
-                       model_version = :model_version, lease_expires_at = NULL
-                 WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
-                RETURNING id
-                """
-            ),
-            {
-                "id": job_id,
-                "attempt": attempt,
-                "status": status.value,
-                "reason": error.reason if error else None,
-                "message": error.message if error else None,
-                "details": json.dumps(dict(error.details)) if error else None,
-                "model_version": model_version,
-            },
-        )
-    ).first()
-    if row is None:
-        return False
-    await conn.execute(
-        sa.text(
-            "UPDATE job_attempts SET status = :status, finished_at = clock_timestamp(), error_reason = :reason, "
-            "error_message = :message WHERE job_id = :id AND attempt = :attempt"
-        ),
-        {
-            "id": job_id,
-            "attempt": attempt,
-            "status": status.value,
-            "reason": error.reason if error else None,
-            "message": error.message if error else None,
-        },
-    )
-    if error:
-        await append_log(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: {error.reason}: {error.message}")
-    else:
-        await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"job completed (model version {model_version})")
-    await notify(conn, job_id, "changed")
-    return True
-
-
 async def append_log(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
     seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
     if seq is None:
@@ -414,38 +262,3 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     counts = {s.value: 0 for s in JobStatus}
     counts.update({status: n for status, n in rows})
     return counts
-
-
-async def attempts_of(conn: AsyncConnection, job_id: uuid.UUID) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        sa.text("SELECT * FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job_id}
-    )
-    return [dict(r) for r in rows.mappings()]
-
-
-# Requeue: RUNNING jobs whose lease ran out (their server stopped heartbeating) go back
-# to PENDING as a new attempt. A sequential scan of RUNNING rows; there are few.
-REQUEUE_EXPIRED = sa.text(
-    """
-    UPDATE training_jobs
-       SET status = 'PENDING', attempt = attempt + 1, progress = 0, current_step = '',
-           claimed_by = NULL, lease_expires_at = NULL, started_at = NULL, updated_at = clock_timestamp()
-     WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp()
-    RETURNING id, attempt
-    """
-)
-
-
-async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
-    rows = (await conn.execute(REQUEUE_EXPIRED)).all()
-    for job_id, attempt in rows:
-        await conn.execute(
-            sa.text(
-                "UPDATE job_attempts SET status = 'FAILED', finished_at = clock_timestamp(), error_reason = 'WorkerLost', "
-                "error_message = 'lease expired' WHERE job_id = :id AND attempt = :attempt"
-            ),
-            {"id": job_id, "attempt": attempt - 1},
-        )
-        await append_log(conn, job_id, attempt, LogLevel.WARNING, "", f"the server running attempt {attempt - 1} stopped; queued again as attempt {attempt}")
-        await notify(conn, job_id, "created")
-    return [r[0] for r in rows]

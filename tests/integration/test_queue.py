@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from client import AsyncTrainingClient, pb
-from storage import db, jobs
+from storage import db, jobs, queue
 from storage.records import JobStatus, NewJob, Priority
 from tests.conftest import load_demo, tiny_config
 
@@ -62,7 +62,7 @@ async def test_concurrent_claims_take_each_job_once(database_url):
             got = []
             while True:
                 async with db.transaction(engine) as conn:
-                    job = await jobs.claim(conn, name)
+                    job = await queue.claim(conn, name)
                 if job is None:
                     return got
                 got.append(job.job_id)
@@ -97,14 +97,14 @@ async def test_expired_lease_requeues_the_job_as_a_new_attempt(database_url):
     try:
         async with db.transaction(engine) as conn:
             job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
-            await jobs.claim(conn, "crashed-server", lease_seconds=0.05)
+            await queue.claim(conn, "crashed-server", lease_seconds=0.05)
         await asyncio.sleep(0.2)
         async with db.transaction(engine) as conn:
-            assert await jobs.requeue_expired(conn) == [job.job_id]
+            assert await queue.requeue_expired(conn) == [job.job_id]
             again = await jobs.get(conn, job.job_id)
             # The old attempt can no longer write.
-            assert not await jobs.set_progress(conn, job.job_id, 1, "training", 50)
-            assert not await jobs.complete(conn, job.job_id, 1, 1)
+            assert not await queue.set_progress(conn, job.job_id, 1, "training", 50)
+            assert not await queue.complete(conn, job.job_id, 1, 1)
     finally:
         await engine.dispose()
     assert again.status == JobStatus.PENDING and again.attempt == 2
