@@ -111,6 +111,12 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
     async def ValidateTrainingConfigHttp(self, request, context) -> pb.ValidateTrainingConfigResponse:
         return await self.typed.ValidateTrainingConfig(parse_json(request.body, pb.ValidateTrainingConfigRequest()), context)
 
+    async def EvaluateModelVersionHttp(self, request, context) -> pb.EvaluateModelVersionResponse:
+        typed = parse_json(request.body, pb.EvaluateModelVersionRequest(),
+                           allowed={"evaluation_start", "evaluation_end", "evaluationStart", "evaluationEnd", "tenant_id", "tenantId"})
+        typed.model_id = request.model_id
+        return await self.typed.EvaluateModelVersion(typed, context)
+
     async def GetTrainingJobMetricsHttp(self, request, context) -> httpbody_pb2.HttpBody:
         resp = await self.typed.GetTrainingJobMetrics(pb.GetTrainingJobMetricsRequest(job_id=request.job_id), context)
         return json_body(dict(sorted(resp.metrics.items())))

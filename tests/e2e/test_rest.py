@@ -231,6 +231,9 @@ async def test_model_registry_over_rest(rest):
                         json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_end": "2024-04-30T23:00:00"})
     assert scored.status_code == 200, scored.text
     assert scored.json()["metrics"]["evaluation_rows"] == 30 * 24
+    typo = await http("POST", f"{rest}/ai/training/models/{version['model_id']}:evaluate",
+                      json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_ends": "2024-04-30T23:00:00"})
+    assert typo.status_code == 400 and "evaluation_ends" in typo.text
     gone = await http("DELETE", f"{rest}/ai/training/models/{version['model_id']}")
     assert gone.status_code == 200 and gone.json()["deleted_at"]
     assert (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()["versions"] == []

@@ -29,6 +29,14 @@ class ValidateTrainingConfigHttpRequest(_message.Message):
     body: _httpbody_pb2.HttpBody
     def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
+class EvaluateModelVersionHttpRequest(_message.Message):
+    __slots__ = ("model_id", "body")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, model_id: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
 class GetTrainingJobMetricsHttpRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -53,6 +53,11 @@ class TrainingHttpServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ValidateTrainingConfigHttpRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ValidateTrainingConfigResponse.FromString,
                 _registered_method=True)
+        self.EvaluateModelVersionHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/EvaluateModelVersionHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
+                _registered_method=True)
         self.GetTrainingJobMetricsHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/GetTrainingJobMetricsHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.GetTrainingJobMetricsHttpRequest.SerializeToString,
@@ -90,6 +95,14 @@ class TrainingHttpServiceServicer:
 
     def ValidateTrainingConfigHttp(self, request, context):
         """POST /ai/training/validate: the body is {"config": {...}}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateModelVersionHttp(self, request, context):
+        """POST /ai/training/models/{model_id}:evaluate: the body is
+        {"evaluation_start": "...", "evaluation_end": "...", "tenant_id": "..."}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +148,11 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
                     servicer.ValidateTrainingConfigHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ValidateTrainingConfigHttpRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ValidateTrainingConfigResponse.SerializeToString,
+            ),
+            'EvaluateModelVersionHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModelVersionHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.SerializeToString,
             ),
             'GetTrainingJobMetricsHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingJobMetricsHttp,
@@ -234,6 +252,33 @@ class TrainingHttpService:
             '/aihub.training.v1.TrainingHttpService/ValidateTrainingConfigHttp',
             aihub_dot_training_dot_v1_dot_training__http__pb2.ValidateTrainingConfigHttpRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.ValidateTrainingConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModelVersionHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/EvaluateModelVersionHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -248,6 +248,7 @@ class TrainingServiceServicer:
     def EvaluateModelVersion(self, request, context):
         """Scores a registered version on another time window of the tenant's data
         ("validate before deployment") and returns the same metrics as training.
+        REST: POST /ai/training/models/{model_id}:evaluate (TrainingHttpService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
