@@ -24,6 +24,7 @@ from server.executor import RayExecutor
 from server.rest import TrainingHttpServicer
 from server.servicer import TrainingServicer
 from server.settings import Settings
+from server.worker import RetryPolicy
 from storage import clusters, db
 from storage.records import RayCluster
 
@@ -69,6 +70,7 @@ class App:
             max_concurrent=s.max_concurrent_jobs,
             poll_interval=s.poll_interval_seconds,
             lease_seconds=s.lease_seconds,
+            retry=RetryPolicy(s.max_retries, s.retry_base_seconds),
         )
         self.events.add_listener(self.dispatcher.on_event)
         if not self.dispatch:

@@ -114,6 +114,7 @@ def job_to_pb(job: records.Job) -> pb.TrainingJob:
         started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at),
         updated_at=_ts(job.updated_at),
+        next_retry_at=_ts(job.retry_at),
     )
     if job.error:
         msg.error.CopyFrom(pb.JobError(reason=job.error.reason, message=job.error.message, details=dict(job.error.details)))

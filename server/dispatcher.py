@@ -18,7 +18,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.executor import RayExecutor
-from server.worker import JobPayload
+from server.worker import JobPayload, RetryPolicy
 from storage import db, queue
 from storage.records import Job, JobError
 from trainers import spec as specs
@@ -39,6 +39,7 @@ class Dispatcher:
         max_concurrent: int = 0,
         poll_interval: float = 2.0,
         lease_seconds: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
         on_claim: Callable[[Job], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -49,6 +50,7 @@ class Dispatcher:
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
+        self.retry = retry
         self.on_claim = on_claim
         self.running: dict[uuid.UUID, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -104,8 +106,11 @@ class Dispatcher:
     async def _pass(self) -> None:
         async with db.transaction(self.engine) as conn:
             requeued = await queue.requeue_expired(conn)
+            retried = await queue.requeue_due_retries(conn)
         for job_id in requeued:
             log.warning("job %s: lease expired (its server stopped); queued again", job_id)
+        for job_id in retried:
+            log.info("job %s: automatic retry", job_id)
         if self._paused:
             return
         while len(self.running) < self.capacity():
@@ -133,20 +138,23 @@ class Dispatcher:
                 database_url=self.database_url,
                 artifact_root=self.artifact_root,
                 num_threads=self.executor.job_cpus,
+                retry=self.retry,
             )
             try:
                 outcome = await self.executor.run(payload)
                 log.info("job %s attempt %d: %s", job.job_id, job.attempt, outcome.status)
             except Exception as exc:  # noqa: BLE001 - Ray task died: worker crash or cancellation
-                await self._fail(job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}"))
+                await self._fail(job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}",
+                                               retryable=True))
         finally:
             self.running.pop(job.job_id, None)
             self._wake.set()
 
     async def _fail(self, job: Job, error: JobError) -> None:
-        """Record a failure, unless the attempt already ended (e.g. it was cancelled)."""
+        """Record a failure (with the retry policy), unless the attempt already ended (e.g.
+        it was cancelled)."""
         async with db.transaction(self.engine) as conn:
-            await queue.fail(conn, job.job_id, job.attempt, error)
+            await queue.fail(conn, job.job_id, job.attempt, error, retry_in=self.retry.delay(job.attempt, error.retryable))
 
     async def _heartbeat(self) -> None:
         while True:

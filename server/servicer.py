@@ -37,6 +37,11 @@ BACKSTOP_SECONDS = 1.0  # streams re-read at least this often, even without a no
 MAX_IMPORT_BYTES = 2 * 1024**3
 
 
+def _settled(job) -> bool:
+    """Final, and no automatic retry planned: streams end here."""
+    return job.status.is_terminal() and job.retry_at is None
+
+
 def _required(value: str, field: str, *, max_len: int = 128) -> str:
     value = value.strip()
     if not value:
@@ -149,7 +154,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     after = line.sequence
                 if len(lines) == 1000:
                     continue  # more backlog
-                if not follow or job.status.is_terminal():
+                if not follow or _settled(job):
                     return
                 await wait(changed, BACKSTOP_SECONDS)
 
@@ -165,7 +170,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 if key != last:
                     last = key
                     yield convert.job_to_pb(job)
-                if job.status.is_terminal():
+                if _settled(job):
                     return
                 await wait(changed, BACKSTOP_SECONDS)
 

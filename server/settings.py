@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     local_ray_cpus: int = Field(default=0, ge=0, description="CPUs of the local Ray; 0: all of this machine's.")
     poll_interval_seconds: float = Field(default=2.0, gt=0, description="Backstop queue poll; NOTIFY wakes at once.")
     lease_seconds: float = Field(default=30.0, gt=0, description="A running job's lease; renewed every third of it.")
+    max_retries: int = Field(default=3, ge=0, le=20, description="Automatic retries of a job whose failure may pass.")
+    retry_base_seconds: float = Field(default=60.0, gt=0, description="First retry delay; doubles each time (1, 2, 4 min).")
     server_id: str | None = Field(default=None, description="This server's name in claimed_by; default host:pid.")
     log_level: str = Field(default="INFO")
 

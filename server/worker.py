@@ -37,6 +37,22 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """The guide's automatic retry: after a failure that running again may fix, the job is
+    queued again after base, 2x base, 4x base seconds (1, 2, 4 minutes by default), at most
+    ``max_retries`` times. Data and configuration errors are not retried."""
+
+    max_retries: int = 3
+    base_seconds: float = 60.0
+
+    def delay(self, attempt: int, retryable: bool) -> float | None:
+        """Seconds until attempt ``attempt + 1`` starts, or None for no retry."""
+        if not retryable or attempt > self.max_retries:
+            return None
+        return self.base_seconds * 2 ** (attempt - 1)
+
+
+@dataclass(frozen=True)
 class JobPayload:
     """Everything a Ray task needs; plain data, so it travels to any node."""
 
@@ -48,6 +64,7 @@ class JobPayload:
     database_url: str
     artifact_root: str
     num_threads: int
+    retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -209,11 +226,11 @@ def run_job(payload: JobPayload) -> Outcome:
     except JobCancelled:
         return Outcome("CANCELLED")
     except TrainingError as exc:
-        error = JobError(exc.reason, exc.message, exc.details)
+        error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
         detail = traceback.format_exc(limit=8)
         log.error("job %s failed: %s", payload.job_id, detail)
-        error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step})
+        error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
 
         async def complete() -> bool:
@@ -224,7 +241,8 @@ def run_job(payload: JobPayload) -> Outcome:
 
     async def fail() -> bool:
         async with db.transaction(engine) as conn:
-            return await queue.fail(conn, payload.job_id, payload.attempt, error)
+            retry_in = payload.retry.delay(payload.attempt, error.retryable)
+            return await queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in)
 
     return Outcome("FAILED", error=error) if rt.run(fail) else Outcome("CANCELLED")
 

@@ -68,6 +68,7 @@ def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> J
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=row["updated_at"],
+        retry_at=row["retry_at"],
     )
 
 
@@ -213,7 +214,8 @@ async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
             UPDATE training_jobs
                SET attempt = :attempt, progress = 0, current_step = '', error_reason = NULL,
                    error_message = NULL, error_details = NULL, model_version = NULL,
-                   started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL
+                   started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL,
+                   retry_at = NULL
              WHERE id = :id
             """
         ),

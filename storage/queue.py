@@ -114,13 +114,21 @@ async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model
     return await _finish(conn, job_id, attempt, JobStatus.COMPLETED, None, model_version)
 
 
-async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError) -> bool:
-    """RUNNING -> FAILED for this attempt; False when it is no longer running."""
-    return await _finish(conn, job_id, attempt, JobStatus.FAILED, error, None)
+async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError, *, retry_in: float | None = None) -> bool:
+    """RUNNING -> FAILED for this attempt; False when it is no longer running. With
+    ``retry_in`` (seconds) the job goes back to the queue by itself then, as the next
+    attempt (see requeue_due_retries)."""
+    return await _finish(conn, job_id, attempt, JobStatus.FAILED, error, None, retry_in)
 
 
 async def _finish(
-    conn: AsyncConnection, job_id: uuid.UUID, attempt: int, status: JobStatus, error: JobError | None, model_version: int | None
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    attempt: int,
+    status: JobStatus,
+    error: JobError | None,
+    model_version: int | None,
+    retry_in: float | None = None,
 ) -> bool:
     row = (
         await conn.execute(
@@ -130,7 +138,9 @@ async def _finish(
                    SET status = :status, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
                        progress = CASE WHEN :status = 'COMPLETED' THEN 100 ELSE progress END,
                        error_reason = :reason, error_message = :message, error_details = CAST(:details AS jsonb),
-                       model_version = :model_version, lease_expires_at = NULL
+                       model_version = :model_version, lease_expires_at = NULL,
+                       retry_at = CASE WHEN CAST(:retry_in AS float8) IS NULL THEN NULL
+                                       ELSE clock_timestamp() + make_interval(secs => :retry_in) END
                  WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
                 RETURNING id
                 """
@@ -143,6 +153,7 @@ async def _finish(
                 "message": error.message if error else None,
                 "details": json.dumps(dict(error.details)) if error else None,
                 "model_version": model_version,
+                "retry_in": retry_in,
             },
         )
     ).first()
@@ -163,6 +174,8 @@ async def _finish(
     )
     if error:
         await append_log(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: {error.reason}: {error.message}")
+        if retry_in is not None:
+            await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"automatic retry in {retry_in:g} s, as attempt {attempt + 1}")
     else:
         await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"job completed (model version {model_version})")
     await notify(conn, job_id, "changed")
@@ -193,5 +206,28 @@ async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
             {"id": job_id, "attempt": attempt - 1},
         )
         await append_log(conn, job_id, attempt, LogLevel.WARNING, "", f"the server running attempt {attempt - 1} stopped; queued again as attempt {attempt}")
+        await notify(conn, job_id, "created")
+    return [r[0] for r in rows]
+
+
+# Due retries: FAILED jobs whose planned retry time has come go back to PENDING as the next
+# attempt. Served by the partial index training_jobs_retry_due.
+REQUEUE_DUE_RETRIES = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = 'PENDING', attempt = attempt + 1, progress = 0, current_step = '',
+           error_reason = NULL, error_message = NULL, error_details = NULL, model_version = NULL,
+           started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL,
+           retry_at = NULL, updated_at = clock_timestamp()
+     WHERE status = 'FAILED' AND retry_at IS NOT NULL AND retry_at <= clock_timestamp()
+    RETURNING id, attempt
+    """
+)
+
+
+async def requeue_due_retries(conn: AsyncConnection) -> list[uuid.UUID]:
+    rows = (await conn.execute(REQUEUE_DUE_RETRIES)).all()
+    for job_id, attempt in rows:
+        await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"automatic retry: queued again as attempt {attempt}")
         await notify(conn, job_id, "created")
     return [r[0] for r in rows]

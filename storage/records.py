@@ -69,6 +69,7 @@ class JobError:
     reason: str
     message: str
     details: Mapping[str, str] = field(default_factory=dict)
+    retryable: bool = False  # whether running again may help (the retry policy decides if it will)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    retry_at: datetime | None = None  # a FAILED job that will be queued again by itself then
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ jobs = sa.Table(
     sa.Column("log_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("claimed_by", sa.Text),
     sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("retry_at", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),

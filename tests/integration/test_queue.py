@@ -108,3 +108,42 @@ async def test_expired_lease_requeues_the_job_as_a_new_attempt(database_url):
     finally:
         await engine.dispose()
     assert again.status == JobStatus.PENDING and again.attempt == 2
+
+
+async def test_a_failure_that_may_pass_is_retried_with_backoff(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    app = await start_app(max_retries=2, retry_base_seconds=0.5, poll_interval_seconds=0.2)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        # More lookback than training rows: the LSTM fails in training, an error that is not
+        # about data or configuration, so the retry policy applies.
+        job = await client.create_job("acme-corp", "forecast", tiny_config(
+            algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1}))
+        seen = []
+        async for snap in client.watch_job(job.job_id):
+            seen.append(snap)
+            if snap.status == pb.FAILED and not snap.HasField("next_retry_at"):
+                break
+        final = seen[-1]
+        logs = [e async for e in client.stream_logs(job.job_id, follow=False)]
+    assert final.attempt == 3 and final.error.reason == "TrainingError"  # 1 + max_retries attempts
+    planned = [s for s in seen if s.status == pb.FAILED and s.HasField("next_retry_at")]
+    assert {s.attempt for s in planned} == {1, 2}
+    messages = [e.message for e in logs]
+    assert sum("automatic retry in" in m for m in messages) == 2
+    assert "automatic retry in 0.5 s, as attempt 2" in messages and "automatic retry in 1 s, as attempt 3" in messages
+    # the gaps follow the backoff: attempt 3 starts at least 1 s after attempt 2 failed
+    fails = [e for e in logs if e.message.startswith("job failed")]
+    starts = [e for e in logs if e.message.startswith("attempt 3 started")]
+    assert (starts[0].time.ToDatetime() - fails[1].time.ToDatetime()).total_seconds() >= 1.0
+
+
+async def test_data_errors_are_not_retried(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    app = await start_app(retry_base_seconds=0.2, poll_interval_seconds=0.2)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.create_job("acme-corp", "forecast", tiny_config(feature_table="missing"))
+        failed = await asyncio.wait_for(client.wait(job.job_id), 60)
+        await asyncio.sleep(1.0)
+        again = await client.get_job(job.job_id)
+    assert failed.status == pb.FAILED and not failed.HasField("next_retry_at")
+    assert again.status == pb.FAILED and again.attempt == 1

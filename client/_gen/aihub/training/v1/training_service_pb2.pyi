@@ -173,7 +173,7 @@ class JobError(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "tenant_id", "model_type", "status", "priority", "progress", "current_step", "metrics", "error", "attempt", "config", "metadata", "model_version", "created_at", "started_at", "finished_at", "updated_at", "request_id")
+    __slots__ = ("job_id", "tenant_id", "model_type", "status", "priority", "progress", "current_step", "metrics", "error", "attempt", "config", "metadata", "model_version", "created_at", "started_at", "finished_at", "updated_at", "request_id", "next_retry_at")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class TrainingJob(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RETRY_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant_id: str
     model_type: ModelType
@@ -224,7 +225,8 @@ class TrainingJob(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., progress: _Optional[int] = ..., current_step: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    next_retry_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., progress: _Optional[int] = ..., current_step: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTrainingJobRequest(_message.Message):
     __slots__ = ("tenant_id", "model_type", "config", "priority", "metadata", "request_id")
