@@ -187,9 +187,15 @@ async def _transition(
 
 
 async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
+    """PENDING or RUNNING -> CANCELLED; also a FAILED job whose automatic retry is planned
+    (which stops the retry)."""
+    current = await get(conn, job_id)
+    if current.status == JobStatus.FAILED and current.retry_at is None:
+        raise InvalidTransition(job_id, current.status.value, JobStatus.CANCELLED.value,
+                                frozenset({"PENDING", "RUNNING", "FAILED with a retry planned"}))
     row = await _transition(conn, job_id, JobStatus.CANCELLED)
     await conn.execute(
-        sa.text("UPDATE training_jobs SET finished_at = clock_timestamp(), lease_expires_at = NULL WHERE id = :id"),
+        sa.text("UPDATE training_jobs SET finished_at = clock_timestamp(), lease_expires_at = NULL, retry_at = NULL WHERE id = :id"),
         {"id": job_id},
     )
     await conn.execute(

@@ -26,7 +26,8 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
     # RUNNING -> PENDING is a requeue (a lost worker, later: an expired lease).
     JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING}),
-    JobStatus.FAILED: frozenset({JobStatus.PENDING}),
+    # FAILED -> CANCELLED only while an automatic retry is planned (storage.jobs.cancel).
+    JobStatus.FAILED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),
     JobStatus.CANCELLED: frozenset({JobStatus.PENDING}),
     JobStatus.COMPLETED: frozenset(),
 }

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from client import AsyncTrainingClient, pb
+from client import AsyncTrainingClient, InvalidStateError, pb
 from storage import db, jobs, queue
 from storage.records import JobStatus, NewJob, Priority
 from tests.conftest import load_demo, tiny_config
@@ -147,3 +147,18 @@ async def test_data_errors_are_not_retried(start_app, database_url, demo_frame):
         again = await client.get_job(job.job_id)
     assert failed.status == pb.FAILED and not failed.HasField("next_retry_at")
     assert again.status == pb.FAILED and again.attempt == 1
+
+
+async def test_cancel_stops_a_planned_retry(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    app = await start_app(retry_base_seconds=30, poll_interval_seconds=0.2)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.create_job("acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1}))
+        async for snap in client.watch_job(job.job_id):
+            if snap.status == pb.FAILED:
+                break
+        assert snap.HasField("next_retry_at")
+        cancelled = await client.cancel_job(job.job_id)
+        assert cancelled.status == pb.CANCELLED and not cancelled.HasField("next_retry_at")
+        with pytest.raises(InvalidStateError):
+            await client.cancel_job(job.job_id)
