@@ -85,6 +85,12 @@ MIN_TUNE_POSITIVES = 5  # fewer labelled anomalies there: choose the threshold o
 ANOMALY_QUANTILE = 0.99  # unlabeled anomaly threshold: this quantile of the training scores
 
 
+def is_label(values: pd.Series) -> bool:
+    """Only 0 and 1 (missing values aside)."""
+    present = values.dropna().to_numpy()
+    return bool(len(present)) and bool(((present == 0) | (present == 1)).all())
+
+
 def choose_task(spec: TrainingSpec, target: pd.Series) -> str:
     """forecast: regression. anomaly: isolation_forest scores rows; a 0/1 target is a label
     (supervised classification); any other target is the monitored signal (lstm: an
@@ -93,7 +99,7 @@ def choose_task(spec: TrainingSpec, target: pd.Series) -> str:
         return algorithms.REGRESSION
     if spec.algorithm == "isolation_forest":
         return algorithms.RECONSTRUCTION
-    if set(np.unique(target.dropna())) <= {0.0, 1.0}:
+    if is_label(target):
         return algorithms.CLASSIFICATION
     return algorithms.RECONSTRUCTION if spec.algorithm == "lstm" else algorithms.REGRESSION
 
@@ -113,12 +119,17 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
     """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows.
     With a ``series_id`` column, rows are ordered by series, then time, and lags and
     baselines stay within each series."""
+    if features.SERIES in frame.columns:
+        if frame[features.SERIES].nunique() <= 1:
+            frame = frame.drop(columns=features.SERIES)  # one series: the fast path
+        else:
+            frame = frame.assign(**{features.SERIES: frame[features.SERIES].astype("category")})
     keys = [k for k in (features.SERIES, "timestamp") if k in frame.columns]
     frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
     derived = features.derive(frame, spec)
     task = choose_task(spec, derived[spec.target])
     unsupervised = spec.model_type == "anomaly" and task != algorithms.CLASSIFICATION
-    target_is_label = set(np.unique(derived[spec.target].dropna())) <= {0.0, 1.0}
+    target_is_label = is_label(derived[spec.target])
     label_column = spec.label_column or (spec.target if unsupervised and target_is_label else None)
     # A reconstruction model sees the monitored signal itself, but never a label.
     with_target = task == algorithms.RECONSTRUCTION and not target_is_label
@@ -147,18 +158,21 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     derived, task, inputs, label_column = dv.frame, dv.task, dv.inputs, dv.label_column
     baselines = dv.baselines
     # The last validation_split of each series' own time range validates.
-    series = derived[features.SERIES] if features.SERIES in derived.columns else pd.Series("", index=derived.index)
     stamps = derived["timestamp"]
-    first, last = stamps.groupby(series).transform("min"), stamps.groupby(series).transform("max")
+    series = derived[features.SERIES].cat.codes if features.SERIES in derived.columns else None
+    if series is None:
+        first, last = stamps.iloc[0], stamps.iloc[-1]  # rows are in time order
+    else:
+        first, last = stamps.groupby(series).transform("min"), stamps.groupby(series).transform("max")
     cut = first + (last - first) * (1.0 - spec.validation_split)
     valid = (stamps > cut).to_numpy()
-    split_at = cut.max()
+    split_at = cut if series is None else cut.max()
     if valid.all() or not valid.any():
         raise DataLoadError(
             f"the time range {stamps.min()} .. {stamps.max()} is too short to split {spec.validation_split:.0%} off for validation",
             details={"table": f"features.{spec.feature_table}"},
         )
-    n_series = series.nunique()
+    n_series = 1 if series is None else series.nunique()
     if n_series > 1:
         reporter.log("INFO", f"preprocessing: {n_series} series; lags, splits and baselines within each")
         if spec.algorithm == "lstm":
@@ -169,11 +183,15 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     tune_idx = np.empty(0, dtype=int)
     if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION:
         # The last TUNE_FRACTION of each series' training rows (rows are in time order per series).
-        in_train = series.iloc[train_idx]
-        rank = in_train.groupby(in_train).cumcount().to_numpy()
-        size = in_train.groupby(in_train).transform("size").to_numpy()
-        tune = rank >= np.floor(size * (1 - TUNE_FRACTION))
-        train_idx, tune_idx = train_idx[~tune], train_idx[tune]
+        if series is None:
+            cut_at = int(len(train_idx) * (1 - TUNE_FRACTION))
+            train_idx, tune_idx = train_idx[:cut_at], train_idx[cut_at:]
+        else:
+            in_train = series.iloc[train_idx]
+            rank = in_train.groupby(in_train).cumcount().to_numpy()
+            size = in_train.groupby(in_train).transform("size").to_numpy()
+            tune = rank >= np.floor(size * (1 - TUNE_FRACTION))
+            train_idx, tune_idx = train_idx[~tune], train_idx[tune]
     if spec.use_sample is not None and spec.use_sample < 1.0:
         rng = np.random.default_rng(spec.random_seed)
         keep = max(1, int(round(len(train_idx) * spec.use_sample)))
