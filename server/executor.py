@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from server.worker import EvaluatePayload, JobPayload, Outcome, evaluate_model, run_job
 from storage.records import RayCluster, WorkerNode
+from trainers.pipeline import GPU_ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class RayExecutor:
         import ray
 
         remote = self._remote
-        if payload.spec.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
+        if payload.spec.use_gpu and payload.spec.algorithm in GPU_ALGORITHMS and ray.cluster_resources().get("GPU", 0) >= 1:
             remote = remote.options(num_gpus=1)  # else the job trains on the CPU and logs that it did
         ref = remote.remote(payload)
         self._refs[payload.job_id] = ref

@@ -172,3 +172,13 @@ def test_backtest_is_validated():
     with pytest.raises(ConfigValidationError) as err:
         spec.build(config("lgbm", backtest={"folds": 10, "horizon_hours": 24 * 30}))
     assert "half the training range" in err.value.violations[0].description
+
+
+def test_use_gpu_without_a_gpu_or_for_trees_is_a_logged_warning(clean):
+    import torch
+
+    _, reporter, _ = train(clean, config("mlp", ray_config={"use_gpu": True}))
+    warned = any(level == "WARNING" and "no GPU" in msg for level, msg in reporter.lines)
+    assert warned != torch.cuda.is_available()
+    _, reporter, _ = train(clean, config("lgbm", ray_config={"use_gpu": True}))
+    assert any(level == "WARNING" and "lgbm trained on the CPU" in msg for level, msg in reporter.lines)

@@ -75,8 +75,6 @@ class LightGBM:
         import lightgbm as lgb
 
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
-        if options.use_gpu:
-            params["device_type"] = "gpu"
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=list(data.feature_names), free_raw_data=True)
 
         def report(env: Any) -> None:

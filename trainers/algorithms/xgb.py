@@ -78,8 +78,6 @@ class XGBoost:
         import xgboost as xgb
 
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
-        if options.use_gpu:
-            params["device"] = "cuda"
         train = xgb.DMatrix(data.x_train, data.y_train)
 
         class Report(xgb.callback.TrainingCallback):
