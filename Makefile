@@ -34,6 +34,8 @@ bench: install
 	$(PY) -m bench.pipeline_overhead
 	$(PY) -m bench.dispatch_latency
 	$(PY) -m bench.api_latency
+	$(PY) -m bench.rest_latency
+	$(PY) -m bench.algorithms
 
 clean-data:
 	rm -rf .data
