@@ -85,5 +85,3 @@ def import_chunks(tenant_id: str, table: str, data: bytes, fmt: str | None, chun
         else:
             yield pb.ImportFeatureDataRequest(data=part)
 
-
-FINAL = {pb.COMPLETED, pb.FAILED, pb.CANCELLED}

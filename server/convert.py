@@ -88,11 +88,15 @@ def status_from_pb(value: int) -> records.JobStatus | None:
         raise RequestError("status", f"unknown status value {value}") from None
 
 
-def parse_job_id(value: str) -> uuid.UUID:
+def parse_uuid(value: str, field: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise RequestError("job_id", f"{value!r} is not a job id (a UUID)") from None
+        raise RequestError(field, f"{value!r} is not {what} (a UUID)") from None
+
+
+def parse_job_id(value: str) -> uuid.UUID:
+    return parse_uuid(value, "job_id", "a job id")
 
 
 def job_to_pb(job: records.Job) -> pb.TrainingJob:
@@ -185,7 +189,4 @@ def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:
 
 
 def parse_model_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise RequestError("model_id", f"{value!r} is not a model version id (a UUID)") from None
+    return parse_uuid(value, "model_id", "a model version id")

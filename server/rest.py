@@ -26,9 +26,14 @@ FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
 
 
+def _fields(desc: descriptor.Descriptor) -> dict[str, descriptor.FieldDescriptor]:
+    """A message's fields by proto name and by JSON name (both are accepted)."""
+    return {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+
+
 def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[str]:
     """Paths of keys in ``data`` that ``desc`` has no field for (by proto or JSON name)."""
-    fields = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+    fields = _fields(desc)
     for key, value in data.items():
         field = fields.get(key)
         where = f"{path}{key}"
@@ -46,7 +51,7 @@ def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: 
 def _upper_enums(data: dict[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[Violation]:
     """"high" -> "HIGH" for enum fields, in place (the guide writes enum values lower-case);
     yields a violation for each value the enum does not have."""
-    fields = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+    fields = _fields(desc)
     for key, value in data.items():
         field = fields.get(key)
         if field is None:

@@ -7,11 +7,8 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.db import json_value
 from storage.records import RayCluster, WorkerNode
-
-
-def _loads(v):
-    return json.loads(v) if isinstance(v, str) else v
 
 
 async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
@@ -65,14 +62,14 @@ async def list_clusters(conn: AsyncConnection) -> list[RayCluster]:
     out = []
     for c in clusters:
         mine = tuple(
-            WorkerNode(n["node_id"], n["address"], n["status"], _loads(n["resources"]))
+            WorkerNode(n["node_id"], n["address"], n["status"], json_value(n["resources"]))
             for n in nodes
             if n["cluster_id"] == c["cluster_id"]
         )
         out.append(
             RayCluster(
-                c["cluster_id"], c["address"], c["status"], c["num_workers"], _loads(c["resources"]),
-                _loads(c["available_resources"]), mine, c["updated_at"],
+                c["cluster_id"], c["address"], c["status"], c["num_workers"], json_value(c["resources"]),
+                json_value(c["available_resources"]), mine, c["updated_at"],
             )
         )
     return out

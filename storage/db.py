@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def json_value(value: object) -> object:
+    """A JSONB value from a text() query: asyncpg hands it over as a string."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 async def notify(conn: AsyncConnection, job_id: object, kind: str) -> None:

@@ -13,13 +13,12 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.db import notify
+from storage.db import json_value, notify
 from storage.errors import InvalidTransition, JobNotFound
 from storage.records import Job, JobError, JobStatus, LogLevel, NewJob, Priority, sources_of
 
@@ -39,14 +38,11 @@ NEXT_LOG_SEQ = sa.text(
     "UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq"
 )
 
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
 
 def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
     error = None
     if row["error_reason"]:
-        error = JobError(row["error_reason"], row["error_message"] or "", _loads(row["error_details"]) or {})
+        error = JobError(row["error_reason"], row["error_message"] or "", json_value(row["error_details"]) or {})
     return Job(
         job_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -56,8 +52,8 @@ def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> J
         priority=Priority.from_rank(row["priority"]),
         progress=row["progress"],
         current_step=row["current_step"],
-        config=_loads(row["config"]),
-        metadata=_loads(row["metadata"]),
+        config=json_value(row["config"]),
+        metadata=json_value(row["metadata"]),
         request_id=row["request_id"],
         attempt=row["attempt"],
         error=error,
@@ -81,7 +77,7 @@ _SELECT_JOB = """
 
 
 def _with_metrics(rows: Sequence[RowMapping]) -> list[Job]:
-    return [row_to_job(r, _loads(r["metrics_json"])) for r in rows]
+    return [row_to_job(r, json_value(r["metrics_json"])) for r in rows]
 
 
 async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:

@@ -8,14 +8,12 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.db import json_value
 from storage.errors import ModelNotFound
 from storage.records import ModelVersion, NewModelVersion
 
 
 def _record(row) -> ModelVersion:
-    def loads(v):
-        return json.loads(v) if isinstance(v, str) else v
-
     return ModelVersion(
         model_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -24,13 +22,13 @@ def _record(row) -> ModelVersion:
         job_id=row["job_id"],
         algorithm=row["algorithm"],
         artifact_uri=row["artifact_uri"],
-        features=tuple(loads(row["features"])),
+        features=tuple(json_value(row["features"])),
         target=row["target"],
         training_start=row["training_start"],
         training_end=row["training_end"],
-        metrics=loads(row["metrics"]),
-        feature_importance=loads(row["feature_importance"]),
-        config=loads(row["config"]),
+        metrics=json_value(row["metrics"]),
+        feature_importance=json_value(row["feature_importance"]),
+        config=json_value(row["config"]),
         config_hash=row["config_hash"],
         created_at=row["created_at"],
         deleted_at=row["deleted_at"],

@@ -1,5 +1,6 @@
 """Table definitions (SQLAlchemy Core). The schema itself is created by the Alembic
-migrations in storage/migrations; these mirror them for building queries."""
+migrations in storage/migrations; these mirror them as Alembic's target metadata (so
+`alembic revision --autogenerate` shows drift). The repositories write their SQL as text."""
 
 from __future__ import annotations
 
