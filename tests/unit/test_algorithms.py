@@ -3,6 +3,8 @@ artifacts that reload and reproduce the stored metrics, baselines, anomaly detec
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +49,12 @@ def config(algo: str, model_type: str = "forecast", **extra) -> dict:
         cfg["early_stopping_rounds"] = 5
     cfg.update(extra)
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_under_tmp_path(tmp_path, monkeypatch):
+    """FolderRegistry's temporary folders go under pytest's tmp_path (cleaned up by pytest)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def train(frame, cfg):
