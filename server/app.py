@@ -96,8 +96,9 @@ class App:
         log.info("gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity())
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Stop serving, stop dispatching (running jobs are cancelled on Ray and requeued
-        by their lease on the next start), close the database. Each step is bounded."""
+        """Stop serving, stop dispatching (running jobs go back to the queue as their next
+        attempt, and their Ray tasks stop themselves), close the database. Each step is
+        bounded."""
         steps = []
         if self._server is not None:
             steps += [("health", self.health.enter_graceful_shutdown()), ("grpc", self._server.stop(grace))]

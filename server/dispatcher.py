@@ -4,7 +4,8 @@ Woken at once by NOTIFY (a job created, retried or re-prioritised; a run finishe
 with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED (storage.queue.CLAIM),
 so any number of servers can share one database without running a job twice. Each
 claim takes a lease that a heartbeat renews; expired leases (a server that died) are
-requeued by storage.queue.requeue_expired on every pass.
+requeued by storage.queue.requeue_expired on every pass, and a server that stops hands
+its running jobs back at once (storage.queue.release).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Dispatcher:
         lease_seconds: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         on_claim: Callable[[Job], None] | None = None,
+        stop_wait_seconds: float = 8.0,
     ) -> None:
         self.engine = engine
         self.executor = executor
@@ -52,6 +54,7 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.retry = retry
         self.on_claim = on_claim
+        self.stop_wait_seconds = stop_wait_seconds
         self.running: dict[uuid.UUID, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._paused = False
@@ -59,13 +62,10 @@ class Dispatcher:
 
     # --- wiring ---------------------------------------------------------------------------
     def on_event(self, job_id: str, kind: str) -> None:
-        """EventHub listener: new work wakes the loop; a cancel stops our task."""
+        """EventHub listener: new work wakes the loop. (A cancelled job's Ray task notices
+        by itself that its attempt is over: server/guard.py.)"""
         if kind in ("created", "reconnected"):
             self._wake.set()
-        elif kind == "cancel":
-            with contextlib.suppress(ValueError):
-                if self.executor.cancel(uuid.UUID(job_id)):
-                    log.info("job %s cancelled: Ray task stopped", job_id)
 
     def capacity(self) -> int:
         return self.max_concurrent or self.executor.capacity()
@@ -87,10 +87,23 @@ class Dispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for job_id in list(self.running):
-            self.executor.cancel(job_id)
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=10)
+        if not self.running:
+            return
+        # Hand our jobs back now (PENDING, next attempt) rather than when their lease runs
+        # out: another server, or this one restarted, takes them at once, and their Ray
+        # tasks see that their attempt is over and stop.
+        try:
+            async with db.transaction(self.engine) as conn:
+                released = await queue.release(conn, self.worker_id)
+            for job_id in released:
+                log.warning("job %s: handed back to the queue (server stopping)", job_id)
+        except Exception:  # noqa: BLE001 - the lease will requeue them instead
+            log.exception("could not hand running jobs back; their leases will requeue them")
+        pending = list(self.running.values())  # some may have ended meanwhile
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self.stop_wait_seconds)
+            for task in still:
+                task.cancel()
 
     # --- the loop -------------------------------------------------------------------------
     async def _loop(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 
 from server.worker import EvaluatePayload, JobPayload, Outcome, evaluate_model, run_job
@@ -22,7 +21,6 @@ class RayExecutor:
     temp_dir: str | None = None
 
     def __post_init__(self) -> None:
-        self._refs: dict[uuid.UUID, object] = {}
         self._remote = None
         self._started_ray = False
 
@@ -68,18 +66,15 @@ class RayExecutor:
 
     async def run(self, payload: JobPayload) -> Outcome:
         """Run one attempt on Ray and wait for it. Raises ray's errors when the task
-        died (worker crash, node loss, cancellation)."""
+        died (worker crash, node loss). There is no cancel here: a cancelled attempt's
+        task stops itself (server/guard.py), since ray.cancel(force=True) can crash the
+        calling process when the task is just returning."""
         import ray
 
         remote = self._remote
         if payload.spec.use_gpu and payload.spec.algorithm in GPU_ALGORITHMS and ray.cluster_resources().get("GPU", 0) >= 1:
             remote = remote.options(num_gpus=1)  # else the job trains on the CPU and logs that it did
-        ref = remote.remote(payload)
-        self._refs[payload.job_id] = ref
-        try:
-            return await ref
-        finally:
-            self._refs.pop(payload.job_id, None)
+        return await remote.remote(payload)
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
         """Score a model version on Ray; raises the task's error (e.g. DataLoadError)."""
@@ -90,17 +85,6 @@ class RayExecutor:
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None
-
-    def cancel(self, job_id: uuid.UUID) -> bool:
-        """Stop the job's task if this process runs it (force: the worker is killed, since
-        LightGBM cannot be interrupted between rounds from outside)."""
-        import ray
-
-        ref = self._refs.get(job_id)
-        if ref is None:
-            return False
-        ray.cancel(ref, force=True)
-        return True
 
     def cluster(self) -> RayCluster:
         import ray

@@ -5,7 +5,8 @@ It runs in a Ray worker process. Each such process keeps one background event lo
 and one small engine per database, so consecutive jobs on a warm worker pay no
 connection set-up. Every write is its own short transaction; progress writes are
 guarded by (job_id, attempt, RUNNING), so a cancelled or superseded run learns it
-must stop at its next report.
+must stop at its next report; between reports an AttemptGuard (server/guard.py) checks
+the same thing twice a second and stops the task from inside.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import traceback
 import uuid
@@ -25,9 +27,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.guard import AttemptGuard
 from storage import db, features, jobs, models, queue
 from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
-from storage.records import JobError, LogLevel, NewModelVersion
+from storage.records import JobError, LogLevel, ModelVersion, NewModelVersion
 from trainers import pipeline
 from trainers.errors import DataLoadError, JobCancelled, TrainingError
 from trainers.spec import TrainingSpec
@@ -65,6 +68,8 @@ class JobPayload:
     artifact_root: str
     num_threads: int
     retry: RetryPolicy = RetryPolicy()
+    guard_interval: float = 0.5  # how often the task checks that its attempt still runs
+    guard_grace: float = 5.0  # how long a stopped task may take before its worker is ended
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ class DbReporter:
     def log(self, level: str, message: str) -> None:
         async def go() -> bool:
             async with db.transaction(self.engine) as conn:
-                if not await queue.is_running(conn, self.job_id, self.attempt):
+                if not await queue.is_running(conn, self.job_id, self.attempt, lock=True):
                     return False
                 await jobs.append_log(conn, self.job_id, self.attempt, LogLevel(level), self.current_step, message)
                 return True
@@ -175,10 +180,14 @@ class DbDataSource:
 class DbRegistry:
     def __init__(self, rt: _Runtime, engine: AsyncEngine, payload: JobPayload) -> None:
         self.rt, self.engine, self.payload = rt, engine, payload
+        self.registered: ModelVersion | None = None
+
+    def _folder(self) -> Path:
+        p = self.payload
+        return Path(p.artifact_root) / p.tenant_id / p.spec.model_type / f"{p.job_id}-attempt{p.attempt}"
 
     def artifact_dir(self) -> Path:
-        p = self.payload
-        folder = Path(p.artifact_root) / p.tenant_id / p.spec.model_type / f"{p.job_id}-attempt{p.attempt}"
+        folder = self._folder()
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -202,11 +211,16 @@ class DbRegistry:
 
         async def go() -> int:
             async with db.transaction(self.engine) as conn:
-                if not await queue.is_running(conn, p.job_id, p.attempt):
+                if not await queue.is_running(conn, p.job_id, p.attempt, lock=True):
                     raise JobCancelled(f"job {p.job_id} is no longer running")
-                return (await models.register(conn, new)).version
+                return await models.register(conn, new)
 
-        return self.rt.run(go)
+        self.registered = self.rt.run(go)
+        return self.registered.version
+
+    def remove_artifacts(self) -> None:
+        """Remove this attempt's artifact folder (an attempt that did not complete)."""
+        shutil.rmtree(self._folder(), ignore_errors=True)
 
 
 def run_job(payload: JobPayload) -> Outcome:
@@ -215,15 +229,25 @@ def run_job(payload: JobPayload) -> Outcome:
     rt = runtime()
     engine = rt.engine(payload.database_url)
     reporter = DbReporter(rt, engine, payload.job_id, payload.attempt)
+
+    async def still_running() -> bool:
+        async with db.transaction(engine) as conn:
+            return await queue.is_running(conn, payload.job_id, payload.attempt)
+
+    guard = AttemptGuard(lambda: rt.run(still_running, timeout=10), interval=payload.guard_interval,
+                         grace=payload.guard_grace, name=f"job {payload.job_id} attempt {payload.attempt}")
+    registry = DbRegistry(rt, engine, payload)
     try:
-        result = pipeline.run(
-            payload.spec,
-            data=DbDataSource(rt, engine, payload.tenant_id),
-            reporter=reporter,
-            registry=DbRegistry(rt, engine, payload),
-            num_threads=payload.num_threads,
-        )
+        with guard:
+            result = pipeline.run(
+                payload.spec,
+                data=DbDataSource(rt, engine, payload.tenant_id),
+                reporter=reporter,
+                registry=registry,
+                num_threads=payload.num_threads,
+            )
     except JobCancelled:
+        _discard(rt, engine, registry)
         return Outcome("CANCELLED")
     except TrainingError as exc:
         error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
@@ -237,14 +261,36 @@ def run_job(payload: JobPayload) -> Outcome:
             async with db.transaction(engine) as conn:
                 return await queue.complete(conn, payload.job_id, payload.attempt, result.model_version)
 
-        return Outcome("COMPLETED", result.model_version) if rt.run(complete) else Outcome("CANCELLED")
+        if rt.run(complete):
+            return Outcome("COMPLETED", result.model_version)
+        _discard(rt, engine, registry)
+        return Outcome("CANCELLED")
 
     async def fail() -> bool:
         async with db.transaction(engine) as conn:
             retry_in = payload.retry.delay(payload.attempt, error.retryable)
             return await queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in)
 
-    return Outcome("FAILED", error=error) if rt.run(fail) else Outcome("CANCELLED")
+    failed = rt.run(fail)
+    _discard(rt, engine, registry)
+    return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
+
+
+def _discard(rt: _Runtime, engine: AsyncEngine, registry: DbRegistry) -> None:
+    """The attempt did not complete (failed, cancelled or superseded): nothing it made may
+    stay. A version it registered just before (say the cancel landed between registering
+    and completing) is marked deleted, and its files go."""
+    if registry.registered is not None:
+        model_id = registry.registered.model_id
+
+        async def unregister() -> None:
+            async with db.transaction(engine) as conn:
+                await models.mark_deleted(conn, model_id)
+
+        rt.run(unregister)
+        log.info("job %s: ended without completing after registering version %d; the version is marked deleted",
+                 registry.payload.job_id, registry.registered.version)
+    registry.remove_artifacts()
 
 
 @dataclass(frozen=True)

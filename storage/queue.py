@@ -86,11 +86,13 @@ async def set_progress(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, s
     return bool(result.rowcount)
 
 
-async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int) -> bool:
-    row = await conn.scalar(
-        sa.text("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'"),
-        {"id": job_id, "attempt": attempt},
-    )
+async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, *, lock: bool = False) -> bool:
+    """Whether ``attempt`` is the job's running attempt. With ``lock`` the row stays locked
+    until the transaction ends, so what the caller writes next lands before any cancel
+    (a cancel waiting on the lock then sees those writes; one that came first makes this
+    False)."""
+    sql = "SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'"
+    row = await conn.scalar(sa.text(sql + (" FOR UPDATE" if lock else "")), {"id": job_id, "attempt": attempt})
     return row is not None
 
 
@@ -182,32 +184,46 @@ async def _finish(
     return True
 
 
-# Requeue: RUNNING jobs whose lease ran out (their server stopped heartbeating) go back
-# to PENDING as a new attempt. A sequential scan of RUNNING rows; there are few.
-REQUEUE_EXPIRED = sa.text(
-    """
+# Requeue: RUNNING jobs go back to PENDING as a new attempt, either because their lease ran
+# out (their server stopped heartbeating) or because their server is stopping and hands
+# them back. Served by the partial index training_jobs_running (lease_expires_at)
+# WHERE status = 'RUNNING'.
+_REQUEUE = """
     UPDATE training_jobs
        SET status = 'PENDING', attempt = attempt + 1, progress = 0, current_step = '',
            claimed_by = NULL, lease_expires_at = NULL, started_at = NULL, updated_at = clock_timestamp()
-     WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp()
+     WHERE status = 'RUNNING' AND {which}
     RETURNING id, attempt
     """
-)
+REQUEUE_EXPIRED = sa.text(_REQUEUE.format(which="lease_expires_at < clock_timestamp()"))
+RELEASE = sa.text(_REQUEUE.format(which="claimed_by = :worker"))
 
 
-async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
-    rows = (await conn.execute(REQUEUE_EXPIRED)).all()
+async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, object], why: str, log_line: str) -> list[uuid.UUID]:
+    rows = (await conn.execute(stmt, params)).all()
     for job_id, attempt in rows:
         await conn.execute(
             sa.text(
                 "UPDATE job_attempts SET status = 'FAILED', finished_at = clock_timestamp(), error_reason = 'WorkerLost', "
-                "error_message = 'lease expired' WHERE job_id = :id AND attempt = :attempt"
+                "error_message = :why WHERE job_id = :id AND attempt = :attempt"
             ),
-            {"id": job_id, "attempt": attempt - 1},
+            {"id": job_id, "attempt": attempt - 1, "why": why},
         )
-        await append_log(conn, job_id, attempt, LogLevel.WARNING, "", f"the server running attempt {attempt - 1} stopped; queued again as attempt {attempt}")
+        await append_log(conn, job_id, attempt, LogLevel.WARNING, "", log_line.format(old=attempt - 1, new=attempt))
         await notify(conn, job_id, "created")
     return [r[0] for r in rows]
+
+
+async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
+    return await _requeue(conn, REQUEUE_EXPIRED, {}, "lease expired",
+                          "the server running attempt {old} stopped; queued again as attempt {new}")
+
+
+async def release(conn: AsyncConnection, worker: str) -> list[uuid.UUID]:
+    """The jobs ``worker`` is running go back to the queue as their next attempt (the
+    worker is shutting down); their running tasks can no longer write."""
+    return await _requeue(conn, RELEASE, {"worker": worker}, "server stopped",
+                          "the server running attempt {old} is stopping; queued again as attempt {new}")
 
 
 # Due retries: FAILED jobs whose planned retry time has come go back to PENDING as the next

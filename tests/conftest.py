@@ -168,6 +168,15 @@ async def client(app) -> AsyncIterator[AsyncTrainingClient]:
         raise
 
 
+async def cpus_free(app: App, timeout: float = 15) -> bool:
+    """Whether every CPU of the test Ray is free again within ``timeout`` s (no task runs)."""
+    for _ in range(int(timeout / 0.1)):
+        if app.executor.cluster().available_resources.get("CPU") == 2.0:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 def free_port() -> int:
     import socket
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
 from client import AsyncTrainingClient, InvalidStateError, pb
-from storage import db, jobs, queue
+from storage import db, jobs, logs, queue
 from storage.records import JobStatus, NewJob, Priority
-from tests.conftest import load_demo, tiny_config
+from tests.conftest import cpus_free, load_demo, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,6 +91,57 @@ async def test_restart_keeps_jobs_logs_and_metrics(start_app, database_url, demo
     assert after == before
     assert logs_after == logs_before
     assert metrics.mae == before.metrics["mae"]
+
+
+async def test_a_stopping_server_hands_its_running_job_back(start_app, database_url, demo_frame):
+    await load_demo(database_url, demo_frame)
+    first = await start_app()
+    async with AsyncTrainingClient(f"127.0.0.1:{first.port}") as client:
+        job = await client.create_job("acme-corp", "forecast", slow_config())
+        async for snap in client.watch_job(job.job_id):
+            if snap.current_step == "training" and snap.progress > 20:
+                break
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await first.stop(grace=0)
+    assert loop.time() - t0 < 9
+    # Queued again at once as the next attempt; the old attempt's Ray task stopped itself.
+    assert await cpus_free(first, timeout=10)
+    engine = db.create_engine(database_url, pool_size=1)
+    try:
+        async with db.transaction(engine) as conn:
+            again = await jobs.get(conn, uuid.UUID(job.job_id))
+            lines = await logs.after(conn, uuid.UUID(job.job_id))
+    finally:
+        await engine.dispose()
+    assert again.status == JobStatus.PENDING and again.attempt == 2 and again.progress == 0
+    assert "the server running attempt 1 is stopping; queued again as attempt 2" in [e.message for e in lines]
+    second = await start_app()
+    async with AsyncTrainingClient(f"127.0.0.1:{second.port}") as client:
+        async for snap in client.watch_job(job.job_id):
+            if snap.status == pb.RUNNING and snap.attempt == 2:
+                break
+        await client.cancel_job(job.job_id)
+
+
+async def test_queue_statements_use_their_indexes(database_url):
+    # With sequential scans priced out, each statement the dispatcher runs on every pass
+    # is planned on its partial index (so a large job history costs nothing).
+    engine = db.create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SET enable_seqscan = off"))
+            for stmt, params, index in [
+                (queue.CLAIM, {"worker": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
+                (queue.REQUEUE_EXPIRED, {}, "training_jobs_running"),
+                (queue.RELEASE, {"worker": "w"}, "training_jobs_running"),
+                (queue.REQUEUE_DUE_RETRIES, {}, "training_jobs_retry_due"),
+            ]:
+                plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
+                assert any(index in line for line in plan), "\n".join(plan)
+            await conn.rollback()
+    finally:
+        await engine.dispose()
 
 
 async def test_expired_lease_requeues_the_job_as_a_new_attempt(database_url):
