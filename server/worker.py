@@ -209,7 +209,7 @@ class DbRegistry:
             config_hash=hashlib.sha256(json.dumps(p.config, sort_keys=True).encode()).hexdigest(),
         )
 
-        async def go() -> int:
+        async def go() -> ModelVersion:
             async with db.transaction(self.engine) as conn:
                 if not await queue.is_running(conn, p.job_id, p.attempt, lock=True):
                     raise JobCancelled(f"job {p.job_id} is no longer running")
