@@ -33,7 +33,7 @@ def test_a_python_loop_is_interrupted_soon_after_the_attempt_ends():
                 if time.monotonic() - t0 > 0.3:
                     flag.running = False
                 assert time.monotonic() - t0 < 5, "never interrupted"
-    assert 0.3 <= time.monotonic() - t0 < 1.0
+    assert 0.3 <= time.monotonic() - t0 < 2.0  # checked every 0.05 s; slack for a loaded machine
 
 
 def test_work_that_ends_first_sees_nothing_and_the_check_stops():
