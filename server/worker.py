@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.guard import AttemptGuard
 from storage import db, features, jobs, models, queue
@@ -137,21 +137,22 @@ class DbReporter:
         self._guarded(self.rt.run(go))
 
     def log(self, level: str, message: str) -> None:
+        self._while_running(lambda conn: jobs.append_log(conn, self.job_id, self.attempt, LogLevel(level), self.current_step, message))
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        self._while_running(lambda conn: queue.record_metrics(conn, self.job_id, self.attempt, values))
+
+    def _while_running(self, write: Callable[[AsyncConnection], Awaitable[object]]) -> None:
+        """``write`` in a transaction that holds the job row, only while this attempt runs."""
+
         async def go() -> bool:
             async with db.transaction(self.engine) as conn:
                 if not await queue.is_running(conn, self.job_id, self.attempt, lock=True):
                     return False
-                await jobs.append_log(conn, self.job_id, self.attempt, LogLevel(level), self.current_step, message)
+                await write(conn)
                 return True
 
         self._guarded(self.rt.run(go))
-
-    def metrics(self, values: Mapping[str, float]) -> None:
-        async def go() -> None:
-            async with db.transaction(self.engine) as conn:
-                await queue.record_metrics(conn, self.job_id, self.attempt, values)
-
-        self.rt.run(go)
 
 
 class DbDataSource:
