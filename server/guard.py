@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import Self
 
 from trainers.errors import JobCancelled
 
@@ -62,7 +63,7 @@ class AttemptGuard:
         self._owner = None  # the frame that entered the block
         self.fired = False
 
-    def __enter__(self) -> AttemptGuard:
+    def __enter__(self) -> Self:
         self._thread_id = threading.get_ident()
         self._owner = sys._getframe(1)
         self._armed = True
