@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 
 import pytest
+import pytest_asyncio
 import sqlalchemy as sa
 
 from client import AsyncTrainingClient, InvalidStateError, pb
@@ -15,6 +16,14 @@ from storage.records import JobStatus, NewJob, Priority
 from tests.conftest import cpus_free, load_demo, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(database_url):
+    """An engine on this test's database (enough connections for 8 concurrent claimers)."""
+    engine = db.create_engine(database_url, pool_size=8)
+    yield engine
+    await engine.dispose()
 
 
 async def test_jobs_start_in_priority_order_then_oldest_first(start_app, database_url, demo_frame):
@@ -52,25 +61,21 @@ async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, de
     assert {claimed_by for _, claimed_by in rows} <= {"server-a", "server-b"}
 
 
-async def test_concurrent_claims_take_each_job_once(database_url):
-    engine = db.create_engine(database_url, pool_size=8)
-    try:
-        async with db.transaction(engine) as conn:
-            for _ in range(40):
-                await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
+async def test_concurrent_claims_take_each_job_once(engine):
+    async with db.transaction(engine) as conn:
+        for _ in range(40):
+            await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
 
-        async def claimer(name: str) -> list:
-            got = []
-            while True:
-                async with db.transaction(engine) as conn:
-                    job = await queue.claim(conn, name)
-                if job is None:
-                    return got
-                got.append(job.job_id)
+    async def claimer(name: str) -> list:
+        got = []
+        while True:
+            async with db.transaction(engine) as conn:
+                job = await queue.claim(conn, name)
+            if job is None:
+                return got
+            got.append(job.job_id)
 
-        results = await asyncio.gather(*(claimer(f"w{i}") for i in range(8)))
-    finally:
-        await engine.dispose()
+    results = await asyncio.gather(*(claimer(f"w{i}") for i in range(8)))
     claimed = [j for r in results for j in r]
     assert len(claimed) == 40 and len(set(claimed)) == 40
 
@@ -93,7 +98,7 @@ async def test_restart_keeps_jobs_logs_and_metrics(start_app, database_url, demo
     assert metrics.mae == before.metrics["mae"]
 
 
-async def test_a_stopping_server_hands_its_running_job_back(start_app, database_url, demo_frame):
+async def test_a_stopping_server_hands_its_running_job_back(start_app, database_url, demo_frame, engine):
     await load_demo(database_url, demo_frame)
     first = await start_app()
     async with AsyncTrainingClient(f"127.0.0.1:{first.port}") as client:
@@ -107,13 +112,9 @@ async def test_a_stopping_server_hands_its_running_job_back(start_app, database_
     assert loop.time() - t0 < 9
     # Queued again at once as the next attempt; the old attempt's Ray task stopped itself.
     assert await cpus_free(first, timeout=10)
-    engine = db.create_engine(database_url, pool_size=1)
-    try:
-        async with db.transaction(engine) as conn:
-            again = await jobs.get(conn, uuid.UUID(job.job_id))
-            lines = await logs.after(conn, uuid.UUID(job.job_id))
-    finally:
-        await engine.dispose()
+    async with db.transaction(engine) as conn:
+        again = await jobs.get(conn, uuid.UUID(job.job_id))
+        lines = await logs.after(conn, uuid.UUID(job.job_id))
     assert again.status == JobStatus.PENDING and again.attempt == 2 and again.progress == 0
     assert "the server running attempt 1 is stopping; queued again as attempt 2" in [e.message for e in lines]
     second = await start_app()
@@ -124,41 +125,33 @@ async def test_a_stopping_server_hands_its_running_job_back(start_app, database_
         await client.cancel_job(job.job_id)
 
 
-async def test_queue_statements_use_their_indexes(database_url):
+async def test_queue_statements_use_their_indexes(engine):
     # With sequential scans priced out, each statement the dispatcher runs on every pass
     # is planned on its partial index (so a large job history costs nothing).
-    engine = db.create_engine(database_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SET enable_seqscan = off"))
-            for stmt, params, index in [
-                (queue.CLAIM, {"worker": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
-                (queue.REQUEUE_EXPIRED, {}, "training_jobs_running"),
-                (queue.RELEASE, {"worker": "w"}, "training_jobs_running"),
-                (queue.REQUEUE_DUE_RETRIES, {}, "training_jobs_retry_due"),
-            ]:
-                plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
-                assert any(index in line for line in plan), "\n".join(plan)
-            await conn.rollback()
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SET enable_seqscan = off"))
+        for stmt, params, index in [
+            (queue.CLAIM, {"worker": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
+            (queue.REQUEUE_EXPIRED, {}, "training_jobs_running"),
+            (queue.RELEASE, {"worker": "w"}, "training_jobs_running"),
+            (queue.REQUEUE_DUE_RETRIES, {}, "training_jobs_retry_due"),
+        ]:
+            plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
+            assert any(index in line for line in plan), "\n".join(plan)
+        await conn.rollback()
 
 
-async def test_expired_lease_requeues_the_job_as_a_new_attempt(database_url):
-    engine = db.create_engine(database_url, pool_size=2)
-    try:
-        async with db.transaction(engine) as conn:
-            job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
-            await queue.claim(conn, "crashed-server", lease_seconds=0.05)
-        await asyncio.sleep(0.2)
-        async with db.transaction(engine) as conn:
-            assert await queue.requeue_expired(conn) == [job.job_id]
-            again = await jobs.get(conn, job.job_id)
-            # The old attempt can no longer write.
-            assert not await queue.set_progress(conn, job.job_id, 1, "training", 50)
-            assert not await queue.complete(conn, job.job_id, 1, 1)
-    finally:
-        await engine.dispose()
+async def test_expired_lease_requeues_the_job_as_a_new_attempt(engine):
+    async with db.transaction(engine) as conn:
+        job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
+        await queue.claim(conn, "crashed-server", lease_seconds=0.05)
+    await asyncio.sleep(0.2)
+    async with db.transaction(engine) as conn:
+        assert await queue.requeue_expired(conn) == [job.job_id]
+        again = await jobs.get(conn, job.job_id)
+        # The old attempt can no longer write.
+        assert not await queue.set_progress(conn, job.job_id, 1, "training", 50)
+        assert not await queue.complete(conn, job.job_id, 1, 1)
     assert again.status == JobStatus.PENDING and again.attempt == 2
 
 
