@@ -76,7 +76,7 @@ def plain_fit(algo: str, x: np.ndarray, y: np.ndarray, threads: int, seed: int) 
     else:
         lb = hp["lookback"]
         inputs = torch.from_numpy(np.lib.stride_tricks.sliding_window_view(xs, (lb, xs.shape[1]))[:, 0].copy())
-        targets = torch.from_numpy(ys[lb - 1:])
+        targets = torch.from_numpy(ys[lb - 1 :])
         lstm, head = torch.nn.LSTM(x.shape[1], hp["hidden_size"], batch_first=True), torch.nn.Linear(hp["hidden_size"], 1)
         net = torch.nn.ModuleList([lstm, head])
         forward = lambda b: head(lstm(b)[0][:, -1, :]).squeeze(-1)  # noqa: E731
@@ -101,8 +101,15 @@ async def main(rows: int, only: list[str], repeats: int) -> None:
         await load(app, "bench", "load_forecasting", frame)
         threads = app.executor.job_cpus
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}", timeout=3600) as c:
-            warm = {"model_type": "forecast", "algorithm": "lgbm", "features": FEATURES, "target": "load",
-                    "training_start": start, "training_end": end, "hyperparameters": {"n_estimators": 2}}
+            warm = {
+                "model_type": "forecast",
+                "algorithm": "lgbm",
+                "features": FEATURES,
+                "target": "load",
+                "training_start": start,
+                "training_end": end,
+                "hyperparameters": {"n_estimators": 2},
+            }
             await c.wait((await c.create_job("bench", "forecast", warm)).job_id)  # a warm Ray worker
             for algo in only:
                 config = {**warm, "algorithm": algo, "hyperparameters": HP[algo], "random_seed": 42}
@@ -116,11 +123,15 @@ async def main(rows: int, only: list[str], repeats: int) -> None:
                     steps.append(job.metrics["training_duration_seconds"])
                     plains.append(plain_fit(algo, prepared.data.x_train, prepared.data.y_train, threads, 42))
                 results.append((algo, statistics.median(steps), statistics.median(plains), dict(job.metrics)))
-    print(f"algorithms: {rows:,} rows (15-minute demo load), {threads} thread(s); job training step vs the plain library call, "
-          f"median of {repeats}")
+    print(
+        f"algorithms: {rows:,} rows (15-minute demo load), {threads} thread(s); job training step vs the plain library call, "
+        f"median of {repeats}"
+    )
     for algo, step, plain, m in results:
-        print(f"  {algo:8s} job {step:7.2f} s   plain {plain:7.2f} s   ratio {step / plain:5.3f}   "
-              f"MAE {m['mae']:.3f}  RMSE {m['rmse']:.3f}  R2 {m['r2_score']:.3f}  skill {m.get('skill', float('nan')):.3f}")
+        print(
+            f"  {algo:8s} job {step:7.2f} s   plain {plain:7.2f} s   ratio {step / plain:5.3f}   "
+            f"MAE {m['mae']:.3f}  RMSE {m['rmse']:.3f}  R2 {m['r2_score']:.3f}  skill {m.get('skill', float('nan')):.3f}"
+        )
     print("  goal: ratio <= 1.15")
 
 

@@ -29,8 +29,14 @@ def load_generator(target: str, job_id: str, rate: float, seconds: float) -> tup
 
 
 async def main(rate: float, seconds: float) -> None:
-    config = {"model_type": "forecast", "algorithm": "lgbm", "features": ["temperature"], "target": "load",
-              "training_start": "2024-01-01T00:00:00", "training_end": "2024-02-01T00:00:00"}
+    config = {
+        "model_type": "forecast",
+        "algorithm": "lgbm",
+        "features": ["temperature"],
+        "target": "load",
+        "training_start": "2024-01-01T00:00:00",
+        "training_end": "2024-02-01T00:00:00",
+    }
     async with stack() as app:
         app.dispatcher.pause()  # the job only needs to exist
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:

@@ -18,9 +18,15 @@ from server import demo_data
 async def main(n: int) -> None:
     frame = demo_data.generate("2024-01-01 00:00", "2024-02-11 15:00")  # 1,000 hourly rows
     assert len(frame) == 1000
-    config = {"model_type": "forecast", "algorithm": "lgbm", "hyperparameters": {"n_estimators": 10},
-              "features": ["temperature", "hour_of_day", "load_lag_24"], "target": "load",
-              "training_start": "2024-01-01T00:00:00", "training_end": "2024-02-11T15:00:00"}
+    config = {
+        "model_type": "forecast",
+        "algorithm": "lgbm",
+        "hyperparameters": {"n_estimators": 10},
+        "features": ["temperature", "hour_of_day", "load_lag_24"],
+        "target": "load",
+        "training_start": "2024-01-01T00:00:00",
+        "training_end": "2024-02-11T15:00:00",
+    }
     async with stack() as app:
         await load(app, "bench", "load_forecasting", frame)
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:

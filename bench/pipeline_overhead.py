@@ -35,8 +35,12 @@ async def plain(url: str, start: str, end: str, threads: int) -> float:
     await conn.copy_from_query(
         'SELECT "timestamp", load, temperature, humidity FROM features.load_forecasting '
         'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY "timestamp"',
-        "bench", pd.Timestamp(start, tz="UTC").to_pydatetime(), pd.Timestamp(end, tz="UTC").to_pydatetime(),
-        output=buf, format="csv", header=True,
+        "bench",
+        pd.Timestamp(start, tz="UTC").to_pydatetime(),
+        pd.Timestamp(end, tz="UTC").to_pydatetime(),
+        output=buf,
+        format="csv",
+        header=True,
     )
     await conn.close()
     buf.seek(0)
@@ -62,10 +66,20 @@ async def main(rows: int, repeats: int) -> None:
     start, end = str(frame["timestamp"].iloc[0].tz_localize(None)), str(frame["timestamp"].iloc[-1].tz_localize(None))
     async with stack() as app:
         await load(app, "bench", "load_forecasting", frame)
-        config = {"model_type": "forecast", "algorithm": "lgbm", "hyperparameters": HP, "features": FEATURES,
-                  "target": "load", "training_start": start, "training_end": end, "validation_split": 0.2, "random_seed": 42}
+        config = {
+            "model_type": "forecast",
+            "algorithm": "lgbm",
+            "hyperparameters": HP,
+            "features": FEATURES,
+            "target": "load",
+            "training_start": start,
+            "training_end": end,
+            "validation_split": 0.2,
+            "random_seed": 42,
+        }
         threads = app.executor.job_cpus
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}", timeout=600) as c:
+
             async def job() -> tuple[float, pb.TrainingJob]:
                 t0 = time.perf_counter()
                 created = await c.create_job("bench", "forecast", config)

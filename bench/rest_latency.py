@@ -123,8 +123,14 @@ def fixed_rate(grpc_target: str, rest_port: int, job_id: str, rate: float, secon
 
 
 async def main(requests: int, rate: float, seconds: float) -> None:
-    config = {"model_type": "forecast", "algorithm": "lgbm", "features": ["temperature"], "target": "load",
-              "training_start": "2024-01-01T00:00:00", "training_end": "2024-02-01T00:00:00"}
+    config = {
+        "model_type": "forecast",
+        "algorithm": "lgbm",
+        "features": ["temperature"],
+        "target": "load",
+        "training_start": "2024-01-01T00:00:00",
+        "training_end": "2024-02-01T00:00:00",
+    }
     async with stack() as app:
         app.dispatcher.pause()
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
@@ -147,8 +153,10 @@ async def main(requests: int, rate: float, seconds: float) -> None:
     print(row("direct gRPC (sync stub)", seq["grpc"]))
     print(row("REST via Envoy (http.client)", seq["rest"]))
     print(row("REST via Envoy (raw socket client)", seq["rest_raw"]))
-    print(f"  Envoy adds at the median: {(median(seq['rest_raw']) - median(seq['grpc'])) * 1000:.3f} ms with a raw-socket client, "
-          f"{(median(seq['rest']) - median(seq['grpc'])) * 1000:.3f} ms with http.client   (goal <= 0.3 ms)")
+    print(
+        f"  Envoy adds at the median: {(median(seq['rest_raw']) - median(seq['grpc'])) * 1000:.3f} ms with a raw-socket client, "
+        f"{(median(seq['rest']) - median(seq['grpc'])) * 1000:.3f} ms with http.client   (goal <= 0.3 ms)"
+    )
     print(f"fixed rate, {rate:.0f}/s for {seconds:.0f} s each:")
     print(row("direct gRPC (asyncio client)", fixed["grpc"]))
     print(row("REST via Envoy (8 connections)", fixed["rest"]))

@@ -50,8 +50,14 @@ class _Methods:
     def get_job(self, job_id: str):
         return self._call("GetTrainingJob", pb.GetTrainingJobRequest(job_id=job_id), _same)
 
-    def list_jobs(self, tenant_id: str | None = None, status: str | None = None, model_type: str | None = None,
-                  page_size: int = 0, page_token: str = ""):
+    def list_jobs(
+        self,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        model_type: str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ):
         """One page: a ListTrainingJobsResponse (jobs, next_page_token)."""
         return self._call("ListTrainingJobs", req.list_jobs(tenant_id, status, model_type, page_size, page_token), _same)
 
@@ -79,8 +85,9 @@ class _Methods:
 
     def list_models(self, tenant_id: str, model_type: str | None = None, *, include_deleted: bool = False):
         """The tenant's registered model versions (a list of ModelVersion)."""
-        request = pb.ListModelVersionsRequest(tenant_id=tenant_id, model_type=req.enum_value(pb.ModelType, model_type, "model_type"),
-                                              include_deleted=include_deleted)
+        request = pb.ListModelVersionsRequest(
+            tenant_id=tenant_id, model_type=req.enum_value(pb.ModelType, model_type, "model_type"), include_deleted=include_deleted
+        )
         return self._call("ListModelVersions", request, lambda r: list(r.versions))
 
     def get_model(self, model_id: str, *, tenant_id: str = ""):
@@ -102,8 +109,7 @@ class _Methods:
         """The job now, then on every change, until it is final."""
         return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _same)
 
-    def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None,
-                    chunk_size: int = CHUNK):
+    def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None, chunk_size: int = CHUNK):
         """Import a CSV or Parquet file (path or bytes) into features.<table>."""
         if isinstance(data, (str, Path)):
             path = Path(data)

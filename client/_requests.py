@@ -13,7 +13,7 @@ ConfigLike = Mapping[str, Any] | pb.TrainingConfig
 
 
 def enum_value(enum: Any, value: str | int | None, field: str) -> int:
-    """"high" / "HIGH" / 2 -> the enum's number; None/"" -> 0."""
+    """ "high" / "HIGH" / 2 -> the enum's number; None/"" -> 0."""
     if value is None or value == "":
         return 0
     if isinstance(value, int):
@@ -84,4 +84,3 @@ def import_chunks(tenant_id: str, table: str, data: bytes, fmt: str | None, chun
             yield pb.ImportFeatureDataRequest(tenant_id=tenant_id, table=table, format=form, data=part)
         else:
             yield pb.ImportFeatureDataRequest(data=part)
-

@@ -63,8 +63,14 @@ def _create(c: TrainingClient, a: argparse.Namespace) -> int:
         return 2
     metadata = dict(body.get("metadata") or {})
     metadata.update(kv.split("=", 1) for kv in a.metadata or [])
-    job = c.create_job(tenant, model_type, config, priority=a.priority or body.get("priority"), metadata=metadata,
-                       request_id=a.request_id or body.get("request_id"))
+    job = c.create_job(
+        tenant,
+        model_type,
+        config,
+        priority=a.priority or body.get("priority"),
+        metadata=metadata,
+        request_id=a.request_id or body.get("request_id"),
+    )
     print(_json(job))
     return 0
 
@@ -78,7 +84,9 @@ def _list(c: TrainingClient, a: argparse.Namespace) -> int:
         if not token or not a.all:
             break
     for j in jobs:
-        print(f"{j.job_id}  {j.tenant_id:<16} {pb.ModelType.Name(j.model_type).lower():<9} {pb.Priority.Name(j.priority).lower():<8} {_progress_line(j)}")
+        print(
+            f"{j.job_id}  {j.tenant_id:<16} {pb.ModelType.Name(j.model_type).lower():<9} {pb.Priority.Name(j.priority).lower():<8} {_progress_line(j)}"
+        )
     if token:
         print(f"(more: --page-token {token}, or --all)", file=sys.stderr)
     return 0
@@ -124,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--model-type", choices=["forecast", "anomaly"])
     ls.add_argument("--page-size", type=int, default=50)
     ls.add_argument("--all", action="store_true", help="follow next_page_token to the end")
-    for name, help_ in [("get", "show a job"), ("watch", "follow status and progress until final"),
-                        ("metrics", "show a job's metrics"), ("cancel", "cancel a PENDING or RUNNING job"),
-                        ("retry", "queue a FAILED or CANCELLED job again")]:
+    for name, help_ in [
+        ("get", "show a job"),
+        ("watch", "follow status and progress until final"),
+        ("metrics", "show a job's metrics"),
+        ("cancel", "cancel a PENDING or RUNNING job"),
+        ("retry", "queue a FAILED or CANCELLED job again"),
+    ]:
         jobs.add_parser(name, help=help_).add_argument("job_id")
     lg = jobs.add_parser("logs", help="print log lines, following them until the job is final")
     lg.add_argument("job_id")
@@ -182,8 +194,10 @@ def run(c: TrainingClient, a: argparse.Namespace) -> int:
     if key == ("models", "list"):
         for v in c.list_models(a.tenant, a.model_type, include_deleted=a.include_deleted):
             gone = "  (deleted)" if v.HasField("deleted_at") else ""
-            print(f"{v.model_id}  {pb.ModelType.Name(v.model_type).lower():<8} v{v.version:<4} {v.algorithm:<16} job {v.job_id}"
-                  f"  mae={v.metrics.get('mae', float('nan')):.4g}{gone}")
+            print(
+                f"{v.model_id}  {pb.ModelType.Name(v.model_type).lower():<8} v{v.version:<4} {v.algorithm:<16} job {v.job_id}"
+                f"  mae={v.metrics.get('mae', float('nan')):.4g}{gone}"
+            )
         return 0
     simple = {
         ("jobs", "get"): lambda: c.get_job(a.job_id),

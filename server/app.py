@@ -88,14 +88,19 @@ class App:
         http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection([SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
-                                            pool=_MethodAwarePool(descriptor_pool.Default()))
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            server,
+            pool=_MethodAwarePool(descriptor_pool.Default()),
+        )
         self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info("gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity())
+        log.info(
+            "gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity()
+        )
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving, stop dispatching (running jobs go back to the queue as their next

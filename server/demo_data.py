@@ -17,9 +17,27 @@ END = "2025-12-31 23:00"
 
 # Fixed-date and a few moving public holidays (days the load looks like a Sunday).
 _HOLIDAYS = [
-    "2023-01-01", "2023-04-07", "2023-04-10", "2023-05-01", "2023-05-29", "2023-12-25", "2023-12-26",
-    "2024-01-01", "2024-03-29", "2024-04-01", "2024-05-01", "2024-05-27", "2024-12-25", "2024-12-26",
-    "2025-01-01", "2025-04-18", "2025-04-21", "2025-05-01", "2025-05-26", "2025-12-25", "2025-12-26",
+    "2023-01-01",
+    "2023-04-07",
+    "2023-04-10",
+    "2023-05-01",
+    "2023-05-29",
+    "2023-12-25",
+    "2023-12-26",
+    "2024-01-01",
+    "2024-03-29",
+    "2024-04-01",
+    "2024-05-01",
+    "2024-05-27",
+    "2024-12-25",
+    "2024-12-26",
+    "2025-01-01",
+    "2025-04-18",
+    "2025-04-21",
+    "2025-05-01",
+    "2025-05-26",
+    "2025-12-25",
+    "2025-12-26",
 ]
 
 
@@ -50,7 +68,9 @@ def generate(start: str = START, end: str = END, *, seed: int = 7, freq: str = "
     holiday = np.isin(ts.normalize().tz_localize(None).strftime("%Y-%m-%d"), _HOLIDAYS)
     off_day = (dow >= 5) | holiday
     # Daily shape: night trough, morning ramp, evening peak; flatter and lower on days off.
-    work_shape = 0.75 + 0.2 * np.exp(-((hours - 9.5) ** 2) / 8) + 0.3 * np.exp(-((hours - 18.5) ** 2) / 6) + 0.15 * ((hours > 7) & (hours < 19))
+    work_shape = (
+        0.75 + 0.2 * np.exp(-((hours - 9.5) ** 2) / 8) + 0.3 * np.exp(-((hours - 18.5) ** 2) / 6) + 0.15 * ((hours > 7) & (hours < 19))
+    )
     off_shape = 0.72 + 0.12 * np.exp(-((hours - 12) ** 2) / 18) + 0.22 * np.exp(-((hours - 19) ** 2) / 6)
     shape = np.where(off_day, off_shape, work_shape) * np.where(dow == 5, 1.03, 1.0)
     heating = 2.6 * np.clip(15.0 - temperature, 0, None)

@@ -157,8 +157,9 @@ class Dispatcher:
                 outcome = await self.executor.run(payload)
                 log.info("job %s attempt %d: %s", job.job_id, job.attempt, outcome.status)
             except Exception as exc:  # noqa: BLE001 - Ray task died: worker crash or cancellation
-                await self._fail(job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}",
-                                               retryable=True))
+                await self._fail(
+                    job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}", retryable=True)
+                )
         finally:
             self.running.pop(job.job_id, None)
             self._wake.set()

@@ -52,8 +52,16 @@ class Envoy:
         config = Path(self._dir.name) / "envoy.yaml"
         config.write_text(render(self.http_host, self.http_port, self.grpc_port))
         self._proc = subprocess.Popen(
-            [_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", self.log_level,
-             "--base-id-path", str(Path(self._dir.name) / "base-id")],
+            [
+                _binary(),
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+                "--log-level",
+                self.log_level,
+                "--base-id-path",
+                str(Path(self._dir.name) / "base-id"),
+            ],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout

@@ -54,7 +54,7 @@ class RayExecutor:
 
     @property
     def cluster_id(self) -> str:
-        """"local" for the Ray this server started, else the address it was given."""
+        """ "local" for the Ray this server started, else the address it was given."""
         return f"ray:{self.address}" if self.address else "local"
 
     def capacity(self) -> int:
@@ -105,4 +105,3 @@ class RayExecutor:
             available_resources=available,
             nodes=tuple(nodes),
         )
-

@@ -95,8 +95,7 @@ class AttemptGuard:
             log.info("%s: attempt no longer running; stopping the task", self._name)
             if self._done.wait(self._grace) or not self._inside():
                 return
-            log.error("%s: the task did not stop within %.0f s (stuck in native code); ending the worker process",
-                      self._name, self._grace)
+            log.error("%s: the task did not stop within %.0f s (stuck in native code); ending the worker process", self._name, self._grace)
             os._exit(EXIT_CODE)
 
     def _inside(self) -> bool:

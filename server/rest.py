@@ -49,7 +49,7 @@ def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: 
 
 
 def _upper_enums(data: dict[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[Violation]:
-    """"high" -> "HIGH" for enum fields, in place (the guide writes enum values lower-case);
+    """ "high" -> "HIGH" for enum fields, in place (the guide writes enum values lower-case);
     yields a violation for each value the enum does not have."""
     fields = _fields(desc)
     for key, value in data.items():
@@ -117,8 +117,11 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
         return await self.typed.ValidateTrainingConfig(parse_json(request.body, pb.ValidateTrainingConfigRequest()), context)
 
     async def EvaluateModelVersionHttp(self, request, context) -> pb.EvaluateModelVersionResponse:
-        typed = parse_json(request.body, pb.EvaluateModelVersionRequest(),
-                           allowed={"evaluation_start", "evaluation_end", "evaluationStart", "evaluationEnd", "tenant_id", "tenantId"})
+        typed = parse_json(
+            request.body,
+            pb.EvaluateModelVersionRequest(),
+            allowed={"evaluation_start", "evaluation_end", "evaluationStart", "evaluationEnd", "tenant_id", "tenantId"},
+        )
         typed.model_id = request.model_id
         return await self.typed.EvaluateModelVersion(typed, context)
 
@@ -128,10 +131,12 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
 
     async def ListRayClustersHttp(self, request, context) -> httpbody_pb2.HttpBody:
         resp = await self.typed.ListRayClusters(pb.ListRayClustersRequest(), context)
-        return json_body([
-            json_format.MessageToDict(c, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            for c in resp.clusters
-        ])
+        return json_body(
+            [
+                json_format.MessageToDict(c, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+                for c in resp.clusters
+            ]
+        )
 
     async def ImportFeatureDataHttp(self, request, context) -> pb.ImportFeatureDataResponse:
         fmt = request.format

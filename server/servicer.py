@@ -105,9 +105,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 limit=size,
                 before=convert.decode_page_token(request.page_token),
             )
-        return pb.ListTrainingJobsResponse(
-            jobs=[convert.job_to_pb(j) for j in found], next_page_token=convert.encode_page_token(cursor)
-        )
+        return pb.ListTrainingJobsResponse(jobs=[convert.job_to_pb(j) for j in found], next_page_token=convert.encode_page_token(cursor))
 
     async def CancelTrainingJob(self, request, context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
@@ -196,8 +194,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         try:
             cluster = await asyncio.to_thread(self.app.executor.cluster)
             out.ray.CopyFrom(
-                pb.ComponentHealth(status="ok" if cluster.num_workers else "unavailable",
-                                   detail=f"{cluster.num_workers} node(s), {cluster.resources.get('CPU', 0):g} CPUs")
+                pb.ComponentHealth(
+                    status="ok" if cluster.num_workers else "unavailable",
+                    detail=f"{cluster.num_workers} node(s), {cluster.resources.get('CPU', 0):g} CPUs",
+                )
             )
         except Exception as exc:  # noqa: BLE001
             out.ray.CopyFrom(pb.ComponentHealth(status="unavailable", detail=str(exc)))
@@ -224,13 +224,13 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         log.info("imported %d rows into features.%s for %s", rows, table, tenant_id)
         return pb.ImportFeatureDataResponse(rows_imported=rows, table=table, columns=columns)
 
-
     # --- model registry ------------------------------------------------------------------
     async def ListModelVersions(self, request, context) -> pb.ListModelVersionsResponse:
         tenant_id = _required(request.tenant_id, "tenant_id")
         async with db.transaction(self.engine) as conn:
-            found = await models.list_versions(conn, tenant_id, convert.model_type_name(request.model_type) or None,
-                                               include_deleted=request.include_deleted)
+            found = await models.list_versions(
+                conn, tenant_id, convert.model_type_name(request.model_type) or None, include_deleted=request.include_deleted
+            )
         return pb.ListModelVersionsResponse(versions=[convert.model_to_pb(v) for v in found])
 
     async def GetModelVersion(self, request, context) -> pb.ModelVersion:
@@ -284,4 +284,3 @@ def _read_table(data: bytes, fmt: int) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
         kind = "Parquet" if fmt == pb.PARQUET else "CSV"
         raise RequestError("data", f"cannot read the file as {kind}: {exc}") from exc
-

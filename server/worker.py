@@ -235,8 +235,12 @@ def run_job(payload: JobPayload) -> Outcome:
         async with db.transaction(engine) as conn:
             return await queue.is_running(conn, payload.job_id, payload.attempt)
 
-    guard = AttemptGuard(lambda: rt.run(still_running, timeout=10), interval=payload.guard_interval,
-                         grace=payload.guard_grace, name=f"job {payload.job_id} attempt {payload.attempt}")
+    guard = AttemptGuard(
+        lambda: rt.run(still_running, timeout=10),
+        interval=payload.guard_interval,
+        grace=payload.guard_grace,
+        name=f"job {payload.job_id} attempt {payload.attempt}",
+    )
     registry = DbRegistry(rt, engine, payload)
     try:
         with guard:
@@ -289,8 +293,11 @@ def _discard(rt: _Runtime, engine: AsyncEngine, registry: DbRegistry) -> None:
                 await models.mark_deleted(conn, model_id)
 
         rt.run(unregister)
-        log.info("job %s: ended without completing after registering version %d; the version is marked deleted",
-                 registry.payload.job_id, registry.registered.version)
+        log.info(
+            "job %s: ended without completing after registering version %d; the version is marked deleted",
+            registry.payload.job_id,
+            registry.registered.version,
+        )
     registry.remove_artifacts()
 
 

@@ -33,7 +33,9 @@ async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
         },
     )
     await conn.execute(
-        sa.text("UPDATE worker_nodes SET status = 'DEAD', updated_at = clock_timestamp() WHERE cluster_id = :id AND NOT node_id = ANY(:seen)"),
+        sa.text(
+            "UPDATE worker_nodes SET status = 'DEAD', updated_at = clock_timestamp() WHERE cluster_id = :id AND NOT node_id = ANY(:seen)"
+        ),
         {"id": cluster.cluster_id, "seen": [n.node_id for n in cluster.nodes]},
     )
     for node in cluster.nodes:
@@ -68,8 +70,14 @@ async def list_clusters(conn: AsyncConnection) -> list[RayCluster]:
         )
         out.append(
             RayCluster(
-                c["cluster_id"], c["address"], c["status"], c["num_workers"], json_value(c["resources"]),
-                json_value(c["available_resources"]), mine, c["updated_at"],
+                c["cluster_id"],
+                c["address"],
+                c["status"],
+                c["num_workers"],
+                json_value(c["resources"]),
+                json_value(c["available_resources"]),
+                mine,
+                c["updated_at"],
             )
         )
     return out

@@ -38,8 +38,10 @@ class EmbeddedPostgres:
                 break
             except (subprocess.SubprocessError, AssertionError) as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"embedded PostgreSQL in {self.data_dir} did not start within "
-                                       f"{self.start_timeout:.0f} s; see {self.data_dir / 'log'}") from exc
+                    raise RuntimeError(
+                        f"embedded PostgreSQL in {self.data_dir} did not start within "
+                        f"{self.start_timeout:.0f} s; see {self.data_dir / 'log'}"
+                    ) from exc
                 log.warning("embedded PostgreSQL not ready yet (%s); waiting", type(exc).__name__)
                 time.sleep(1.0)
         self._server = server

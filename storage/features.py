@@ -40,14 +40,18 @@ def _q(name: str) -> str:
 async def columns_of(conn: AsyncConnection, table: str) -> list[str] | None:
     """The table's columns in order, or None when the table does not exist."""
     rows = (
-        await conn.execute(
-            sa.text(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
-            ),
-            {"s": FEATURE_SCHEMA, "t": table},
+        (
+            await conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+                ),
+                {"s": FEATURE_SCHEMA, "t": table},
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     return list(rows) or None
 
 
@@ -89,7 +93,7 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
         sa.text(
             f"CREATE TABLE IF NOT EXISTS {FEATURE_SCHEMA}.{_q(table)} ("
             "tenant_id text NOT NULL, series_id text NOT NULL DEFAULT '', \"timestamp\" timestamptz NOT NULL, "
-            "PRIMARY KEY (tenant_id, series_id, \"timestamp\"))"
+            'PRIMARY KEY (tenant_id, series_id, "timestamp"))'
         )
     )
     for col in value_cols:
@@ -98,9 +102,7 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
     raw = (await conn.get_raw_connection()).driver_connection
     staging = f"_import_{table}"
     cols = ["tenant_id", SERIES, "timestamp", *value_cols]
-    await raw.execute(
-        f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
-    )
+    await raw.execute(f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
     stamp_values = stamps.dt.to_pydatetime()
     columns = [np.where(np.isnan(values[c].to_numpy()), None, values[c].to_numpy()).tolist() for c in value_cols]
     records = [(tenant_id, sid, ts, *row) for sid, ts, *row in zip(series.tolist(), stamp_values, *columns, strict=True)]
@@ -109,7 +111,7 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
     col_list = ", ".join(_q(c) for c in cols)
     await raw.execute(
         f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "
-        f"ON CONFLICT (tenant_id, series_id, \"timestamp\") DO UPDATE SET {updates}"
+        f'ON CONFLICT (tenant_id, series_id, "timestamp") DO UPDATE SET {updates}'
     )
     await raw.execute(f"DROP TABLE {_q(staging)}")
     return len(records), value_cols
@@ -138,7 +140,7 @@ async def read_frame(
     buf = io.BytesIO()
     query = (
         f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "
-        f"WHERE tenant_id = $1 AND \"timestamp\" BETWEEN $2 AND $3 ORDER BY series_id, \"timestamp\""
+        f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY series_id, "timestamp"'
     )
     await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
     buf.seek(0)

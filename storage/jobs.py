@@ -34,9 +34,7 @@ TRANSITION = sa.text(
 )
 
 # Next log sequence number of a job; the row lock serialises writers. Primary key.
-NEXT_LOG_SEQ = sa.text(
-    "UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq"
-)
+NEXT_LOG_SEQ = sa.text("UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq")
 
 
 def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
@@ -101,9 +99,10 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         "request_id": new.request_id,
     }
     row = (
-        await conn.execute(
-            sa.text(
-                """
+        (
+            await conn.execute(
+                sa.text(
+                    """
                 INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
                                            config, metadata, request_id, created_at, updated_at)
                 VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
@@ -112,17 +111,24 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
                 ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                 RETURNING *
                 """
-            ),
-            params,
+                ),
+                params,
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     if row is None:
         existing = (
-            await conn.execute(
-                sa.text(_SELECT_JOB + " WHERE j.tenant_id = :t AND j.request_id = :r"),
-                {"t": new.tenant_id, "r": new.request_id},
+            (
+                await conn.execute(
+                    sa.text(_SELECT_JOB + " WHERE j.tenant_id = :t AND j.request_id = :r"),
+                    {"t": new.tenant_id, "r": new.request_id},
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
         return _with_metrics([existing])[0], False
     job = row_to_job(row)
     await append_log(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value.lower()}")
@@ -173,9 +179,7 @@ async def _transition(
     """Move a job to ``target`` if the transition table allows it from its current state
     (narrowed to ``only_from`` when the operation allows fewer)."""
     allowed = sources_of(target) if only_from is None else sources_of(target) & only_from
-    row = (
-        await conn.execute(TRANSITION, {"id": job_id, "target": target.value, "sources": [s.value for s in allowed]})
-    ).mappings().first()
+    row = (await conn.execute(TRANSITION, {"id": job_id, "target": target.value, "sources": [s.value for s in allowed]})).mappings().first()
     if row is None:
         current = await get(conn, job_id)  # raises JobNotFound
         raise InvalidTransition(job_id, current.status.value, target.value, frozenset(s.value for s in allowed))
@@ -187,8 +191,9 @@ async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     (which stops the retry)."""
     current = await get(conn, job_id)
     if current.status == JobStatus.FAILED and current.retry_at is None:
-        raise InvalidTransition(job_id, current.status.value, JobStatus.CANCELLED.value,
-                                frozenset({"PENDING", "RUNNING", "FAILED with a retry planned"}))
+        raise InvalidTransition(
+            job_id, current.status.value, JobStatus.CANCELLED.value, frozenset({"PENDING", "RUNNING", "FAILED with a retry planned"})
+        )
     row = await _transition(conn, job_id, JobStatus.CANCELLED)
     await conn.execute(
         sa.text("UPDATE training_jobs SET finished_at = clock_timestamp(), lease_expires_at = NULL, retry_at = NULL WHERE id = :id"),

@@ -38,13 +38,12 @@ def _record(row) -> ModelVersion:
 async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
     """Insert the next version for (tenant, model_type). A transaction-scoped advisory
     lock on the pair serialises concurrent registrations."""
-    await conn.execute(
-        sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"model:{new.tenant_id}:{new.model_type}"}
-    )
+    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"model:{new.tenant_id}:{new.model_type}"})
     row = (
-        await conn.execute(
-            sa.text(
-                """
+        (
+            await conn.execute(
+                sa.text(
+                    """
                 INSERT INTO model_versions (id, tenant_id, model_type, version, job_id, algorithm, artifact_uri,
                                             features, target, training_start, training_end, metrics, config, created_at,
                                             feature_importance, config_hash)
@@ -55,25 +54,28 @@ async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
                   FROM model_versions WHERE tenant_id = :tenant_id AND model_type = :model_type
                 RETURNING *
                 """
-            ),
-            {
-                "id": uuid.uuid4(),
-                "tenant_id": new.tenant_id,
-                "model_type": new.model_type,
-                "job_id": new.job_id,
-                "algorithm": new.algorithm,
-                "artifact_uri": new.artifact_uri,
-                "features": json.dumps(list(new.features)),
-                "target": new.target,
-                "training_start": new.training_start,
-                "training_end": new.training_end,
-                "metrics": json.dumps(dict(new.metrics)),
-                "config": json.dumps(dict(new.config)),
-                "importance": json.dumps(dict(new.feature_importance)),
-                "config_hash": new.config_hash,
-            },
+                ),
+                {
+                    "id": uuid.uuid4(),
+                    "tenant_id": new.tenant_id,
+                    "model_type": new.model_type,
+                    "job_id": new.job_id,
+                    "algorithm": new.algorithm,
+                    "artifact_uri": new.artifact_uri,
+                    "features": json.dumps(list(new.features)),
+                    "target": new.target,
+                    "training_start": new.training_start,
+                    "training_end": new.training_end,
+                    "metrics": json.dumps(dict(new.metrics)),
+                    "config": json.dumps(dict(new.config)),
+                    "importance": json.dumps(dict(new.feature_importance)),
+                    "config_hash": new.config_hash,
+                },
+            )
         )
-    ).mappings().one()
+        .mappings()
+        .one()
+    )
     return _record(row)
 
 

@@ -46,6 +46,7 @@ HEARTBEAT = sa.text(
     """
 )
 
+
 async def claim(conn: AsyncConnection, worker: str, *, lease_seconds: float = 60.0) -> Job | None:
     """Take the next job off the queue for ``worker`` (RUNNING), or None."""
     row = (await conn.execute(CLAIM, {"worker": worker, "lease_seconds": lease_seconds})).mappings().first()
@@ -215,15 +216,17 @@ async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[s
 
 
 async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
-    return await _requeue(conn, REQUEUE_EXPIRED, {}, "lease expired",
-                          "the server running attempt {old} stopped; queued again as attempt {new}")
+    return await _requeue(
+        conn, REQUEUE_EXPIRED, {}, "lease expired", "the server running attempt {old} stopped; queued again as attempt {new}"
+    )
 
 
 async def release(conn: AsyncConnection, worker: str) -> list[uuid.UUID]:
     """The jobs ``worker`` is running go back to the queue as their next attempt (the
     worker is shutting down); their running tasks can no longer write."""
-    return await _requeue(conn, RELEASE, {"worker": worker}, "server stopped",
-                          "the server running attempt {old} is stopping; queued again as attempt {new}")
+    return await _requeue(
+        conn, RELEASE, {"worker": worker}, "server stopped", "the server running attempt {old} is stopping; queued again as attempt {new}"
+    )
 
 
 # Due retries: FAILED jobs whose planned retry time has come go back to PENDING as the next

@@ -7,8 +7,21 @@ from collections.abc import Mapping
 import numpy as np
 
 # Shown in the evaluation log line, when present.
-HEADLINE = ("mae", "rmse", "mape", "r2_score", "baseline_mae", "skill", "precision", "recall", "f1", "roc_auc", "pr_auc",
-            "anomaly_rate", "threshold")
+HEADLINE = (
+    "mae",
+    "rmse",
+    "mape",
+    "r2_score",
+    "baseline_mae",
+    "skill",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "anomaly_rate",
+    "threshold",
+)
 
 
 def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

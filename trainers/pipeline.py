@@ -204,8 +204,14 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         labels_valid = None
     data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx])
     return Prepared(
-        data, derived, len(train_idx) + len(tune_idx) + int(valid.sum()), split_at, task, inputs,
-        {k: v[valid] for k, v in baselines.items()}, labels_valid,
+        data,
+        derived,
+        len(train_idx) + len(tune_idx) + int(valid.sum()),
+        split_at,
+        task,
+        inputs,
+        {k: v[valid] for k, v in baselines.items()},
+        labels_valid,
     )
 
 
@@ -229,7 +235,7 @@ def _predict_after(model: algorithms.FittedModel, context: np.ndarray, x: np.nda
     """Predictions for the rows of ``x``; a model that needs earlier rows (lstm windows)
     gets them from the end of ``context``."""
     if model.context_rows:
-        return model.predict(np.concatenate([context[len(context) - model.context_rows:], x]))
+        return model.predict(np.concatenate([context[len(context) - model.context_rows :], x]))
     return model.predict(x)
 
 
@@ -241,30 +247,38 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
         if d.y_tune.sum() >= MIN_TUNE_POSITIVES:
             tune_y, tune_pred = d.y_tune, _predict_after(model, d.x_train, d.x_tune)
         else:  # no positive label in the tune part: choose on the training rows themselves
-            tune_y, tune_pred = d.y_train[model.context_rows:], model.predict(d.x_train)
+            tune_y, tune_pred = d.y_train[model.context_rows :], model.predict(d.x_train)
         threshold = metrics.best_f1_threshold(tune_y, tune_pred)
         scores = metrics.classification(d.y_valid, pred, threshold)
-        reporter.log("INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})")
+        reporter.log(
+            "INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
+        )
         return scores
     if spec.model_type == "forecast":
         scores = metrics.regression(d.y_valid, pred)
         scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
         if "skill" in scores and scores["skill"] <= 0:
-            reporter.log("WARNING", f"the model does not beat the seasonal-naive baseline: MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})")
+            reporter.log(
+                "WARNING",
+                f"the model does not beat the seasonal-naive baseline: MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
+            )
         return scores
     # Unlabeled anomaly detection: a score per row, a threshold from the training range.
     if prepared.task == algorithms.RECONSTRUCTION:
         train_scores, valid_scores = model.predict(d.x_train), pred
     else:
         train_pred = model.predict(d.x_train)
-        train_scores = np.abs(d.y_train[model.context_rows:] - train_pred)
+        train_scores = np.abs(d.y_train[model.context_rows :] - train_pred)
         valid_scores = np.abs(d.y_valid - pred)
     threshold = float(np.quantile(train_scores, ANOMALY_QUANTILE))
     scores = metrics.anomaly_scores(valid_scores, threshold)
     if prepared.labels_valid is not None:
         scores.update(metrics.classification(prepared.labels_valid, valid_scores, threshold))
-    reporter.log("INFO", f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
-                         f"{scores['anomaly_rate']:.2%} of validation rows flagged")
+    reporter.log(
+        "INFO",
+        f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
+        f"{scores['anomaly_rate']:.2%} of validation rows flagged",
+    )
     return scores
 
 
@@ -304,7 +318,9 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
         reporter.progress(STEP_START["evaluation"] + int(10 * (k + 1) / folds) - 1)
     for name in ("mae", "rmse", "mape"):
         out[f"backtest_{name}"] = float(np.mean([m[name] for m in per_fold]))
-    reporter.log("INFO", f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}")
+    reporter.log(
+        "INFO", f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}"
+    )
     return out
 
 
@@ -314,8 +330,8 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
     anomaly thresholds are the ones chosen at training time."""
     dv = derive(frame, spec)
     x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
-    keep = (dv.frame["timestamp"].iloc[model.context_rows:] >= pd.Timestamp(spec.training_start)).to_numpy()
-    y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows:][keep]
+    keep = (dv.frame["timestamp"].iloc[model.context_rows :] >= pd.Timestamp(spec.training_start)).to_numpy()
+    y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows :][keep]
     if len(y) == 0:
         raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
     pred = model.predict(x)[keep]
@@ -324,12 +340,12 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
         out = metrics.classification(y, pred, threshold)
     elif spec.model_type == "forecast":
         out = metrics.regression(y, pred)
-        out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows:][keep] for k, v in dv.baselines.items()}))
+        out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows :][keep] for k, v in dv.baselines.items()}))
     else:
         scores = pred if dv.task == algorithms.RECONSTRUCTION else np.abs(y - pred)
         out = metrics.anomaly_scores(scores, threshold)
         if dv.label_column:
-            labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows:][keep]
+            labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows :][keep]
             out.update(metrics.classification(labels, scores, threshold))
     out["evaluation_rows"] = float(len(y))
     return {k: float(v) for k, v in out.items() if not math.isnan(v)}
@@ -338,7 +354,10 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
 def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: ModelRegistry, num_threads: int = 1) -> Result:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
-    reporter.log("INFO", f"loading {', '.join(columns)} from features.{spec.feature_table} for {spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC")
+    reporter.log(
+        "INFO",
+        f"loading {', '.join(columns)} from features.{spec.feature_table} for {spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC",
+    )
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)
     if frame.empty:
         raise DataLoadError(
@@ -359,10 +378,17 @@ def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: M
 
     reporter.step("training", STEP_START["training"])
     algorithm = algorithms.get(spec.algorithm)
-    reporter.log("INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}")
+    reporter.log(
+        "INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
+    )
     options = algorithms.FitOptions(
-        task=prepared.task, seed=spec.random_seed, early_stopping_rounds=spec.early_stopping_rounds,
-        num_threads=num_threads, batch_size=spec.batch_size, use_gpu=spec.use_gpu, on_iteration=_IterationReporter(reporter),
+        task=prepared.task,
+        seed=spec.random_seed,
+        early_stopping_rounds=spec.early_stopping_rounds,
+        num_threads=num_threads,
+        batch_size=spec.batch_size,
+        use_gpu=spec.use_gpu,
+        on_iteration=_IterationReporter(reporter),
     )
     importlib.import_module(algorithm.library)  # a first import is not training time
     started = time.perf_counter()

@@ -202,7 +202,11 @@ def validate(config: Mapping[str, Any], *, model_type: str | None = None) -> lis
     ray_config = dict(config.get("ray_config") or {})
     ray_config.pop("use_gpu", None)
     if ray_config:
-        add("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; " + _not_available("distributed training"))
+        add(
+            "ray_config",
+            "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; "
+            + _not_available("distributed training"),
+        )
     if config.get("mlflow_tracking"):
         add("mlflow_tracking", _not_available("MLflow tracking"))
     options = config.get("training_options") or {}

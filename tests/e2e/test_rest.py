@@ -118,11 +118,31 @@ async def test_watch_streams_job_snapshots(rest):
 @pytest.mark.parametrize(
     ("mutate", "status", "reason", "words"),
     [
-        (lambda b: b["config"].update(validation_split=1.5), 400, "ConfigValidationError", ["validation_split", "Must be between 0.0 and 1.0"]),
-        (lambda b: b["config"].update(validaton_split=b["config"].pop("validation_split")), 400, "ConfigValidationError", ["config.validaton_split"]),
+        (
+            lambda b: b["config"].update(validation_split=1.5),
+            400,
+            "ConfigValidationError",
+            ["validation_split", "Must be between 0.0 and 1.0"],
+        ),
+        (
+            lambda b: b["config"].update(validaton_split=b["config"].pop("validation_split")),
+            400,
+            "ConfigValidationError",
+            ["config.validaton_split"],
+        ),
         (lambda b: b.update(prority="high"), 400, "ConfigValidationError", ["prority"]),
-        (lambda b: b["config"]["hyperparameters"].update(learning_rate=-1), 400, "ConfigValidationError", ["hyperparameters.learning_rate"]),
-        (lambda b: b.update(priority="urgent"), 400, "ConfigValidationError", ["priority", "'urgent' is not one of critical, high, normal, low"]),
+        (
+            lambda b: b["config"]["hyperparameters"].update(learning_rate=-1),
+            400,
+            "ConfigValidationError",
+            ["hyperparameters.learning_rate"],
+        ),
+        (
+            lambda b: b.update(priority="urgent"),
+            400,
+            "ConfigValidationError",
+            ["priority", "'urgent' is not one of critical, high, normal, low"],
+        ),
         (lambda b: b.update(tenant_id=""), 400, "InvalidRequest", ["tenant_id"]),
     ],
 )
@@ -170,8 +190,12 @@ async def test_patch_priority_as_the_guide_sends_it(rest, app):
     app.dispatcher.pause()
     job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "priority": "low", "config": tiny_config()})).json()
     # The guide's curl: -X PATCH -d '{"priority": "high"}' (curl's default form content type).
-    resp = await http("PATCH", f"{rest}/ai/training/jobs/{job['job_id']}", data='{"priority": "critical"}',
-                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = await http(
+        "PATCH",
+        f"{rest}/ai/training/jobs/{job['job_id']}",
+        data='{"priority": "critical"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 200 and resp.json()["priority"] == "CRITICAL"
     unknown = await http("PATCH", f"{rest}/ai/training/jobs/{job['job_id']}", json={"priority": "low", "status": "RUNNING"})
     assert unknown.status_code == 400 and "status" in unknown.text
@@ -192,11 +216,14 @@ async def test_validate_health_clusters(rest):
 
 async def test_list_pagination(rest, app):
     app.dispatcher.pause()
-    ids = [(await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()["job_id"]
-           for _ in range(5)]
+    ids = [
+        (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()["job_id"] for _ in range(5)
+    ]
     seen, token = [], ""
     while True:
-        page = (await http("GET", f"{rest}/ai/training/jobs", params={"tenant_id": "acme-corp", "page_size": 2, "page_token": token})).json()
+        page = (
+            await http("GET", f"{rest}/ai/training/jobs", params={"tenant_id": "acme-corp", "page_size": 2, "page_token": token})
+        ).json()
         seen += [j["job_id"] for j in page["jobs"]]
         token = page["next_page_token"]
         if not token:
@@ -205,15 +232,18 @@ async def test_list_pagination(rest, app):
 
 
 async def test_import_csv_and_parquet_over_rest(rest):
-    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC"),
-                          "load": range(100), "temperature": 5.0})
+    frame = pd.DataFrame(
+        {"timestamp": pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC"), "load": range(100), "temperature": 5.0}
+    )
     url = f"{rest}/ai/training/features/load_forecasting"
     resp = await http("POST", url, params={"tenant_id": "initech"}, data=frame.to_csv(index=False), headers={"Content-Type": "text/csv"})
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"rows_imported": 100, "table": "load_forecasting", "columns": ["load", "temperature"]}
     buf = io.BytesIO()
     frame.to_parquet(buf)
-    resp = await http("POST", url, params={"tenant_id": "initech"}, data=buf.getvalue(), headers={"Content-Type": "application/octet-stream"})
+    resp = await http(
+        "POST", url, params={"tenant_id": "initech"}, data=buf.getvalue(), headers={"Content-Type": "application/octet-stream"}
+    )
     assert resp.status_code == 200 and resp.json()["rows_imported"] == 100
     bad = await http("POST", url, params={"tenant_id": "initech"}, data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
     assert bad.status_code == 400 and "timestamp" in bad.text
@@ -227,12 +257,18 @@ async def test_model_registry_over_rest(rest):
     assert version["version"] == 1 and version["job_id"] == job["job_id"] and version["model_type"] == "FORECAST"
     one = (await http("GET", f"{rest}/ai/training/models/{version['model_id']}")).json()
     assert one["artifact_uri"].endswith("model.txt") and one["metrics"]["mae"] > 0
-    scored = await http("POST", f"{rest}/ai/training/models/{version['model_id']}:evaluate",
-                        json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_end": "2024-04-30T23:00:00"})
+    scored = await http(
+        "POST",
+        f"{rest}/ai/training/models/{version['model_id']}:evaluate",
+        json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_end": "2024-04-30T23:00:00"},
+    )
     assert scored.status_code == 200, scored.text
     assert scored.json()["metrics"]["evaluation_rows"] == 30 * 24
-    typo = await http("POST", f"{rest}/ai/training/models/{version['model_id']}:evaluate",
-                      json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_ends": "2024-04-30T23:00:00"})
+    typo = await http(
+        "POST",
+        f"{rest}/ai/training/models/{version['model_id']}:evaluate",
+        json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_ends": "2024-04-30T23:00:00"},
+    )
     assert typo.status_code == 400 and "evaluation_ends" in typo.text
     gone = await http("DELETE", f"{rest}/ai/training/models/{version['model_id']}")
     assert gone.status_code == 200 and gone.json()["deleted_at"]

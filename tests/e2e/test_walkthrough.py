@@ -21,8 +21,13 @@ NOT_YET = {"resource_error", "distributed"}
 @pytest.fixture
 def stack(tmp_path):
     grpc_port, http_port = free_port(), free_port()
-    env = {**os.environ, "AIHUB_DATA_DIR": str(tmp_path), "AIHUB_GRPC_PORT": str(grpc_port),
-           "AIHUB_HTTP_PORT": str(http_port), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "AIHUB_DATA_DIR": str(tmp_path),
+        "AIHUB_GRPC_PORT": str(grpc_port),
+        "AIHUB_HTTP_PORT": str(http_port),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("DATABASE_URL", None)
     env.pop("RAY_ADDRESS", None)
     log = (tmp_path / "server.log").open("w")
@@ -51,7 +56,10 @@ def test_guide_walkthrough_passes(stack):
     wanted = [name for name in check_names(WALKTHROUGH) if name not in NOT_YET]
     result = subprocess.run(
         [sys.executable, str(WALKTHROUGH), "--only", *wanted, "--timeout", "300"],
-        env={**os.environ, "API_URL": stack}, capture_output=True, text=True, timeout=850,
+        env={**os.environ, "API_URL": stack},
+        capture_output=True,
+        text=True,
+        timeout=850,
     )
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr

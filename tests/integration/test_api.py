@@ -77,11 +77,13 @@ async def test_validate_lists_every_violation(client):
 
 
 async def test_import_csv_and_parquet_then_train(client):
-    frame = pd.DataFrame({
-        "timestamp": pd.date_range("2024-01-01", periods=24 * 40, freq="h", tz="UTC"),
-        "load": [100 + (i % 24) for i in range(24 * 40)],
-        "temperature": [10.0] * (24 * 40),
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=24 * 40, freq="h", tz="UTC"),
+            "load": [100 + (i % 24) for i in range(24 * 40)],
+            "temperature": [10.0] * (24 * 40),
+        }
+    )
     csv = frame.to_csv(index=False).encode()
     resp = await client.import_data("initech", "load_forecasting", csv, chunk_size=4096)
     assert resp.rows_imported == 960 and list(resp.columns) == ["load", "temperature"]
@@ -89,9 +91,15 @@ async def test_import_csv_and_parquet_then_train(client):
     frame.assign(humidity=50.0).to_parquet(buf)
     resp = await client.import_data("initech", "load_forecasting", buf.getvalue())  # format sniffed: PAR1
     assert resp.rows_imported == 960 and "humidity" in resp.columns
-    job = await client.create_job("initech", "forecast", tiny_config(
-        training_start="2024-01-01T00:00:00", training_end="2024-02-09T23:00:00",
-        features=["temperature", "humidity", "hour_of_day", "load_lag_24"]))
+    job = await client.create_job(
+        "initech",
+        "forecast",
+        tiny_config(
+            training_start="2024-01-01T00:00:00",
+            training_end="2024-02-09T23:00:00",
+            features=["temperature", "humidity", "hour_of_day", "load_lag_24"],
+        ),
+    )
     done = await client.wait(job.job_id)
     assert done.status == pb.COMPLETED, done.error
     assert done.metrics["training_data_size"] == 960 - 24
@@ -147,9 +155,14 @@ async def test_grpcurl_lists_describes_and_calls_with_no_proto_files(app, client
     described = await grpcurl(target, "describe", "aihub.training.v1.TrainingService.WatchTrainingJob")
     assert "returns ( stream .aihub.training.v1.TrainingJob )" in described.stdout, described.stdout + described.stderr
     # Unary, with protobuf JSON (enum values by their proto names).
-    created = await grpcurl("-d", json.dumps({"tenant_id": "acme-corp", "model_type": "FORECAST", "priority": "HIGH",
-                                              "config": {**tiny_config(), "model_type": "FORECAST"}}),
-                            target, "aihub.training.v1.TrainingService/CreateTrainingJob")
+    created = await grpcurl(
+        "-d",
+        json.dumps(
+            {"tenant_id": "acme-corp", "model_type": "FORECAST", "priority": "HIGH", "config": {**tiny_config(), "model_type": "FORECAST"}}
+        ),
+        target,
+        "aihub.training.v1.TrainingService/CreateTrainingJob",
+    )
     assert created.returncode == 0, created.stderr
     job = json.loads(created.stdout)
     assert job["status"] == "PENDING" and job["priority"] == "HIGH"
@@ -159,8 +172,9 @@ async def test_grpcurl_lists_describes_and_calls_with_no_proto_files(app, client
     snaps = [json.loads(part) for part in watched.stdout.replace("}\n{", "}\x00{").split("\x00")]
     assert snaps[-1]["status"] == "COMPLETED" and snaps[-1]["progress"] == 100
     # A gRPC error comes out with its code and message.
-    missing = await grpcurl("-d", '{"job_id": "00000000-0000-0000-0000-000000000000"}', target,
-                            "aihub.training.v1.TrainingService/GetTrainingJob")
+    missing = await grpcurl(
+        "-d", '{"job_id": "00000000-0000-0000-0000-000000000000"}', target, "aihub.training.v1.TrainingService/GetTrainingJob"
+    )
     assert missing.returncode != 0 and "NotFound" in missing.stderr
 
 
@@ -168,13 +182,17 @@ async def test_a_table_of_several_series_trains_per_series(client):
     ts = pd.date_range("2024-01-01", periods=24 * 30, freq="h", tz="UTC")
     parts = []
     for sid, scale in (("feeder-a", 1.0), ("feeder-b", 10.0)):
-        parts.append(pd.DataFrame({"timestamp": ts, "series_id": sid, "temperature": 5.0,
-                                   "load": scale * (100 + (ts.hour.to_numpy() % 24))}))
+        parts.append(
+            pd.DataFrame({"timestamp": ts, "series_id": sid, "temperature": 5.0, "load": scale * (100 + (ts.hour.to_numpy() % 24))})
+        )
     csv = pd.concat(parts).to_csv(index=False).encode()
     resp = await client.import_data("umbrella", "load_forecasting", csv)
     assert resp.rows_imported == 2 * 24 * 30 and list(resp.columns) == ["temperature", "load"]
-    job = await client.create_job("umbrella", "forecast", tiny_config(
-        training_start="2024-01-01T00:00:00", training_end="2024-01-30T23:00:00", features=["temperature", "load_lag_24"]))
+    job = await client.create_job(
+        "umbrella",
+        "forecast",
+        tiny_config(training_start="2024-01-01T00:00:00", training_end="2024-01-30T23:00:00", features=["temperature", "load_lag_24"]),
+    )
     done = await client.wait(job.job_id)
     assert done.status == pb.COMPLETED, done.error
     # The value 24 h earlier in the same series is exact here; taken across series it would not be.

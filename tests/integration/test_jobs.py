@@ -33,8 +33,7 @@ async def wait_until(client, job_id: str, pred, timeout: float = 60) -> pb.Train
 
 
 async def test_quick_start_trains_a_model_with_sane_metrics(client, app, demo_frame):
-    job = await client.create_job("acme-corp", "forecast", QUICK_START_CONFIG, priority="high",
-                                  metadata={"owner": "data-science-team"})
+    job = await client.create_job("acme-corp", "forecast", QUICK_START_CONFIG, priority="high", metadata={"owner": "data-science-team"})
     assert job.status == pb.PENDING and job.progress == 0 and job.priority == pb.HIGH
     done = await wait_final(client, job.job_id)
     assert done.status == pb.COMPLETED, done.error

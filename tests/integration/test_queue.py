@@ -46,8 +46,9 @@ async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, de
     a = await start_app(dispatch=False, server_id="server-a")
     b = await start_app(dispatch=False, server_id="server-b")
     async with AsyncTrainingClient(f"127.0.0.1:{a.port}") as client:
-        ids = [(await client.create_job("acme-corp", "forecast", tiny_config(hyperparameters={"n_estimators": 3}))).job_id
-               for _ in range(24)]
+        ids = [
+            (await client.create_job("acme-corp", "forecast", tiny_config(hyperparameters={"n_estimators": 3}))).job_id for _ in range(24)
+        ]
         a.dispatcher.pause(False)
         b.dispatcher.pause(False)
         finished = await asyncio.wait_for(asyncio.gather(*(client.wait(i) for i in ids)), 240)
@@ -161,8 +162,9 @@ async def test_a_failure_that_may_pass_is_retried_with_backoff(start_app, databa
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
         # More lookback than training rows: the LSTM fails in training, an error that is not
         # about data or configuration, so the retry policy applies.
-        job = await client.create_job("acme-corp", "forecast", tiny_config(
-            algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1}))
+        job = await client.create_job(
+            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1})
+        )
         seen = []
         async for snap in client.watch_job(job.job_id):
             seen.append(snap)
@@ -198,7 +200,9 @@ async def test_cancel_stops_a_planned_retry(start_app, database_url, demo_frame)
     await load_demo(database_url, demo_frame)
     app = await start_app(retry_base_seconds=30, poll_interval_seconds=0.2)
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
-        job = await client.create_job("acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1}))
+        job = await client.create_job(
+            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1})
+        )
         async for snap in client.watch_job(job.job_id):
             if snap.status == pb.FAILED:
                 break

@@ -14,8 +14,12 @@ from tests.conftest import QUICK_START_CONFIG
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-TRAIN = {**QUICK_START_CONFIG, "training_start": "2024-01-01T00:00:00", "training_end": "2024-09-30T23:00:00",
-         "hyperparameters": {"n_estimators": 50}}
+TRAIN = {
+    **QUICK_START_CONFIG,
+    "training_start": "2024-01-01T00:00:00",
+    "training_end": "2024-09-30T23:00:00",
+    "hyperparameters": {"n_estimators": 50},
+}
 
 
 async def test_registry_lists_gets_evaluates_and_deletes(client):

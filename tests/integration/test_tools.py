@@ -41,8 +41,10 @@ async def test_alembic_upgrade_head_on_an_empty_database(pg_url):
 async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     target = f"127.0.0.1:{app.port}"
     csv = tmp_path / "load.csv"
-    csv.write_text("timestamp,load,temperature\n" + "".join(
-        f"2024-05-{1 + h // 24:02d}T{h % 24:02d}:00:00,{100 + h % 24},{12.5}\n" for h in range(24 * 20)))
+    csv.write_text(
+        "timestamp,load,temperature\n"
+        + "".join(f"2024-05-{1 + h // 24:02d}T{h % 24:02d}:00:00,{100 + h % 24},{12.5}\n" for h in range(24 * 20))
+    )
 
     def run(*args: str) -> tuple[int, str]:
         capsys.readouterr()
@@ -52,9 +54,20 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     code, out = await asyncio.to_thread(run, "data", "import", "--tenant", "hooli", "--table", "load_forecasting", str(csv))
     assert code == 0 and "imported 480 rows" in out
     body = tmp_path / "job.json"
-    body.write_text(json.dumps({"tenant_id": "hooli", "model_type": "forecast", "priority": "high",
-                                "config": tiny_config(training_start="2024-05-01T00:00:00", training_end="2024-05-20T23:00:00",
-                                                      features=["temperature", "hour_of_day", "load_lag_24"])}))
+    body.write_text(
+        json.dumps(
+            {
+                "tenant_id": "hooli",
+                "model_type": "forecast",
+                "priority": "high",
+                "config": tiny_config(
+                    training_start="2024-05-01T00:00:00",
+                    training_end="2024-05-20T23:00:00",
+                    features=["temperature", "hour_of_day", "load_lag_24"],
+                ),
+            }
+        )
+    )
     code, out = await asyncio.to_thread(run, "jobs", "create", "--config", str(body))
     assert code == 0
     job_id = json.loads(out)["job_id"]
@@ -71,5 +84,7 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     code, out = await asyncio.to_thread(run, "models", "list", "--tenant", "hooli")
     assert code == 0 and " v1 " in out and job_id in out
     model_id = out.split()[0]
-    code, out = await asyncio.to_thread(run, "models", "evaluate", model_id, "--start", "2024-05-10T00:00:00", "--end", "2024-05-20T23:00:00")
+    code, out = await asyncio.to_thread(
+        run, "models", "evaluate", model_id, "--start", "2024-05-10T00:00:00", "--end", "2024-05-20T23:00:00"
+    )
     assert code == 0 and json.loads(out)["metrics"]["evaluation_rows"] == 11 * 24

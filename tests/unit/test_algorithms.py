@@ -43,8 +43,16 @@ def frame() -> pd.DataFrame:
 
 
 def config(algo: str, model_type: str = "forecast", **extra) -> dict:
-    cfg = {"model_type": model_type, "algorithm": algo, "hyperparameters": FAST[algo], "features": FEATURES, "target": "load",
-           "training_start": "2024-01-01T00:00:00", "training_end": "2024-04-30T23:00:00", "random_seed": 7}
+    cfg = {
+        "model_type": model_type,
+        "algorithm": algo,
+        "hyperparameters": FAST[algo],
+        "features": FEATURES,
+        "target": "load",
+        "training_start": "2024-01-01T00:00:00",
+        "training_end": "2024-04-30T23:00:00",
+        "random_seed": 7,
+    }
     if algorithms.get(algo).early_stopping:
         cfg["early_stopping_rounds"] = 5
     cfg.update(extra)
@@ -115,8 +123,16 @@ def test_a_model_that_loses_to_the_baseline_is_warned_about(frame):
 
 @pytest.mark.parametrize("algo", ["lgbm", "xgboost", "rf"])
 def test_supervised_anomaly_finds_labelled_anomalies(frame, algo):
-    result, _, _ = train(frame, config(algo, "anomaly", target="is_anomaly", features=["load", "load_lag_1", "load_lag_24", "hour_of_day"],
-                                       hyperparameters={**FAST[algo], "n_estimators": 100}))
+    result, _, _ = train(
+        frame,
+        config(
+            algo,
+            "anomaly",
+            target="is_anomaly",
+            features=["load", "load_lag_1", "load_lag_24", "hour_of_day"],
+            hyperparameters={**FAST[algo], "n_estimators": 100},
+        ),
+    )
     assert result.metrics["f1"] >= 0.6, result.metrics
 
 
@@ -153,14 +169,53 @@ def test_unknown_hyperparameter_is_named(algo):
 
 
 def test_guide_hyperparameter_tables_are_accepted():
-    spec.build(config("lgbm", hyperparameters={"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31,
-                                               "min_data_in_leaf": 20, "feature_fraction": 0.8, "bagging_fraction": 0.8,
-                                               "bagging_freq": 5, "lambda_l1": 0.0, "lambda_l2": 0.0}))
-    spec.build(config("xgboost", hyperparameters={"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "min_child_weight": 1,
-                                                  "gamma": 0.0, "subsample": 0.8, "colsample_bytree": 0.8, "reg_alpha": 0.0, "reg_lambda": 1.0}))
+    spec.build(
+        config(
+            "lgbm",
+            hyperparameters={
+                "n_estimators": 100,
+                "learning_rate": 0.1,
+                "max_depth": 7,
+                "num_leaves": 31,
+                "min_data_in_leaf": 20,
+                "feature_fraction": 0.8,
+                "bagging_fraction": 0.8,
+                "bagging_freq": 5,
+                "lambda_l1": 0.0,
+                "lambda_l2": 0.0,
+            },
+        )
+    )
+    spec.build(
+        config(
+            "xgboost",
+            hyperparameters={
+                "n_estimators": 100,
+                "learning_rate": 0.1,
+                "max_depth": 7,
+                "min_child_weight": 1,
+                "gamma": 0.0,
+                "subsample": 0.8,
+                "colsample_bytree": 0.8,
+                "reg_alpha": 0.0,
+                "reg_lambda": 1.0,
+            },
+        )
+    )
     for mf in ("sqrt", "log2", 0.5, 3, None):
-        spec.build(config("rf", hyperparameters={"n_estimators": 100, "max_depth": None, "min_samples_split": 2,
-                                                 "min_samples_leaf": 1, "max_features": mf, "bootstrap": True}))
+        spec.build(
+            config(
+                "rf",
+                hyperparameters={
+                    "n_estimators": 100,
+                    "max_depth": None,
+                    "min_samples_split": 2,
+                    "min_samples_leaf": 1,
+                    "max_features": mf,
+                    "bootstrap": True,
+                },
+            )
+        )
 
 
 @pytest.mark.parametrize("algo", ["lgbm", "rf"])

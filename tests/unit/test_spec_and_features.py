@@ -48,11 +48,13 @@ def test_lags_follow_timestamps_across_gaps():
 
 def test_split_is_chronological_and_drops_incomplete_rows():
     n = 24 * 30
-    frame = pd.DataFrame({
-        "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
-        "load": np.arange(n, dtype=float),
-        "temperature": np.ones(n),
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+            "load": np.arange(n, dtype=float),
+            "temperature": np.ones(n),
+        }
+    )
     frame = frame.sample(frac=1.0, random_state=0)  # arrives unordered
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_24"]})
     reporter = MemoryReporter()
@@ -67,8 +69,13 @@ def test_split_is_chronological_and_drops_incomplete_rows():
 
 def test_sampling_is_seeded_and_only_thins_training_rows():
     n = 24 * 30
-    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
-                          "load": np.arange(n, dtype=float), "temperature": np.ones(n)})
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+            "load": np.arange(n, dtype=float),
+            "temperature": np.ones(n),
+        }
+    )
     cfg = {**QUICK_START_CONFIG, "features": ["temperature"], "training_options": {"use_sample": 0.5}}
     a = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
     b = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
@@ -78,8 +85,9 @@ def test_sampling_is_seeded_and_only_thins_training_rows():
 
 
 def test_too_few_rows_is_a_data_load_error():
-    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC"),
-                          "load": np.ones(10), "temperature": np.ones(10)})
+    frame = pd.DataFrame(
+        {"timestamp": pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC"), "load": np.ones(10), "temperature": np.ones(10)}
+    )
     with pytest.raises(DataLoadError, match="only 10 complete rows"):
         pipeline.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), MemoryReporter())
 
@@ -108,4 +116,6 @@ def test_series_keep_their_own_lags_and_splits():
     # each series validates on its own last quarter: both appear in the validation part
     assert {1.0, 2.0} == set(d.x_valid[:, 0])
     assert len(d.y_valid) == pytest.approx(0.25 * 47 + 0.25 * 23, abs=3)
-    assert d.y_valid[d.x_valid[:, 0] == 2.0].min() > 1000 and d.y_train[d.x_train[:, 0] == 2.0].max() < d.y_valid[d.x_valid[:, 0] == 2.0].min()
+    assert (
+        d.y_valid[d.x_valid[:, 0] == 2.0].min() > 1000 and d.y_train[d.x_train[:, 0] == 2.0].max() < d.y_valid[d.x_valid[:, 0] == 2.0].min()
+    )

@@ -48,14 +48,25 @@ class Param:
             if value in self.choices:
                 return None
             expected = f"one of {', '.join(map(repr, self.choices))} or a number" if self.choices else "a number"
-            return Violation(path, f"{value!r} is not {expected}") if self.kind is not str else Violation(path, f"{value!r} is not one of {', '.join(self.choices)}")
+            return (
+                Violation(path, f"{value!r} is not {expected}")
+                if self.kind is not str
+                else Violation(path, f"{value!r} is not one of {', '.join(self.choices)}")
+            )
         if self.kind is bool:
             return None if isinstance(value, bool) else Violation(path, "must be true or false")
         if self.kind is list:
             if not isinstance(value, list) or not value:
                 return Violation(path, "must be a non-empty list of whole numbers, such as [64, 32]")
-            bad = [v for v in value if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer()
-                   or (self.minimum is not None and v < self.minimum) or (self.maximum is not None and v > self.maximum)]
+            bad = [
+                v
+                for v in value
+                if isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not float(v).is_integer()
+                or (self.minimum is not None and v < self.minimum)
+                or (self.maximum is not None and v > self.maximum)
+            ]
             return Violation(path, f"every size must be a whole number from {self.minimum:g} to {self.maximum:g}") if bad else None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return Violation(path, f"must be a number, got {value!r}")

@@ -28,7 +28,9 @@ PARAMS: Mapping[str, Param] = {
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
 
 
-def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION) -> tuple[dict[str, Any], int]:
+def booster_params(
+    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION
+) -> tuple[dict[str, Any], int]:
     """LightGBM's parameter dict and the number of rounds, from the guide's names.
     Shared with the benchmarks' plain scripts so both train the same model."""
     hp = {**DEFAULTS, **hyperparameters}

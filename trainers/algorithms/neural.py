@@ -43,8 +43,16 @@ LSTM_PARAMS: Mapping[str, Param] = {
 }
 DEFAULTS = {
     "mlp": {"hidden_sizes": [64, 32], "dropout": 0.0, "epochs": 50, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 0.0},
-    "lstm": {"hidden_size": 64, "num_layers": 1, "lookback": 24, "dropout": 0.0, "epochs": 30, "batch_size": 256,
-             "learning_rate": 1e-3, "weight_decay": 0.0},
+    "lstm": {
+        "hidden_size": 64,
+        "num_layers": 1,
+        "lookback": 24,
+        "dropout": 0.0,
+        "epochs": 30,
+        "batch_size": 256,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+    },
 }
 
 
@@ -185,17 +193,22 @@ class Neural:
             arch["hidden_sizes"] = [int(s) for s in hp["hidden_sizes"]]
         else:
             arch.update(hidden_size=int(hp["hidden_size"]), num_layers=int(hp["num_layers"]), lookback=int(hp["lookback"]))
-        model = NeuralModel(_build(self.kind, arch).to(device), self.kind, arch,
-                            {"x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std}, device)
+        model = NeuralModel(
+            _build(self.kind, arch).to(device),
+            self.kind,
+            arch,
+            {"x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std},
+            device,
+        )
 
         def targets(y: np.ndarray) -> np.ndarray:
             y = (y - y_mean[0]) / y_std[0]
-            return y[model.context_rows:].astype("float32")
+            return y[model.context_rows :].astype("float32")
 
         x_fit = model._inputs(data.x_train)
         y_fit = targets(data.y_train)
         if len(data.y_tune):
-            context = data.x_train[len(data.x_train) - model.context_rows:] if model.context_rows else data.x_train[:0]
+            context = data.x_train[len(data.x_train) - model.context_rows :] if model.context_rows else data.x_train[:0]
             x_tune = model._inputs(np.concatenate([context, data.x_tune]))
             y_tune = ((data.y_tune - y_mean[0]) / y_std[0]).astype("float32")
         else:

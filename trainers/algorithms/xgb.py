@@ -27,7 +27,9 @@ NATIVE = {"learning_rate": "eta", "reg_alpha": "alpha", "reg_lambda": "lambda"}
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
 
 
-def booster_params(hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION) -> tuple[dict[str, Any], int]:
+def booster_params(
+    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION
+) -> tuple[dict[str, Any], int]:
     hp = {**DEFAULTS, **hyperparameters}
     rounds = int(hp.pop("n_estimators"))
     params: dict[str, Any] = {
@@ -89,8 +91,9 @@ class XGBoost:
         if options.early_stopping_rounds and len(data.y_tune):
             evals = [(xgb.DMatrix(data.x_tune, data.y_tune), "tune")]
             stop = options.early_stopping_rounds
-        booster = xgb.train(params, train, num_boost_round=rounds, evals=evals, early_stopping_rounds=stop,
-                            callbacks=[Report()], verbose_eval=False)
+        booster = xgb.train(
+            params, train, num_boost_round=rounds, evals=evals, early_stopping_rounds=stop, callbacks=[Report()], verbose_eval=False
+        )
         best = booster.best_iteration + 1 if stop else None
         return XGBModel(booster, best)
 

@@ -16,8 +16,9 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("training_jobs", sa.Column("retry_at", sa.DateTime(timezone=True)))
     # Serves the requeue of due retries: only FAILED jobs with a retry planned.
-    op.create_index("training_jobs_retry_due", "training_jobs", ["retry_at"],
-                    postgresql_where=sa.text("status = 'FAILED' AND retry_at IS NOT NULL"))
+    op.create_index(
+        "training_jobs_retry_due", "training_jobs", ["retry_at"], postgresql_where=sa.text("status = 'FAILED' AND retry_at IS NOT NULL")
+    )
 
 
 def downgrade() -> None:

@@ -15,8 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("training_jobs_running", "training_jobs", ["lease_expires_at"],
-                    postgresql_where=sa.text("status = 'RUNNING'"))
+    op.create_index("training_jobs_running", "training_jobs", ["lease_expires_at"], postgresql_where=sa.text("status = 'RUNNING'"))
 
 
 def downgrade() -> None:
