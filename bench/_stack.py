@@ -12,7 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from server.app import App  # noqa: E402
+from server.api.app import App  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from storage import db, features  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 from bench._stack import load, stack
 from client import AsyncTrainingClient, pb
 from server import demo_data
-from trainers import pipeline, spec
+from trainers import pipeline, preparation, spec
 from trainers.local import MemoryReporter
 
 FEATURES = ["temperature", "humidity", "hour_of_day", "day_of_week", "load_lag_1", "load_lag_24"]
@@ -115,7 +115,7 @@ async def main(rows: int, only: list[str], repeats: int) -> None:
                 config = {**warm, "algorithm": algo, "hyperparameters": HP[algo], "random_seed": 42}
                 s = spec.build(config)
                 # The same rows the job trains on, for the plain call.
-                prepared = pipeline.prepare(frame[["timestamp", *s.table_columns()]], s, MemoryReporter())
+                prepared = preparation.prepare(frame[["timestamp", *s.table_columns()]], s, MemoryReporter())
                 steps, plains = [], []
                 for _ in range(repeats):  # alternate, so both sides see the same machine
                     job = await c.wait((await c.create_job("bench", "forecast", config)).job_id)

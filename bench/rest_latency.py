@@ -19,7 +19,7 @@ import grpc
 
 from bench._stack import median, open_loop, pct, stack
 from client import AsyncTrainingClient, pb, pb_grpc
-from server.envoy import Envoy
+from server.api.envoy import Envoy
 
 
 def _free_port() -> int:

@@ -9,7 +9,8 @@ import asyncio
 import logging
 import signal
 
-from server.app import App
+from server import observability
+from server.api.app import App
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -28,7 +29,7 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     await app.start()
     envoy = None
     if settings.rest:
-        from server.envoy import Envoy
+        from server.api.envoy import Envoy
 
         envoy = Envoy(grpc_port=app.port, http_port=settings.http_port, http_host=settings.http_host)
         await asyncio.to_thread(envoy.start)
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--seed-demo", action="store_true", help="load the demo data for acme-corp once")
     args = parser.parse_args()
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observability.configure(settings.log_format, settings.log_level)
     asyncio.run(serve(settings, seed_demo=args.seed_demo))
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from server import demo_data
 from storage import db, features
 
 log = logging.getLogger(__name__)
 
 
-async def seed_demo(engine: AsyncEngine) -> int:
+async def seed_demo(engine: db.Engine) -> int:
     """Import the demo frame for acme-corp unless its rows are already there."""
     async with db.transaction(engine) as conn:
         have = await features.count_rows(conn, demo_data.TENANT, demo_data.TABLE)

@@ -7,6 +7,7 @@ names; the rest carry the AIHUB_ prefix.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,7 +41,10 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=20, description="Automatic retries of a job whose failure may pass.")
     retry_base_seconds: float = Field(default=60.0, gt=0, description="First retry delay; doubles each time (1, 2, 4 min).")
     server_id: str | None = Field(default=None, description="This server's name in claimed_by; default host:pid.")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="Log level of the server and of its Ray tasks.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one readable line each; json: one JSON object per line. Both carry job fields."
+    )
 
     @field_validator("grpc_host")
     @classmethod

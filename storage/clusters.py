@@ -1,4 +1,5 @@
-"""The Ray clusters and worker nodes the service has seen."""
+"""The Ray clusters and their nodes the service has seen. Every statement is named here
+with what it does and the index that serves it."""
 
 from __future__ import annotations
 
@@ -7,22 +8,44 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.db import json_value
 from storage.records import RayCluster, WorkerNode
+
+# upsert_cluster: a cluster's current view. Index: ray_clusters primary key.
+UPSERT_CLUSTER = sa.text(
+    """
+    INSERT INTO ray_clusters (cluster_id, address, status, num_workers, resources, available_resources, updated_at)
+    VALUES (:id, :address, :status, :n, CAST(:res AS jsonb), CAST(:avail AS jsonb), clock_timestamp())
+    ON CONFLICT (cluster_id) DO UPDATE SET address = EXCLUDED.address, status = EXCLUDED.status,
+        num_workers = EXCLUDED.num_workers, resources = EXCLUDED.resources,
+        available_resources = EXCLUDED.available_resources, updated_at = EXCLUDED.updated_at
+    """
+)
+
+# mark_missing_nodes_dead: a cluster's nodes it no longer reports.
+# Index: none (worker_nodes holds a few rows per cluster).
+MARK_MISSING_NODES_DEAD = sa.text(
+    "UPDATE worker_nodes SET status = 'DEAD', updated_at = clock_timestamp() WHERE cluster_id = :id AND NOT node_id = ANY(:seen)"
+)
+
+# upsert_node: one node's current view. Index: worker_nodes primary key.
+UPSERT_NODE = sa.text(
+    """
+    INSERT INTO worker_nodes (node_id, cluster_id, address, status, resources, updated_at)
+    VALUES (:node_id, :cluster_id, :address, :status, CAST(:res AS jsonb), clock_timestamp())
+    ON CONFLICT (node_id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, address = EXCLUDED.address,
+        status = EXCLUDED.status, resources = EXCLUDED.resources, updated_at = EXCLUDED.updated_at
+    """
+)
+
+# list_clusters / list_nodes: everything recorded. Index: the primary keys (ordered scans).
+LIST_CLUSTERS = sa.text("SELECT * FROM ray_clusters ORDER BY cluster_id")
+LIST_NODES = sa.text("SELECT * FROM worker_nodes ORDER BY node_id")
 
 
 async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
     """Record the cluster's current view; nodes no longer reported are marked DEAD."""
     await conn.execute(
-        sa.text(
-            """
-            INSERT INTO ray_clusters (cluster_id, address, status, num_workers, resources, available_resources, updated_at)
-            VALUES (:id, :address, :status, :n, CAST(:res AS jsonb), CAST(:avail AS jsonb), clock_timestamp())
-            ON CONFLICT (cluster_id) DO UPDATE SET address = EXCLUDED.address, status = EXCLUDED.status,
-                num_workers = EXCLUDED.num_workers, resources = EXCLUDED.resources,
-                available_resources = EXCLUDED.available_resources, updated_at = EXCLUDED.updated_at
-            """
-        ),
+        UPSERT_CLUSTER,
         {
             "id": cluster.cluster_id,
             "address": cluster.address,
@@ -32,52 +55,21 @@ async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
             "avail": json.dumps(dict(cluster.available_resources)),
         },
     )
-    await conn.execute(
-        sa.text(
-            "UPDATE worker_nodes SET status = 'DEAD', updated_at = clock_timestamp() WHERE cluster_id = :id AND NOT node_id = ANY(:seen)"
-        ),
-        {"id": cluster.cluster_id, "seen": [n.node_id for n in cluster.nodes]},
-    )
+    await conn.execute(MARK_MISSING_NODES_DEAD, {"id": cluster.cluster_id, "seen": [n.node_id for n in cluster.nodes]})
     for node in cluster.nodes:
-        await conn.execute(
-            sa.text(
-                """
-                INSERT INTO worker_nodes (node_id, cluster_id, address, status, resources, updated_at)
-                VALUES (:node_id, :cluster_id, :address, :status, CAST(:res AS jsonb), clock_timestamp())
-                ON CONFLICT (node_id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, address = EXCLUDED.address,
-                    status = EXCLUDED.status, resources = EXCLUDED.resources, updated_at = EXCLUDED.updated_at
-                """
-            ),
-            {
-                "node_id": node.node_id,
-                "cluster_id": cluster.cluster_id,
-                "address": node.address,
-                "status": node.status,
-                "res": json.dumps(dict(node.resources)),
-            },
-        )
+        params = {
+            "node_id": node.node_id,
+            "cluster_id": cluster.cluster_id,
+            "address": node.address,
+            "status": node.status,
+            "res": json.dumps(dict(node.resources)),
+        }
+        await conn.execute(UPSERT_NODE, params)
 
 
 async def list_clusters(conn: AsyncConnection) -> list[RayCluster]:
-    clusters = (await conn.execute(sa.text("SELECT * FROM ray_clusters ORDER BY cluster_id"))).mappings().all()
-    nodes = (await conn.execute(sa.text("SELECT * FROM worker_nodes ORDER BY node_id"))).mappings().all()
-    out = []
-    for c in clusters:
-        mine = tuple(
-            WorkerNode(n["node_id"], n["address"], n["status"], json_value(n["resources"]))
-            for n in nodes
-            if n["cluster_id"] == c["cluster_id"]
-        )
-        out.append(
-            RayCluster(
-                c["cluster_id"],
-                c["address"],
-                c["status"],
-                c["num_workers"],
-                json_value(c["resources"]),
-                json_value(c["available_resources"]),
-                mine,
-                c["updated_at"],
-            )
-        )
-    return out
+    clusters = (await conn.execute(LIST_CLUSTERS)).mappings().all()
+    nodes = (await conn.execute(LIST_NODES)).mappings().all()
+    return [
+        RayCluster.from_row(c, tuple(WorkerNode.from_row(n) for n in nodes if n["cluster_id"] == c["cluster_id"])) for c in clusters
+    ]

@@ -1,14 +1,15 @@
-"""Engines, migrations and the one place driver errors become storage errors."""
+"""Engines, transactions, migrations, and the one place driver errors become storage errors.
+
+The server holds an ``Engine`` and opens ``transaction(engine)`` blocks; it passes the
+``Connection`` to the repositories and never writes SQL itself."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -17,8 +18,9 @@ from storage.errors import DatabaseUnavailable, StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
-# NOTIFY channel for job events; payload "<job_id>:<kind>" (kind: created, changed, log, cancel).
-JOB_EVENTS_CHANNEL = "aihub_job_events"
+# What the server holds and passes to the repositories.
+Engine = AsyncEngine
+Connection = AsyncConnection
 
 
 def async_url(url: str) -> str:
@@ -70,13 +72,3 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
-
-
-def json_value(value: object) -> object:
-    """A JSONB value from a text() query: asyncpg hands it over as a string."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-async def notify(conn: AsyncConnection, job_id: object, kind: str) -> None:
-    """Queue a job event; PostgreSQL delivers it when the transaction commits."""
-    await conn.execute(sa.select(sa.func.pg_notify(JOB_EVENTS_CHANNEL, f"{job_id}:{kind}")))

@@ -1,7 +1,10 @@
-"""Tenant feature tables in schema ``features``: (tenant_id, timestamp, numeric columns...).
+"""Tenant feature tables in schema ``features``: (tenant_id, series_id, timestamp, numeric
+columns...).
 
-Imports upsert on (tenant_id, timestamp), so loading the same file twice changes nothing.
-Reads use COPY, the fastest way out of PostgreSQL.
+An import reads a CSV or Parquet file (:func:`read_file`) and upserts its rows
+(:func:`import_frame`) on (tenant_id, series_id, timestamp), so loading the same file twice
+changes nothing. Reads use COPY, the fastest way out of PostgreSQL. Table and column names
+reach SQL only after :func:`check_identifier`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,6 +35,27 @@ def check_identifier(name: str, what: str) -> str:
             field=what,
         )
     return name
+
+
+FileFormat = Literal["csv", "parquet"]
+
+
+def read_file(data: bytes, fmt: FileFormat | None = None) -> pd.DataFrame:
+    """A CSV or Parquet file as a frame (``fmt`` None: Parquet when it starts with its magic
+    bytes, else CSV). A file that cannot be read is InvalidFeatureData on field ``data``."""
+    if not data:
+        raise InvalidFeatureData("the file is empty")
+    if fmt is None:
+        fmt = "parquet" if data[:4] == b"PAR1" else "csv"
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(io.BytesIO(data)).to_pandas()
+        return pd.read_csv(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+        kind = "Parquet" if fmt == "parquet" else "CSV"
+        raise InvalidFeatureData(f"cannot read the file as {kind}: {exc}") from exc
 
 
 def _q(name: str) -> str:

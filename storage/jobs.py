@@ -1,88 +1,105 @@
-"""The job repository: create, read, list, cancel, retry, re-prioritise, log lines.
-The queue's own statements (claim, heartbeat, progress, finish, requeue) are in
-storage/queue.py.
+"""The job repository: create, read, list, and the user's operations (cancel, retry,
+re-prioritise). The queue's own statements (claim, heartbeat, progress, finish, requeue)
+are in storage/queue.py, log lines in storage/logs.py.
 
-User-driven status changes go through ``_transition`` and the table in
-``storage.records.TRANSITIONS``. Functions take an ``AsyncConnection`` whose
-transaction the caller owns; they never commit.
+Every statement is named here with what it does and the index that serves it. User-driven
+status changes take their allowed source states from ``storage.records.TRANSITIONS`` at
+run time. Functions take an ``AsyncConnection`` whose transaction the caller owns; they
+never commit.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.db import json_value, notify
+from storage import logs
 from storage.errors import InvalidTransition, JobNotFound
-from storage.records import Job, JobError, JobStatus, LogLevel, NewJob, Priority, sources_of
+from storage.notifications import JobEvent, notify
+from storage.queue import NEXT_ATTEMPT
+from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
 
-# Transition: move one job between states, only from the states the transition table
-# allows. Served by the primary key.
-TRANSITION = sa.text(
+# insert_job: a new PENDING job, unless the tenant already used its request_id.
+# Index: training_jobs primary key; training_jobs_request_id (tenant_id, request_id) decides the conflict.
+INSERT_JOB = sa.text(
     """
-    UPDATE training_jobs
-       SET status = :target, updated_at = clock_timestamp()
-     WHERE id = :id AND status = ANY(:sources)
+    INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
+                               config, config_hash, metadata, request_id, created_at, updated_at)
+    VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
+            CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id,
+            clock_timestamp(), clock_timestamp())
+    ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
     """
 )
 
-# Next log sequence number of a job; the row lock serialises writers. Primary key.
-NEXT_LOG_SEQ = sa.text("UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq")
-
-
-def row_to_job(row: RowMapping, metrics: Mapping[str, float] | None = None) -> Job:
-    error = None
-    if row["error_reason"]:
-        error = JobError(row["error_reason"], row["error_message"] or "", json_value(row["error_details"]) or {})
-    return Job(
-        job_id=row["id"],
-        tenant_id=row["tenant_id"],
-        model_type=row["model_type"],
-        algorithm=row["algorithm"],
-        status=JobStatus(row["status"]),
-        priority=Priority.from_rank(row["priority"]),
-        progress=row["progress"],
-        current_step=row["current_step"],
-        config=json_value(row["config"]),
-        metadata=json_value(row["metadata"]),
-        request_id=row["request_id"],
-        attempt=row["attempt"],
-        error=error,
-        model_version=row["model_version"],
-        metrics=dict(metrics or {}),
-        claimed_by=row["claimed_by"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        updated_at=row["updated_at"],
-        retry_at=row["retry_at"],
-    )
-
-
-# The current attempt's metrics, as one JSON object, selected with the job row.
+# A job row with its current attempt's metrics as one JSON object (metrics_json).
 _SELECT_JOB = """
     SELECT j.*, (SELECT jsonb_object_agg(m.name, m.value) FROM job_metrics m
                   WHERE m.job_id = j.id AND m.attempt = j.attempt) AS metrics_json
       FROM training_jobs j
 """
 
+# get_job: one job with its metrics. Index: training_jobs primary key; job_metrics primary key.
+GET_JOB = sa.text(_SELECT_JOB + " WHERE j.id = :id")
 
-def _with_metrics(rows: Sequence[RowMapping]) -> list[Job]:
-    return [row_to_job(r, json_value(r["metrics_json"])) for r in rows]
+# get_job_by_request_id: the tenant's job created with a request_id.
+# Index: training_jobs_request_id (tenant_id, request_id).
+GET_JOB_BY_REQUEST_ID = sa.text(_SELECT_JOB + " WHERE j.tenant_id = :tenant_id AND j.request_id = :request_id")
+
+# list_jobs: newest first, keyset-paged by (created_at, id), with the filters given (a fixed
+# fragment each, below). Index: training_jobs_tenant_created (tenant_id, created_at DESC,
+# id DESC) with a tenant, else training_jobs_created (created_at DESC, id DESC).
+LIST_JOBS = _SELECT_JOB + " {where} ORDER BY j.created_at DESC, j.id DESC LIMIT :limit"
+LIST_FILTERS = {
+    "tenant_id": "j.tenant_id = :tenant_id",
+    "status": "j.status = :status",
+    "model_type": "j.model_type = :model_type",
+    "before": "(j.created_at, j.id) < (:before_at, :before_id)",
+}
+
+# cancel: -> CANCELLED from the states the transition table allows, a FAILED job only while
+# its automatic retry is planned (cancelling it stops the retry). Index: training_jobs primary key.
+CANCEL = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = 'CANCELLED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+           lease_expires_at = NULL, retry_at = NULL
+     WHERE id = :id AND status = ANY(:sources) AND (status <> 'FAILED' OR retry_at IS NOT NULL)
+    RETURNING id, attempt
+    """
+)
+
+# cancel_attempt: the cancelled job's running attempt ends in its history row.
+# Index: job_attempts primary key.
+CANCEL_ATTEMPT = sa.text(
+    "UPDATE job_attempts SET status = 'CANCELLED', finished_at = clock_timestamp() "
+    "WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL"
+)
+
+# retry: a FAILED or CANCELLED job back to the queue as its next attempt.
+# Index: training_jobs primary key.
+RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status = ANY(:sources) RETURNING id, attempt")
+
+# set_priority: a PENDING job's new priority (its place in the queue). Index: training_jobs primary key.
+SET_PRIORITY = sa.text(
+    "UPDATE training_jobs SET priority = :priority, updated_at = clock_timestamp() WHERE id = :id AND status = 'PENDING' RETURNING attempt"
+)
+
+# count_by_status: how many jobs are in each state (health). Index: none (a scan of the jobs).
+COUNT_BY_STATUS = sa.text("SELECT status, count(*) FROM training_jobs GROUP BY status")
 
 
 async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
-    row = (await conn.execute(sa.text(_SELECT_JOB + " WHERE j.id = :id"), {"id": job_id})).mappings().first()
+    row = (await conn.execute(GET_JOB, {"id": job_id})).mappings().first()
     if row is None:
         raise JobNotFound(job_id)
-    return _with_metrics([row])[0]
+    return Job.from_row(row)
 
 
 async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
@@ -95,44 +112,19 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         "algorithm": new.algorithm,
         "priority": new.priority.rank,
         "config": json.dumps(new.config),
+        "config_hash": new.config_hash,
         "metadata": json.dumps(new.metadata),
         "request_id": new.request_id,
     }
-    row = (
-        (
-            await conn.execute(
-                sa.text(
-                    """
-                INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
-                                           config, metadata, request_id, created_at, updated_at)
-                VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
-                        CAST(:config AS jsonb), CAST(:metadata AS jsonb), :request_id,
-                        clock_timestamp(), clock_timestamp())
-                ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
-                RETURNING *
-                """
-                ),
-                params,
-            )
-        )
-        .mappings()
-        .first()
-    )
+    row = (await conn.execute(INSERT_JOB, params)).mappings().first()
     if row is None:
         existing = (
-            (
-                await conn.execute(
-                    sa.text(_SELECT_JOB + " WHERE j.tenant_id = :t AND j.request_id = :r"),
-                    {"t": new.tenant_id, "r": new.request_id},
-                )
-            )
-            .mappings()
-            .one()
+            (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().one()
         )
-        return _with_metrics([existing])[0], False
-    job = row_to_job(row)
-    await append_log(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value.lower()}")
-    await notify(conn, job.job_id, "created")
+        return Job.from_row(existing), False
+    job = Job.from_row(row)
+    await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
+    await notify(conn, job.job_id, JobEvent.QUEUED)
     return job, True
 
 
@@ -146,128 +138,66 @@ async def list_jobs(
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
     """Newest first. ``before`` is the (created_at, id) of the last job of the previous
-    page (keyset pagination); returns the jobs and the cursor of the next page, if any.
-    Served by training_jobs_tenant_created / training_jobs_created."""
-    where, params = [], {"limit": limit + 1}
-    if tenant_id:
-        where.append("j.tenant_id = :tenant_id")
-        params["tenant_id"] = tenant_id
-    if status:
-        where.append("j.status = :status")
-        params["status"] = status.value
-    if model_type:
-        where.append("j.model_type = :model_type")
-        params["model_type"] = model_type
+    page (keyset pagination); returns the jobs and the cursor of the next page, if any."""
+    params: dict[str, Any] = {"limit": limit + 1}
+    given = {"tenant_id": tenant_id, "status": status.value if status else None, "model_type": model_type}
+    params.update({k: v for k, v in given.items() if v})
     if before:
-        where.append("(j.created_at, j.id) < (:before_at, :before_id)")
         params["before_at"], params["before_id"] = before
-    sql = _SELECT_JOB
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY j.created_at DESC, j.id DESC LIMIT :limit"
-    rows = (await conn.execute(sa.text(sql), params)).mappings().all()
+    filters = [LIST_FILTERS[k] for k, v in (*given.items(), ("before", before)) if v]
+    where = ("WHERE " + " AND ".join(filters)) if filters else ""
+    rows = (await conn.execute(sa.text(LIST_JOBS.format(where=where)), params)).mappings().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    jobs = _with_metrics(rows)
     cursor = (rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
-    return jobs, cursor
+    return [Job.from_row(r) for r in rows], cursor
 
 
-async def _transition(
-    conn: AsyncConnection, job_id: uuid.UUID, target: JobStatus, only_from: frozenset[JobStatus] | None = None
-) -> RowMapping:
-    """Move a job to ``target`` if the transition table allows it from its current state
-    (narrowed to ``only_from`` when the operation allows fewer)."""
-    allowed = sources_of(target) if only_from is None else sources_of(target) & only_from
-    row = (await conn.execute(TRANSITION, {"id": job_id, "target": target.value, "sources": [s.value for s in allowed]})).mappings().first()
-    if row is None:
-        current = await get(conn, job_id)  # raises JobNotFound
-        raise InvalidTransition(job_id, current.status.value, target.value, frozenset(s.value for s in allowed))
-    return row
+async def _raise_invalid(conn: AsyncConnection, job_id: uuid.UUID, target: str, allowed: frozenset[str]) -> NoReturn:
+    current = await get(conn, job_id)  # raises JobNotFound
+    raise InvalidTransition(job_id, current.status.value, target, allowed)
 
 
 async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """PENDING or RUNNING -> CANCELLED; also a FAILED job whose automatic retry is planned
     (which stops the retry)."""
-    current = await get(conn, job_id)
-    if current.status == JobStatus.FAILED and current.retry_at is None:
-        raise InvalidTransition(
-            job_id, current.status.value, JobStatus.CANCELLED.value, frozenset({"PENDING", "RUNNING", "FAILED with a retry planned"})
-        )
-    row = await _transition(conn, job_id, JobStatus.CANCELLED)
-    await conn.execute(
-        sa.text("UPDATE training_jobs SET finished_at = clock_timestamp(), lease_expires_at = NULL, retry_at = NULL WHERE id = :id"),
-        {"id": job_id},
-    )
-    await conn.execute(
-        sa.text(
-            "UPDATE job_attempts SET status = 'CANCELLED', finished_at = clock_timestamp() "
-            "WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL"
-        ),
-        {"id": job_id, "attempt": row["attempt"]},
-    )
-    await append_log(conn, job_id, row["attempt"], LogLevel.WARNING, "", "job cancelled")
-    await notify(conn, job_id, "cancel")
+    sources = sources_of(JobStatus.CANCELLED)
+    row = (await conn.execute(CANCEL, {"id": job_id, "sources": [s.value for s in sources]})).first()
+    if row is None:
+        current = await get(conn, job_id)
+        allowed = {s.value for s in sources}
+        if current.status == JobStatus.FAILED:
+            allowed = (allowed - {JobStatus.FAILED.value}) | {"FAILED with a retry planned"}
+        raise InvalidTransition(job_id, current.status.value, JobStatus.CANCELLED.value, frozenset(allowed))
+    await conn.execute(CANCEL_ATTEMPT, {"id": job_id, "attempt": row.attempt})
+    await logs.append(conn, job_id, row.attempt, LogLevel.WARNING, "", "job cancelled")
+    await notify(conn, job_id, JobEvent.CANCELLED)
     return await get(conn, job_id)
 
 
 async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """FAILED or CANCELLED -> PENDING as the next attempt."""
-    row = await _transition(conn, job_id, JobStatus.PENDING, only_from=frozenset({JobStatus.FAILED, JobStatus.CANCELLED}))
-    attempt = row["attempt"] + 1
-    await conn.execute(
-        sa.text(
-            """
-            UPDATE training_jobs
-               SET attempt = :attempt, progress = 0, current_step = '', error_reason = NULL,
-                   error_message = NULL, error_details = NULL, model_version = NULL,
-                   started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL,
-                   retry_at = NULL
-             WHERE id = :id
-            """
-        ),
-        {"id": job_id, "attempt": attempt},
-    )
-    await append_log(conn, job_id, attempt, LogLevel.INFO, "", f"job queued again as attempt {attempt}")
-    await notify(conn, job_id, "created")
+    sources = sources_of(JobStatus.PENDING) & {JobStatus.FAILED, JobStatus.CANCELLED}
+    row = (await conn.execute(RETRY, {"id": job_id, "sources": [s.value for s in sources]})).first()
+    if row is None:
+        await _raise_invalid(conn, job_id, JobStatus.PENDING.value, frozenset(s.value for s in sources))
+    await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"job queued again as attempt {row.attempt}")
+    await notify(conn, job_id, JobEvent.QUEUED)
     return await get(conn, job_id)
 
 
 async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Priority) -> Job:
-    row = (
-        await conn.execute(
-            sa.text(
-                "UPDATE training_jobs SET priority = :p, updated_at = clock_timestamp() "
-                "WHERE id = :id AND status = 'PENDING' RETURNING attempt"
-            ),
-            {"id": job_id, "p": priority.rank},
-        )
-    ).first()
+    row = (await conn.execute(SET_PRIORITY, {"id": job_id, "priority": priority.rank})).first()
     if row is None:
-        current = await get(conn, job_id)
-        raise InvalidTransition(job_id, current.status.value, "a new priority", frozenset({"PENDING"}))
-    await append_log(conn, job_id, row.attempt, LogLevel.INFO, "", f"priority changed to {priority.value.lower()}")
-    await notify(conn, job_id, "created")  # the queue order changed: wake the dispatchers
+        await _raise_invalid(conn, job_id, "a new priority", frozenset({JobStatus.PENDING.value}))
+    await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"priority changed to {priority.value}")
+    await notify(conn, job_id, JobEvent.QUEUED)  # the queue order changed: wake the dispatchers
     return await get(conn, job_id)
 
 
-async def append_log(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
-    seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
-    if seq is None:
-        raise JobNotFound(job_id)
-    await conn.execute(
-        sa.text(
-            "INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message) "
-            "VALUES (:id, :seq, :attempt, clock_timestamp(), :level, :step, :message)"
-        ),
-        {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message},
-    )
-    await notify(conn, job_id, "log")
-    return seq
-
-
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(sa.text("SELECT status, count(*) FROM training_jobs GROUP BY status"))
+    rows = await conn.execute(COUNT_BY_STATUS)
     counts = {s.value: 0 for s in JobStatus}
     counts.update({status: n for status, n in rows})
     return counts
+

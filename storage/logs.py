@@ -1,4 +1,5 @@
-"""Reading a job's log lines (they are written by storage.jobs.append_log)."""
+"""A job's log lines: numbered per job, written by every part of the service (the API's
+operations, the queue, the running attempt) through :func:`append`, read by sequence."""
 
 from __future__ import annotations
 
@@ -7,16 +8,39 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.errors import JobNotFound
+from storage.notifications import JobEvent, notify
 from storage.records import LogLevel, LogLine
+
+# next_log_seq: the job's next line number; the row lock it takes serialises writers.
+# Index: training_jobs primary key.
+NEXT_LOG_SEQ = sa.text("UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq")
+
+# insert_log: one line. Index: job_logs primary key (job_id, seq).
+INSERT_LOG = sa.text(
+    "INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message) "
+    "VALUES (:id, :seq, :attempt, clock_timestamp(), :level, :step, :message)"
+)
+
+# lines_after: a job's lines above a sequence number, oldest first. Index: job_logs primary key.
+LINES_AFTER = sa.text(
+    "SELECT job_id, seq, attempt, ts, level, step, message FROM job_logs WHERE job_id = :id AND seq > :after ORDER BY seq LIMIT :limit"
+)
+
+
+async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
+    """Add a line to the job's log; returns its sequence number."""
+    seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
+    if seq is None:
+        raise JobNotFound(job_id)
+    await conn.execute(
+        INSERT_LOG, {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message}
+    )
+    await notify(conn, job_id, JobEvent.LOG)
+    return int(seq)
 
 
 async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = 1000) -> list[LogLine]:
-    """Lines with a sequence above ``after_sequence``, oldest first. Primary key (job_id, seq)."""
-    rows = await conn.execute(
-        sa.text(
-            "SELECT job_id, seq, attempt, ts, level, step, message FROM job_logs "
-            "WHERE job_id = :id AND seq > :after ORDER BY seq LIMIT :limit"
-        ),
-        {"id": job_id, "after": after_sequence, "limit": limit},
-    )
-    return [LogLine(r.job_id, r.seq, r.attempt, r.ts, LogLevel(r.level), r.step, r.message) for r in rows]
+    """Lines with a sequence above ``after_sequence``, oldest first."""
+    rows = await conn.execute(LINES_AFTER, {"id": job_id, "after": after_sequence, "limit": limit})
+    return [LogLine.from_row(r) for r in rows.mappings()]

@@ -1,13 +1,22 @@
-"""Frozen records and enums that storage hands out. No ORM row leaves storage/."""
+"""Frozen records and enums that storage hands out; each record reads itself from a row
+(``from_row``). No row leaves storage/."""
 
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
+
+from sqlalchemy.engine import RowMapping
+
+
+def json_value(value: Any) -> Any:
+    """A JSONB value from a text() query: asyncpg hands it over as a string."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class JobStatus(enum.StrEnum):
@@ -21,7 +30,9 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-# The one transition table every status change goes through (see storage.jobs).
+# The one transition table every status change goes through: user operations check it at
+# run time (storage.jobs), the queue's statements encode its edges in their WHERE clauses
+# (storage.queue); tests/unit/test_storage_sql.py checks every statement against it.
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
     # RUNNING -> PENDING is a requeue (a lost worker, later: an expired lease).
@@ -39,10 +50,12 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
 
 
 class Priority(enum.StrEnum):
-    CRITICAL = "CRITICAL"
-    HIGH = "HIGH"
-    NORMAL = "NORMAL"
-    LOW = "LOW"
+    """A job's priority, as the guide names it."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
 
     @property
     def rank(self) -> int:
@@ -54,6 +67,7 @@ class Priority(enum.StrEnum):
         return _BY_RANK[rank]
 
 
+# The one mapping between a priority and its stored rank.
 _RANKS = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 _BY_RANK = {v: k for k, v in _RANKS.items()}
 
@@ -75,7 +89,8 @@ class JobError:
 
 @dataclass(frozen=True)
 class NewJob:
-    """What a caller supplies to create a job."""
+    """What a caller supplies to create a job. ``config`` is the training spec's canonical
+    form, ``config_hash`` its SHA-256 (both made by trainers.spec, stored as given)."""
 
     tenant_id: str
     model_type: str
@@ -84,6 +99,7 @@ class NewJob:
     config: Mapping[str, Any]
     metadata: Mapping[str, str]
     request_id: str | None = None
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,41 @@ class Job:
     finished_at: datetime | None
     updated_at: datetime
     retry_at: datetime | None = None  # a FAILED job that will be queued again by itself then
+    config_hash: str | None = None  # None for jobs created before the hash was stored
+
+    @classmethod
+    def from_row(cls, row: RowMapping, metrics: Mapping[str, float] | None = None) -> Self:
+        """A job from a training_jobs row; ``metrics`` are the current attempt's (or the
+        row's ``metrics_json`` column when the query aggregated them)."""
+        if metrics is None and "metrics_json" in row:
+            metrics = json_value(row["metrics_json"])
+        error = None
+        if row["error_reason"]:
+            error = JobError(row["error_reason"], row["error_message"] or "", json_value(row["error_details"]) or {})
+        return cls(
+            job_id=row["id"],
+            tenant_id=row["tenant_id"],
+            model_type=row["model_type"],
+            algorithm=row["algorithm"],
+            status=JobStatus(row["status"]),
+            priority=Priority.from_rank(row["priority"]),
+            progress=row["progress"],
+            current_step=row["current_step"],
+            config=json_value(row["config"]),
+            metadata=json_value(row["metadata"]),
+            request_id=row["request_id"],
+            attempt=row["attempt"],
+            error=error,
+            model_version=row["model_version"],
+            metrics=dict(metrics or {}),
+            claimed_by=row["claimed_by"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            updated_at=row["updated_at"],
+            retry_at=row["retry_at"],
+            config_hash=row["config_hash"],
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +171,10 @@ class LogLine:
     level: LogLevel
     step: str
     message: str
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(row["job_id"], row["seq"], row["attempt"], row["ts"], LogLevel(row["level"]), row["step"], row["message"])
 
 
 @dataclass(frozen=True)
@@ -142,6 +197,28 @@ class ModelVersion:
     created_at: datetime
     deleted_at: datetime | None
 
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(
+            model_id=row["id"],
+            tenant_id=row["tenant_id"],
+            model_type=row["model_type"],
+            version=row["version"],
+            job_id=row["job_id"],
+            algorithm=row["algorithm"],
+            artifact_uri=row["artifact_uri"],
+            features=tuple(json_value(row["features"])),
+            target=row["target"],
+            training_start=row["training_start"],
+            training_end=row["training_end"],
+            metrics=json_value(row["metrics"]),
+            feature_importance=json_value(row["feature_importance"]),
+            config=json_value(row["config"]),
+            config_hash=row["config_hash"],
+            created_at=row["created_at"],
+            deleted_at=row["deleted_at"],
+        )
+
 
 @dataclass(frozen=True)
 class NewModelVersion:
@@ -162,10 +239,16 @@ class NewModelVersion:
 
 @dataclass(frozen=True)
 class WorkerNode:
+    """A node of a Ray cluster (Ray calls them worker nodes)."""
+
     node_id: str
     address: str
     status: str
     resources: Mapping[str, float]
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(row["node_id"], row["address"], row["status"], json_value(row["resources"]))
 
 
 @dataclass(frozen=True)
@@ -178,3 +261,16 @@ class RayCluster:
     available_resources: Mapping[str, float]
     nodes: tuple[WorkerNode, ...]
     updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: RowMapping, nodes: tuple[WorkerNode, ...]) -> Self:
+        return cls(
+            row["cluster_id"],
+            row["address"],
+            row["status"],
+            row["num_workers"],
+            json_value(row["resources"]),
+            json_value(row["available_resources"]),
+            nodes,
+            row["updated_at"],
+        )

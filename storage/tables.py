@@ -1,6 +1,8 @@
-"""Table definitions (SQLAlchemy Core). The schema itself is created by the Alembic
-migrations in storage/migrations; these mirror them as Alembic's target metadata (so
-`alembic revision --autogenerate` shows drift). The repositories write their SQL as text."""
+"""Table definitions (SQLAlchemy Core): the schema the Alembic migrations in
+storage/migrations create, mirrored column for column and index for index, as Alembic's
+target metadata. tests/integration/test_migrations.py checks that `alembic revision
+--autogenerate` finds no difference. The repositories write their SQL as named text
+statements."""
 
 from __future__ import annotations
 
@@ -38,6 +40,20 @@ jobs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("config_hash", sa.Text),
+    sa.CheckConstraint("status IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')", name="job_status_known"),
+    sa.CheckConstraint("progress BETWEEN 0 AND 100", name="job_progress_range"),
+    # The claim: the oldest PENDING job of the best priority.
+    sa.Index("training_jobs_queue", "priority", "created_at", postgresql_where=sa.text("status = 'PENDING'")),
+    # Listings, newest first, per tenant and for everyone.
+    sa.Index("training_jobs_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
+    sa.Index("training_jobs_created", sa.text("created_at DESC"), sa.text("id DESC")),
+    # Idempotent create: one job per (tenant, request_id).
+    sa.Index("training_jobs_request_id", "tenant_id", "request_id", unique=True, postgresql_where=sa.text("request_id IS NOT NULL")),
+    # Due automatic retries.
+    sa.Index("training_jobs_retry_due", "retry_at", postgresql_where=sa.text("status = 'FAILED' AND retry_at IS NOT NULL")),
+    # Expired leases and a stopping server's jobs.
+    sa.Index("training_jobs_running", "lease_expires_at", postgresql_where=sa.text("status = 'RUNNING'")),
 )
 
 attempts = sa.Table(
@@ -91,10 +107,12 @@ model_versions = sa.Table(
     sa.Column("metrics", JSONB, nullable=False),
     sa.Column("config", JSONB, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("feature_importance", JSONB, nullable=False),
-    sa.Column("config_hash", sa.Text, nullable=False),
+    sa.Column("feature_importance", JSONB, nullable=False, server_default="{}"),
+    sa.Column("config_hash", sa.Text, nullable=False, server_default=""),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
-    sa.UniqueConstraint("tenant_id", "model_type", "version"),
+    sa.UniqueConstraint("tenant_id", "model_type", "version", name="model_versions_tenant_id_model_type_version_key"),
+    # A tenant's registry, newest version first.
+    sa.Index("model_versions_tenant", "tenant_id", "model_type", sa.text("version DESC")),
 )
 
 ray_clusters = sa.Table(

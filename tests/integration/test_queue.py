@@ -132,9 +132,9 @@ async def test_queue_statements_use_their_indexes(engine):
     async with engine.connect() as conn:
         await conn.execute(sa.text("SET enable_seqscan = off"))
         for stmt, params, index in [
-            (queue.CLAIM, {"worker": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
+            (queue.CLAIM, {"server_id": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
             (queue.REQUEUE_EXPIRED, {}, "training_jobs_running"),
-            (queue.RELEASE, {"worker": "w"}, "training_jobs_running"),
+            (queue.RELEASE, {"server_id": "w"}, "training_jobs_running"),
             (queue.REQUEUE_DUE_RETRIES, {}, "training_jobs_retry_due"),
         ]:
             plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()

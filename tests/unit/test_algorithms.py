@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from server.demo_data import generate
-from trainers import algorithms, pipeline, spec
+from trainers import algorithms, evaluation, pipeline, preparation, spec
 from trainers.errors import ConfigValidationError
 from trainers.local import FolderRegistry, FrameSource, MemoryReporter
 
@@ -71,7 +71,7 @@ def train(frame, cfg):
     return result, reporter, registry
 
 
-CASES = [(a, "forecast") for a in algorithms.GUIDE_ALGORITHMS] + [(a, "anomaly") for a in algorithms.ALL]
+CASES = [(a, "forecast") for a in algorithms.FORECASTERS] + [(a, "anomaly") for a in algorithms.ALL]
 
 
 @pytest.mark.parametrize(("algo", "model_type"), CASES)
@@ -98,9 +98,9 @@ def test_trains_reproduces_and_reloads(frame, clean, algo, model_type):
     # The artifact is the library's own safe format and reproduces the validation scores.
     assert first.artifact.suffix in {".txt", ".json", ".skops", ".safetensors"}
     s = spec.build(cfg)
-    prepared = pipeline.prepare(FrameSource(frame).load("", s.table_columns(), s.training_start, s.training_end), s, MemoryReporter())
+    prepared = preparation.prepare(FrameSource(frame).load("", s.table_columns(), s.training_start, s.training_end), s, MemoryReporter())
     model = algorithms.get(algo).load(first.artifact, prepared.task)
-    rescored = pipeline.evaluate(model, prepared, s, MemoryReporter())
+    rescored = evaluation.evaluate(model, prepared, s, MemoryReporter())
     for key in ("mae", "rmse", "f1", "roc_auc", "anomaly_rate"):
         if key in m:
             assert rescored[key] == pytest.approx(m[key], rel=1e-6), key
@@ -160,7 +160,7 @@ def test_bad_hyperparameters_are_named(algo, name, value):
     assert [v.field for v in err.value.violations] == [f"hyperparameters.{name}"]
 
 
-@pytest.mark.parametrize("algo", algorithms.GUIDE_ALGORITHMS)
+@pytest.mark.parametrize("algo", algorithms.FORECASTERS)
 def test_unknown_hyperparameter_is_named(algo):
     with pytest.raises(ConfigValidationError) as err:
         spec.build(config(algo, hyperparameters={"num_trees": 10}))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from server.guard import EXIT_CODE, AttemptGuard, Superseded
+from server.execution.guard import EXIT_CODE, AttemptGuard, Superseded
 from tests.conftest import ROOT
 
 
@@ -56,7 +56,7 @@ def test_a_failing_check_does_not_stop_the_work():
 def _run(body: str) -> subprocess.CompletedProcess:
     script = textwrap.dedent("""
         import ctypes, time
-        from server.guard import AttemptGuard, Superseded
+        from server.execution.guard import AttemptGuard, Superseded
         libc = ctypes.CDLL(None)
         """) + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

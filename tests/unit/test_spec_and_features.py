@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import QUICK_START_CONFIG
-from trainers import features, metrics, pipeline, spec
+from trainers import features, metrics, preparation, spec
 from trainers.errors import ConfigValidationError, DataLoadError
 from trainers.local import MemoryReporter
 
@@ -58,7 +58,7 @@ def test_split_is_chronological_and_drops_incomplete_rows():
     frame = frame.sample(frac=1.0, random_state=0)  # arrives unordered
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_24"]})
     reporter = MemoryReporter()
-    prepared = pipeline.prepare(frame, s, reporter)
+    prepared = preparation.prepare(frame, s, reporter)
     d = prepared.data
     assert len(d.y_train) + len(d.y_valid) == n - 24
     assert d.y_train.max() < d.y_valid.min()  # every validation row is later than every training row
@@ -77,9 +77,9 @@ def test_sampling_is_seeded_and_only_thins_training_rows():
         }
     )
     cfg = {**QUICK_START_CONFIG, "features": ["temperature"], "training_options": {"use_sample": 0.5}}
-    a = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
-    b = pipeline.prepare(frame, spec.build(cfg), MemoryReporter()).data
-    full = pipeline.prepare(frame, spec.build({**cfg, "training_options": {}}), MemoryReporter()).data
+    a = preparation.prepare(frame, spec.build(cfg), MemoryReporter()).data
+    b = preparation.prepare(frame, spec.build(cfg), MemoryReporter()).data
+    full = preparation.prepare(frame, spec.build({**cfg, "training_options": {}}), MemoryReporter()).data
     assert np.array_equal(a.y_train, b.y_train) and len(a.y_train) == round(len(full.y_train) * 0.5)
     assert np.array_equal(a.y_valid, full.y_valid)
 
@@ -89,7 +89,7 @@ def test_too_few_rows_is_a_data_load_error():
         {"timestamp": pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC"), "load": np.ones(10), "temperature": np.ones(10)}
     )
     with pytest.raises(DataLoadError, match="only 10 complete rows"):
-        pipeline.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), MemoryReporter())
+        preparation.prepare(frame, spec.build({**QUICK_START_CONFIG, "features": ["temperature"]}), MemoryReporter())
 
 
 def test_metrics():
@@ -111,7 +111,7 @@ def test_series_keep_their_own_lags_and_splits():
     assert np.isnan(lagged[first_b])  # not feeder-a's value at the same hour
     assert lagged[first_b + 1] == 1000.0
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_1"], "validation_split": 0.25})
-    prepared = pipeline.prepare(frame, s, MemoryReporter())
+    prepared = preparation.prepare(frame, s, MemoryReporter())
     d = prepared.data
     # each series validates on its own last quarter: both appear in the validation part
     assert {1.0, 2.0} == set(d.x_valid[:, 0])

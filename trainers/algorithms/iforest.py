@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import RECONSTRUCTION, FitOptions, Param, TrainData
+from trainers.algorithms.base import RECONSTRUCTION, Algorithm, FitOptions, Param, TrainData
 from trainers.algorithms.rf import load_skops, save_skops
 
 PARAMS: Mapping[str, Param] = {
@@ -37,12 +37,12 @@ class IsolationModel:
         return {}
 
 
-class IsolationForest:
+class IsolationForest(Algorithm):
     name = "isolation_forest"
     library = "sklearn.ensemble"
     params = PARAMS
-    tasks = frozenset({RECONSTRUCTION})
-    early_stopping = False
+    tasks = frozenset({RECONSTRUCTION})  # anomaly detection only: it scores rows, predicts no target
+    unlabelled_task = RECONSTRUCTION
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> IsolationModel:
         from sklearn.ensemble import IsolationForest as SkIsolationForest
@@ -59,4 +59,4 @@ class IsolationForest:
         return IsolationModel(load_skops(path))
 
 
-ALGORITHM = IsolationForest()
+ALGORITHMS = (IsolationForest(),)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import CLASSIFICATION, REGRESSION, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
@@ -66,7 +66,7 @@ class LGBMModel:
         return importance_from(self.booster.feature_importance(importance_type="gain"), names)
 
 
-class LightGBM:
+class LightGBM(Algorithm):
     name = "lgbm"
     library = "lightgbm"
     params = PARAMS
@@ -97,4 +97,4 @@ class LightGBM:
         return LGBMModel(lgb.Booster(model_file=str(path)), None)
 
 
-ALGORITHM = LightGBM()
+ALGORITHMS = (LightGBM(),)

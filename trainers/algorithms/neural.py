@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import CLASSIFICATION, RECONSTRUCTION, REGRESSION, FitOptions, Param, TrainData
+from trainers.algorithms.base import CLASSIFICATION, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, TrainData
 
 COMMON: Mapping[str, Param] = {
     "dropout": Param(float, 0, 0.9),
@@ -166,15 +166,23 @@ class NeuralModel:
         return {}
 
 
-class Neural:
+class Neural(Algorithm):
     library = "torch._dynamo"  # torch, and what its optimisers import on their first use
+    early_stopping = True
+    supports_gpu = True
+    minibatch = True
 
     def __init__(self, kind: str) -> None:
         self.name = kind
         self.kind = kind
         self.params = MLP_PARAMS if kind == "mlp" else LSTM_PARAMS
         self.tasks = frozenset({REGRESSION, CLASSIFICATION, RECONSTRUCTION} if kind == "lstm" else {REGRESSION, CLASSIFICATION})
-        self.early_stopping = True
+        # On an unlabelled signal the LSTM is an autoencoder (its reconstruction error scores a window).
+        self.unlabelled_task = RECONSTRUCTION if kind == "lstm" else REGRESSION
+
+    def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
+        """An LSTM predicts a row from the ``lookback`` rows ending at it."""
+        return int(hyperparameters.get("lookback", DEFAULTS["lstm"]["lookback"])) - 1 if self.kind == "lstm" else 0
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:
         import torch
@@ -269,4 +277,4 @@ class Neural:
         return NeuralModel(net, meta["kind"], arch, scalers)
 
 
-ALGORITHMS = {"mlp": Neural("mlp"), "lstm": Neural("lstm")}
+ALGORITHMS = (Neural("mlp"), Neural("lstm"))

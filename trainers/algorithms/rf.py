@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import CLASSIFICATION, REGRESSION, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 10_000),
@@ -60,12 +60,11 @@ class SklearnModel:
         return importance_from(self.model.feature_importances_, names)
 
 
-class RandomForest:
+class RandomForest(Algorithm):
     name = "rf"
     library = "sklearn.ensemble"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
-    early_stopping = False
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> SklearnModel:
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -86,4 +85,4 @@ class RandomForest:
         return SklearnModel(load_skops(path), task)
 
 
-ALGORITHM = RandomForest()
+ALGORITHMS = (RandomForest(),)

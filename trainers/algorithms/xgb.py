@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms import CLASSIFICATION, REGRESSION, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
@@ -69,7 +69,7 @@ class XGBModel:
         return importance_from(np.array([gain.get(f"f{i}", 0.0) for i in range(len(names))]), names)
 
 
-class XGBoost:
+class XGBoost(Algorithm):
     name = "xgboost"
     library = "xgboost"
     params = PARAMS
@@ -105,4 +105,4 @@ class XGBoost:
         return XGBModel(booster, None)
 
 
-ALGORITHM = XGBoost()
+ALGORITHMS = (XGBoost(),)

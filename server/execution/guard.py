@@ -22,6 +22,7 @@ the same exception could keep from being set.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import logging
 import os
@@ -67,7 +68,9 @@ class AttemptGuard:
         self._thread_id = threading.get_ident()
         self._owner = sys._getframe(1)
         self._armed = True
-        threading.Thread(target=self._watch, name=f"aihub-guard-{self._name}", daemon=True).start()
+        # The watcher logs with the task's job fields (a thread starts with an empty context).
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._watch,), name=f"aihub-guard-{self._name}", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "envoy.yaml"
 DESCRIPTOR = ROOT / "client" / "_gen" / "descriptor_set.pb"
 

@@ -1,4 +1,5 @@
-"""Runs claimed jobs as Ray tasks: a local Ray started here, or the cluster at RAY_ADDRESS."""
+"""Runs claimed jobs as Ray tasks (server/execution/tasks.py): a local Ray started here, or
+the cluster at RAY_ADDRESS. Also reads the cluster's nodes and resources."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from server.worker import EvaluatePayload, JobPayload, Outcome, evaluate_model, run_job
+from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
+from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
-from trainers.pipeline import GPU_ALGORITHMS
+from trainers import algorithms
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class RayExecutor:
                     kwargs["_temp_dir"] = self.temp_dir
                 self._started_ray = True
             ray.init(**kwargs)
-        self._remote = ray.remote(run_job).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-training-job")
+        self._remote = ray.remote(run_attempt).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-training-job")
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
     def stop(self) -> None:
@@ -72,7 +74,7 @@ class RayExecutor:
         import ray
 
         remote = self._remote
-        if payload.spec.use_gpu and payload.spec.algorithm in GPU_ALGORITHMS and ray.cluster_resources().get("GPU", 0) >= 1:
+        if payload.spec.use_gpu and algorithms.get(payload.spec.algorithm).supports_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
             remote = remote.options(num_gpus=1)  # else the job trains on the CPU and logs that it did
         return await remote.remote(payload)
 

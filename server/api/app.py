@@ -1,5 +1,6 @@
-"""Wiring: builds the storage engine, event hub, Ray executor, dispatcher and the gRPC
-server from settings, and takes them down again. The only place that knows them all."""
+"""Wiring: builds the storage engine, the event hub, the Ray executor, the dispatcher, the
+servicers and the gRPC server from settings, and takes them down again. The only place
+that knows them all; each part gets what it uses explicitly."""
 
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
-from server.dispatcher import Dispatcher
-from server.errors import ErrorInterceptor
-from server.events import EventHub
-from server.executor import RayExecutor
-from server.rest import TrainingHttpServicer
-from server.servicer import TrainingServicer
+from server.api.errors import ErrorInterceptor
+from server.api.events import EventHub
+from server.api.rest import TrainingHttpServicer
+from server.api.servicer import TrainingServicer
+from server.execution.artifacts import ArtifactStore
+from server.execution.clusters import ClusterMonitor
+from server.execution.dispatcher import Dispatcher
+from server.execution.evaluation import ModelEvaluator
+from server.execution.executor import RayExecutor
+from server.execution.payloads import RetryPolicy, TaskSettings
 from server.settings import Settings
-from server.worker import RetryPolicy
-from storage import clusters, db
-from storage.records import RayCluster
+from storage import db
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
@@ -62,28 +65,42 @@ class App:
             self.executor = RayExecutor(s.ray_address, job_cpus=s.job_cpus, local_cpus=s.local_ray_cpus)
         await asyncio.to_thread(self.executor.start)
         s.artifacts.mkdir(parents=True, exist_ok=True)
+        artifacts = ArtifactStore(s.artifacts)
+        task_settings = TaskSettings(
+            database_url=self.database_url,
+            artifact_root=str(artifacts.root),
+            num_threads=self.executor.job_cpus,
+            retry=RetryPolicy(s.max_retries, s.retry_base_seconds),
+            log_format=s.log_format,
+            log_level=s.log_level,
+        )
         self.dispatcher = Dispatcher(
             self.engine,
             self.executor,
-            worker_id=s.server_id or f"{socket.gethostname()}:{os.getpid()}",
-            database_url=self.database_url,
-            artifact_root=str(s.artifacts),
+            server_id=s.server_id or f"{socket.gethostname()}:{os.getpid()}",
+            task_settings=task_settings,
             max_concurrent=s.max_concurrent_jobs,
             poll_interval=s.poll_interval_seconds,
             lease_seconds=s.lease_seconds,
-            retry=RetryPolicy(s.max_retries, s.retry_base_seconds),
         )
         self.events.add_listener(self.dispatcher.on_event)
         if not self.dispatch:
             self.dispatcher.pause()
         await self.dispatcher.start()
-        await self.refresh_cluster()
+        self.clusters = ClusterMonitor(self.engine, self.executor)
+        await self.clusters.refresh()
+        typed = TrainingServicer(
+            engine=self.engine,
+            events=self.events,
+            evaluator=ModelEvaluator(self.executor, artifacts, task_settings),
+            artifacts=artifacts,
+            clusters=self.clusters,
+        )
 
         server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
         )
-        typed = TrainingServicer(self)
         pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
         http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
         self.health = health.aio.HealthServicer()
@@ -99,7 +116,7 @@ class App:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         log.info(
-            "gRPC on %s:%d (dispatcher %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.worker_id, self.dispatcher.capacity()
+            "gRPC on %s:%d (server %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.server_id, self.dispatcher.capacity()
         )
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -120,18 +137,6 @@ class App:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
-
-    async def refresh_cluster(self) -> list[RayCluster]:
-        """Record the cluster's current view, then answer from the database (so clusters
-        other servers use are listed too)."""
-        try:
-            cluster = await asyncio.to_thread(self.executor.cluster)
-        except Exception as exc:  # noqa: BLE001 - Ray down: show it as such
-            log.warning("Ray unavailable: %s", exc)
-            cluster = RayCluster(self.executor.cluster_id, self.settings.ray_address or "local", "UNAVAILABLE", 0, {}, {}, ())
-        async with db.transaction(self.engine) as conn:
-            await clusters.upsert(conn, cluster)
-            return await clusters.list_clusters(conn)
 
 
 class _MethodAwarePool:

@@ -1,33 +1,28 @@
-"""TrainingService: gRPC in and out only. Validation lives in trainers.spec, conversion in
-server.convert, data access in storage/; each handler owns its transaction."""
+"""TrainingService: gRPC in and out only. Each handler reads its request into domain values
+(server.api.convert, trainers.spec), calls storage/ or job execution in a transaction it
+owns, and answers what convert builds. Its collaborators are given to it explicitly."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-import pandas as pd
-import pyarrow.parquet as pq
+import grpc
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
-from server import convert
-from server.errors import InvalidState, RequestError
-from server.events import wait
-from server.worker import EvaluatePayload
+from server.api import convert
+from server.api.errors import InvalidState, RequestError
+from server.api.events import EventHub, wait
+from server.execution.artifacts import ArtifactPathError, ArtifactStore
+from server.execution.clusters import ClusterMonitor
+from server.execution.evaluation import ModelEvaluator
 from storage import db, features, jobs, logs, models
-from storage.records import NewJob
+from storage.records import Job, NewJob, RayCluster
 from trainers import spec as specs
-from trainers.errors import ConfigValidationError, Violation
-
-if TYPE_CHECKING:
-    from server.app import App
+from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +30,10 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 BACKSTOP_SECONDS = 1.0  # streams re-read at least this often, even without a notification
 MAX_IMPORT_BYTES = 2 * 1024**3
+Context = grpc.aio.ServicerContext
 
 
-def _settled(job) -> bool:
+def _settled(job: Job) -> bool:
     """Final, and no automatic retry planned: streams end here."""
     return job.status.is_terminal() and job.retry_at is None
 
@@ -52,95 +48,102 @@ def _required(value: str, field: str, *, max_len: int = 128) -> str:
 
 
 class TrainingServicer(pb_grpc.TrainingServiceServicer):
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    @property
-    def engine(self):
-        return self.app.engine
+    def __init__(
+        self,
+        *,
+        engine: db.Engine,
+        events: EventHub,
+        evaluator: ModelEvaluator,
+        artifacts: ArtifactStore,
+        clusters: ClusterMonitor,
+    ) -> None:
+        self.engine = engine
+        self.events = events
+        self.evaluator = evaluator
+        self.artifacts = artifacts
+        self.clusters = clusters
 
     # --- jobs -----------------------------------------------------------------------------
-    async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context) -> pb.TrainingJob:
+    async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context: Context) -> pb.TrainingJob:
         tenant_id = _required(request.tenant_id, "tenant_id")
-        model_type = convert.model_type_name(request.model_type)
-        if not model_type:
+        model_type = convert.model_type_from_pb(request.model_type)
+        if model_type is None:
             raise RequestError("model_type", "is required: forecast or anomaly")
         if not request.HasField("config"):
             raise RequestError("config", "is required")
         if len(request.request_id) > 128:
             raise RequestError("request_id", "is longer than 128 characters")
-        config = convert.config_to_dict(request.config)
-        spec = specs.build(config, model_type=model_type)
+        spec = convert.spec_from_pb(request.config, model_type)
         new = NewJob(
             tenant_id=tenant_id,
-            model_type=model_type,
+            model_type=spec.model_type.value,
             algorithm=spec.algorithm,
             priority=convert.priority_from_pb(request.priority),
-            config=specs.effective_config(config, spec),
+            config=spec.to_dict(),
+            config_hash=spec.config_hash,
             metadata=dict(request.metadata),
             request_id=request.request_id or None,
         )
         async with db.transaction(self.engine) as conn:
             job, created = await jobs.create(conn, new)
         if not created:
-            log.info("request_id %s of %s already created job %s", new.request_id, tenant_id, job.job_id)
+            log.info("request_id %s already created this job", new.request_id, extra={"job_id": str(job.job_id), "tenant_id": tenant_id})
         return convert.job_to_pb(job)
 
-    async def GetTrainingJob(self, request, context) -> pb.TrainingJob:
+    async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context: Context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.get(conn, job_id)
         return convert.job_to_pb(job)
 
-    async def ListTrainingJobs(self, request, context) -> pb.ListTrainingJobsResponse:
+    async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest, context: Context) -> pb.ListTrainingJobsResponse:
         if request.page_size < 0:
             raise RequestError("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        model_type = convert.model_type_from_pb(request.model_type)
         async with db.transaction(self.engine) as conn:
             found, cursor = await jobs.list_jobs(
                 conn,
                 tenant_id=request.tenant_id or None,
                 status=convert.status_from_pb(request.status),
-                model_type=convert.model_type_name(request.model_type) or None,
+                model_type=model_type.value if model_type else None,
                 limit=size,
                 before=convert.decode_page_token(request.page_token),
             )
-        return pb.ListTrainingJobsResponse(jobs=[convert.job_to_pb(j) for j in found], next_page_token=convert.encode_page_token(cursor))
+        return convert.jobs_to_pb(found, cursor)
 
-    async def CancelTrainingJob(self, request, context) -> pb.TrainingJob:
+    async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest, context: Context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.cancel(conn, job_id)
         # A running attempt's Ray task sees within a second that it is over and stops.
         return convert.job_to_pb(job)
 
-    async def RetryTrainingJob(self, request, context) -> pb.TrainingJob:
+    async def RetryTrainingJob(self, request: pb.RetryTrainingJobRequest, context: Context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.retry(conn, job_id)
         return convert.job_to_pb(job)
 
-    async def UpdateTrainingJob(self, request, context) -> pb.TrainingJob:
+    async def UpdateTrainingJob(self, request: pb.UpdateTrainingJobRequest, context: Context) -> pb.TrainingJob:
         job_id = convert.parse_job_id(request.job_id)
         priority = convert.priority_from_pb(request.priority, default=None)
         async with db.transaction(self.engine) as conn:
             job = await jobs.update_priority(conn, job_id, priority)
         return convert.job_to_pb(job)
 
-    async def GetTrainingJobMetrics(self, request, context) -> pb.GetTrainingJobMetricsResponse:
+    async def GetTrainingJobMetrics(self, request: pb.GetTrainingJobMetricsRequest, context: Context) -> pb.GetTrainingJobMetricsResponse:
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine) as conn:
             job = await jobs.get(conn, job_id)
-        m = job.metrics
-        named = ("mae", "rmse", "mape", "r2_score", "training_duration_seconds", "training_data_size")
-        return pb.GetTrainingJobMetricsResponse(job_id=str(job.job_id), metrics=dict(m), **{k: m[k] for k in named if k in m})
+        return convert.metrics_to_pb(job)
 
     # --- streams --------------------------------------------------------------------------
-    async def StreamTrainingJobLogs(self, request, context) -> AsyncIterator[pb.LogEntry]:
+    async def StreamTrainingJobLogs(self, request: pb.StreamTrainingJobLogsRequest, context: Context) -> AsyncIterator[pb.LogEntry]:
         job_id = convert.parse_job_id(request.job_id)
         follow = request.follow if request.HasField("follow") else True
         after = max(0, request.after_sequence)
-        async with self.app.events.subscribe(str(job_id)) as changed:
+        async with self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
                 async with db.transaction(self.engine) as conn:
@@ -155,10 +158,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     return
                 await wait(changed, BACKSTOP_SECONDS)
 
-    async def WatchTrainingJob(self, request, context) -> AsyncIterator[pb.TrainingJob]:
+    async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context: Context) -> AsyncIterator[pb.TrainingJob]:
         job_id = convert.parse_job_id(request.job_id)
         last = None
-        async with self.app.events.subscribe(str(job_id)) as changed:
+        async with self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
                 async with db.transaction(self.engine) as conn:
@@ -172,40 +175,33 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 await wait(changed, BACKSTOP_SECONDS)
 
     # --- config, cluster, health ----------------------------------------------------------
-    async def ValidateTrainingConfig(self, request, context) -> pb.ValidateTrainingConfigResponse:
-        violations = specs.validate(convert.config_to_dict(request.config))
-        return pb.ValidateTrainingConfigResponse(
-            valid=not violations,
-            violations=[pb.FieldViolation(field=v.field, description=v.description) for v in violations],
-        )
+    async def ValidateTrainingConfig(
+        self, request: pb.ValidateTrainingConfigRequest, context: Context
+    ) -> pb.ValidateTrainingConfigResponse:
+        return convert.validation_to_pb(specs.validate(convert.config_to_dict(request.config)))
 
-    async def ListRayClusters(self, request, context) -> pb.ListRayClustersResponse:
-        found = await self.app.refresh_cluster()
-        return pb.ListRayClustersResponse(clusters=[convert.cluster_to_pb(c) for c in found])
+    async def ListRayClusters(self, request: pb.ListRayClustersRequest, context: Context) -> pb.ListRayClustersResponse:
+        return convert.clusters_to_pb(await self.clusters.refresh())
 
-    async def GetHealth(self, request, context) -> pb.GetHealthResponse:
-        out = pb.GetHealthResponse()
+    async def GetHealth(self, request: pb.GetHealthRequest, context: Context) -> pb.GetHealthResponse:
+        queue: dict[str, int] | None = None
+        database_error = ray_error = None
+        cluster: RayCluster | None = None
         try:
             async with db.transaction(self.engine) as conn:
-                out.queue.update(await jobs.count_by_status(conn))
-            out.database.CopyFrom(pb.ComponentHealth(status="ok", detail="PostgreSQL reachable"))
+                queue = await jobs.count_by_status(conn)
         except Exception as exc:  # noqa: BLE001 - health reports, never raises
-            out.database.CopyFrom(pb.ComponentHealth(status="unavailable", detail=str(exc)))
+            database_error = str(exc)
         try:
-            cluster = await asyncio.to_thread(self.app.executor.cluster)
-            out.ray.CopyFrom(
-                pb.ComponentHealth(
-                    status="ok" if cluster.num_workers else "unavailable",
-                    detail=f"{cluster.num_workers} node(s), {cluster.resources.get('CPU', 0):g} CPUs",
-                )
-            )
+            cluster = await self.clusters.current()
         except Exception as exc:  # noqa: BLE001
-            out.ray.CopyFrom(pb.ComponentHealth(status="unavailable", detail=str(exc)))
-        out.status = "ok" if out.database.status == out.ray.status == "ok" else "degraded"
-        return out
+            ray_error = str(exc)
+        return convert.health_to_pb(queue, database_error, cluster, ray_error)
 
     # --- data in --------------------------------------------------------------------------
-    async def ImportFeatureData(self, request_iterator, context) -> pb.ImportFeatureDataResponse:
+    async def ImportFeatureData(
+        self, request_iterator: AsyncIterator[pb.ImportFeatureDataRequest], context: Context
+    ) -> pb.ImportFeatureDataResponse:
         buf = io.BytesIO()
         first = None
         async for chunk in request_iterator:
@@ -218,69 +214,52 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             raise RequestError("data", "no data was sent")
         tenant_id = _required(first.tenant_id, "tenant_id")
         table = _required(first.table, "table", max_len=63)
-        frame = await asyncio.to_thread(_read_table, buf.getvalue(), first.format)
+        frame = await asyncio.to_thread(features.read_file, buf.getvalue(), convert.file_format_from_pb(first.format))
         async with db.transaction(self.engine) as conn:
             rows, columns = await features.import_frame(conn, tenant_id, table, frame)
-        log.info("imported %d rows into features.%s for %s", rows, table, tenant_id)
-        return pb.ImportFeatureDataResponse(rows_imported=rows, table=table, columns=columns)
+        log.info("imported %d rows into features.%s", rows, table, extra={"tenant_id": tenant_id})
+        return convert.import_to_pb(rows, table, columns)
 
     # --- model registry ------------------------------------------------------------------
-    async def ListModelVersions(self, request, context) -> pb.ListModelVersionsResponse:
+    async def ListModelVersions(self, request: pb.ListModelVersionsRequest, context: Context) -> pb.ListModelVersionsResponse:
         tenant_id = _required(request.tenant_id, "tenant_id")
+        model_type = convert.model_type_from_pb(request.model_type)
         async with db.transaction(self.engine) as conn:
             found = await models.list_versions(
-                conn, tenant_id, convert.model_type_name(request.model_type) or None, include_deleted=request.include_deleted
+                conn, tenant_id, model_type.value if model_type else None, include_deleted=request.include_deleted
             )
-        return pb.ListModelVersionsResponse(versions=[convert.model_to_pb(v) for v in found])
+        return convert.models_to_pb(found)
 
-    async def GetModelVersion(self, request, context) -> pb.ModelVersion:
+    async def GetModelVersion(self, request: pb.GetModelVersionRequest, context: Context) -> pb.ModelVersion:
         model_id = convert.parse_model_id(request.model_id)
         async with db.transaction(self.engine) as conn:
             version = await models.get(conn, model_id, request.tenant_id or None)
         return convert.model_to_pb(version)
 
-    async def EvaluateModelVersion(self, request, context) -> pb.EvaluateModelVersionResponse:
+    async def EvaluateModelVersion(self, request: pb.EvaluateModelVersionRequest, context: Context) -> pb.EvaluateModelVersionResponse:
         model_id = convert.parse_model_id(request.model_id)
         async with db.transaction(self.engine) as conn:
             version = await models.get(conn, model_id, request.tenant_id or None)
         if version.deleted_at is not None:
             raise InvalidState(f"model version {version.version} was deleted; its artifact is gone", details={"model_id": str(model_id)})
-        window = {**version.config, "training_start": request.evaluation_start, "training_end": request.evaluation_end}
-        try:
-            spec = specs.build(window, model_type=version.model_type)
-        except ConfigValidationError as exc:
-            renamed = [Violation(v.field.replace("training_", "evaluation_"), v.description) for v in exc.violations]
-            raise ConfigValidationError(renamed, message="Invalid evaluation window") from None
-        payload = EvaluatePayload(
-            tenant_id=version.tenant_id,
-            spec=spec,
-            algorithm=version.algorithm,
-            artifact_path=urlparse(version.artifact_uri).path,
-            trained_metrics=version.metrics,
-            database_url=self.app.database_url,
+        start, end = specs.parse_window(
+            request.evaluation_start,
+            request.evaluation_end,
+            names=("evaluation_start", "evaluation_end"),
+            message="Invalid evaluation window",
         )
-        scores = await self.app.executor.evaluate(payload)
-        return pb.EvaluateModelVersionResponse(model_id=str(version.model_id), version=version.version, metrics=scores)
+        spec = TrainingSpec.from_dict(version.config, model_type=version.model_type).with_window(start, end)
+        scores = await self.evaluator.evaluate(version, spec)
+        return convert.evaluation_to_pb(version, scores)
 
-    async def DeleteModelVersion(self, request, context) -> pb.ModelVersion:
+    async def DeleteModelVersion(self, request: pb.DeleteModelVersionRequest, context: Context) -> pb.ModelVersion:
         model_id = convert.parse_model_id(request.model_id)
         async with db.transaction(self.engine) as conn:
             version = await models.mark_deleted(conn, model_id, request.tenant_id or None)
-        artifact = Path(urlparse(version.artifact_uri).path)
-        await asyncio.to_thread(shutil.rmtree, artifact.parent, True)
-        log.info("model version %s (%s v%d) deleted; artifact %s removed", model_id, version.tenant_id, version.version, artifact)
+        try:
+            artifact = await asyncio.to_thread(self.artifacts.remove_version, version.artifact_uri)
+            log.info("model version %s (v%d) deleted; artifact %s removed", model_id, version.version, artifact, extra={"tenant_id": version.tenant_id})
+        except ArtifactPathError:
+            log.warning("model version %s (v%d) deleted; its artifact %s is outside the artifact root and was left alone",
+                        model_id, version.version, version.artifact_uri, extra={"tenant_id": version.tenant_id})
         return convert.model_to_pb(version)
-
-
-def _read_table(data: bytes, fmt: int) -> pd.DataFrame:
-    if not data:
-        raise RequestError("data", "the file is empty")
-    if fmt == pb.DATA_FORMAT_UNSPECIFIED:
-        fmt = pb.PARQUET if data[:4] == b"PAR1" else pb.CSV
-    try:
-        if fmt == pb.PARQUET:
-            return pq.read_table(io.BytesIO(data)).to_pandas()
-        return pd.read_csv(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-        kind = "Parquet" if fmt == pb.PARQUET else "CSV"
-        raise RequestError("data", f"cannot read the file as {kind}: {exc}") from exc

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
-from server.errors import RequestError
-from server.servicer import TrainingServicer
+from server.api.errors import RequestError
+from server.api.servicer import TrainingServicer
 from trainers.errors import ConfigValidationError, Violation
 
 FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue")

@@ -1,11 +1,12 @@
 """The claim loop: takes PENDING jobs in priority order and runs them on the executor.
 
-Woken at once by NOTIFY (a job created, retried or re-prioritised; a run finished),
-with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED (storage.queue.CLAIM),
-so any number of servers can share one database without running a job twice. Each
-claim takes a lease that a heartbeat renews; expired leases (a server that died) are
-requeued by storage.queue.requeue_expired on every pass, and a server that stops hands
-its running jobs back at once (storage.queue.release).
+Woken at once by a ``queued`` job event (a job created, retried, re-prioritised or
+requeued; a run finished), with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED
+(storage.queue.CLAIM), so any number of servers can share one database without running a
+job twice; each claim records this server's ``server_id`` in ``claimed_by``. Each claim
+takes a lease that a heartbeat renews; expired leases (a server that died) are requeued by
+storage.queue.requeue_expired on every pass, and a server that stops hands its running
+jobs back at once (storage.queue.release).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from server.executor import RayExecutor
-from server.worker import JobPayload, RetryPolicy
+from server.execution.executor import RayExecutor
+from server.execution.payloads import JobPayload, TaskSettings
+from server.observability import job_fields
 from storage import db, queue
+from storage.notifications import RECONNECTED, JobEvent
 from storage.records import Job, JobError
-from trainers import spec as specs
-from trainers.errors import TrainingError
+from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,40 +31,37 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: db.Engine,
         executor: RayExecutor,
         *,
-        worker_id: str,
-        database_url: str,
-        artifact_root: str,
+        server_id: str,
+        task_settings: TaskSettings,
         max_concurrent: int = 0,
         poll_interval: float = 2.0,
         lease_seconds: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),
         on_claim: Callable[[Job], None] | None = None,
         stop_wait_seconds: float = 8.0,
     ) -> None:
         self.engine = engine
         self.executor = executor
-        self.worker_id = worker_id
-        self.database_url = database_url
-        self.artifact_root = artifact_root
+        self.server_id = server_id
+        self.task_settings = task_settings
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
-        self.retry = retry
         self.on_claim = on_claim
         self.stop_wait_seconds = stop_wait_seconds
-        self.running: dict[uuid.UUID, asyncio.Task] = {}
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._paused = False
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # --- wiring ---------------------------------------------------------------------------
     def on_event(self, job_id: str, kind: str) -> None:
-        """EventHub listener: new work wakes the loop. (A cancelled job's Ray task notices
-        by itself that its attempt is over: server/guard.py.)"""
-        if kind in ("created", "reconnected"):
+        """Job-event listener: new work wakes the loop (a lost and regained event stream may
+        have hidden some, so that does too). A cancelled job's Ray task notices by itself
+        that its attempt is over: server/execution/guard.py."""
+        if kind in (JobEvent.QUEUED, RECONNECTED):
             self._wake.set()
 
     def capacity(self) -> int:
@@ -94,9 +91,9 @@ class Dispatcher:
         # tasks see that their attempt is over and stop.
         try:
             async with db.transaction(self.engine) as conn:
-                released = await queue.release(conn, self.worker_id)
+                released = await queue.release(conn, self.server_id)
             for job_id in released:
-                log.warning("job %s: handed back to the queue (server stopping)", job_id)
+                log.warning("handed back to the queue (server stopping)", extra={"job_id": str(job_id)})
         except Exception:  # noqa: BLE001 - the lease will requeue them instead
             log.exception("could not hand running jobs back; their leases will requeue them")
         pending = list(self.running.values())  # some may have ended meanwhile
@@ -121,45 +118,36 @@ class Dispatcher:
             requeued = await queue.requeue_expired(conn)
             retried = await queue.requeue_due_retries(conn)
         for job_id in requeued:
-            log.warning("job %s: lease expired (its server stopped); queued again", job_id)
+            log.warning("lease expired (its server stopped); queued again", extra={"job_id": str(job_id)})
         for job_id in retried:
-            log.info("job %s: automatic retry", job_id)
+            log.info("automatic retry", extra={"job_id": str(job_id)})
         if self._paused:
             return
         while len(self.running) < self.capacity():
             async with db.transaction(self.engine) as conn:
-                job = await queue.claim(conn, self.worker_id, lease_seconds=self.lease_seconds)
+                job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds)
             if job is None:
                 return
             if self.on_claim:
                 self.on_claim(job)
-            self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
+            with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
+                # The task copies this context: its log lines carry the job's fields.
+                self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
 
     async def _execute(self, job: Job) -> None:
         try:
             try:
-                spec = specs.build(job.config, model_type=job.model_type)
-            except TrainingError as exc:
-                await self._fail(job, JobError(exc.reason, str(exc), exc.details))
+                spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
+            except (KeyError, TypeError, ValueError) as exc:  # a stored config this release cannot read
+                await self._fail(job, JobError("ConfigValidationError", f"the job's stored configuration is unreadable: {exc!r}"))
                 return
-            payload = JobPayload(
-                job_id=job.job_id,
-                attempt=job.attempt,
-                tenant_id=job.tenant_id,
-                config=job.config,
-                spec=spec,
-                database_url=self.database_url,
-                artifact_root=self.artifact_root,
-                num_threads=self.executor.job_cpus,
-                retry=self.retry,
-            )
+            payload = JobPayload(job.job_id, job.attempt, job.tenant_id, spec, self.task_settings)
             try:
                 outcome = await self.executor.run(payload)
-                log.info("job %s attempt %d: %s", job.job_id, job.attempt, outcome.status)
+                log.info("attempt %d: %s", job.attempt, outcome.status)
             except Exception as exc:  # noqa: BLE001 - Ray task died: worker crash or cancellation
-                await self._fail(
-                    job, JobError("WorkerLost", f"the Ray task ended without a result: {type(exc).__name__}: {exc}", retryable=True)
-                )
+                message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
+                await self._fail(job, JobError("WorkerLost", message, retryable=True))
         finally:
             self.running.pop(job.job_id, None)
             self._wake.set()
@@ -167,14 +155,15 @@ class Dispatcher:
     async def _fail(self, job: Job, error: JobError) -> None:
         """Record a failure (with the retry policy), unless the attempt already ended (e.g.
         it was cancelled)."""
+        retry_in = self.task_settings.retry.delay(job.attempt, error.retryable)
         async with db.transaction(self.engine) as conn:
-            await queue.fail(conn, job.job_id, job.attempt, error, retry_in=self.retry.delay(job.attempt, error.retryable))
+            await queue.fail(conn, job.job_id, job.attempt, error, retry_in=retry_in)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 async with db.transaction(self.engine) as conn:
-                    await queue.heartbeat(conn, self.worker_id, list(self.running), lease_seconds=self.lease_seconds)
+                    await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
             except Exception:  # noqa: BLE001
                 log.exception("heartbeat failed")

@@ -1,0 +1,304 @@
+"""Conversions between protobuf messages and the domain: storage's records, the training
+spec, and the small domain values (priority, status, model type, file format). The one
+module that builds protobuf messages from the domain and reads domain values out of them;
+the servicers only pass what it returns along.
+
+Each enum has one explicit table here (domain value <-> proto value); a proto value the
+table lacks (a newer client, or a forged number) is a RequestError naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf import json_format, timestamp_pb2
+
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from server.api.errors import RequestError
+from storage import records
+from storage.features import FileFormat
+from trainers import spec as specs
+from trainers.errors import Violation
+
+MODEL_TYPES: Mapping[specs.ModelType, int] = {specs.ModelType.FORECAST: pb.FORECAST, specs.ModelType.ANOMALY: pb.ANOMALY}
+PRIORITIES: Mapping[records.Priority, int] = {
+    records.Priority.CRITICAL: pb.CRITICAL,
+    records.Priority.HIGH: pb.HIGH,
+    records.Priority.NORMAL: pb.NORMAL,
+    records.Priority.LOW: pb.LOW,
+}
+STATUSES: Mapping[records.JobStatus, int] = {
+    records.JobStatus.PENDING: pb.PENDING,
+    records.JobStatus.RUNNING: pb.RUNNING,
+    records.JobStatus.COMPLETED: pb.COMPLETED,
+    records.JobStatus.FAILED: pb.FAILED,
+    records.JobStatus.CANCELLED: pb.CANCELLED,
+}
+LEVELS: Mapping[records.LogLevel, int] = {
+    records.LogLevel.DEBUG: pb.DEBUG,
+    records.LogLevel.INFO: pb.INFO,
+    records.LogLevel.WARNING: pb.WARNING,
+    records.LogLevel.ERROR: pb.ERROR,
+}
+FILE_FORMATS: Mapping[int, FileFormat | None] = {pb.DATA_FORMAT_UNSPECIFIED: None, pb.CSV: "csv", pb.PARQUET: "parquet"}
+METRIC_FIELDS = ("mae", "rmse", "mape", "r2_score", "training_duration_seconds", "training_data_size")
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _inverse(table: Mapping[K, V]) -> dict[V, K]:
+    return {v: k for k, v in table.items()}
+
+
+_MODEL_TYPE_OF = _inverse(MODEL_TYPES)
+_PRIORITY_OF = _inverse(PRIORITIES)
+_STATUS_OF = _inverse(STATUSES)
+
+
+def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+# --- enums -----------------------------------------------------------------------------------
+def model_type_from_pb(value: int, field: str = "model_type") -> specs.ModelType | None:
+    """The domain model type; None when unspecified."""
+    if value == pb.MODEL_TYPE_UNSPECIFIED:
+        return None
+    if value not in _MODEL_TYPE_OF:
+        raise RequestError(field, f"unknown model type value {value}: one of forecast, anomaly")
+    return _MODEL_TYPE_OF[value]
+
+
+def model_type_to_pb(name: str) -> int:
+    return MODEL_TYPES[specs.ModelType(name)] if name else pb.MODEL_TYPE_UNSPECIFIED
+
+
+def priority_from_pb(value: int, *, default: records.Priority | None = records.Priority.NORMAL) -> records.Priority:
+    if value == pb.PRIORITY_UNSPECIFIED:
+        if default is None:
+            raise RequestError("priority", "is required: one of critical, high, normal, low")
+        return default
+    if value not in _PRIORITY_OF:
+        raise RequestError("priority", f"unknown priority value {value}")
+    return _PRIORITY_OF[value]
+
+
+def status_from_pb(value: int) -> records.JobStatus | None:
+    if value == pb.JOB_STATUS_UNSPECIFIED:
+        return None
+    if value not in _STATUS_OF:
+        raise RequestError("status", f"unknown status value {value}")
+    return _STATUS_OF[value]
+
+
+def file_format_from_pb(value: int) -> FileFormat | None:
+    if value not in FILE_FORMATS:
+        raise RequestError("format", f"unknown format value {value}: one of csv, parquet")
+    return FILE_FORMATS[value]
+
+
+# --- the training config ------------------------------------------------------------------------
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles; write whole numbers as ints (n_estimators: 100, not 100.0)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
+    """The config as the guide writes it, for trainers.spec: only the fields that were set,
+    snake_case names, the model type's domain name, whole numbers as ints."""
+    out = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    out.pop("model_type", None)
+    model_type = model_type_from_pb(config.model_type, "config.model_type")
+    if model_type is not None:
+        out["model_type"] = model_type.value
+    if "hyperparameters" in out:
+        out["hyperparameters"] = _integral(out["hyperparameters"])
+    return out
+
+
+def spec_from_pb(config: pb.TrainingConfig, model_type: specs.ModelType) -> specs.TrainingSpec:
+    """The validated spec of a job's config (ConfigValidationError naming every field)."""
+    return specs.build(config_to_dict(config), model_type=model_type)
+
+
+def config_to_pb(config: Mapping[str, Any]) -> pb.TrainingConfig:
+    """A stored config (the spec's canonical form) as the API shows it."""
+    data = dict(config)
+    model_type = data.pop("model_type", "")
+    msg = pb.TrainingConfig()
+    json_format.ParseDict(data, msg, ignore_unknown_fields=True)
+    msg.model_type = model_type_to_pb(model_type)
+    return msg
+
+
+def validation_to_pb(violations: Sequence[Violation]) -> pb.ValidateTrainingConfigResponse:
+    return pb.ValidateTrainingConfigResponse(
+        valid=not violations, violations=[pb.FieldViolation(field=v.field, description=v.description) for v in violations]
+    )
+
+
+# --- ids and paging ----------------------------------------------------------------------------
+def parse_uuid(value: str, field: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise RequestError(field, f"{value!r} is not {what} (a UUID)") from None
+
+
+def parse_job_id(value: str) -> uuid.UUID:
+    return parse_uuid(value, "job_id", "a job id")
+
+
+def parse_model_id(value: str) -> uuid.UUID:
+    return parse_uuid(value, "model_id", "a model version id")
+
+
+def encode_page_token(cursor: tuple[datetime, uuid.UUID] | None) -> str:
+    if cursor is None:
+        return ""
+    raw = f"{cursor[0].isoformat()}|{cursor[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        at, job_id = raw.split("|")
+        return datetime.fromisoformat(at), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("page_token", "is not a token this service issued (pass next_page_token unchanged)") from None
+
+
+# --- records -> messages -------------------------------------------------------------------------
+def job_to_pb(job: records.Job) -> pb.TrainingJob:
+    msg = pb.TrainingJob(
+        job_id=str(job.job_id),
+        tenant_id=job.tenant_id,
+        model_type=model_type_to_pb(job.model_type),
+        status=STATUSES[job.status],
+        priority=PRIORITIES[job.priority],
+        progress=job.progress,
+        current_step=job.current_step,
+        metrics=dict(job.metrics),
+        attempt=job.attempt,
+        config=config_to_pb(job.config),
+        metadata=dict(job.metadata),
+        model_version=job.model_version or 0,
+        request_id=job.request_id or "",
+        created_at=_ts(job.created_at),
+        started_at=_ts(job.started_at),
+        finished_at=_ts(job.finished_at),
+        updated_at=_ts(job.updated_at),
+        next_retry_at=_ts(job.retry_at),
+    )
+    if job.error:
+        msg.error.CopyFrom(pb.JobError(reason=job.error.reason, message=job.error.message, details=dict(job.error.details)))
+    return msg
+
+
+def jobs_to_pb(jobs: Sequence[records.Job], cursor: tuple[datetime, uuid.UUID] | None) -> pb.ListTrainingJobsResponse:
+    return pb.ListTrainingJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=encode_page_token(cursor))
+
+
+def metrics_to_pb(job: records.Job) -> pb.GetTrainingJobMetricsResponse:
+    m = job.metrics
+    return pb.GetTrainingJobMetricsResponse(job_id=str(job.job_id), metrics=dict(m), **{k: m[k] for k in METRIC_FIELDS if k in m})
+
+
+def log_to_pb(line: records.LogLine) -> pb.LogEntry:
+    return pb.LogEntry(
+        sequence=line.sequence,
+        time=_ts(line.time),
+        level=LEVELS[line.level],
+        step=line.step,
+        message=line.message,
+        attempt=line.attempt,
+    )
+
+
+def cluster_to_pb(cluster: records.RayCluster) -> pb.RayCluster:
+    return pb.RayCluster(
+        cluster_id=cluster.cluster_id,
+        status=cluster.status,
+        num_workers=cluster.num_workers,
+        address=cluster.address,
+        resources=dict(cluster.resources),
+        available_resources=dict(cluster.available_resources),
+        nodes=[pb.WorkerNode(node_id=n.node_id, address=n.address, status=n.status, resources=dict(n.resources)) for n in cluster.nodes],
+    )
+
+
+def clusters_to_pb(found: Sequence[records.RayCluster]) -> pb.ListRayClustersResponse:
+    return pb.ListRayClustersResponse(clusters=[cluster_to_pb(c) for c in found])
+
+
+def health_to_pb(queue: Mapping[str, int] | None, database_error: str | None, cluster: records.RayCluster | None, ray_error: str | None) -> pb.GetHealthResponse:
+    """The health answer: what each component showed (a cluster, or the error it gave)."""
+    out = pb.GetHealthResponse()
+    if queue is not None:
+        out.queue.update(queue)
+    out.database.CopyFrom(
+        pb.ComponentHealth(status="unavailable", detail=database_error)
+        if database_error is not None
+        else pb.ComponentHealth(status="ok", detail="PostgreSQL reachable")
+    )
+    if cluster is not None:
+        cpus = cluster.resources.get("CPU", 0)
+        detail = f"{cluster.num_workers} node(s), {cpus:g} CPUs"
+        out.ray.CopyFrom(pb.ComponentHealth(status="ok" if cluster.num_workers else "unavailable", detail=detail))
+    else:
+        out.ray.CopyFrom(pb.ComponentHealth(status="unavailable", detail=ray_error or ""))
+    out.status = "ok" if out.database.status == out.ray.status == "ok" else "degraded"
+    return out
+
+
+def import_to_pb(rows: int, table: str, columns: Sequence[str]) -> pb.ImportFeatureDataResponse:
+    return pb.ImportFeatureDataResponse(rows_imported=rows, table=table, columns=list(columns))
+
+
+def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        model_id=str(version.model_id),
+        tenant_id=version.tenant_id,
+        model_type=model_type_to_pb(version.model_type),
+        version=version.version,
+        job_id=str(version.job_id),
+        algorithm=version.algorithm,
+        features=list(version.features),
+        target=version.target,
+        training_start=_ts(version.training_start),
+        training_end=_ts(version.training_end),
+        metrics=dict(version.metrics),
+        feature_importance=dict(version.feature_importance),
+        artifact_uri=version.artifact_uri,
+        config_hash=version.config_hash,
+        config=config_to_pb(version.config),
+        created_at=_ts(version.created_at),
+        deleted_at=_ts(version.deleted_at),
+    )
+
+
+def models_to_pb(found: Sequence[records.ModelVersion]) -> pb.ListModelVersionsResponse:
+    return pb.ListModelVersionsResponse(versions=[model_to_pb(v) for v in found])
+
+
+def evaluation_to_pb(version: records.ModelVersion, scores: Mapping[str, float]) -> pb.EvaluateModelVersionResponse:
+    return pb.EvaluateModelVersionResponse(model_id=str(version.model_id), version=version.version, metrics=dict(scores))

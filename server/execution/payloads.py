@@ -1,0 +1,70 @@
+"""What travels from the server to a Ray task, and back: plain data, so it reaches any node."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from server.observability import LogFormat
+from storage.records import JobError
+from trainers.spec import TrainingSpec
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The guide's automatic retry: after a failure that running again may fix, the job is
+    queued again after base, 2x base, 4x base seconds (1, 2, 4 minutes by default), at most
+    ``max_retries`` times. Data and configuration errors are not retried."""
+
+    max_retries: int = 3
+    base_seconds: float = 60.0
+
+    def delay(self, attempt: int, retryable: bool) -> float | None:
+        """Seconds until attempt ``attempt + 1`` starts, or None for no retry."""
+        if not retryable or attempt > self.max_retries:
+            return None
+        return float(self.base_seconds * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How a task runs, the same for every job of a server."""
+
+    database_url: str
+    artifact_root: str
+    num_threads: int = 1
+    retry: RetryPolicy = RetryPolicy()
+    guard_interval: float = 0.5  # how often the task checks that its attempt still runs
+    guard_grace: float = 5.0  # how long a stopped task may take before its worker is ended
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """One attempt of a job: the validated spec (its canonical form and hash come with it)."""
+
+    job_id: uuid.UUID
+    attempt: int
+    tenant_id: str
+    spec: TrainingSpec
+    settings: TaskSettings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # COMPLETED, FAILED or CANCELLED
+    model_version: int | None = None
+    error: JobError | None = None
+
+
+@dataclass(frozen=True)
+class EvaluatePayload:
+    """Score a registered model on another window."""
+
+    tenant_id: str
+    spec: TrainingSpec  # the version's training spec with the window to score
+    artifact_path: str
+    trained_metrics: Mapping[str, float]
+    settings: TaskSettings

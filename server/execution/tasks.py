@@ -1,0 +1,121 @@
+"""The bodies of our Ray tasks: one attempt of a job (``run_attempt``) and the scoring of a
+model version on another window (``evaluate_model``). They run in a Ray worker process,
+on any node, with only their payload: the pipeline reads, reports and registers through
+the PostgreSQL adapters, and an AttemptGuard stops the attempt from inside when the
+database says it is over (cancelled, or handed to another server).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from server import observability
+from server.execution.adapters import DbDataSource, DbRegistry, DbReporter
+from server.execution.artifacts import ArtifactStore
+from server.execution.guard import AttemptGuard
+from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, TaskSettings
+from server.execution.runtime import TaskRuntime, runtime
+from storage import db, queue
+from storage.records import JobError
+from trainers import algorithms, evaluation, pipeline, preparation
+from trainers.errors import DataLoadError, JobCancelled, TrainingError
+
+log = logging.getLogger(__name__)
+_logging_configured: tuple[str, str] | None = None
+
+
+def _configure_logging(settings: TaskSettings) -> None:
+    """Our loggers in this Ray worker process write in the server's format (Ray's own
+    loggers are left alone); once per process, again only if the format changes."""
+    global _logging_configured  # noqa: PLW0603 - per worker process
+    wanted = (settings.log_format, settings.log_level)
+    if _logging_configured != wanted:
+        observability.configure(settings.log_format, settings.log_level, loggers=("server", "trainers"))
+        _logging_configured = wanted
+
+
+def run_attempt(payload: JobPayload) -> Outcome:
+    """Run one attempt of a job to its end and record the outcome. Returns what happened;
+    raises only if the database itself is unreachable."""
+    _configure_logging(payload.settings)
+    with observability.job_fields(job_id=str(payload.job_id), tenant_id=payload.tenant_id, attempt=payload.attempt):
+        return _run_attempt(payload)
+
+
+def _run_attempt(payload: JobPayload) -> Outcome:
+    s = payload.settings
+    rt = runtime()
+    engine = rt.engine(s.database_url)
+    reporter = DbReporter(rt, engine, payload.job_id, payload.attempt)
+    registry = DbRegistry(rt, engine, ArtifactStore(Path(s.artifact_root)), payload)
+    guard = AttemptGuard(
+        lambda: rt.run(lambda: _still_running(engine, payload), timeout=10),
+        interval=s.guard_interval,
+        grace=s.guard_grace,
+        name=f"job {payload.job_id} attempt {payload.attempt}",
+    )
+    try:
+        with guard:
+            result = pipeline.run(
+                payload.spec,
+                data=DbDataSource(rt, engine, payload.tenant_id),
+                reporter=reporter,
+                registry=registry,
+                num_threads=s.num_threads,
+            )
+    except JobCancelled:
+        registry.discard()
+        return Outcome("CANCELLED")
+    except TrainingError as exc:
+        error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
+        log.error("attempt failed: %s", traceback.format_exc(limit=8))
+        error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
+    else:
+        if _finish(rt, engine, payload, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
+            return Outcome("COMPLETED", result.model_version)
+        registry.discard()
+        return Outcome("CANCELLED")
+
+    retry_in = s.retry.delay(payload.attempt, error.retryable)
+    failed = _finish(rt, engine, payload, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
+    registry.discard()
+    return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
+
+
+async def _still_running(engine: db.Engine, payload: JobPayload) -> bool:
+    async with db.transaction(engine) as conn:
+        return await queue.is_running(conn, payload.job_id, payload.attempt)
+
+
+def _finish(rt: TaskRuntime, engine: db.Engine, payload: JobPayload, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
+    """Write how the attempt ended; False when it was no longer running."""
+
+    async def go() -> bool:
+        async with db.transaction(engine) as conn:
+            return await write(conn)
+
+    return rt.run(go)
+
+
+def evaluate_model(payload: EvaluatePayload) -> dict[str, float]:
+    """Load the version's artifact, read the window (and the hours before it that lags,
+    baselines and context windows need), and compute the metrics it was trained with."""
+    _configure_logging(payload.settings)
+    rt = runtime()
+    engine = rt.engine(payload.settings.database_url)
+    spec = payload.spec
+    since = spec.training_start - timedelta(hours=evaluation.history_hours(spec))
+    frame = DbDataSource(rt, engine, payload.tenant_id).load(spec.feature_table, spec.table_columns(), since, spec.training_end)
+    if frame.empty or frame["timestamp"].max() < spec.training_start:
+        raise DataLoadError(
+            f"No rows in features.{spec.feature_table} between {spec.training_start:%Y-%m-%dT%H:%M:%S} and {spec.training_end:%Y-%m-%dT%H:%M:%S}",
+            details={"table": f"features.{spec.feature_table}", "tenant_id": payload.tenant_id},
+        )
+    task = preparation.choose_task(spec, frame[spec.target])
+    model = algorithms.get(spec.algorithm).load(Path(payload.artifact_path), task)
+    return evaluation.score(model, frame, spec, payload.trained_metrics)

@@ -1,0 +1,167 @@
+"""What every algorithm is made of: the tasks, a hyperparameter's declaration (``Param``),
+the data an algorithm fits on (``TrainData``, ``FitOptions``), what it returns
+(``FittedModel``) and the ``Algorithm`` protocol itself, with what an algorithm declares
+about its own needs.
+
+Tasks:
+- ``regression``: predict the target (forecasting; unsupervised anomaly scores residuals),
+- ``classification``: P(label = 1) for a 0/1 label target (supervised anomaly detection),
+- ``reconstruction``: an anomaly score from the rows alone (LSTM autoencoder, isolation forest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from trainers.errors import Violation
+
+REGRESSION, CLASSIFICATION, RECONSTRUCTION = "regression", "classification", "reconstruction"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its type and the values allowed.
+
+    ``kind`` is int, float, bool, str or list (a list of ints); ``choices`` are further
+    allowed strings; ``nullable`` allows null (e.g. rf's max_depth: None = unlimited)."""
+
+    kind: type
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    also: tuple[Any, ...] = ()  # further allowed numbers outside the range (e.g. -1 = no limit)
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    float_too: bool = False  # an int parameter that also takes a fraction in (0, 1] (max_features)
+    help: str = ""
+
+    def check(self, path: str, value: Any) -> Violation | None:
+        if value is None:
+            return None if self.nullable else Violation(path, "must not be null")
+        if isinstance(value, str):
+            if value in self.choices:
+                return None
+            expected = f"one of {', '.join(map(repr, self.choices))} or a number" if self.choices else "a number"
+            return (
+                Violation(path, f"{value!r} is not {expected}")
+                if self.kind is not str
+                else Violation(path, f"{value!r} is not one of {', '.join(self.choices)}")
+            )
+        if self.kind is bool:
+            return None if isinstance(value, bool) else Violation(path, "must be true or false")
+        if self.kind is list:
+            if not isinstance(value, list) or not value:
+                return Violation(path, "must be a non-empty list of whole numbers, such as [64, 32]")
+            bad = [
+                v
+                for v in value
+                if isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not float(v).is_integer()
+                or (self.minimum is not None and v < self.minimum)
+                or (self.maximum is not None and v > self.maximum)
+            ]
+            return Violation(path, f"every size must be a whole number from {self.minimum:g} to {self.maximum:g}") if bad else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return Violation(path, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            return Violation(path, "must be finite")
+        if value in self.also:
+            return None
+        if self.float_too and isinstance(value, float) and not value.is_integer():
+            return None if 0.0 < value <= 1.0 else Violation(path, f"{value!r} is out of range: a fraction must be in (0, 1]")
+        if self.kind is int and not float(value).is_integer():
+            return Violation(path, f"must be a whole number, got {value!r}")
+        low_bad = self.minimum is not None and (value <= self.minimum if self.exclusive_minimum else value < self.minimum)
+        high_bad = self.maximum is not None and value > self.maximum
+        if low_bad or high_bad:
+            return Violation(path, f"{value!r} is out of range: {self.describe()}")
+        return None
+
+    def describe(self) -> str:
+        low = "" if self.minimum is None else (f"> {self.minimum:g}" if self.exclusive_minimum else f">= {self.minimum:g}")
+        high = "" if self.maximum is None else f"<= {self.maximum:g}"
+        rng = " and ".join(p for p in (low, high) if p) or "any value"
+        extra = "".join(f" (or {a}{': ' + self.help if self.help else ''})" for a in self.also)
+        return f"must be {rng}{extra}"
+
+
+class FittedModel(Protocol):
+    best_iteration: int | None
+    context_rows: int  # rows before the first one it predicts that it needs (lstm: lookback - 1)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Regression: the target; classification: P(label = 1); reconstruction: an
+        anomaly score. One value per row after the first ``context_rows``."""
+        ...
+
+    def save(self, directory: Path) -> Path:
+        """Write the model in its library's own safe format; returns the file."""
+        ...
+
+    def importance(self, names: tuple[str, ...]) -> dict[str, float]:
+        """Feature importance (normalised to sum 1), or {} when the model has none."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Chronologically ordered parts: fit on train, stop early / tune thresholds on tune
+    (the last part of the training range, possibly empty), evaluate on valid."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    feature_names: tuple[str, ...]
+    x_tune: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    y_tune: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    task: str
+    seed: int
+    early_stopping_rounds: int | None
+    num_threads: int
+    batch_size: int | None
+    use_gpu: bool
+    on_iteration: Callable[[int, int], None]
+
+
+class Algorithm(Protocol):
+    """One algorithm. Concrete algorithms subclass this and set what differs from the
+    defaults below; the pipeline, the spec checks and the executor ask these, never the
+    algorithm's name."""
+
+    name: str
+    library: str  # imported before the training step's clock starts
+    params: Mapping[str, Param]
+    tasks: frozenset[str]
+    early_stopping: bool = False  # stops on the tune part (early_stopping_rounds applies)
+    unlabelled_task: str = REGRESSION  # anomaly detection on a signal, not a 0/1 label: score the residual
+    supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
+    minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)
+
+    def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
+        """Rows before the first one it predicts that it needs (a window of context): 0 when
+        every row stands alone. Such a model trains on consecutive rows, never a sample."""
+        return 0
+
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> FittedModel: ...
+
+    def load(self, path: Path, task: str) -> FittedModel: ...
+
+
+def importance_from(values: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    values = np.asarray(values, dtype="float64")
+    total = float(values.sum())
+    if total <= 0:
+        return {}
+    return {n: float(v / total) for n, v in zip(names, values, strict=True)}

@@ -1,0 +1,145 @@
+"""Evaluation: a trained model's metrics on the validation part (``evaluate``), a rolling-
+origin backtest (``backtest``), and scoring a saved model on another window (``score``).
+Reported metrics come only from rows nothing was tuned on."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from trainers import algorithms, metrics
+from trainers.algorithms import TrainData
+from trainers.errors import DataLoadError
+from trainers.ports import STEP_START, Reporter
+from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive
+from trainers.spec import ModelType, TrainingSpec
+
+MIN_TUNE_POSITIVES = 5  # fewer labelled anomalies there: choose the threshold on all training rows
+ANOMALY_QUANTILE = 0.99  # unlabeled anomaly threshold: this quantile of the training scores
+SEASONAL_HOURS = 168  # the longest seasonal-naive baseline (a week)
+HISTORY_SLACK_HOURS = 24
+
+
+def predict_after(model: algorithms.FittedModel, context: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Predictions for the rows of ``x``; a model that needs earlier rows (lstm windows)
+    gets them from the end of ``context``."""
+    if model.context_rows:
+        return model.predict(np.concatenate([context[len(context) - model.context_rows :], x]))
+    return model.predict(x)
+
+
+def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:
+    d = prepared.data
+    history = np.concatenate([d.x_train, d.x_tune]) if len(d.x_tune) else d.x_train
+    pred = predict_after(model, history, d.x_valid)
+    if prepared.task == algorithms.CLASSIFICATION:
+        if d.y_tune.sum() >= MIN_TUNE_POSITIVES:
+            tune_y, tune_pred = d.y_tune, predict_after(model, d.x_train, d.x_tune)
+        else:  # no positive label in the tune part: choose on the training rows themselves
+            tune_y, tune_pred = d.y_train[model.context_rows :], model.predict(d.x_train)
+        threshold = metrics.best_f1_threshold(tune_y, tune_pred)
+        scores = metrics.classification(d.y_valid, pred, threshold)
+        reporter.log(
+            "INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
+        )
+        return scores
+    if spec.model_type == ModelType.FORECAST:
+        scores = metrics.regression(d.y_valid, pred)
+        scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
+        if "skill" in scores and scores["skill"] <= 0:
+            reporter.log(
+                "WARNING",
+                f"the model does not beat the seasonal-naive baseline: MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
+            )
+        return scores
+    # Unlabeled anomaly detection: a score per row, a threshold from the training range.
+    if prepared.task == algorithms.RECONSTRUCTION:
+        train_scores, valid_scores = model.predict(d.x_train), pred
+    else:
+        train_pred = model.predict(d.x_train)
+        train_scores = np.abs(d.y_train[model.context_rows :] - train_pred)
+        valid_scores = np.abs(d.y_valid - pred)
+    threshold = float(np.quantile(train_scores, ANOMALY_QUANTILE))
+    scores = metrics.anomaly_scores(valid_scores, threshold)
+    if prepared.labels_valid is not None:
+        scores.update(metrics.classification(prepared.labels_valid, valid_scores, threshold))
+    reporter.log(
+        "INFO",
+        f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
+        f"{scores['anomaly_rate']:.2%} of validation rows flagged",
+    )
+    return scores
+
+
+def history_hours(spec: TrainingSpec) -> int:
+    """Hours before a window that scoring reads too, so that the lags, the seasonal
+    baselines and the context window (an algorithm's ``context_rows``) of its first rows
+    have their past."""
+    context = algorithms.get(spec.algorithm).context_rows(spec.hyperparameters)
+    return max([h for _, h in spec.lags.values()] + [SEASONAL_HOURS]) + context + HISTORY_SLACK_HOURS
+
+
+def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter) -> dict[str, float]:
+    """Rolling origin: the last folds x horizon hours of the range are cut into consecutive
+    windows; each fold trains on every row before its window (no early stopping) and is
+    scored on it. Returns per-fold and mean MAE, RMSE and MAPE."""
+    folds, horizon = spec.backtest
+    frame, algorithm = prepared.frame, algorithms.get(spec.algorithm)
+    x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
+    y = frame[spec.target].to_numpy(dtype="float64")
+    end = frame["timestamp"].max()
+    quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None)
+    out: dict[str, float] = {}
+    per_fold = []
+    for k in range(folds):
+        lo = end - pd.Timedelta(hours=horizon * (folds - k))
+        hi = lo + pd.Timedelta(hours=horizon)
+        train = (frame["timestamp"] <= lo).to_numpy()
+        test = ((frame["timestamp"] > lo) & (frame["timestamp"] <= hi)).to_numpy()
+        if train.sum() < MIN_ROWS or not test.any():
+            raise DataLoadError(f"backtest fold {k + 1} has too few rows (train {int(train.sum())}, test {int(test.sum())})")
+        model = algorithm.fit(TrainData(x[train], y[train], x[test], y[test], prepared.inputs), spec.hyperparameters, quiet)
+        train_idx = np.flatnonzero(train)
+        pred = predict_after(model, x[train_idx], x[test])
+        m = metrics.regression(y[test], pred)
+        per_fold.append(m)
+        for name in ("mae", "rmse", "mape"):
+            out[f"backtest_fold{k + 1}_{name}"] = m[name]
+        reporter.progress(STEP_START["evaluation"] + int(10 * (k + 1) / folds) - 1)
+    for name in ("mae", "rmse", "mape"):
+        out[f"backtest_{name}"] = float(np.mean([m[name] for m in per_fold]))
+    reporter.log(
+        "INFO", f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}"
+    )
+    return out
+
+
+def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]) -> dict[str, float]:
+    """Score a trained model on the window spec.training_start..training_end (``frame`` may
+    start earlier: those rows are history only), with the metrics it was trained with;
+    anomaly thresholds are the ones chosen at training time."""
+    dv = derive(frame, spec)
+    x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
+    keep = (dv.frame["timestamp"].iloc[model.context_rows :] >= pd.Timestamp(spec.training_start)).to_numpy()
+    y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows :][keep]
+    if len(y) == 0:
+        raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
+    pred = model.predict(x)[keep]
+    threshold = trained.get("threshold")
+    if dv.task == algorithms.CLASSIFICATION:
+        out = metrics.classification(y, pred, threshold)
+    elif spec.model_type == ModelType.FORECAST:
+        out = metrics.regression(y, pred)
+        out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows :][keep] for k, v in dv.baselines.items()}))
+    else:
+        scores = pred if dv.task == algorithms.RECONSTRUCTION else np.abs(y - pred)
+        out = metrics.anomaly_scores(scores, threshold)
+        if dv.label_column:
+            labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows :][keep]
+            out.update(metrics.classification(labels, scores, threshold))
+    out["evaluation_rows"] = float(len(y))
+    return {k: float(v) for k, v in out.items() if not math.isnan(v)}

@@ -1,0 +1,48 @@
+"""What the pipeline needs from the outside, as protocols: where it reports progress and log
+lines (``Reporter``), where its data comes from (``DataSource``) and where the model goes
+(``ModelRegistry``). The service implements them over PostgreSQL (server/execution/adapters.py);
+trainers/local.py has in-memory ones for notebooks, tests and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from trainers.spec import TrainingSpec
+
+STEPS = ("data_loading", "preprocessing", "training", "evaluation", "registration")
+# Progress (percent) at the start of each step; training fills 20..80 as rounds complete.
+STEP_START = {"data_loading": 0, "preprocessing": 10, "training": 20, "evaluation": 80, "registration": 90}
+
+
+class Reporter(Protocol):
+    """Where the pipeline reports. Any call may raise JobCancelled to stop the run."""
+
+    def step(self, name: str, progress: int) -> None: ...
+
+    def progress(self, progress: int) -> None: ...
+
+    def log(self, level: str, message: str) -> None: ...
+
+    def metrics(self, values: Mapping[str, float]) -> None: ...
+
+
+class DataSource(Protocol):
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+        """The rows (a UTC ``timestamp`` column plus ``columns``) in start..end; raises
+        DataLoadError naming the table or column that is missing."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    def artifact_dir(self) -> Path:
+        """A fresh folder for this run's model."""
+        ...
+
+    def register(self, artifact: Path, spec: TrainingSpec, metrics: Mapping[str, float], importance: Mapping[str, float]) -> int:
+        """Record the model (with its feature importance); returns its version number."""
+        ...

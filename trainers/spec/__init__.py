@@ -1,0 +1,31 @@
+"""A job's configuration: the validated :class:`TrainingSpec` (``model``) and the checks
+that build it (``checks``). This module is the surface the rest of the project uses."""
+
+from trainers.spec.checks import build, parse_window, validate, window_violations
+from trainers.spec.model import (
+    CALENDAR_FEATURES,
+    DEFAULT_SEED,
+    DEFAULT_TABLES,
+    DEFAULT_VALIDATION_SPLIT,
+    MODEL_TYPES,
+    ModelType,
+    TrainingSpec,
+    format_time,
+    parse_time,
+)
+
+__all__ = [
+    "CALENDAR_FEATURES",
+    "DEFAULT_SEED",
+    "DEFAULT_TABLES",
+    "DEFAULT_VALIDATION_SPLIT",
+    "MODEL_TYPES",
+    "ModelType",
+    "TrainingSpec",
+    "build",
+    "format_time",
+    "parse_time",
+    "parse_window",
+    "validate",
+    "window_violations",
+]

@@ -1,0 +1,277 @@
+"""Checking a configuration: one checker per section of the guide's TrainingConfig.
+
+``validate`` returns every violation, each with its field path relative to the config as
+the guide's error details show it (``validation_split``, ``hyperparameters.learning_rate``);
+``build`` returns a :class:`TrainingSpec` or raises ConfigValidationError. What an
+algorithm allows (hyperparameters, tasks, early stopping, mini-batches, windows of rows) is
+asked of the algorithm itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from trainers import algorithms
+from trainers.algorithms import REGRESSION, Algorithm
+from trainers.errors import ConfigValidationError, Violation
+from trainers.spec.model import (
+    DEFAULT_SEED,
+    DEFAULT_VALIDATION_SPLIT,
+    IDENT,
+    LAG,
+    MAX_LAG_HOURS,
+    MODEL_TYPES,
+    ModelType,
+    TrainingSpec,
+    parse_time,
+)
+
+Config = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What later sections need of earlier ones, read once."""
+
+    model_type: str | None  # the config's model_type, else the job's
+    algorithm: Algorithm | None  # None when missing or unknown
+    start: datetime | None  # None when missing or unreadable
+    end: datetime | None
+
+    @classmethod
+    def of(cls, config: Config, model_type: str | None) -> _Read:
+        name = config.get("algorithm")
+        times = []
+        for key in ("training_start", "training_end"):
+            try:
+                times.append(parse_time(config.get(key)))
+            except ValueError:
+                times.append(None)
+        return cls(
+            model_type=config.get("model_type") or model_type,
+            algorithm=algorithms.get(name) if isinstance(name, str) and name in algorithms.ALL else None,
+            start=times[0],
+            end=times[1],
+        )
+
+
+Check = Callable[[Config, _Read], Iterator[Violation]]
+
+
+def _model_type(config: Config, read: _Read, job_model_type: str | None) -> Iterator[Violation]:
+    mt = read.model_type
+    if not mt:
+        yield Violation("model_type", f"is required: one of {', '.join(MODEL_TYPES)}")
+    elif mt not in MODEL_TYPES:
+        yield Violation("model_type", f"{mt!r} is not one of {', '.join(MODEL_TYPES)}")
+    elif job_model_type and config.get("model_type") and config["model_type"] != job_model_type:
+        yield Violation("model_type", f"config says {config['model_type']!r} but the job says {job_model_type!r}")
+
+
+def _algorithm(config: Config, read: _Read) -> Iterator[Violation]:
+    name = config.get("algorithm") or ""
+    if not name:
+        yield Violation("algorithm", f"is required: one of {', '.join(algorithms.ALL)}")
+    elif read.algorithm is None:
+        yield Violation("algorithm", f"{name!r} is not one of {', '.join(algorithms.ALL)}")
+    elif REGRESSION not in read.algorithm.tasks and read.model_type != ModelType.ANOMALY:
+        yield Violation("algorithm", f"{name} detects anomalies: it needs model_type anomaly")
+    else:
+        yield from _hyperparameters(config, read.algorithm)
+
+
+def _hyperparameters(config: Config, algorithm: Algorithm) -> Iterator[Violation]:
+    hp = config.get("hyperparameters") or {}
+    if not isinstance(hp, Mapping):
+        yield Violation("hyperparameters", "must be an object of name: value")
+        return
+    for name, value in hp.items():
+        if name not in algorithm.params:
+            yield Violation(f"hyperparameters.{name}", f"is not a hyperparameter of {algorithm.name}; known: {', '.join(algorithm.params)}")
+        elif (v := algorithm.params[name].check(f"hyperparameters.{name}", value)) is not None:
+            yield v
+
+
+def window_violations(start: Any, end: Any, names: Sequence[str] = ("training_start", "training_end")) -> list[Violation]:
+    """A time window's problems: each end readable, the end after the start."""
+    out, parsed = [], []
+    for name, value in zip(names, (start, end), strict=True):
+        try:
+            parsed.append(parse_time(value))
+        except ValueError as exc:
+            out.append(Violation(name, str(exc)))
+    if len(parsed) == 2 and parsed[1] <= parsed[0]:
+        out.append(Violation(names[1], f"must be after {names[0]}"))
+    return out
+
+
+def _window(config: Config, read: _Read) -> Iterator[Violation]:
+    yield from window_violations(config.get("training_start"), config.get("training_end"))
+
+
+def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
+    target = config.get("target") or ""
+    if not target:
+        yield Violation("target", "is required (the column to predict, such as load)")
+    elif not IDENT.match(target):
+        yield Violation("target", f"{target!r} is not a column name (lower-case letters, digits and _)")
+    features = list(config.get("features") or [])
+    if not features:
+        yield Violation("features", "at least one feature is required")
+    seen: set[str] = set()
+    for i, name in enumerate(features):
+        path = f"features[{i}]"
+        if name in seen:
+            yield Violation(path, f"{name!r} is listed twice")
+        seen.add(name)
+        if not isinstance(name, str) or not IDENT.match(name):
+            yield Violation(path, f"{name!r} is not a column name (lower-case letters, digits and _)")
+        elif name == target:
+            yield Violation(path, f"{name!r} is the target itself (target leakage)")
+        elif (m := LAG.match(name)) is not None:
+            hours = int(m["hours"])
+            if hours == 0:
+                yield Violation(path, f"{name!r} is a lag of 0 hours, the current value itself (target leakage)")
+            elif hours > MAX_LAG_HOURS:
+                yield Violation(path, f"{name!r}: lags are limited to {MAX_LAG_HOURS} hours")
+
+
+def _split_and_seed(config: Config, read: _Read) -> Iterator[Violation]:
+    split = config.get("validation_split", DEFAULT_VALIDATION_SPLIT)
+    if isinstance(split, bool) or not isinstance(split, int | float) or not 0.0 < split < 1.0:
+        yield Violation("validation_split", "Must be between 0.0 and 1.0")
+    seed = config.get("random_seed", DEFAULT_SEED)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        yield Violation("random_seed", "must be a whole number from 0 to 2147483647")
+
+
+def _early_stopping(config: Config, read: _Read) -> Iterator[Violation]:
+    esr = config.get("early_stopping_rounds")
+    if esr is None:
+        return
+    if isinstance(esr, bool) or not isinstance(esr, int) or esr < 1:
+        yield Violation("early_stopping_rounds", "must be a whole number >= 1")
+    elif read.algorithm is not None and not read.algorithm.early_stopping:
+        yield Violation("early_stopping_rounds", f"{read.algorithm.name} has no early stopping (it trains in one pass); leave it unset")
+
+
+def _backtest(config: Config, read: _Read) -> Iterator[Violation]:
+    backtest = config.get("backtest")
+    if not backtest:
+        return
+    folds, horizon = backtest.get("folds", 0), backtest.get("horizon_hours", 0)
+    if read.model_type != ModelType.FORECAST:
+        yield Violation("backtest", "applies to forecasting only")
+    if not isinstance(folds, int) or not 1 <= folds <= 20:
+        yield Violation("backtest.folds", "must be a whole number from 1 to 20")
+    if not isinstance(horizon, int) or not 1 <= horizon <= 24 * 366:
+        yield Violation("backtest.horizon_hours", f"must be a whole number from 1 to {24 * 366}")
+    elif read.start and read.end and isinstance(folds, int) and folds >= 1:
+        if folds * horizon * 3600 >= (read.end - read.start).total_seconds() / 2:
+            yield Violation("backtest", "folds x horizon_hours must be less than half the training range")
+
+
+def _label_column(config: Config, read: _Read) -> Iterator[Violation]:
+    label = config.get("label_column") or ""
+    if not label:
+        return
+    if read.model_type != ModelType.ANOMALY:
+        yield Violation("label_column", "applies to anomaly detection only")
+    elif not IDENT.match(label):
+        yield Violation("label_column", f"{label!r} is not a column name (lower-case letters, digits and _)")
+    elif label == config.get("target") or label in list(config.get("features") or []):
+        yield Violation("label_column", f"{label!r} is the target or a feature (label leakage)")
+
+
+def _feature_table(config: Config, read: _Read) -> Iterator[Violation]:
+    table = config.get("feature_table") or ""
+    if table and not IDENT.match(table):
+        yield Violation("feature_table", f"{table!r} is not a table name (lower-case letters, digits and _)")
+
+
+def _not_available(what: str) -> str:
+    return f"{what} is not available yet in this release; leave it unset"
+
+
+def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
+    if config.get("distributed"):
+        yield Violation("distributed", _not_available("distributed training"))
+    ray_config = dict(config.get("ray_config") or {})
+    ray_config.pop("use_gpu", None)
+    if ray_config:
+        yield Violation(
+            "ray_config",
+            "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; " + _not_available("distributed training"),
+        )
+
+
+def _mlflow(config: Config, read: _Read) -> Iterator[Violation]:
+    if config.get("mlflow_tracking"):
+        yield Violation("mlflow_tracking", _not_available("MLflow tracking"))
+
+
+def _training_options(config: Config, read: _Read) -> Iterator[Violation]:
+    options = config.get("training_options") or {}
+    algorithm = read.algorithm
+    batch = options.get("batch_size")
+    if batch is not None:
+        if algorithm is None or not algorithm.minibatch:
+            users = ", ".join(algorithms.with_trait("minibatch"))
+            yield Violation(
+                "training_options.batch_size",
+                f"applies to the neural algorithms, which train in mini-batches ({users}), not to {config.get('algorithm') or 'this algorithm'}",
+            )
+        elif isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            yield Violation("training_options.batch_size", "must be a whole number >= 1")
+    sample = options.get("use_sample")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int | float) or not 0.0 < sample <= 1.0):
+        yield Violation("training_options.use_sample", "must be a fraction greater than 0.0 and at most 1.0")
+    elif sample is not None and sample < 1.0 and algorithm is not None and algorithm.context_rows({}) > 0:
+        yield Violation(
+            "training_options.use_sample", f"{algorithm.name} trains on windows of consecutive rows; sampling rows would break them"
+        )
+
+
+# In the order the violations are reported.
+CHECKS: tuple[Check, ...] = (
+    _algorithm,
+    _window,
+    _target_and_features,
+    _split_and_seed,
+    _early_stopping,
+    _backtest,
+    _label_column,
+    _feature_table,
+    _distribution,
+    _mlflow,
+    _training_options,
+)
+
+
+def validate(config: Config, *, model_type: str | None = None) -> list[Violation]:
+    """Every problem in ``config`` (an empty list when it is valid). ``model_type`` is the
+    job's, for a config that does not say its own."""
+    read = _Read.of(config, model_type)
+    out = list(_model_type(config, read, model_type))
+    for check in CHECKS:
+        out.extend(check(config, read))
+    return out
+
+
+def build(config: Config, *, model_type: str | None = None) -> TrainingSpec:
+    """The validated spec, or ConfigValidationError listing every violation."""
+    violations = validate(config, model_type=model_type)
+    if violations:
+        raise ConfigValidationError(violations)
+    return TrainingSpec.from_dict(config, model_type=model_type)
+
+
+def parse_window(start: Any, end: Any, *, names: Sequence[str], message: str) -> tuple[datetime, datetime]:
+    """A time window given by the caller (``names`` are its fields), or ConfigValidationError."""
+    violations = window_violations(start, end, names)
+    if violations:
+        raise ConfigValidationError(violations, message=message)
+    return parse_time(start), parse_time(end)
