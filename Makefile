@@ -26,9 +26,13 @@ test: install
 protos: install
 	$(PY) scripts/gen_protos.py
 
+# buf lint (the protos), ruff (lint and format) and mypy (strict for storage/ and trainers/).
 lint: install
 	$(PY) scripts/gen_protos.py --link-only
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m bench.pipeline_overhead

@@ -12,10 +12,10 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from server.api.app import App  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from storage import db, features  # noqa: E402
-from storage.embedded import EmbeddedPostgres  # noqa: E402
+from server.api.app import App
+from server.settings import Settings
+from storage import db, features
+from storage.embedded import EmbeddedPostgres
 
 
 @contextlib.asynccontextmanager
@@ -40,7 +40,7 @@ async def load(app: App, tenant: str, table: str, frame) -> None:
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def median(values: list[float]) -> float:

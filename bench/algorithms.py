@@ -17,7 +17,7 @@ import numpy as np
 from bench._stack import load, stack
 from client import AsyncTrainingClient, pb
 from server import demo_data
-from trainers import pipeline, preparation, spec
+from trainers import preparation, spec
 from trainers.local import MemoryReporter
 
 FEATURES = ["temperature", "humidity", "hour_of_day", "day_of_week", "load_lag_1", "load_lag_24"]
@@ -58,7 +58,7 @@ def plain_fit(algo: str, x: np.ndarray, y: np.ndarray, threads: int, seed: int) 
         RandomForestRegressor(**hp, random_state=seed, n_jobs=threads).fit(x, y)
         return time.perf_counter() - t
     import torch
-    import torch._dynamo  # noqa: F401 - what Adam imports on first use, as the job does before its clock
+    import torch._dynamo
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

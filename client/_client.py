@@ -7,9 +7,9 @@ the typed exceptions of :mod:`client.errors`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import grpc
 
@@ -149,9 +149,9 @@ class TrainingClient(_Methods):
     def wait(self, job_id: str) -> pb.TrainingJob:
         """Block until the job is final; returns it."""
         job = None
-        for job in self.watch_job(job_id):
+        for job in self.watch_job(job_id):  # noqa: B007 - the last snapshot is the answer
             pass
-        return job
+        return cast(pb.TrainingJob, job)  # a watch yields at least the current state
 
     def close(self) -> None:
         self._channel.close()
@@ -192,9 +192,9 @@ class AsyncTrainingClient(_Methods):
 
     async def wait(self, job_id: str) -> pb.TrainingJob:
         job = None
-        async for job in self.watch_job(job_id):
+        async for job in self.watch_job(job_id):  # noqa: B007 - the last snapshot is the answer
             pass
-        return job
+        return cast(pb.TrainingJob, job)  # a watch yields at least the current state
 
     async def close(self) -> None:
         await self._channel.close()

@@ -12,8 +12,8 @@ from client._gen.aihub.training.v1 import training_service_pb2 as pb
 ConfigLike = Mapping[str, Any] | pb.TrainingConfig
 
 
-def enum_value(enum: Any, value: str | int | None, field: str) -> int:
-    """ "high" / "HIGH" / 2 -> the enum's number; None/"" -> 0."""
+def enum_value(enum: Any, value: str | int | None, field: str) -> Any:
+    """ "high" / "HIGH" / 2 -> the enum's number (its ValueType); None/"" -> 0."""
     if value is None or value == "":
         return 0
     if isinstance(value, int):
@@ -21,7 +21,7 @@ def enum_value(enum: Any, value: str | int | None, field: str) -> int:
     try:
         return enum.Value(str(value).upper())
     except ValueError:
-        names = ", ".join(n.lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED"))
+        names = ", ".join(n.lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED"))  # noqa: SIM118 - a proto enum, not a dict
         raise ValueError(f"{field}: {value!r} is not one of {names}") from None
 
 

@@ -84,9 +84,8 @@ def _list(c: TrainingClient, a: argparse.Namespace) -> int:
         if not token or not a.all:
             break
     for j in jobs:
-        print(
-            f"{j.job_id}  {j.tenant_id:<16} {pb.ModelType.Name(j.model_type).lower():<9} {pb.Priority.Name(j.priority).lower():<8} {_progress_line(j)}"
-        )
+        model_type, priority = pb.ModelType.Name(j.model_type).lower(), pb.Priority.Name(j.priority).lower()
+        print(f"{j.job_id}  {j.tenant_id:<16} {model_type:<9} {priority:<8} {_progress_line(j)}")
     if token:
         print(f"(more: --page-token {token}, or --all)", file=sys.stderr)
     return 0

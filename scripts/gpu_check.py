@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from server.demo_data import generate  # noqa: E402
-from trainers import pipeline, spec  # noqa: E402
-from trainers.local import FolderRegistry, FrameSource, MemoryReporter  # noqa: E402
+from server.demo_data import generate
+from trainers import pipeline, spec
+from trainers.local import FolderRegistry, FrameSource, MemoryReporter
 
 
 def main() -> int:
@@ -58,7 +58,8 @@ def main() -> int:
             headline = {k: round(m[k], 4) for k in ("mae", "rmse", "r2_score", "anomaly_rate", "threshold") if k in m}
             print(
                 f"{algo:5s} {model_type:8s} use_gpu={gpu!s:5s} no-GPU warning={warned!s:5s} "
-                f"{time.perf_counter() - t:6.1f}s train {m['training_duration_seconds']:.1f}s best epoch {m.get('best_iteration')} {headline}"
+                f"{time.perf_counter() - t:6.1f}s train {m['training_duration_seconds']:.1f}s "
+                f"best epoch {m.get('best_iteration')} {headline}"
             )
             if gpu and torch.cuda.is_available() and warned:
                 failed += 1

@@ -48,7 +48,8 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     if envoy is not None:
         envoy.stop()
     await app.stop()
-    app.executor.stop()
+    if app.executor is not None:
+        app.executor.stop()
     if pg is not None:
         pg.stop()
 

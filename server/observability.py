@@ -101,7 +101,9 @@ def make_handler(fmt: LogFormat, stream: TextIO | None = None) -> logging.Handle
     return handler
 
 
-def configure(fmt: LogFormat = "text", level: str | int = "INFO", *, loggers: tuple[str, ...] = ("",), stream: TextIO | None = None) -> None:
+def configure(
+    fmt: LogFormat = "text", level: str | int = "INFO", *, loggers: tuple[str, ...] = ("",), stream: TextIO | None = None
+) -> None:
     """Send the given loggers (default: the root logger) to one handler of this format,
     replacing a handler an earlier call installed. In a Ray worker process only our own
     loggers are configured (``loggers=("server", "trainers")``), leaving Ray's alone."""

@@ -70,6 +70,4 @@ async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
 async def list_clusters(conn: AsyncConnection) -> list[RayCluster]:
     clusters = (await conn.execute(LIST_CLUSTERS)).mappings().all()
     nodes = (await conn.execute(LIST_NODES)).mappings().all()
-    return [
-        RayCluster.from_row(c, tuple(WorkerNode.from_row(n) for n in nodes if n["cluster_id"] == c["cluster_id"])) for c in clusters
-    ]
+    return [RayCluster.from_row(c, tuple(WorkerNode.from_row(n) for n in nodes if n["cluster_id"] == c["cluster_id"])) for c in clusters]

@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 class EmbeddedPostgres:
     data_dir: Path
     start_timeout: float = 120.0
-    _server: object | None = None
+    _server: Any = None
 
     def start(self) -> str:
         """Initialise (first time) and start the server; returns its SQLAlchemy URL."""

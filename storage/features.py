@@ -13,14 +13,15 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, cast
 
+import asyncpg
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.errors import FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
+from storage.errors import DatabaseUnavailable, FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
 from storage.tables import FEATURE_SCHEMA
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -51,11 +52,26 @@ def read_file(data: bytes, fmt: FileFormat | None = None) -> pd.DataFrame:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(io.BytesIO(data)).to_pandas()
+            return cast(pd.DataFrame, pq.read_table(io.BytesIO(data)).to_pandas())
         return pd.read_csv(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+    except Exception as exc:
         kind = "Parquet" if fmt == "parquet" else "CSV"
         raise InvalidFeatureData(f"cannot read the file as {kind}: {exc}") from exc
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under ``conn`` (for COPY)."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    if raw is None:
+        raise DatabaseUnavailable("the database connection is closed")
+    return cast(asyncpg.Connection, raw)
+
+
+def _with_nulls(values: np.ndarray) -> list[Any]:
+    """A float column as a list, NaN as None (NULL)."""
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return cast(list[Any], out.tolist())
 
 
 def _q(name: str) -> str:
@@ -124,18 +140,18 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
     for col in value_cols:
         await conn.execute(sa.text(f"ALTER TABLE {FEATURE_SCHEMA}.{_q(table)} ADD COLUMN IF NOT EXISTS {_q(col)} double precision"))
 
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await _driver(conn)
     staging = f"_import_{table}"
     cols = ["tenant_id", SERIES, "timestamp", *value_cols]
     await raw.execute(f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
     stamp_values = stamps.dt.to_pydatetime()
-    columns = [np.where(np.isnan(values[c].to_numpy()), None, values[c].to_numpy()).tolist() for c in value_cols]
+    columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
     records = [(tenant_id, sid, ts, *row) for sid, ts, *row in zip(series.tolist(), stamp_values, *columns, strict=True)]
     await raw.copy_records_to_table(staging, records=records, columns=cols)
     updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in value_cols)
     col_list = ", ".join(_q(c) for c in cols)
     await raw.execute(
-        f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "
+        f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "  # noqa: S608 - checked identifiers
         f'ON CONFLICT (tenant_id, series_id, "timestamp") DO UPDATE SET {updates}'
     )
     await raw.execute(f"DROP TABLE {_q(staging)}")
@@ -161,17 +177,17 @@ async def read_frame(
         if col not in existing or col in RESERVED:
             raise FeatureColumnNotFound(table, col)
     col_list = ", ".join(['"timestamp"', SERIES, *(_q(c) for c in columns)])
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await _driver(conn)
     buf = io.BytesIO()
     query = (
-        f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "
+        f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "  # noqa: S608 - checked identifiers
         f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY series_id, "timestamp"'
     )
     await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
     buf.seek(0)
     if buf.getbuffer().nbytes == 0:
         return pd.DataFrame(columns=["timestamp", SERIES, *columns])
-    frame = pd.read_csv(buf, engine="pyarrow", dtype={SERIES: "str", **{c: "float64" for c in columns}})
+    frame = pd.read_csv(buf, engine="pyarrow", dtype={SERIES: "str", **dict.fromkeys(columns, "float64")})
     frame[SERIES] = frame[SERIES].fillna("").astype(str)  # '' (one series) reads back as missing
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     return frame
@@ -180,4 +196,5 @@ async def read_frame(
 async def count_rows(conn: AsyncConnection, tenant_id: str, table: str) -> int:
     if await columns_of(conn, check_identifier(table, "table")) is None:
         return 0
-    return int(await conn.scalar(sa.text(f"SELECT count(*) FROM {FEATURE_SCHEMA}.{_q(table)} WHERE tenant_id = :t"), {"t": tenant_id}))
+    count = sa.text(f"SELECT count(*) FROM {FEATURE_SCHEMA}.{_q(table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifier
+    return int(await conn.scalar(count, {"t": tenant_id}) or 0)

@@ -84,7 +84,7 @@ CANCEL_ATTEMPT = sa.text(
 
 # retry: a FAILED or CANCELLED job back to the queue as its next attempt.
 # Index: training_jobs primary key.
-RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status = ANY(:sources) RETURNING id, attempt")
+RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status = ANY(:sources) RETURNING id, attempt")  # noqa: S608 - constant fragment
 
 # set_priority: a PENDING job's new priority (its place in the queue). Index: training_jobs primary key.
 SET_PRIORITY = sa.text(
@@ -118,9 +118,7 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
     }
     row = (await conn.execute(INSERT_JOB, params)).mappings().first()
     if row is None:
-        existing = (
-            (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().one()
-        )
+        existing = (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().one()
         return Job.from_row(existing), False
     job = Job.from_row(row)
     await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
@@ -198,6 +196,5 @@ async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Pr
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     rows = await conn.execute(COUNT_BY_STATUS)
     counts = {s.value: 0 for s in JobStatus}
-    counts.update({status: n for status, n in rows})
+    counts.update({str(status): int(n) for status, n in rows})
     return counts
-

@@ -33,9 +33,7 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
     seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
     if seq is None:
         raise JobNotFound(job_id)
-    await conn.execute(
-        INSERT_LOG, {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message}
-    )
+    await conn.execute(INSERT_LOG, {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message})
     await notify(conn, job_id, JobEvent.LOG)
     return int(seq)
 

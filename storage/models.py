@@ -93,9 +93,7 @@ async def get(conn: AsyncConnection, model_id: uuid.UUID, tenant_id: str | None 
 
 async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID, tenant_id: str | None = None) -> ModelVersion:
     """Keep the row (lineage), stamp deleted_at; the caller removes the artifact."""
-    stmt, params = (
-        (MARK_TENANT_DELETED, {"id": model_id, "tenant_id": tenant_id}) if tenant_id else (MARK_DELETED, {"id": model_id})
-    )
+    stmt, params = (MARK_TENANT_DELETED, {"id": model_id, "tenant_id": tenant_id}) if tenant_id else (MARK_DELETED, {"id": model_id})
     row = (await conn.execute(stmt, params)).mappings().first()
     if row is None:
         raise ModelNotFound(model_id)

@@ -128,12 +128,12 @@ FINISH_ATTEMPT = sa.text(
 # back to the queue as their next attempt.
 # Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
 REQUEUE_EXPIRED = sa.text(
-    f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() RETURNING id, attempt"
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() RETURNING id, attempt"  # noqa: S608 - constant fragment
 )
 
 # release: the RUNNING jobs of a server that is stopping go back to the queue as their next
 # attempt. Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
-RELEASE = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt")
+RELEASE = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt")  # noqa: S608 - constant fragment
 
 # abandon_attempt: a requeued job's previous attempt ended because its server was lost.
 # Index: job_attempts primary key.
@@ -146,7 +146,7 @@ ABANDON_ATTEMPT = sa.text(
 # queue as their next attempt.
 # Index: training_jobs_retry_due (retry_at) WHERE status = 'FAILED' AND retry_at IS NOT NULL.
 REQUEUE_DUE_RETRIES = sa.text(
-    f"UPDATE training_jobs SET {NEXT_ATTEMPT} "
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT} "  # noqa: S608 - constant fragment
     "WHERE status = 'FAILED' AND retry_at IS NOT NULL AND retry_at <= clock_timestamp() RETURNING id, attempt"
 )
 
@@ -237,9 +237,7 @@ async def _attempt_ended(conn: AsyncConnection, job_id: uuid.UUID, attempt: int,
     await conn.execute(FINISH_ATTEMPT, params)
 
 
-async def _requeue(
-    conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, object], why: str, log_line: str
-) -> list[uuid.UUID]:
+async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, object], why: str, log_line: str) -> list[uuid.UUID]:
     rows = (await conn.execute(stmt, params)).all()
     for job_id, attempt in rows:
         await conn.execute(ABANDON_ATTEMPT, {"id": job_id, "attempt": attempt - 1, "why": why})

@@ -18,13 +18,13 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback only
 
-from client import AsyncTrainingClient  # noqa: E402
-from server import demo_data  # noqa: E402
-from server.api.app import App  # noqa: E402
-from server.execution.executor import RayExecutor  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from storage import db, features  # noqa: E402
-from storage.embedded import EmbeddedPostgres  # noqa: E402
+from client import AsyncTrainingClient
+from server import demo_data
+from server.api.app import App
+from server.execution.executor import RayExecutor
+from server.settings import Settings
+from storage import db, features
+from storage.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "aihub_template"

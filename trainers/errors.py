@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ class ConfigValidationError(TrainingError):
 class DataLoadError(TrainingError):
     reason = "DataLoadError"
     retryable = False
+
+
+def no_rows_in_window(feature_table: str, start: datetime, end: datetime, **details: object) -> DataLoadError:
+    """The error for a window of a feature table with no rows in it."""
+    window = f"between {start:%Y-%m-%dT%H:%M:%S} and {end:%Y-%m-%dT%H:%M:%S}"
+    return DataLoadError(f"No rows in features.{feature_table} {window}", details=details)
 
 
 class ResourceError(TrainingError):

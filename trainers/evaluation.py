@@ -53,7 +53,8 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
         if "skill" in scores and scores["skill"] <= 0:
             reporter.log(
                 "WARNING",
-                f"the model does not beat the seasonal-naive baseline: MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
+                "the model does not beat the seasonal-naive baseline: "
+                f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
             )
         return scores
     # Unlabeled anomaly detection: a score per row, a threshold from the training range.
@@ -87,6 +88,8 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     """Rolling origin: the last folds x horizon hours of the range are cut into consecutive
     windows; each fold trains on every row before its window (no early stopping) and is
     scored on it. Returns per-fold and mean MAE, RMSE and MAPE."""
+    if spec.backtest is None:
+        return {}
     folds, horizon = spec.backtest
     frame, algorithm = prepared.frame, algorithms.get(spec.algorithm)
     x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
@@ -118,6 +121,13 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     return out
 
 
+def _threshold(trained: Mapping[str, float]) -> float:
+    """The anomaly threshold chosen at training time (stored with the version's metrics)."""
+    if "threshold" not in trained:
+        raise DataLoadError("the model version has no anomaly threshold among its metrics; train it again to score it")
+    return float(trained["threshold"])
+
+
 def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]) -> dict[str, float]:
     """Score a trained model on the window spec.training_start..training_end (``frame`` may
     start earlier: those rows are history only), with the metrics it was trained with;
@@ -129,14 +139,14 @@ def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec
     if len(y) == 0:
         raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
     pred = model.predict(x)[keep]
-    threshold = trained.get("threshold")
     if dv.task == algorithms.CLASSIFICATION:
-        out = metrics.classification(y, pred, threshold)
+        out = metrics.classification(y, pred, _threshold(trained))
     elif spec.model_type == ModelType.FORECAST:
         out = metrics.regression(y, pred)
         out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows :][keep] for k, v in dv.baselines.items()}))
     else:
         scores = pred if dv.task == algorithms.RECONSTRUCTION else np.abs(y - pred)
+        threshold = _threshold(trained)
         out = metrics.anomaly_scores(scores, threshold)
         if dv.label_column:
             labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows :][keep]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainers import algorithms, metrics
-from trainers.errors import DataLoadError
+from trainers.errors import no_rows_in_window
 from trainers.evaluation import backtest, evaluate
 from trainers.ports import STEP_START, DataSource, ModelRegistry, Reporter
 from trainers.preparation import Prepared, prepare
@@ -61,15 +61,13 @@ def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: M
 def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFrame:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
-    reporter.log(
-        "INFO",
-        f"loading {', '.join(columns)} from features.{spec.feature_table} for {spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC",
-    )
+    window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
+    reporter.log("INFO", f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)
     if frame.empty:
-        raise DataLoadError(
-            f"No rows in features.{spec.feature_table} between {spec.training_start:%Y-%m-%dT%H:%M:%S} and {spec.training_end:%Y-%m-%dT%H:%M:%S}",
-            details={"reason": f"No rows in window: features.{spec.feature_table}", "table": f"features.{spec.feature_table}"},
+        table = f"features.{spec.feature_table}"
+        raise no_rows_in_window(
+            spec.feature_table, spec.training_start, spec.training_end, reason=f"No rows in window: {table}", table=table
         )
     reporter.log("INFO", f"data_loading: {len(frame)} rows loaded")
     return frame

@@ -11,8 +11,8 @@ import socket
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from google.protobuf import descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
@@ -115,9 +115,7 @@ class App:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info(
-            "gRPC on %s:%d (server %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.server_id, self.dispatcher.capacity()
-        )
+        log.info("gRPC on %s:%d (server %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.server_id, self.dispatcher.capacity())
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving, stop dispatching (running jobs go back to the queue as their next
@@ -136,7 +134,8 @@ class App:
                     log.error("task still running: %r\n%s", task, "".join(_stack(task)))
 
     async def wait(self) -> None:
-        await self._server.wait_for_termination()
+        if self._server is not None:
+            await self._server.wait_for_termination()
 
 
 class _MethodAwarePool:
@@ -148,7 +147,7 @@ class _MethodAwarePool:
     def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
         self._pool = pool
 
-    def FindFileContainingSymbol(self, name: str):  # noqa: N802 - the pool's own method name
+    def FindFileContainingSymbol(self, name: str):
         try:
             return self._pool.FindFileContainingSymbol(name)
         except KeyError:

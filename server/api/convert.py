@@ -24,21 +24,21 @@ from storage.features import FileFormat
 from trainers import spec as specs
 from trainers.errors import Violation
 
-MODEL_TYPES: Mapping[specs.ModelType, int] = {specs.ModelType.FORECAST: pb.FORECAST, specs.ModelType.ANOMALY: pb.ANOMALY}
-PRIORITIES: Mapping[records.Priority, int] = {
+MODEL_TYPES: Mapping[specs.ModelType, pb.ModelType] = {specs.ModelType.FORECAST: pb.FORECAST, specs.ModelType.ANOMALY: pb.ANOMALY}
+PRIORITIES: Mapping[records.Priority, pb.Priority] = {
     records.Priority.CRITICAL: pb.CRITICAL,
     records.Priority.HIGH: pb.HIGH,
     records.Priority.NORMAL: pb.NORMAL,
     records.Priority.LOW: pb.LOW,
 }
-STATUSES: Mapping[records.JobStatus, int] = {
+STATUSES: Mapping[records.JobStatus, pb.JobStatus] = {
     records.JobStatus.PENDING: pb.PENDING,
     records.JobStatus.RUNNING: pb.RUNNING,
     records.JobStatus.COMPLETED: pb.COMPLETED,
     records.JobStatus.FAILED: pb.FAILED,
     records.JobStatus.CANCELLED: pb.CANCELLED,
 }
-LEVELS: Mapping[records.LogLevel, int] = {
+LEVELS: Mapping[records.LogLevel, pb.LogLevel] = {
     records.LogLevel.DEBUG: pb.DEBUG,
     records.LogLevel.INFO: pb.INFO,
     records.LogLevel.WARNING: pb.WARNING,
@@ -49,11 +49,10 @@ METRIC_FIELDS = ("mae", "rmse", "mape", "r2_score", "training_duration_seconds",
 
 
 K = TypeVar("K")
-V = TypeVar("V")
 
 
-def _inverse(table: Mapping[K, V]) -> dict[V, K]:
-    return {v: k for k, v in table.items()}
+def _inverse(table: Mapping[K, int]) -> dict[int, K]:
+    return {int(v): k for k, v in table.items()}
 
 
 _MODEL_TYPE_OF = _inverse(MODEL_TYPES)
@@ -79,7 +78,7 @@ def model_type_from_pb(value: int, field: str = "model_type") -> specs.ModelType
     return _MODEL_TYPE_OF[value]
 
 
-def model_type_to_pb(name: str) -> int:
+def model_type_to_pb(name: str) -> pb.ModelType:
     return MODEL_TYPES[specs.ModelType(name)] if name else pb.MODEL_TYPE_UNSPECIFIED
 
 
@@ -250,7 +249,9 @@ def clusters_to_pb(found: Sequence[records.RayCluster]) -> pb.ListRayClustersRes
     return pb.ListRayClustersResponse(clusters=[cluster_to_pb(c) for c in found])
 
 
-def health_to_pb(queue: Mapping[str, int] | None, database_error: str | None, cluster: records.RayCluster | None, ray_error: str | None) -> pb.GetHealthResponse:
+def health_to_pb(
+    queue: Mapping[str, int] | None, database_error: str | None, cluster: records.RayCluster | None, ray_error: str | None
+) -> pb.GetHealthResponse:
     """The health answer: what each component showed (a cluster, or the error it gave)."""
     out = pb.GetHealthResponse()
     if queue is not None:

@@ -59,31 +59,31 @@ def _status(
 
 
 def to_status(exc: BaseException) -> status_pb2.Status:
-    S = grpc.StatusCode
+    code = grpc.StatusCode
     if isinstance(exc, ConfigValidationError):
-        return _status(S.INVALID_ARGUMENT, exc.reason, str(exc), exc.details, exc.violations)
+        return _status(code.INVALID_ARGUMENT, exc.reason, str(exc), exc.details, exc.violations)
     if isinstance(exc, DataLoadError):
-        return _status(S.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
+        return _status(code.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
     if isinstance(exc, ResourceError):
-        return _status(S.RESOURCE_EXHAUSTED, exc.reason, exc.message, exc.details)
+        return _status(code.RESOURCE_EXHAUSTED, exc.reason, exc.message, exc.details)
     if isinstance(exc, JobCancelled):
-        return _status(S.CANCELLED, exc.reason, exc.message, exc.details)
+        return _status(code.CANCELLED, exc.reason, exc.message, exc.details)
     if isinstance(exc, TrainingError):
-        return _status(S.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
+        return _status(code.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
     if isinstance(exc, storage_errors.JobNotFound):
-        return _status(S.NOT_FOUND, "JobNotFound", str(exc), {"job_id": exc.job_id})
+        return _status(code.NOT_FOUND, "JobNotFound", str(exc), {"job_id": exc.job_id})
     if isinstance(exc, storage_errors.ModelNotFound):
-        return _status(S.NOT_FOUND, "ModelNotFound", str(exc), {"model_id": exc.model_id})
+        return _status(code.NOT_FOUND, "ModelNotFound", str(exc), {"model_id": exc.model_id})
     if isinstance(exc, storage_errors.InvalidTransition):
-        return _status(S.FAILED_PRECONDITION, "InvalidStateTransition", str(exc), {"job_id": exc.job_id, "status": exc.current})
+        return _status(code.FAILED_PRECONDITION, "InvalidStateTransition", str(exc), {"job_id": exc.job_id, "status": exc.current})
     if isinstance(exc, storage_errors.InvalidFeatureData):
-        return _status(S.INVALID_ARGUMENT, "InvalidFeatureData", str(exc), {"field": exc.field}, [Violation(exc.field, str(exc))])
+        return _status(code.INVALID_ARGUMENT, "InvalidFeatureData", str(exc), {"field": exc.field}, [Violation(exc.field, str(exc))])
     if isinstance(exc, (storage_errors.FeatureTableNotFound, storage_errors.FeatureColumnNotFound)):
-        return _status(S.FAILED_PRECONDITION, "DataLoadError", str(exc))
+        return _status(code.FAILED_PRECONDITION, "DataLoadError", str(exc))
     if isinstance(exc, storage_errors.DatabaseUnavailable):
-        return _status(S.UNAVAILABLE, "DatabaseUnavailable", str(exc))
+        return _status(code.UNAVAILABLE, "DatabaseUnavailable", str(exc))
     log.exception("unexpected error in a request", exc_info=exc)
-    return _status(S.INTERNAL, "InternalError", f"internal error: {type(exc).__name__}: {exc}")
+    return _status(code.INTERNAL, "InternalError", f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -116,7 +116,7 @@ def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+    async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith("/aihub."):
             return handler

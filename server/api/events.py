@@ -43,7 +43,7 @@ class EventHub:
         for fn in self._listeners:
             try:
                 fn(job_id, kind)
-            except Exception:  # noqa: BLE001 - one bad listener must not starve the rest
+            except Exception:
                 log.exception("event listener failed")
 
     def _wake_all(self) -> None:
@@ -68,8 +68,8 @@ class EventHub:
                 del self._waiters[job_id]
 
 
-async def wait(event: asyncio.Event, timeout: float) -> None:
-    """Until ``event`` is set or ``timeout`` passes; then clears it."""
+async def wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass; then clears it."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        await asyncio.wait_for(event.wait(), seconds)
     event.clear()

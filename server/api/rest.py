@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
 from google.protobuf import descriptor, json_format
@@ -23,15 +23,16 @@ from server.api.servicer import TrainingServicer
 from trainers.errors import ConfigValidationError, Violation
 
 FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue")
+M = TypeVar("M", bound=Message)
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
 
 
-def _fields(desc: descriptor.Descriptor) -> dict[str, descriptor.FieldDescriptor]:
+def _fields(desc: Any) -> dict[str, descriptor.FieldDescriptor]:
     """A message's fields by proto name and by JSON name (both are accepted)."""
     return {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
 
 
-def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[str]:
+def _unknown_fields(data: Mapping[str, Any], desc: Any, path: str = "") -> Iterator[str]:
     """Paths of keys in ``data`` that ``desc`` has no field for (by proto or JSON name)."""
     fields = _fields(desc)
     for key, value in data.items():
@@ -48,7 +49,7 @@ def _unknown_fields(data: Mapping[str, Any], desc: descriptor.Descriptor, path: 
                     yield from _unknown_fields(item, field.message_type, f"{where}.")
 
 
-def _upper_enums(data: dict[str, Any], desc: descriptor.Descriptor, path: str = "") -> Iterator[Violation]:
+def _upper_enums(data: dict[str, Any], desc: Any, path: str = "") -> Iterator[Violation]:
     """ "high" -> "HIGH" for enum fields, in place (the guide writes enum values lower-case);
     yields a violation for each value the enum does not have."""
     fields = _fields(desc)
@@ -61,12 +62,16 @@ def _upper_enums(data: dict[str, Any], desc: descriptor.Descriptor, path: str = 
             if value.upper() not in names:
                 yield Violation(f"{path}{key}", f"{value!r} is not one of {', '.join(n.lower() for n in names)}")
             data[key] = value.upper()
-        elif field.message_type is not None and field.message_type.full_name not in FREE_FORM and isinstance(value, dict):
-            if not field.message_type.GetOptions().map_entry:
-                yield from _upper_enums(value, field.message_type, f"{path}{key}.")
+        elif (
+            field.message_type is not None
+            and field.message_type.full_name not in FREE_FORM
+            and isinstance(value, dict)
+            and not field.message_type.GetOptions().map_entry
+        ):
+            yield from _upper_enums(value, field.message_type, f"{path}{key}.")
 
 
-def parse_json(body: httpbody_pb2.HttpBody, message: Message, *, allowed: set[str] | None = None) -> Message:
+def parse_json(body: httpbody_pb2.HttpBody, message: M, *, allowed: set[str] | None = None) -> M:
     """Fill ``message`` from a JSON body; every unknown field is a violation naming it
     (``allowed``, when given, narrows the top-level fields further)."""
     # Any content type is read as JSON: the guide's own curl lines send JSON with

@@ -8,6 +8,7 @@ import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 
@@ -30,7 +31,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 BACKSTOP_SECONDS = 1.0  # streams re-read at least this often, even without a notification
 MAX_IMPORT_BYTES = 2 * 1024**3
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def _settled(job: Job) -> bool:
@@ -258,8 +259,19 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             version = await models.mark_deleted(conn, model_id, request.tenant_id or None)
         try:
             artifact = await asyncio.to_thread(self.artifacts.remove_version, version.artifact_uri)
-            log.info("model version %s (v%d) deleted; artifact %s removed", model_id, version.version, artifact, extra={"tenant_id": version.tenant_id})
+            log.info(
+                "model version %s (v%d) deleted; artifact %s removed",
+                model_id,
+                version.version,
+                artifact,
+                extra={"tenant_id": version.tenant_id},
+            )
         except ArtifactPathError:
-            log.warning("model version %s (v%d) deleted; its artifact %s is outside the artifact root and was left alone",
-                        model_id, version.version, version.artifact_uri, extra={"tenant_id": version.tenant_id})
+            log.warning(
+                "model version %s (v%d) deleted; its artifact %s is outside the artifact root and was left alone",
+                model_id,
+                version.version,
+                version.artifact_uri,
+                extra={"tenant_id": version.tenant_id},
+            )
         return convert.model_to_pb(version)

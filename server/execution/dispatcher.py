@@ -94,7 +94,7 @@ class Dispatcher:
                 released = await queue.release(conn, self.server_id)
             for job_id in released:
                 log.warning("handed back to the queue (server stopping)", extra={"job_id": str(job_id)})
-        except Exception:  # noqa: BLE001 - the lease will requeue them instead
+        except Exception:
             log.exception("could not hand running jobs back; their leases will requeue them")
         pending = list(self.running.values())  # some may have ended meanwhile
         if pending:
@@ -107,7 +107,7 @@ class Dispatcher:
         while True:
             try:
                 await self._pass()
-            except Exception:  # noqa: BLE001 - keep dispatching; the database may come back
+            except Exception:
                 log.exception("dispatch pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -165,5 +165,5 @@ class Dispatcher:
             try:
                 async with db.transaction(self.engine) as conn:
                     await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("heartbeat failed")

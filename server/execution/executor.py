@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
@@ -23,7 +24,8 @@ class RayExecutor:
     temp_dir: str | None = None
 
     def __post_init__(self) -> None:
-        self._remote = None
+        self._remote: Any = None  # the Ray remote functions, once started
+        self._evaluate: Any = None
         self._started_ray = False
 
     def start(self) -> None:

@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Self
 
 from trainers.errors import JobCancelled
@@ -61,7 +62,7 @@ class AttemptGuard:
         self._lock = threading.Lock()
         self._armed = False
         self._thread_id = 0
-        self._owner = None  # the frame that entered the block
+        self._owner: FrameType | None = None  # the frame that entered the block
         self.fired = False
 
     def __enter__(self) -> Self:

@@ -22,7 +22,7 @@ from server.execution.runtime import TaskRuntime, runtime
 from storage import db, queue
 from storage.records import JobError
 from trainers import algorithms, evaluation, pipeline, preparation
-from trainers.errors import DataLoadError, JobCancelled, TrainingError
+from trainers.errors import JobCancelled, TrainingError, no_rows_in_window
 
 log = logging.getLogger(__name__)
 _logging_configured: tuple[str, str] | None = None
@@ -112,10 +112,8 @@ def evaluate_model(payload: EvaluatePayload) -> dict[str, float]:
     since = spec.training_start - timedelta(hours=evaluation.history_hours(spec))
     frame = DbDataSource(rt, engine, payload.tenant_id).load(spec.feature_table, spec.table_columns(), since, spec.training_end)
     if frame.empty or frame["timestamp"].max() < spec.training_start:
-        raise DataLoadError(
-            f"No rows in features.{spec.feature_table} between {spec.training_start:%Y-%m-%dT%H:%M:%S} and {spec.training_end:%Y-%m-%dT%H:%M:%S}",
-            details={"table": f"features.{spec.feature_table}", "tenant_id": payload.tenant_id},
-        )
+        table = f"features.{spec.feature_table}"
+        raise no_rows_in_window(spec.feature_table, spec.training_start, spec.training_end, table=table, tenant_id=payload.tenant_id)
     task = preparation.choose_task(spec, frame[spec.target])
     model = algorithms.get(spec.algorithm).load(Path(payload.artifact_path), task)
     return evaluation.score(model, frame, spec, payload.trained_metrics)

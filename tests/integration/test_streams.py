@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 import time
-from datetime import timezone
+from contextlib import aclosing
+from datetime import UTC
 
 import pytest
 
@@ -61,7 +61,7 @@ async def test_live_log_latency_is_low(client, app):
     gaps = []
     async with aclosing(client.stream_logs(job.job_id)) as stream:
         async for entry in stream:
-            gaps.append(time.time() - entry.time.ToDatetime(tzinfo=timezone.utc).timestamp())
+            gaps.append(time.time() - entry.time.ToDatetime(tzinfo=UTC).timestamp())
             if entry.step == "training":
                 break
     await client.cancel_job(job.job_id)

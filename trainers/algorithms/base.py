@@ -93,8 +93,15 @@ class Param:
 
 
 class FittedModel(Protocol):
-    best_iteration: int | None
-    context_rows: int  # rows before the first one it predicts that it needs (lstm: lookback - 1)
+    @property
+    def best_iteration(self) -> int | None:
+        """The best round or epoch on the tune part, when it stopped early."""
+        ...
+
+    @property
+    def context_rows(self) -> int:
+        """Rows before the first one it predicts that it needs (lstm: lookback - 1)."""
+        ...
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Regression: the target; classification: P(label = 1); reconstruction: an

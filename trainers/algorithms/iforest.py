@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class IsolationModel:
     context_rows: int = 0
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return -self.model.score_samples(features)
+        return cast(np.ndarray, -self.model.score_samples(features))
 
     def save(self, directory: Path) -> Path:
         return save_skops(self.model, directory)

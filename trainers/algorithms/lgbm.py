@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class LGBMModel:
     context_rows: int = 0
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.booster.predict(features, num_iteration=self.best_iteration or None)
+        return cast(np.ndarray, self.booster.predict(features, num_iteration=self.best_iteration or None))
 
     def save(self, directory: Path) -> Path:
         path = directory / "model.txt"

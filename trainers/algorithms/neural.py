@@ -41,7 +41,7 @@ LSTM_PARAMS: Mapping[str, Param] = {
     "lookback": Param(int, 2, 2000),
     **COMMON,
 }
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden_sizes": [64, 32], "dropout": 0.0, "epochs": 50, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 0.0},
     "lstm": {
         "hidden_size": 64,
@@ -56,7 +56,7 @@ DEFAULTS = {
 }
 
 
-def _torch(num_threads: int, seed: int, gpu: bool):
+def _torch(num_threads: int, seed: int, gpu: bool) -> Any:
     import torch
 
     torch.set_num_threads(max(1, num_threads))
@@ -66,14 +66,15 @@ def _torch(num_threads: int, seed: int, gpu: bool):
     return torch
 
 
-def _build(kind: str, arch: Mapping[str, Any]):
+def _build(kind: str, arch: Mapping[str, Any]) -> Any:
     import torch
     from torch import nn
 
     class MLP(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            layers, width = [], arch["inputs"]
+            layers: list[Any] = []
+            width = arch["inputs"]
             for size in arch["hidden_sizes"]:
                 layers += [nn.Linear(width, size), nn.ReLU()]
                 if arch["dropout"]:  # a p=0 dropout still costs a pass per batch
@@ -82,7 +83,7 @@ def _build(kind: str, arch: Mapping[str, Any]):
             layers.append(nn.Linear(width, 1))
             self.net = nn.Sequential(*layers)
 
-        def forward(self, x):
+        def forward(self, x: Any) -> Any:
             return self.net(x).squeeze(-1)
 
     class LSTM(nn.Module):
@@ -96,7 +97,7 @@ def _build(kind: str, arch: Mapping[str, Any]):
             else:
                 self.out = nn.Linear(arch["hidden_size"], 1)
 
-        def forward(self, x):
+        def forward(self, x: Any) -> Any:
             encoded, _ = self.encoder(x)
             last = encoded[:, -1, :]
             if arch["task"] == RECONSTRUCTION:
@@ -153,8 +154,8 @@ class NeuralModel:
         return pred.astype("float64")
 
     def save(self, directory: Path) -> Path:
-        from safetensors.torch import save_file
         import torch
+        from safetensors.torch import save_file
 
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         tensors.update({f"scaler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.scalers.items()})
@@ -184,7 +185,7 @@ class Neural(Algorithm):
         """An LSTM predicts a row from the ``lookback`` rows ending at it."""
         return int(hyperparameters.get("lookback", DEFAULTS["lstm"]["lookback"])) - 1 if self.kind == "lstm" else 0
 
-    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:  # noqa: PLR0915 - one seeded training loop, read top to bottom
         import torch
 
         device = "cuda" if options.use_gpu and torch.cuda.is_available() else "cpu"
@@ -215,16 +216,16 @@ class Neural(Algorithm):
 
         x_fit = model._inputs(data.x_train)
         y_fit = targets(data.y_train)
+        x_tune: np.ndarray | None = None
+        y_tune: np.ndarray | None = None
         if len(data.y_tune):
             context = data.x_train[len(data.x_train) - model.context_rows :] if model.context_rows else data.x_train[:0]
             x_tune = model._inputs(np.concatenate([context, data.x_tune]))
             y_tune = ((data.y_tune - y_mean[0]) / y_std[0]).astype("float32")
-        else:
-            x_tune = y_tune = None
         if len(x_fit) == 0:
             raise ValueError(f"not enough training rows for lookback {arch.get('lookback')}")
 
-        def loss_of(out, x, y):
+        def loss_of(out: Any, x: Any, y: Any) -> Any:
             if options.task == RECONSTRUCTION:
                 return torch.nn.functional.mse_loss(out, x)
             if options.task == CLASSIFICATION:
@@ -269,7 +270,7 @@ class Neural(Algorithm):
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors file, not a dict
         arch = json.loads(meta["arch"])
         net = _build(meta["kind"], arch)
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,8 +50,8 @@ class SklearnModel:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         if self.task == CLASSIFICATION:
-            return self.model.predict_proba(features)[:, list(self.model.classes_).index(1.0)]
-        return self.model.predict(features)
+            return cast(np.ndarray, self.model.predict_proba(features)[:, list(self.model.classes_).index(1.0)])
+        return cast(np.ndarray, self.model.predict(features))
 
     def save(self, directory: Path) -> Path:
         return save_skops(self.model, directory)

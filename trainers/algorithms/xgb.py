@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class XGBModel:
 
         rng = (0, self.best_iteration) if self.best_iteration else None
         matrix = xgb.DMatrix(features)
-        return self.booster.predict(matrix, iteration_range=rng) if rng else self.booster.predict(matrix)
+        return cast(np.ndarray, self.booster.predict(matrix, iteration_range=rng) if rng else self.booster.predict(matrix))
 
     def save(self, directory: Path) -> Path:
         path = directory / "model.json"

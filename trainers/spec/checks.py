@@ -44,7 +44,7 @@ class _Read:
     @classmethod
     def of(cls, config: Config, model_type: str | None) -> _Read:
         name = config.get("algorithm")
-        times = []
+        times: list[datetime | None] = []
         for key in ("training_start", "training_end"):
             try:
                 times.append(parse_time(config.get(key)))
@@ -169,9 +169,14 @@ def _backtest(config: Config, read: _Read) -> Iterator[Violation]:
         yield Violation("backtest.folds", "must be a whole number from 1 to 20")
     if not isinstance(horizon, int) or not 1 <= horizon <= 24 * 366:
         yield Violation("backtest.horizon_hours", f"must be a whole number from 1 to {24 * 366}")
-    elif read.start and read.end and isinstance(folds, int) and folds >= 1:
-        if folds * horizon * 3600 >= (read.end - read.start).total_seconds() / 2:
-            yield Violation("backtest", "folds x horizon_hours must be less than half the training range")
+    elif (
+        read.start
+        and read.end
+        and isinstance(folds, int)
+        and folds >= 1
+        and folds * horizon * 3600 >= (read.end - read.start).total_seconds() / 2
+    ):
+        yield Violation("backtest", "folds x horizon_hours must be less than half the training range")
 
 
 def _label_column(config: Config, read: _Read) -> Iterator[Violation]:
@@ -204,7 +209,8 @@ def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
     if ray_config:
         yield Violation(
             "ray_config",
-            "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; " + _not_available("distributed training"),
+            "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; "
+            + _not_available("distributed training"),
         )
 
 
@@ -222,7 +228,8 @@ def _training_options(config: Config, read: _Read) -> Iterator[Violation]:
             users = ", ".join(algorithms.with_trait("minibatch"))
             yield Violation(
                 "training_options.batch_size",
-                f"applies to the neural algorithms, which train in mini-batches ({users}), not to {config.get('algorithm') or 'this algorithm'}",
+                f"applies to the neural algorithms, which train in mini-batches ({users}), "
+                f"not to {config.get('algorithm') or 'this algorithm'}",
             )
         elif isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             yield Violation("training_options.batch_size", "must be a whole number >= 1")

@@ -129,7 +129,7 @@ class TrainingSpec:
         """A spec from a configuration in the guide's shape that is known to be valid: the
         canonical form this class wrote (a stored job or model version), or a configuration
         ``trainers.spec.validate`` accepted. Nothing is checked here."""
-        mt = ModelType(config.get("model_type") or model_type)
+        mt = ModelType(str(config.get("model_type") or model_type))
         options = config.get("training_options") or {}
         backtest = config.get("backtest")
         return cls(
