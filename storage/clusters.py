@@ -37,8 +37,9 @@ UPSERT_NODE = sa.text(
     """
 )
 
-# list_clusters / list_nodes: everything recorded. Index: the primary keys (ordered scans).
+# list_clusters: every cluster recorded. Index: ray_clusters primary key (an ordered scan).
 LIST_CLUSTERS = sa.text("SELECT * FROM ray_clusters ORDER BY cluster_id")
+# list_nodes: every node recorded. Index: worker_nodes primary key (an ordered scan).
 LIST_NODES = sa.text("SELECT * FROM worker_nodes ORDER BY node_id")
 
 

@@ -2,9 +2,9 @@
 re-prioritise). The queue's own statements (claim, heartbeat, progress, finish, requeue)
 are in storage/queue.py, log lines in storage/logs.py.
 
-Every statement is named here with what it does and the index that serves it. User-driven
-status changes take their allowed source states from ``storage.records.TRANSITIONS`` at
-run time. Functions take an ``AsyncConnection`` whose transaction the caller owns; they
+Every statement is named here with what it does and the index that serves it. Status
+changes name their source states in SQL; each is an edge of ``storage.records.TRANSITIONS``
+(checked by tests/unit/test_storage_sql.py). Functions take an ``AsyncConnection`` whose transaction the caller owns; they
 never commit.
 """
 
@@ -63,14 +63,14 @@ LIST_FILTERS = {
     "before": "(j.created_at, j.id) < (:before_at, :before_id)",
 }
 
-# cancel: -> CANCELLED from the states the transition table allows, a FAILED job only while
-# its automatic retry is planned (cancelling it stops the retry). Index: training_jobs primary key.
+# cancel: PENDING, RUNNING, or FAILED while its automatic retry is planned (cancelling it
+# stops the retry) -> CANCELLED. Index: training_jobs primary key.
 CANCEL = sa.text(
     """
     UPDATE training_jobs
        SET status = 'CANCELLED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
            lease_expires_at = NULL, retry_at = NULL
-     WHERE id = :id AND status = ANY(:sources) AND (status <> 'FAILED' OR retry_at IS NOT NULL)
+     WHERE id = :id AND status IN ('PENDING', 'RUNNING', 'FAILED') AND (status <> 'FAILED' OR retry_at IS NOT NULL)
     RETURNING id, attempt
     """
 )
@@ -84,7 +84,7 @@ CANCEL_ATTEMPT = sa.text(
 
 # retry: a FAILED or CANCELLED job back to the queue as its next attempt.
 # Index: training_jobs primary key.
-RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status = ANY(:sources) RETURNING id, attempt")  # noqa: S608 - constant fragment
+RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status IN ('FAILED', 'CANCELLED') RETURNING id, attempt")  # noqa: S608 - constant fragment
 
 # set_priority: a PENDING job's new priority (its place in the queue). Index: training_jobs primary key.
 SET_PRIORITY = sa.text(
@@ -159,11 +159,10 @@ async def _raise_invalid(conn: AsyncConnection, job_id: uuid.UUID, target: str, 
 async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """PENDING or RUNNING -> CANCELLED; also a FAILED job whose automatic retry is planned
     (which stops the retry)."""
-    sources = sources_of(JobStatus.CANCELLED)
-    row = (await conn.execute(CANCEL, {"id": job_id, "sources": [s.value for s in sources]})).first()
+    row = (await conn.execute(CANCEL, {"id": job_id})).first()
     if row is None:
         current = await get(conn, job_id)
-        allowed = {s.value for s in sources}
+        allowed = {s.value for s in sources_of(JobStatus.CANCELLED)}
         if current.status == JobStatus.FAILED:
             allowed = (allowed - {JobStatus.FAILED.value}) | {"FAILED with a retry planned"}
         raise InvalidTransition(job_id, current.status.value, JobStatus.CANCELLED.value, frozenset(allowed))
@@ -175,10 +174,9 @@ async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
 
 async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """FAILED or CANCELLED -> PENDING as the next attempt."""
-    sources = sources_of(JobStatus.PENDING) & {JobStatus.FAILED, JobStatus.CANCELLED}
-    row = (await conn.execute(RETRY, {"id": job_id, "sources": [s.value for s in sources]})).first()
+    row = (await conn.execute(RETRY, {"id": job_id})).first()
     if row is None:
-        await _raise_invalid(conn, job_id, JobStatus.PENDING.value, frozenset(s.value for s in sources))
+        await _raise_invalid(conn, job_id, JobStatus.PENDING.value, frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value}))
     await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"job queued again as attempt {row.attempt}")
     await notify(conn, job_id, JobEvent.QUEUED)
     return await get(conn, job_id)

@@ -37,14 +37,14 @@ REGISTER_VERSION = sa.text(
 LIST_VERSIONS = "SELECT * FROM model_versions WHERE tenant_id = :tenant_id {filters} ORDER BY model_type, version DESC"
 LIST_FILTERS = {"model_type": "AND model_type = :model_type", "live": "AND deleted_at IS NULL"}
 
-# get_version / get_tenant_version: one version by id (deleted ones too), optionally only
-# the tenant's. Index: model_versions primary key.
+# get_version: one version by id (deleted ones too). Index: model_versions primary key.
 GET_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id")
+# get_tenant_version: the same, only when it is the tenant's. Index: model_versions primary key.
 GET_TENANT_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id AND tenant_id = :tenant_id")
 
-# mark_deleted / mark_tenant_deleted: stamp deleted_at (the row stays, for lineage).
-# Index: model_versions primary key.
+# mark_deleted: stamp deleted_at (the row stays, for lineage). Index: model_versions primary key.
 MARK_DELETED = sa.text("UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) WHERE id = :id RETURNING *")
+# mark_tenant_deleted: the same, only when it is the tenant's. Index: model_versions primary key.
 MARK_TENANT_DELETED = sa.text(
     "UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) WHERE id = :id AND tenant_id = :tenant_id RETURNING *"
 )

@@ -68,5 +68,5 @@ class ArtifactStore:
     def remove_version(self, artifact_uri: str) -> Path:
         """Delete a model version's folder (the model file's folder); returns the file."""
         model_file = self.model_file(artifact_uri)
-        shutil.rmtree(model_file.parent, ignore_errors=True)
+        shutil.rmtree(self._inside(model_file.parent), ignore_errors=True)  # never the root itself
         return model_file

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import filecmp
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +58,108 @@ def test_layers_do_not_cross():
             text = path.read_text()
             hits = [f for f in forbidden if f in text]
             assert not hits, f"{path.relative_to(ROOT)} crosses a layer: {hits}"
+
+
+# What each package may import of ours (docs/ARCHITECTURE.md has the same table), and which
+# outside libraries only one layer may use.
+OURS = ("client", "server", "storage", "trainers")
+LAYERS = {
+    "client": ("client",),
+    "server.api": ("server", "storage", "trainers", "client._gen"),
+    "server.execution": ("server.execution", "server.observability", "storage", "trainers"),
+    "server": ("server", "storage", "trainers", "client._gen"),  # __main__, settings, observability, demo data
+    "storage": ("storage",),
+    "trainers": ("trainers",),
+}
+ONLY_IN = {
+    "sqlalchemy": ("storage",),
+    "asyncpg": ("storage",),
+    "alembic": ("storage",),
+    "google.protobuf": ("client", "server.api"),
+    "grpc": ("client", "server.api"),
+    "grpc_health": ("server.api",),
+    "grpc_reflection": ("server.api",),
+    "grpc_status": ("client", "server.api"),
+}
+
+
+def _layer(module: str) -> str:
+    return max((layer for layer in LAYERS if module == layer or module.startswith(layer + ".")), key=len)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from pkg import mod" imports pkg.mod; "from mod import name" imports from mod.
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return found
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for package in OURS:
+        for path in (ROOT / package).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            if "_gen" in rel.parts or "migrations" in rel.parts:
+                continue
+            out.append((".".join(rel.parts).removesuffix(".__init__"), path))
+    return out
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_each_package_imports_only_what_its_layer_allows():
+    problems = []
+    for module, path in _modules():
+        layer = _layer(module)
+        for line, name in _imports(path):
+            if _within(name, OURS) and not _within(name, LAYERS[layer]):
+                problems.append(f"{path.relative_to(ROOT)}:{line} ({layer}) imports {name}")
+            for lib, allowed in ONLY_IN.items():
+                if _within(name, (lib,)) and not any(_within(module, (a,)) for a in allowed):
+                    problems.append(f"{path.relative_to(ROOT)}:{line} ({layer}) imports {name}, which only {', '.join(allowed)} may use")
+    assert not problems, "\n".join(problems)
+
+
+SQL = re.compile(
+    r"^\s*(SELECT\s.*\bFROM\b|INSERT\s+INTO\b|UPDATE\s+\w+\s+(AS\s+\w+\s+)?SET\b|DELETE\s+FROM\b|CREATE\s+(TABLE|INDEX)\b)", re.S
+)
+
+
+def test_no_sql_outside_storage():
+    """Only storage/ writes SQL: elsewhere no SQL text, no text()/select() statement builders."""
+    problems = []
+    for module, path in _modules():
+        if _within(module, ("storage",)):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: SQL text {node.value[:40]!r}")
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+                if name in ("text", "select", "insert", "update", "delete") and isinstance(func, ast.Attribute | ast.Name):
+                    owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+                    if owner in ("sa", "sqlalchemy", "") and name in ("text", "select"):
+                        problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner + '.' if owner else ''}{name}(...)")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_checks_see_a_crossing():
+    # The checks themselves: a made-up module of each kind is caught.
+    assert not _within("server.api.app", LAYERS[_layer("server.execution.tasks")])
+    assert _layer("server.execution.tasks") == "server.execution" and _layer("server.seed") == "server"
+    assert SQL.match("UPDATE training_jobs SET status = 'X'") and not SQL.match("Update the job's state")
+
+
+def test_only_the_entry_point_knows_the_wiring():
+    """The servicers get their collaborators explicitly; nothing but server/__main__.py
+    imports the wiring (no service locator, no import cycle hidden behind TYPE_CHECKING)."""
+    users = sorted(module for module, path in _modules() for _, name in _imports(path) if _within(name, ("server.api.app",)))
+    assert users == ["server.__main__"]
