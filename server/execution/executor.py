@@ -71,7 +71,7 @@ class RayExecutor:
     async def run(self, payload: JobPayload) -> Outcome:
         """Run one attempt on Ray and wait for it. Raises ray's errors when the task
         died (worker crash, node loss). There is no cancel here: a cancelled attempt's
-        task stops itself (server/guard.py), since ray.cancel(force=True) can crash the
+        task stops itself (server/execution/guard.py), since ray.cancel(force=True) can crash the
         calling process when the task is just returning."""
         import ray
 

@@ -163,3 +163,15 @@ def test_only_the_entry_point_knows_the_wiring():
     imports the wiring (no service locator, no import cycle hidden behind TYPE_CHECKING)."""
     users = sorted(module for module, path in _modules() for _, name in _imports(path) if _within(name, ("server.api.app",)))
     assert users == ["server.__main__"]
+
+
+def test_every_setting_is_in_the_readme():
+    from server.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = []
+    for name, field in Settings.model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None) or [f"AIHUB_{name.upper()}"]
+        if not any(f"`{alias}`" in readme for alias in aliases):
+            missing.append(name)
+    assert not missing, f"settings without a line in README.md's configuration table: {missing}"
