@@ -17,6 +17,16 @@ from server.settings import Settings
 from storage import db, features
 from storage.embedded import EmbeddedPostgres
 
+# A job that only has to exist (the latency benchmarks read it; nothing runs it).
+READ_ONLY_JOB = {
+    "model_type": "forecast",
+    "algorithm": "lgbm",
+    "features": ["temperature"],
+    "target": "load",
+    "training_start": "2024-01-01T00:00:00",
+    "training_end": "2024-02-01T00:00:00",
+}
+
 
 @contextlib.asynccontextmanager
 async def stack(**settings) -> AsyncIterator[App]:

@@ -12,7 +12,7 @@ import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from bench._stack import median, open_loop, pct, stack
+from bench._stack import READ_ONLY_JOB, median, open_loop, pct, stack
 from client import AsyncTrainingClient
 
 
@@ -29,14 +29,7 @@ def load_generator(target: str, job_id: str, rate: float, seconds: float) -> tup
 
 
 async def main(rate: float, seconds: float) -> None:
-    config = {
-        "model_type": "forecast",
-        "algorithm": "lgbm",
-        "features": ["temperature"],
-        "target": "load",
-        "training_start": "2024-01-01T00:00:00",
-        "training_end": "2024-02-01T00:00:00",
-    }
+    config = READ_ONLY_JOB
     async with stack() as app:
         app.dispatcher.pause()  # the job only needs to exist
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import grpc
 
-from bench._stack import median, open_loop, pct, stack
+from bench._stack import READ_ONLY_JOB, median, open_loop, pct, stack
 from client import AsyncTrainingClient, pb, pb_grpc
 from server.api.envoy import Envoy
 
@@ -123,14 +123,7 @@ def fixed_rate(grpc_target: str, rest_port: int, job_id: str, rate: float, secon
 
 
 async def main(requests: int, rate: float, seconds: float) -> None:
-    config = {
-        "model_type": "forecast",
-        "algorithm": "lgbm",
-        "features": ["temperature"],
-        "target": "load",
-        "training_start": "2024-01-01T00:00:00",
-        "training_end": "2024-02-01T00:00:00",
-    }
+    config = READ_ONLY_JOB
     async with stack() as app:
         app.dispatcher.pause()
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:

@@ -19,6 +19,21 @@ def json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _columns(row: RowMapping, names: tuple[str, ...]) -> dict[str, Any]:
+    """The columns a record takes as they are (same name, no conversion)."""
+    return {name: row[name] for name in names}
+
+
+_JOB_COLUMNS = (
+    "tenant_id", "model_type", "algorithm", "progress", "current_step", "request_id", "attempt", "model_version",
+    "claimed_by", "created_at", "started_at", "finished_at", "updated_at", "retry_at", "config_hash",
+)  # fmt: skip
+_MODEL_VERSION_COLUMNS = (
+    "tenant_id", "model_type", "version", "job_id", "algorithm", "artifact_uri", "target", "training_start",
+    "training_end", "config_hash", "created_at", "deleted_at",
+)  # fmt: skip
+
+
 class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
@@ -138,27 +153,13 @@ class Job:
             error = JobError(row["error_reason"], row["error_message"] or "", json_value(row["error_details"]) or {})
         return cls(
             job_id=row["id"],
-            tenant_id=row["tenant_id"],
-            model_type=row["model_type"],
-            algorithm=row["algorithm"],
             status=JobStatus(row["status"]),
             priority=Priority.from_rank(row["priority"]),
-            progress=row["progress"],
-            current_step=row["current_step"],
             config=json_value(row["config"]),
             metadata=json_value(row["metadata"]),
-            request_id=row["request_id"],
-            attempt=row["attempt"],
             error=error,
-            model_version=row["model_version"],
             metrics=dict(metrics or {}),
-            claimed_by=row["claimed_by"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            updated_at=row["updated_at"],
-            retry_at=row["retry_at"],
-            config_hash=row["config_hash"],
+            **_columns(row, _JOB_COLUMNS),
         )
 
 
@@ -201,22 +202,11 @@ class ModelVersion:
     def from_row(cls, row: RowMapping) -> Self:
         return cls(
             model_id=row["id"],
-            tenant_id=row["tenant_id"],
-            model_type=row["model_type"],
-            version=row["version"],
-            job_id=row["job_id"],
-            algorithm=row["algorithm"],
-            artifact_uri=row["artifact_uri"],
             features=tuple(json_value(row["features"])),
-            target=row["target"],
-            training_start=row["training_start"],
-            training_end=row["training_end"],
             metrics=json_value(row["metrics"]),
             feature_importance=json_value(row["feature_importance"]),
             config=json_value(row["config"]),
-            config_hash=row["config_hash"],
-            created_at=row["created_at"],
-            deleted_at=row["deleted_at"],
+            **_columns(row, _MODEL_VERSION_COLUMNS),
         )
 
 

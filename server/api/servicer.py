@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
 
 import grpc
@@ -91,11 +92,15 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             log.info("request_id %s already created this job", new.request_id, extra={"job_id": str(job.job_id), "tenant_id": tenant_id})
         return convert.job_to_pb(job)
 
-    async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        job_id = convert.parse_job_id(request.job_id)
+    async def _on_job(self, job_id: str, operation: Callable[[db.Connection, uuid.UUID], Awaitable[Job]]) -> pb.TrainingJob:
+        """Parse the id, run one job operation in a transaction, answer the job."""
+        parsed = convert.parse_job_id(job_id)
         async with db.transaction(self.engine) as conn:
-            job = await jobs.get(conn, job_id)
+            job = await operation(conn, parsed)
         return convert.job_to_pb(job)
+
+    async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context: Context) -> pb.TrainingJob:
+        return await self._on_job(request.job_id, jobs.get)
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest, context: Context) -> pb.ListTrainingJobsResponse:
         if request.page_size < 0:
@@ -114,24 +119,16 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return convert.jobs_to_pb(found, cursor)
 
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        job_id = convert.parse_job_id(request.job_id)
-        async with db.transaction(self.engine) as conn:
-            job = await jobs.cancel(conn, job_id)
         # A running attempt's Ray task sees within a second that it is over and stops.
-        return convert.job_to_pb(job)
+        return await self._on_job(request.job_id, jobs.cancel)
 
     async def RetryTrainingJob(self, request: pb.RetryTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        job_id = convert.parse_job_id(request.job_id)
-        async with db.transaction(self.engine) as conn:
-            job = await jobs.retry(conn, job_id)
-        return convert.job_to_pb(job)
+        return await self._on_job(request.job_id, jobs.retry)
 
     async def UpdateTrainingJob(self, request: pb.UpdateTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        job_id = convert.parse_job_id(request.job_id)
+        convert.parse_job_id(request.job_id)  # the id's error first, as before the priority's
         priority = convert.priority_from_pb(request.priority, default=None)
-        async with db.transaction(self.engine) as conn:
-            job = await jobs.update_priority(conn, job_id, priority)
-        return convert.job_to_pb(job)
+        return await self._on_job(request.job_id, lambda conn, job_id: jobs.update_priority(conn, job_id, priority))
 
     async def GetTrainingJobMetrics(self, request: pb.GetTrainingJobMetricsRequest, context: Context) -> pb.GetTrainingJobMetricsResponse:
         job_id = convert.parse_job_id(request.job_id)

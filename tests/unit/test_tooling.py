@@ -33,18 +33,9 @@ def test_buf_lint_is_clean():
 
 def test_client_public_surface():
     assert sorted(client.__all__) == [
-        "AIHubError",
-        "AsyncTrainingClient",
-        "ConfigValidationError",
-        "DataLoadError",
-        "InvalidStateError",
-        "NotFoundError",
-        "ResourceError",
-        "TrainingClient",
-        "UnavailableError",
-        "pb",
-        "pb_grpc",
-    ]
+        "AIHubError", "AsyncTrainingClient", "ConfigValidationError", "DataLoadError", "InvalidStateError",
+        "NotFoundError", "ResourceError", "TrainingClient", "UnavailableError", "pb", "pb_grpc",
+    ]  # fmt: skip
 
 
 def test_layers_do_not_cross():
