@@ -50,7 +50,7 @@ class JobStatus(enum.StrEnum):
 # (storage.queue); tests/unit/test_storage_sql.py checks every statement against it.
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
-    # RUNNING -> PENDING is a requeue (a lost worker, later: an expired lease).
+    # RUNNING -> PENDING is a requeue: an expired lease (its server was lost) or a server handing its jobs back.
     JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING}),
     # FAILED -> CANCELLED only while an automatic retry is planned (storage.jobs.cancel).
     JobStatus.FAILED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),

@@ -145,7 +145,7 @@ class Dispatcher:
             try:
                 outcome = await self.executor.run(payload)
                 log.info("attempt %d: %s", job.attempt, outcome.status)
-            except Exception as exc:  # noqa: BLE001 - Ray task died: worker crash or cancellation
+            except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
                 message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
         finally:

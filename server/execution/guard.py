@@ -36,7 +36,7 @@ from trainers.errors import JobCancelled
 
 log = logging.getLogger(__name__)
 
-EXIT_CODE = 75  # what a worker ended by the guard exits with
+EXIT_CODE = 75  # what a Ray worker process ended by the guard exits with
 
 
 class Superseded(JobCancelled):

@@ -36,7 +36,7 @@ class TaskSettings:
     num_threads: int = 1
     retry: RetryPolicy = RetryPolicy()
     guard_interval: float = 0.5  # how often the task checks that its attempt still runs
-    guard_grace: float = 5.0  # how long a stopped task may take before its worker is ended
+    guard_grace: float = 5.0  # how long a stopped task may take before its Ray worker process is ended
     log_format: LogFormat = "text"
     log_level: str = "INFO"
 

@@ -1,5 +1,5 @@
 """A Ray worker process's runtime for our tasks: one background event loop and one small
-engine per database, kept between tasks, so consecutive jobs on a warm worker pay no
+engine per database, kept between tasks, so consecutive jobs on a warm Ray worker pay no
 connection set-up. The task's own thread runs the pipeline and calls :meth:`run` for each
 short database transaction."""
 
