@@ -76,13 +76,13 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
         error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
-        if _finish(rt, engine, payload, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
+        if _finish(rt, engine, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
             return Outcome("COMPLETED", result.model_version)
         registry.discard()
         return Outcome("CANCELLED")
 
     retry_in = s.retry.delay(payload.attempt, error.retryable)
-    failed = _finish(rt, engine, payload, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
+    failed = _finish(rt, engine, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
     registry.discard()
     return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
 
@@ -92,7 +92,7 @@ async def _still_running(engine: db.Engine, payload: JobPayload) -> bool:
         return await queue.is_running(conn, payload.job_id, payload.attempt)
 
 
-def _finish(rt: TaskRuntime, engine: db.Engine, payload: JobPayload, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
+def _finish(rt: TaskRuntime, engine: db.Engine, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
     """Write how the attempt ended; False when it was no longer running."""
 
     async def go() -> bool:
