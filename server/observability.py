@@ -41,10 +41,6 @@ def bind(**fields: Any) -> None:
     _fields.set({**_fields.get(), **fields})
 
 
-def current_fields() -> Mapping[str, Any]:
-    return _fields.get()
-
-
 class JobFieldsFilter(logging.Filter):
     """Puts the bound job fields on each record (a field given with ``extra`` wins)."""
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 
 from server.execution.executor import RayExecutor
 from server.execution.payloads import JobPayload, TaskSettings
@@ -39,7 +38,6 @@ class Dispatcher:
         max_concurrent: int = 0,
         poll_interval: float = 2.0,
         lease_seconds: float = 30.0,
-        on_claim: Callable[[Job], None] | None = None,
         stop_wait_seconds: float = 8.0,
     ) -> None:
         self.engine = engine
@@ -49,7 +47,6 @@ class Dispatcher:
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
-        self.on_claim = on_claim
         self.stop_wait_seconds = stop_wait_seconds
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -128,8 +125,6 @@ class Dispatcher:
                 job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds)
             if job is None:
                 return
-            if self.on_claim:
-                self.on_claim(job)
             with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
                 # The task copies this context: its log lines carry the job's fields.
                 self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")

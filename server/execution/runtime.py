@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from storage import db
 
@@ -26,13 +26,9 @@ class TaskRuntime:
             self._engines[url] = db.create_engine(url, pool_size=2)
         return self._engines[url]
 
-    def run(self, make: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+    def run(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120.0) -> T:
         """Run a coroutine on the background loop and wait for its result."""
-
-        async def wrapped() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
 
 
 _runtime: TaskRuntime | None = None

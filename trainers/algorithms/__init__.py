@@ -37,7 +37,6 @@ __all__ = [
     "TrainData",
     "get",
     "importance_from",
-    "params_of",
     "with_trait",
 ]
 
@@ -61,10 +60,6 @@ FORECASTERS: tuple[str, ...] = tuple(name for name, algorithm in REGISTRY.items(
 
 def get(name: str) -> Algorithm:
     return REGISTRY[name]
-
-
-def params_of(name: str) -> Mapping[str, Param]:
-    return REGISTRY[name].params
 
 
 def with_trait(trait: str) -> tuple[str, ...]:
