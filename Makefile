@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Postgres (embedded, in .data/), a local Ray, the gRPC server on 127.0.0.1:50051;
-# loads the demo data once. Ctrl-C stops everything it started.
+# loads the demo data once. Ctrl-C stops everything it started. Authentication is off
+# (loopback only, announced at start) unless AIHUB_AUTH=required is given.
 run: install
-	$(PY) -m server --seed-demo
+	AIHUB_AUTH=$${AIHUB_AUTH:-off} $(PY) -m server --seed-demo
 
 test: install
 	$(PY) -m pytest -q

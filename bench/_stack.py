@@ -14,8 +14,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from server.api.app import App
 from server.settings import Settings
-from storage import db, features
+from storage import db, features, tenants
 from storage.embedded import EmbeddedPostgres
+from storage.records import Priority
+from storage.tenancy import Scope
 
 # A job that only has to exist (the latency benchmarks read it; nothing runs it).
 READ_ONLY_JOB = {
@@ -33,7 +35,7 @@ async def stack(**settings) -> AsyncIterator[App]:
     with tempfile.TemporaryDirectory(prefix="aihub-bench-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "postgres")
         url = pg.start()
-        app = App(Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, **settings), url)
+        app = App(Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, **{"auth": "off", **settings}), url)
         await app.start()
         try:
             yield app
@@ -44,8 +46,9 @@ async def stack(**settings) -> AsyncIterator[App]:
 
 
 async def load(app: App, tenant: str, table: str, frame) -> None:
-    async with db.transaction(app.engine) as conn:
-        await features.import_frame(conn, tenant, table, frame)
+    async with db.transaction(app.engine, Scope.of(tenant)) as conn:
+        await tenants.update(conn, tenant, {"max_priority": Priority.CRITICAL, "max_queued_jobs": 100_000})
+        await features.import_frame(conn, table, frame)
 
 
 def pct(values: list[float], q: float) -> float:

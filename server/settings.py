@@ -6,10 +6,11 @@ names; the rest carry the AIHUB_ prefix.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +47,32 @@ class Settings(BaseSettings):
         default="text", description="text: one readable line each; json: one JSON object per line. Both carry job fields."
     )
 
+    auth: Literal["off", "required"] = Field(
+        default="required",
+        description="required: every call needs an API key (authorization: Bearer <key>); "
+        "off: no key needed, the tenant comes from the request (loopback listeners only; `make run` uses it).",
+    )
+    bootstrap_admin_key: str | None = Field(
+        default=None, repr=False, description="An admin key made sure to exist (and not be revoked) at start-up; 32+ characters."
+    )
+    request_timeout_seconds: float = Field(default=30.0, gt=0, description="Server-side deadline of each unary call.")
+    long_request_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Server-side deadline of the long calls: evaluate a model, import feature data."
+    )
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Self:
+        if self.auth == "off":
+            exposed = [h for h in (self.grpc_host, *([self.http_host] if self.rest else [])) if not _loopback(h)]
+            if exposed:
+                raise ValueError(
+                    f"AIHUB_AUTH=off is allowed only when every listener is on loopback; {', '.join(exposed)} is not. "
+                    "Use AIHUB_AUTH=required (and API keys) to listen elsewhere."
+                )
+        if self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key) < 32:
+            raise ValueError("AIHUB_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        return self
+
     @field_validator("grpc_host")
     @classmethod
     def _loopback_unless_asked(cls, v: str) -> str:
@@ -54,3 +81,12 @@ class Settings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return (self.artifact_root or self.data_dir / "artifacts").resolve()
+
+
+def _loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

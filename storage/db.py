@@ -8,13 +8,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from storage.errors import DatabaseUnavailable, StorageError
+from storage.errors import DatabaseUnavailable, InvalidData, StorageError
+from storage.tenancy import DISPATCHER_ROLE, SCOPE_KEY, SERVICE_ROLE, Scope
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -36,8 +40,19 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+# set_scope: the tenant this transaction acts for, which row-level security checks; local to
+# the transaction. Index: none (no table read).
+SET_SCOPE = sa.text("SELECT set_config('aihub.tenant_id', :tenant, true)")
+ROLES = (SERVICE_ROLE, DISPATCHER_ROLE)
+
+
+def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int = 10) -> AsyncEngine:
+    """An engine whose every session acts as ``role`` (SET ROLE on connect): the service's
+    by default, the dispatcher's for the claim loop; None keeps the URL's own user (the
+    tables' owner: migrations and administration only)."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -47,20 +62,54 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Job rows carry JSONB; asyncpg's defaults are fine, timestamps are timestamptz in UTC.
         connect_args={"server_settings": {"timezone": "UTC", "application_name": "aihub-training"}},
     )
+    if role is not None:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _as_role(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET ROLE {role}")  # one of ROLES, checked above
+            cursor.close()
+
+    return engine
 
 
 @contextlib.asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction the caller owns; driver failures surface as storage errors."""
+async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
+    """A transaction the caller owns, acting for ``scope`` (one tenant or every tenant; the
+    repositories of tenant data need one). Driver failures surface as storage errors: a
+    value PostgreSQL refuses (SQLSTATE class 22) as InvalidData, never its message."""
     try:
         async with engine.begin() as conn:
-            yield conn
+            if scope is not None:
+                await conn.execute(SET_SCOPE, {"tenant": scope.setting})
+            conn.info[SCOPE_KEY] = scope
+            try:
+                yield conn
+            finally:
+                conn.info.pop(SCOPE_KEY, None)
     except StorageError:
         raise
     except (OperationalError, InterfaceError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
     except DBAPIError as exc:
-        raise StorageError(f"database error: {exc.orig}") from exc
+        sqlstate = str(getattr(exc.orig, "sqlstate", "") or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", "") or "")
+        if sqlstate.startswith("22"):
+            raise InvalidData(sqlstate) from exc
+        raise StorageError(f"database error (SQLSTATE {sqlstate or 'unknown'})") from exc
+    except (asyncpg.exceptions.DataError, UnicodeEncodeError) as exc:  # raw asyncpg (COPY) and strings PostgreSQL cannot hold
+        raise InvalidData(getattr(exc, "sqlstate", None) or "22021") from exc
+    except asyncpg.exceptions.PostgresError as exc:  # raw asyncpg, anything else
+        raise StorageError(f"database error (SQLSTATE {exc.sqlstate})") from exc
+
+
+# ping: whether the database answers. Index: none.
+PING = sa.text("SELECT 1")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise DatabaseUnavailable unless the database answers."""
+    async with transaction(engine) as conn:
+        await conn.execute(PING)
 
 
 def migrate(url: str) -> None:

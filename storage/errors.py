@@ -55,3 +55,37 @@ class InvalidFeatureData(StorageError):
     def __init__(self, message: str, field: str = "data") -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidData(StorageError):
+    """PostgreSQL refused a value (SQLSTATE class 22: out of range, NUL byte, bad format)."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"a value in the request was refused by the database (SQLSTATE {sqlstate}): out of range or malformed")
+        self.sqlstate = sqlstate
+
+
+class InvalidTenantId(StorageError):
+    """A tenant id that is not a slug."""
+
+    def __init__(self, tenant_id: str, pattern: str) -> None:
+        shown = tenant_id if len(tenant_id) <= 80 else tenant_id[:77] + "..."
+        super().__init__(f"tenant_id {shown!r} is not a valid tenant id: it must match {pattern}")
+
+
+class MissingTenantScope(StorageError):
+    """A tenant-data repository was called in a transaction that set no tenant (a bug)."""
+
+
+class QuotaExceeded(StorageError):
+    """A tenant's quota does not allow the request."""
+
+    def __init__(self, tenant_id: str, limit: str, allowed: object, requested: object, message: str) -> None:
+        super().__init__(message)
+        self.tenant_id, self.limit, self.allowed, self.requested = tenant_id, limit, allowed, requested
+
+
+class ApiKeyNotFound(StorageError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id} not found")
+        self.key_id = key_id

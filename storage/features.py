@@ -1,19 +1,23 @@
-"""Tenant feature tables in schema ``features``: (tenant_id, series_id, timestamp, numeric
-columns...).
+"""Tenant feature tables: (tenant_id, series_id, timestamp, numeric columns...), one schema
+per tenant (``features_<tenant>_<md5>``, storage.tenancy.feature_schema), shown to users as
+``features.<table>``.
 
-An import reads a CSV or Parquet file (:func:`read_file`) and upserts its rows
+An import reads a CSV or Parquet file in chunks (:func:`iter_file`) and upserts each chunk
 (:func:`import_frame`) on (tenant_id, series_id, timestamp), so loading the same file twice
-changes nothing. Reads use COPY, the fastest way out of PostgreSQL. Table and column names
-reach SQL only after :func:`check_identifier`.
+changes nothing. Tables and columns are created only through the SECURITY DEFINER function
+aihub_prepare_feature_table, which works in the transaction's own tenant only and caps the
+columns. Reads use COPY, the fastest way out of PostgreSQL. Table and column names reach
+SQL only after :func:`check_identifier`; the tenant comes from the transaction's scope.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, Literal, cast
+from pathlib import Path
+from typing import IO, Any, Literal, cast
 
 import asyncpg
 import numpy as np
@@ -22,11 +26,22 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.errors import DatabaseUnavailable, FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
-from storage.tables import FEATURE_SCHEMA
+from storage.tenancy import feature_schema, scope_of
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = ("tenant_id", "series_id", "timestamp")
 SERIES = "series_id"  # optional: several series (meters, feeders) in one table, text ids
+MAX_VALUE_COLUMNS = 200  # per table and tenant
+CHUNK_ROWS = 100_000  # rows parsed and written at a time by an import
+
+# prepare_feature_table: the tenant's schema and table, with any new value columns (at most
+# the cap), made by the SECURITY DEFINER function of migration 0006. Index: none (catalog).
+PREPARE_TABLE = sa.text("SELECT aihub_prepare_feature_table(:tenant, :table, CAST(:columns AS text[]), :max_columns)")
+
+# table_columns: a tenant table's columns in order. Index: the catalog's.
+TABLE_COLUMNS = sa.text(
+    "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+)
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -42,21 +57,48 @@ FileFormat = Literal["csv", "parquet"]
 
 
 def read_file(data: bytes, fmt: FileFormat | None = None) -> pd.DataFrame:
-    """A CSV or Parquet file as a frame (``fmt`` None: Parquet when it starts with its magic
-    bytes, else CSV). A file that cannot be read is InvalidFeatureData on field ``data``."""
-    if not data:
-        raise InvalidFeatureData("the file is empty")
-    if fmt is None:
-        fmt = "parquet" if data[:4] == b"PAR1" else "csv"
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+    """A small CSV or Parquet file, whole, as one frame (see :func:`iter_file`)."""
+    chunks = list(iter_file(io.BytesIO(data), fmt, chunk_rows=None))
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
 
-            return cast(pd.DataFrame, pq.read_table(io.BytesIO(data)).to_pandas())
-        return pd.read_csv(io.BytesIO(data))
-    except Exception as exc:
+
+def iter_file(source: Path | IO[bytes], fmt: FileFormat | None = None, *, chunk_rows: int | None = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """A CSV or Parquet file as frames of at most ``chunk_rows`` rows (None: one frame), so
+    memory stays bounded by the chunk, not the file. ``fmt`` None: Parquet when the file
+    starts with its magic bytes, else CSV. A file that cannot be read is InvalidFeatureData
+    on field ``data``."""
+    stream = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115 - closed below
+    try:
+        head = stream.read(4)
+        if not head:
+            raise InvalidFeatureData("the file is empty")
+        stream.seek(0)
+        fmt = fmt or ("parquet" if head == b"PAR1" else "csv")
         kind = "Parquet" if fmt == "parquet" else "CSV"
-        raise InvalidFeatureData(f"cannot read the file as {kind}: {exc}") from exc
+        try:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                parquet = pq.ParquetFile(stream)
+                if chunk_rows is None:
+                    yield cast(pd.DataFrame, parquet.read().to_pandas())
+                    return
+                for batch in parquet.iter_batches(batch_size=chunk_rows):
+                    yield cast(pd.DataFrame, batch.to_pandas())
+                return
+            if chunk_rows is None:
+                yield pd.read_csv(stream)
+                return
+            with pd.read_csv(stream, chunksize=chunk_rows) as reader:
+                yield from reader
+        except InvalidFeatureData:
+            raise
+        except Exception as exc:
+            message = str(exc)
+            raise InvalidFeatureData(f"cannot read the file as {kind}: {message[:200]}") from exc
+    finally:
+        if isinstance(source, Path):
+            stream.close()
 
 
 async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
@@ -78,30 +120,24 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+def _name(tenant_id: str, table: str) -> str:
+    """The schema-qualified, quoted name of a tenant's table (checked names only)."""
+    return f"{_q(feature_schema(tenant_id))}.{_q(check_identifier(table, 'table'))}"
+
+
 async def columns_of(conn: AsyncConnection, table: str) -> list[str] | None:
-    """The table's columns in order, or None when the table does not exist."""
-    rows = (
-        (
-            await conn.execute(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
-                ),
-                {"s": FEATURE_SCHEMA, "t": table},
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return list(rows) or None
+    """The columns, in order, of the scope tenant's table, or None when it does not exist."""
+    tenant_id = scope_of(conn).single()
+    rows = await conn.execute(TABLE_COLUMNS, {"s": feature_schema(tenant_id), "t": check_identifier(table, "table")})
+    return list(rows.scalars().all()) or None
 
 
-async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
-    """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as ``tenant_id``'s rows.
-    Creates the table, and any new column, as needed. Returns (rows, numeric columns)."""
+async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
+    """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as the scope tenant's
+    rows. Creates the table, and any new column (at most MAX_VALUE_COLUMNS in all), as
+    needed. Returns (rows, numeric columns)."""
     check_identifier(table, "table")
-    if not tenant_id:
-        raise InvalidFeatureData("tenant_id is required", field="tenant_id")
+    tenant_id = scope_of(conn).single()
     frame = frame.rename(columns=lambda c: str(c).strip())
     if "timestamp" not in frame.columns:
         raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {', '.join(map(str, frame.columns))})")
@@ -129,21 +165,20 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
         where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
         raise InvalidFeatureData(f"timestamp {stamps[dup.to_numpy()].iloc[0]}{where} appears twice", field="timestamp")
 
-    await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {FEATURE_SCHEMA}"))
-    await conn.execute(
-        sa.text(
-            f"CREATE TABLE IF NOT EXISTS {FEATURE_SCHEMA}.{_q(table)} ("
-            "tenant_id text NOT NULL, series_id text NOT NULL DEFAULT '', \"timestamp\" timestamptz NOT NULL, "
-            'PRIMARY KEY (tenant_id, series_id, "timestamp"))'
+    existing = [c for c in (await columns_of(conn, table) or []) if c not in RESERVED]
+    added = [c for c in value_cols if c not in existing]
+    if len(existing) + len(added) > MAX_VALUE_COLUMNS:
+        raise InvalidFeatureData(
+            f"features.{table} would have {len(existing) + len(added)} value columns; at most {MAX_VALUE_COLUMNS} are allowed",
+            field="columns",
         )
-    )
-    for col in value_cols:
-        await conn.execute(sa.text(f"ALTER TABLE {FEATURE_SCHEMA}.{_q(table)} ADD COLUMN IF NOT EXISTS {_q(col)} double precision"))
+    await conn.execute(PREPARE_TABLE, {"tenant": tenant_id, "table": table, "columns": value_cols, "max_columns": MAX_VALUE_COLUMNS})
 
     raw = await _driver(conn)
     staging = f"_import_{table}"
+    name = _name(tenant_id, table)
     cols = ["tenant_id", SERIES, "timestamp", *value_cols]
-    await raw.execute(f"CREATE TEMP TABLE {_q(staging)} (LIKE {FEATURE_SCHEMA}.{_q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
+    await raw.execute(f"CREATE TEMP TABLE {_q(staging)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
     stamp_values = stamps.dt.to_pydatetime()
     columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
     records = [(tenant_id, sid, ts, *row) for sid, ts, *row in zip(series.tolist(), stamp_values, *columns, strict=True)]
@@ -151,7 +186,7 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
     updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in value_cols)
     col_list = ", ".join(_q(c) for c in cols)
     await raw.execute(
-        f"INSERT INTO {FEATURE_SCHEMA}.{_q(table)} ({col_list}) SELECT {col_list} FROM {_q(staging)} "  # noqa: S608 - checked identifiers
+        f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {_q(staging)} "  # noqa: S608 - checked identifiers
         f'ON CONFLICT (tenant_id, series_id, "timestamp") DO UPDATE SET {updates}'
     )
     await raw.execute(f"DROP TABLE {_q(staging)}")
@@ -160,16 +195,16 @@ async def import_frame(conn: AsyncConnection, tenant_id: str, table: str, frame:
 
 async def read_frame(
     conn: AsyncConnection,
-    tenant_id: str,
     table: str,
     columns: Sequence[str],
     start: datetime,
     end: datetime,
 ) -> pd.DataFrame:
-    """The tenant's rows with ``start <= timestamp <= end``, ordered by series and time: a
-    UTC ``timestamp`` column, ``series_id`` (text; '' for a table of one series) and the
-    requested numeric columns."""
+    """The scope tenant's rows with ``start <= timestamp <= end``, ordered by series and
+    time: a UTC ``timestamp`` column, ``series_id`` (text; '' for a table of one series) and
+    the requested numeric columns."""
     check_identifier(table, "table")
+    tenant_id = scope_of(conn).single()
     existing = await columns_of(conn, table)
     if existing is None:
         raise FeatureTableNotFound(table)
@@ -180,7 +215,7 @@ async def read_frame(
     raw = await _driver(conn)
     buf = io.BytesIO()
     query = (
-        f"SELECT {col_list} FROM {FEATURE_SCHEMA}.{_q(table)} "  # noqa: S608 - checked identifiers
+        f"SELECT {col_list} FROM {_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
         f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY series_id, "timestamp"'
     )
     await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
@@ -193,8 +228,10 @@ async def read_frame(
     return frame
 
 
-async def count_rows(conn: AsyncConnection, tenant_id: str, table: str) -> int:
-    if await columns_of(conn, check_identifier(table, "table")) is None:
+async def count_rows(conn: AsyncConnection, table: str) -> int:
+    """The scope tenant's rows in ``table`` (0 when it has none)."""
+    tenant_id = scope_of(conn).single()
+    if await columns_of(conn, table) is None:
         return 0
-    count = sa.text(f"SELECT count(*) FROM {FEATURE_SCHEMA}.{_q(table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifier
+    count = sa.text(f"SELECT count(*) FROM {_name(tenant_id, table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifiers
     return int(await conn.scalar(count, {"t": tenant_id}) or 0)

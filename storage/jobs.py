@@ -18,11 +18,16 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage import logs
+from storage import logs, tenants
 from storage.errors import InvalidTransition, JobNotFound
 from storage.notifications import JobEvent, notify
 from storage.queue import NEXT_ATTEMPT
 from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
+from storage.tenancy import scope_of
+
+# Every statement below is filtered by the transaction's scope (storage.tenancy): one
+# tenant's rows, or every tenant's when :tenant is NULL (admins).
+# Each writes it out: (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant).
 
 # insert_job: a new PENDING job, unless the tenant already used its request_id.
 # Index: training_jobs primary key; training_jobs_request_id (tenant_id, request_id) decides the conflict.
@@ -46,7 +51,7 @@ _SELECT_JOB = """
 """
 
 # get_job: one job with its metrics. Index: training_jobs primary key; job_metrics primary key.
-GET_JOB = sa.text(_SELECT_JOB + " WHERE j.id = :id")
+GET_JOB = sa.text(_SELECT_JOB + " WHERE j.id = :id AND (CAST(:tenant AS text) IS NULL OR j.tenant_id = :tenant)")
 
 # get_job_by_request_id: the tenant's job created with a request_id.
 # Index: training_jobs_request_id (tenant_id, request_id).
@@ -57,7 +62,7 @@ GET_JOB_BY_REQUEST_ID = sa.text(_SELECT_JOB + " WHERE j.tenant_id = :tenant_id A
 # id DESC) with a tenant, else training_jobs_created (created_at DESC, id DESC).
 LIST_JOBS = _SELECT_JOB + " {where} ORDER BY j.created_at DESC, j.id DESC LIMIT :limit"
 LIST_FILTERS = {
-    "tenant_id": "j.tenant_id = :tenant_id",
+    "tenant": "j.tenant_id = :tenant",
     "status": "j.status = :status",
     "model_type": "j.model_type = :model_type",
     "before": "(j.created_at, j.id) < (:before_at, :before_id)",
@@ -71,6 +76,7 @@ CANCEL = sa.text(
        SET status = 'CANCELLED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
            lease_expires_at = NULL, retry_at = NULL
      WHERE id = :id AND status IN ('PENDING', 'RUNNING', 'FAILED') AND (status <> 'FAILED' OR retry_at IS NOT NULL)
+       AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)
     RETURNING id, attempt
     """
 )
@@ -84,27 +90,49 @@ CANCEL_ATTEMPT = sa.text(
 
 # retry: a FAILED or CANCELLED job back to the queue as its next attempt.
 # Index: training_jobs primary key.
-RETRY = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status IN ('FAILED', 'CANCELLED') RETURNING id, attempt")  # noqa: S608 - constant fragment
+RETRY = sa.text(
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status IN ('FAILED', 'CANCELLED') "  # noqa: S608 - constant fragment
+    "AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING id, attempt, tenant_id, priority"
+)
 
 # set_priority: a PENDING job's new priority (its place in the queue). Index: training_jobs primary key.
 SET_PRIORITY = sa.text(
-    "UPDATE training_jobs SET priority = :priority, updated_at = clock_timestamp() WHERE id = :id AND status = 'PENDING' RETURNING attempt"
+    "UPDATE training_jobs SET priority = :priority, updated_at = clock_timestamp() "
+    "WHERE id = :id AND status = 'PENDING' AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING attempt"
 )
 
-# count_by_status: how many jobs are in each state (health). Index: none (a scan of the jobs).
-COUNT_BY_STATUS = sa.text("SELECT status, count(*) FROM training_jobs GROUP BY status")
+# count_by_status: how many jobs are in each state (health). Index: training_jobs_tenant_created
+# for one tenant; none (a scan of the jobs) for every tenant.
+COUNT_BY_STATUS = sa.text(
+    "SELECT status, count(*) FROM training_jobs WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) GROUP BY status"
+)
+
+
+def _tenant(conn: AsyncConnection) -> dict[str, str | None]:
+    return {"tenant": scope_of(conn).tenant_id}
 
 
 async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
-    row = (await conn.execute(GET_JOB, {"id": job_id})).mappings().first()
+    """One job of the transaction's scope; JobNotFound for another tenant's (its existence
+    is never revealed)."""
+    row = (await conn.execute(GET_JOB, {"id": job_id, **_tenant(conn)})).mappings().first()
     if row is None:
         raise JobNotFound(job_id)
     return Job.from_row(row)
 
 
 async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
-    """Insert a PENDING job and wake the dispatchers. Returns (job, created); with a
-    request_id the tenant already used, the existing job and False."""
+    """Insert a PENDING job and wake the dispatchers, within the tenant's quotas
+    (QuotaExceeded). Returns (job, created); with a request_id the tenant already used, the
+    existing job and False."""
+    scope_of(conn).single()  # a job is created for one tenant, the transaction's
+    if new.request_id is not None:
+        existing = (
+            (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().first()
+        )
+        if existing is not None:
+            return Job.from_row(existing), False
+    await tenants.admit(conn, new.tenant_id, new.priority)
     params = {
         "id": uuid.uuid4(),
         "tenant_id": new.tenant_id,
@@ -129,16 +157,16 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
 async def list_jobs(
     conn: AsyncConnection,
     *,
-    tenant_id: str | None = None,
     status: JobStatus | None = None,
     model_type: str | None = None,
     limit: int = 50,
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
     """Newest first. ``before`` is the (created_at, id) of the last job of the previous
-    page (keyset pagination); returns the jobs and the cursor of the next page, if any."""
+    page (keyset pagination); returns the jobs and the cursor of the next page, if any. Only
+    the transaction's scope: one tenant's jobs, or everyone's for an admin."""
     params: dict[str, Any] = {"limit": limit + 1}
-    given = {"tenant_id": tenant_id, "status": status.value if status else None, "model_type": model_type}
+    given = {"tenant": scope_of(conn).tenant_id, "status": status.value if status else None, "model_type": model_type}
     params.update({k: v for k, v in given.items() if v})
     if before:
         params["before_at"], params["before_id"] = before
@@ -159,7 +187,7 @@ async def _raise_invalid(conn: AsyncConnection, job_id: uuid.UUID, target: str, 
 async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """PENDING or RUNNING -> CANCELLED; also a FAILED job whose automatic retry is planned
     (which stops the retry)."""
-    row = (await conn.execute(CANCEL, {"id": job_id})).first()
+    row = (await conn.execute(CANCEL, {"id": job_id, **_tenant(conn)})).first()
     if row is None:
         current = await get(conn, job_id)
         allowed = {s.value for s in sources_of(JobStatus.CANCELLED)}
@@ -173,17 +201,21 @@ async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
 
 
 async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
-    """FAILED or CANCELLED -> PENDING as the next attempt."""
-    row = (await conn.execute(RETRY, {"id": job_id})).first()
+    """FAILED or CANCELLED -> PENDING as the next attempt, within the tenant's quotas."""
+    row = (await conn.execute(RETRY, {"id": job_id, **_tenant(conn)})).first()
     if row is None:
         await _raise_invalid(conn, job_id, JobStatus.PENDING.value, frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value}))
+    await tenants.admit(conn, row.tenant_id, Priority.from_rank(row.priority), already_queued=1)
     await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"job queued again as attempt {row.attempt}")
     await notify(conn, job_id, JobEvent.QUEUED)
     return await get(conn, job_id)
 
 
 async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Priority) -> Job:
-    row = (await conn.execute(SET_PRIORITY, {"id": job_id, "priority": priority.rank})).first()
+    """A PENDING job's new priority, if the tenant's quota allows it."""
+    current = await get(conn, job_id)
+    await tenants.check_priority(conn, current.tenant_id, priority)
+    row = (await conn.execute(SET_PRIORITY, {"id": job_id, "priority": priority.rank, **_tenant(conn)})).first()
     if row is None:
         await _raise_invalid(conn, job_id, "a new priority", frozenset({JobStatus.PENDING.value}))
     await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"priority changed to {priority.value}")
@@ -192,7 +224,7 @@ async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Pr
 
 
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(COUNT_BY_STATUS)
+    rows = await conn.execute(COUNT_BY_STATUS, _tenant(conn))
     counts = {s.value: 0 for s in JobStatus}
     counts.update({str(status): int(n) for status, n in rows})
     return counts

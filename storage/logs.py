@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.errors import JobNotFound
 from storage.notifications import JobEvent, notify
 from storage.records import LogLevel, LogLine
+from storage.tenancy import scope_of
 
 # next_log_seq: the job's next line number; the row lock it takes serialises writers.
 # Index: training_jobs primary key.
@@ -22,14 +23,21 @@ INSERT_LOG = sa.text(
     "VALUES (:id, :seq, :attempt, clock_timestamp(), :level, :step, :message)"
 )
 
-# lines_after: a job's lines above a sequence number, oldest first. Index: job_logs primary key.
+# lines_after: a job's lines above a sequence number, oldest first, if the job is in the
+# transaction's scope. Index: job_logs primary key; training_jobs primary key.
 LINES_AFTER = sa.text(
-    "SELECT job_id, seq, attempt, ts, level, step, message FROM job_logs WHERE job_id = :id AND seq > :after ORDER BY seq LIMIT :limit"
+    "SELECT job_id, seq, attempt, ts, level, step, message FROM job_logs WHERE job_id = :id AND seq > :after "
+    "AND EXISTS (SELECT 1 FROM training_jobs j WHERE j.id = :id AND (CAST(:tenant AS text) IS NULL OR j.tenant_id = :tenant)) "
+    "ORDER BY seq LIMIT :limit"
 )
+MAX_MESSAGE = 8192  # characters of one line; a longer message is cut, saying so
 
 
 async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
     """Add a line to the job's log; returns its sequence number."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 40] + f" ... [{len(message) - MAX_MESSAGE + 40} characters cut]"
+    message = message.replace("\x00", "\\0")  # PostgreSQL text cannot hold NUL
     seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
     if seq is None:
         raise JobNotFound(job_id)
@@ -40,5 +48,6 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
 
 async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = 1000) -> list[LogLine]:
     """Lines with a sequence above ``after_sequence``, oldest first."""
-    rows = await conn.execute(LINES_AFTER, {"id": job_id, "after": after_sequence, "limit": limit})
+    params = {"id": job_id, "after": after_sequence, "limit": limit, "tenant": scope_of(conn).tenant_id}
+    rows = await conn.execute(LINES_AFTER, params)
     return [LogLine.from_row(r) for r in rows.mappings()]

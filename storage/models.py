@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.errors import ModelNotFound
 from storage.records import ModelVersion, NewModelVersion
+from storage.tenancy import scope_of
+
+# Each statement is filtered by the transaction's scope (storage.tenancy): one tenant's
+# versions, or every tenant's when :tenant is NULL (admins).
 
 # lock_model_versions: serialises registrations of one (tenant, model_type) until the
 # transaction ends (a transaction-scoped advisory lock). Index: none (no table read).
@@ -34,24 +38,26 @@ REGISTER_VERSION = sa.text(
 
 # list_versions: a tenant's versions, newest first per model type, with the filters given (a
 # fixed fragment each). Index: model_versions_tenant (tenant_id, model_type, version DESC).
-LIST_VERSIONS = "SELECT * FROM model_versions WHERE tenant_id = :tenant_id {filters} ORDER BY model_type, version DESC"
+LIST_VERSIONS = (
+    "SELECT * FROM model_versions WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) {filters} "
+    "ORDER BY tenant_id, model_type, version DESC"
+)
 LIST_FILTERS = {"model_type": "AND model_type = :model_type", "live": "AND deleted_at IS NULL"}
 
 # get_version: one version by id (deleted ones too). Index: model_versions primary key.
-GET_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id")
-# get_tenant_version: the same, only when it is the tenant's. Index: model_versions primary key.
-GET_TENANT_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id AND tenant_id = :tenant_id")
+GET_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)")
 
 # mark_deleted: stamp deleted_at (the row stays, for lineage). Index: model_versions primary key.
-MARK_DELETED = sa.text("UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) WHERE id = :id RETURNING *")
-# mark_tenant_deleted: the same, only when it is the tenant's. Index: model_versions primary key.
-MARK_TENANT_DELETED = sa.text(
-    "UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) WHERE id = :id AND tenant_id = :tenant_id RETURNING *"
+MARK_DELETED = sa.text(
+    "UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) "
+    "WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING *"
 )
 
 
 async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
-    """Insert the next version for (tenant, model_type)."""
+    """Insert the next version for (tenant, model_type), in that tenant's transaction."""
+    if scope_of(conn).single() != new.tenant_id:
+        raise ModelNotFound(new.job_id)  # a version is registered in its own tenant's transaction only
     await conn.execute(LOCK_MODEL_VERSIONS, {"key": f"model:{new.tenant_id}:{new.model_type}"})
     params = {
         "id": uuid.uuid4(),
@@ -72,29 +78,26 @@ async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
     return ModelVersion.from_row((await conn.execute(REGISTER_VERSION, params)).mappings().one())
 
 
-async def list_versions(
-    conn: AsyncConnection, tenant_id: str, model_type: str | None = None, *, include_deleted: bool = False
-) -> list[ModelVersion]:
-    """Newest first per model type."""
+async def list_versions(conn: AsyncConnection, model_type: str | None = None, *, include_deleted: bool = False) -> list[ModelVersion]:
+    """The scope's versions, newest first per model type."""
     filters = [LIST_FILTERS[k] for k, on in (("model_type", bool(model_type)), ("live", not include_deleted)) if on]
     sql = sa.text(LIST_VERSIONS.format(filters=" ".join(filters)))
-    rows = await conn.execute(sql, {"tenant_id": tenant_id, "model_type": model_type} if model_type else {"tenant_id": tenant_id})
+    params = {"tenant": scope_of(conn).tenant_id, **({"model_type": model_type} if model_type else {})}
+    rows = await conn.execute(sql, params)
     return [ModelVersion.from_row(r) for r in rows.mappings()]
 
 
-async def get(conn: AsyncConnection, model_id: uuid.UUID, tenant_id: str | None = None) -> ModelVersion:
-    """One version by id (tenant-scoped when ``tenant_id`` is given); deleted ones too."""
-    stmt, params = (GET_TENANT_VERSION, {"id": model_id, "tenant_id": tenant_id}) if tenant_id else (GET_VERSION, {"id": model_id})
-    row = (await conn.execute(stmt, params)).mappings().first()
+async def get(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:
+    """One version of the scope by id, deleted ones too; ModelNotFound for another tenant's."""
+    row = (await conn.execute(GET_VERSION, {"id": model_id, "tenant": scope_of(conn).tenant_id})).mappings().first()
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)
 
 
-async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID, tenant_id: str | None = None) -> ModelVersion:
+async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:
     """Keep the row (lineage), stamp deleted_at; the caller removes the artifact."""
-    stmt, params = (MARK_TENANT_DELETED, {"id": model_id, "tenant_id": tenant_id}) if tenant_id else (MARK_DELETED, {"id": model_id})
-    row = (await conn.execute(stmt, params)).mappings().first()
+    row = (await conn.execute(MARK_DELETED, {"id": model_id, "tenant": scope_of(conn).tenant_id})).mappings().first()
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)

@@ -30,20 +30,28 @@ NEXT_ATTEMPT = """
        retry_at = NULL, updated_at = clock_timestamp()
 """
 
-# claim: the oldest PENDING job of the best priority for one server, skipping rows another
-# server is claiming right now; takes a lease the heartbeat renews.
-# Index: training_jobs_queue (priority, created_at) WHERE status = 'PENDING'.
+# claim: the next PENDING job for one server, skipping rows another server is claiming right
+# now; takes a lease the heartbeat renews. Priority first; within a priority, fair across
+# tenants: the tenant with the fewest running jobs goes first (then the oldest job), so one
+# tenant's burst does not hold every slot while another's jobs wait; a tenant at its
+# max_running_jobs quota waits. Index: training_jobs_queue (priority, created_at) WHERE
+# status = 'PENDING'; training_jobs_tenant_active (tenant_id, status) counts running jobs;
+# tenants primary key.
 CLAIM = sa.text(
     """
     UPDATE training_jobs AS j
        SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
            updated_at = clock_timestamp(), progress = 0, current_step = '',
            lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE j.id = (SELECT id FROM training_jobs
-                    WHERE status = 'PENDING'
-                    ORDER BY priority, created_at, id
+     WHERE j.id = (SELECT p.id FROM training_jobs p
+                     LEFT JOIN tenants t ON t.tenant_id = p.tenant_id
+                     LEFT JOIN (SELECT tenant_id, count(*) AS n FROM training_jobs
+                                 WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id
+                    WHERE p.status = 'PENDING'
+                      AND (t.max_running_jobs IS NULL OR COALESCE(r.n, 0) < t.max_running_jobs)
+                    ORDER BY p.priority, COALESCE(r.n, 0), p.created_at, p.id
                     LIMIT 1
-                    FOR UPDATE SKIP LOCKED)
+                    FOR UPDATE OF p SKIP LOCKED)
     RETURNING j.*
     """
 )

@@ -264,3 +264,38 @@ class RayCluster:
             nodes,
             row["updated_at"],
         )
+
+
+@dataclass(frozen=True)
+class TenantQuota:
+    """A tenant's limits. ``max_running_jobs`` None: no cap beyond the fair share."""
+
+    tenant_id: str
+    max_queued_jobs: int
+    max_running_jobs: int | None
+    max_priority: Priority
+    max_import_bytes: int
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(
+            max_priority=Priority.from_rank(row["max_priority"]),
+            **_columns(row, ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_import_bytes", "updated_at")),
+        )
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: never the secret, only who it acts for."""
+
+    key_id: str
+    tenant_id: str | None  # None: an admin key
+    admin: bool
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        return cls(**_columns(row, ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at")))

@@ -54,6 +54,8 @@ jobs = sa.Table(
     sa.Index("training_jobs_retry_due", "retry_at", postgresql_where=sa.text("status = 'FAILED' AND retry_at IS NOT NULL")),
     # Expired leases and a stopping server's jobs.
     sa.Index("training_jobs_running", "lease_expires_at", postgresql_where=sa.text("status = 'RUNNING'")),
+    # Quotas and the fair claim: each tenant's queued and running jobs.
+    sa.Index("training_jobs_tenant_active", "tenant_id", "status", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
 )
 
 attempts = sa.Table(
@@ -136,4 +138,38 @@ worker_nodes = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("resources", JSONB, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# A tenant's quotas (admin-managed; a row is made with the defaults on first use).
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("max_queued_jobs", sa.Integer, nullable=False, server_default="100"),
+    sa.Column("max_running_jobs", sa.Integer),
+    sa.Column("max_priority", sa.SmallInteger, nullable=False, server_default="1"),
+    sa.Column("max_import_bytes", sa.BigInteger, nullable=False, server_default=str(512 * 1024**2)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+    sa.CheckConstraint("tenant_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'", name="tenant_id_slug"),
+    sa.CheckConstraint("max_queued_jobs >= 0 AND (max_running_jobs IS NULL OR max_running_jobs >= 0)", name="tenant_job_limits"),
+    sa.CheckConstraint("max_priority BETWEEN 0 AND 3 AND max_import_bytes >= 0", name="tenant_other_limits"),
+)
+
+# API keys: only a SHA-256 of each key is kept. tenant_id NULL: an admin key.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False),
+    sa.Column("tenant_id", sa.Text),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("admin OR tenant_id IS NOT NULL", name="api_key_owner"),
+    # A key is found by its hash.
+    sa.Index("api_keys_hash", "key_hash", unique=True),
+    # A tenant's keys, oldest first.
+    sa.Index("api_keys_tenant", "tenant_id", "created_at"),
 )

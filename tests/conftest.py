@@ -23,8 +23,10 @@ from server import demo_data
 from server.api.app import App
 from server.execution.executor import RayExecutor
 from server.settings import Settings
-from storage import db, features
+from storage import db, features, tenants
 from storage.embedded import EmbeddedPostgres
+from storage.records import Priority
+from storage.tenancy import Scope
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "aihub_template"
@@ -111,11 +113,13 @@ def demo_frame():
     return demo_data.generate("2023-12-01 00:00", "2024-12-31 23:00")
 
 
-async def load_demo(url: str, frame) -> None:
+async def load_demo(url: str, frame, tenant: str = demo_data.TENANT) -> None:
+    """The demo rows for ``tenant``, which may also use the critical priority (as `make run` seeds it)."""
     engine = db.create_engine(url, pool_size=1)
     try:
-        async with db.transaction(engine) as conn:
-            await features.import_frame(conn, demo_data.TENANT, demo_data.TABLE, frame)
+        async with db.transaction(engine, Scope.of(tenant)) as conn:
+            await tenants.update(conn, tenant, {"max_priority": Priority.CRITICAL})
+            await features.import_frame(conn, demo_data.TABLE, frame)
     finally:
         await engine.dispose()
 
@@ -133,6 +137,7 @@ async def start_app(database_url, ray_executor, tmp_path) -> AsyncIterator[Calla
             grpc_port=0,
             poll_interval_seconds=overrides.pop("poll_interval_seconds", 1.0),
             server_id=overrides.pop("server_id", f"test-{uuid.uuid4().hex[:6]}"),
+            auth=overrides.pop("auth", "off"),
             **overrides,
         )
         app = App(settings, url or database_url, dispatch=dispatch, executor=ray_executor)

@@ -61,3 +61,9 @@ class JobCancelled(TrainingError):
 
     reason = "Cancelled"
     retryable = False
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A caller's value as an error message may echo it: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

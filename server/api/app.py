@@ -15,10 +15,14 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
+from client._gen.aihub.training.v1 import admin_pb2_grpc as admin_grpc
 from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
+from server.api import auth
+from server.api.admin import AdminServicer
 from server.api.errors import ErrorInterceptor
 from server.api.events import EventHub
 from server.api.rest import TrainingHttpServicer
@@ -30,12 +34,17 @@ from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import RayExecutor
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.settings import Settings
-from storage import db
+from storage import db, keys
+from storage.tenancy import DISPATCHER_ROLE, Scope
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 HTTP_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["TrainingHttpService"].full_name
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # feature imports through REST arrive as one message
+ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+# A feature import through REST arrives as one message (Envoy caps its body at 64 MiB);
+# larger files go through the streaming ImportFeatureData in chunks of 1 MiB.
+MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+LONG_METHODS = ("EvaluateModelVersion", "EvaluateModelVersionHttp", "ImportFeatureData", "ImportFeatureDataHttp")
 
 
 def _stack(task: asyncio.Task) -> list[str]:
@@ -58,7 +67,13 @@ class App:
     async def start(self) -> None:
         s = self.settings
         await asyncio.to_thread(db.migrate, self.database_url)
-        self.engine = db.create_engine(self.database_url)
+        self.engine = db.create_engine(self.database_url)  # as aihub_service: row-level security by tenant
+        self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)
+        if s.bootstrap_admin_key:
+            async with db.transaction(self.engine, Scope.ALL) as conn:
+                key = await keys.ensure_admin(conn, auth.bootstrap_key_id(s.bootstrap_admin_key), auth.hash_key(s.bootstrap_admin_key))
+            log.info("bootstrap admin key %s is active", key.key_id)
+        self.authenticator = auth.Authenticator(self.engine, required=s.auth == "required")
         self.events = EventHub(db.asyncpg_dsn(self.database_url))
         await self.events.start()
         if self.executor is None:
@@ -75,7 +90,7 @@ class App:
             log_level=s.log_level,
         )
         self.dispatcher = Dispatcher(
-            self.engine,
+            self.dispatch_engine,
             self.executor,
             server_id=s.server_id or f"{socket.gethostname()}:{os.getpid()}",
             task_settings=task_settings,
@@ -97,16 +112,22 @@ class App:
             clusters=self.clusters,
         )
 
+        interceptor = ErrorInterceptor(
+            self.authenticator,
+            deadline=s.request_timeout_seconds,
+            deadlines=dict.fromkeys(LONG_METHODS, s.long_request_timeout_seconds),
+        )
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+            interceptors=[interceptor],
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)],
         )
         pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
+        admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine=self.engine, authenticator=self.authenticator), server)
         http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, HTTP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            [SERVICE_NAME, HTTP_SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
             server,
             pool=_MethodAwarePool(descriptor_pool.Default()),
         )
@@ -116,6 +137,8 @@ class App:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         log.info("gRPC on %s:%d (server %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.server_id, self.dispatcher.capacity())
+        if s.auth == "off":
+            log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving, stop dispatching (running jobs go back to the queue as their next
@@ -125,6 +148,7 @@ class App:
         if self._server is not None:
             steps += [("health", self.health.enter_graceful_shutdown()), ("grpc", self._server.stop(grace))]
         steps += [("dispatcher", self.dispatcher.stop()), ("events", self.events.stop()), ("engine", self.engine.dispose())]
+        steps += [("dispatch engine", self.dispatch_engine.dispose())]
         for name, step in steps:
             try:
                 await asyncio.wait_for(step, grace + 10)

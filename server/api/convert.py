@@ -10,6 +10,7 @@ table lacks (a newer client, or a forged number) is a RequestError naming the fi
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -17,12 +18,13 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format, timestamp_pb2
 
+from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.errors import RequestError
 from storage import records
 from storage.features import FileFormat
 from trainers import spec as specs
-from trainers.errors import Violation
+from trainers.errors import Violation, shown
 
 MODEL_TYPES: Mapping[specs.ModelType, pb.ModelType] = {specs.ModelType.FORECAST: pb.FORECAST, specs.ModelType.ANOMALY: pb.ANOMALY}
 PRIORITIES: Mapping[records.Priority, pb.Priority] = {
@@ -45,6 +47,11 @@ LEVELS: Mapping[records.LogLevel, pb.LogLevel] = {
     records.LogLevel.ERROR: pb.ERROR,
 }
 FILE_FORMATS: Mapping[int, FileFormat | None] = {pb.DATA_FORMAT_UNSPECIFIED: None, pb.CSV: "csv", pb.PARQUET: "parquet"}
+# Bounds on the free-form parts of a request.
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, newline and return are text
 METRIC_FIELDS = ("mae", "rmse", "mape", "r2_score", "training_duration_seconds", "training_data_size")
 
 
@@ -106,6 +113,28 @@ def file_format_from_pb(value: int) -> FileFormat | None:
     return FILE_FORMATS[value]
 
 
+# --- plain values -------------------------------------------------------------------------------
+def checked_text(value: str, field: str, *, max_len: int, required: bool = False) -> str:
+    """A short free-text field: at most ``max_len`` characters, no control characters."""
+    if required and not value.strip():
+        raise RequestError(field, "is required")
+    if len(value) > max_len:
+        raise RequestError(field, f"is {len(value)} characters long; at most {max_len} are allowed")
+    if _CONTROL.search(value):
+        raise RequestError(field, "holds a control character")
+    return value
+
+
+def metadata(values: Mapping[str, str]) -> dict[str, str]:
+    """A job's labels: at most MAX_METADATA_ENTRIES, each key and value bounded, no control characters."""
+    if len(values) > MAX_METADATA_ENTRIES:
+        raise RequestError("metadata", f"has {len(values)} entries; at most {MAX_METADATA_ENTRIES} are allowed")
+    for key, value in values.items():
+        checked_text(key, "metadata", max_len=MAX_METADATA_KEY, required=True)
+        checked_text(value, f"metadata.{key}", max_len=MAX_METADATA_VALUE)
+    return dict(values)
+
+
 # --- the training config ------------------------------------------------------------------------
 def _integral(value: Any) -> Any:
     """Struct numbers are doubles; write whole numbers as ints (n_estimators: 100, not 100.0)."""
@@ -157,7 +186,7 @@ def parse_uuid(value: str, field: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise RequestError(field, f"{value!r} is not {what} (a UUID)") from None
+        raise RequestError(field, f"{shown(value)} is not {what} (a UUID)") from None
 
 
 def parse_job_id(value: str) -> uuid.UUID:
@@ -303,3 +332,42 @@ def models_to_pb(found: Sequence[records.ModelVersion]) -> pb.ListModelVersionsR
 
 def evaluation_to_pb(version: records.ModelVersion, scores: Mapping[str, float]) -> pb.EvaluateModelVersionResponse:
     return pb.EvaluateModelVersionResponse(model_id=str(version.model_id), version=version.version, metrics=dict(scores))
+
+
+# --- administration ------------------------------------------------------------------------------
+def api_key_to_pb(key: records.ApiKey) -> admin_pb.ApiKey:
+    return admin_pb.ApiKey(
+        key_id=key.key_id,
+        tenant_id=key.tenant_id or "",
+        admin=key.admin,
+        name=key.name,
+        created_at=_ts(key.created_at),
+        revoked_at=_ts(key.revoked_at),
+    )
+
+
+def quota_to_pb(quota: records.TenantQuota) -> admin_pb.TenantQuota:
+    return admin_pb.TenantQuota(
+        tenant_id=quota.tenant_id,
+        max_queued_jobs=quota.max_queued_jobs,
+        max_running_jobs=quota.max_running_jobs or 0,
+        max_priority=PRIORITIES[quota.max_priority],
+        max_import_bytes=quota.max_import_bytes,
+        updated_at=_ts(quota.updated_at),
+    )
+
+
+def quota_changes(request: admin_pb.UpdateTenantQuotaRequest) -> dict[str, Any]:
+    """The quotas an update sets, checked (each a RequestError naming the field)."""
+    changes: dict[str, Any] = {}
+    for name in ("max_queued_jobs", "max_running_jobs", "max_import_bytes"):
+        if request.HasField(name):
+            value = getattr(request, name)
+            if value < 0:
+                raise RequestError(name, "must not be negative")
+            changes[name] = value
+    if "max_running_jobs" in changes and changes["max_running_jobs"] == 0:
+        changes["max_running_jobs"] = None
+    if request.max_priority != pb.PRIORITY_UNSPECIFIED:
+        changes["max_priority"] = priority_from_pb(request.max_priority)
+    return changes

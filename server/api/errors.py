@@ -1,12 +1,18 @@
-"""One interceptor turns the project's errors into gRPC statuses with
-``google.rpc.ErrorInfo`` (reason = the guide's error name) and ``BadRequest`` field
-violations. Anything unexpected becomes INTERNAL with a logged traceback, never a hang."""
+"""One interceptor around every call of our services: it authenticates the caller
+(server.api.auth), gives each unary call a server-side deadline, and turns the project's
+errors into gRPC statuses with ``google.rpc.ErrorInfo`` (reason = the guide's error name)
+and ``BadRequest`` field violations. Messages and details are cut to a bounded length (an
+echoed value never makes a header Envoy cannot pass). Anything unexpected becomes INTERNAL
+with a generic message and an error id that the server log carries with the traceback,
+never the exception's type, text or SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import any_pb2
@@ -18,6 +24,12 @@ from trainers.errors import ConfigValidationError, DataLoadError, JobCancelled, 
 
 log = logging.getLogger(__name__)
 DOMAIN = "aihub.training"
+MAX_MESSAGE = 1000
+MAX_DETAIL = 200
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RequestError(ConfigValidationError):
@@ -27,6 +39,14 @@ class RequestError(ConfigValidationError):
         super().__init__([Violation(field, description)], message="Invalid request")
 
     reason = "InvalidRequest"
+
+
+class Unauthenticated(Exception):
+    """No valid API key (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(Exception):
+    """The key may not do this (PERMISSION_DENIED)."""
 
 
 class InvalidState(TrainingError):
@@ -45,20 +65,24 @@ def _status(
 ) -> status_pb2.Status:
     details = []
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    meta = {shorten(str(k), 64): shorten(str(v), MAX_DETAIL) for k, v in list((metadata or {}).items())[:20]}
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=meta))
     details.append(info)
     if violations:
         bad = any_pb2.Any()
         bad.Pack(
             error_details_pb2.BadRequest(
-                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in violations]
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=shorten(v.field, MAX_DETAIL), description=shorten(v.description, 400))
+                    for v in violations[:50]
+                ]
             )
         )
         details.append(bad)
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=shorten(message, MAX_MESSAGE), details=details)
 
 
-def to_status(exc: BaseException) -> status_pb2.Status:
+def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one table of error kinds
     code = grpc.StatusCode
     if isinstance(exc, ConfigValidationError):
         return _status(code.INVALID_ARGUMENT, exc.reason, str(exc), exc.details, exc.violations)
@@ -81,19 +105,45 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     if isinstance(exc, (storage_errors.FeatureTableNotFound, storage_errors.FeatureColumnNotFound)):
         return _status(code.FAILED_PRECONDITION, "DataLoadError", str(exc))
     if isinstance(exc, storage_errors.DatabaseUnavailable):
-        return _status(code.UNAVAILABLE, "DatabaseUnavailable", str(exc))
-    log.exception("unexpected error in a request", exc_info=exc)
-    return _status(code.INTERNAL, "InternalError", f"internal error: {type(exc).__name__}: {exc}")
+        return _status(code.UNAVAILABLE, "DatabaseUnavailable", "the database is unavailable; try again shortly")
+    if isinstance(exc, Unauthenticated):
+        return _status(code.UNAUTHENTICATED, "Unauthenticated", str(exc))
+    if isinstance(exc, PermissionDenied):
+        return _status(code.PERMISSION_DENIED, "PermissionDenied", str(exc))
+    if isinstance(exc, storage_errors.InvalidTenantId):
+        return _status(code.INVALID_ARGUMENT, "InvalidRequest", str(exc), {"field": "tenant_id"}, [Violation("tenant_id", str(exc))])
+    if isinstance(exc, storage_errors.InvalidData):
+        return _status(code.INVALID_ARGUMENT, "InvalidRequest", str(exc), {"sqlstate": exc.sqlstate}, [Violation("request", str(exc))])
+    if isinstance(exc, storage_errors.QuotaExceeded):
+        details = {"tenant_id": exc.tenant_id, "limit": exc.limit, "allowed": str(exc.allowed), "requested": str(exc.requested)}
+        return _status(code.RESOURCE_EXHAUSTED, "QuotaExceeded", str(exc), details)
+    if isinstance(exc, storage_errors.ApiKeyNotFound):
+        return _status(code.NOT_FOUND, "ApiKeyNotFound", str(exc), {"key_id": exc.key_id})
+    if isinstance(exc, TimeoutError):
+        return _status(code.DEADLINE_EXCEEDED, "DeadlineExceeded", "the request took longer than the server allows; try a smaller one")
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unexpected error in a request (error id %s)", error_id, exc_info=exc, extra={"error_id": error_id})
+    return _status(
+        code.INTERNAL, "InternalError", f"internal error (error id {error_id}; the server log has the details)", {"error_id": error_id}
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     await context.abort_with_status(rpc_status.to_status(to_status(exc)))
 
 
-def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+class Authenticate(Protocol):
+    async def __call__(self, metadata: Any, method: str) -> None: ...
+
+
+def _wrap_unary(
+    fn: Callable[..., Awaitable[Any]], method: str, authenticate: Authenticate, deadline: float | None
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await fn(request, context)
+            await authenticate(context.invocation_metadata(), method)
+            async with asyncio.timeout(deadline):
+                return await fn(request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
@@ -102,9 +152,10 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     return handler
 
 
-def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await authenticate(context.invocation_metadata(), method)
             async for item in fn(request, context):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.UsageError):
@@ -115,18 +166,35 @@ def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+async def _nobody(metadata: Any, method: str) -> None:
+    return None
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """``authenticate(metadata, method)`` runs first in every call (it binds the caller or
+    raises); ``deadlines`` maps a method name to its own limit, ``deadline`` is the rest's
+    (unary and client-streaming calls; server streams run as long as their job)."""
+
+    def __init__(
+        self, authenticate: Authenticate = _nobody, *, deadline: float | None = None, deadlines: Mapping[str, float] | None = None
+    ) -> None:
+        self.authenticate = authenticate
+        self.deadline = deadline
+        self.deadlines = dict(deadlines or {})
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith("/aihub."):
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/aihub."):
             return handler
         kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        deadline = self.deadlines.get(method.rsplit("/", 1)[-1], self.deadline)
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, method, self.authenticate, deadline), **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, method, self.authenticate, deadline), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, self.authenticate), **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream), **kwargs)
+            return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, self.authenticate), **kwargs)
         return handler

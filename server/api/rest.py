@@ -18,12 +18,13 @@ from google.protobuf.message import Message
 
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
-from server.api.errors import RequestError
+from server.api.errors import RequestError, shorten
 from server.api.servicer import TrainingServicer
-from trainers.errors import ConfigValidationError, Violation
+from trainers.errors import ConfigValidationError, Violation, shown
 
 FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue")
 M = TypeVar("M", bound=Message)
+MAX_JSON_DEPTH = 12
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
 
 
@@ -57,11 +58,15 @@ def _upper_enums(data: dict[str, Any], desc: Any, path: str = "") -> Iterator[Vi
         field = fields.get(key)
         if field is None:
             continue
-        if field.enum_type is not None and isinstance(value, str):
+        if field.enum_type is not None and not field.is_repeated:
             names = [v.name for v in field.enum_type.values if not v.name.endswith("_UNSPECIFIED")]
-            if value.upper() not in names:
-                yield Violation(f"{path}{key}", f"{value!r} is not one of {', '.join(n.lower() for n in names)}")
-            data[key] = value.upper()
+            numbers = {v.number for v in field.enum_type.values}
+            if isinstance(value, str) and value.upper() in names:
+                data[key] = value.upper()
+            elif isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+                continue
+            else:
+                yield Violation(f"{path}{key}", f"{shown(value)} is not one of {', '.join(n.lower() for n in names)}")
         elif (
             field.message_type is not None
             and field.message_type.full_name not in FREE_FORM
@@ -78,10 +83,15 @@ def parse_json(body: httpbody_pb2.HttpBody, message: M, *, allowed: set[str] | N
     # curl's default application/x-www-form-urlencoded.
     if not body.data.strip():
         raise RequestError("body", "is empty: send a JSON object")
+    depth = _nesting(body.data)
+    if depth > MAX_JSON_DEPTH:
+        raise RequestError("body", f"is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
     try:
         data = json.loads(body.data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError("body", f"is not valid JSON: {exc}") from None
+        raise RequestError("body", f"is not valid JSON: {shorten(str(exc), 120)}") from None
+    except (ValueError, RecursionError):  # e.g. an integer of more digits than Python reads
+        raise RequestError("body", "holds a number too large to read") from None
     if not isinstance(data, dict):
         raise RequestError("body", "must be a JSON object")
     unknown = list(_unknown_fields(data, message.DESCRIPTOR))
@@ -97,9 +107,33 @@ def parse_json(body: httpbody_pb2.HttpBody, message: M, *, allowed: set[str] | N
         raise ConfigValidationError(bad_values, message="Invalid value in the request body")
     try:
         json_format.ParseDict(data, message)
-    except json_format.ParseError as exc:
-        raise RequestError("body", str(exc)) from None
+    except (json_format.ParseError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RequestError("body", shorten(str(exc), 200)) from None
     return message
+
+
+def _nesting(data: bytes) -> int:
+    """How deeply a JSON text nests objects and arrays (brackets inside strings skipped)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return data.count(b"[") + data.count(b"{")
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def json_body(value: Any) -> httpbody_pb2.HttpBody:

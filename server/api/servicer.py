@@ -5,8 +5,8 @@ owns, and answers what convert builds. Its collaborators are given to it explici
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
@@ -15,14 +15,15 @@ import grpc
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
-from server.api import convert
+from server.api import auth, convert
 from server.api.errors import InvalidState, RequestError
 from server.api.events import EventHub, wait
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
-from storage import db, features, jobs, logs, models
-from storage.records import Job, NewJob, RayCluster
+from storage import db, features, jobs, logs, models, tenants
+from storage.errors import QuotaExceeded, StorageError
+from storage.records import Job, ModelVersion, NewJob, RayCluster
 from trainers import spec as specs
 from trainers.spec import TrainingSpec
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 BACKSTOP_SECONDS = 1.0  # streams re-read at least this often, even without a notification
-MAX_IMPORT_BYTES = 2 * 1024**3
+SPOOL_BYTES = 8 * 1024**2  # an import's bytes beyond this go to a temporary file, not memory
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
@@ -40,13 +41,14 @@ def _settled(job: Job) -> bool:
     return job.status.is_terminal() and job.retry_at is None
 
 
-def _required(value: str, field: str, *, max_len: int = 128) -> str:
-    value = value.strip()
-    if not value:
-        raise RequestError(field, "is required")
-    if len(value) > max_len:
-        raise RequestError(field, f"is longer than {max_len} characters")
-    return value
+def tenants_quota_error(tenant_id: str, limit: int, sent: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        tenant_id,
+        "max_import_bytes",
+        limit,
+        sent,
+        f"the file is larger than tenant {tenant_id}'s max_import_bytes ({limit // 1024**2} MiB); split it",
+    )
 
 
 class TrainingServicer(pb_grpc.TrainingServiceServicer):
@@ -67,14 +69,15 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # --- jobs -----------------------------------------------------------------------------
     async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        tenant_id = _required(request.tenant_id, "tenant_id")
+        scope = auth.scope_for(request.tenant_id, required=True)
+        tenant_id = scope.single()
         model_type = convert.model_type_from_pb(request.model_type)
         if model_type is None:
             raise RequestError("model_type", "is required: forecast or anomaly")
         if not request.HasField("config"):
             raise RequestError("config", "is required")
-        if len(request.request_id) > 128:
-            raise RequestError("request_id", "is longer than 128 characters")
+        request_id = convert.checked_text(request.request_id, "request_id", max_len=128)
+        metadata = convert.metadata(request.metadata)
         spec = convert.spec_from_pb(request.config, model_type)
         new = NewJob(
             tenant_id=tenant_id,
@@ -83,10 +86,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             priority=convert.priority_from_pb(request.priority),
             config=spec.to_dict(),
             config_hash=spec.config_hash,
-            metadata=dict(request.metadata),
-            request_id=request.request_id or None,
+            metadata=metadata,
+            request_id=request_id or None,
         )
-        async with db.transaction(self.engine) as conn:
+        async with db.transaction(self.engine, scope) as conn:
             job, created = await jobs.create(conn, new)
         if not created:
             log.info("request_id %s already created this job", new.request_id, extra={"job_id": str(job.job_id), "tenant_id": tenant_id})
@@ -95,7 +98,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     async def _on_job(self, job_id: str, operation: Callable[[db.Connection, uuid.UUID], Awaitable[Job]]) -> pb.TrainingJob:
         """Parse the id, run one job operation in a transaction, answer the job."""
         parsed = convert.parse_job_id(job_id)
-        async with db.transaction(self.engine) as conn:
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
             job = await operation(conn, parsed)
         return convert.job_to_pb(job)
 
@@ -107,10 +110,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             raise RequestError("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         model_type = convert.model_type_from_pb(request.model_type)
-        async with db.transaction(self.engine) as conn:
+        scope = auth.scope_for(request.tenant_id)
+        async with db.transaction(self.engine, scope) as conn:
             found, cursor = await jobs.list_jobs(
                 conn,
-                tenant_id=request.tenant_id or None,
                 status=convert.status_from_pb(request.status),
                 model_type=model_type.value if model_type else None,
                 limit=size,
@@ -131,20 +134,23 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return await self._on_job(request.job_id, lambda conn, job_id: jobs.update_priority(conn, job_id, priority))
 
     async def GetTrainingJobMetrics(self, request: pb.GetTrainingJobMetricsRequest, context: Context) -> pb.GetTrainingJobMetricsResponse:
-        job_id = convert.parse_job_id(request.job_id)
-        async with db.transaction(self.engine) as conn:
-            job = await jobs.get(conn, job_id)
-        return convert.metrics_to_pb(job)
+        return convert.metrics_to_pb(await self._get_job(request.job_id))
+
+    async def _get_job(self, job_id: str) -> Job:
+        parsed = convert.parse_job_id(job_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            return await jobs.get(conn, parsed)
 
     # --- streams --------------------------------------------------------------------------
     async def StreamTrainingJobLogs(self, request: pb.StreamTrainingJobLogsRequest, context: Context) -> AsyncIterator[pb.LogEntry]:
         job_id = convert.parse_job_id(request.job_id)
+        scope = auth.scope_for("")
         follow = request.follow if request.HasField("follow") else True
         after = max(0, request.after_sequence)
         async with self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
-                async with db.transaction(self.engine) as conn:
+                async with db.transaction(self.engine, scope) as conn:
                     job = await jobs.get(conn, job_id)  # read the state first: lines written with a final state are then seen
                     lines = await logs.after(conn, job_id, after)
                 for line in lines:
@@ -158,11 +164,12 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context: Context) -> AsyncIterator[pb.TrainingJob]:
         job_id = convert.parse_job_id(request.job_id)
+        scope = auth.scope_for("")
         last = None
         async with self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
-                async with db.transaction(self.engine) as conn:
+                async with db.transaction(self.engine, scope) as conn:
                     job = await jobs.get(conn, job_id)
                 key = (job.status, job.progress, job.current_step, tuple(sorted(job.metrics.items())), job.attempt, job.priority)
                 if key != last:
@@ -179,67 +186,88 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return convert.validation_to_pb(specs.validate(convert.config_to_dict(request.config)))
 
     async def ListRayClusters(self, request: pb.ListRayClustersRequest, context: Context) -> pb.ListRayClustersResponse:
+        auth.scope_for("")  # any authenticated caller
         return convert.clusters_to_pb(await self.clusters.refresh())
 
     async def GetHealth(self, request: pb.GetHealthRequest, context: Context) -> pb.GetHealthResponse:
         queue: dict[str, int] | None = None
         database_error = ray_error = None
         cluster: RayCluster | None = None
+        caller = auth.current()
         try:
-            async with db.transaction(self.engine) as conn:
-                queue = await jobs.count_by_status(conn)
+            if caller.key_id is None and not caller.open:  # no key: whether the database answers, no counts
+                await db.ping(self.engine)
+                queue = {}
+            else:
+                async with db.transaction(self.engine, auth.scope_for("")) as conn:
+                    queue = await jobs.count_by_status(conn)
         except Exception as exc:  # noqa: BLE001 - health reports, never raises
-            database_error = str(exc)
+            database_error = "unavailable" if isinstance(exc, StorageError) else type(exc).__name__
+            log.warning("health: database check failed: %s", exc)
         try:
             cluster = await self.clusters.current()
         except Exception as exc:  # noqa: BLE001
-            ray_error = str(exc)
+            ray_error = "unavailable"
+            log.warning("health: Ray check failed: %s", exc)
         return convert.health_to_pb(queue, database_error, cluster, ray_error)
 
     # --- data in --------------------------------------------------------------------------
     async def ImportFeatureData(
         self, request_iterator: AsyncIterator[pb.ImportFeatureDataRequest], context: Context
     ) -> pb.ImportFeatureDataResponse:
-        buf = io.BytesIO()
-        first = None
-        async for chunk in request_iterator:
+        """The file is spooled to a temporary file as it arrives (memory holds at most
+        SPOOL_BYTES of it), within the tenant's max_import_bytes; then read and written in
+        chunks of features.CHUNK_ROWS rows, in one transaction: all rows or none."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            first = None
+            limit = 0
+            async for chunk in request_iterator:
+                if first is None:
+                    first = chunk
+                    scope = auth.scope_for(first.tenant_id, required=True)
+                    table = convert.checked_text(first.table, "table", max_len=63, required=True)
+                    async with db.transaction(self.engine, scope) as conn:
+                        limit = (await tenants.get(conn, scope.single())).max_import_bytes
+                spool.write(chunk.data)
+                if spool.tell() > limit:
+                    raise tenants_quota_error(scope.single(), limit, spool.tell())
             if first is None:
-                first = chunk
-            buf.write(chunk.data)
-            if buf.tell() > MAX_IMPORT_BYTES:
-                raise RequestError("data", f"the file is larger than {MAX_IMPORT_BYTES // 1024**2} MiB; split it")
-        if first is None:
-            raise RequestError("data", "no data was sent")
-        tenant_id = _required(first.tenant_id, "tenant_id")
-        table = _required(first.table, "table", max_len=63)
-        frame = await asyncio.to_thread(features.read_file, buf.getvalue(), convert.file_format_from_pb(first.format))
-        async with db.transaction(self.engine) as conn:
-            rows, columns = await features.import_frame(conn, tenant_id, table, frame)
-        log.info("imported %d rows into features.%s", rows, table, extra={"tenant_id": tenant_id})
+                raise RequestError("data", "no data was sent")
+            spool.seek(0)
+            chunks = features.iter_file(spool, convert.file_format_from_pb(first.format))
+            rows = 0
+            columns: list[str] = []
+            async with db.transaction(self.engine, scope) as conn:
+                while (frame := await asyncio.to_thread(next, chunks, None)) is not None:
+                    n, cols = await features.import_frame(conn, table, frame)
+                    rows += n
+                    columns += [c for c in cols if c not in columns]
+        log.info("imported %d rows into features.%s", rows, table, extra={"tenant_id": scope.tenant_id})
         return convert.import_to_pb(rows, table, columns)
 
     # --- model registry ------------------------------------------------------------------
     async def ListModelVersions(self, request: pb.ListModelVersionsRequest, context: Context) -> pb.ListModelVersionsResponse:
-        tenant_id = _required(request.tenant_id, "tenant_id")
+        scope = auth.scope_for(request.tenant_id, required=auth.current().open)
         model_type = convert.model_type_from_pb(request.model_type)
-        async with db.transaction(self.engine) as conn:
-            found = await models.list_versions(
-                conn, tenant_id, model_type.value if model_type else None, include_deleted=request.include_deleted
-            )
+        async with db.transaction(self.engine, scope) as conn:
+            found = await models.list_versions(conn, model_type.value if model_type else None, include_deleted=request.include_deleted)
         return convert.models_to_pb(found)
 
+    async def _model(self, model_id: str, tenant_id: str) -> ModelVersion:
+        parsed = convert.parse_model_id(model_id)
+        async with db.transaction(self.engine, auth.scope_for(tenant_id)) as conn:
+            return await models.get(conn, parsed)
+
     async def GetModelVersion(self, request: pb.GetModelVersionRequest, context: Context) -> pb.ModelVersion:
-        model_id = convert.parse_model_id(request.model_id)
-        async with db.transaction(self.engine) as conn:
-            version = await models.get(conn, model_id, request.tenant_id or None)
+        version = await self._model(request.model_id, request.tenant_id)
         return convert.model_to_pb(version)
 
     async def EvaluateModelVersion(self, request: pb.EvaluateModelVersionRequest, context: Context) -> pb.EvaluateModelVersionResponse:
-        model_id = convert.parse_model_id(request.model_id)
-        async with db.transaction(self.engine) as conn:
-            version = await models.get(conn, model_id, request.tenant_id or None)
+        version = await self._model(request.model_id, request.tenant_id)
         if version.deleted_at is not None:
-            raise InvalidState(f"model version {version.version} was deleted; its artifact is gone", details={"model_id": str(model_id)})
+            raise InvalidState(
+                f"model version {version.version} was deleted; its artifact is gone", details={"model_id": str(version.model_id)}
+            )
         start, end = specs.parse_window(
             request.evaluation_start,
             request.evaluation_end,
@@ -252,8 +280,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def DeleteModelVersion(self, request: pb.DeleteModelVersionRequest, context: Context) -> pb.ModelVersion:
         model_id = convert.parse_model_id(request.model_id)
-        async with db.transaction(self.engine) as conn:
-            version = await models.mark_deleted(conn, model_id, request.tenant_id or None)
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id)) as conn:
+            version = await models.mark_deleted(conn, model_id)
         try:
             artifact = await asyncio.to_thread(self.artifacts.remove_version, version.artifact_uri)
             log.info(

@@ -26,6 +26,7 @@ from server.observability import bind
 from storage import db, features, logs, models, queue
 from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import LogLevel, ModelVersion, NewModelVersion
+from storage.tenancy import Scope
 from trainers.errors import DataLoadError, JobCancelled
 from trainers.spec import TrainingSpec
 
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class DbReporter:
-    def __init__(self, rt: TaskRuntime, engine: db.Engine, job_id: uuid.UUID, attempt: int) -> None:
-        self.rt, self.engine, self.job_id, self.attempt = rt, engine, job_id, attempt
+    def __init__(self, rt: TaskRuntime, engine: db.Engine, scope: Scope, job_id: uuid.UUID, attempt: int) -> None:
+        self.rt, self.engine, self.scope, self.job_id, self.attempt = rt, engine, scope, job_id, attempt
         self.current_step = ""
 
     def _guarded(self, still_running: bool) -> None:
@@ -46,7 +47,7 @@ class DbReporter:
         bind(step=name)
 
         async def go() -> bool:
-            async with db.transaction(self.engine) as conn:
+            async with db.transaction(self.engine, self.scope) as conn:
                 ok = await queue.set_progress(conn, self.job_id, self.attempt, name, progress)
                 if ok:
                     await logs.append(conn, self.job_id, self.attempt, LogLevel.INFO, name, f"step {name} started")
@@ -57,7 +58,7 @@ class DbReporter:
 
     def progress(self, progress: int) -> None:
         async def go() -> bool:
-            async with db.transaction(self.engine) as conn:
+            async with db.transaction(self.engine, self.scope) as conn:
                 return await queue.set_progress(conn, self.job_id, self.attempt, self.current_step, progress)
 
         self._guarded(self.rt.run(go))
@@ -74,7 +75,7 @@ class DbReporter:
         """``write`` in a transaction that holds the job row, only while this attempt runs."""
 
         async def go() -> bool:
-            async with db.transaction(self.engine) as conn:
+            async with db.transaction(self.engine, self.scope) as conn:
                 if not await queue.is_running(conn, self.job_id, self.attempt, lock=True):
                     return False
                 await write(conn)
@@ -85,12 +86,12 @@ class DbReporter:
 
 class DbDataSource:
     def __init__(self, rt: TaskRuntime, engine: db.Engine, tenant_id: str) -> None:
-        self.rt, self.engine, self.tenant_id = rt, engine, tenant_id
+        self.rt, self.engine, self.tenant_id, self.scope = rt, engine, tenant_id, Scope.of(tenant_id)
 
     def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
         async def go() -> pd.DataFrame:
-            async with db.transaction(self.engine) as conn:
-                return await features.read_frame(conn, self.tenant_id, table, columns, start, end)
+            async with db.transaction(self.engine, self.scope) as conn:
+                return await features.read_frame(conn, table, columns, start, end)
 
         try:
             return self.rt.run(go, timeout=3600)
@@ -112,6 +113,7 @@ class DbRegistry:
 
     def __init__(self, rt: TaskRuntime, engine: db.Engine, artifacts: ArtifactStore, payload: JobPayload) -> None:
         self.rt, self.engine, self.artifacts, self.payload = rt, engine, artifacts, payload
+        self.scope = Scope.of(payload.tenant_id)
         self.registered: ModelVersion | None = None
 
     def _folder_key(self) -> tuple[str, str, uuid.UUID, int]:
@@ -140,7 +142,7 @@ class DbRegistry:
         )
 
         async def go() -> ModelVersion:
-            async with db.transaction(self.engine) as conn:
+            async with db.transaction(self.engine, self.scope) as conn:
                 if not await queue.is_running(conn, p.job_id, p.attempt, lock=True):
                     raise JobCancelled(f"job {p.job_id} is no longer running")
                 return await models.register(conn, new)
@@ -156,7 +158,7 @@ class DbRegistry:
             model_id = self.registered.model_id
 
             async def unregister() -> None:
-                async with db.transaction(self.engine) as conn:
+                async with db.transaction(self.engine, self.scope) as conn:
                     await models.mark_deleted(conn, model_id)
 
             self.rt.run(unregister)

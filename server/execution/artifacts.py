@@ -9,13 +9,17 @@ node sees (the same path on each).
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from trainers.errors import TrainingError
+from storage.tenancy import TENANT_ID_PATTERN
+from trainers.errors import TrainingError, shown
+
+_SLUG = re.compile(TENANT_ID_PATTERN)  # tenant ids and model types: slugs, never "..", "/" or "\\"
 
 
 class ArtifactPathError(TrainingError):
@@ -41,8 +45,8 @@ class ArtifactStore:
     def attempt_folder(self, tenant_id: str, model_type: str, job_id: uuid.UUID, attempt: int) -> Path:
         """The folder of one attempt's model (not created)."""
         for part in (tenant_id, model_type):
-            if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
-                raise ArtifactPathError(f"{part!r} cannot name a folder under the artifact root")
+            if not _SLUG.fullmatch(part or ""):
+                raise ArtifactPathError(f"{shown(part)} cannot name a folder under the artifact root")
         return self._inside(self.root / tenant_id / model_type / f"{job_id}-attempt{attempt}")
 
     def create_attempt_folder(self, tenant_id: str, model_type: str, job_id: uuid.UUID, attempt: int) -> Path:

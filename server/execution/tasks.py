@@ -21,6 +21,7 @@ from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, Task
 from server.execution.runtime import TaskRuntime, runtime
 from storage import db, queue
 from storage.records import JobError
+from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
 from trainers.errors import JobCancelled, TrainingError, no_rows_in_window
 
@@ -50,10 +51,11 @@ def _run_attempt(payload: JobPayload) -> Outcome:
     s = payload.settings
     rt = runtime()
     engine = rt.engine(s.database_url)
-    reporter = DbReporter(rt, engine, payload.job_id, payload.attempt)
+    scope = Scope.of(payload.tenant_id)  # every write of the attempt runs as its tenant (row-level security)
+    reporter = DbReporter(rt, engine, scope, payload.job_id, payload.attempt)
     registry = DbRegistry(rt, engine, ArtifactStore(Path(s.artifact_root)), payload)
     guard = AttemptGuard(
-        lambda: rt.run(lambda: _still_running(engine, payload), timeout=10),
+        lambda: rt.run(lambda: _still_running(engine, scope, payload), timeout=10),
         interval=s.guard_interval,
         grace=s.guard_grace,
         name=f"job {payload.job_id} attempt {payload.attempt}",
@@ -76,27 +78,27 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
         error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
-        if _finish(rt, engine, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
+        if _finish(rt, engine, scope, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
             return Outcome("COMPLETED", result.model_version)
         registry.discard()
         return Outcome("CANCELLED")
 
     retry_in = s.retry.delay(payload.attempt, error.retryable)
-    failed = _finish(rt, engine, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
+    failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
     registry.discard()
     return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
 
 
-async def _still_running(engine: db.Engine, payload: JobPayload) -> bool:
-    async with db.transaction(engine) as conn:
+async def _still_running(engine: db.Engine, scope: Scope, payload: JobPayload) -> bool:
+    async with db.transaction(engine, scope) as conn:
         return await queue.is_running(conn, payload.job_id, payload.attempt)
 
 
-def _finish(rt: TaskRuntime, engine: db.Engine, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
+def _finish(rt: TaskRuntime, engine: db.Engine, scope: Scope, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
     """Write how the attempt ended; False when it was no longer running."""
 
     async def go() -> bool:
-        async with db.transaction(engine) as conn:
+        async with db.transaction(engine, scope) as conn:
             return await write(conn)
 
     return rt.run(go)

@@ -13,6 +13,7 @@ import pytest
 from client import ConfigValidationError, pb
 from client._requests import config as config_message
 from storage import db, jobs
+from storage.tenancy import Scope
 from tests.conftest import QUICK_START_CONFIG, tiny_config
 from trainers import spec
 
@@ -24,7 +25,7 @@ async def test_the_stored_form_is_the_specs_canonical_form(client, app):
     submitted.pop("validation_split")
     job = await client.create_job("acme-corp", "forecast", submitted)
     expected = spec.build(submitted, model_type="forecast")
-    async with db.transaction(app.engine) as conn:
+    async with db.transaction(app.engine, Scope.ALL) as conn:
         stored = await jobs.get(conn, uuid.UUID(job.job_id))
     assert stored.config == expected.to_dict() and stored.config_hash == expected.config_hash
     # What the API shows is that form: defaults written in, times in UTC, the job's model type.
@@ -46,7 +47,7 @@ async def test_the_same_model_written_two_ways_has_one_hash(client, app):
         {**dict(reversed(list(QUICK_START_CONFIG.items()))), "training_end": "2024-12-31T23:59:59Z", "feature_table": "load_forecasting"},
         priority="low",
     )
-    async with db.transaction(app.engine) as conn:
+    async with db.transaction(app.engine, Scope.ALL) as conn:
         hashes = {(await jobs.get(conn, uuid.UUID(j.job_id))).config_hash for j in (a, b)}
     assert len(hashes) == 1
     for j in (a, b):

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from client import ConfigValidationError, InvalidStateError, NotFoundError, pb
+from storage import db, features, models
+from storage.tenancy import Scope
 from tests.conftest import QUICK_START_CONFIG, cpus_free, load_demo, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -54,10 +56,8 @@ async def test_quick_start_trains_a_model_with_sane_metrics(client, app, demo_fr
     assert m.mae < naive_mae / 2
 
     # The artifact is LightGBM's own text format and reproduces the stored metrics.
-    async with app.engine.connect() as conn:
-        from storage import models
-
-        (version,) = await models.list_versions(conn, "acme-corp")
+    async with db.transaction(app.engine, Scope.of("acme-corp")) as conn:
+        (version,) = await models.list_versions(conn)
     path = Path(urlparse(version.artifact_uri).path)
     assert path.read_text().startswith("tree\nversion=")
     booster = lgb.Booster(model_file=str(path))
@@ -154,10 +154,8 @@ async def test_retry_a_failed_job_runs_a_new_attempt(client, app, demo_frame):
     assert "features.grid_2024" in failed.error.message
     assert failed.error.details["tenant_id"] == "acme-corp"
     # The user fixes the data, then retries.
-    async with app.engine.begin() as conn:
-        from storage import features
-
-        await features.import_frame(conn, "acme-corp", "grid_2024", demo_frame)
+    async with db.transaction(app.engine, Scope.of("acme-corp")) as conn:
+        await features.import_frame(conn, "grid_2024", demo_frame)
     retried = await client.retry_job(job.job_id)
     assert retried.status == pb.PENDING and retried.attempt == 2 and not retried.error.reason
     done = await wait_final(client, job.job_id)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from client import AsyncTrainingClient, InvalidStateError, pb
 from storage import db, jobs, logs, queue
 from storage.records import JobStatus, NewJob, Priority
+from storage.tenancy import DISPATCHER_ROLE, Scope
 from tests.conftest import cpus_free, load_demo, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -53,7 +54,7 @@ async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, de
         b.dispatcher.pause(False)
         finished = await asyncio.wait_for(asyncio.gather(*(client.wait(i) for i in ids)), 240)
     assert all(j.status == pb.COMPLETED and j.attempt == 1 for j in finished)
-    async with a.engine.connect() as conn:
+    async with db.transaction(a.engine, Scope.ALL) as conn:
         rows = (await conn.execute(sa.text("SELECT job_id, claimed_by FROM job_attempts"))).all()
         versions = (await conn.execute(sa.text("SELECT count(*), count(DISTINCT job_id) FROM model_versions"))).one()
     per_job = Counter(job_id for job_id, _ in rows)
@@ -63,14 +64,14 @@ async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, de
 
 
 async def test_concurrent_claims_take_each_job_once(engine):
-    async with db.transaction(engine) as conn:
+    async with db.transaction(engine, Scope.of("t")) as conn:
         for _ in range(40):
             await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
 
     async def claimer(name: str) -> list:
         got = []
         while True:
-            async with db.transaction(engine) as conn:
+            async with db.transaction(engine, Scope.ALL) as conn:
                 job = await queue.claim(conn, name)
             if job is None:
                 return got
@@ -113,7 +114,7 @@ async def test_a_stopping_server_hands_its_running_job_back(start_app, database_
     assert loop.time() - t0 < 9
     # Queued again at once as the next attempt; the old attempt's Ray task stopped itself.
     assert await cpus_free(first, timeout=10)
-    async with db.transaction(engine) as conn:
+    async with db.transaction(engine, Scope.ALL) as conn:
         again = await jobs.get(conn, uuid.UUID(job.job_id))
         lines = await logs.after(conn, uuid.UUID(job.job_id))
     assert again.status == JobStatus.PENDING and again.attempt == 2 and again.progress == 0
@@ -126,28 +127,34 @@ async def test_a_stopping_server_hands_its_running_job_back(start_app, database_
         await client.cancel_job(job.job_id)
 
 
-async def test_queue_statements_use_their_indexes(engine):
+async def test_queue_statements_use_their_indexes(database_url):
     # With sequential scans priced out, each statement the dispatcher runs on every pass
-    # is planned on its partial index (so a large job history costs nothing).
-    async with engine.connect() as conn:
-        await conn.execute(sa.text("SET enable_seqscan = off"))
-        for stmt, params, index in [
-            (queue.CLAIM, {"server_id": "w", "lease_seconds": 30.0}, "training_jobs_queue"),
-            (queue.REQUEUE_EXPIRED, {}, "training_jobs_running"),
-            (queue.RELEASE, {"server_id": "w"}, "training_jobs_running"),
-            (queue.REQUEUE_DUE_RETRIES, {}, "training_jobs_retry_due"),
-        ]:
-            plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
-            assert any(index in line for line in plan), "\n".join(plan)
-        await conn.rollback()
+    # (as the dispatcher's role) is planned on a partial index (so a large job history
+    # costs nothing): the running jobs' statements on either partial index of RUNNING rows.
+    engine = db.create_engine(database_url, role=DISPATCHER_ROLE, pool_size=1)
+    running = ("training_jobs_running", "training_jobs_tenant_active")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SET enable_seqscan = off"))
+            for stmt, params, indexes in [
+                (queue.CLAIM, {"server_id": "w", "lease_seconds": 30.0}, ("training_jobs_queue",)),
+                (queue.REQUEUE_EXPIRED, {}, running),
+                (queue.RELEASE, {"server_id": "w"}, running),
+                (queue.REQUEUE_DUE_RETRIES, {}, ("training_jobs_retry_due",)),
+            ]:
+                plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
+                assert any(index in line for line in plan for index in indexes), "\n".join(plan)
+            await conn.rollback()
+    finally:
+        await engine.dispose()
 
 
 async def test_expired_lease_requeues_the_job_as_a_new_attempt(engine):
-    async with db.transaction(engine) as conn:
+    async with db.transaction(engine, Scope.of("t")) as conn:
         job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
         await queue.claim(conn, "crashed-server", lease_seconds=0.05)
     await asyncio.sleep(0.2)
-    async with db.transaction(engine) as conn:
+    async with db.transaction(engine, Scope.ALL) as conn:
         assert await queue.requeue_expired(conn) == [job.job_id]
         again = await jobs.get(conn, job.job_id)
         # The old attempt can no longer write.
@@ -163,7 +170,7 @@ async def test_a_failure_that_may_pass_is_retried_with_backoff(start_app, databa
         # More lookback than training rows: the LSTM fails in training, an error that is not
         # about data or configuration, so the retry policy applies.
         job = await client.create_job(
-            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1})
+            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 720, "epochs": 1})
         )
         seen = []
         async for snap in client.watch_job(job.job_id):
@@ -201,7 +208,7 @@ async def test_cancel_stops_a_planned_retry(start_app, database_url, demo_frame)
     app = await start_app(retry_base_seconds=30, poll_interval_seconds=0.2)
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
         job = await client.create_job(
-            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 2000, "epochs": 1})
+            "acme-corp", "forecast", tiny_config(algorithm="lstm", hyperparameters={"lookback": 720, "epochs": 1})
         )
         async for snap in client.watch_job(job.job_id):
             if snap.status == pb.FAILED:

@@ -35,7 +35,7 @@ async def test_alembic_upgrade_head_on_an_empty_database(pg_url):
     schemas = {r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
     await conn.close()
     assert {"training_jobs", "job_attempts", "job_logs", "job_metrics", "model_versions", "ray_clusters", "worker_nodes"} <= tables
-    assert "features" in schemas
+    assert "features" not in schemas  # feature data lives in one schema per tenant (migration 0006)
 
 
 async def test_cli_import_create_watch_logs(app, tmp_path, capsys):

@@ -12,7 +12,7 @@ Tasks:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -142,6 +142,10 @@ class FitOptions:
     on_iteration: Callable[[int, int], None]
 
 
+MAX_WEIGHTS = 10_000_000  # trainable weights of one neural model
+MAX_TREE_LEAVES = 20_000_000  # rounds x leaves of one boosted model
+
+
 class Algorithm(Protocol):
     """One algorithm. Concrete algorithms subclass this and set what differs from the
     defaults below; the pipeline, the spec checks and the executor ask these, never the
@@ -160,6 +164,11 @@ class Algorithm(Protocol):
         """Rows before the first one it predicts that it needs (a window of context): 0 when
         every row stands alone. Such a model trains on consecutive rows, never a sample."""
         return 0
+
+    def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
+        """(hyperparameter, why) for each way the model's size would exceed what one job may
+        train (weights, layers), given ``n_inputs`` input columns; checked at Validate."""
+        return iter(())
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> FittedModel: ...
 

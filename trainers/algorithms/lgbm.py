@@ -3,14 +3,23 @@ format (no pickle)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import (
+    CLASSIFICATION,
+    MAX_TREE_LEAVES,
+    REGRESSION,
+    Algorithm,
+    FitOptions,
+    Param,
+    TrainData,
+    importance_from,
+)
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
@@ -72,6 +81,11 @@ class LightGBM(Algorithm):
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
+
+    def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
+        rounds, leaves = hyperparameters.get("n_estimators", 100), hyperparameters.get("num_leaves", 31)
+        if isinstance(rounds, int) and isinstance(leaves, int) and rounds * leaves > MAX_TREE_LEAVES:
+            yield "n_estimators", f"n_estimators x num_leaves is {rounds * leaves:,}; at most {MAX_TREE_LEAVES:,} are allowed"
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> LGBMModel:
         import lightgbm as lgb

@@ -17,15 +17,16 @@ dropout 0.0, epochs 30, batch_size 256, learning_rate 0.001, weight_decay 0.0.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, TrainData
+from trainers.algorithms.base import CLASSIFICATION, MAX_WEIGHTS, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, TrainData
 
 COMMON: Mapping[str, Param] = {
     "dropout": Param(float, 0, 0.9),
@@ -35,10 +36,11 @@ COMMON: Mapping[str, Param] = {
     "weight_decay": Param(float, 0, 1),
 }
 MLP_PARAMS: Mapping[str, Param] = {"hidden_sizes": Param(list, 1, 4096), **COMMON}
+MAX_MLP_LAYERS = 16
 LSTM_PARAMS: Mapping[str, Param] = {
     "hidden_size": Param(int, 1, 4096),
     "num_layers": Param(int, 1, 8),
-    "lookback": Param(int, 2, 2000),
+    "lookback": Param(int, 2, 720, help="hours of context, at most 30 days"),
     **COMMON,
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -180,6 +182,26 @@ class Neural(Algorithm):
         self.tasks = frozenset({REGRESSION, CLASSIFICATION, RECONSTRUCTION} if kind == "lstm" else {REGRESSION, CLASSIFICATION})
         # On an unlabelled signal the LSTM is an autoencoder (its reconstruction error scores a window).
         self.unlabelled_task = RECONSTRUCTION if kind == "lstm" else REGRESSION
+
+    def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
+        hp = {**DEFAULTS[self.kind], **hyperparameters}
+        try:
+            if self.kind == "mlp":
+                sizes = [int(v) for v in hp["hidden_sizes"]]
+                if len(sizes) > MAX_MLP_LAYERS:
+                    yield "hidden_sizes", f"{len(sizes)} layers; at most {MAX_MLP_LAYERS} are allowed"
+                    return
+                widths = [n_inputs, *sizes, 1]
+                weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+                name = "hidden_sizes"
+            else:
+                h, layers = int(hp["hidden_size"]), int(hp["num_layers"])
+                weights = sum(4 * (h * ((n_inputs if i == 0 else h) + h) + 2 * h) for i in range(layers)) + h + 1
+                name = "hidden_size"
+        except (TypeError, ValueError):
+            return  # the parameter checks report the malformed value
+        if weights > MAX_WEIGHTS:
+            yield name, f"the model would have {weights:,} weights; at most {MAX_WEIGHTS:,} are allowed"
 
     def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
         """An LSTM predicts a row from the ``lookback`` rows ending at it."""

@@ -9,6 +9,8 @@ asked of the algorithm itself.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +18,7 @@ from typing import Any
 
 from trainers import algorithms
 from trainers.algorithms import REGRESSION, Algorithm
-from trainers.errors import ConfigValidationError, Violation
+from trainers.errors import ConfigValidationError, Violation, shown
 from trainers.spec.model import (
     DEFAULT_SEED,
     DEFAULT_VALIDATION_SPLIT,
@@ -30,6 +32,45 @@ from trainers.spec.model import (
 )
 
 Config = Mapping[str, Any]
+
+# Bounds on the shape of any config, checked before anything else reads it.
+MAX_DEPTH = 6  # nesting of objects and lists
+MAX_STRING = 256  # characters of any string value or key
+MAX_ITEMS = 200  # entries of any list or object (features, hyperparameters, tags)
+MAX_NUMBER = 1e15  # magnitude of any number
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shape_violations(value: Any, path: str = "", depth: int = 0) -> Iterator[Violation]:  # noqa: PLR0912 - one case per JSON kind
+    """What makes a config unsafe to read at all: too deep, too long, non-finite or huge
+    numbers, control characters. Each is reported once, at its path."""
+    where = path or "config"
+    if depth > MAX_DEPTH:
+        yield Violation(where, f"is nested more than {MAX_DEPTH} levels deep")
+    elif isinstance(value, Mapping):
+        if len(value) > MAX_ITEMS:
+            yield Violation(where, f"has {len(value)} entries; at most {MAX_ITEMS} are allowed")
+            return
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > MAX_STRING or _CONTROL.search(key):
+                yield Violation(where, f"has a key that is not a name: {shown(key)}")
+                continue
+            yield from shape_violations(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list | tuple):
+        if len(value) > MAX_ITEMS:
+            yield Violation(where, f"has {len(value)} items; at most {MAX_ITEMS} are allowed")
+            return
+        for i, item in enumerate(value):
+            yield from shape_violations(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, str):
+        if len(value) > MAX_STRING:
+            yield Violation(where, f"is {len(value)} characters long; at most {MAX_STRING} are allowed")
+        elif _CONTROL.search(value):
+            yield Violation(where, "holds a control character")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield Violation(where, "must be a finite number")
+    elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        yield Violation(where, f"is out of range (at most {MAX_NUMBER:g} in magnitude)")
 
 
 @dataclass(frozen=True)
@@ -66,9 +107,9 @@ def _model_type(config: Config, read: _Read, job_model_type: str | None) -> Iter
     if not mt:
         yield Violation("model_type", f"is required: one of {', '.join(MODEL_TYPES)}")
     elif mt not in MODEL_TYPES:
-        yield Violation("model_type", f"{mt!r} is not one of {', '.join(MODEL_TYPES)}")
+        yield Violation("model_type", f"{shown(mt)} is not one of {', '.join(MODEL_TYPES)}")
     elif job_model_type and config.get("model_type") and config["model_type"] != job_model_type:
-        yield Violation("model_type", f"config says {config['model_type']!r} but the job says {job_model_type!r}")
+        yield Violation("model_type", f"config says {shown(config['model_type'])} but the job says {shown(job_model_type)}")
 
 
 def _algorithm(config: Config, read: _Read) -> Iterator[Violation]:
@@ -76,7 +117,7 @@ def _algorithm(config: Config, read: _Read) -> Iterator[Violation]:
     if not name:
         yield Violation("algorithm", f"is required: one of {', '.join(algorithms.ALL)}")
     elif read.algorithm is None:
-        yield Violation("algorithm", f"{name!r} is not one of {', '.join(algorithms.ALL)}")
+        yield Violation("algorithm", f"{shown(name)} is not one of {', '.join(algorithms.ALL)}")
     elif REGRESSION not in read.algorithm.tasks and read.model_type != ModelType.ANOMALY:
         yield Violation("algorithm", f"{name} detects anomalies: it needs model_type anomaly")
     else:
@@ -93,6 +134,15 @@ def _hyperparameters(config: Config, algorithm: Algorithm) -> Iterator[Violation
             yield Violation(f"hyperparameters.{name}", f"is not a hyperparameter of {algorithm.name}; known: {', '.join(algorithm.params)}")
         elif (v := algorithm.params[name].check(f"hyperparameters.{name}", value)) is not None:
             yield v
+
+
+def _model_size(config: Config, read: _Read) -> Iterator[Violation]:
+    hp = config.get("hyperparameters") or {}
+    if read.algorithm is None or not isinstance(hp, Mapping):
+        return
+    n_inputs = len(list(config.get("features") or [])) or 1
+    for name, why in read.algorithm.size_violations(hp, n_inputs):
+        yield Violation(f"hyperparameters.{name}", why)
 
 
 def window_violations(start: Any, end: Any, names: Sequence[str] = ("training_start", "training_end")) -> list[Violation]:
@@ -117,7 +167,7 @@ def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
     if not target:
         yield Violation("target", "is required (the column to predict, such as load)")
     elif not IDENT.match(target):
-        yield Violation("target", f"{target!r} is not a column name (lower-case letters, digits and _)")
+        yield Violation("target", f"{shown(target)} is not a column name (lower-case letters, digits and _)")
     features = list(config.get("features") or [])
     if not features:
         yield Violation("features", "at least one feature is required")
@@ -125,18 +175,18 @@ def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
     for i, name in enumerate(features):
         path = f"features[{i}]"
         if name in seen:
-            yield Violation(path, f"{name!r} is listed twice")
+            yield Violation(path, f"{shown(name)} is listed twice")
         seen.add(name)
         if not isinstance(name, str) or not IDENT.match(name):
-            yield Violation(path, f"{name!r} is not a column name (lower-case letters, digits and _)")
+            yield Violation(path, f"{shown(name)} is not a column name (lower-case letters, digits and _)")
         elif name == target:
-            yield Violation(path, f"{name!r} is the target itself (target leakage)")
+            yield Violation(path, f"{shown(name)} is the target itself (target leakage)")
         elif (m := LAG.match(name)) is not None:
             hours = int(m["hours"])
             if hours == 0:
-                yield Violation(path, f"{name!r} is a lag of 0 hours, the current value itself (target leakage)")
+                yield Violation(path, f"{shown(name)} is a lag of 0 hours, the current value itself (target leakage)")
             elif hours > MAX_LAG_HOURS:
-                yield Violation(path, f"{name!r}: lags are limited to {MAX_LAG_HOURS} hours")
+                yield Violation(path, f"{shown(name)}: lags are limited to {MAX_LAG_HOURS} hours")
 
 
 def _split_and_seed(config: Config, read: _Read) -> Iterator[Violation]:
@@ -186,15 +236,15 @@ def _label_column(config: Config, read: _Read) -> Iterator[Violation]:
     if read.model_type != ModelType.ANOMALY:
         yield Violation("label_column", "applies to anomaly detection only")
     elif not IDENT.match(label):
-        yield Violation("label_column", f"{label!r} is not a column name (lower-case letters, digits and _)")
+        yield Violation("label_column", f"{shown(label)} is not a column name (lower-case letters, digits and _)")
     elif label == config.get("target") or label in list(config.get("features") or []):
-        yield Violation("label_column", f"{label!r} is the target or a feature (label leakage)")
+        yield Violation("label_column", f"{shown(label)} is the target or a feature (label leakage)")
 
 
 def _feature_table(config: Config, read: _Read) -> Iterator[Violation]:
     table = config.get("feature_table") or ""
     if table and not IDENT.match(table):
-        yield Violation("feature_table", f"{table!r} is not a table name (lower-case letters, digits and _)")
+        yield Violation("feature_table", f"{shown(table)} is not a table name (lower-case letters, digits and _)")
 
 
 def _not_available(what: str) -> str:
@@ -245,6 +295,7 @@ def _training_options(config: Config, read: _Read) -> Iterator[Violation]:
 # In the order the violations are reported.
 CHECKS: tuple[Check, ...] = (
     _algorithm,
+    _model_size,
     _window,
     _target_and_features,
     _split_and_seed,
@@ -261,6 +312,9 @@ CHECKS: tuple[Check, ...] = (
 def validate(config: Config, *, model_type: str | None = None) -> list[Violation]:
     """Every problem in ``config`` (an empty list when it is valid). ``model_type`` is the
     job's, for a config that does not say its own."""
+    unsafe = list(shape_violations(config))
+    if unsafe:
+        return unsafe
     read = _Read.of(config, model_type)
     out = list(_model_type(config, read, model_type))
     for check in CHECKS:

@@ -152,6 +152,9 @@ class TrainingSpec:
         )
 
 
+MIN_YEAR, MAX_YEAR = 1900, 2200  # times outside would overflow date arithmetic (lags, windows)
+
+
 def parse_time(value: Any) -> datetime:
     """ISO 8601; a value without an offset is UTC (the guide writes "2024-01-01T00:00:00")."""
     if not isinstance(value, str) or not value:
@@ -159,11 +162,14 @@ def parse_time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 date-time such as 2024-01-01T00:00:00") from None
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date-time such as 2024-01-01T00:00:00") from None
     try:
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{value!r} is out of range in UTC") from None
+        raise ValueError(f"{value[:40]!r} is out of range in UTC") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"{value[:40]!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    return parsed
 
 
 def format_time(value: datetime) -> str:

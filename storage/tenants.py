@@ -1,0 +1,88 @@
+"""Tenants and their quotas: how many jobs may wait and run, the highest priority they may
+use, the largest import. A tenant's row is made with the defaults the first time it is
+used; admins change it. Every statement is named here with what it does and the index that
+serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.errors import MissingTenantScope, QuotaExceeded
+from storage.records import Priority, TenantQuota
+from storage.tenancy import check_tenant_id, scope_of
+
+# lock_tenant: serialises one tenant's admissions until the transaction ends, so two
+# concurrent creates cannot both take the last queue place. Index: none (no table read).
+LOCK_TENANT = sa.text("SELECT pg_advisory_xact_lock(hashtext('tenant:' || :tenant_id))")
+
+# ensure_tenant: the tenant's row with the default quotas, unless it exists.
+# Index: tenants primary key.
+ENSURE_TENANT = sa.text("INSERT INTO tenants (tenant_id) VALUES (:tenant_id) ON CONFLICT (tenant_id) DO NOTHING")
+
+# get_tenant: one tenant's quotas. Index: tenants primary key.
+GET_TENANT = sa.text("SELECT * FROM tenants WHERE tenant_id = :tenant_id")
+
+# count_queued: a tenant's PENDING jobs. Index: training_jobs_tenant_active (tenant_id, status).
+COUNT_QUEUED = sa.text("SELECT count(*) FROM training_jobs WHERE tenant_id = :tenant_id AND status = 'PENDING'")
+
+# update_tenant: new quotas (only the columns given, a fixed fragment each). Index: tenants primary key.
+UPDATE_TENANT = "UPDATE tenants SET {sets}, updated_at = clock_timestamp() WHERE tenant_id = :tenant_id RETURNING *"
+SETTABLE = ("max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes")
+
+
+async def get(conn: AsyncConnection, tenant_id: str) -> TenantQuota:
+    """The tenant's quotas (its row is made with the defaults when missing)."""
+    check_tenant_id(tenant_id)
+    scope = scope_of(conn)
+    if scope.tenant_id not in (None, tenant_id):
+        raise MissingTenantScope(f"tenant {tenant_id}'s quotas read in another tenant's transaction")
+    await conn.execute(ENSURE_TENANT, {"tenant_id": tenant_id})
+    return TenantQuota.from_row((await conn.execute(GET_TENANT, {"tenant_id": tenant_id})).mappings().one())
+
+
+async def check_priority(conn: AsyncConnection, tenant_id: str, priority: Priority) -> TenantQuota:
+    quota = await get(conn, tenant_id)
+    if priority.rank < quota.max_priority.rank:
+        raise QuotaExceeded(
+            tenant_id,
+            "max_priority",
+            quota.max_priority.value,
+            priority.value,
+            f"tenant {tenant_id} may use priorities up to {quota.max_priority.value}; {priority.value} must be granted by an admin",
+        )
+    return quota
+
+
+async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, already_queued: int = 0) -> None:
+    """Whether one more queued job of ``priority`` fits the tenant's quotas (QuotaExceeded
+    naming the limit if not). ``already_queued``: the job itself is counted already."""
+    await conn.execute(LOCK_TENANT, {"tenant_id": tenant_id})
+    quota = await check_priority(conn, tenant_id, priority)
+    queued = int(await conn.scalar(COUNT_QUEUED, {"tenant_id": tenant_id}) or 0) - already_queued
+    if queued >= quota.max_queued_jobs:
+        raise QuotaExceeded(
+            tenant_id,
+            "max_queued_jobs",
+            quota.max_queued_jobs,
+            queued + 1,
+            f"tenant {tenant_id} already has {queued} queued jobs; its quota max_queued_jobs is {quota.max_queued_jobs}",
+        )
+
+
+async def update(conn: AsyncConnection, tenant_id: str, changes: dict[str, Any]) -> TenantQuota:
+    """Set some of a tenant's quotas (admins only, checked by the caller)."""
+    await get(conn, tenant_id)
+    unknown = set(changes) - set(SETTABLE)
+    if unknown:
+        raise ValueError(f"not quotas: {sorted(unknown)}")
+    if not changes:
+        return await get(conn, tenant_id)
+    params = {**changes, "tenant_id": tenant_id}
+    if isinstance(params.get("max_priority"), Priority):
+        params["max_priority"] = params["max_priority"].rank
+    sets = ", ".join(f"{name} = :{name}" for name in SETTABLE if name in changes)
+    row = (await conn.execute(sa.text(UPDATE_TENANT.format(sets=sets)), params)).mappings().one()
+    return TenantQuota.from_row(row)
