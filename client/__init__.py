@@ -14,10 +14,13 @@ from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from client.errors import (
     AIHubError,
+    AuthenticationError,
     ConfigValidationError,
     DataLoadError,
     InvalidStateError,
     NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
     ResourceError,
     UnavailableError,
 )
@@ -25,10 +28,13 @@ from client.errors import (
 __all__ = [
     "AIHubError",
     "AsyncTrainingClient",
+    "AuthenticationError",
     "ConfigValidationError",
     "DataLoadError",
     "InvalidStateError",
     "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
     "ResourceError",
     "TrainingClient",
     "UnavailableError",

@@ -14,12 +14,20 @@ from typing import Any, cast
 import grpc
 
 from client import _requests as req
+from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
+from client._gen.aihub.training.v1 import admin_pb2_grpc as admin_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from client.errors import from_rpc_error
 
 DEFAULT_TARGET = "localhost:50051"
 CHUNK = 1 << 20
+ADMIN_METHODS = frozenset(admin_pb.DESCRIPTOR.services_by_name["AdminService"].methods_by_name)
+
+
+def _auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries an API key (none without one)."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
 def _same(resp: Any) -> Any:
@@ -110,31 +118,80 @@ class _Methods:
         return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _same)
 
     def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None, chunk_size: int = CHUNK):
-        """Import a CSV or Parquet file (path or bytes) into features.<table>."""
+        """Import a CSV or Parquet file (path or bytes) into features.<table>; a file is
+        streamed in chunks, never read whole. ``tenant_id`` "" means the API key's tenant."""
         if isinstance(data, (str, Path)):
             path = Path(data)
             if format is None and path.suffix.lower() in (".parquet", ".pq"):
                 format = "parquet"
-            data = path.read_bytes()
+            return self._upload("ImportFeatureData", req.import_file_chunks(tenant_id, table, path, format, chunk_size))
         return self._upload("ImportFeatureData", req.import_chunks(tenant_id, table, data, format, chunk_size))
+
+    # --- administration (admin keys) -------------------------------------------------------
+    def create_key(self, tenant_id: str = "", *, admin: bool = False, name: str = ""):
+        """A new API key: a CreateApiKeyResponse whose ``key`` is the secret (shown only now)."""
+        return self._call("CreateApiKey", admin_pb.CreateApiKeyRequest(tenant_id=tenant_id, admin=admin, name=name), _same)
+
+    def list_keys(self, tenant_id: str = ""):
+        return self._call("ListApiKeys", admin_pb.ListApiKeysRequest(tenant_id=tenant_id), lambda r: list(r.keys))
+
+    def revoke_key(self, key_id: str):
+        return self._call("RevokeApiKey", admin_pb.RevokeApiKeyRequest(key_id=key_id), _same)
+
+    def get_quota(self, tenant_id: str):
+        return self._call("GetTenantQuota", admin_pb.GetTenantQuotaRequest(tenant_id=tenant_id), _same)
+
+    def update_quota(
+        self,
+        tenant_id: str,
+        *,
+        max_queued_jobs: int | None = None,
+        max_running_jobs: int | None = None,
+        max_priority: str | None = None,
+        max_import_bytes: int | None = None,
+    ):
+        """Change some of a tenant's quotas (max_running_jobs 0: no cap)."""
+        request = admin_pb.UpdateTenantQuotaRequest(
+            tenant_id=tenant_id, max_priority=req.enum_value(pb.Priority, max_priority, "max_priority")
+        )
+        for name, value in (
+            ("max_queued_jobs", max_queued_jobs),
+            ("max_running_jobs", max_running_jobs),
+            ("max_import_bytes", max_import_bytes),
+        ):
+            if value is not None:
+                setattr(request, name, value)
+        return self._call("UpdateTenantQuota", request, _same)
 
 
 class TrainingClient(_Methods):
-    """Blocking client. ``with TrainingClient("localhost:50051") as c: c.get_job(...)``."""
+    """Blocking client. ``with TrainingClient("localhost:50051", api_key=...) as c: c.get_job(...)``."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = 60.0):
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.Channel | None = None,
+        timeout: float | None = 60.0,
+        api_key: str | None = None,
+    ):
         self._channel = channel or grpc.insecure_channel(target)
         self._stub = pb_grpc.TrainingServiceStub(self._channel)
+        self._admin = admin_grpc.AdminServiceStub(self._channel)
+        self._metadata = _auth_metadata(api_key)
         self.timeout = timeout
+
+    def _rpc(self, method: str) -> Any:
+        return getattr(self._admin if method in ADMIN_METHODS else self._stub, method)
 
     def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
         try:
-            return extract(getattr(self._stub, method)(request, timeout=self.timeout))
+            return extract(self._rpc(method)(request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
     def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Iterator[Any]:
-        call = getattr(self._stub, method)(request)
+        call = self._rpc(method)(request, metadata=self._metadata)
         try:
             for item in call:
                 yield extract(item)
@@ -166,19 +223,31 @@ class TrainingClient(_Methods):
 class AsyncTrainingClient(_Methods):
     """asyncio client: ``await c.get_job(...)``, ``async for e in c.stream_logs(...)``."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None, timeout: float | None = 60.0):
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        timeout: float | None = 60.0,
+        api_key: str | None = None,
+    ):
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub = pb_grpc.TrainingServiceStub(self._channel)
+        self._admin = admin_grpc.AdminServiceStub(self._channel)
+        self._metadata = _auth_metadata(api_key)
         self.timeout = timeout
+
+    def _rpc(self, method: str) -> Any:
+        return getattr(self._admin if method in ADMIN_METHODS else self._stub, method)
 
     async def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
         try:
-            return extract(await getattr(self._stub, method)(request, timeout=self.timeout))
+            return extract(await self._rpc(method)(request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
     async def _stream(self, method: str, request: Any, extract: Callable[[Any], Any]) -> AsyncIterator[Any]:
-        call = getattr(self._stub, method)(request)
+        call = self._rpc(method)(request, metadata=self._metadata)
         try:
             async for item in call:
                 yield extract(item)

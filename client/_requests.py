@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -74,6 +75,19 @@ def list_jobs(
 
 def logs(job_id: str, follow: bool = True, after_sequence: int = 0) -> pb.StreamTrainingJobLogsRequest:
     return pb.StreamTrainingJobLogsRequest(job_id=job_id, follow=follow, after_sequence=after_sequence)
+
+
+def import_file_chunks(tenant_id: str, table: str, path: Path, fmt: str | None, chunk_size: int):
+    """A file's import messages, read chunk by chunk (memory holds one chunk)."""
+    form = enum_value(pb.DataFormat, fmt, "format")
+    with path.open("rb") as f:
+        first = True
+        while first or (part := f.read(chunk_size)):
+            if first:
+                yield pb.ImportFeatureDataRequest(tenant_id=tenant_id, table=table, format=form, data=f.read(chunk_size))
+                first = False
+            else:
+                yield pb.ImportFeatureDataRequest(data=part)
 
 
 def import_chunks(tenant_id: str, table: str, data: bytes, fmt: str | None, chunk_size: int):

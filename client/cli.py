@@ -10,8 +10,14 @@
     aihub models get|delete MODEL_ID
     aihub models evaluate MODEL_ID --start 2025-01-01T00:00:00 --end 2025-03-31T23:00:00
     aihub clusters | aihub health
+    aihub keys create --tenant acme-corp --output json   # admin: a tenant's key (the secret shown once)
+    aihub keys create --admin --name ops                 # admin: another admin key
+    aihub keys list [--tenant T] | aihub keys revoke KEY_ID
+    aihub tenants get acme-corp
+    aihub tenants set acme-corp --max-queued-jobs 200 --max-running-jobs 4 --max-priority critical
 
-The server address is --target, else AIHUB_TARGET, else localhost:50051.
+The server address is --target, else AIHUB_TARGET, else localhost:50051. The API key is
+AIHUB_API_KEY (sent as `authorization: Bearer <key>`); none when unset.
 """
 
 from __future__ import annotations
@@ -105,6 +111,27 @@ def _logs(c: TrainingClient, a: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_parsers(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="API keys (admin)").add_subparsers(dest="cmd", required=True)
+    kc = keys.add_parser("create", help="create a key for a tenant, or an admin key; prints the secret once")
+    who = kc.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant")
+    who.add_argument("--admin", action="store_true")
+    kc.add_argument("--name", default="")
+    kc.add_argument("--output", choices=["text", "json"], default="text")
+    keys.add_parser("list", help="list keys (never their secrets)").add_argument("--tenant", default="")
+    keys.add_parser("revoke", help="revoke a key").add_argument("key_id")
+
+    ten = sub.add_parser("tenants", help="tenant quotas (admin)").add_subparsers(dest="cmd", required=True)
+    ten.add_parser("get", help="show a tenant's quotas").add_argument("tenant")
+    ts = ten.add_parser("set", help="change a tenant's quotas")
+    ts.add_argument("tenant")
+    ts.add_argument("--max-queued-jobs", type=int)
+    ts.add_argument("--max-running-jobs", type=int, help="0: no cap beyond the fair share")
+    ts.add_argument("--max-priority", choices=["critical", "high", "normal", "low"])
+    ts.add_argument("--max-import-bytes", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aihub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default=None, help=f"server address (default: AIHUB_TARGET or {DEFAULT_TARGET})")
@@ -112,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="feature data").add_subparsers(dest="cmd", required=True)
     imp = data.add_parser("import", help="import a CSV or Parquet file with a timestamp column")
-    imp.add_argument("--tenant", required=True)
+    imp.add_argument("--tenant", default="", help="default: the API key's tenant")
     imp.add_argument("--table", default="load_forecasting")
     imp.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the file")
     imp.add_argument("file")
@@ -159,11 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--start", required=True)
     me.add_argument("--end", required=True)
 
+    _admin_parsers(sub)
     cfg = sub.add_parser("config", help="training configurations").add_subparsers(dest="cmd", required=True)
     cfg.add_parser("validate", help="check a config JSON file").add_argument("file")
     sub.add_parser("clusters", help="list Ray clusters")
     sub.add_parser("health", help="database, Ray and queue health")
     return p
+
+
+def _run_admin(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int:
+    if key == ("keys", "create"):
+        made = c.create_key(a.tenant or "", admin=a.admin, name=a.name)
+        if a.output == "json":
+            out: dict[str, Any] = {"key": made.key, "key_id": made.key_id, "tenant_id": made.tenant_id}
+            if made.admin:
+                out = {"key": made.key, "key_id": made.key_id, "tenant_id": "", "admin": True}
+            print(json.dumps(out))
+        else:
+            print(f"key {made.key_id} for {'every tenant (admin)' if made.admin else 'tenant ' + made.tenant_id}:\n{made.key}")
+            print("(the key is shown only now; keep it secret)", file=sys.stderr)
+        return 0
+    if key == ("keys", "list"):
+        print(_json(c.list_keys(a.tenant)))
+        return 0
+    if key == ("tenants", "set"):
+        quota = c.update_quota(
+            a.tenant,
+            max_queued_jobs=a.max_queued_jobs,
+            max_running_jobs=a.max_running_jobs,
+            max_priority=a.max_priority,
+            max_import_bytes=a.max_import_bytes,
+        )
+        print(_json(quota))
+        return 0
+    return 2
 
 
 def run(c: TrainingClient, a: argparse.Namespace) -> int:
@@ -174,6 +230,8 @@ def run(c: TrainingClient, a: argparse.Namespace) -> int:
         return 0
     if key == ("jobs", "create"):
         return _create(c, a)
+    if key in (("keys", "create"), ("keys", "list"), ("tenants", "set")):
+        return _run_admin(c, a, key)
     if key == ("jobs", "list"):
         return _list(c, a)
     if key == ("jobs", "watch"):
@@ -206,6 +264,8 @@ def run(c: TrainingClient, a: argparse.Namespace) -> int:
         ("models", "get"): lambda: c.get_model(a.model_id),
         ("models", "delete"): lambda: c.delete_model(a.model_id),
         ("models", "evaluate"): lambda: c.evaluate_model(a.model_id, a.start, a.end),
+        ("keys", "revoke"): lambda: c.revoke_key(a.key_id),
+        ("tenants", "get"): lambda: c.get_quota(a.tenant),
         ("clusters", None): c.list_clusters,
         ("health", None): c.health,
     }
@@ -217,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     target = a.target or os.environ.get("AIHUB_TARGET") or DEFAULT_TARGET
     try:
-        with TrainingClient(target) as c:
+        with TrainingClient(target, api_key=os.environ.get("AIHUB_API_KEY") or None) as c:
             return run(c, a)
     except AIHubError as exc:
         print(f"aihub: {exc}", file=sys.stderr)

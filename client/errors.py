@@ -53,13 +53,32 @@ class UnavailableError(AIHubError):
     """The service or its database cannot be reached right now; try again."""
 
 
-_BY_REASON = {"ConfigValidationError": ConfigValidationError, "DataLoadError": DataLoadError, "ResourceError": ResourceError}
+class AuthenticationError(AIHubError):
+    """No API key, or one that is unknown or revoked (UNAUTHENTICATED; HTTP 401)."""
+
+
+class PermissionDeniedError(AIHubError):
+    """The API key may not do this (PERMISSION_DENIED; HTTP 403), e.g. act for another tenant."""
+
+
+class QuotaExceededError(ResourceError):
+    """A tenant quota does not allow the request (RESOURCE_EXHAUSTED; HTTP 429); details name the limit."""
+
+
+_BY_REASON = {
+    "ConfigValidationError": ConfigValidationError,
+    "DataLoadError": DataLoadError,
+    "ResourceError": ResourceError,
+    "QuotaExceeded": QuotaExceededError,
+}
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: ConfigValidationError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidStateError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
