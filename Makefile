@@ -39,6 +39,8 @@ bench: install
 	$(PY) -m bench.pipeline_overhead
 	$(PY) -m bench.dispatch_latency
 	$(PY) -m bench.api_latency
+	$(PY) -m bench.auth_overhead
+	$(PY) -m bench.import_memory
 	$(PY) -m bench.rest_latency
 	$(PY) -m bench.algorithms
 

@@ -9,6 +9,8 @@ import asyncio
 import logging
 import signal
 
+from pydantic import ValidationError
+
 from server import observability
 from server.api.app import App
 from server.settings import Settings
@@ -42,7 +44,8 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     rest = f", REST on {envoy.url}" if envoy else ""
-    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}{rest}. Ctrl-C to stop.", flush=True)
+    mode = "authentication OFF (loopback only; AIHUB_AUTH=required to turn it on)" if settings.auth == "off" else "API keys required"
+    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}{rest}; {mode}. Ctrl-C to stop.", flush=True)
     await stop.wait()
     log.info("stopping")
     if envoy is not None:
@@ -58,7 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--seed-demo", action="store_true", help="load the demo data for acme-corp once")
     args = parser.parse_args()
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"python -m server: invalid settings: {problems}") from None
     observability.configure(settings.log_format, settings.log_level)
     asyncio.run(serve(settings, seed_demo=args.seed_demo))
 

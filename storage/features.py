@@ -149,9 +149,15 @@ async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -
     for col in value_cols:
         check_identifier(col, "column")
     try:
-        stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
-    except (ValueError, TypeError) as exc:
-        raise InvalidFeatureData(f"column 'timestamp' holds values that are not timestamps: {exc}", field="timestamp") from exc
+        raw_stamps = frame["timestamp"]
+        if pd.api.types.is_numeric_dtype(raw_stamps):  # numbers are not ISO 8601 (and never epochs by accident)
+            raw_stamps = raw_stamps.astype(str)
+        stamps = pd.to_datetime(raw_stamps, utc=True, format="ISO8601")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidFeatureData(f"column 'timestamp' holds values that are not timestamps: {str(exc)[:120]}", field="timestamp") from exc
+    if stamps.isna().any():
+        row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise InvalidFeatureData(f"column 'timestamp' is empty in data row {row + 1} of a chunk", field="timestamp")
     values = {}
     for col in value_cols:
         converted = pd.to_numeric(frame[col], errors="coerce")

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
@@ -147,16 +147,29 @@ def _integral(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """A Struct / ListValue / scalar as plain Python (non-finite numbers kept, for the
+    checks to name; json_format refuses to serialise them)."""
+    if isinstance(value, struct_pb2.Struct):
+        return {k: _plain(value[k]) for k in value.keys()}  # noqa: SIM118 - a Struct, not a dict
+    if isinstance(value, struct_pb2.ListValue):
+        return [_plain(v) for v in value]
+    return value
+
+
 def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
     """The config as the guide writes it, for trainers.spec: only the fields that were set,
     snake_case names, the model type's domain name, whole numbers as ints."""
-    out = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    rest = pb.TrainingConfig()
+    rest.CopyFrom(config)
+    rest.ClearField("hyperparameters")
+    out = json_format.MessageToDict(rest, preserving_proto_field_name=True)
     out.pop("model_type", None)
     model_type = model_type_from_pb(config.model_type, "config.model_type")
     if model_type is not None:
         out["model_type"] = model_type.value
-    if "hyperparameters" in out:
-        out["hyperparameters"] = _integral(out["hyperparameters"])
+    if config.HasField("hyperparameters"):
+        out["hyperparameters"] = _integral(_plain(config.hyperparameters))
     return out
 
 

@@ -3,6 +3,7 @@ the cluster at RAY_ADDRESS. Also reads the cluster's nodes and resources."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -81,11 +82,16 @@ class RayExecutor:
         return await remote.remote(payload)
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
-        """Score a model version on Ray; raises the task's error (e.g. DataLoadError)."""
+        """Score a model version on Ray; raises the task's error (e.g. DataLoadError). When
+        the caller gives up (the request's deadline), the task is cancelled too."""
         import ray
 
+        ref = self._evaluate.remote(payload)
         try:
-            return await self._evaluate.remote(payload)
+            return await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)  # not force: the scoring stops with a KeyboardInterrupt in its worker
+            raise
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None

@@ -259,3 +259,35 @@ async def test_keys_cli_prints_the_key_once_as_json(world, monkeypatch, capsys):
     monkeypatch.setenv("AIHUB_API_KEY", w.key_a)
     assert await asyncio.to_thread(cli.main, ["--target", target, "keys", "list"]) == 1
     assert "admin" in capsys.readouterr().err
+
+
+async def test_quota_breaches_are_429_naming_the_limit(world):
+    w = world
+    async with AsyncTrainingClient(f"127.0.0.1:{w.app.port}", api_key=ADMIN_KEY) as admin:
+        await admin.update_quota(B, max_queued_jobs=0, max_priority="high")
+        quota = await admin.get_quota(B)
+    assert quota.max_queued_jobs == 0 and quota.max_priority == pb.HIGH
+    headers = {"Authorization": f"Bearer {w.key_b}"}
+    for priority, limit in (("normal", "max_queued_jobs"), ("critical", "max_priority")):
+        payload = {"model_type": "forecast", "config": tiny_config(), "priority": priority}
+        resp = await asyncio.to_thread(requests.post, f"{w.rest}/ai/training/jobs", json=payload, headers=headers, timeout=30)
+        assert resp.status_code == 429, resp.text
+        info = resp.json()["details"][0]
+        assert info["reason"] == "QuotaExceeded" and info["metadata"]["limit"] == limit and info["metadata"]["tenant_id"] == B
+
+
+async def test_unary_calls_have_a_server_side_deadline(start_app, monkeypatch):
+    app = await start_app(request_timeout_seconds=0.3)
+
+    async def stuck(self) -> list:
+        await asyncio.sleep(5)
+        return []
+
+    monkeypatch.setattr(type(app.clusters), "refresh", stuck)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(Exception) as err:
+            await c.list_clusters()
+        assert loop.time() - t0 < 3
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and err.value.reason == "DeadlineExceeded"

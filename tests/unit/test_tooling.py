@@ -33,8 +33,9 @@ def test_buf_lint_is_clean():
 
 def test_client_public_surface():
     assert sorted(client.__all__) == [
-        "AIHubError", "AsyncTrainingClient", "ConfigValidationError", "DataLoadError", "InvalidStateError",
-        "NotFoundError", "ResourceError", "TrainingClient", "UnavailableError", "pb", "pb_grpc",
+        "AIHubError", "AsyncTrainingClient", "AuthenticationError", "ConfigValidationError", "DataLoadError",
+        "InvalidStateError", "NotFoundError", "PermissionDeniedError", "QuotaExceededError", "ResourceError",
+        "TrainingClient", "UnavailableError", "pb", "pb_grpc",
     ]  # fmt: skip
 
 
@@ -166,3 +167,16 @@ def test_every_setting_is_in_the_readme():
         if not any(f"`{alias}`" in readme for alias in aliases):
             missing.append(name)
     assert not missing, f"settings without a line in README.md's configuration table: {missing}"
+
+
+def test_the_api_never_runs_the_queues_unscoped_statements():
+    """storage.queue works on any tenant's job by id (the dispatcher's claim, a Ray task's
+    own job); request handlers reach tenant data only through the scoped repositories."""
+    users = sorted(
+        module
+        for module, path in _modules()
+        if _within(module, ("server.api",))
+        for _, name in _imports(path)
+        if _within(name, ("storage.queue",))
+    )
+    assert users == []
