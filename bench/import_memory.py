@@ -92,9 +92,8 @@ def main() -> None:
             server.terminate()
             server.wait(60)
     mib = 1024**2
-    print(
-        f"file: {size / mib:.0f} MiB, {rows:,} rows; imported {resp.rows_imported:,} rows in {seconds:.0f} s ({size / mib / seconds:.1f} MiB/s)"
-    )
+    rate = size / mib / seconds
+    print(f"file: {size / mib:.0f} MiB, {rows:,} rows; imported {resp.rows_imported:,} rows in {seconds:.0f} s ({rate:.1f} MiB/s)")
     print(f"server RSS: before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, growth {(peak[0] - before) / mib:.0f} MiB")
     print(f"growth / file size: {(peak[0] - before) / size:.2f} (the growth is one chunk's rows at work, so it stays flat as files grow)")
 

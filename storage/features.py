@@ -132,45 +132,29 @@ async def columns_of(conn: AsyncConnection, table: str) -> list[str] | None:
     return list(rows.scalars().all()) or None
 
 
-async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
-    """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as the scope tenant's
-    rows. Creates the table, and any new column (at most MAX_VALUE_COLUMNS in all), as
-    needed. Returns (rows, numeric columns)."""
-    check_identifier(table, "table")
-    tenant_id = scope_of(conn).single()
-    frame = frame.rename(columns=lambda c: str(c).strip())
-    if "timestamp" not in frame.columns:
-        raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {', '.join(map(str, frame.columns))})")
-    frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
-    series = frame[SERIES].astype(str) if SERIES in frame.columns else pd.Series("", index=frame.index)
-    value_cols = [c for c in frame.columns if c not in ("timestamp", SERIES)]
-    if not value_cols:
-        raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
-    for col in value_cols:
-        check_identifier(col, "column")
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _timestamps(column: pd.Series) -> pd.Series:
+    """An import's timestamps, in UTC; InvalidFeatureData for one that is unreadable or empty."""
+    if pd.api.types.is_numeric_dtype(column):  # numbers are not ISO 8601 (and never epochs by accident)
+        column = column.astype(str)
     try:
-        raw_stamps = frame["timestamp"]
-        if pd.api.types.is_numeric_dtype(raw_stamps):  # numbers are not ISO 8601 (and never epochs by accident)
-            raw_stamps = raw_stamps.astype(str)
-        stamps = pd.to_datetime(raw_stamps, utc=True, format="ISO8601")
+        stamps = pd.to_datetime(column, utc=True, format="ISO8601")
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidFeatureData(f"column 'timestamp' holds values that are not timestamps: {str(exc)[:120]}", field="timestamp") from exc
+        raise InvalidFeatureData(
+            f"column 'timestamp' holds values that are not timestamps: {_short(str(exc), 120)}", field="timestamp"
+        ) from exc
     if stamps.isna().any():
         row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
         raise InvalidFeatureData(f"column 'timestamp' is empty in data row {row + 1} of a chunk", field="timestamp")
-    values = {}
-    for col in value_cols:
-        converted = pd.to_numeric(frame[col], errors="coerce")
-        bad = converted.isna() & frame[col].notna()
-        if bad.any():
-            example = frame[col][bad].iloc[0]
-            raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {example!r}", field=col)
-        values[col] = converted.astype("float64")
-    dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
-    if dup.any():
-        where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
-        raise InvalidFeatureData(f"timestamp {stamps[dup.to_numpy()].iloc[0]}{where} appears twice", field="timestamp")
+    return stamps
 
+
+async def _prepare_table(conn: AsyncConnection, tenant_id: str, table: str, value_cols: list[str]) -> None:
+    """The tenant's table with these value columns, within the cap (checked here first, for
+    a clear error; the database function checks again)."""
     existing = [c for c in (await columns_of(conn, table) or []) if c not in RESERVED]
     added = [c for c in value_cols if c not in existing]
     if len(existing) + len(added) > MAX_VALUE_COLUMNS:
@@ -179,6 +163,39 @@ async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -
             field="columns",
         )
     await conn.execute(PREPARE_TABLE, {"tenant": tenant_id, "table": table, "columns": value_cols, "max_columns": MAX_VALUE_COLUMNS})
+
+
+async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
+    """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as the scope tenant's
+    rows. Creates the table, and any new column (at most MAX_VALUE_COLUMNS in all), as
+    needed. Returns (rows, numeric columns)."""
+    check_identifier(table, "table")
+    tenant_id = scope_of(conn).single()
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    if "timestamp" not in frame.columns:
+        raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {_short(', '.join(map(str, frame.columns)))})")
+    frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
+    series = frame[SERIES].astype(str) if SERIES in frame.columns else pd.Series("", index=frame.index)
+    value_cols = [c for c in frame.columns if c not in ("timestamp", SERIES)]
+    if not value_cols:
+        raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
+    for col in value_cols:
+        check_identifier(col, "column")
+    stamps = _timestamps(frame["timestamp"])
+    values = {}
+    for col in value_cols:
+        converted = pd.to_numeric(frame[col], errors="coerce")
+        bad = converted.isna() & frame[col].notna()
+        if bad.any():
+            example = frame[col][bad].iloc[0]
+            raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {_short(repr(example))}", field=col)
+        values[col] = converted.astype("float64")
+    dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
+    if dup.any():
+        where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
+        raise InvalidFeatureData(f"timestamp {stamps[dup.to_numpy()].iloc[0]}{where} appears twice", field="timestamp")
+
+    await _prepare_table(conn, tenant_id, table, value_cols)
 
     raw = await _driver(conn)
     staging = f"_import_{table}"

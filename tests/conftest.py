@@ -68,19 +68,20 @@ def pg_url(tmp_path_factory) -> str:
     data_dir = Path(os.environ.get("AIHUB_TEST_PGDATA") or tmp_path_factory.mktemp("pg") / "data")
     server = EmbeddedPostgres(data_dir)
     url = server.start()
-
-    async def make_template() -> None:
-        conn = await asyncpg.connect(db.asyncpg_dsn(url))
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        finally:
-            await conn.close()
-
-    asyncio.run(make_template())
-    db.migrate(str(make_url(url).set(database=TEMPLATE).render_as_string(hide_password=False)))
+    db.migrate(asyncio.run(empty_database(url, TEMPLATE)))
     yield url
     server.stop()
+
+
+async def empty_database(pg_url: str, name: str) -> str:
+    """A new, empty (unmigrated) database on the session's PostgreSQL; returns its URL."""
+    conn = await asyncpg.connect(db.asyncpg_dsn(pg_url))
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -337,3 +337,25 @@ async def test_fuzzed_requests_get_only_2xx_or_4xx_and_the_server_stays_healthy(
     # The fuzz reached past the boundary: some requests were valid, most were refused.
     assert rest_seen[200] > 0 and rest_seen[400] > 0 and grpc_seen["INVALID_ARGUMENT"] > 0
     print(f"\nREST fuzz by status: {dict(sorted(rest_seen.items()))}\ngRPC fuzz by status: {dict(sorted(grpc_seen.items()))}")
+
+
+async def test_envoy_drops_a_connection_that_never_finishes_its_headers(stack):
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    rest, _ = stack
+    url = urlparse(rest)
+
+    def slow_client() -> tuple[float, bytes]:
+        with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # the headers never end
+            t0 = time.monotonic()
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            return time.monotonic() - t0, answer
+
+    waited, answer = await asyncio.to_thread(slow_client)
+    assert waited < 20, f"the connection stayed open {waited:.0f} s"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]

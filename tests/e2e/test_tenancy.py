@@ -161,7 +161,24 @@ async def test_grpc_cross_tenant_matrix_leaks_nothing(world, caplog):
         assert code == grpc.StatusCode.OK and not got[0].HasField("deleted_at")
         code, got = await _code(pb_grpc.TrainingServiceStub(ch).GetTrainingJob, pb.GetTrainingJobRequest(job_id=w.job_a), w.key_a)
         assert got[0].status == pb.COMPLETED and got[0].priority == pb.NORMAL
-    assert len(results) == 3 * len(calls)
+        # Calls on no tenant's data: any valid key, never without one; health always.
+        for get, request in [
+            (pb_grpc.TrainingServiceStub(ch).ValidateTrainingConfig, pb.ValidateTrainingConfigRequest()),
+            (pb_grpc.TrainingServiceStub(ch).ListRayClusters, pb.ListRayClustersRequest()),
+        ]:
+            for who, key, expected in [
+                ("tenant B", w.key_b, grpc.StatusCode.OK),
+                ("no key", None, grpc.StatusCode.UNAUTHENTICATED),
+                ("revoked key", w.revoked, grpc.StatusCode.UNAUTHENTICATED),
+            ]:
+                code, _ = await _code(get, request, key)
+                results.append((get, who, code))
+                assert code == expected, f"{get} with {who}: {code}"
+        code, (health,) = await _code(pb_grpc.TrainingServiceStub(ch).GetHealth, pb.GetHealthRequest(), None)
+        assert code == grpc.StatusCode.OK and dict(health.queue) == {}
+        code, (health,) = await _code(pb_grpc.TrainingServiceStub(ch).GetHealth, pb.GetHealthRequest(), w.key_b)
+        assert health.queue["COMPLETED"] == 1  # tenant B's own counts only
+    assert len(results) == 3 * len(calls) + 6
     print(f"gRPC matrix: {len(results)} cases, 0 leaks")
 
 
@@ -204,6 +221,15 @@ async def test_rest_cross_tenant_matrix_leaks_nothing(world):
             assert resp.status_code == expected, f"{method} {path} with {who}: {resp.status_code} {resp.text[:200]}"
             if resp.status_code != 403:  # 403 names the tenant the caller asked for; nothing else may show
                 assert A not in resp.text and '"mae"' not in resp.text, f"{method} {path} leaked: {resp.text[:300]}"
+    for method, path, kwargs in [
+        ("POST", "/ai/training/validate", {"json": {"config": tiny_config()}}),
+        ("GET", "/ai/training/ray/clusters", {}),
+    ]:
+        for key, expected in [(w.key_b, 200), (None, 401), (w.revoked, 401)]:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            resp = await asyncio.to_thread(requests.request, method, w.rest + path, headers=headers, timeout=30, **kwargs)
+            count += 1
+            assert resp.status_code == expected, f"{method} {path}: {resp.status_code} {resp.text[:200]}"
     # B's own listing through REST: only B's jobs.
     own = await asyncio.to_thread(requests.get, f"{w.rest}/ai/training/jobs", headers={"Authorization": f"Bearer {w.key_b}"}, timeout=30)
     assert own.status_code == 200 and {j["tenant_id"] for j in own.json()["jobs"]} == {B}
@@ -216,7 +242,7 @@ async def test_rest_cross_tenant_matrix_leaks_nothing(world):
     # Health answers without a key, with no counts.
     health = await asyncio.to_thread(requests.get, f"{w.rest}/health", timeout=30)
     assert health.status_code == 200 and health.json()["queue"] == {}
-    assert count == 3 * len(cases)
+    assert count == 3 * len(cases) + 6
     print(f"REST matrix: {count} cases, 0 leaks")
 
 

@@ -58,7 +58,8 @@ async def test_row_level_security_hides_other_tenants_rows_from_a_direct_read(en
         # ... and cannot write another tenant's rows.
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await raw.execute(
-                "INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority, config, metadata, created_at, updated_at) "
+                "INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority, config, metadata, "
+                "created_at, updated_at) "
                 "VALUES (gen_random_uuid(), 'acme-corp', 'forecast', 'lgbm', 'PENDING', 2, '{}', '{}', now(), now())"
             )
         assert await raw.execute("UPDATE training_jobs SET priority = 0 WHERE id = $1", a.job_id) == "UPDATE 0"

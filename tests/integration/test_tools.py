@@ -13,19 +13,13 @@ import pytest
 
 from client.cli import main as aihub
 from storage import db
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, empty_database, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_alembic_upgrade_head_on_an_empty_database(pg_url):
-    from sqlalchemy.engine import make_url
-
-    admin = await asyncpg.connect(db.asyncpg_dsn(pg_url))
-    await admin.execute("DROP DATABASE IF EXISTS empty_for_alembic")
-    await admin.execute("CREATE DATABASE empty_for_alembic")
-    await admin.close()
-    url = make_url(pg_url).set(database="empty_for_alembic").render_as_string(hide_password=False)
+    url = await empty_database(pg_url, "empty_for_alembic")
     env = {**os.environ, "DATABASE_URL": db.async_url(url)}
     alembic = os.path.join(os.path.dirname(sys.executable), "alembic")
     result = await asyncio.to_thread(subprocess.run, [alembic, "upgrade", "head"], cwd=ROOT, env=env, capture_output=True, text=True)
