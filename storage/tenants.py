@@ -72,6 +72,18 @@ async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, al
         )
 
 
+def check_import_size(tenant_id: str, limit: int, received: int) -> None:
+    """QuotaExceeded once an import has sent more than the tenant's max_import_bytes."""
+    if received > limit:
+        raise QuotaExceeded(
+            tenant_id,
+            "max_import_bytes",
+            limit,
+            received,
+            f"the file is larger than tenant {tenant_id}'s max_import_bytes ({limit // 1024**2} MiB); split it",
+        )
+
+
 async def update(conn: AsyncConnection, tenant_id: str, changes: dict[str, Any]) -> TenantQuota:
     """Set some of a tenant's quotas (admins only, checked by the caller)."""
     await get(conn, tenant_id)

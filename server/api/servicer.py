@@ -22,7 +22,7 @@ from server.execution.artifacts import ArtifactPathError, ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
 from storage import db, features, jobs, logs, models, tenants
-from storage.errors import QuotaExceeded, StorageError
+from storage.errors import StorageError
 from storage.records import Job, ModelVersion, NewJob, RayCluster
 from trainers import spec as specs
 from trainers.spec import TrainingSpec
@@ -39,16 +39,6 @@ Context: TypeAlias = grpc.aio.ServicerContext
 def _settled(job: Job) -> bool:
     """Final, and no automatic retry planned: streams end here."""
     return job.status.is_terminal() and job.retry_at is None
-
-
-def tenants_quota_error(tenant_id: str, limit: int, sent: int) -> QuotaExceeded:
-    return QuotaExceeded(
-        tenant_id,
-        "max_import_bytes",
-        limit,
-        sent,
-        f"the file is larger than tenant {tenant_id}'s max_import_bytes ({limit // 1024**2} MiB); split it",
-    )
 
 
 class TrainingServicer(pb_grpc.TrainingServiceServicer):
@@ -229,8 +219,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     async with db.transaction(self.engine, scope) as conn:
                         limit = (await tenants.get(conn, scope.single())).max_import_bytes
                 spool.write(chunk.data)
-                if spool.tell() > limit:
-                    raise tenants_quota_error(scope.single(), limit, spool.tell())
+                tenants.check_import_size(scope.single(), limit, spool.tell())
             if first is None:
                 raise RequestError("data", "no data was sent")
             spool.seek(0)

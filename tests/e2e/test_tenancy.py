@@ -290,7 +290,7 @@ async def test_keys_cli_prints_the_key_once_as_json(world, monkeypatch, capsys):
 async def test_quota_breaches_are_429_naming_the_limit(world):
     w = world
     async with AsyncTrainingClient(f"127.0.0.1:{w.app.port}", api_key=ADMIN_KEY) as admin:
-        await admin.update_quota(B, max_queued_jobs=0, max_priority="high")
+        await admin.update_quota(B, max_queued_jobs=0, max_priority="high", max_import_bytes=100)
         quota = await admin.get_quota(B)
     assert quota.max_queued_jobs == 0 and quota.max_priority == pb.HIGH
     headers = {"Authorization": f"Bearer {w.key_b}"}
@@ -300,6 +300,11 @@ async def test_quota_breaches_are_429_naming_the_limit(world):
         assert resp.status_code == 429, resp.text
         info = resp.json()["details"][0]
         assert info["reason"] == "QuotaExceeded" and info["metadata"]["limit"] == limit and info["metadata"]["tenant_id"] == B
+    csv = "timestamp,load\n" + "".join(f"2024-01-01T{h:02d}:00:00,{h}\n" for h in range(24))
+    resp = await asyncio.to_thread(
+        requests.post, f"{w.rest}/ai/training/features/extra", data=csv, headers={**headers, "Content-Type": "text/csv"}, timeout=30
+    )
+    assert resp.status_code == 429 and resp.json()["details"][0]["metadata"]["limit"] == "max_import_bytes", resp.text
 
 
 async def test_unary_calls_have_a_server_side_deadline(start_app, monkeypatch):
