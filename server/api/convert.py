@@ -173,11 +173,6 @@ def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
     return out
 
 
-def spec_from_pb(config: pb.TrainingConfig, model_type: specs.ModelType) -> specs.TrainingSpec:
-    """The validated spec of a job's config (ConfigValidationError naming every field)."""
-    return specs.build(config_to_dict(config), model_type=model_type)
-
-
 def config_to_pb(config: Mapping[str, Any]) -> pb.TrainingConfig:
     """A stored config (the spec's canonical form) as the API shows it."""
     data = dict(config)

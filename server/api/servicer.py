@@ -68,7 +68,9 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             raise RequestError("config", "is required")
         request_id = convert.checked_text(request.request_id, "request_id", max_len=128)
         metadata = convert.metadata(request.metadata)
-        spec = convert.spec_from_pb(request.config, model_type)
+        config = convert.config_to_dict(request.config)
+        await self.clusters.check_fits(specs.worker_request(config))  # ResourceError first: what no config change fixes
+        spec = specs.build(config, model_type=model_type)
         new = NewJob(
             tenant_id=tenant_id,
             model_type=spec.model_type.value,
@@ -173,7 +175,9 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     async def ValidateTrainingConfig(
         self, request: pb.ValidateTrainingConfigRequest, context: Context
     ) -> pb.ValidateTrainingConfigResponse:
-        return convert.validation_to_pb(specs.validate(convert.config_to_dict(request.config)))
+        config = convert.config_to_dict(request.config)
+        await self.clusters.check_fits(specs.worker_request(config))
+        return convert.validation_to_pb(specs.validate(config))
 
     async def ListRayClusters(self, request: pb.ListRayClustersRequest, context: Context) -> pb.ListRayClustersResponse:
         auth.scope_for("")  # any authenticated caller

@@ -15,7 +15,7 @@ from tests.conftest import ROOT, free_port
 
 WALKTHROUGH = ROOT.parent / "shared" / "acceptance" / "guide_walkthrough.py"
 # Distributed training is a later issue; these two checks need it.
-NOT_YET = {"resource_error", "distributed"}
+NOT_YET = {"distributed"}
 
 
 @pytest.fixture

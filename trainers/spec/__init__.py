@@ -13,6 +13,7 @@ from trainers.spec.model import (
     format_time,
     parse_time,
 )
+from trainers.spec.resources import WorkerRequest, parse_memory, worker_request
 
 __all__ = [
     "CALENDAR_FEATURES",
@@ -22,10 +23,13 @@ __all__ = [
     "MODEL_TYPES",
     "ModelType",
     "TrainingSpec",
+    "WorkerRequest",
     "build",
     "format_time",
+    "parse_memory",
     "parse_time",
     "parse_window",
     "validate",
     "window_violations",
+    "worker_request",
 ]

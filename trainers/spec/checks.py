@@ -30,6 +30,7 @@ from trainers.spec.model import (
     TrainingSpec,
     parse_time,
 )
+from trainers.spec.resources import ray_config_violations
 
 Config = Mapping[str, Any]
 
@@ -252,16 +253,16 @@ def _not_available(what: str) -> str:
 
 
 def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
-    if config.get("distributed"):
-        yield Violation("distributed", _not_available("distributed training"))
-    ray_config = dict(config.get("ray_config") or {})
-    ray_config.pop("use_gpu", None)
-    if ray_config:
-        yield Violation(
-            "ray_config",
-            "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true; "
-            + _not_available("distributed training"),
-        )
+    malformed = list(ray_config_violations(config))
+    yield from malformed
+    distributed = config.get("distributed")
+    if distributed is not None and not isinstance(distributed, bool):
+        yield Violation("distributed", "must be true or false")
+    elif distributed:
+        if not malformed:
+            yield Violation("distributed", _not_available("distributed training"))
+    elif isinstance(config.get("ray_config"), Mapping) and set(config["ray_config"]) - {"use_gpu"}:
+        yield Violation("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true")
 
 
 def _mlflow(config: Config, read: _Read) -> Iterator[Violation]:

@@ -1,0 +1,37 @@
+"""A distributed request that can never fit the cluster is refused at Create and Validate
+with ResourceError (RESOURCE_EXHAUSTED), before anything is queued; the test Ray has 2 CPUs."""
+
+from __future__ import annotations
+
+import pytest
+
+from client import ConfigValidationError, ResourceError
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TOO_BIG = {"num_workers": 512, "cpus_per_worker": 2, "memory_per_worker": "4GB"}
+
+
+async def test_an_impossible_request_is_a_resource_error_at_create_and_validate(client):
+    config = tiny_config(distributed=True, ray_config=TOO_BIG)
+    with pytest.raises(ResourceError) as created:
+        await client.create_job("acme-corp", "forecast", config)
+    assert created.value.reason == "ResourceError"
+    assert created.value.details["requested_workers"] == "512" and created.value.details["available_workers"] == "1"
+    assert created.value.details["resource"] == "CPU" and "Insufficient resources" in str(created.value)
+    with pytest.raises(ResourceError):
+        await client.validate_config(config)
+    assert (await client.list_jobs("acme-corp")).jobs == []  # nothing was queued
+    # One worker bigger than the machine: refused too, however few workers.
+    with pytest.raises(ResourceError, match="bigger than any node"):
+        await client.validate_config(tiny_config(distributed=True, ray_config={"num_workers": 1, "cpus_per_worker": 64}))
+
+
+async def test_a_request_that_fits_is_judged_on_its_config(client):
+    fits = tiny_config(distributed=True, ray_config={"num_workers": 2, "cpus_per_worker": 1, "memory_per_worker": "1GB"})
+    with pytest.raises(ConfigValidationError, match="distributed training is not available yet"):
+        await client.create_job("acme-corp", "forecast", fits)
+    bad = tiny_config(distributed=True, ray_config={"num_workers": 2, "memory_per_worker": "1 gigabyte"})
+    result = await client.validate_config(bad)
+    assert not result.valid and [v.field for v in result.violations] == ["ray_config.memory_per_worker"]

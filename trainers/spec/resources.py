@@ -1,0 +1,91 @@
+"""What a distributed job asks of the cluster: the guide's ``ray_config`` read strictly.
+
+``memory_per_worker`` is a number and a unit, such as "4GB" or "512MB"; KB/MB/GB/TB count in
+powers of 1024, as the guide's examples mean them (KiB/MiB/GiB/TiB are accepted as the same);
+a bare number, another unit or a lower-case unit is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainers.errors import Violation, shown
+
+MAX_WORKERS = 1024
+MAX_CPUS_PER_WORKER = 1024
+DEFAULT_WORKERS = 2
+DEFAULT_CPUS_PER_WORKER = 1.0
+_MEMORY = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_UNITS |= {"KiB": _UNITS["KB"], "MiB": _UNITS["MB"], "GiB": _UNITS["GB"], "TiB": _UNITS["TB"]}
+
+
+def parse_memory(value: Any) -> int:
+    """Bytes of a memory size such as "4GB" or "512MB" (ValueError naming the form otherwise)."""
+    match = _MEMORY.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f'{shown(value)} is not a memory size such as "4GB" or "512MB" (units B, KB, MB, GB, TB)')
+    size = int(float(match["n"]) * _UNITS[match["unit"]])
+    if size <= 0:
+        raise ValueError(f"{shown(value)} is not a memory size: it must be more than 0 bytes")
+    return size
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """``workers`` Ray workers of ``cpus`` CPUs, ``memory`` bytes (0: not stated) and
+    ``gpus`` GPUs each."""
+
+    workers: int
+    cpus: float
+    memory: int
+    gpus: float
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus:g} CPU"]
+        if self.memory:
+            parts.append(f"{self.memory / 1024**3:g} GiB")
+        if self.gpus:
+            parts.append(f"{self.gpus:g} GPU")
+        return f"{self.workers} workers x ({', '.join(parts)})"
+
+
+def ray_config_violations(config: Mapping[str, Any]) -> Iterator[Violation]:
+    """Each malformed ``ray_config`` field, by path."""
+    ray_config = config.get("ray_config") or {}
+    if not isinstance(ray_config, Mapping):
+        yield Violation("ray_config", "must be an object")
+        return
+    workers = ray_config.get("num_workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS):
+        yield Violation("ray_config.num_workers", f"must be a whole number from 1 to {MAX_WORKERS}")
+    cpus = ray_config.get("cpus_per_worker")
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= MAX_CPUS_PER_WORKER):
+        yield Violation("ray_config.cpus_per_worker", f"must be a number greater than 0 and at most {MAX_CPUS_PER_WORKER}")
+    memory = ray_config.get("memory_per_worker")
+    if memory is not None:
+        try:
+            parse_memory(memory)
+        except ValueError as exc:
+            yield Violation("ray_config.memory_per_worker", str(exc))
+    gpu = ray_config.get("use_gpu")
+    if gpu is not None and not isinstance(gpu, bool):
+        yield Violation("ray_config.use_gpu", "must be true or false")
+
+
+def worker_request(config: Mapping[str, Any]) -> WorkerRequest | None:
+    """What a distributed config asks of the cluster; None for a single-node config or a
+    ``ray_config`` that is malformed (its violations say why)."""
+    if config.get("distributed") is not True or any(ray_config_violations(config)):
+        return None
+    ray_config = config.get("ray_config") or {}
+    memory = ray_config.get("memory_per_worker")
+    return WorkerRequest(
+        workers=int(ray_config.get("num_workers") or DEFAULT_WORKERS),
+        cpus=float(ray_config.get("cpus_per_worker") or DEFAULT_CPUS_PER_WORKER),
+        memory=parse_memory(memory) if memory is not None else 0,
+        gpus=1.0 if ray_config.get("use_gpu") else 0.0,
+    )
