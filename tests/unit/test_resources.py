@@ -7,8 +7,8 @@ import pytest
 
 from server.execution.clusters import shortage
 from storage.records import RayCluster, WorkerNode
-from trainers.spec import WorkerRequest, parse_memory, validate, worker_request
 from tests.conftest import tiny_config
+from trainers.spec import WorkerRequest, parse_memory, validate, worker_request
 
 GIB = 1024**3
 
