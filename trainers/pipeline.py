@@ -2,12 +2,14 @@
 
 Each step reports its progress and log lines through a :class:`trainers.ports.Reporter`;
 the data comes from a :class:`trainers.ports.DataSource` and the model goes to a
-:class:`trainers.ports.ModelRegistry`, so the pipeline knows nothing of gRPC, SQL or Ray.
+:class:`trainers.ports.ModelRegistry`; a hyperparameter search runs through a
+:class:`trainers.ports.Tuner`. So the pipeline knows nothing of gRPC, SQL or Ray.
 Preparation is in trainers/preparation.py, evaluation in trainers/evaluation.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import time
@@ -18,11 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from trainers import algorithms, metrics
-from trainers.errors import no_rows_in_window
+from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate
-from trainers.ports import STEP_START, DataSource, ModelRegistry, Reporter
+from trainers.ports import STEP_START, DataSource, ModelRegistry, Reporter, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
+from trainers.tuning import TrialResult, TrialSetup, best_of
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,23 @@ class _IterationReporter:
         self.reporter.progress(STEP_START["training"] + int(span * iteration / max(total, 1)))
 
 
-def run(spec: TrainingSpec, *, data: DataSource, reporter: Reporter, registry: ModelRegistry, num_threads: int = 1) -> Result:
+def run(
+    spec: TrainingSpec,
+    *,
+    data: DataSource,
+    reporter: Reporter,
+    registry: ModelRegistry,
+    num_threads: int = 1,
+    tuner: Tuner | None = None,
+) -> Result:
+    """The five steps. A spec with ``tuning`` needs a ``tuner``; the model is then trained,
+    evaluated and registered with the winning hyperparameters."""
     frame = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
-    trained = _train(prepared, spec, reporter, num_threads)
-    scores = _evaluate(trained, prepared, spec, reporter)
+    trained = _train(prepared, spec, reporter, num_threads, tuner)
+    scores = _evaluate(trained, prepared, trained.spec, reporter)
     importance = _importance(trained.model, prepared, reporter)
-    return _register(trained.model, spec, scores, importance, registry, reporter)
+    return _register(trained.model, trained.spec, scores, importance, registry, reporter)
 
 
 def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFrame:
@@ -91,14 +104,50 @@ class _Trained:
     model: algorithms.FittedModel
     duration: float
     options: algorithms.FitOptions
+    spec: TrainingSpec  # what trained the model: the job's spec, with the winning hyperparameters of a search
+    search: Mapping[str, float]  # tuning_trials, tuning_best_score; empty without a search
 
 
-def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threads: int) -> _Trained:
+def _search(
+    prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter, tuner: Tuner | None
+) -> tuple[TrainingSpec, dict[str, float]]:
+    """Run the hyperparameter search; the spec with the winning hyperparameters, and the
+    search's metrics."""
+    tuning = spec.tuning
+    if tuning is None:
+        return spec, {}
+    if tuner is None:
+        raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
+    space = ", ".join(f"{name} {dim.kind}" for name, dim in tuning.space)
+    reporter.log(
+        "INFO",
+        f"tuning: {tuning.num_trials} trials, {tuning.max_concurrent_trials} at a time, over {space}; "
+        f"each fits on {len(prepared.data.y_train)} rows and is scored by {tuning.metric} on the {len(prepared.data.y_tune)} tune rows",
+    )
+    done = 0
+
+    def on_trial(trial: TrialResult) -> None:
+        nonlocal done
+        done += 1
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.params.items()))
+        outcome = f"{tuning.metric} {trial.score:.4f}" if trial.score is not None else trial.status
+        reporter.log("INFO", f"tuning: trial {trial.number} ({done}/{tuning.num_trials}): {params} -> {outcome}")
+        reporter.progress(STEP_START["training"] + int(40 * done / tuning.num_trials))
+
+    results = tuner.search(TrialSetup.of(spec.algorithm, spec.hyperparameters, prepared.data, options, tuning), on_trial)
+    try:
+        best = best_of(results, tuning)
+    except ValueError:
+        raise TrainingError(f"tuning: none of the {len(results)} trials completed") from None
+    winning = {**spec.hyperparameters, **best.params}
+    reporter.log("INFO", f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} on the tune part; training with {winning}")
+    search = {"tuning_trials": float(len(results)), "tuning_best_score": float(best.score or 0.0)}
+    return dataclasses.replace(spec, hyperparameters=winning), search
+
+
+def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threads: int, tuner: Tuner | None = None) -> _Trained:
     reporter.step("training", STEP_START["training"])
     algorithm = algorithms.get(spec.algorithm)
-    reporter.log(
-        "INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
-    )
     options = algorithms.FitOptions(
         task=prepared.task,
         seed=spec.random_seed,
@@ -107,6 +156,11 @@ def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threa
         batch_size=spec.batch_size,
         use_gpu=spec.use_gpu,
         on_iteration=_IterationReporter(reporter),
+        eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model trains as its trial did
+    )
+    spec, search = _search(prepared, spec, options, reporter, tuner)
+    reporter.log(
+        "INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
     )
     importlib.import_module(algorithm.library)  # a first import is not training time
     started = time.perf_counter()
@@ -119,7 +173,7 @@ def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threa
     elif spec.use_gpu and getattr(model, "device", None) != "cuda":
         reporter.log("WARNING", "use_gpu was asked for but this node has no GPU: trained on the CPU")
     reporter.log("INFO", f"training: done in {duration:.2f} s{note}")
-    return _Trained(model, duration, options)
+    return _Trained(model, duration, options, spec, search)
 
 
 def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:
@@ -136,6 +190,7 @@ def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporte
     )
     if model.best_iteration:
         scores["best_iteration"] = float(model.best_iteration)
+    scores.update(trained.search)
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores)
     reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))

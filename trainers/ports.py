@@ -1,18 +1,21 @@
 """What the pipeline needs from the outside, as protocols: where it reports progress and log
-lines (``Reporter``), where its data comes from (``DataSource``) and where the model goes
-(``ModelRegistry``). The service implements them over PostgreSQL (server/execution/adapters.py);
+lines (``Reporter``), where its data comes from (``DataSource``), who runs a hyperparameter
+search (``Tuner``) and where the model goes (``ModelRegistry``). The service implements them over PostgreSQL (server/execution/adapters.py);
 trainers/local.py has in-memory ones for notebooks, tests and benchmarks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
 
 from trainers.spec import TrainingSpec
+
+if TYPE_CHECKING:  # trainers.tuning imports the evaluation, which imports these ports
+    from trainers.tuning import TrialResult, TrialSetup
 
 STEPS = ("data_loading", "preprocessing", "training", "evaluation", "registration")
 # Progress (percent) at the start of each step; training fills 20..80 as rounds complete.
@@ -35,6 +38,13 @@ class DataSource(Protocol):
     def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
         """The rows (a UTC ``timestamp`` column plus ``columns``) in start..end; raises
         DataLoadError naming the table or column that is missing."""
+        ...
+
+
+class Tuner(Protocol):
+    def search(self, setup: TrialSetup, on_trial: Callable[[TrialResult], None]) -> list[TrialResult]:
+        """Run ``setup.tuning.num_trials`` trials of trainers.tuning.run_trial, at most
+        ``max_concurrent_trials`` at once, calling ``on_trial`` as each one ends."""
         ...
 
 

@@ -163,6 +163,8 @@ def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
     rest = pb.TrainingConfig()
     rest.CopyFrom(config)
     rest.ClearField("hyperparameters")
+    if rest.HasField("tuning"):
+        rest.tuning.ClearField("search_space")
     out = json_format.MessageToDict(rest, preserving_proto_field_name=True)
     out.pop("model_type", None)
     model_type = model_type_from_pb(config.model_type, "config.model_type")
@@ -170,6 +172,8 @@ def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
         out["model_type"] = model_type.value
     if config.HasField("hyperparameters"):
         out["hyperparameters"] = _integral(_plain(config.hyperparameters))
+    if config.HasField("tuning") and config.tuning.HasField("search_space"):
+        out.setdefault("tuning", {})["search_space"] = _integral(_plain(config.tuning.search_space))
     return out
 
 

@@ -48,7 +48,7 @@ class RayExecutor:
                     kwargs["_temp_dir"] = self.temp_dir
                 self._started_ray = True
             ray.init(**kwargs)
-        self._remote = ray.remote(run_attempt).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-training-job")
+        self._remote = ray.remote(run_attempt)
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
     def stop(self) -> None:
@@ -76,10 +76,15 @@ class RayExecutor:
         calling process when the task is just returning."""
         import ray
 
-        remote = self._remote
+        options: dict[str, Any] = {"num_cpus": self.job_cpus, "max_retries": 0, "name": "aihub-training-job"}
+        if payload.spec.tuning:
+            # A search's trials take the CPUs (each runs with job_cpus); the attempt itself
+            # only drives them, so it holds none (else two searches could each hold a CPU
+            # their own trials wait for).
+            options["num_cpus"] = 0
         if payload.spec.use_gpu and algorithms.get(payload.spec.algorithm).supports_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
-            remote = remote.options(num_gpus=1)  # else the job trains on the CPU and logs that it did
-        return await remote.remote(payload)
+            options["num_gpus"] = 1  # else the job trains on the CPU and logs that it did
+        return await self._remote.options(**options).remote(payload)
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
         """Score a model version on Ray; raises the task's error (e.g. DataLoadError). When

@@ -19,6 +19,7 @@ from server.execution.artifacts import ArtifactStore
 from server.execution.guard import AttemptGuard
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, TaskSettings
 from server.execution.runtime import TaskRuntime, runtime
+from server.execution.tuning import RayTuner
 from storage import db, queue
 from storage.records import JobError
 from storage.tenancy import Scope
@@ -68,6 +69,7 @@ def _run_attempt(payload: JobPayload) -> Outcome:
                 reporter=reporter,
                 registry=registry,
                 num_threads=s.num_threads,
+                tuner=RayTuner(cpus_per_trial=s.num_threads, seed=payload.spec.random_seed),
             )
     except JobCancelled:
         registry.discard()

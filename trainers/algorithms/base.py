@@ -140,6 +140,27 @@ class FitOptions:
     batch_size: int | None
     use_gpu: bool
     on_iteration: Callable[[int, int], None]
+    # A hyperparameter search: the metric the tune part is scored by (mae, rmse, mape,
+    # r2_score; early stopping then watches it too), and where an algorithm that trains in
+    # rounds reports it as it goes (round, score), so that bad trials can be stopped early.
+    eval_metric: str | None = None
+    on_score: Callable[[int, float], None] | None = None
+
+
+SCORE_EVERY = 10  # rounds between two on_score reports
+
+
+def tuning_score(metric: str, native: float, y_tune: np.ndarray, *, squared: bool) -> float:
+    """A library's own evaluation of the tune part, in the tuning metric's units: MAPE in
+    percent, R² from the squared error (``squared``: ``native`` is the mean squared error,
+    else its root)."""
+    if metric == "mape":
+        return native * 100.0
+    if metric == "r2_score":
+        mse = native if squared else native**2
+        variance = float(np.var(y_tune))
+        return 1.0 - mse / variance if variance > 0 else 0.0
+    return native
 
 
 MAX_WEIGHTS = 10_000_000  # trainable weights of one neural model

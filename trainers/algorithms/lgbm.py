@@ -14,11 +14,13 @@ from trainers.algorithms.base import (
     CLASSIFICATION,
     MAX_TREE_LEAVES,
     REGRESSION,
+    SCORE_EVERY,
     Algorithm,
     FitOptions,
     Param,
     TrainData,
     importance_from,
+    tuning_score,
 )
 
 PARAMS: Mapping[str, Param] = {
@@ -35,6 +37,8 @@ PARAMS: Mapping[str, Param] = {
 }
 
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
+# LightGBM's name of each tuning metric (r2_score ranks trials as l2 does on a fixed tune part).
+EVAL_METRICS = {"mae": "l1", "rmse": "rmse", "mape": "mape", "r2_score": "l2"}
 
 
 def booster_params(
@@ -91,18 +95,25 @@ class LightGBM(Algorithm):
         import lightgbm as lgb
 
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
+        if options.eval_metric:
+            params["metric"] = EVAL_METRICS[options.eval_metric]
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=list(data.feature_names), free_raw_data=True)
 
         def report(env: Any) -> None:
             options.on_iteration(env.iteration + 1, env.end_iteration)
+            done = env.iteration + 1
+            if options.on_score and env.evaluation_result_list and (done % SCORE_EVERY == 0 or done == env.end_iteration):
+                native = float(env.evaluation_result_list[0][2])
+                options.on_score(done, tuning_score(options.eval_metric or "rmse", native, data.y_tune, squared=True))
 
         callbacks = [report]
         valid_sets = []
-        if options.early_stopping_rounds and len(data.y_tune):
+        if (options.early_stopping_rounds or options.on_score) and len(data.y_tune):
             valid_sets = [lgb.Dataset(data.x_tune, data.y_tune, reference=train)]
+        if options.early_stopping_rounds and valid_sets:
             callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
         booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
-        best = booster.best_iteration if valid_sets and booster.best_iteration > 0 else None
+        best = booster.best_iteration if options.early_stopping_rounds and valid_sets and booster.best_iteration > 0 else None
         return LGBMModel(booster, best)
 
     def load(self, path: Path, task: str) -> LGBMModel:

@@ -9,7 +9,17 @@ from typing import Any, cast
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import (
+    CLASSIFICATION,
+    REGRESSION,
+    SCORE_EVERY,
+    Algorithm,
+    FitOptions,
+    Param,
+    TrainData,
+    importance_from,
+    tuning_score,
+)
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 100_000, help="number of boosting rounds"),
@@ -25,6 +35,10 @@ PARAMS: Mapping[str, Param] = {
 # The guide's names -> XGBoost's native ones.
 NATIVE = {"learning_rate": "eta", "reg_alpha": "alpha", "reg_lambda": "lambda"}
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
+
+
+# XGBoost's name of each tuning metric (r2_score ranks trials as rmse does on a fixed tune part).
+EVAL_METRICS = {"mae": "mae", "rmse": "rmse", "mape": "mape", "r2_score": "rmse"}
 
 
 def booster_params(
@@ -80,16 +94,23 @@ class XGBoost(Algorithm):
         import xgboost as xgb
 
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
+        if options.eval_metric:
+            params["eval_metric"] = EVAL_METRICS[options.eval_metric]
         train = xgb.DMatrix(data.x_train, data.y_train)
 
         class Report(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
                 options.on_iteration(epoch + 1, rounds)
+                done = epoch + 1
+                if options.on_score and evals_log and (done % SCORE_EVERY == 0 or done == rounds):
+                    native = float(next(iter(evals_log["tune"].values()))[-1])
+                    options.on_score(done, tuning_score(options.eval_metric or "rmse", native, data.y_tune, squared=False))
                 return False
 
         evals, stop = [], None
-        if options.early_stopping_rounds and len(data.y_tune):
+        if (options.early_stopping_rounds or options.on_score) and len(data.y_tune):
             evals = [(xgb.DMatrix(data.x_tune, data.y_tune), "tune")]
+        if options.early_stopping_rounds and evals:
             stop = options.early_stopping_rounds
         booster = xgb.train(
             params, train, num_boost_round=rounds, evals=evals, early_stopping_rounds=stop, callbacks=[Report()], verbose_eval=False

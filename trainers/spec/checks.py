@@ -31,6 +31,7 @@ from trainers.spec.model import (
     parse_time,
 )
 from trainers.spec.resources import ray_config_violations
+from trainers.spec.tuning import size_probe, tuning_violations
 
 Config = Mapping[str, Any]
 
@@ -142,8 +143,14 @@ def _model_size(config: Config, read: _Read) -> Iterator[Violation]:
     if read.algorithm is None or not isinstance(hp, Mapping):
         return
     n_inputs = len(list(config.get("features") or [])) or 1
-    for name, why in read.algorithm.size_violations(hp, n_inputs):
-        yield Violation(f"hyperparameters.{name}", why)
+    searched = set((config.get("tuning") or {}).get("search_space") or {}) if isinstance(config.get("tuning"), Mapping) else set()
+    for name, why in read.algorithm.size_violations(size_probe(config) if searched else hp, n_inputs):
+        where = "tuning.search_space" if searched else "hyperparameters"
+        yield Violation(f"{where}.{name}", why + (" (at the largest values searched)" if searched else ""))
+
+
+def _tuning(config: Config, read: _Read) -> Iterator[Violation]:
+    yield from tuning_violations(config, read.algorithm, read.model_type)
 
 
 def window_violations(start: Any, end: Any, names: Sequence[str] = ("training_start", "training_end")) -> list[Violation]:
@@ -307,6 +314,7 @@ CHECKS: tuple[Check, ...] = (
     _distribution,
     _mlflow,
     _training_options,
+    _tuning,
 )
 
 

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from trainers.spec.tuning import Tuning
+
 
 class ModelType(enum.StrEnum):
     FORECAST = "forecast"
@@ -66,6 +68,7 @@ class TrainingSpec:
     use_gpu: bool = False
     label_column: str | None = None
     backtest: tuple[int, int] | None = None  # (folds, horizon hours)
+    tuning: Tuning | None = None  # a hyperparameter search before training
 
     @cached_property
     def lags(self) -> Mapping[str, tuple[str, int]]:
@@ -116,6 +119,8 @@ class TrainingSpec:
             out["label_column"] = self.label_column
         if self.backtest:
             out["backtest"] = {"folds": self.backtest[0], "horizon_hours": self.backtest[1]}
+        if self.tuning:
+            out["tuning"] = self.tuning.to_dict()
         return out
 
     @cached_property
@@ -149,6 +154,7 @@ class TrainingSpec:
             use_gpu=bool((config.get("ray_config") or {}).get("use_gpu")),
             label_column=config.get("label_column") or None,
             backtest=(backtest["folds"], backtest["horizon_hours"]) if backtest else None,
+            tuning=Tuning.from_dict(config["tuning"]) if config.get("tuning") else None,
         )
 
 

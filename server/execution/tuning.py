@@ -1,0 +1,133 @@
+"""The hyperparameter search on the Ray cluster: trainers.ports.Tuner over Ray Tune.
+
+Every trial runs trainers.tuning.run_trial in its own Ray worker with the job's CPUs; the
+trial data (fit and tune parts, never the validation part) goes to the object store once
+(``tune.with_parameters``), not to each trial. Boosted trees report their tune score every
+few rounds, so ASHA can stop a trial that falls behind (``stop_bad_trials``); other
+algorithms report once, at the end. Sampling is seeded by the job's random_seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainers.algorithms.base import SCORE_EVERY
+from trainers.spec.tuning import Dimension
+from trainers.tuning import TrialResult, TrialSetup, run_trial
+
+log = logging.getLogger(__name__)
+ROUNDS = ("lgbm", "xgboost")  # algorithms whose trials report as they train (SCORE_EVERY rounds)
+
+
+def _dimension(dim: Dimension) -> Any:
+    from ray import tune
+
+    if dim.kind == "choice":
+        return tune.choice(list(dim.values))
+    lower, upper = float(dim.lower or 0.0), float(dim.upper or 0.0)
+    if dim.kind == "uniform":
+        return tune.uniform(lower, upper)
+    if dim.kind == "loguniform":
+        return tune.loguniform(lower, upper)
+    return tune.randint(int(dim.lower or 0), int(dim.upper or 0) + 1)  # both bounds included
+
+
+def _trainable(config: Mapping[str, Any], setup: TrialSetup) -> None:
+    from ray import tune
+
+    def report(done: int, score: float) -> None:
+        tune.report({"score": score, "rounds": done, "final": False})
+
+    score = run_trial(setup, config, report if setup.algorithm in ROUNDS else None)
+    tune.report({"score": score, "final": True})
+
+
+def _number(trial_id: str) -> int:
+    """Tune's trial ids end in a counter: ``…_00003`` is the fourth trial."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) + 1 if tail.isdigit() else 0
+
+
+def _result(trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any] | None, error: bool) -> TrialResult:
+    params = dict(config)
+    if error:
+        return TrialResult(_number(trial_id), params, None, "failed")
+    if last and last.get("final"):
+        return TrialResult(_number(trial_id), params, float(last["score"]), "completed")
+    return TrialResult(_number(trial_id), params, None, "stopped early")
+
+
+def _callback_base() -> type:
+    from ray import tune
+
+    return tune.Callback
+
+
+class _Ended(_callback_base()):  # type: ignore[misc]
+    """Hears each trial end (in the search's driver: the job's Ray task) and reports it."""
+
+    def __init__(self, seen: list[TrialResult], on_trial: Callable[[TrialResult], None]) -> None:
+        self.seen, self.on_trial = seen, on_trial
+
+    # Tune pickles its callbacks with the experiment's state; this one reports to the job's
+    # database (not picklable) and is never restored, so it pickles as nothing.
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.seen, self.on_trial = [], lambda trial: None
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.seen.append(_result(trial.trial_id, trial.config, trial.last_result, error=False))
+        self.on_trial(self.seen[-1])
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.seen.append(_result(trial.trial_id, trial.config, None, error=True))
+        self.on_trial(self.seen[-1])
+
+
+@dataclass(frozen=True)
+class RayTuner:
+    cpus_per_trial: float = 1.0
+    seed: int = 42
+
+    def search(self, setup: TrialSetup, on_trial: Callable[[TrialResult], None]) -> list[TrialResult]:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import BasicVariantGenerator
+
+        tuning = setup.tuning
+        seen: list[TrialResult] = []
+
+        ended = _Ended(seen, on_trial)
+
+        scheduler = None
+        if tuning.stop_bad_trials and setup.algorithm in ROUNDS:
+            rounds = max([int(setup.fixed.get("n_estimators", 100)), *(int(d.largest()) for n, d in tuning.space if n == "n_estimators")])
+            reports = rounds // SCORE_EVERY + 2  # one per SCORE_EVERY rounds, and the final one
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=min(5, reports), reduction_factor=3)
+        storage = tempfile.mkdtemp(prefix="aihub-tune-")
+        try:
+            tuner = tune.Tuner(
+                tune.with_resources(tune.with_parameters(_trainable, setup=setup), {"cpu": self.cpus_per_trial}),
+                param_space={name: _dimension(dim) for name, dim in tuning.space},
+                tune_config=tune.TuneConfig(
+                    num_samples=tuning.num_trials,
+                    metric="score",
+                    mode=tuning.mode,
+                    scheduler=scheduler,
+                    search_alg=BasicVariantGenerator(max_concurrent=tuning.max_concurrent_trials, random_state=self.seed),
+                ),
+                run_config=tune.RunConfig(storage_path=storage, name="search", verbose=0, log_to_file=False, callbacks=[ended]),
+            )
+            grid = tuner.fit()
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+        if len(seen) < len(grid):
+            log.warning("tuning: %d of %d trials were not reported as they ended", len(grid) - len(seen), len(grid))
+        return sorted(seen, key=lambda r: r.number)

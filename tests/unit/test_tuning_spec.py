@@ -1,0 +1,72 @@
+"""The tuning section read strictly, its canonical form, and what a trial may see."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client._requests import config as config_message
+from server.api.convert import config_to_dict
+from tests.conftest import tiny_config
+from trainers import algorithms, spec
+from trainers.algorithms import FitOptions, TrainData
+from trainers.spec.tuning import Tuning
+from trainers.tuning import TrialSetup, run_trial
+
+SPACE = {"learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.3}, "max_depth": {"type": "randint", "lower": 3, "upper": 9}}
+
+
+def test_a_search_round_trips_through_the_canonical_form_and_the_api():
+    config = tiny_config(tuning={"num_trials": 8, "search_space": SPACE})
+    built = spec.build(config, model_type="forecast")
+    assert built.tuning is not None and built.tuning.mode == "min" and built.tuning.max_concurrent_trials == 2
+    assert spec.TrainingSpec.from_dict(built.to_dict()) == built
+    # Through protobuf (Struct numbers are doubles): randint bounds come back whole.
+    read = config_to_dict(config_message({**config, "model_type": "forecast"}))
+    assert read["tuning"]["search_space"]["max_depth"] == {"type": "randint", "lower": 3, "upper": 9}
+    assert spec.build(read, model_type="forecast").tuning == built.tuning
+
+
+@pytest.mark.parametrize(
+    ("tuning", "field"),
+    [
+        ({"search_space": {}}, "tuning.search_space"),
+        ({"num_trials": 0, "search_space": SPACE}, "tuning.num_trials"),
+        ({"metric": "f1", "search_space": SPACE}, "tuning.metric"),
+        ({"metric": "r2_score", "mode": "min", "search_space": SPACE}, "tuning.mode"),
+        ({"search_space": {"bogus": {"type": "choice", "values": [1]}}}, "tuning.search_space.bogus"),
+        ({"search_space": {"num_leaves": {"type": "choice", "values": [4]}}}, "tuning.search_space.num_leaves"),  # fixed too
+        ({"search_space": {"max_depth": {"type": "uniform", "lower": 3, "upper": 9}}}, "tuning.search_space.max_depth"),
+        ({"search_space": {"learning_rate": {"type": "loguniform", "lower": 0, "upper": 0.3}}}, "tuning.search_space.learning_rate.lower"),
+        ({"search_space": {"learning_rate": {"type": "uniform", "lower": 0.1, "upper": 7}}}, "tuning.search_space.learning_rate.upper"),
+        ({"search_space": {"learning_rate": {"type": "normal"}}}, "tuning.search_space.learning_rate"),
+        ({"search_space": {"max_depth": {"type": "choice", "values": [3, 1000]}}}, "tuning.search_space.max_depth.values[1]"),
+    ],
+)
+def test_a_malformed_search_names_the_field(tuning, field):
+    violations = spec.validate(tiny_config(tuning=tuning), model_type="forecast")
+    assert any(v.field == field for v in violations), violations
+
+
+def test_a_search_is_for_forecasting():
+    config = tiny_config(tuning={"search_space": SPACE}, model_type="anomaly", algorithm="lgbm")
+    assert any(v.field == "tuning" for v in spec.validate(config, model_type="anomaly"))
+
+
+def test_a_trial_never_sees_the_validation_part():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 3)), rng.normal(size=300)
+    data = TrainData(x[:200], y[:200], x[270:], y[270:], ("a", "b", "c"), x[200:270], y[200:270])
+    options = FitOptions("regression", 42, None, 1, None, False, lambda done, total: None)
+    tuning = Tuning.from_dict({"num_trials": 2, "search_space": {"num_leaves": {"type": "choice", "values": [4, 8]}}})
+    setup = TrialSetup.of("lgbm", {"n_estimators": 20}, data, options, tuning)
+    assert setup.data.x_valid.shape == (0, 3) and len(setup.data.y_valid) == 0
+    assert np.array_equal(setup.data.x_tune, x[200:270])
+    reports: list[tuple[int, float]] = []
+    score = run_trial(setup, {"num_leaves": 4}, lambda done, value: reports.append((done, value)))
+    # Every 10 rounds the trial reports its tune score in the metric's own units: the last
+    # report is the trial's score, which is the MAE of the model on the tune part.
+    model = algorithms.get("lgbm").fit(setup.data, {"n_estimators": 20, "num_leaves": 4}, options)
+    tune_mae = float(np.mean(np.abs(model.predict(x[200:270]) - y[200:270])))
+    assert [done for done, _ in reports] == [10, 20]
+    assert score == pytest.approx(tune_mae, rel=1e-9) and reports[-1][1] == pytest.approx(tune_mae, rel=1e-6)
