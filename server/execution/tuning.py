@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainers import algorithms
 from trainers.algorithms.base import SCORE_EVERY
 from trainers.spec.tuning import Dimension
 from trainers.tuning import TrialResult, TrialSetup, run_trial
 
 log = logging.getLogger(__name__)
-ROUNDS = ("lgbm", "xgboost")  # algorithms whose trials report as they train (SCORE_EVERY rounds)
 
 
 def _dimension(dim: Dimension) -> Any:
@@ -43,7 +43,7 @@ def _trainable(config: Mapping[str, Any], setup: TrialSetup) -> None:
     def report(done: int, score: float) -> None:
         tune.report({"score": score, "rounds": done, "final": False})
 
-    score = run_trial(setup, config, report if setup.algorithm in ROUNDS else None)
+    score = run_trial(setup, config, report if algorithms.get(setup.algorithm).scores_rounds else None)
     tune.report({"score": score, "final": True})
 
 
@@ -107,7 +107,7 @@ class RayTuner:
         ended = _Ended(seen, on_trial)
 
         scheduler = None
-        if tuning.stop_bad_trials and setup.algorithm in ROUNDS:
+        if tuning.stop_bad_trials and algorithms.get(setup.algorithm).scores_rounds:
             rounds = max([int(setup.fixed.get("n_estimators", 100)), *(int(d.largest()) for n, d in tuning.space if n == "n_estimators")])
             reports = rounds // SCORE_EVERY + 2  # one per SCORE_EVERY rounds, and the final one
             scheduler = ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=min(5, reports), reduction_factor=3)

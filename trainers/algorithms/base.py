@@ -180,6 +180,7 @@ class Algorithm(Protocol):
     unlabelled_task: str = REGRESSION  # anomaly detection on a signal, not a 0/1 label: score the residual
     supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
     minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)
+    scores_rounds: bool = False  # reports its tune score as it trains (FitOptions.on_score): a search can stop it early
 
     def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
         """Rows before the first one it predicts that it needs (a window of context): 0 when

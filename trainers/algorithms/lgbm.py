@@ -85,6 +85,7 @@ class LightGBM(Algorithm):
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
+    scores_rounds = True
 
     def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
         rounds, leaves = hyperparameters.get("n_estimators", 100), hyperparameters.get("num_leaves", 31)

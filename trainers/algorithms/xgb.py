@@ -89,6 +89,7 @@ class XGBoost(Algorithm):
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
+    scores_rounds = True
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> XGBModel:
         import xgboost as xgb
