@@ -42,3 +42,29 @@ async def test_a_search_runs_its_trials_and_trains_with_the_winner(client):
     assert version.config.tuning.num_trials == 4  # the search that chose them is recorded too
     # The stored job keeps what was submitted; the version what trained.
     assert "learning_rate" not in dict(done.config.hyperparameters)
+
+
+async def test_cancelling_a_search_stops_its_trials(app, client):
+    from tests.conftest import cpus_free
+
+    slow = {
+        "num_trials": 6,
+        "max_concurrent_trials": 1,
+        "stop_bad_trials": False,
+        "search_space": {"learning_rate": {"type": "loguniform", "lower": 0.001, "upper": 0.01}},
+    }
+    config = tiny_config(hyperparameters={"n_estimators": 20000, "num_leaves": 63}, tuning=slow)
+    job = await client.create_job("acme-corp", "forecast", config)
+
+    async def searching() -> None:
+        async for line in client.stream_logs(job.job_id):
+            if line.message.startswith("tuning: 6 trials"):
+                return
+
+    await asyncio.wait_for(searching(), 60)
+    await asyncio.sleep(1.0)  # a trial is training now
+    cancelled = await client.cancel_job(job.job_id)
+    assert cancelled.status == pb.CANCELLED
+    assert await cpus_free(app, timeout=30), "the search's trials still hold CPUs after the cancel"
+    final = await client.get_job(job.job_id)
+    assert final.status == pb.CANCELLED and final.model_version == 0
