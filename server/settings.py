@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     bootstrap_admin_key: str | None = Field(
         default=None, repr=False, description="An admin key made sure to exist (and not be revoked) at start-up; 32+ characters."
     )
+    cluster_refresh_seconds: float = Field(
+        default=10.0, gt=0, description="How often the Ray cluster's nodes and resources are recorded in the cluster registry."
+    )
     request_timeout_seconds: float = Field(default=30.0, gt=0, description="Server-side deadline of each unary call.")
     long_request_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Server-side deadline of the long calls: evaluate a model, import feature data."

@@ -5,6 +5,7 @@ that knows them all; each part gets what it uses explicitly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -53,6 +54,12 @@ def _stack(task: asyncio.Task) -> list[str]:
     out = io.StringIO()
     task.print_stack(file=out)
     return [out.getvalue()]
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @dataclass
@@ -104,6 +111,7 @@ class App:
         await self.dispatcher.start()
         self.clusters = ClusterMonitor(self.engine, self.executor)
         await self.clusters.refresh()
+        self._cluster_watch = asyncio.create_task(self.clusters.watch(s.cluster_refresh_seconds), name="cluster-registry")
         typed = TrainingServicer(
             engine=self.engine,
             events=self.events,
@@ -147,6 +155,7 @@ class App:
         steps = []
         if self._server is not None:
             steps += [("health", self.health.enter_graceful_shutdown()), ("grpc", self._server.stop(grace))]
+        steps += [("cluster registry", _cancel(self._cluster_watch))]
         steps += [("dispatcher", self.dispatcher.stop()), ("events", self.events.stop()), ("engine", self.engine.dispose())]
         steps += [("dispatch engine", self.dispatch_engine.dispose())]
         for name, step in steps:

@@ -65,6 +65,17 @@ class ClusterMonitor:
         if (error := shortage(request, cluster)) is not None:
             raise error
 
+    async def watch(self, interval: float) -> None:
+        """Record the cluster's view every ``interval`` seconds, until cancelled: the
+        registry's ``updated_at`` is its last heartbeat, its nodes' status and resources
+        stay current without anyone listing them."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the database may be down too; try again next time
+                log.warning("cluster registry not refreshed: %s", exc)
+
     async def refresh(self) -> list[RayCluster]:
         """Record the cluster's current view, then answer from the database (so clusters
         other servers use are listed too)."""

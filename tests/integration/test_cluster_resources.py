@@ -35,3 +35,22 @@ async def test_a_request_that_fits_is_judged_on_its_config(client):
     bad = tiny_config(distributed=True, ray_config={"num_workers": 2, "memory_per_worker": "1 gigabyte"})
     result = await client.validate_config(bad)
     assert not result.valid and [v.field for v in result.violations] == ["ray_config.memory_per_worker"]
+
+
+async def test_the_cluster_registry_refreshes_itself(start_app):
+    import asyncio
+
+    from storage import clusters, db
+
+    app = await start_app(cluster_refresh_seconds=0.3)
+
+    async def heartbeat():
+        async with db.transaction(app.engine) as conn:
+            (cluster,) = await clusters.list_clusters(conn)
+        return cluster
+
+    first = await heartbeat()
+    await asyncio.sleep(1.0)  # nobody lists the clusters meanwhile
+    later = await heartbeat()
+    assert first.status == "RUNNING" and first.num_workers == 1 and first.resources["CPU"] == 2.0
+    assert later.updated_at > first.updated_at
