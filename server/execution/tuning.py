@@ -103,9 +103,7 @@ class RayTuner:
 
         tuning = setup.tuning
         seen: list[TrialResult] = []
-
         ended = _Ended(seen, on_trial)
-
         scheduler = None
         if tuning.stop_bad_trials and algorithms.get(setup.algorithm).scores_rounds:
             rounds = max([int(setup.fixed.get("n_estimators", 100)), *(int(d.largest()) for n, d in tuning.space if n == "n_estimators")])
