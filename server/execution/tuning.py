@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from trainers import algorithms
 from trainers.algorithms.base import SCORE_EVERY
@@ -62,33 +62,39 @@ def _result(trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any] | 
     return TrialResult(_number(trial_id), params, None, "stopped early")
 
 
-def _callback_base() -> type:
+def _ended_class() -> type:
+    """The Tune callback that hears each trial end (in the search's driver: the job's Ray
+    task) and reports it. Made on first use, so that importing this module (every Ray
+    worker that runs a job does) does not import Ray Tune; kept as a module attribute, so
+    that Tune pickles it by reference, never with the job's reporter inside."""
+    existing = globals().get("_Ended")
+    if existing is not None:
+        return cast(type, existing)
     from ray import tune
 
-    return tune.Callback
+    class _Ended(tune.Callback):
+        def __init__(self, seen: list[TrialResult], on_trial: Callable[[TrialResult], None]) -> None:
+            self.seen, self.on_trial = seen, on_trial
 
+        # Tune pickles its callbacks with the experiment's state; this one reports to the
+        # job's database (not picklable) and is never restored, so it pickles as nothing.
+        def __getstate__(self) -> dict[str, Any]:
+            return {}
 
-class _Ended(_callback_base()):  # type: ignore[misc]
-    """Hears each trial end (in the search's driver: the job's Ray task) and reports it."""
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.seen, self.on_trial = [], lambda trial: None
 
-    def __init__(self, seen: list[TrialResult], on_trial: Callable[[TrialResult], None]) -> None:
-        self.seen, self.on_trial = seen, on_trial
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self.seen.append(_result(trial.trial_id, trial.config, trial.last_result, error=False))
+            self.on_trial(self.seen[-1])
 
-    # Tune pickles its callbacks with the experiment's state; this one reports to the job's
-    # database (not picklable) and is never restored, so it pickles as nothing.
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self.seen.append(_result(trial.trial_id, trial.config, None, error=True))
+            self.on_trial(self.seen[-1])
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.seen, self.on_trial = [], lambda trial: None
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.seen.append(_result(trial.trial_id, trial.config, trial.last_result, error=False))
-        self.on_trial(self.seen[-1])
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.seen.append(_result(trial.trial_id, trial.config, None, error=True))
-        self.on_trial(self.seen[-1])
+    _Ended.__qualname__ = "_Ended"
+    globals()["_Ended"] = _Ended
+    return _Ended
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class RayTuner:
 
         tuning = setup.tuning
         seen: list[TrialResult] = []
-        ended = _Ended(seen, on_trial)
+        ended = _ended_class()(seen, on_trial)
         scheduler = None
         if tuning.stop_bad_trials and algorithms.get(setup.algorithm).scores_rounds:
             rounds = max([int(setup.fixed.get("n_estimators", 100)), *(int(d.largest()) for n, d in tuning.space if n == "n_estimators")])
