@@ -22,6 +22,7 @@ from trainers.spec.tuning import Dimension
 from trainers.tuning import TrialResult, TrialSetup, run_trial
 
 log = logging.getLogger(__name__)
+MAX_REPORTS = 100_000 // SCORE_EVERY + 2  # the longest boosted run (n_estimators <= 100,000), and its final report
 
 
 def _dimension(dim: Dimension) -> Any:
@@ -112,9 +113,9 @@ class RayTuner:
         ended = _ended_class()(seen, on_trial)
         scheduler = None
         if tuning.stop_bad_trials and algorithms.get(setup.algorithm).scores_rounds:
-            rounds = max([int(setup.fixed.get("n_estimators", 100)), *(int(d.largest()) for n, d in tuning.space if n == "n_estimators")])
-            reports = rounds // SCORE_EVERY + 2  # one per SCORE_EVERY rounds, and the final one
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=min(5, reports), reduction_factor=3)
+            # Rungs at 5, 15, 45, ... reports (SCORE_EVERY rounds each): a horizon longer than any
+            # trial only adds rungs no trial reaches, so the tuner need not know how long each runs.
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=MAX_REPORTS, grace_period=5, reduction_factor=3)
         storage = tempfile.mkdtemp(prefix="aihub-tune-")
         try:
             tuner = tune.Tuner(
