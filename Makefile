@@ -20,8 +20,10 @@ install: $(STAMP)
 run: install
 	AIHUB_AUTH=$${AIHUB_AUTH:-off} $(PY) -m server --seed-demo
 
+# The suite runs in a private network namespace (server/isolation.py): distributed training
+# and the local multi-node Ray cluster open sockets on every interface, which is loopback there.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m server.isolation -- $(PY) -m pytest -q
 
 # Regenerate client/_gen (stubs and Envoy's descriptor set) from protos/ (commit the result).
 protos: install

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,29 +31,37 @@ NEXT_ATTEMPT = """
        retry_at = NULL, updated_at = clock_timestamp()
 """
 
-# claim: the next PENDING job for one server, skipping rows another server is claiming right
-# now; takes a lease the heartbeat renews. Priority first; within a priority, fair across
-# tenants: the tenant with the fewest running jobs goes first (then the oldest job), so one
-# tenant's burst does not hold every slot while another's jobs wait; a tenant at its
-# max_running_jobs quota waits. Index: training_jobs_queue (priority, created_at) WHERE
-# status = 'PENDING'; training_jobs_tenant_active (tenant_id, status) counts running jobs;
-# tenants primary key.
-CLAIM = sa.text(
+# claim_head: the next PENDING jobs for one server (the head of the queue first), skipping
+# rows another server is claiming right now, locked until the claim's transaction ends. Priority first; within a priority,
+# fair across tenants: the tenant with the fewest running jobs goes first (then the oldest
+# job), so one tenant's burst does not hold every slot while another's jobs wait; a tenant
+# at its max_running_jobs quota waits. Index: training_jobs_queue (priority, created_at)
+# WHERE status = 'PENDING'; training_jobs_tenant_active (tenant_id, status) counts running
+# jobs; tenants primary key.
+CLAIM_HEAD = sa.text(
     """
-    UPDATE training_jobs AS j
+    SELECT p.* FROM training_jobs p
+      LEFT JOIN tenants t ON t.tenant_id = p.tenant_id
+      LEFT JOIN (SELECT tenant_id, count(*) AS n FROM training_jobs
+                  WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id
+     WHERE p.status = 'PENDING'
+       AND (t.max_running_jobs IS NULL OR COALESCE(r.n, 0) < t.max_running_jobs)
+     ORDER BY p.priority, COALESCE(r.n, 0), p.created_at, p.id
+     LIMIT :candidates
+       FOR UPDATE OF p SKIP LOCKED
+    """
+)
+
+# claim_take: the head job, now RUNNING for this server, with a lease the heartbeat renews.
+# Index: training_jobs primary key.
+CLAIM_TAKE = sa.text(
+    """
+    UPDATE training_jobs
        SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
            updated_at = clock_timestamp(), progress = 0, current_step = '',
            lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE j.id = (SELECT p.id FROM training_jobs p
-                     LEFT JOIN tenants t ON t.tenant_id = p.tenant_id
-                     LEFT JOIN (SELECT tenant_id, count(*) AS n FROM training_jobs
-                                 WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id
-                    WHERE p.status = 'PENDING'
-                      AND (t.max_running_jobs IS NULL OR COALESCE(r.n, 0) < t.max_running_jobs)
-                    ORDER BY p.priority, COALESCE(r.n, 0), p.created_at, p.id
-                    LIMIT 1
-                    FOR UPDATE OF p SKIP LOCKED)
-    RETURNING j.*
+     WHERE id = :id AND status = 'PENDING'
+    RETURNING *
     """
 )
 
@@ -159,9 +168,31 @@ REQUEUE_DUE_RETRIES = sa.text(
 )
 
 
-async def claim(conn: AsyncConnection, server_id: str, *, lease_seconds: float = 60.0) -> Job | None:
-    """Take the next job off the queue for the server ``server_id`` (RUNNING), or None."""
-    row = (await conn.execute(CLAIM, {"server_id": server_id, "lease_seconds": lease_seconds})).mappings().first()
+Admission = Literal["take", "wait", "pass"]
+CANDIDATES = 20  # queued jobs a claim looks at: the head, and those it may pass over
+
+
+async def claim(
+    conn: AsyncConnection, server_id: str, *, lease_seconds: float = 60.0, admit: Callable[[Job], Admission] | None = None
+) -> Job | None:
+    """Take the next job off the queue for the server ``server_id`` (RUNNING), or None.
+
+    ``admit(job)`` says whether a job may start now: "take" (its resources are free),
+    "wait" (they will be: nothing is claimed, and no job behind it passes it, so that a
+    large job is not starved by a stream of small ones) or "pass" (it cannot start until
+    the cluster grows: it keeps its place but does not hold up the jobs behind it)."""
+    candidates = (await conn.execute(CLAIM_HEAD, {"candidates": CANDIDATES if admit else 1})).mappings().all()
+    head = None
+    for candidate in candidates:
+        verdict = "take" if admit is None else admit(Job.from_row(candidate))
+        if verdict == "wait":
+            return None
+        if verdict == "take":
+            head = candidate
+            break
+    if head is None:
+        return None
+    row = (await conn.execute(CLAIM_TAKE, {"id": head["id"], "server_id": server_id, "lease_seconds": lease_seconds})).mappings().first()
     if row is None:
         return None
     await conn.execute(INSERT_ATTEMPT, {"id": row["id"], "attempt": row["attempt"], "server_id": server_id})
@@ -278,3 +309,8 @@ async def requeue_due_retries(conn: AsyncConnection) -> list[uuid.UUID]:
         await logs.append(conn, job_id, attempt, LogLevel.INFO, "", f"automatic retry: queued again as attempt {attempt}")
         await notify(conn, job_id, JobEvent.QUEUED)
     return [r[0] for r in rows]
+
+
+async def note(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, message: str) -> None:
+    """A line in a queued job's log, such as what it waits for."""
+    await logs.append(conn, job_id, attempt, LogLevel.INFO, "", message)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, metrics
+from trainers import algorithms, distributed, metrics
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate
-from trainers.ports import STEP_START, DataSource, ModelRegistry, Reporter, Tuner
+from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
 from trainers.tuning import TrialResult, TrialSetup, best_of
@@ -60,12 +60,14 @@ def run(
     registry: ModelRegistry,
     num_threads: int = 1,
     tuner: Tuner | None = None,
+    distributor: Distributor | None = None,
 ) -> Result:
     """The five steps. A spec with ``tuning`` needs a ``tuner``; the model is then trained,
-    evaluated and registered with the winning hyperparameters."""
+    evaluated and registered with the winning hyperparameters. A distributed spec
+    (``workers``) needs a ``distributor``, which trains the model on its workers."""
     frame = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
-    trained = _train(prepared, spec, reporter, num_threads, tuner)
+    trained = _train(prepared, spec, reporter, num_threads, tuner, distributor)
     scores = _evaluate(trained, prepared, trained.spec, reporter)
     importance = _importance(trained.model, prepared, reporter)
     return _register(trained.model, trained.spec, scores, importance, registry, reporter)
@@ -145,9 +147,22 @@ def _search(
     return dataclasses.replace(spec, hyperparameters=winning), search
 
 
-def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threads: int, tuner: Tuner | None = None) -> _Trained:
+def _train(
+    prepared: Prepared,
+    spec: TrainingSpec,
+    reporter: Reporter,
+    num_threads: int,
+    tuner: Tuner | None = None,
+    distributor: Distributor | None = None,
+) -> _Trained:
     reporter.step("training", STEP_START["training"])
     algorithm = algorithms.get(spec.algorithm)
+    if spec.workers:
+        if distributor is None:
+            raise ConfigValidationError(
+                [Violation("distributed", "this runner cannot start workers (Ray Train): run the job on the service")]
+            )
+        num_threads = max(1, int(spec.workers.cpus))
     options = algorithms.FitOptions(
         task=prepared.task,
         seed=spec.random_seed,
@@ -164,16 +179,38 @@ def _train(prepared: Prepared, spec: TrainingSpec, reporter: Reporter, num_threa
     )
     importlib.import_module(algorithm.library)  # a first import is not training time
     started = time.perf_counter()
-    model = algorithm.fit(prepared.data, spec.hyperparameters, options)
+    if spec.workers and distributor is not None:
+        model = _fit_distributed(prepared, spec, options, reporter, distributor)
+    else:
+        model = algorithm.fit(prepared.data, spec.hyperparameters, options)
     duration = time.perf_counter() - started
     note = f", best iteration {model.best_iteration}" if model.best_iteration else ""
     if spec.use_gpu and not algorithm.supports_gpu:
         gpu_ones = " and ".join(algorithms.with_trait("supports_gpu"))
         reporter.log("WARNING", f"use_gpu applies to {gpu_ones}; {spec.algorithm} trained on the CPU")
-    elif spec.use_gpu and getattr(model, "device", None) != "cuda":
+    elif spec.use_gpu and not spec.workers and getattr(model, "device", None) != "cuda":  # a distributor says so itself
         reporter.log("WARNING", "use_gpu was asked for but this node has no GPU: trained on the CPU")
     reporter.log("INFO", f"training: done in {duration:.2f} s{note}")
     return _Trained(model, duration, options, spec, search)
+
+
+def _fit_distributed(
+    prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter, distributor: Distributor
+) -> algorithms.FittedModel:
+    workers = spec.workers
+    if workers is None:
+        raise ValueError("not a distributed spec")
+    try:
+        plan, shards = distributed.plan(spec.algorithm, spec.hyperparameters, prepared.data, options, workers.workers)
+    except ValueError as exc:
+        raise ConfigValidationError([Violation("ray_config.num_workers", str(exc))]) from None
+    sizes = ", ".join(str(n) for n in plan.shard_rows[:8]) + (", ..." if workers.workers > 8 else "")
+    reporter.log(
+        "INFO",
+        f"training: data-parallel over {workers.describe()} ({algorithms.get(spec.algorithm).data_parallel}); "
+        f"shards of {sizes} rows, each worker also scores the {len(plan.y_tune)} tune rows",
+    )
+    return distributor.fit(plan, shards, reporter, options.on_iteration)
 
 
 def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:

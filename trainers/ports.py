@@ -1,7 +1,9 @@
 """What the pipeline needs from the outside, as protocols: where it reports progress and log
 lines (``Reporter``), where its data comes from (``DataSource``), who runs a hyperparameter
-search (``Tuner``) and where the model goes (``ModelRegistry``). The service implements them over PostgreSQL (server/execution/adapters.py);
-trainers/local.py has in-memory ones for notebooks, tests and benchmarks."""
+search (``Tuner``), who trains on several workers (``Distributor``) and where the model
+goes (``ModelRegistry``). The service implements them over PostgreSQL and Ray
+(server/execution/); trainers/local.py has in-memory ones for notebooks, tests and
+benchmarks."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import pandas as pd
 from trainers.spec import TrainingSpec
 
 if TYPE_CHECKING:  # trainers.tuning imports the evaluation, which imports these ports
+    from trainers.algorithms import FittedModel
+    from trainers.distributed import Shard, WorkerPlan
     from trainers.tuning import TrialResult, TrialSetup
 
 STEPS = ("data_loading", "preprocessing", "training", "evaluation", "registration")
@@ -45,6 +49,15 @@ class Tuner(Protocol):
     def search(self, setup: TrialSetup, on_trial: Callable[[TrialResult], None]) -> list[TrialResult]:
         """Run ``setup.tuning.num_trials`` trials of trainers.tuning.run_trial, at most
         ``max_concurrent_trials`` at once, calling ``on_trial`` as each one ends."""
+        ...
+
+
+class Distributor(Protocol):
+    def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
+        """Train on one worker per shard (trainers.distributed.fit_worker, each worker
+        reading only its own shard), calling ``on_iteration`` as the first worker trains and
+        logging where the workers ran; return the one model (the algorithm's ``combine`` of
+        the workers' models)."""
         ...
 
 

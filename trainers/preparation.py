@@ -122,7 +122,9 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     if n_series > 1:
         reporter.log("INFO", f"preprocessing: {n_series} series; lags, splits and baselines within each")
         if algorithms.get(spec.algorithm).context_rows(spec.hyperparameters):
-            reporter.log("WARNING", f"{spec.algorithm} windows are cut from rows ordered by series then time; a window may span two series")
+            reporter.log(
+                "INFO", f"{spec.algorithm} trains on windows within each series; a validation window may still start in the series before"
+            )
     x = derived[list(inputs)].to_numpy(dtype="float64")
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
@@ -144,7 +146,8 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         train_idx = np.sort(rng.choice(train_idx, size=keep, replace=False))
         reporter.log("INFO", f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
     labels_valid = derived[label_column].to_numpy(dtype="float64")[valid] if label_column else None
-    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx])
+    groups = series.to_numpy()[train_idx] if series is not None and n_series > 1 else None
+    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx], groups)
     return Prepared(
         data,
         derived,

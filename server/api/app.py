@@ -144,7 +144,13 @@ class App:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info("gRPC on %s:%d (server %s, capacity %d)", s.grpc_host, self.port, self.dispatcher.server_id, self.dispatcher.capacity())
+        log.info(
+            "gRPC on %s:%d (server %s, room for %d single-node jobs)",
+            s.grpc_host,
+            self.port,
+            self.dispatcher.server_id,
+            self.executor.capacity(),
+        )
         if s.auth == "off":
             log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
 

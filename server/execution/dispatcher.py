@@ -2,7 +2,7 @@
 
 Woken at once by a ``queued`` job event (a job created, retried, re-prioritised or
 requeued; a run finished), with a slow poll as backstop. Claims use FOR UPDATE SKIP LOCKED
-(storage.queue.CLAIM), so any number of servers can share one database without running a
+(storage.queue.CLAIM_HEAD), so any number of servers can share one database without running a
 job twice; each claim records this server's ``server_id`` in ``claimed_by``. Each claim
 takes a lease that a heartbeat renews; expired leases (a server that died) are requeued by
 storage.queue.requeue_expired on every pass, and a server that stops hands its running
@@ -27,6 +27,45 @@ from trainers.spec import TrainingSpec
 log = logging.getLogger(__name__)
 
 
+def _describe(resources: dict[str, float]) -> str:
+    parts = [f"{resources.get('CPU', 0.0):g} CPU"]
+    if resources.get("GPU"):
+        parts.append(f"{resources['GPU']:g} GPU")
+    if resources.get("memory"):
+        parts.append(f"{resources['memory'] / 1024**3:.3g} GiB memory")
+    return ", ".join(parts)
+
+
+class _Ledger:
+    """One claim's view of the resources: whether the queue's head may start now."""
+
+    def __init__(self, dispatcher: Dispatcher, totals: dict[str, float]) -> None:
+        self.dispatcher, self.totals = dispatcher, totals
+        self.free = dispatcher.free(totals)
+        self.taken: dict[str, float] = {}
+        self.waiting: list[tuple[Job, str]] = []
+
+    def admit(self, job: Job) -> queue.Admission:
+        try:
+            spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
+        except (KeyError, TypeError, ValueError):
+            return "take"  # it fails at once, with the reason (Dispatcher._execute)
+        need = self.dispatcher.executor.demand(spec, self.totals)
+        if all(need[k] <= self.free.get(k, 0.0) + 1e-9 for k in need):
+            self.taken = need
+            return "take"
+        if any(need[k] > self.totals.get(k, 0.0) + 1e-9 for k in need):
+            self.waiting.append(
+                (job, f"waiting for the cluster to grow: needs {_describe(need)}; its alive nodes have {_describe(self.totals)} in all")
+            )
+            return "pass"  # cannot start on the cluster as it is now: does not hold up the jobs behind it
+        running = len(self.dispatcher.running)
+        self.waiting.append(
+            (job, f"waiting for resources: needs {_describe(need)}; free now {_describe(self.free)} ({running} jobs running)")
+        )
+        return "wait"
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -49,6 +88,8 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.stop_wait_seconds = stop_wait_seconds
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.committed: dict[uuid.UUID, dict[str, float]] = {}  # what each running job holds (CPU, GPU, memory)
+        self._noted: dict[uuid.UUID, tuple[int, str]] = {}  # the last wait logged on each waiting job
         self._wake = asyncio.Event()
         self._paused = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -61,8 +102,9 @@ class Dispatcher:
         if kind in (JobEvent.QUEUED, RECONNECTED):
             self._wake.set()
 
-    def capacity(self) -> int:
-        return self.max_concurrent or self.executor.capacity()
+    def free(self, totals: dict[str, float]) -> dict[str, float]:
+        """The cluster's resources less what this server's running jobs hold."""
+        return {kind: total - sum(held.get(kind, 0.0) for held in self.committed.values()) for kind, total in totals.items()}
 
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) claiming; running jobs go on. For maintenance and tests."""
@@ -120,11 +162,23 @@ class Dispatcher:
             log.info("automatic retry", extra={"job_id": str(job_id)})
         if self._paused:
             return
-        while len(self.running) < self.capacity():
+        try:
+            totals = await asyncio.to_thread(self.executor.totals)
+        except Exception as exc:  # noqa: BLE001 - Ray unreachable: jobs wait PENDING until it is back
+            log.warning("Ray unavailable; not claiming jobs: %s", exc)
+            return
+        while not self.max_concurrent or len(self.running) < self.max_concurrent:
+            ledger = _Ledger(self, totals)
             async with db.transaction(self.engine) as conn:
-                job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds)
+                job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit)
+                for waiting, message in ledger.waiting:
+                    if self._noted.get(waiting.job_id) != (waiting.attempt, message):
+                        self._noted[waiting.job_id] = (waiting.attempt, message)
+                        await queue.note(conn, waiting.job_id, waiting.attempt, message)
             if job is None:
                 return
+            self._noted.pop(job.job_id, None)
+            self.committed[job.job_id] = ledger.taken
             with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
                 # The task copies this context: its log lines carry the job's fields.
                 self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
@@ -145,6 +199,7 @@ class Dispatcher:
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
         finally:
             self.running.pop(job.job_id, None)
+            self.committed.pop(job.job_id, None)
             self._wake.set()
 
     async def _fail(self, job: Job, error: JobError) -> None:

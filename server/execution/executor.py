@@ -13,8 +13,10 @@ from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
 from trainers import algorithms
+from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
+RESOURCE_KINDS = ("CPU", "GPU", "memory")
 
 
 @dataclass
@@ -63,11 +65,31 @@ class RayExecutor:
         return f"ray:{self.address}" if self.address else "local"
 
     def capacity(self) -> int:
-        """How many jobs the cluster's CPUs allow at once."""
+        """How many single-node jobs the cluster's CPUs allow at once."""
         import ray
 
         cpus = ray.cluster_resources().get("CPU", 0)
         return max(1, int(cpus // self.job_cpus))
+
+    def totals(self) -> dict[str, float]:
+        """The CPUs, GPUs and memory (bytes) of the cluster's alive nodes."""
+        import ray
+
+        resources = ray.cluster_resources()
+        return {kind: float(resources.get(kind, 0.0)) for kind in RESOURCE_KINDS}
+
+    def demand(self, spec: TrainingSpec, totals: dict[str, float]) -> dict[str, float]:
+        """What a job holds while it runs: a distributed job its workers, a search its
+        concurrent trials (at most the whole cluster's CPUs: more trials wait their turn in
+        Ray), any other job one task's CPUs (and a GPU when it trains on one)."""
+        if spec.workers:
+            w = spec.workers
+            return {"CPU": w.workers * w.cpus, "GPU": w.workers * w.gpus, "memory": float(w.workers * w.memory)}
+        if spec.tuning:
+            trials = float(spec.tuning.max_concurrent_trials * self.job_cpus)
+            return {"CPU": max(float(self.job_cpus), min(trials, totals.get("CPU", 0.0))), "GPU": 0.0, "memory": 0.0}
+        gpu = 1.0 if spec.use_gpu and algorithms.get(spec.algorithm).supports_gpu and totals.get("GPU", 0.0) >= 1 else 0.0
+        return {"CPU": float(self.job_cpus), "GPU": gpu, "memory": 0.0}
 
     async def run(self, payload: JobPayload) -> Outcome:
         """Run one attempt on Ray and wait for it. Raises ray's errors when the task
@@ -77,12 +99,17 @@ class RayExecutor:
         import ray
 
         options: dict[str, Any] = {"num_cpus": self.job_cpus, "max_retries": 0, "name": "aihub-training-job"}
-        if payload.spec.tuning:
-            # A search's trials take the CPUs (each runs with job_cpus); the attempt itself
-            # only drives them, so it holds none (else two searches could each hold a CPU
-            # their own trials wait for).
+        if payload.spec.tuning or payload.spec.workers:
+            # A search's trials, or a distributed job's workers, take the CPUs; the attempt
+            # itself only drives them, so it holds none (else two such jobs could each hold
+            # a CPU their own trials or workers wait for).
             options["num_cpus"] = 0
-        if payload.spec.use_gpu and algorithms.get(payload.spec.algorithm).supports_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
+        if (
+            payload.spec.use_gpu
+            and not payload.spec.workers
+            and algorithms.get(payload.spec.algorithm).supports_gpu
+            and ray.cluster_resources().get("GPU", 0) >= 1
+        ):
             options["num_gpus"] = 1  # else the job trains on the CPU and logs that it did
         return await self._remote.options(**options).remote(payload)
 

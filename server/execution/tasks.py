@@ -16,6 +16,7 @@ from pathlib import Path
 from server import observability
 from server.execution.adapters import DbDataSource, DbRegistry, DbReporter
 from server.execution.artifacts import ArtifactStore
+from server.execution.distributed import RayDistributor
 from server.execution.guard import AttemptGuard
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, TaskSettings
 from server.execution.runtime import TaskRuntime, runtime
@@ -70,6 +71,7 @@ def _run_attempt(payload: JobPayload) -> Outcome:
                 registry=registry,
                 num_threads=s.num_threads,
                 tuner=RayTuner(cpus_per_trial=s.num_threads, seed=payload.spec.random_seed),
+                distributor=_distributor(payload),
             )
     except JobCancelled:
         registry.discard()
@@ -89,6 +91,14 @@ def _run_attempt(payload: JobPayload) -> Outcome:
     failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
     registry.discard()
     return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
+
+
+def _distributor(payload: JobPayload) -> RayDistributor | None:
+    workers = payload.spec.workers
+    if workers is None:
+        return None
+    storage = Path(payload.settings.artifact_root) / ".distributed"  # not a tenant's folder: tenant ids start with [a-z0-9]
+    return RayDistributor(workers, storage, f"{payload.job_id}-attempt-{payload.attempt}")
 
 
 async def _still_running(engine: db.Engine, scope: Scope, payload: JobPayload) -> bool:

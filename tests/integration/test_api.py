@@ -33,7 +33,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
         ({"algorithm": "rf", "hyperparameters": {}, "early_stopping_rounds": 10}, "early_stopping_rounds", "no early stopping"),
         ({"algorithm": "lstm", "hyperparameters": {}, "training_options": {"use_sample": 0.5}}, "training_options.use_sample", "windows"),
         ({"algorithm": "catboost"}, "algorithm", "is not one of"),
-        ({"distributed": True}, "distributed", "not available yet"),
+        ({"distributed": True, "algorithm": "isolation_forest", "model_type": "anomaly"}, "distributed", "trains on one node"),
         ({"mlflow_tracking": {"experiment_name": "x"}}, "mlflow_tracking", "not available yet"),
         ({"training_start": "yesterday"}, "training_start", "ISO 8601"),
         ({"training_end": "2023-01-01T00:00:00"}, "training_end", "after training_start"),

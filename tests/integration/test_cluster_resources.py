@@ -1,5 +1,6 @@
 """A distributed request that can never fit the cluster is refused at Create and Validate
-with ResourceError (RESOURCE_EXHAUSTED), before anything is queued; the test Ray has 2 CPUs."""
+with ResourceError (RESOURCE_EXHAUSTED), before anything is queued; the test Ray has 2 CPUs.
+Distributed training itself: tests/integration/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -29,12 +30,11 @@ async def test_an_impossible_request_is_a_resource_error_at_create_and_validate(
 
 
 async def test_a_request_that_fits_is_judged_on_its_config(client):
-    fits = tiny_config(distributed=True, ray_config={"num_workers": 2, "cpus_per_worker": 1, "memory_per_worker": "1GB"})
-    with pytest.raises(ConfigValidationError, match="distributed training is not available yet"):
-        await client.create_job("acme-corp", "forecast", fits)
     bad = tiny_config(distributed=True, ray_config={"num_workers": 2, "memory_per_worker": "1 gigabyte"})
     result = await client.validate_config(bad)
     assert not result.valid and [v.field for v in result.violations] == ["ray_config.memory_per_worker"]
+    with pytest.raises(ConfigValidationError, match="isolation_forest trains on one node; distributed training applies to"):
+        await client.create_job("acme-corp", "anomaly", tiny_config(model_type="anomaly", algorithm="isolation_forest", distributed=True))
 
 
 async def test_the_cluster_registry_refreshes_itself(start_app):

@@ -137,7 +137,7 @@ async def test_queue_statements_use_their_indexes(database_url):
         async with engine.connect() as conn:
             await conn.execute(sa.text("SET enable_seqscan = off"))
             for stmt, params, indexes in [
-                (queue.CLAIM, {"server_id": "w", "lease_seconds": 30.0}, ("training_jobs_queue",)),
+                (queue.CLAIM_HEAD, {"candidates": 20}, ("training_jobs_queue",)),
                 (queue.REQUEUE_EXPIRED, {}, running),
                 (queue.RELEASE, {"server_id": "w"}, running),
                 (queue.REQUEUE_DUE_RETRIES, {}, ("training_jobs_retry_due",)),

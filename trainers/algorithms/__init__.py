@@ -19,6 +19,7 @@ from trainers.algorithms.base import (
     FitOptions,
     FittedModel,
     Param,
+    Peers,
     TrainData,
     importance_from,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "FitOptions",
     "FittedModel",
     "Param",
+    "Peers",
     "TrainData",
     "get",
     "importance_from",

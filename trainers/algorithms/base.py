@@ -12,7 +12,7 @@ Tasks:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,6 +129,9 @@ class TrainData:
     feature_names: tuple[str, ...]
     x_tune: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     y_tune: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # The series of each training row (rows are ordered by series, then time), when there
+    # are several: a window of context never spans two series. None: one series.
+    train_groups: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,20 @@ class FitOptions:
 
 
 SCORE_EVERY = 10  # rounds between two on_score reports
+
+
+@dataclass(frozen=True)
+class Peers:
+    """One worker of a data-parallel fit: its ``rank`` among ``size`` workers, what the
+    backend set up for it (``network``: LightGBM's machines and port), and ``stats``, the
+    column means and standard deviations of the whole fit part (x_mean, x_std, y_mean,
+    y_std), so that every worker scales its shard alike."""
+
+    rank: int
+    size: int
+    network: Mapping[str, Any] = field(default_factory=dict)
+    stats: Mapping[str, np.ndarray] = field(default_factory=dict)
+    bins: tuple[np.ndarray, np.ndarray] | None = None  # the fit part's bin sample (Algorithm.bin_sample)
 
 
 def tuning_score(metric: str, native: float, y_tune: np.ndarray, *, squared: bool) -> float:
@@ -181,6 +198,13 @@ class Algorithm(Protocol):
     supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
     minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)
     scores_rounds: bool = False  # reports its tune score as it trains (FitOptions.on_score): a search can stop it early
+    # How it trains on several workers (distributed=true): "lightgbm" or "xgboost" (the
+    # library's own data-parallel boosting, one model), "torch" (DDP, one model),
+    # "ensemble" (each worker fits a part, ``combine`` joins them); "" for one node only.
+    data_parallel: str = ""
+    # Rows of a uniform sample of the whole fit part that every worker gets, to agree on
+    # histogram bins (bins found on each shard alone differ, and cost accuracy); 0: none.
+    bin_sample: int = 0
 
     def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
         """Rows before the first one it predicts that it needs (a window of context): 0 when
@@ -195,6 +219,17 @@ class Algorithm(Protocol):
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> FittedModel: ...
 
     def load(self, path: Path, task: str) -> FittedModel: ...
+
+    def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> FittedModel:
+        """One worker's part of a data-parallel fit: ``data.x_train`` is this worker's shard,
+        ``data.x_tune`` the whole tune part. A ``data_parallel`` algorithm implements it."""
+        why = f"{self.name} trains on one node"
+        raise NotImplementedError(why)
+
+    def combine(self, models: Sequence[FittedModel]) -> FittedModel:
+        """One model from the workers' parts (``data_parallel`` "ensemble"); the others
+        return rank 0's model, which the collective training made whole."""
+        return models[0]
 
 
 def importance_from(values: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from trainers.algorithms.base import (
     Algorithm,
     FitOptions,
     Param,
+    Peers,
     TrainData,
     importance_from,
     tuning_score,
@@ -37,6 +38,7 @@ PARAMS: Mapping[str, Param] = {
 }
 
 DEFAULTS = {"n_estimators": 100, "learning_rate": 0.1}
+BIN_SAMPLE = 200_000  # LightGBM's own bin_construct_sample_cnt
 # LightGBM's name of each tuning metric (r2_score ranks trials as l2 does on a fixed tune part).
 EVAL_METRICS = {"mae": "l1", "rmse": "rmse", "mape": "mape", "r2_score": "l2"}
 
@@ -86,6 +88,8 @@ class LightGBM(Algorithm):
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
     scores_rounds = True
+    data_parallel = "lightgbm"
+    bin_sample = BIN_SAMPLE
 
     def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
         rounds, leaves = hyperparameters.get("n_estimators", 100), hyperparameters.get("num_leaves", 31)
@@ -93,12 +97,34 @@ class LightGBM(Algorithm):
             yield "n_estimators", f"n_estimators x num_leaves is {rounds * leaves:,}; at most {MAX_TREE_LEAVES:,} are allowed"
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> LGBMModel:
+        return self._fit(data, hyperparameters, options, {})
+
+    def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> LGBMModel:
+        """LightGBM's data-parallel learner: each worker holds its rows (pre_partition), the
+        histograms are summed over the network, every worker grows the same trees. Every
+        worker has the whole tune part, so early stopping stops all of them at one round.
+        Bin bounds come from the fit part's bin sample (the same on every worker, as on one
+        node), not from each shard."""
+        network = {**peers.network, "tree_learner": "data_parallel", "pre_partition": True} if peers.size > 1 else {}
+        return self._fit(data, hyperparameters, options, network, peers.bins)
+
+    def _fit(
+        self,
+        data: TrainData,
+        hyperparameters: Mapping[str, Any],
+        options: FitOptions,
+        network: Mapping[str, Any],
+        bins: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> LGBMModel:
         import lightgbm as lgb
 
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
+        params.update(network)
         if options.eval_metric:
             params["metric"] = EVAL_METRICS[options.eval_metric]
-        train = lgb.Dataset(data.x_train, data.y_train, feature_name=list(data.feature_names), free_raw_data=True)
+        names = list(data.feature_names)
+        reference = lgb.Dataset(bins[0], bins[1], feature_name=names, params=params) if bins is not None else None
+        train = lgb.Dataset(data.x_train, data.y_train, feature_name=names, free_raw_data=True, reference=reference, params=params)
 
         def report(env: Any) -> None:
             options.on_iteration(env.iteration + 1, env.end_iteration)

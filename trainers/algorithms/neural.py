@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, MAX_WEIGHTS, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, TrainData
+from trainers.algorithms.base import CLASSIFICATION, MAX_WEIGHTS, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, Peers, TrainData
 
 COMMON: Mapping[str, Param] = {
     "dropout": Param(float, 0, 0.9),
@@ -174,6 +174,7 @@ class Neural(Algorithm):
     early_stopping = True
     supports_gpu = True
     minibatch = True
+    data_parallel = "torch"
 
     def __init__(self, kind: str) -> None:
         self.name = kind
@@ -207,7 +208,18 @@ class Neural(Algorithm):
         """An LSTM predicts a row from the ``lookback`` rows ending at it."""
         return int(hyperparameters.get("lookback", DEFAULTS["lstm"]["lookback"])) - 1 if self.kind == "lstm" else 0
 
-    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:  # noqa: PLR0915 - one seeded training loop, read top to bottom
+    def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> NeuralModel:
+        return self._fit(data, hyperparameters, options, Peers(0, 1))
+
+    def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> NeuralModel:
+        """DDP (the process group is set up by the caller, e.g. Ray Train's Torch trainer):
+        each worker runs batch_size / workers rows of each step on its shard and the
+        gradients are averaged, so a step sees batch_size rows as on one node. Inputs are
+        scaled by the whole fit part's statistics; every worker runs the same number of
+        steps and the same early-stopping decision."""
+        return self._fit(data, hyperparameters, options, peers)
+
+    def _fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> NeuralModel:  # noqa: PLR0912, PLR0915 - one seeded training loop, read top to bottom
         import torch
 
         device = "cuda" if options.use_gpu and torch.cuda.is_available() else "cpu"
@@ -215,10 +227,16 @@ class Neural(Algorithm):
         hp = {**DEFAULTS[self.kind], **hyperparameters}
         if options.batch_size:
             hp["batch_size"] = options.batch_size
-        x_mean = data.x_train.mean(axis=0)
-        x_std = np.where(data.x_train.std(axis=0) > 0, data.x_train.std(axis=0), 1.0)
-        y_mean = np.array([data.y_train.mean()]) if options.task == REGRESSION else np.zeros(1)
-        y_std = np.array([data.y_train.std() or 1.0]) if options.task == REGRESSION else np.ones(1)
+        stats = peers.stats or {
+            "x_mean": data.x_train.mean(axis=0),
+            "x_std": data.x_train.std(axis=0),
+            "y_mean": np.array([data.y_train.mean()]),
+            "y_std": np.array([data.y_train.std()]),
+        }
+        x_mean = stats["x_mean"]
+        x_std = np.where(stats["x_std"] > 0, stats["x_std"], 1.0)
+        y_mean = stats["y_mean"] if options.task == REGRESSION else np.zeros(1)
+        y_std = np.array([stats["y_std"][0] or 1.0]) if options.task == REGRESSION else np.ones(1)
         arch = {"inputs": data.x_train.shape[1], "task": options.task, "dropout": float(hp["dropout"])}
         if self.kind == "mlp":
             arch["hidden_sizes"] = [int(s) for s in hp["hidden_sizes"]]
@@ -238,6 +256,11 @@ class Neural(Algorithm):
 
         x_fit = model._inputs(data.x_train)
         y_fit = targets(data.y_train)
+        if model.context_rows and data.train_groups is not None:
+            # Keep the windows whose first and last rows are of one series.
+            groups = data.train_groups
+            within = groups[model.context_rows :] == groups[: len(groups) - model.context_rows]
+            x_fit, y_fit = x_fit[within], y_fit[within]
         x_tune: np.ndarray | None = None
         y_tune: np.ndarray | None = None
         if len(data.y_tune):
@@ -254,19 +277,27 @@ class Neural(Algorithm):
                 return torch.nn.functional.binary_cross_entropy_with_logits(out, y)
             return torch.nn.functional.mse_loss(out, y)
 
+        # Several workers: DDP averages the gradients of each step over the workers.
+        together = peers.size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        net = torch.nn.parallel.DistributedDataParallel(model.net) if together else model.net
         optimiser = torch.optim.Adam(model.net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"]))
-        rng = np.random.default_rng(options.seed)
-        epochs, batch = int(hp["epochs"]), int(hp["batch_size"])
+        rng = np.random.default_rng(options.seed + peers.rank)
+        epochs, batch = int(hp["epochs"]), -(-int(hp["batch_size"]) // peers.size)
+        steps = -(-len(x_fit) // batch)
+        if together:  # every worker runs as many steps as the smallest shard allows
+            count = torch.tensor([steps], dtype=torch.int64)
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+            steps = int(count.item())
         best_loss, best_state, best_epoch, waited = float("inf"), None, None, 0
         xt, yt = torch.from_numpy(x_fit).to(device), torch.from_numpy(y_fit).to(device)
         for epoch in range(1, epochs + 1):
-            model.net.train()
+            net.train()
             order = torch.from_numpy(rng.permutation(len(x_fit))).to(device)
-            for i in range(0, len(order), batch):
+            for i in range(0, steps * batch, batch):
                 idx = order[i : i + batch]
                 xb, yb = xt[idx], yt[idx]
                 optimiser.zero_grad()
-                loss = loss_of(model.net(xb), xb, yb)
+                loss = loss_of(net(xb), xb, yb)
                 loss.backward()
                 optimiser.step()
             options.on_iteration(epoch, epochs)
@@ -275,6 +306,10 @@ class Neural(Algorithm):
                 with torch.no_grad():
                     xv = torch.from_numpy(x_tune).to(device)
                     tune_loss = float(loss_of(model.net(xv), xv, torch.from_numpy(y_tune).to(device)))
+                if together:  # one decision for all: the workers' (equal) losses, averaged
+                    shared = torch.tensor([tune_loss], dtype=torch.float64)
+                    torch.distributed.all_reduce(shared)
+                    tune_loss = float(shared.item()) / peers.size
                 if tune_loss < best_loss:
                     best_loss, best_epoch, waited = tune_loss, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}

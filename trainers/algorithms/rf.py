@@ -3,14 +3,24 @@ skops, and loaded back trusting only scikit-learn's and NumPy's own types (no pi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, REGRESSION, Algorithm, FitOptions, Param, TrainData, importance_from
+from trainers.algorithms.base import (
+    CLASSIFICATION,
+    REGRESSION,
+    Algorithm,
+    FitOptions,
+    FittedModel,
+    Param,
+    Peers,
+    TrainData,
+    importance_from,
+)
 
 PARAMS: Mapping[str, Param] = {
     "n_estimators": Param(int, 1, 10_000),
@@ -65,18 +75,42 @@ class RandomForest(Algorithm):
     library = "sklearn.ensemble"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
+    data_parallel = "ensemble"
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> SklearnModel:
+        return self._fit(data, {**DEFAULTS, **hyperparameters}, options, options.seed)
+
+    def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> SklearnModel:
+        """This worker's batch of trees (n_estimators shared out over the workers), grown on
+        its shard with its own seed; ``combine`` joins the batches into one forest."""
+        hp = {**DEFAULTS, **hyperparameters}
+        total = int(hp["n_estimators"])
+        if total < peers.size:
+            raise ValueError(f"n_estimators {total} is fewer than the {peers.size} workers: each worker grows at least one tree")
+        hp["n_estimators"] = total // peers.size + (1 if peers.rank < total % peers.size else 0)
+        return self._fit(data, hp, options, options.seed + peers.rank)
+
+    def combine(self, models: Sequence[FittedModel]) -> SklearnModel:
+        forests = [m for m in models if isinstance(m, SklearnModel)]
+        first = forests[0]
+        for other in forests[1:]:
+            if first.task == CLASSIFICATION and list(other.model.classes_) != list(first.model.classes_):
+                raise ValueError("a worker's shard lacks one of the label's classes (0 or 1): train on fewer workers")
+        forest = first.model
+        forest.estimators_ = [tree for f in forests for tree in f.model.estimators_]
+        forest.n_estimators = len(forest.estimators_)
+        return SklearnModel(forest, first.task)
+
+    def _fit(self, data: TrainData, hp: dict[str, Any], options: FitOptions, seed: int) -> SklearnModel:
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-        hp = {**DEFAULTS, **hyperparameters}
         for key in ("n_estimators", "max_depth", "min_samples_split", "min_samples_leaf"):
             if hp.get(key) is not None:
                 hp[key] = int(hp[key])
         if isinstance(hp.get("max_features"), float) and hp["max_features"].is_integer() and hp["max_features"] > 1:
             hp["max_features"] = int(hp["max_features"])
         cls = RandomForestClassifier if options.task == CLASSIFICATION else RandomForestRegressor
-        model = cls(**hp, random_state=options.seed, n_jobs=options.num_threads)
+        model = cls(**hp, random_state=seed, n_jobs=options.num_threads)
         model.fit(data.x_train, data.y_train)
         options.on_iteration(1, 1)
         return SklearnModel(model, options.task)

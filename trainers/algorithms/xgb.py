@@ -16,6 +16,7 @@ from trainers.algorithms.base import (
     Algorithm,
     FitOptions,
     Param,
+    Peers,
     TrainData,
     importance_from,
     tuning_score,
@@ -90,6 +91,7 @@ class XGBoost(Algorithm):
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
     scores_rounds = True
+    data_parallel = "xgboost"
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> XGBModel:
         import xgboost as xgb
@@ -118,6 +120,12 @@ class XGBoost(Algorithm):
         )
         best = booster.best_iteration + 1 if stop else None
         return XGBModel(booster, best)
+
+    def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> XGBModel:
+        """Inside XGBoost's collective (Ray Train's XGBoost trainer opens it): each worker
+        holds its rows, histograms and the tune metric are all-reduced, every worker grows
+        the same trees."""
+        return self.fit(data, hyperparameters, options)
 
     def load(self, path: Path, task: str) -> XGBModel:
         import xgboost as xgb

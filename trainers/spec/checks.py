@@ -266,8 +266,10 @@ def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
     if distributed is not None and not isinstance(distributed, bool):
         yield Violation("distributed", "must be true or false")
     elif distributed:
-        if not malformed:
-            yield Violation("distributed", _not_available("distributed training"))
+        algorithm = read.algorithm
+        if algorithm is not None and not algorithm.data_parallel:
+            users = ", ".join(algorithms.with_trait("data_parallel"))
+            yield Violation("distributed", f"{algorithm.name} trains on one node; distributed training applies to {users}")
     elif isinstance(config.get("ray_config"), Mapping) and set(config["ray_config"]) - {"use_gpu"}:
         yield Violation("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true")
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from trainers.spec.resources import WorkerRequest, worker_request
 from trainers.spec.tuning import Tuning
 
 
@@ -69,6 +70,7 @@ class TrainingSpec:
     label_column: str | None = None
     backtest: tuple[int, int] | None = None  # (folds, horizon hours)
     tuning: Tuning | None = None  # a hyperparameter search before training
+    workers: WorkerRequest | None = None  # distributed: data-parallel training on these Ray workers
 
     @cached_property
     def lags(self) -> Mapping[str, tuple[str, int]]:
@@ -113,7 +115,10 @@ class TrainingSpec:
         options = {k: v for k, v in (("batch_size", self.batch_size), ("use_sample", self.use_sample)) if v is not None}
         if options:
             out["training_options"] = options
-        if self.use_gpu:
+        if self.workers:
+            out["distributed"] = True
+            out["ray_config"] = self.workers.to_dict()
+        elif self.use_gpu:
             out["ray_config"] = {"use_gpu": True}
         if self.label_column:
             out["label_column"] = self.label_column
@@ -155,6 +160,7 @@ class TrainingSpec:
             label_column=config.get("label_column") or None,
             backtest=(backtest["folds"], backtest["horizon_hours"]) if backtest else None,
             tuning=Tuning.from_dict(config["tuning"]) if config.get("tuning") else None,
+            workers=worker_request(config),
         )
 
 

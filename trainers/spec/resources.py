@@ -52,6 +52,22 @@ class WorkerRequest:
             parts.append(f"{self.gpus:g} GPU")
         return f"{self.workers} workers x ({', '.join(parts)})"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical ``ray_config``: every field written in, memory in the largest unit
+        that states it exactly ("4GB", "1536MB")."""
+        out: dict[str, Any] = {"num_workers": self.workers, "cpus_per_worker": self.cpus}
+        if self.memory:
+            out["memory_per_worker"] = format_memory(self.memory)
+        out["use_gpu"] = bool(self.gpus)
+        return out
+
+
+def format_memory(size: int) -> str:
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size}B"
+
 
 def ray_config_violations(config: Mapping[str, Any]) -> Iterator[Violation]:
     """Each malformed ``ray_config`` field, by path."""

@@ -1,0 +1,226 @@
+"""Data-parallel training on the Ray cluster: trainers.ports.Distributor over Ray Train.
+
+The job's attempt (a Ray task) cuts the fit part into shards (trainers.distributed.plan)
+and puts each shard into Ray's object store once; worker ``r`` fetches only shard ``r``,
+so no worker receives the whole frame. The trainer is the one the algorithm's
+``data_parallel`` names: Ray Train's LightGBM trainer (it sets up LightGBM's network),
+its XGBoost trainer (XGBoost's collective), its Torch trainer (a gloo or NCCL process
+group for DDP), or the plain data-parallel trainer for an ensemble (each worker grows a
+batch of trees). Workers are spread over the nodes (placement SPREAD) with the CPUs,
+memory and GPUs of the job's ``ray_config``.
+
+A small actor (``_Run``, no CPU) runs the Ray Train controller and hears the workers: where
+each one runs and how far the first one is. The attempt polls it, so progress, placement
+and cancellation work as for a single-node job: when the attempt stops (cancelled, or an
+error), it kills that actor, and the controller and its workers, which it owns, end
+with it. Rank 0 saves the model (every rank its part, for an ensemble) as a Ray Train
+checkpoint under the artifact root (shared by every node, as the model registry needs);
+the attempt loads it, joins the parts, and removes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainers import algorithms
+from trainers.algorithms import FittedModel
+from trainers.distributed import Shard, WorkerPlan, fit_worker
+from trainers.errors import TrainingError
+from trainers.ports import Reporter
+from trainers.spec import WorkerRequest
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+PROGRESS_EVERY = 0.25  # seconds between two progress messages of the first worker
+
+
+class DistributedTrainingFailed(TrainingError):
+    """A worker failed or was lost; another attempt may run on what is left of the cluster."""
+
+    reason = "TrainingError"
+    retryable = True
+
+
+def _worker_loop(config: Mapping[str, Any]) -> None:
+    """What each Ray Train worker runs."""
+    import ray
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    run = config["run"]
+    context = ray.get_runtime_context()
+    run.placed.remote(rank, context.get_node_id(), ray.util.get_node_ip_address())
+    plan: WorkerPlan = ray.get(config["plan"])
+    shard: Shard = ray.get(config["shards"][rank])  # this worker's rows only
+    network: dict[str, Any] = {}
+    if config["backend"] == "lightgbm":
+        from ray.train.lightgbm import get_network_params
+
+        network = get_network_params()
+    last = 0.0
+
+    def on_iteration(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY or done >= total:
+            last = now
+            run.progress.remote(done, total)
+
+    model = fit_worker(plan, shard, rank=rank, network=network, on_iteration=on_iteration)
+    keep = rank == 0 or config["backend"] == "ensemble"
+    with tempfile.TemporaryDirectory() as folder:
+        if keep:
+            part = Path(folder) / f"worker-{rank}"
+            part.mkdir()
+            model.save(part)
+        metrics = {"best_iteration": model.best_iteration or 0, "device": str(getattr(model, "device", "cpu"))}
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if keep else None)
+
+
+def _trainer(backend: str, config: dict[str, Any], scaling: Any, run_config: Any) -> Any:
+    if backend == "lightgbm":
+        from ray.train.lightgbm import LightGBMTrainer
+
+        return LightGBMTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+    if backend == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer
+
+        return XGBoostTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+    if backend == "torch":
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        torch_config = TorchConfig(backend="nccl" if scaling.use_gpu else "gloo")
+        return TorchTrainer(
+            _worker_loop, train_loop_config=config, torch_config=torch_config, scaling_config=scaling, run_config=run_config
+        )
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    return DataParallelTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+
+
+class _Run:
+    """Runs one Ray Train fit (in one thread) and hears its workers (in the others)."""
+
+    def __init__(self) -> None:
+        self.where: dict[int, tuple[str, str]] = {}
+        self.iteration = (0, 0)
+
+    def placed(self, rank: int, node_id: str, address: str) -> None:
+        self.where[rank] = (node_id, address)
+
+    def progress(self, done: int, total: int) -> None:
+        self.iteration = (done, total)
+
+    def state(self) -> tuple[dict[int, tuple[str, str]], tuple[int, int]]:
+        return dict(self.where), self.iteration
+
+    def fit(self, backend: str, config: dict[str, Any], request: WorkerRequest, storage: str, name: str) -> tuple[str, dict[str, Any]]:
+        import ray
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+
+        resources: dict[str, float] = {"CPU": request.cpus}
+        if request.memory:
+            resources["memory"] = float(request.memory)
+        if request.gpus:
+            resources["GPU"] = request.gpus
+        scaling = ScalingConfig(
+            num_workers=request.workers, use_gpu=bool(request.gpus), resources_per_worker=resources, placement_strategy="SPREAD"
+        )
+        run_config = RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0))
+        config = {**config, "run": ray.get_runtime_context().current_actor, "backend": backend}
+        result = _trainer(backend, config, scaling, run_config).fit()
+        if result.checkpoint is None:
+            raise RuntimeError("the workers reported no model")
+        return result.checkpoint.path, dict(result.metrics or {})
+
+
+def _failure(exc: BaseException) -> TrainingError:
+    """What the job's error says when Ray Train gave up: the first worker's own error, or
+    that a worker (its process or its node) was lost."""
+    import ray
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank, error in sorted(failures.items()):
+        cause = getattr(error, "cause", None) or error
+        if isinstance(cause, TrainingError):
+            return cause
+        if isinstance(cause, ray.exceptions.RayActorError | ray.exceptions.ActorDiedError | ray.exceptions.NodeDiedError):
+            return DistributedTrainingFailed(f"training worker {rank} was lost (its process or node died): {type(cause).__name__}")
+        text = str(cause).strip().splitlines()
+        return DistributedTrainingFailed(f"training worker {rank} failed: {type(cause).__name__}: {text[-1] if text else ''}"[:500])
+    return DistributedTrainingFailed(f"distributed training failed: {type(exc).__name__}: {str(exc).strip()[:300]}")
+
+
+@dataclass(frozen=True)
+class RayDistributor:
+    """trainers.ports.Distributor on the Ray cluster, for one attempt."""
+
+    request: WorkerRequest
+    storage: Path  # where workers leave their checkpoints: on storage every node shares
+    name: str  # the run's name: unique per attempt
+
+    def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
+        import ray
+
+        algorithm = algorithms.get(plan.algorithm)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        config = {"plan": ray.put(plan), "shards": [ray.put(shard) for shard in shards]}
+        run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, name=None).remote()
+        pending = run.fit.remote(algorithm.data_parallel, config, self.request, str(self.storage), self.name)
+        placed = False
+        try:
+            while True:
+                ready, _ = ray.wait([pending], timeout=POLL_SECONDS)
+                where, (done, total) = ray.get(run.state.remote(), timeout=60)
+                if total:
+                    on_iteration(done, total)
+                if not placed and len(where) == len(shards):
+                    placed = True
+                    reporter.log("INFO", _placement(where))
+                if ready:
+                    break
+            try:
+                path, metrics = ray.get(pending)
+            except ray.exceptions.RayTaskError as exc:
+                raise _failure(getattr(exc, "cause", None) or exc) from None
+        finally:
+            ray.kill(run)  # the Ray Train controller and its workers end with it
+        if self.request.gpus and metrics.get("device") != "cuda":
+            reporter.log("WARNING", "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
+        try:
+            return _load(algorithm, Path(path), plan, metrics)
+        finally:
+            shutil.rmtree(self.storage / self.name, ignore_errors=True)
+
+
+def _placement(where: Mapping[int, tuple[str, str]]) -> str:
+    nodes: dict[str, list[int]] = {}
+    for rank, (node_id, _) in sorted(where.items()):
+        nodes.setdefault(node_id, []).append(rank)
+    addresses = dict(where.values())
+    described = "; ".join(
+        f"node {node_id[:12]} ({addresses[node_id]}): workers {', '.join(map(str, ranks))}" for node_id, ranks in nodes.items()
+    )
+    return f"training: {len(where)} workers on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {described}"
+
+
+def _load(algorithm: algorithms.Algorithm, folder: Path, plan: WorkerPlan, metrics: Mapping[str, Any]) -> FittedModel:
+    task = plan.options.task
+    parts = []
+    for part in sorted(folder.glob("worker-*"), key=lambda p: int(p.name.split("-")[1])):
+        files = [f for f in part.iterdir() if f.is_file()]
+        parts.append(algorithm.load(files[0], task))
+    if not parts:
+        raise DistributedTrainingFailed("the workers' checkpoint holds no model")
+    model = algorithm.combine(parts)
+    best = int(metrics.get("best_iteration") or 0)
+    if best and hasattr(model, "best_iteration"):
+        model.best_iteration = best  # type: ignore[misc]
+    return model
