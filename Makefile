@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test protos lint bench clean-data
+.PHONY: install run test test-cluster protos lint bench clean-data
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -22,8 +22,13 @@ run: install
 
 # The suite runs in a private network namespace (server/isolation.py): distributed training
 # and the local multi-node Ray cluster open sockets on every interface, which is loopback there.
+# tests/cluster runs in a second pytest process (a Ray driver joins one cluster per process).
 test: install
-	$(PY) -m server.isolation -- $(PY) -m pytest -q
+	$(PY) -m server.isolation -- sh -c '$(PY) -m pytest -q && AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster'
+
+# Only the multi-node cluster tests (a head and a second node started with `ray start`).
+test-cluster: install
+	$(PY) -m server.isolation -- env AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
 
 # Regenerate client/_gen (stubs and Envoy's descriptor set) from protos/ (commit the result).
 protos: install

@@ -1,17 +1,29 @@
 """Entry point: `python -m server [--seed-demo]`. Reads the environment (the only place
 that does), starts embedded PostgreSQL when DATABASE_URL is unset, a local Ray when
-RAY_ADDRESS is unset, serves gRPC, and runs Envoy for REST, until interrupted."""
+RAY_ADDRESS is unset, serves gRPC, and runs Envoy for REST, until interrupted.
+
+When it starts both PostgreSQL and Ray itself (and AIHUB_ISOLATE is on), the backend (they
+and the gRPC server) runs as a child in a private network namespace (server/isolation.py):
+Ray and the collective libraries of distributed training listen on every interface, which
+there is only loopback. This process then runs only Envoy, on the host's loopback: REST on
+AIHUB_HTTP_PORT and gRPC on AIHUB_GRPC_PORT, both passed to the backend over a Unix socket.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 from pydantic import ValidationError
 
-from server import observability
+from server import isolation, observability
 from server.api.app import App
 from server.settings import Settings
 
@@ -43,9 +55,10 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    rest = f", REST on {envoy.url}" if envoy else ""
-    mode = "authentication OFF (loopback only; AIHUB_AUTH=required to turn it on)" if settings.auth == "off" else "API keys required"
-    print(f"AI Hub Training: gRPC on {settings.grpc_host}:{app.port}{rest}; {mode}. Ctrl-C to stop.", flush=True)
+    if settings.grpc_unix_socket is not None:
+        print(f"AI Hub Training backend ready on {settings.grpc_unix_socket} (in its own network namespace)", flush=True)
+    else:
+        _banner(settings, f"{settings.grpc_host}:{app.port}", envoy.url if envoy else None)
     await stop.wait()
     log.info("stopping")
     if envoy is not None:
@@ -55,6 +68,81 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         app.executor.stop()
     if pg is not None:
         pg.stop()
+
+
+def _banner(settings: Settings, grpc: str, rest_url: str | None) -> None:
+    rest = f", REST on {rest_url}" if rest_url else ""
+    mode = "authentication OFF (loopback only; AIHUB_AUTH=required to turn it on)" if settings.auth == "off" else "API keys required"
+    print(f"AI Hub Training: gRPC on {grpc}{rest}; {mode}. Ctrl-C to stop.", flush=True)
+
+
+def _isolated_backend(settings: Settings) -> bool:
+    """Whether to run the backend in a private network namespace: this server starts
+    PostgreSQL and Ray itself, is not in such a namespace already, and may."""
+    return settings.isolate and settings.database_url is None and settings.ray_address is None and not isolation.isolated()
+
+
+def front(settings: Settings, argv: list[str]) -> int:
+    """Run the backend isolated (a child), and Envoy here in front of it; returns the exit
+    code. Ctrl-C or SIGTERM stops both."""
+    from server.api.envoy import Envoy
+
+    run_dir = (settings.data_dir / "run").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sock = run_dir / "grpc.sock"
+    sock.unlink(missing_ok=True)
+    env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_REST": "false"}
+    command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
+    child = subprocess.Popen(command, env=env)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    while not _accepts(sock):
+        if child.poll() is not None:
+            return child.returncode or 1
+        if stop:
+            return child.wait()
+        time.sleep(0.2)
+    envoy = Envoy(
+        grpc_port=0,
+        http_port=settings.http_port,
+        http_host=settings.http_host,
+        grpc_unix=str(sock),
+        grpc_listen=(settings.grpc_host, settings.grpc_port),
+        rest=settings.rest,
+    )
+    try:
+        envoy.start()
+        _banner(settings, f"{settings.grpc_host}:{settings.grpc_port}", envoy.url if settings.rest else None)
+        print("  (PostgreSQL, Ray and the gRPC server run in a private network namespace; Envoy is their only way in)", flush=True)
+        while child.poll() is None:
+            time.sleep(0.5)
+    finally:
+        envoy.stop()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if stop else (child.returncode or 0)
+
+
+def _accepts(path: os.PathLike[str] | str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(str(path))
+        return True
+    except OSError:
+        return False
 
 
 def main() -> None:
@@ -67,6 +155,13 @@ def main() -> None:
         problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise SystemExit(f"python -m server: invalid settings: {problems}") from None
     observability.configure(settings.log_format, settings.log_level)
+    if _isolated_backend(settings):
+        raise SystemExit(front(settings, sys.argv[1:]))
+    if settings.local_ray_nodes > 1 and not isolation.isolated():
+        raise SystemExit(
+            "python -m server: AIHUB_LOCAL_RAY_NODES > 1 needs the backend in a private network namespace "
+            "(leave DATABASE_URL, RAY_ADDRESS and AIHUB_ISOLATE unset)"
+        )
     asyncio.run(serve(settings, seed_demo=args.seed_demo))
 
 

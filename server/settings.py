@@ -34,9 +34,22 @@ class Settings(BaseSettings):
     rest: bool = Field(default=True, description="Start Envoy (REST via gRPC-JSON transcoding) next to the gRPC server.")
     http_host: str = Field(default="127.0.0.1", description="REST listen address (Envoy).")
     http_port: int = Field(default=8000, ge=1, le=65535, description="REST port (Envoy); the guide's API_URL.")
-    max_concurrent_jobs: int = Field(default=0, ge=0, description="0: as many as the Ray cluster's CPUs allow.")
+    max_concurrent_jobs: int = Field(
+        default=0, ge=0, description="A cap on running jobs; 0: as many as the cluster's free resources allow."
+    )
     job_cpus: int = Field(default=1, ge=1, description="CPUs (and LightGBM threads) for one job.")
     local_ray_cpus: int = Field(default=0, ge=0, description="CPUs of the local Ray; 0: all of this machine's.")
+    local_ray_nodes: int = Field(
+        default=1, ge=1, le=8, description="Nodes of the local Ray: 2 or more start a local multi-node cluster (CPUs shared out)."
+    )
+    isolate: bool = Field(
+        default=True,
+        description="When this server starts PostgreSQL and Ray itself, run them and the gRPC server in a private "
+        "network namespace (only Envoy outside), since Ray and distributed training listen on every interface.",
+    )
+    grpc_unix_socket: Path | None = Field(
+        default=None, description="Also serve gRPC on this Unix socket (set by python -m server for its isolated backend)."
+    )
     poll_interval_seconds: float = Field(default=2.0, gt=0, description="Backstop queue poll; NOTIFY wakes at once.")
     lease_seconds: float = Field(default=30.0, gt=0, description="A running job's lease; renewed every third of it.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Automatic retries of a job whose failure may pass.")

@@ -30,10 +30,10 @@ MARK_MISSING_NODES_DEAD = sa.text(
 # upsert_node: one node's current view. Index: worker_nodes primary key.
 UPSERT_NODE = sa.text(
     """
-    INSERT INTO worker_nodes (node_id, cluster_id, address, status, resources, updated_at)
-    VALUES (:node_id, :cluster_id, :address, :status, CAST(:res AS jsonb), clock_timestamp())
+    INSERT INTO worker_nodes (node_id, cluster_id, address, status, resources, in_use, updated_at)
+    VALUES (:node_id, :cluster_id, :address, :status, CAST(:res AS jsonb), CAST(:in_use AS jsonb), clock_timestamp())
     ON CONFLICT (node_id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, address = EXCLUDED.address,
-        status = EXCLUDED.status, resources = EXCLUDED.resources, updated_at = EXCLUDED.updated_at
+        status = EXCLUDED.status, resources = EXCLUDED.resources, in_use = EXCLUDED.in_use, updated_at = EXCLUDED.updated_at
     """
 )
 
@@ -64,6 +64,7 @@ async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
             "address": node.address,
             "status": node.status,
             "res": json.dumps(dict(node.resources)),
+            "in_use": json.dumps(dict(node.in_use)),
         }
         await conn.execute(UPSERT_NODE, params)
 

@@ -234,11 +234,12 @@ class WorkerNode:
     node_id: str
     address: str
     status: str
-    resources: Mapping[str, float]
+    resources: Mapping[str, float]  # totals
+    in_use: Mapping[str, float] = field(default_factory=dict)  # of the totals, held by tasks and actors now
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Self:
-        return cls(row["node_id"], row["address"], row["status"], json_value(row["resources"]))
+        return cls(row["node_id"], row["address"], row["status"], json_value(row["resources"]), json_value(row["in_use"]))
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ worker_nodes = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("resources", JSONB, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("in_use", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
 )
 
 # A tenant's quotas (admin-managed; a row is made with the defaults on first use).

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "aihub_template"
 _counter = itertools.count()
 
+# The multi-node cluster tests run in their own pytest process, inside a private network
+# namespace (`make test`, `make test-cluster`): a Ray driver joins one cluster per process.
+collect_ignore = [] if os.environ.get("AIHUB_CLUSTER_TESTS") == "1" else ["cluster"]
+
 QUICK_START_CONFIG = {
     "model_type": "forecast",
     "algorithm": "lgbm",

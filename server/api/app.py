@@ -84,7 +84,7 @@ class App:
         self.events = EventHub(db.asyncpg_dsn(self.database_url))
         await self.events.start()
         if self.executor is None:
-            self.executor = RayExecutor(s.ray_address, job_cpus=s.job_cpus, local_cpus=s.local_ray_cpus)
+            self.executor = RayExecutor(s.ray_address, job_cpus=s.job_cpus, local_cpus=s.local_ray_cpus, local_nodes=s.local_ray_nodes)
         await asyncio.to_thread(self.executor.start)
         s.artifacts.mkdir(parents=True, exist_ok=True)
         artifacts = ArtifactStore(s.artifacts)
@@ -140,6 +140,9 @@ class App:
             pool=_MethodAwarePool(descriptor_pool.Default()),
         )
         self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if s.grpc_unix_socket is not None:
+            s.grpc_unix_socket.unlink(missing_ok=True)
+            server.add_insecure_port(f"unix:{s.grpc_unix_socket}")
         await server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -282,7 +282,10 @@ def cluster_to_pb(cluster: records.RayCluster) -> pb.RayCluster:
         address=cluster.address,
         resources=dict(cluster.resources),
         available_resources=dict(cluster.available_resources),
-        nodes=[pb.WorkerNode(node_id=n.node_id, address=n.address, status=n.status, resources=dict(n.resources)) for n in cluster.nodes],
+        nodes=[
+            pb.WorkerNode(node_id=n.node_id, address=n.address, status=n.status, resources=dict(n.resources), in_use=dict(n.in_use))
+            for n in cluster.nodes
+        ],
     )
 
 
@@ -305,9 +308,10 @@ def health_to_pb(
     if cluster is not None:
         cpus = cluster.resources.get("CPU", 0)
         detail = f"{cluster.num_workers} node(s), {cpus:g} CPUs"
-        out.ray.CopyFrom(pb.ComponentHealth(status="ok" if cluster.num_workers else "unavailable", detail=detail))
+        out.ray.CopyFrom(pb.ComponentHealth(status="ok" if cluster.num_workers else "down", detail=detail))
     else:
-        out.ray.CopyFrom(pb.ComponentHealth(status="unavailable", detail=ray_error or ""))
+        why = f"Ray cluster DOWN: {ray_error or 'unreachable'}; jobs wait PENDING until it is back"
+        out.ray.CopyFrom(pb.ComponentHealth(status="down", detail=why))
     out.status = "ok" if out.database.status == out.ray.status == "ok" else "degraded"
     return out
 

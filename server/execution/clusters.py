@@ -84,7 +84,7 @@ class ClusterMonitor:
         except Exception as exc:  # noqa: BLE001 - Ray down: show it as such
             log.warning("Ray unavailable: %s", exc)
             address = self.executor.address or "local"
-            cluster = RayCluster(self.executor.cluster_id, address, "UNAVAILABLE", 0, {}, {}, ())
+            cluster = RayCluster(self.executor.cluster_id, address, "DOWN", 0, {}, {}, ())
         async with db.transaction(self.engine) as conn:
             await clusters.upsert(conn, cluster)
             return await clusters.list_clusters(conn)

@@ -20,6 +20,7 @@ the attempt loads it, joins the parts, and removes the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from typing import Any
 
 from trainers import algorithms
 from trainers.algorithms import FittedModel
+from trainers.algorithms.base import ENSEMBLE, LIGHTGBM_NETWORK, TORCH_DDP, XGBOOST_COLLECTIVE
 from trainers.distributed import Shard, WorkerPlan, fit_worker
 from trainers.errors import TrainingError
 from trainers.ports import Reporter
@@ -56,11 +58,11 @@ def _worker_loop(config: Mapping[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     run = config["run"]
     context = ray.get_runtime_context()
-    run.placed.remote(rank, context.get_node_id(), ray.util.get_node_ip_address())
+    run.placed.remote(rank, context.get_node_id(), ray.util.get_node_ip_address(), ray.util.get_current_placement_group())
     plan: WorkerPlan = ray.get(config["plan"])
     shard: Shard = ray.get(config["shards"][rank])  # this worker's rows only
     network: dict[str, Any] = {}
-    if config["backend"] == "lightgbm":
+    if config["backend"] == LIGHTGBM_NETWORK:
         from ray.train.lightgbm import get_network_params
 
         network = get_network_params()
@@ -74,7 +76,7 @@ def _worker_loop(config: Mapping[str, Any]) -> None:
             run.progress.remote(done, total)
 
     model = fit_worker(plan, shard, rank=rank, network=network, on_iteration=on_iteration)
-    keep = rank == 0 or config["backend"] == "ensemble"
+    keep = rank == 0 or config["backend"] == ENSEMBLE
     with tempfile.TemporaryDirectory() as folder:
         if keep:
             part = Path(folder) / f"worker-{rank}"
@@ -85,15 +87,15 @@ def _worker_loop(config: Mapping[str, Any]) -> None:
 
 
 def _trainer(backend: str, config: dict[str, Any], scaling: Any, run_config: Any) -> Any:
-    if backend == "lightgbm":
+    if backend == LIGHTGBM_NETWORK:
         from ray.train.lightgbm import LightGBMTrainer
 
         return LightGBMTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
-    if backend == "xgboost":
+    if backend == XGBOOST_COLLECTIVE:
         from ray.train.xgboost import XGBoostTrainer
 
         return XGBoostTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
-    if backend == "torch":
+    if backend == TORCH_DDP:
         from ray.train.torch import TorchConfig, TorchTrainer
 
         torch_config = TorchConfig(backend="nccl" if scaling.use_gpu else "gloo")
@@ -111,9 +113,14 @@ class _Run:
     def __init__(self) -> None:
         self.where: dict[int, tuple[str, str]] = {}
         self.iteration = (0, 0)
+        self.group: Any = None  # the workers' placement group
 
-    def placed(self, rank: int, node_id: str, address: str) -> None:
+    def placed(self, rank: int, node_id: str, address: str, group: Any) -> None:
         self.where[rank] = (node_id, address)
+        self.group = group
+
+    def placement_group(self) -> Any:
+        return self.group
 
     def progress(self, done: int, total: int) -> None:
         self.iteration = (done, total)
@@ -146,6 +153,8 @@ def _failure(exc: BaseException) -> TrainingError:
     that a worker (its process or its node) was lost."""
     import ray
 
+    if isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.NodeDiedError | ray.exceptions.GetTimeoutError):
+        return DistributedTrainingFailed(f"the distributed run was lost (its process or node died): {type(exc).__name__}")
     failures = getattr(exc, "worker_failures", None) or {}
     for rank, error in sorted(failures.items()):
         cause = getattr(error, "cause", None) or error
@@ -172,7 +181,11 @@ class RayDistributor:
         algorithm = algorithms.get(plan.algorithm)
         self.storage.mkdir(parents=True, exist_ok=True)
         config = {"plan": ray.put(plan), "shards": [ray.put(shard) for shard in shards]}
-        run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, name=None).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On this node: the run lives and dies with the attempt that drives it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, scheduling_strategy=here).remote()
         pending = run.fit.remote(algorithm.data_parallel, config, self.request, str(self.storage), self.name)
         placed = False
         try:
@@ -186,18 +199,36 @@ class RayDistributor:
                     reporter.log("INFO", _placement(where))
                 if ready:
                     break
-            try:
-                path, metrics = ray.get(pending)
-            except ray.exceptions.RayTaskError as exc:
-                raise _failure(getattr(exc, "cause", None) or exc) from None
+            path, metrics = ray.get(pending)
+        except ray.exceptions.RayTaskError as exc:
+            raise _failure(getattr(exc, "cause", None) or exc) from None
+        except ray.exceptions.RayError as exc:  # the run's actor itself was lost, or timed out
+            raise _failure(exc) from None
         finally:
-            ray.kill(run)  # the Ray Train controller and its workers end with it
+            _end(run)
         if self.request.gpus and metrics.get("device") != "cuda":
             reporter.log("WARNING", "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
         try:
             return _load(algorithm, Path(path), plan, metrics)
         finally:
             shutil.rmtree(self.storage / self.name, ignore_errors=True)
+
+
+def _end(run: Any) -> None:
+    """End the run: its actor (the Ray Train controller and workers it owns end with it), and
+    the workers' placement group, which Ray Train's own cleaner may not remove (it asks the
+    state API, which needs the dashboard)."""
+    import ray
+
+    group = None
+    with contextlib.suppress(ray.exceptions.RayError):
+        group = ray.get(run.placement_group.remote(), timeout=10)
+    ray.kill(run)
+    if group is not None:
+        try:
+            ray.util.remove_placement_group(group)
+        except Exception:  # noqa: BLE001 - already removed by Ray Train
+            log.debug("placement group already removed")
 
 
 def _placement(where: Mapping[int, tuple[str, str]]) -> str:

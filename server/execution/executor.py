@@ -7,8 +7,10 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from server.execution.local_cluster import LocalCluster, NodeSpec
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
@@ -25,11 +27,13 @@ class RayExecutor:
     job_cpus: int = 1
     local_cpus: int = 0
     temp_dir: str | None = None
+    local_nodes: int = 1  # > 1: a local multi-node cluster (server/execution/local_cluster.py)
 
     def __post_init__(self) -> None:
         self._remote: Any = None  # the Ray remote functions, once started
         self._evaluate: Any = None
         self._started_ray = False
+        self._cluster: LocalCluster | None = None
 
     def start(self) -> None:
         """Connect to (or start) Ray. Blocking; call from a thread at start-up."""
@@ -37,12 +41,16 @@ class RayExecutor:
             # A local Ray binds its servers to 127.0.0.1 only when Ray believes it is not
             # a cluster node (else it resolves localhost to the machine's public address).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        address = self.address
+        if address is None and self.local_nodes > 1 and self._cluster is None:
+            address = self._start_local_cluster()  # before Ray is imported: it reads RAY_AUTH_MODE then
         import ray
 
         if not ray.is_initialized():
             kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            if self.address:
-                kwargs["address"] = self.address
+            if address:
+                kwargs["address"] = address
+                self._started_ray = self._cluster is not None
             else:
                 if self.local_cpus:
                     kwargs["num_cpus"] = self.local_cpus
@@ -53,11 +61,24 @@ class RayExecutor:
         self._remote = ray.remote(run_attempt)
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
+    def _start_local_cluster(self) -> str:
+        cpus = self.local_cpus or os.cpu_count() or 1
+        per_node = max(1, cpus // self.local_nodes)
+        temp_dir = Path(self.temp_dir or f"/tmp/aihub-ray-{os.getpid()}")  # noqa: S108 - short: Ray's socket paths are limited to 107 bytes
+        nodes = [NodeSpec(per_node, {f"node_{i + 1}": 1.0}) for i in range(self.local_nodes)]
+        self._cluster = LocalCluster(temp_dir, nodes)
+        self._cluster.start()
+        log.info("local Ray cluster of %d nodes (%d CPUs each) at %s", self.local_nodes, per_node, self._cluster.address)
+        return self._cluster.address
+
     def stop(self) -> None:
         import ray
 
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
 
     @property
     def cluster_id(self) -> str:
@@ -130,18 +151,23 @@ class RayExecutor:
 
     def cluster(self) -> RayCluster:
         import ray
+        from ray._private.state import available_resources_per_node
 
+        free = available_resources_per_node()  # alive nodes only
         nodes = []
         for n in ray.nodes():
             resources = {k: float(v) for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
-            nodes.append(WorkerNode(n["NodeID"], n.get("NodeManagerAddress", ""), "ALIVE" if n.get("Alive") else "DEAD", resources))
+            up = bool(n.get("Alive"))
+            left = free.get(n["NodeID"], {}) if up else {}
+            in_use = {k: max(0.0, v - float(left.get(k, 0.0))) for k, v in resources.items() if k in RESOURCE_KINDS} if up else {}
+            nodes.append(WorkerNode(n["NodeID"], n.get("NodeManagerAddress", ""), "ALIVE" if up else "DEAD", resources, in_use))
         total = {k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
         available = {k: float(v) for k, v in ray.available_resources().items() if not k.startswith("node:")}
         alive = sum(1 for n in nodes if n.status == "ALIVE")
         return RayCluster(
             cluster_id=self.cluster_id,
             address=self.address or "local",
-            status="RUNNING" if alive else "UNAVAILABLE",
+            status="RUNNING" if alive else "DOWN",
             num_workers=alive,
             resources=total,
             available_resources=available,

@@ -151,6 +151,9 @@ class FitOptions:
 
 
 SCORE_EVERY = 10  # rounds between two on_score reports
+# The ways of data-parallel training (Algorithm.data_parallel).
+LIGHTGBM_NETWORK, XGBOOST_COLLECTIVE, TORCH_DDP, ENSEMBLE = "lightgbm network", "xgboost collective", "torch DDP", "ensemble"
+DATA_PARALLEL = (LIGHTGBM_NETWORK, XGBOOST_COLLECTIVE, TORCH_DDP, ENSEMBLE)
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,10 @@ class Algorithm(Protocol):
     supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
     minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)
     scores_rounds: bool = False  # reports its tune score as it trains (FitOptions.on_score): a search can stop it early
-    # How it trains on several workers (distributed=true): "lightgbm" or "xgboost" (the
-    # library's own data-parallel boosting, one model), "torch" (DDP, one model),
-    # "ensemble" (each worker fits a part, ``combine`` joins them); "" for one node only.
+    # How it trains on several workers (distributed=true), one of DATA_PARALLEL: the
+    # library's own data-parallel boosting (LIGHTGBM_NETWORK, XGBOOST_COLLECTIVE: one model),
+    # TORCH_DDP (one model), ENSEMBLE (each worker fits a part, ``combine`` joins them);
+    # "" for one node only.
     data_parallel: str = ""
     # Rows of a uniform sample of the whole fit part that every worker gets, to agree on
     # histogram bins (bins found on each shard alone differ, and cost accuracy); 0: none.
@@ -227,7 +231,7 @@ class Algorithm(Protocol):
         raise NotImplementedError(why)
 
     def combine(self, models: Sequence[FittedModel]) -> FittedModel:
-        """One model from the workers' parts (``data_parallel`` "ensemble"); the others
+        """One model from the workers' parts (``data_parallel`` ENSEMBLE); the others
         return rank 0's model, which the collective training made whole."""
         return models[0]
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from trainers.algorithms.base import (
     CLASSIFICATION,
+    LIGHTGBM_NETWORK,
     MAX_TREE_LEAVES,
     REGRESSION,
     SCORE_EVERY,
@@ -88,7 +89,7 @@ class LightGBM(Algorithm):
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
     scores_rounds = True
-    data_parallel = "lightgbm"
+    data_parallel = LIGHTGBM_NETWORK
     bin_sample = BIN_SAMPLE
 
     def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:

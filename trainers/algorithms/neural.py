@@ -26,7 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from trainers.algorithms.base import CLASSIFICATION, MAX_WEIGHTS, RECONSTRUCTION, REGRESSION, Algorithm, FitOptions, Param, Peers, TrainData
+from trainers.algorithms.base import (
+    CLASSIFICATION,
+    MAX_WEIGHTS,
+    RECONSTRUCTION,
+    REGRESSION,
+    TORCH_DDP,
+    Algorithm,
+    FitOptions,
+    Param,
+    Peers,
+    TrainData,
+)
 
 COMMON: Mapping[str, Param] = {
     "dropout": Param(float, 0, 0.9),
@@ -174,7 +185,7 @@ class Neural(Algorithm):
     early_stopping = True
     supports_gpu = True
     minibatch = True
-    data_parallel = "torch"
+    data_parallel = TORCH_DDP
 
     def __init__(self, kind: str) -> None:
         self.name = kind

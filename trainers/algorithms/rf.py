@@ -12,6 +12,7 @@ import numpy as np
 
 from trainers.algorithms.base import (
     CLASSIFICATION,
+    ENSEMBLE,
     REGRESSION,
     Algorithm,
     FitOptions,
@@ -75,7 +76,7 @@ class RandomForest(Algorithm):
     library = "sklearn.ensemble"
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
-    data_parallel = "ensemble"
+    data_parallel = ENSEMBLE
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> SklearnModel:
         return self._fit(data, {**DEFAULTS, **hyperparameters}, options, options.seed)

@@ -13,6 +13,7 @@ from trainers.algorithms.base import (
     CLASSIFICATION,
     REGRESSION,
     SCORE_EVERY,
+    XGBOOST_COLLECTIVE,
     Algorithm,
     FitOptions,
     Param,
@@ -91,7 +92,7 @@ class XGBoost(Algorithm):
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
     scores_rounds = True
-    data_parallel = "xgboost"
+    data_parallel = XGBOOST_COLLECTIVE
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> XGBModel:
         import xgboost as xgb

@@ -409,8 +409,15 @@ class ListRayClustersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerNode(_message.Message):
-    __slots__ = ("node_id", "address", "status", "resources")
+    __slots__ = ("node_id", "address", "status", "resources", "in_use")
     class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class InUseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -421,11 +428,13 @@ class WorkerNode(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     status: str
     resources: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    in_use: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., in_use: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RayCluster(_message.Message):
     __slots__ = ("cluster_id", "status", "num_workers", "address", "resources", "available_resources", "nodes")

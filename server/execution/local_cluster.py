@@ -1,0 +1,110 @@
+"""A multi-node Ray cluster on this machine, each node a ``ray start`` of its own, as an
+operator would start one: for ``AIHUB_LOCAL_RAY_NODES`` (make run) and the cluster tests.
+
+Ray's nodes and the collective libraries of distributed training listen on every interface,
+so this runs only inside a private network namespace (server/isolation.py), where every
+interface is loopback. Every process of the cluster is found by its temp dir, so stopping
+it ends only these processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server import isolation
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    cpus: int
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+
+class LocalCluster:
+    """A head node and further nodes, on 127.0.0.1, with token authentication."""
+
+    def __init__(self, temp_dir: Path, nodes: list[NodeSpec]) -> None:
+        if not isolation.isolated():
+            raise RuntimeError(
+                "a local multi-node Ray cluster listens on every interface: start it inside a private network namespace "
+                "(python -m server does so when it starts the whole stack; make test runs the tests so)"
+            )
+        if not nodes:
+            raise ValueError("a cluster needs at least a head node")
+        self.temp_dir = temp_dir
+        self.nodes = nodes
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
+
+    def _start(self, node: NodeSpec, *args: str) -> None:
+        command = [
+            RAY,
+            "start",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            f"--num-cpus={node.cpus}",
+            f"--resources={json.dumps(dict(node.resources))}",
+            *args,
+        ]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+    def start(self) -> None:
+        """Start every node; the caller's process joins with ``ray.init(address=...)``
+        (RAY_AUTH_MODE=token is set for it here)."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        head, *others = self.nodes
+        self._start(head, "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
+        for node in others:
+            self.start_node(node)
+
+    def start_node(self, node: NodeSpec) -> None:
+        self._start(node, f"--address={self.address}")
+
+    def kill_node(self, resource: str) -> None:
+        """End the node that has the custom ``resource`` as a lost machine would end: its
+        raylet killed (its workers go with it)."""
+        import psutil
+
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if proc.info["name"] == "raylet" and resource in cmdline and str(self.temp_dir) in cmdline:
+                proc.send_signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """End every process of this cluster, and only those (found by its temp dir)."""
+        import psutil
+
+        ours = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                lines = [" ".join(p.cmdline()) for p in (proc, *proc.parents())]
+            except psutil.Error:
+                continue
+            if any(str(self.temp_dir) in line for line in lines):
+                ours.append(proc)
+        for proc in ours:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(ours, timeout=10)

@@ -1,0 +1,124 @@
+"""The service on a real two-node Ray cluster (tests/cluster/conftest.py): distributed
+workers placed on both nodes, ResourceError for what the cluster can never hold, a job
+that waits PENDING for busy resources and then runs, a search of 4 trials 2 at a time, and
+a node lost mid-job (the attempt fails saying so; the automatic retry completes on the
+node that is left). The tests run in file order; the node-loss test is last."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from client import ResourceError, pb
+from tests.conftest import slow_config, tiny_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+YEAR = {"training_start": "2024-01-01T00:00:00"}
+
+
+async def _lines(client, job_id: str) -> list[str]:
+    return [e.message async for e in client.stream_logs(job_id, follow=False)]
+
+
+async def _until(client, job_id: str, status: int, timeout: float = 120) -> pb.TrainingJob:
+    async def poll() -> pb.TrainingJob:
+        async for job in client.watch_job(job_id):
+            if job.status == status:
+                return job
+        raise AssertionError(f"the job ended without reaching {pb.JobStatus.Name(status)}")
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_the_registry_lists_both_nodes_with_their_resources(client):
+    (cluster,) = await client.list_clusters()
+    assert cluster.status == "RUNNING" and cluster.num_workers == 2
+    by_resource = {next(k for k in n.resources if k.endswith("_node")): n for n in cluster.nodes}
+    assert by_resource["head_node"].resources["CPU"] == 2 and by_resource["second_node"].resources["CPU"] == 1
+    assert cluster.resources["CPU"] == 3
+
+
+async def test_two_workers_are_placed_on_both_nodes(client):
+    config = tiny_config(**YEAR, distributed=True, ray_config={"num_workers": 2, "cpus_per_worker": 1})
+    job = await client.create_job("acme-corp", "forecast", config)
+    done = await asyncio.wait_for(client.wait(job.job_id), 180)
+    assert done.status == pb.COMPLETED, done.error
+    (placed,) = [m for m in await _lines(client, job.job_id) if m.startswith("training: 2 workers on")]
+    assert placed.startswith("training: 2 workers on 2 nodes"), placed
+    assert done.metrics["mae"] > 0
+
+
+async def test_what_no_node_can_hold_is_a_resource_error(client):
+    with pytest.raises(ResourceError, match="bigger than any node"):
+        await client.create_job("acme-corp", "forecast", tiny_config(distributed=True, ray_config={"num_workers": 1, "cpus_per_worker": 3}))
+    with pytest.raises(ResourceError) as err:
+        await client.create_job("acme-corp", "forecast", tiny_config(distributed=True, ray_config={"num_workers": 4, "cpus_per_worker": 1}))
+    assert err.value.details["requested_workers"] == "4" and err.value.details["available_workers"] == "3"
+
+
+async def test_a_job_waits_pending_while_the_cluster_is_busy_then_runs(client):
+    busy = await client.create_job("acme-corp", "forecast", slow_config())
+    await _until(client, busy.job_id, pb.RUNNING)
+    await asyncio.sleep(1)
+    (cluster,) = await client.list_clusters()  # per node: what is in use now
+    assert sum(n.in_use.get("CPU", 0.0) for n in cluster.nodes) >= 1, cluster.nodes
+    wide = tiny_config(distributed=True, ray_config={"num_workers": 3, "cpus_per_worker": 1})
+    job = await client.create_job("acme-corp", "forecast", wide)
+    await asyncio.sleep(3)
+    assert (await client.get_job(job.job_id)).status == pb.PENDING
+    waiting = [m for m in await _lines(client, job.job_id) if m.startswith("waiting for resources")]
+    assert waiting and "needs 3 CPU" in waiting[0] and "free now 2 CPU" in waiting[0], waiting
+    await client.cancel_job(busy.job_id)
+    done = await asyncio.wait_for(client.wait(job.job_id), 180)
+    assert done.status == pb.COMPLETED, done.error
+    assert any(m.startswith("training: 3 workers on 2 nodes") for m in await _lines(client, job.job_id))
+
+
+async def test_a_search_runs_four_trials_two_at_a_time(client):
+    search = {
+        "num_trials": 4,
+        "max_concurrent_trials": 2,
+        "search_space": {"learning_rate": {"type": "loguniform", "lower": 0.03, "upper": 0.3}},
+    }
+    job = await client.create_job("acme-corp", "forecast", tiny_config(hyperparameters={"n_estimators": 40}, tuning=search))
+    done = await asyncio.wait_for(client.wait(job.job_id), 240)
+    assert done.status == pb.COMPLETED, done.error
+    assert done.metrics["tuning_trials"] == 4
+    assert len([m for m in await _lines(client, job.job_id) if m.startswith("tuning: trial ")]) == 4
+
+
+async def test_a_lost_node_fails_the_attempt_and_the_retry_completes(start_app, database_url, demo_frame, cluster):
+    from client import AsyncTrainingClient
+    from tests.conftest import load_demo
+
+    await load_demo(database_url, demo_frame)
+    app = await start_app(retry_base_seconds=20)  # Ray declares a node dead after ~15 s of missed health checks
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        long = {"n_estimators": 3000, "learning_rate": 0.01, "num_leaves": 63}
+        config = tiny_config(**YEAR, hyperparameters=long, distributed=True, ray_config={"num_workers": 2, "cpus_per_worker": 1})
+        job = await client.create_job("acme-corp", "forecast", config)
+
+        async def placed() -> None:
+            async for line in client.stream_logs(job.job_id):
+                if line.message.startswith("training: 2 workers on 2 nodes"):
+                    return
+
+        await asyncio.wait_for(placed(), 120)
+        await asyncio.sleep(1)
+        cluster.kill_second()
+        try:
+            try:
+                done = await asyncio.wait_for(client.wait(job.job_id), 150)
+            except TimeoutError:
+                now = await client.get_job(job.job_id)
+                raise AssertionError(f"{pb.JobStatus.Name(now.status)} attempt {now.attempt}: {await _lines(client, job.job_id)}") from None
+            assert done.status == pb.COMPLETED, done.error
+            lines = await _lines(client, job.job_id)
+            assert done.attempt == 2, lines
+            lost = [m for m in lines if "lost" in m]
+            assert lost, lines
+            assert any(m.startswith("training: 2 workers on 1 node") for m in lines), lines
+        finally:
+            cluster.start_second()
