@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     job_cpus: int = Field(default=1, ge=1, description="CPUs (and LightGBM threads) for one job.")
     local_ray_cpus: int = Field(default=0, ge=0, description="CPUs of the local Ray; 0: all of this machine's.")
+    ray_reconnect_seconds: float = Field(
+        default=5.0, gt=0, description="How often a new Ray driver is started while the cluster's head is unreachable."
+    )
     local_ray_nodes: int = Field(
         default=1, ge=1, le=8, description="Nodes of the local Ray: 2 or more start a local multi-node cluster (CPUs shared out)."
     )

@@ -152,6 +152,13 @@ REQUEUE_EXPIRED = sa.text(
 # attempt. Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
 RELEASE = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt")  # noqa: S608 - constant fragment
 
+# hand_back: one running attempt of this server goes back to the queue as the next attempt
+# (its cluster was lost). Index: training_jobs primary key.
+HAND_BACK = sa.text(
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT} "  # noqa: S608 - constant fragment
+    "WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt"
+)
+
 # abandon_attempt: a requeued job's previous attempt ended because its server was lost.
 # Index: job_attempts primary key.
 ABANDON_ATTEMPT = sa.text(
@@ -301,6 +308,13 @@ async def release(conn: AsyncConnection, server_id: str) -> list[uuid.UUID]:
         "server stopped",
         "the server running attempt {old} is stopping; queued again as attempt {new}",
     )
+
+
+async def hand_back(conn: AsyncConnection, server_id: str, job_id: uuid.UUID, attempt: int, why: str) -> bool:
+    """One attempt this server runs goes back to the queue as the next attempt (its Ray
+    cluster was lost: it waits for it instead of failing). False when it no longer ran."""
+    params = {"id": job_id, "attempt": attempt, "server_id": server_id}
+    return bool(await _requeue(conn, HAND_BACK, params, why, "attempt {old} was lost with the Ray cluster; queued again as attempt {new}"))
 
 
 async def requeue_due_retries(conn: AsyncConnection) -> list[uuid.UUID]:

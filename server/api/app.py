@@ -31,8 +31,9 @@ from server.api.servicer import TrainingServicer
 from server.execution.artifacts import ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.dispatcher import Dispatcher
+from server.execution.driver import DriverExecutor, DriverLost
 from server.execution.evaluation import ModelEvaluator
-from server.execution.executor import RayExecutor
+from server.execution.executor import Executor
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.settings import Settings
 from storage import db, keys
@@ -67,7 +68,7 @@ class App:
     settings: Settings
     database_url: str
     dispatch: bool = True
-    executor: RayExecutor | None = None
+    executor: Executor | None = None  # default: a DriverExecutor (the Ray driver in a child process)
     port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
 
@@ -84,7 +85,13 @@ class App:
         self.events = EventHub(db.asyncpg_dsn(self.database_url))
         await self.events.start()
         if self.executor is None:
-            self.executor = RayExecutor(s.ray_address, job_cpus=s.job_cpus, local_cpus=s.local_ray_cpus, local_nodes=s.local_ray_nodes)
+            self.executor = DriverExecutor(
+                s.ray_address,
+                job_cpus=s.job_cpus,
+                local_cpus=s.local_ray_cpus,
+                local_nodes=s.local_ray_nodes,
+                restart_seconds=s.ray_reconnect_seconds,
+            )
         await asyncio.to_thread(self.executor.start)
         s.artifacts.mkdir(parents=True, exist_ok=True)
         artifacts = ArtifactStore(s.artifacts)
@@ -147,13 +154,11 @@ class App:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info(
-            "gRPC on %s:%d (server %s, room for %d single-node jobs)",
-            s.grpc_host,
-            self.port,
-            self.dispatcher.server_id,
-            self.executor.capacity(),
-        )
+        try:
+            room = f"room for {await asyncio.to_thread(self.executor.capacity)} single-node jobs"
+        except DriverLost:
+            room = "Ray not connected yet"
+        log.info("gRPC on %s:%d (server %s, %s)", s.grpc_host, self.port, self.dispatcher.server_id, room)
         if s.auth == "off":
             log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
 

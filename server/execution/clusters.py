@@ -8,7 +8,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from server.execution.executor import RayExecutor
+from server.execution.executor import Executor
 from storage import clusters, db
 from storage.records import RayCluster
 from trainers.errors import ResourceError
@@ -46,7 +46,7 @@ def shortage(request: WorkerRequest, cluster: RayCluster) -> ResourceError | Non
 @dataclass(frozen=True)
 class ClusterMonitor:
     engine: db.Engine
-    executor: RayExecutor
+    executor: Executor
 
     async def current(self) -> RayCluster:
         """This server's cluster as Ray reports it now (raises when Ray is unreachable)."""

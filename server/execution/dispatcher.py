@@ -16,7 +16,8 @@ import contextlib
 import logging
 import uuid
 
-from server.execution.executor import RayExecutor
+from server.execution.driver import DriverLost
+from server.execution.executor import Executor
 from server.execution.payloads import JobPayload, TaskSettings
 from server.observability import job_fields
 from storage import db, queue
@@ -70,7 +71,7 @@ class Dispatcher:
     def __init__(
         self,
         engine: db.Engine,
-        executor: RayExecutor,
+        executor: Executor,
         *,
         server_id: str,
         task_settings: TaskSettings,
@@ -194,6 +195,9 @@ class Dispatcher:
             try:
                 outcome = await self.executor.run(payload)
                 log.info("attempt %d: %s", job.attempt, outcome.status)
+            except DriverLost as exc:  # the cluster's head went away: the job waits for it, it does not fail
+                async with db.transaction(self.engine) as conn:
+                    await queue.hand_back(conn, self.server_id, job.job_id, job.attempt, f"the Ray cluster was lost while it ran ({exc})")
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
                 message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))

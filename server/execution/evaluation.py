@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.execution.artifacts import ArtifactStore
-from server.execution.executor import RayExecutor
+from server.execution.executor import Executor
 from server.execution.payloads import EvaluatePayload, TaskSettings
 from storage.records import ModelVersion
 from trainers.spec import TrainingSpec
@@ -13,7 +13,7 @@ from trainers.spec import TrainingSpec
 
 @dataclass(frozen=True)
 class ModelEvaluator:
-    executor: RayExecutor
+    executor: Executor
     artifacts: ArtifactStore
     task_settings: TaskSettings
 

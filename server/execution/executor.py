@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from server.execution.local_cluster import LocalCluster, NodeSpec
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
@@ -19,6 +19,37 @@ from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 RESOURCE_KINDS = ("CPU", "GPU", "memory")
+
+
+class Executor(Protocol):
+    """What the dispatcher, the cluster registry and model evaluation use: RayExecutor in
+    this process (tests, tools), or server/execution/driver.py's DriverExecutor, which runs
+    it in a child process that survives the loss of the cluster's head."""
+
+    @property
+    def address(self) -> str | None: ...
+
+    @property
+    def job_cpus(self) -> int: ...
+
+    @property
+    def cluster_id(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def capacity(self) -> int: ...
+
+    def totals(self) -> dict[str, float]: ...
+
+    def demand(self, spec: TrainingSpec, totals: dict[str, float]) -> dict[str, float]: ...
+
+    def cluster(self) -> RayCluster: ...
+
+    async def run(self, payload: JobPayload) -> Outcome: ...
+
+    async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]: ...
 
 
 @dataclass
@@ -57,7 +88,11 @@ class RayExecutor:
                 if self.temp_dir:
                     kwargs["_temp_dir"] = self.temp_dir
                 self._started_ray = True
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except Exception:
+                self.stop()  # the local cluster it may have started
+                raise
         self._remote = ray.remote(run_attempt)
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 

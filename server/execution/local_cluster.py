@@ -41,7 +41,7 @@ class NodeSpec:
 class LocalCluster:
     """A head node and further nodes, on 127.0.0.1, with token authentication."""
 
-    def __init__(self, temp_dir: Path, nodes: list[NodeSpec]) -> None:
+    def __init__(self, temp_dir: Path, nodes: list[NodeSpec], *, port: int | None = None) -> None:
         if not isolation.isolated():
             raise RuntimeError(
                 "a local multi-node Ray cluster listens on every interface: start it inside a private network namespace "
@@ -51,7 +51,7 @@ class LocalCluster:
             raise ValueError("a cluster needs at least a head node")
         self.temp_dir = temp_dir
         self.nodes = nodes
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
 

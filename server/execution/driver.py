@@ -1,0 +1,303 @@
+"""The Ray driver in a process of its own, restarted when it ends.
+
+A Ray driver does not survive its cluster's head: when the head (its GCS) stays unreachable,
+Ray's core worker ends the driver's whole process. So the server is never a Ray driver
+itself: ``DriverExecutor`` runs a ``RayExecutor`` in a child process and forwards every
+call to it over a pipe. When the child ends (the head went away, or it crashed), the calls
+in flight fail with ``DriverLost``, the cluster reads as DOWN, the dispatcher hands its
+running jobs back to the queue (they wait PENDING instead of failing), and a new child is
+started every ``restart_seconds`` until one connects; dispatch then resumes by itself.
+The API keeps serving throughout: nothing it needs lives in the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from server.execution.executor import RayExecutor
+from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
+from storage.records import RayCluster
+from trainers.spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+CALL_TIMEOUT = 30.0  # seconds a quick call (cluster, totals) may take
+HEAD_TIMEOUT = 15  # seconds without the cluster's head after which the driver process ends
+
+
+class DriverLost(RuntimeError):
+    """The Ray driver process ended (its cluster's head went away, or it crashed)."""
+
+
+def _serve(conn: Connection, settings: dict[str, Any]) -> None:  # noqa: PLR0915 - one small server, read top to bottom
+    """The child: start Ray (connect, or start a local one), then answer calls until the
+    parent goes away or asks it to stop."""
+    # A driver whose head is gone ends itself after this long (Ray's default is 60 s); a new
+    # one is then tried every restart_seconds.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(HEAD_TIMEOUT))
+    executor = RayExecutor(**settings)
+    try:
+        executor.start()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries later
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    loop = asyncio.new_event_loop()
+    sending = threading.Lock()
+    tasks: dict[int, asyncio.Task[Any]] = {}
+
+    def send(call_id: int, status: str, value: Any) -> None:
+        try:
+            data = pickle.dumps(value)
+        except Exception:  # noqa: BLE001 - an unpicklable result or error: send its words
+            status, data = "error", pickle.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
+        with sending:
+            conn.send((call_id, status, data))
+
+    async def call(call_id: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            if method in ("run", "evaluate"):
+                result = await getattr(executor, method)(*args)
+            else:
+                result = await asyncio.to_thread(getattr(executor, method), *args)
+            send(call_id, "ok", result)
+        except asyncio.CancelledError:
+            send(call_id, "error", asyncio.CancelledError())
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error
+            send(call_id, "error", exc)
+        finally:
+            tasks.pop(call_id, None)
+
+    def receive() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = ("stop",)
+            if message[0] == "stop":
+                loop.call_soon_threadsafe(loop.stop)
+                return
+            if message[0] == "cancel":
+
+                def cancel(cid: int = message[1]) -> None:
+                    if cid in tasks:
+                        tasks[cid].cancel()
+
+                loop.call_soon_threadsafe(cancel)
+                continue
+            call_id, method, args = message
+
+            def start(cid: int = call_id, m: str = method, a: tuple[Any, ...] = args) -> None:
+                tasks[cid] = loop.create_task(call(cid, m, a))
+
+            loop.call_soon_threadsafe(start)
+
+    threading.Thread(target=receive, name="aihub-driver-receive", daemon=True).start()
+    try:
+        loop.run_forever()
+    finally:
+        executor.stop()
+
+
+class DriverExecutor:
+    """RayExecutor's interface, served by a child process (see the module's docstring)."""
+
+    def __init__(
+        self,
+        address: str | None,
+        job_cpus: int = 1,
+        local_cpus: int = 0,
+        local_nodes: int = 1,
+        *,
+        restart_seconds: float = 5.0,
+        start_timeout: float = 180.0,
+    ) -> None:
+        self.settings = {"address": address, "job_cpus": job_cpus, "local_cpus": local_cpus, "local_nodes": local_nodes}
+        self.local = RayExecutor(address, job_cpus=job_cpus, local_cpus=local_cpus, local_nodes=local_nodes)  # never started: names, demand
+        self.restart_seconds = restart_seconds
+        self.start_timeout = start_timeout
+        self.on_lost: list[Callable[[], None]] = []  # called (from a thread) when a driver ends
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.last_error = "not started"
+
+    # --- what RayExecutor has without Ray -----------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        return self.local.address
+
+    @property
+    def job_cpus(self) -> int:
+        return self.local.job_cpus
+
+    @property
+    def cluster_id(self) -> str:
+        return self.local.cluster_id
+
+    def demand(self, spec: TrainingSpec, totals: dict[str, float]) -> dict[str, float]:
+        return self.local.demand(spec, totals)
+
+    # --- the child --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the driver and wait until it is connected. A cluster at ``address`` that is
+        not reachable now does not stop the server (it is DOWN until it is); a local Ray
+        that cannot start does."""
+        connected = self._spawn()
+        if not connected and self.address is None:
+            raise RuntimeError(f"the local Ray did not start: {self.last_error}")
+        if not connected:
+            log.warning("Ray at %s unreachable (%s); retrying every %.0f s", self.address, self.last_error, self.restart_seconds)
+        self._supervisor = threading.Thread(target=self._supervise, name="aihub-driver-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _spawn(self) -> bool:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=_serve, args=(child, self.settings), name="aihub-ray-driver", daemon=True)
+        process.start()
+        child.close()
+        deadline = time.monotonic() + self.start_timeout
+        while not parent.poll(0.5):
+            if not process.is_alive() or time.monotonic() > deadline or self._stopping.is_set():
+                self.last_error = "the driver process ended while starting" if not process.is_alive() else "it did not start in time"
+                process.kill()
+                return False
+        try:
+            kind, detail = parent.recv()
+        except (EOFError, OSError):
+            kind, detail = "failed", "the driver process ended while starting"
+        if kind != "ready":
+            self.last_error = str(detail)
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+            return False
+        with self._lock:
+            self._conn, self._process = parent, process
+        threading.Thread(target=self._receive, args=(parent,), name="aihub-driver-results", daemon=True).start()
+        log.info("Ray driver started (pid %d)", process.pid)
+        return True
+
+    def _receive(self, conn: Connection) -> None:
+        while True:
+            try:
+                call_id, status, data = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future = self._pending.pop(call_id, None)
+            if future is None or future.done():
+                continue
+            try:
+                value = pickle.loads(data)  # noqa: S301 - our own child process's answer
+            except Exception as exc:  # noqa: BLE001 - an error class that does not load here
+                status, value = "error", RuntimeError(f"an answer of the Ray driver could not be read: {exc}")
+            if status == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        self._lost("the Ray driver process ended")
+
+    def _lost(self, why: str) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            self._conn, process = None, self._process
+            pending, self._pending = self._pending, {}
+        self.last_error = why
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(DriverLost(why))
+        if not self._stopping.is_set():
+            log.error("%s (its cluster's head is gone, or it crashed); jobs wait until a new driver connects", why)
+            for callback in self.on_lost:
+                callback()
+        if process is not None:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(self.restart_seconds):
+            if self._conn is not None and self._process is not None and not self._process.is_alive():
+                self._lost("the Ray driver process ended")
+            if self._conn is None and not self._stopping.is_set() and self._spawn():
+                log.info("Ray is back: dispatch resumes")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            conn, process = self._conn, self._process
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        if process is not None:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+
+    # --- calls ------------------------------------------------------------------------------
+    def _call(self, method: str, *args: Any) -> tuple[int, concurrent.futures.Future[Any]]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise DriverLost(f"Ray is not connected: {self.last_error}")
+            call_id = next(self._ids)
+            self._pending[call_id] = future
+            try:
+                conn.send((call_id, method, args))
+            except OSError as exc:
+                self._pending.pop(call_id, None)
+                raise DriverLost(f"the Ray driver process is gone: {exc}") from None
+        return call_id, future
+
+    def _sync(self, method: str, *args: Any) -> Any:
+        _, future = self._call(method, *args)
+        try:
+            return future.result(CALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise DriverLost(f"Ray did not answer {method} within {CALL_TIMEOUT:.0f} s") from None
+
+    async def _async(self, method: str, *args: Any) -> Any:
+        call_id, future = self._call(method, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            with self._lock:
+                conn = self._conn
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.send(("cancel", call_id))
+            raise
+
+    def cluster(self) -> RayCluster:
+        return self._sync("cluster")
+
+    def totals(self) -> dict[str, float]:
+        return self._sync("totals")
+
+    def capacity(self) -> int:
+        return self._sync("capacity")
+
+    async def run(self, payload: JobPayload) -> Outcome:
+        return await self._async("run", payload)
+
+    async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
+        return await self._async("evaluate", payload)
