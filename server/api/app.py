@@ -91,6 +91,8 @@ class App:
                 local_cpus=s.local_ray_cpus,
                 local_nodes=s.local_ray_nodes,
                 restart_seconds=s.ray_reconnect_seconds,
+                log_format=s.log_format,
+                log_level=s.log_level,
             )
         await asyncio.to_thread(self.executor.start)
         s.artifacts.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from server import observability
 from server.execution.executor import RayExecutor
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
+from server.observability import LogFormat
 from storage.records import RayCluster
 from trainers.spec import TrainingSpec
 
@@ -40,12 +42,13 @@ class DriverLost(RuntimeError):
     """The Ray driver process ended (its cluster's head went away, or it crashed)."""
 
 
-def _serve(conn: Connection, settings: dict[str, Any]) -> None:  # noqa: PLR0915 - one small server, read top to bottom
+def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, log_level: str) -> None:  # noqa: PLR0915 - one small server, read top to bottom
     """The child: start Ray (connect, or start a local one), then answer calls until the
     parent goes away or asks it to stop."""
     # A driver whose head is gone ends itself after this long (Ray's default is 60 s); a new
     # one is then tried every restart_seconds.
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(HEAD_TIMEOUT))
+    observability.configure(log_format, log_level, loggers=("server", "trainers"))
     executor = RayExecutor(**settings)
     try:
         executor.start()
@@ -122,7 +125,10 @@ class DriverExecutor:
         *,
         restart_seconds: float = 5.0,
         start_timeout: float = 180.0,
+        log_format: LogFormat = "text",
+        log_level: str = "INFO",
     ) -> None:
+        self.logging = (log_format, log_level)  # the driver process logs as the server does
         self.settings = {"address": address, "job_cpus": job_cpus, "local_cpus": local_cpus, "local_nodes": local_nodes}
         self.local = RayExecutor(address, job_cpus=job_cpus, local_cpus=local_cpus, local_nodes=local_nodes)  # never started: names, demand
         self.restart_seconds = restart_seconds
@@ -169,7 +175,7 @@ class DriverExecutor:
 
     def _spawn(self) -> bool:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_serve, args=(child, self.settings), name="aihub-ray-driver", daemon=True)
+        process = self._context.Process(target=_serve, args=(child, self.settings, *self.logging), name="aihub-ray-driver", daemon=True)
         process.start()
         child.close()
         deadline = time.monotonic() + self.start_timeout

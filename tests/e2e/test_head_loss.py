@@ -29,7 +29,7 @@ def _until(what, timeout: float, step: float = 0.5):
 
 @pytest.mark.timeout(400)
 def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
-    head = LocalCluster(Path(f"/tmp/aihub-head-{os.getpid()}"), [NodeSpec(2)])  # noqa: S108 - Ray's socket paths are short
+    head = LocalCluster(Path(f"/tmp/aihub-head-{os.getpid()}"), [NodeSpec(2)])
     head.start()
     grpc_port = free_port()
     env = {
@@ -63,7 +63,7 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
             assert c.get_job(waiting.job_id).status == pb.PENDING
             assert c.get_job(first.job_id).status == pb.COMPLETED  # and reads
 
-            back = LocalCluster(Path(f"/tmp/aihub-head2-{os.getpid()}"), [NodeSpec(2)], port=head.port)  # noqa: S108
+            back = LocalCluster(Path(f"/tmp/aihub-head2-{os.getpid()}"), [NodeSpec(2)], port=head.port)
             back.start()
             done = _until(lambda: (j := c.get_job(waiting.job_id)).status in (pb.COMPLETED, pb.FAILED) and j, 180)
             assert done.status == pb.COMPLETED, done.error

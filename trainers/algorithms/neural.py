@@ -296,7 +296,7 @@ class Neural(Algorithm):
         epochs, batch = int(hp["epochs"]), -(-int(hp["batch_size"]) // peers.size)
         steps = -(-len(x_fit) // batch)
         if together:  # every worker runs as many steps as the smallest shard allows
-            count = torch.tensor([steps], dtype=torch.int64)
+            count = torch.tensor([steps], dtype=torch.int64, device=device)  # NCCL reduces only GPU tensors
             torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
             steps = int(count.item())
         best_loss, best_state, best_epoch, waited = float("inf"), None, None, 0
@@ -318,7 +318,7 @@ class Neural(Algorithm):
                     xv = torch.from_numpy(x_tune).to(device)
                     tune_loss = float(loss_of(model.net(xv), xv, torch.from_numpy(y_tune).to(device)))
                 if together:  # one decision for all: the workers' (equal) losses, averaged
-                    shared = torch.tensor([tune_loss], dtype=torch.float64)
+                    shared = torch.tensor([tune_loss], dtype=torch.float64, device=device)
                     torch.distributed.all_reduce(shared)
                     tune_loss = float(shared.item()) / peers.size
                 if tune_loss < best_loss:
