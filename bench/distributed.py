@@ -115,12 +115,15 @@ def main() -> None:
                 label = "one node, no Ray Train" if workers is None else f"{workers} worker{'s' if workers > 1 else ''} (Ray Train)"
                 print(f"{algorithm:10} {label:22} {wall:8.1f} {train:8.1f} {train / wall:6.0%} {metrics['mae']:8.4f}", flush=True)
                 timings[(algorithm, workers or 0)] = train
-        print("\nprojection (training step only, N workers on N machines): T1 / N + overhead, the overhead taken as measured at 2")
+        print(
+            "\nthe training step, taken apart: compute C = the one-node step; Ray Train's start S = T1 - C;"
+            "\nexchange X = T2 - S - C/2 (histograms, gradients); projected T(N) = S + C/N + X log2(N), N workers on N machines"
+        )
         for algorithm, _ in CASES:
-            t1, t2 = timings[(algorithm, 1)], timings[(algorithm, 2)]
-            overhead = max(0.0, t2 - t1 / 2)
-            projected = ", ".join(f"N={n}: {t1 / n + overhead:.1f} s" for n in (4, 8, 16))
-            print(f"{algorithm:10} T1 {t1:.1f} s, T2 {t2:.1f} s (speed-up {t1 / t2:.2f}x, overhead {overhead:.1f} s); {projected}")
+            c, t1, t2 = timings[(algorithm, 0)], timings[(algorithm, 1)], timings[(algorithm, 2)]
+            start, exchange = max(0.0, t1 - c), max(0.0, t2 - (t1 - c) - c / 2)
+            projected = ", ".join(f"N={n}: {start + c / n + exchange * math.log2(n):.1f} s" for n in (4, 8, 16))
+            print(f"{algorithm:10} C {c:.1f} s, S {start:.1f} s, X {exchange:.1f} s; T1 {t1:.1f} s, T2 {t2:.1f} s; {projected}")
         demo = FrameSource(demo_data.generate("2023-12-31 00:00", "2024-12-31 23:00"))
         search = {
             "num_trials": 8,

@@ -78,8 +78,19 @@ def _banner(settings: Settings, grpc: str, rest_url: str | None) -> None:
 
 def _isolated_backend(settings: Settings) -> bool:
     """Whether to run the backend in a private network namespace: this server starts
-    PostgreSQL and Ray itself, is not in such a namespace already, and may."""
-    return settings.isolate and settings.database_url is None and settings.ray_address is None and not isolation.isolated()
+    PostgreSQL and Ray itself, is not in such a namespace already, may, and can (a system
+    without user namespaces runs it as before, with a warning)."""
+    if not settings.isolate or settings.database_url is not None or settings.ray_address is not None or isolation.isolated():
+        return False
+    probe = subprocess.run([sys.executable, "-m", "server.isolation", "--", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode:
+        log.warning(
+            "cannot run the backend in a private network namespace (%s); running it here: distributed training opens "
+            "sockets on every interface, and AIHUB_LOCAL_RAY_NODES > 1 is refused",
+            probe.stderr.strip() or probe.returncode,
+        )
+        return False
+    return True
 
 
 def front(settings: Settings, argv: list[str]) -> int:

@@ -32,8 +32,11 @@ def test_anything_else_is_not_a_memory_size(text):
 
 
 def test_a_distributed_config_is_a_worker_request():
-    config = tiny_config(distributed=True, ray_config={"num_workers": 4, "cpus_per_worker": 2, "memory_per_worker": "4GB", "use_gpu": True})
+    gpu = {"num_workers": 4, "cpus_per_worker": 2, "memory_per_worker": "4GB", "use_gpu": True}
+    config = tiny_config(algorithm="mlp", hyperparameters={}, distributed=True, ray_config=gpu)
     assert worker_request(config) == WorkerRequest(workers=4, cpus=2.0, memory=4 * GIB, gpus=1.0)
+    # lgbm trains on the CPU whatever use_gpu says (its log says so): no GPU is held for it.
+    assert worker_request(tiny_config(distributed=True, ray_config=gpu)) == WorkerRequest(workers=4, cpus=2.0, memory=4 * GIB, gpus=0.0)
     assert worker_request(tiny_config(distributed=True)) == WorkerRequest(workers=2, cpus=1.0, memory=0, gpus=0.0)
     assert worker_request(tiny_config()) is None
     bad = tiny_config(distributed=True, ray_config={"num_workers": 0, "memory_per_worker": "lots"})

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainers import algorithms
 from trainers.errors import Violation, shown
 
 MAX_WORKERS = 1024
@@ -92,6 +93,12 @@ def ray_config_violations(config: Mapping[str, Any]) -> Iterator[Violation]:
         yield Violation("ray_config.use_gpu", "must be true or false")
 
 
+def _trains_on_gpu(name: Any) -> bool:
+    """Whether the algorithm uses a GPU (else use_gpu reserves none: it trains on the CPU,
+    and its log says so)."""
+    return isinstance(name, str) and name in algorithms.REGISTRY and algorithms.get(name).supports_gpu
+
+
 def worker_request(config: Mapping[str, Any]) -> WorkerRequest | None:
     """What a distributed config asks of the cluster; None for a single-node config or a
     ``ray_config`` that is malformed (its violations say why)."""
@@ -103,5 +110,5 @@ def worker_request(config: Mapping[str, Any]) -> WorkerRequest | None:
         workers=int(ray_config.get("num_workers") or DEFAULT_WORKERS),
         cpus=float(ray_config.get("cpus_per_worker") or DEFAULT_CPUS_PER_WORKER),
         memory=parse_memory(memory) if memory is not None else 0,
-        gpus=1.0 if ray_config.get("use_gpu") else 0.0,
+        gpus=1.0 if ray_config.get("use_gpu") and _trains_on_gpu(config.get("algorithm")) else 0.0,
     )
