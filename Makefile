@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Postgres (embedded, in .data/), a local Ray, the gRPC server on 127.0.0.1:50051;
-# loads the demo data once. Ctrl-C stops everything it started. Authentication is off
+# Postgres (embedded, in .data/), a local Ray (AIHUB_LOCAL_RAY_NODES=2: a two-node cluster)
+# and the gRPC server in a private network namespace, Envoy in front on 127.0.0.1 (REST 8000,
+# gRPC 50051); loads the demo data once. Ctrl-C stops everything it started. Authentication is off
 # (loopback only, announced at start) unless AIHUB_AUTH=required is given.
 run: install
 	AIHUB_AUTH=$${AIHUB_AUTH:-off} $(PY) -m server --seed-demo
