@@ -19,7 +19,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from server.execution.executor import RayExecutor
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.observability import LogFormat
 from storage.records import RayCluster
+from trainers.errors import TrainingError
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,15 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
     tasks: dict[int, asyncio.Task[Any]] = {}
 
     def send(call_id: int, status: str, value: Any) -> None:
-        try:
-            data = pickle.dumps(value)
-        except Exception:  # noqa: BLE001 - an unpicklable result or error: send its words
-            status, data = "error", pickle.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
+        # Errors travel as our own error tree (the caller maps it) or as their words: an
+        # error class of Ray's need not load in the server.
+        if status == "error" and not isinstance(value, TrainingError | asyncio.CancelledError):
+            value = RuntimeError(f"{type(value).__name__}: {value}")
         with sending:
-            conn.send((call_id, status, data))
+            try:
+                conn.send((call_id, status, value))
+            except Exception as exc:  # noqa: BLE001 - a result that does not pickle: its words instead
+                conn.send((call_id, "error", RuntimeError(f"the Ray driver could not send its answer: {exc}")))
 
     async def call(call_id: int, method: str, args: tuple[Any, ...]) -> None:
         try:
@@ -203,17 +206,13 @@ class DriverExecutor:
     def _receive(self, conn: Connection) -> None:
         while True:
             try:
-                call_id, status, data = conn.recv()
+                call_id, status, value = conn.recv()
             except (EOFError, OSError):
                 break
             with self._lock:
                 future = self._pending.pop(call_id, None)
             if future is None or future.done():
                 continue
-            try:
-                value = pickle.loads(data)  # noqa: S301 - our own child process's answer
-            except Exception as exc:  # noqa: BLE001 - an error class that does not load here
-                status, value = "error", RuntimeError(f"an answer of the Ray driver could not be read: {exc}")
             if status == "ok":
                 future.set_result(value)
             else:
