@@ -174,11 +174,11 @@ class Dispatcher:
                 job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit)
                 for waiting, message in ledger.waiting:
                     if self._noted.get(waiting.job_id) != (waiting.attempt, message):
-                        self._noted[waiting.job_id] = (waiting.attempt, message)
                         await queue.note(conn, waiting.job_id, waiting.attempt, message)
+            # Remember only what waits now (a job cancelled while waiting is forgotten).
+            self._noted = {waiting.job_id: (waiting.attempt, message) for waiting, message in ledger.waiting}
             if job is None:
                 return
-            self._noted.pop(job.job_id, None)
             self.committed[job.job_id] = ledger.taken
             with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
                 # The task copies this context: its log lines carry the job's fields.
