@@ -1,8 +1,10 @@
 """Data-parallel training on the Ray cluster: trainers.ports.Distributor over Ray Train.
 
 The job's attempt (a Ray task) cuts the fit part into shards (trainers.distributed.plan)
-and puts each shard into Ray's object store once; worker ``r`` fetches only shard ``r``,
-so no worker receives the whole frame. The trainer is the one the algorithm's
+and makes each shard a Ray Data dataset of its own (``shard_<r>``, one block in the object
+store, not split further); worker ``r`` reads only ``shard_<r>`` through Ray Train's
+``get_dataset_shard``, so no worker receives the whole frame. What every worker shares
+(the plan: the tune part, statistics, a bin sample) is one object it fetches. The trainer is the one the algorithm's
 ``data_parallel`` names: Ray Train's LightGBM trainer (it sets up LightGBM's network),
 its XGBoost trainer (XGBoost's collective), its Torch trainer (a gloo or NCCL process
 group for DDP), or the plain data-parallel trainer for an ensemble (each worker grows a
@@ -29,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trainers import algorithms
 from trainers.algorithms import FittedModel
@@ -60,7 +64,7 @@ def _worker_loop(config: Mapping[str, Any]) -> None:
     context = ray.get_runtime_context()
     run.placed.remote(rank, context.get_node_id(), ray.util.get_node_ip_address(), ray.util.get_current_placement_group())
     plan: WorkerPlan = ray.get(config["plan"])
-    shard: Shard = ray.get(config["shards"][rank])  # this worker's rows only
+    shard = _read_shard(rank, len(plan.feature_names), grouped=config["grouped"])  # this worker's rows only
     network: dict[str, Any] = {}
     if config["backend"] == LIGHTGBM_NETWORK:
         from ray.train.lightgbm import get_network_params
@@ -86,25 +90,44 @@ def _worker_loop(config: Mapping[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if keep else None)
 
 
-def _trainer(backend: str, config: dict[str, Any], scaling: Any, run_config: Any) -> Any:
+def _rows(shard: Shard) -> np.ndarray:
+    """A shard as one array: inputs, target, and the series code when there are series."""
+    columns = [shard.x, shard.y[:, None]] + ([shard.groups[:, None]] if shard.groups is not None else [])
+    return np.hstack(columns).astype("float64")
+
+
+def _read_shard(rank: int, width: int, *, grouped: bool) -> Shard:
+    """This worker's dataset, read through Ray Train (in its rows' order: one block)."""
+    import ray.train
+
+    batches = [b["data"] for b in ray.train.get_dataset_shard(f"shard_{rank}").iter_batches(batch_format="numpy", batch_size=None)]
+    rows = np.concatenate(batches) if batches else np.empty((0, width + 1 + grouped))
+    return Shard(rows[:, :width], rows[:, width], rows[:, width + 1].astype(np.int64) if grouped else None)
+
+
+def _trainer(backend: str, config: dict[str, Any], scaling: Any, run_config: Any, datasets: dict[str, Any]) -> Any:
+    from ray.train import DataConfig
+
+    # Every worker gets an iterator of each dataset, unsplit; worker r reads only shard_<r>.
+    data: dict[str, Any] = {"datasets": datasets, "dataset_config": DataConfig(datasets_to_split=[])}
     if backend == LIGHTGBM_NETWORK:
         from ray.train.lightgbm import LightGBMTrainer
 
-        return LightGBMTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+        return LightGBMTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
     if backend == XGBOOST_COLLECTIVE:
         from ray.train.xgboost import XGBoostTrainer
 
-        return XGBoostTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+        return XGBoostTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
     if backend == TORCH_DDP:
         from ray.train.torch import TorchConfig, TorchTrainer
 
         torch_config = TorchConfig(backend="nccl" if scaling.use_gpu else "gloo")
         return TorchTrainer(
-            _worker_loop, train_loop_config=config, torch_config=torch_config, scaling_config=scaling, run_config=run_config
+            _worker_loop, train_loop_config=config, torch_config=torch_config, scaling_config=scaling, run_config=run_config, **data
         )
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    return DataParallelTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
+    return DataParallelTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
 
 
 class _Run:
@@ -128,7 +151,9 @@ class _Run:
     def state(self) -> tuple[dict[int, tuple[str, str]], tuple[int, int]]:
         return dict(self.where), self.iteration
 
-    def fit(self, backend: str, config: dict[str, Any], request: WorkerRequest, storage: str, name: str) -> tuple[str, dict[str, Any]]:
+    def fit(
+        self, backend: str, config: dict[str, Any], datasets: dict[str, Any], request: WorkerRequest, storage: str, name: str
+    ) -> tuple[str, dict[str, Any]]:
         import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig
 
@@ -142,7 +167,7 @@ class _Run:
         )
         run_config = RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0))
         config = {**config, "run": ray.get_runtime_context().current_actor, "backend": backend}
-        result = _trainer(backend, config, scaling, run_config).fit()
+        result = _trainer(backend, config, scaling, run_config, datasets).fit()
         if result.checkpoint is None:
             raise RuntimeError("the workers reported no model")
         return result.checkpoint.path, dict(result.metrics or {})
@@ -180,13 +205,16 @@ class RayDistributor:
 
         algorithm = algorithms.get(plan.algorithm)
         self.storage.mkdir(parents=True, exist_ok=True)
-        config = {"plan": ray.put(plan), "shards": [ray.put(shard) for shard in shards]}
+        import ray.data
+
+        config = {"plan": ray.put(plan), "grouped": shards[0].groups is not None}
+        datasets = {f"shard_{rank}": ray.data.from_numpy(_rows(shard)) for rank, shard in enumerate(shards)}
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # On this node: the run lives and dies with the attempt that drives it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, scheduling_strategy=here).remote()
-        pending = run.fit.remote(algorithm.data_parallel, config, self.request, str(self.storage), self.name)
+        pending = run.fit.remote(algorithm.data_parallel, config, datasets, self.request, str(self.storage), self.name)
         placed = False
         try:
             while True:
