@@ -202,19 +202,35 @@ class RayDistributor:
 
     def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
         import ray
+        import ray.data
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         algorithm = algorithms.get(plan.algorithm)
         self.storage.mkdir(parents=True, exist_ok=True)
-        import ray.data
-
         config = {"plan": ray.put(plan), "grouped": shards[0].groups is not None}
         datasets = {f"shard_{rank}": ray.data.from_numpy(_rows(shard)) for rank, shard in enumerate(shards)}
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         # On this node: the run lives and dies with the attempt that drives it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, scheduling_strategy=here).remote()
         pending = run.fit.remote(algorithm.data_parallel, config, datasets, self.request, str(self.storage), self.name)
+        try:
+            return self._follow(run, pending, algorithm, plan, reporter, on_iteration, len(shards))
+        finally:
+            shutil.rmtree(self.storage / self.name, ignore_errors=True)  # the workers' checkpoint, whatever happened
+
+    def _follow(
+        self,
+        run: Any,
+        pending: Any,
+        algorithm: algorithms.Algorithm,
+        plan: WorkerPlan,
+        reporter: Reporter,
+        on_iteration: Callable[[int, int], None],
+        workers: int,
+    ) -> FittedModel:
+        """Relay the run's progress and placement until it ends; the model it made."""
+        import ray
+
         placed = False
         try:
             while True:
@@ -222,7 +238,7 @@ class RayDistributor:
                 where, (done, total) = ray.get(run.state.remote(), timeout=60)
                 if total:
                     on_iteration(done, total)
-                if not placed and len(where) == len(shards):
+                if not placed and len(where) == workers:
                     placed = True
                     reporter.log("INFO", _placement(where))
                 if ready:
@@ -236,10 +252,7 @@ class RayDistributor:
             _end(run)
         if self.request.gpus and metrics.get("device") != "cuda":
             reporter.log("WARNING", "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
-        try:
-            return _load(algorithm, Path(path), plan, metrics)
-        finally:
-            shutil.rmtree(self.storage / self.name, ignore_errors=True)
+        return _load(algorithm, Path(path), plan, metrics)
 
 
 def _end(run: Any) -> None:
