@@ -113,7 +113,7 @@ async def test_cancels_landing_around_the_end_of_a_job_leave_one_consistent_outc
     for i in range(16):
         job = await client.create_job("acme-corp", "forecast", tiny_config())
         await wait_until(client, job.job_id, lambda j: j.status != pb.PENDING)
-        await asyncio.sleep(duration * 2 * i / 15)
+        await asyncio.sleep(duration * 3 * i / 15)  # up to 3x the calibrated run: a loaded machine runs slower
         try:
             await client.cancel_job(job.job_id)
         except InvalidStateError:
