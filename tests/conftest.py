@@ -5,10 +5,14 @@ servers run in-process on an ephemeral loopback port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -205,3 +209,25 @@ async def rest(app) -> AsyncIterator[str]:
     await asyncio.to_thread(envoy.start)
     yield envoy.url
     await asyncio.to_thread(envoy.stop)
+
+
+@contextlib.contextmanager
+def server_process(log_dir: Path, env: dict[str, str], timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """`python -m server --seed-demo` with ``env``, as `make run` starts it, its output in
+    ``log_dir/server.log``; yields once it says it is ready, and ends it afterwards."""
+    log_path = log_dir / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while "Ctrl-C to stop" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"the stack did not start in {timeout:.0f} s"
+                time.sleep(0.2)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -7,8 +7,6 @@ The test process itself is not a Ray driver of that cluster."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from client import TrainingClient, pb
 from server.execution.local_cluster import LocalCluster, NodeSpec
-from tests.conftest import ROOT, free_port, tiny_config
+from tests.conftest import free_port, server_process, tiny_config
 
 
 def _until(what, timeout: float, step: float = 0.5):
@@ -44,13 +42,9 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DATABASE_URL", None)
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     back = None
     try:
-        _until(lambda: "Ctrl-C to stop" in (tmp_path / "server.log").read_text() or proc.poll() is not None, 120)
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        with TrainingClient(f"127.0.0.1:{grpc_port}") as c:
+        with server_process(tmp_path, env) as proc, TrainingClient(f"127.0.0.1:{grpc_port}") as c:
             first = c.create_job("acme-corp", "forecast", tiny_config())
             assert c.wait(first.job_id).status == pb.COMPLETED
 
@@ -68,15 +62,9 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
             done = _until(lambda: (j := c.get_job(waiting.job_id)).status in (pb.COMPLETED, pb.FAILED) and j, 180)
             assert done.status == pb.COMPLETED, done.error
             assert _until(lambda: c.health().ray.status == "ok", 30)
-        assert proc.poll() is None  # the same server throughout
+            assert proc.poll() is None  # the same server throughout
         assert "Ray is back: dispatch resumes" in (tmp_path / "server.log").read_text()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         head.stop()
         if back is not None:
             back.stop()

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, server_process
 
 WALKTHROUGH = ROOT.parent / "shared" / "acceptance" / "guide_walkthrough.py"
 NOT_YET: set[str] = set()
@@ -35,24 +34,10 @@ def stack(tmp_path):
     env.pop("DATABASE_URL", None)
     env.pop("RAY_ADDRESS", None)
     env.pop("AIHUB_ISOLATED", None)  # as a shell outside the suite's namespace: the server isolates its backend itself
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while "Ctrl-C to stop" not in (tmp_path / "server.log").read_text():
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the stack did not start in 120 s"
-            time.sleep(0.2)
+    with server_process(tmp_path, env):
         started = (tmp_path / "server.log").read_text()
         assert "private network namespace" in started and "local Ray cluster of 2 nodes" in started, started[-3000:]
         yield f"http://127.0.0.1:{http_port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.mark.timeout(900)
