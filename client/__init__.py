@@ -14,6 +14,7 @@ from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from client.errors import (
     AIHubError,
+    AlreadyExistsError,
     AuthenticationError,
     ConfigValidationError,
     DataLoadError,
@@ -27,6 +28,7 @@ from client.errors import (
 
 __all__ = [
     "AIHubError",
+    "AlreadyExistsError",
     "AsyncTrainingClient",
     "AuthenticationError",
     "ConfigValidationError",

@@ -61,6 +61,10 @@ class PermissionDeniedError(AIHubError):
     """The API key may not do this (PERMISSION_DENIED; HTTP 403), e.g. act for another tenant."""
 
 
+class AlreadyExistsError(AIHubError):
+    """A request_id reused with a different request (ALREADY_EXISTS; HTTP 409); details name the job."""
+
+
 class QuotaExceededError(ResourceError):
     """A tenant quota does not allow the request (RESOURCE_EXHAUSTED; HTTP 429); details name the limit."""
 
@@ -77,6 +81,7 @@ _BY_CODE = {
     grpc.StatusCode.FAILED_PRECONDITION: InvalidStateError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }

@@ -51,15 +51,23 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         from server import seed
 
         await seed.seed_demo(app.engine)
-    stop = asyncio.Event()
+    stop, now = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (now if stop.is_set() else stop).set()  # a second signal: stop without waiting for the drain
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     if settings.grpc_unix_socket is not None:
         print(f"AI Hub Training backend ready on {settings.grpc_unix_socket} (in its own network namespace)", flush=True)
     else:
         _banner(settings, f"{settings.grpc_host}:{app.port}", envoy.url if envoy else None)
     await stop.wait()
+    log.info("stopping: draining for up to %.0f s (a second Ctrl-C stops at once)", settings.drain_seconds)
+    drain = asyncio.ensure_future(app.drain(settings.drain_seconds))
+    await asyncio.wait([drain, asyncio.ensure_future(now.wait())], return_when=asyncio.FIRST_COMPLETED)
+    drain.cancel()
     log.info("stopping")
     if envoy is not None:
         envoy.stop()

@@ -56,6 +56,34 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=2.0, gt=0, description="Backstop queue poll; NOTIFY wakes at once.")
     lease_seconds: float = Field(default=30.0, gt=0, description="A running job's lease; renewed every third of it.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Automatic retries of a job whose failure may pass.")
+    max_lost_leases: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Requeues of a job whose server was lost while it ran (its lease expired); once more and it FAILS "
+        "(WorkerLost). Not counted in AIHUB_MAX_RETRIES.",
+    )
+    drain_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: how long running jobs may finish (health NOT_SERVING, no new claims) before the rest "
+        "are handed back to the queue (which does not use a retry).",
+    )
+    default_max_runtime_seconds: int = Field(
+        default=86400, ge=1, description="A job's time limit when its config sets no max_runtime_seconds; past it: FAILED (Timeout)."
+    )
+    max_runtime_cap_seconds: int = Field(
+        default=604800, ge=1, description="The largest max_runtime_seconds a job may ask for (a larger one is refused at create)."
+    )
+    stall_warning_seconds: float = Field(
+        default=600.0, gt=0, description="A running job whose progress has not moved this long gets a WARNING (server log and job log)."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="python -m server: run this many gRPC servers on one database behind one Envoy (health-checked, balanced).",
+    )
     retry_base_seconds: float = Field(default=60.0, gt=0, description="First retry delay; doubles each time (1, 2, 4 min).")
     server_id: str | None = Field(default=None, description="This server's name in claimed_by; default host:pid.")
     log_level: str = Field(default="INFO", description="Log level of the server and of its Ray tasks.")
@@ -88,6 +116,8 @@ class Settings(BaseSettings):
                     f"AIHUB_AUTH=off is allowed only when every listener is on loopback; {', '.join(exposed)} is not. "
                     "Use AIHUB_AUTH=required (and API keys) to listen elsewhere."
                 )
+        if self.default_max_runtime_seconds > self.max_runtime_cap_seconds:
+            raise ValueError("AIHUB_DEFAULT_MAX_RUNTIME_SECONDS must not exceed AIHUB_MAX_RUNTIME_CAP_SECONDS")
         if self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key) < 32:
             raise ValueError("AIHUB_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
         return self

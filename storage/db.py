@@ -73,6 +73,26 @@ def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int =
     return engine
 
 
+# SQLSTATEs that mean "the database cannot serve now, try again": connection exceptions
+# (class 08), shutting down or starting up (57P01 admin_shutdown, 57P02 crash_shutdown,
+# 57P03 cannot_connect_now: "the database system is shutting down / starting up"), and too
+# many connections (53300).
+UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if state:
+            return str(state)
+    return ""
+
+
+def _unavailable(sqlstate: str) -> bool:
+    return sqlstate.startswith(UNAVAILABLE_STATES)
+
+
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
     """A transaction the caller owns, acting for ``scope`` (one tenant or every tenant; the
@@ -92,13 +112,17 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
     except (OperationalError, InterfaceError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
     except DBAPIError as exc:
-        sqlstate = str(getattr(exc.orig, "sqlstate", "") or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", "") or "")
+        sqlstate = _sqlstate(exc)
+        if _unavailable(sqlstate):
+            raise DatabaseUnavailable(f"database unavailable (SQLSTATE {sqlstate})") from exc
         if sqlstate.startswith("22"):
             raise InvalidData(sqlstate) from exc
         raise StorageError(f"database error (SQLSTATE {sqlstate or 'unknown'})") from exc
     except (asyncpg.exceptions.DataError, UnicodeEncodeError) as exc:  # raw asyncpg (COPY) and strings PostgreSQL cannot hold
         raise InvalidData(getattr(exc, "sqlstate", None) or "22021") from exc
     except asyncpg.exceptions.PostgresError as exc:  # raw asyncpg, anything else
+        if _unavailable(str(exc.sqlstate)):
+            raise DatabaseUnavailable(f"database unavailable (SQLSTATE {exc.sqlstate})") from exc
         raise StorageError(f"database error (SQLSTATE {exc.sqlstate})") from exc
 
 

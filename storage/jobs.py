@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import logs, tenants
-from storage.errors import InvalidTransition, JobNotFound
+from storage.errors import InvalidTransition, JobNotFound, RequestIdReused
 from storage.notifications import JobEvent, notify
 from storage.queue import NEXT_ATTEMPT
 from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
@@ -34,9 +34,9 @@ from storage.tenancy import scope_of
 INSERT_JOB = sa.text(
     """
     INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
-                               config, config_hash, metadata, request_id, created_at, updated_at)
+                               config, config_hash, metadata, request_id, request_hash, created_at, updated_at)
     VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
-            CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id,
+            CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id, :request_hash,
             clock_timestamp(), clock_timestamp())
     ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
@@ -88,10 +88,11 @@ CANCEL_ATTEMPT = sa.text(
     "WHERE job_id = :id AND attempt = :attempt AND finished_at IS NULL"
 )
 
-# retry: a FAILED or CANCELLED job back to the queue as its next attempt.
+# retry: a FAILED or CANCELLED job back to the queue as its next attempt (with a new cap of
+# lost leases).
 # Index: training_jobs primary key.
 RETRY = sa.text(
-    f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE id = :id AND status IN ('FAILED', 'CANCELLED') "  # noqa: S608 - constant fragment
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT}, lost_leases = 0 WHERE id = :id AND status IN ('FAILED', 'CANCELLED') "  # noqa: S608 - constant fragment
     "AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING id, attempt, tenant_id, priority"
 )
 
@@ -124,14 +125,15 @@ async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
 async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
     """Insert a PENDING job and wake the dispatchers, within the tenant's quotas
     (QuotaExceeded). Returns (job, created); with a request_id the tenant already used, the
-    existing job and False."""
+    existing job and False; RequestIdReused when that job was created by another request
+    (AIP-155)."""
     scope_of(conn).single()  # a job is created for one tenant, the transaction's
     if new.request_id is not None:
         existing = (
             (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().first()
         )
         if existing is not None:
-            return Job.from_row(existing), False
+            return _same_request(new, Job.from_row(existing)), False
     await tenants.admit(conn, new.tenant_id, new.priority)
     params = {
         "id": uuid.uuid4(),
@@ -143,15 +145,24 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         "config_hash": new.config_hash,
         "metadata": json.dumps(new.metadata),
         "request_id": new.request_id,
+        "request_hash": new.request_hash,
     }
     row = (await conn.execute(INSERT_JOB, params)).mappings().first()
     if row is None:
         existing = (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().one()
-        return Job.from_row(existing), False
+        return _same_request(new, Job.from_row(existing)), False
     job = Job.from_row(row)
     await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
     await notify(conn, job.job_id, JobEvent.QUEUED)
     return job, True
+
+
+def _same_request(new: NewJob, existing: Job) -> Job:
+    """The job a request_id created, if this is the request that created it (jobs created
+    before fingerprints were stored always match)."""
+    if existing.request_hash is not None and existing.request_hash != new.request_hash:
+        raise RequestIdReused(str(new.request_id), existing.job_id)
+    return existing
 
 
 async def list_jobs(

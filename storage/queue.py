@@ -71,12 +71,14 @@ INSERT_ATTEMPT = sa.text(
     "VALUES (:id, :attempt, 'RUNNING', :server_id, clock_timestamp())"
 )
 
-# heartbeat: extend the lease of the jobs one server is running. Index: training_jobs primary key.
+# heartbeat: extend the lease of the jobs one server is running; answers where each stands
+# (a stalled one is noticed). Index: training_jobs primary key.
 HEARTBEAT = sa.text(
     """
     UPDATE training_jobs
        SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
      WHERE id = ANY(:ids) AND status = 'RUNNING' AND claimed_by = :server_id
+    RETURNING id, progress, current_step
     """
 )
 
@@ -144,18 +146,40 @@ FINISH_ATTEMPT = sa.text(
 # requeue_expired: RUNNING jobs whose lease ran out (their server stopped heartbeating) go
 # back to the queue as their next attempt.
 # Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
+# Such a requeue does not use the job's retry budget (free_attempts), but counts against its
+# own cap (lost_leases, AIHUB_MAX_LOST_LEASES): see fail_lost.
 REQUEUE_EXPIRED = sa.text(
-    f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() RETURNING id, attempt"  # noqa: S608 - constant fragment
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT}, lost_leases = lost_leases + 1, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
+    "WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() AND lost_leases < :max_lost RETURNING id, attempt"
+)
+
+# fail_lost: RUNNING jobs whose lease ran out once more than the cap allows FAIL for good
+# (a job that kills its worker every time must not loop forever).
+# Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
+FAIL_LOST = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = 'FAILED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+           lost_leases = lost_leases + 1, error_reason = 'WorkerLost',
+           error_message = format('its server was lost while it ran, %s times (the cap is %s requeues)', lost_leases + 1, :max_lost),
+           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text, 'max_lost_leases', CAST(:max_lost AS text)),
+           model_version = NULL, lease_expires_at = NULL, retry_at = NULL
+     WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() AND lost_leases >= :max_lost
+    RETURNING id, attempt, error_message
+    """
 )
 
 # release: the RUNNING jobs of a server that is stopping go back to the queue as their next
-# attempt. Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
-RELEASE = sa.text(f"UPDATE training_jobs SET {NEXT_ATTEMPT} WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt")  # noqa: S608 - constant fragment
+# attempt (not one of its retries: free_attempts). Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
+RELEASE = sa.text(
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT}, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
+    "WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt"
+)
 
 # hand_back: one running attempt of this server goes back to the queue as the next attempt
-# (its cluster was lost). Index: training_jobs primary key.
+# (its cluster was lost, or the server drained and stopped), not one of its retries. Index: training_jobs primary key.
 HAND_BACK = sa.text(
-    f"UPDATE training_jobs SET {NEXT_ATTEMPT} "  # noqa: S608 - constant fragment
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT}, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
     "WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt"
 )
 
@@ -208,9 +232,14 @@ async def claim(
     return Job.from_row(row)
 
 
-async def heartbeat(conn: AsyncConnection, server_id: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0) -> None:
-    if job_ids:
-        await conn.execute(HEARTBEAT, {"ids": list(job_ids), "server_id": server_id, "lease_seconds": lease_seconds})
+async def heartbeat(
+    conn: AsyncConnection, server_id: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0
+) -> dict[uuid.UUID, tuple[int, str]]:
+    """Renew the leases of the jobs this server runs; returns each one's (progress, step)."""
+    if not job_ids:
+        return {}
+    rows = await conn.execute(HEARTBEAT, {"ids": list(job_ids), "server_id": server_id, "lease_seconds": lease_seconds})
+    return {job_id: (int(progress), step) for job_id, progress, step in rows}
 
 
 async def set_progress(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, step: str, progress: int) -> bool:
@@ -292,10 +321,26 @@ async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[s
     return [r[0] for r in rows]
 
 
-async def requeue_expired(conn: AsyncConnection) -> list[uuid.UUID]:
-    return await _requeue(
-        conn, REQUEUE_EXPIRED, {}, "lease expired", "the server running attempt {old} stopped; queued again as attempt {new}"
+MAX_LOST_LEASES = 3  # the default of AIHUB_MAX_LOST_LEASES
+
+
+async def requeue_expired(conn: AsyncConnection, *, max_lost: int = MAX_LOST_LEASES) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """RUNNING jobs whose lease ran out (their server was lost): queued again as their next
+    attempt, at most ``max_lost`` times each; a job lost once more FAILS for good
+    (WorkerLost, with the count). Returns (requeued, failed)."""
+    failed = (await conn.execute(FAIL_LOST, {"max_lost": max_lost})).all()
+    for job_id, attempt, message in failed:
+        await _attempt_ended(conn, job_id, attempt, "FAILED", JobError("WorkerLost", message))
+        await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: WorkerLost: {message}")
+        await notify(conn, job_id, JobEvent.CHANGED)
+    requeued = await _requeue(
+        conn,
+        REQUEUE_EXPIRED,
+        {"max_lost": max_lost},
+        "lease expired",
+        "the server running attempt {old} was lost (its lease expired); queued again as attempt {new}",
     )
+    return requeued, [row[0] for row in failed]
 
 
 async def release(conn: AsyncConnection, server_id: str) -> list[uuid.UUID]:
@@ -325,6 +370,6 @@ async def requeue_due_retries(conn: AsyncConnection) -> list[uuid.UUID]:
     return [r[0] for r in rows]
 
 
-async def note(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, message: str) -> None:
-    """A line in a queued job's log, such as what it waits for."""
-    await logs.append(conn, job_id, attempt, LogLevel.INFO, "", message)
+async def note(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, message: str, *, level: LogLevel = LogLevel.INFO) -> None:
+    """A line in a job's log from the server, such as what it waits for."""
+    await logs.append(conn, job_id, attempt, level, "", message)

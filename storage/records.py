@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -116,6 +117,19 @@ class NewJob:
     request_id: str | None = None
     config_hash: str | None = None
 
+    @property
+    def request_hash(self) -> str:
+        """What makes two create requests the same request (AIP-155): every field the caller
+        sent, in canonical form."""
+        body = {
+            "tenant_id": self.tenant_id,
+            "model_type": self.model_type,
+            "priority": self.priority.value,
+            "config": self.config,
+            "metadata": dict(sorted(self.metadata.items())),
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class Job:
@@ -141,6 +155,14 @@ class Job:
     updated_at: datetime
     retry_at: datetime | None = None  # a FAILED job that will be queued again by itself then
     config_hash: str | None = None  # None for jobs created before the hash was stored
+    lost_leases: int = 0  # times its server was lost while it ran (its lease expired)
+    free_attempts: int = 0  # attempts that ended without failing (handed back): not in the retry budget
+    request_hash: str | None = None  # the create request's fingerprint (request_id reuse)
+
+    @property
+    def failed_attempts(self) -> int:
+        """The attempts that count against the automatic retry budget."""
+        return self.attempt - self.free_attempts
 
     @classmethod
     def from_row(cls, row: RowMapping, metrics: Mapping[str, float] | None = None) -> Self:
@@ -160,6 +182,7 @@ class Job:
             error=error,
             metrics=dict(metrics or {}),
             **_columns(row, _JOB_COLUMNS),
+            **{name: row[name] for name in ("lost_leases", "free_attempts", "request_hash") if name in row},
         )
 
 

@@ -41,6 +41,9 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("config_hash", sa.Text),
+    sa.Column("lost_leases", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("free_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("request_hash", sa.Text),
     sa.CheckConstraint("status IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')", name="job_status_known"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="job_progress_range"),
     # The claim: the oldest PENDING job of the best priority.

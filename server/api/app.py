@@ -30,7 +30,7 @@ from server.api.rest import TrainingHttpServicer
 from server.api.servicer import TrainingServicer
 from server.execution.artifacts import ArtifactStore
 from server.execution.clusters import ClusterMonitor
-from server.execution.dispatcher import Dispatcher
+from server.execution.dispatcher import Dispatcher, Limits
 from server.execution.driver import DriverExecutor, DriverLost
 from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import Executor
@@ -113,6 +113,11 @@ class App:
             max_concurrent=s.max_concurrent_jobs,
             poll_interval=s.poll_interval_seconds,
             lease_seconds=s.lease_seconds,
+            limits=Limits(
+                default_runtime_seconds=s.default_max_runtime_seconds,
+                stall_warning_seconds=s.stall_warning_seconds,
+                max_lost_leases=s.max_lost_leases,
+            ),
         )
         self.events.add_listener(self.dispatcher.on_event)
         if not self.dispatch:
@@ -127,6 +132,7 @@ class App:
             evaluator=ModelEvaluator(self.executor, artifacts, task_settings),
             artifacts=artifacts,
             clusters=self.clusters,
+            max_runtime_cap=s.max_runtime_cap_seconds,
         )
 
         interceptor = ErrorInterceptor(
@@ -163,6 +169,15 @@ class App:
         log.info("gRPC on %s:%d (server %s, %s)", s.grpc_host, self.port, self.dispatcher.server_id, room)
         if s.auth == "off":
             log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
+
+    async def drain(self, seconds: float) -> None:
+        """Before a stop: tell load balancers this server is going (health NOT_SERVING),
+        stop claiming jobs, and give the running ones up to ``seconds`` to finish, while
+        calls (and streams) are still answered."""
+        if self._server is not None:
+            for service in ("", SERVICE_NAME):
+                await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.dispatcher.drain(seconds)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving, stop dispatching (running jobs go back to the queue as their next

@@ -96,6 +96,8 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
         return _status(code.FAILED_PRECONDITION, exc.reason, exc.message, exc.details)
     if isinstance(exc, storage_errors.JobNotFound):
         return _status(code.NOT_FOUND, "JobNotFound", str(exc), {"job_id": exc.job_id})
+    if isinstance(exc, storage_errors.RequestIdReused):
+        return _status(code.ALREADY_EXISTS, "RequestIdReused", str(exc), {"job_id": exc.job_id, "request_id": exc.request_id})
     if isinstance(exc, storage_errors.ModelNotFound):
         return _status(code.NOT_FOUND, "ModelNotFound", str(exc), {"model_id": exc.model_id})
     if isinstance(exc, storage_errors.InvalidTransition):

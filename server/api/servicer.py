@@ -50,7 +50,9 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         evaluator: ModelEvaluator,
         artifacts: ArtifactStore,
         clusters: ClusterMonitor,
+        max_runtime_cap: int = 604800,
     ) -> None:
+        self.max_runtime_cap = max_runtime_cap
         self.engine = engine
         self.events = events
         self.evaluator = evaluator
@@ -71,6 +73,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         config = convert.config_to_dict(request.config)
         await self.clusters.check_fits(specs.worker_request(config))  # ResourceError first: what no config change fixes
         spec = specs.build(config, model_type=model_type)
+        if spec.max_runtime_seconds is not None and spec.max_runtime_seconds > self.max_runtime_cap:
+            raise RequestError("max_runtime_seconds", f"must be at most {self.max_runtime_cap} s (this server's cap)")
         new = NewJob(
             tenant_id=tenant_id,
             model_type=spec.model_type.value,

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,7 +26,7 @@ from server.execution.payloads import JobPayload
 from server.execution.runtime import TaskRuntime
 from server.observability import bind
 from storage import db, features, logs, models, queue
-from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
+from storage.errors import DatabaseUnavailable, FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import LogLevel, ModelVersion, NewModelVersion
 from storage.tenancy import Scope
 from trainers.errors import DataLoadError, JobCancelled
@@ -33,12 +35,33 @@ from trainers.spec import TrainingSpec
 log = logging.getLogger(__name__)
 
 
+OUTAGE_SECONDS = 120.0  # how long a report waits for the database to come back before the attempt fails
+
+
 class DbReporter:
-    def __init__(self, rt: TaskRuntime, engine: db.Engine, scope: Scope, job_id: uuid.UUID, attempt: int) -> None:
+    """Reports of a running attempt. A database outage pauses the attempt at its next report
+    (each waits up to ``outage_seconds`` for the database) rather than failing it, so no line is
+    lost and a short outage costs no work."""
+
+    def __init__(
+        self, rt: TaskRuntime, engine: db.Engine, scope: Scope, job_id: uuid.UUID, attempt: int, *, outage_seconds: float = OUTAGE_SECONDS
+    ) -> None:
         self.rt, self.engine, self.scope, self.job_id, self.attempt = rt, engine, scope, job_id, attempt
+        self.outage_seconds = outage_seconds
         self.current_step = ""
 
-    def _guarded(self, still_running: bool) -> None:
+    def _guarded(self, go: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+        deadline, delay = time.monotonic() + self.outage_seconds, 0.2
+        while True:
+            try:
+                still_running: bool = self.rt.run(go)
+                break
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable; the report waits for it (up to %.0f s)", self.outage_seconds)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
         if not still_running:
             raise JobCancelled(f"job {self.job_id} attempt {self.attempt} is no longer running")
 
@@ -53,7 +76,7 @@ class DbReporter:
                     await logs.append(conn, self.job_id, self.attempt, LogLevel.INFO, name, f"step {name} started")
                 return ok
 
-        self._guarded(self.rt.run(go))
+        self._guarded(go)
         log.info("step %s started", name)
 
     def progress(self, progress: int) -> None:
@@ -61,7 +84,7 @@ class DbReporter:
             async with db.transaction(self.engine, self.scope) as conn:
                 return await queue.set_progress(conn, self.job_id, self.attempt, self.current_step, progress)
 
-        self._guarded(self.rt.run(go))
+        self._guarded(go)
 
     def log(self, level: str, message: str) -> None:
         lvl = LogLevel(level)
@@ -81,7 +104,7 @@ class DbReporter:
                 await write(conn)
                 return True
 
-        self._guarded(self.rt.run(go))
+        self._guarded(go)
 
 
 class DbDataSource:

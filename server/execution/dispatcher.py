@@ -5,8 +5,14 @@ requeued; a run finished), with a slow poll as backstop. Claims use FOR UPDATE S
 (storage.queue.CLAIM_HEAD), so any number of servers can share one database without running a
 job twice; each claim records this server's ``server_id`` in ``claimed_by``. Each claim
 takes a lease that a heartbeat renews; expired leases (a server that died) are requeued by
-storage.queue.requeue_expired on every pass, and a server that stops hands its running
-jobs back at once (storage.queue.release).
+storage.queue.requeue_expired on every pass, at most ``max_lost_leases`` times a job.
+
+Nothing a job's run produced is lost in a database outage: an outcome the run could not
+write, or one the dispatcher decides (a lost Ray task, a time limit), is written by
+``_record`` as soon as the database answers again, and the running jobs' leases are renewed
+before any pass requeues expired ones. A server asked to stop drains first (``drain``): it
+stops claiming and lets its running jobs finish for a while; what is left is handed back to
+the queue (storage.queue.release), which does not use a retry.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from server.execution.driver import DriverLost
 from server.execution.executor import Executor
-from server.execution.payloads import JobPayload, TaskSettings
+from server.execution.payloads import JobPayload, Outcome, TaskSettings
 from server.observability import job_fields
 from storage import db, queue
+from storage.errors import DatabaseUnavailable
 from storage.notifications import RECONNECTED, JobEvent
-from storage.records import Job, JobError
+from storage.records import Job, JobError, LogLevel
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,15 @@ class _Ledger:
         return "wait"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long a job may run and when it is worth a warning."""
+
+    default_runtime_seconds: float = 86400.0  # a job without max_runtime_seconds
+    stall_warning_seconds: float = 600.0  # progress unchanged this long: a WARNING
+    max_lost_leases: int = queue.MAX_LOST_LEASES  # requeues after a lost server, then FAILED (WorkerLost)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -79,6 +98,7 @@ class Dispatcher:
         poll_interval: float = 2.0,
         lease_seconds: float = 30.0,
         stop_wait_seconds: float = 8.0,
+        limits: Limits | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
@@ -88,6 +108,10 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.stop_wait_seconds = stop_wait_seconds
+        self.limits = limits or Limits()
+        self._db_up, self._back_at = True, float("-inf")  # whether the database answered last; when it came back
+        self._attempts: dict[uuid.UUID, int] = {}  # the attempt each running job is at
+        self._moved: dict[uuid.UUID, tuple[tuple[int, str], float, bool]] = {}  # progress, since when, warned
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.committed: dict[uuid.UUID, dict[str, float]] = {}  # what each running job holds (CPU, GPU, memory)
         self._noted: dict[uuid.UUID, tuple[int, str]] = {}  # the last wait logged on each waiting job
@@ -118,6 +142,17 @@ class Dispatcher:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
 
+    async def drain(self, seconds: float) -> None:
+        """Stop claiming and give the running jobs up to ``seconds`` to finish (what is left
+        is handed back by ``stop``)."""
+        self.pause()
+        pending = list(self.running.values())
+        if pending and seconds > 0:
+            log.info("draining: %d running jobs may finish within %.0f s", len(pending), seconds)
+            _, still = await asyncio.wait(pending, timeout=seconds)
+            if still:
+                log.warning("drain: %d jobs still running after %.0f s; handing them back", len(still), seconds)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -126,9 +161,9 @@ class Dispatcher:
                 await task
         if not self.running:
             return
-        # Hand our jobs back now (PENDING, next attempt) rather than when their lease runs
-        # out: another server, or this one restarted, takes them at once, and their Ray
-        # tasks see that their attempt is over and stop.
+        # Hand our jobs back now (PENDING, next attempt, not one of their retries) rather
+        # than when their lease runs out: another server, or this one restarted, takes them
+        # at once, and their Ray tasks see that their attempt is over and stop.
         try:
             async with db.transaction(self.engine) as conn:
                 released = await queue.release(conn, self.server_id)
@@ -147,6 +182,8 @@ class Dispatcher:
         while True:
             try:
                 await self._pass()
+            except DatabaseUnavailable as exc:
+                log.warning("dispatch pass: %s", exc)
             except Exception:
                 log.exception("dispatch pass failed")
             with contextlib.suppress(TimeoutError):
@@ -154,11 +191,25 @@ class Dispatcher:
             self._wake.clear()
 
     async def _pass(self) -> None:
-        async with db.transaction(self.engine) as conn:
-            requeued = await queue.requeue_expired(conn)
-            retried = await queue.requeue_due_retries(conn)
+        try:
+            async with db.transaction(self.engine) as conn:
+                # Our own leases first: after an outage longer than a lease, our running jobs
+                # are not taken for lost. Every server saw the outage: each gives the others
+                # one lease to renew theirs before it requeues any.
+                await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
+                requeued: list[uuid.UUID] = []
+                lost: list[uuid.UUID] = []
+                if time.monotonic() - self._back_at >= self.lease_seconds:
+                    requeued, lost = await queue.requeue_expired(conn, max_lost=self.limits.max_lost_leases)
+                retried = await queue.requeue_due_retries(conn)
+        except DatabaseUnavailable:
+            self._reachable(False)
+            raise
+        self._reachable(True)
         for job_id in requeued:
-            log.warning("lease expired (its server stopped); queued again", extra={"job_id": str(job_id)})
+            log.warning("lease expired (its server was lost); queued again", extra={"job_id": str(job_id)})
+        for job_id in lost:
+            log.error("lease expired once more than AIHUB_MAX_LOST_LEASES allows; FAILED (WorkerLost)", extra={"job_id": str(job_id)})
         for job_id in retried:
             log.info("automatic retry", extra={"job_id": str(job_id)})
         if self._paused:
@@ -180,6 +231,7 @@ class Dispatcher:
             if job is None:
                 return
             self.committed[job.job_id] = ledger.taken
+            self._attempts[job.job_id] = job.attempt
             with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
                 # The task copies this context: its log lines carry the job's fields.
                 self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
@@ -191,33 +243,116 @@ class Dispatcher:
             except (KeyError, TypeError, ValueError) as exc:  # a stored config this release cannot read
                 await self._fail(job, JobError("ConfigValidationError", f"the job's stored configuration is unreadable: {exc!r}"))
                 return
-            payload = JobPayload(job.job_id, job.attempt, job.tenant_id, spec, self.task_settings)
+            payload = JobPayload(job.job_id, job.attempt, job.tenant_id, spec, self.task_settings, retry_number=job.failed_attempts)
+            limit = float(spec.max_runtime_seconds or self.limits.default_runtime_seconds)
+            run = asyncio.ensure_future(self.executor.run(payload))
             try:
-                outcome = await self.executor.run(payload)
+                done, _ = await asyncio.wait({run}, timeout=limit)
+                if not done:
+                    await self._time_out(job, limit)
+                outcome = await run  # a timed-out attempt's guard stops it (as a cancel does)
                 log.info("attempt %d: %s", job.attempt, outcome.status)
+                if not outcome.written:
+                    await self._write_outcome(job, outcome)
             except DriverLost as exc:  # the cluster's head went away: the job waits for it, it does not fail
-                async with db.transaction(self.engine) as conn:
-                    await queue.hand_back(conn, self.server_id, job.job_id, job.attempt, f"the Ray cluster was lost while it ran ({exc})")
+                why = f"the Ray cluster was lost while it ran ({exc})"
+                await self._record("hand back", lambda conn: queue.hand_back(conn, self.server_id, job.job_id, job.attempt, why))
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
                 message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
+            finally:
+                if not run.done():
+                    run.cancel()
         finally:
             self.running.pop(job.job_id, None)
             self.committed.pop(job.job_id, None)
+            self._moved.pop(job.job_id, None)
+            self._attempts.pop(job.job_id, None)
             self._wake.set()
+
+    async def _time_out(self, job: Job, limit: float) -> None:
+        error = JobError(
+            "Timeout",
+            f"the attempt ran longer than its time limit of {limit:g} s (max_runtime_seconds) and was stopped",
+            {"max_runtime_seconds": f"{limit:g}"},
+            retryable=False,
+        )
+        if await self._record("time limit", lambda conn: queue.fail(conn, job.job_id, job.attempt, error)):
+            log.warning("stopped after %g s: its time limit", limit)
+
+    async def _write_outcome(self, job: Job, outcome: Outcome) -> None:
+        """The outcome the run could not write (the database was unreachable at its end)."""
+        if outcome.status == "COMPLETED":
+            await self._record("outcome", lambda conn: queue.complete(conn, job.job_id, job.attempt, outcome.model_version))
+        elif outcome.status == "FAILED" and outcome.error is not None:
+            error = outcome.error
+            await self._record("outcome", lambda conn: queue.fail(conn, job.job_id, job.attempt, error, retry_in=outcome.retry_in))
 
     async def _fail(self, job: Job, error: JobError) -> None:
         """Record a failure (with the retry policy), unless the attempt already ended (e.g.
         it was cancelled)."""
-        retry_in = self.task_settings.retry.delay(job.attempt, error.retryable)
-        async with db.transaction(self.engine) as conn:
-            await queue.fail(conn, job.job_id, job.attempt, error, retry_in=retry_in)
+        retry_in = self.task_settings.retry.delay(job.failed_attempts, error.retryable)
+        await self._record("failure", lambda conn: queue.fail(conn, job.job_id, job.attempt, error, retry_in=retry_in))
+
+    async def _record(self, what: str, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
+        """Run ``write`` in a transaction, waiting out a database outage (never giving up
+        while this server runs): what a job's run ended with is never lost."""
+        delay, warned = 0.2, False
+        while True:
+            try:
+                async with db.transaction(self.engine) as conn:
+                    written = await write(conn)
+            except DatabaseUnavailable as exc:
+                if not warned:
+                    log.warning("database unavailable; the %s is written when it is back (%s)", what, exc)
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if warned:
+                log.info("database back: the %s is written", what)
+            return written
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 async with db.transaction(self.engine) as conn:
-                    await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
+                    where = await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
+                    for job_id, attempt, message in self._stalled(where):
+                        await queue.note(conn, job_id, attempt, message, level=LogLevel.WARNING)
+            except DatabaseUnavailable as exc:
+                self._reachable(False)
+                log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")
+            else:
+                self._reachable(True)
+
+    def _reachable(self, reachable: bool) -> None:
+        """Note whether the database answers; when it is back after an outage, the time."""
+        if reachable and not self._db_up:
+            self._back_at = time.monotonic()
+            log.info("database reachable again; running jobs keep their leases")
+        self._db_up = reachable
+
+    def _stalled(self, where: dict[uuid.UUID, tuple[int, str]]) -> list[tuple[uuid.UUID, int, str]]:
+        """The running jobs whose progress has not moved for stall_warning_seconds (each
+        warned once per stall)."""
+        now, found = time.monotonic(), []
+        for job_id, state in where.items():
+            seen, since, warned = self._moved.get(job_id, (state, now, False))
+            if seen != state:
+                seen, since, warned = state, now, False
+            task = self.running.get(job_id)
+            if not warned and now - since >= self.limits.stall_warning_seconds and task is not None:
+                progress, step = state
+                message = f"no progress for {now - since:.0f} s (still {progress}% in step {step or 'start'})"
+                with job_fields(job_id=str(job_id)):
+                    log.warning("%s", message)
+                attempt = self._attempts.get(job_id, 0)
+                if attempt:
+                    found.append((job_id, attempt, message))
+                warned = True
+            self._moved[job_id] = (seen, since, warned)
+        return found

@@ -50,6 +50,12 @@ class JobPayload:
     tenant_id: str
     spec: TrainingSpec
     settings: TaskSettings
+    retry_number: int = 0  # which automatic retry this is counts from here (attempts handed back do not count); 0: attempt
+
+    @property
+    def failed_attempts(self) -> int:
+        """The attempts so far that count against the retry budget, this one included."""
+        return self.retry_number or self.attempt
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Outcome:
     status: str  # COMPLETED, FAILED or CANCELLED
     model_version: int | None = None
     error: JobError | None = None
+    retry_in: float | None = None  # FAILED: when the automatic retry is planned, if any
+    written: bool = True  # False: the database was unreachable at the end; the dispatcher writes it
 
 
 @dataclass(frozen=True)

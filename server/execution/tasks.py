@@ -22,6 +22,7 @@ from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, Task
 from server.execution.runtime import TaskRuntime, runtime
 from server.execution.tuning import RayTuner
 from storage import db, queue
+from storage.errors import DatabaseUnavailable
 from storage.records import JobError
 from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
@@ -43,7 +44,8 @@ def _configure_logging(settings: TaskSettings) -> None:
 
 def run_attempt(payload: JobPayload) -> Outcome:
     """Run one attempt of a job to its end and record the outcome. Returns what happened;
-    raises only if the database itself is unreachable."""
+    when the database is unreachable at the end, the outcome unwritten (``written=False``),
+    for the dispatcher to write when it is back."""
     _configure_logging(payload.settings)
     with observability.job_fields(job_id=str(payload.job_id), tenant_id=payload.tenant_id, attempt=payload.attempt):
         return _run_attempt(payload)
@@ -82,15 +84,23 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
         error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
-        if _finish(rt, engine, scope, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
-            return Outcome("COMPLETED", result.model_version)
+        try:
+            if _finish(rt, engine, scope, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
+                return Outcome("COMPLETED", result.model_version)
+        except DatabaseUnavailable:  # the dispatcher writes it when the database is back
+            log.warning("the database is unreachable at the end of the attempt; the server records the outcome")
+            return Outcome("COMPLETED", result.model_version, written=False)
         registry.discard()
         return Outcome("CANCELLED")
 
-    retry_in = s.retry.delay(payload.attempt, error.retryable)
-    failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
+    retry_in = s.retry.delay(payload.failed_attempts, error.retryable)
+    try:
+        failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
+    except DatabaseUnavailable:
+        log.warning("the database is unreachable at the end of the attempt; the server records the outcome")
+        return Outcome("FAILED", error=error, retry_in=retry_in, written=False)
     registry.discard()
-    return Outcome("FAILED", error=error) if failed else Outcome("CANCELLED")
+    return Outcome("FAILED", error=error, retry_in=retry_in) if failed else Outcome("CANCELLED")
 
 
 def _distributor(payload: JobPayload) -> RayDistributor | None:

@@ -138,7 +138,8 @@ async def test_queue_statements_use_their_indexes(database_url):
             await conn.execute(sa.text("SET enable_seqscan = off"))
             for stmt, params, indexes in [
                 (queue.CLAIM_HEAD, {"candidates": 20}, ("training_jobs_queue",)),
-                (queue.REQUEUE_EXPIRED, {}, running),
+                (queue.REQUEUE_EXPIRED, {"max_lost": 3}, running),
+                (queue.FAIL_LOST, {"max_lost": 3}, running),
                 (queue.RELEASE, {"server_id": "w"}, running),
                 (queue.REQUEUE_DUE_RETRIES, {}, ("training_jobs_retry_due",)),
             ]:
@@ -155,12 +156,41 @@ async def test_expired_lease_requeues_the_job_as_a_new_attempt(engine):
         await queue.claim(conn, "crashed-server", lease_seconds=0.05)
     await asyncio.sleep(0.2)
     async with db.transaction(engine, Scope.ALL) as conn:
-        assert await queue.requeue_expired(conn) == [job.job_id]
+        assert await queue.requeue_expired(conn) == ([job.job_id], [])
         again = await jobs.get(conn, job.job_id)
         # The old attempt can no longer write.
         assert not await queue.set_progress(conn, job.job_id, 1, "training", 50)
         assert not await queue.complete(conn, job.job_id, 1, 1)
     assert again.status == JobStatus.PENDING and again.attempt == 2
+    # Not one of its retries: the retry budget counts only failed attempts.
+    assert again.lost_leases == 1 and again.failed_attempts == 1
+
+
+async def test_lost_leases_are_capped_then_the_job_fails_with_the_count(engine):
+    """A job whose server is lost every time (it kills its worker) must not loop forever:
+    after max_lost requeues the next lost lease FAILS it for good, reason WorkerLost."""
+    async with db.transaction(engine, Scope.of("t")) as conn:
+        job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
+    outcomes = []
+    for _ in range(3):
+        async with db.transaction(engine, Scope.ALL) as conn:
+            assert await queue.claim(conn, "doomed-server", lease_seconds=0.01) is not None
+        await asyncio.sleep(0.05)
+        async with db.transaction(engine, Scope.ALL) as conn:
+            outcomes.append(await queue.requeue_expired(conn, max_lost=2))
+    assert outcomes == [([job.job_id], []), ([job.job_id], []), ([], [job.job_id])]
+    async with db.transaction(engine, Scope.ALL) as conn:
+        final = await jobs.get(conn, job.job_id)
+        history = await conn.execute(
+            sa.text("SELECT attempt, status, error_reason FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job.job_id}
+        )
+        assert [tuple(r) for r in history] == [(1, "FAILED", "WorkerLost"), (2, "FAILED", "WorkerLost"), (3, "FAILED", "WorkerLost")]
+        # A user's retry gives it a new cap.
+        again = await jobs.retry(conn, job.job_id)
+    assert final.status == JobStatus.FAILED and final.retry_at is None and final.attempt == 3
+    assert final.error.reason == "WorkerLost" and final.error.details == {"lost_leases": "3", "max_lost_leases": "2"}
+    assert "3 times" in final.error.message
+    assert again.status == JobStatus.PENDING and again.lost_leases == 0
 
 
 async def test_a_failure_that_may_pass_is_retried_with_backoff(start_app, database_url, demo_frame):

@@ -216,6 +216,12 @@ def _early_stopping(config: Config, read: _Read) -> Iterator[Violation]:
         yield Violation("early_stopping_rounds", f"{read.algorithm.name} has no early stopping (it trains in one pass); leave it unset")
 
 
+def _max_runtime(config: Config, read: _Read) -> Iterator[Violation]:
+    limit = config.get("max_runtime_seconds")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        yield Violation("max_runtime_seconds", "must be a whole number of seconds >= 1")
+
+
 def _backtest(config: Config, read: _Read) -> Iterator[Violation]:
     backtest = config.get("backtest")
     if not backtest:
@@ -310,6 +316,7 @@ CHECKS: tuple[Check, ...] = (
     _target_and_features,
     _split_and_seed,
     _early_stopping,
+    _max_runtime,
     _backtest,
     _label_column,
     _feature_table,

@@ -71,6 +71,7 @@ class TrainingSpec:
     backtest: tuple[int, int] | None = None  # (folds, horizon hours)
     tuning: Tuning | None = None  # a hyperparameter search before training
     workers: WorkerRequest | None = None  # distributed: data-parallel training on these Ray workers
+    max_runtime_seconds: int | None = None  # the attempt's time limit (None: the server's default)
 
     @cached_property
     def lags(self) -> Mapping[str, tuple[str, int]]:
@@ -112,6 +113,8 @@ class TrainingSpec:
         }
         if self.early_stopping_rounds is not None:
             out["early_stopping_rounds"] = self.early_stopping_rounds
+        if self.max_runtime_seconds is not None:
+            out["max_runtime_seconds"] = self.max_runtime_seconds
         options = {k: v for k, v in (("batch_size", self.batch_size), ("use_sample", self.use_sample)) if v is not None}
         if options:
             out["training_options"] = options
@@ -161,6 +164,7 @@ class TrainingSpec:
             backtest=(backtest["folds"], backtest["horizon_hours"]) if backtest else None,
             tuning=Tuning.from_dict(config["tuning"]) if config.get("tuning") else None,
             workers=worker_request(config),
+            max_runtime_seconds=config.get("max_runtime_seconds"),
         )
 
 

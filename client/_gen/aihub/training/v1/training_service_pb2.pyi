@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class TrainingConfig(_message.Message):
     LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
     BACKTEST_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -110,7 +111,8 @@ class TrainingConfig(_message.Message):
     label_column: str
     backtest: Backtest
     tuning: Tuning
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ...) -> None: ...
+    max_runtime_seconds: int
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ...) -> None: ...
 
 class Tuning(_message.Message):
     __slots__ = ("num_trials", "max_concurrent_trials", "metric", "mode", "search_space", "stop_bad_trials")
