@@ -23,7 +23,7 @@ import time
 
 from pydantic import ValidationError
 
-from server import isolation, observability
+from server import isolation, lifecycle, observability
 from server.api.app import App
 from server.settings import Settings
 
@@ -31,6 +31,9 @@ log = logging.getLogger("server")
 
 
 async def serve(settings: Settings, *, seed_demo: bool) -> None:
+    lifecycle.ensure_free(settings.grpc_host, settings.grpc_port, "AIHUB_GRPC_PORT")  # before anything starts
+    if settings.rest:
+        lifecycle.ensure_free(settings.http_host, settings.http_port, "AIHUB_HTTP_PORT (REST)")
     pg = None
     url = settings.database_url
     if not url:
@@ -46,7 +49,8 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         from server.api.envoy import Envoy
 
         envoy = Envoy(grpc_port=app.port, http_port=settings.http_port, http_host=settings.http_host)
-        await asyncio.to_thread(envoy.start)
+        envoy.launch()  # from this (the main) thread: Envoy dies with it, even on kill -9
+        await asyncio.to_thread(envoy.wait_ready)
     if seed_demo:
         from server import seed
 
@@ -112,7 +116,7 @@ def front(settings: Settings, argv: list[str]) -> int:
     sock.unlink(missing_ok=True)
     env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_REST": "false"}
     command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=env, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -138,7 +142,11 @@ def front(settings: Settings, argv: list[str]) -> int:
         rest=settings.rest,
     )
     try:
-        envoy.start()
+        try:
+            envoy.start()
+        except lifecycle.PortInUse as exc:
+            log.error("%s", exc)
+            return 1
         _banner(settings, f"{settings.grpc_host}:{settings.grpc_port}", envoy.url if settings.rest else None)
         print("  (PostgreSQL, Ray and the gRPC server run in a private network namespace; Envoy is their only way in)", flush=True)
         while child.poll() is None:
@@ -181,7 +189,10 @@ def main() -> None:
             "python -m server: AIHUB_LOCAL_RAY_NODES > 1 needs the backend in a private network namespace "
             "(leave DATABASE_URL, RAY_ADDRESS and AIHUB_ISOLATE unset)"
         )
-    asyncio.run(serve(settings, seed_demo=args.seed_demo))
+    try:
+        asyncio.run(serve(settings, seed_demo=args.seed_demo))
+    except lifecycle.PortInUse as exc:
+        raise SystemExit(f"python -m server: {exc}") from None
 
 
 if __name__ == "__main__":

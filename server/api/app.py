@@ -35,6 +35,7 @@ from server.execution.driver import DriverExecutor, DriverLost
 from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import Executor
 from server.execution.payloads import RetryPolicy, TaskSettings
+from server.lifecycle import ensure_free
 from server.settings import Settings
 from storage import db, keys
 from storage.tenancy import DISPATCHER_ROLE, Scope
@@ -74,6 +75,7 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        ensure_free(s.grpc_host, s.grpc_port, "AIHUB_GRPC_PORT")  # a clear error, before anything starts
         await asyncio.to_thread(db.migrate, self.database_url)
         self.engine = db.create_engine(self.database_url)  # as aihub_service: row-level security by tenant
         self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)

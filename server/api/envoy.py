@@ -8,10 +8,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from server.lifecycle import die_with_parent, ensure_free
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,15 +25,16 @@ DESCRIPTOR = ROOT / "client" / "_gen" / "descriptor_set.pb"
 def render(
     http_host: str,
     http_port: int,
-    grpc_port: int,
+    grpc_ports: Sequence[int],
     descriptor: Path = DESCRIPTOR,
     *,
-    grpc_unix: str | None = None,
+    grpc_unix: Sequence[str] = (),
     grpc_listen: tuple[str, int] | None = None,
     rest: bool = True,
 ) -> str:
-    """envoy.yaml with these ports. ``grpc_unix``: the gRPC server is reached on that Unix
-    socket instead of 127.0.0.1:grpc_port (a backend in another network namespace);
+    """envoy.yaml with these ports. ``grpc_ports``: the gRPC servers on 127.0.0.1 (replicas:
+    balanced, and health-checked when more than one); ``grpc_unix``: the gRPC servers are
+    reached on these Unix sockets instead (a backend in another network namespace);
     ``grpc_listen``: Envoy also serves gRPC itself there, passed through unchanged;
     ``rest``: False leaves the REST listener out."""
     cfg = yaml.safe_load(CONFIG.read_text())
@@ -41,16 +45,27 @@ def render(
     for f in hcm["http_filters"]:
         if f["name"] == "envoy.filters.http.grpc_json_transcoder":
             f["typed_config"]["proto_descriptor"] = str(descriptor)
-    endpoint = cfg["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    if grpc_unix is not None:
-        endpoint["endpoint"]["address"] = {"pipe": {"path": grpc_unix}}
-    else:
-        endpoint["endpoint"]["address"]["socket_address"]["port_value"] = grpc_port
+    cluster = cfg["static_resources"]["clusters"][0]
+    lb_endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    template = lb_endpoints[0]
+    upstreams: list[dict] = (
+        [{"pipe": {"path": path}} for path in grpc_unix]
+        if grpc_unix
+        else [{"socket_address": {**template["endpoint"]["address"]["socket_address"], "port_value": port}} for port in grpc_ports]
+    )
+    lb_endpoints[:] = [{**template, "endpoint": {**template["endpoint"], "address": address}} for address in upstreams]
+    if len(upstreams) == 1:
+        cluster.pop("health_checks", None)  # one server: nothing to choose between
     if grpc_listen is not None:
         listeners.append(_grpc_listener(*grpc_listen, hcm))
     if not rest:
         listeners.remove(listener)
+    for each in listeners:
+        each["enable_reuse_port"] = False  # a port in use is an error, not a second listener beside the first
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+RETRY = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}  # calls that never reached a server
 
 
 def _grpc_listener(host: str, port: int, rest_hcm: dict) -> dict:
@@ -71,7 +86,7 @@ def _grpc_listener(host: str, port: int, rest_hcm: dict) -> dict:
                 {
                     "name": "grpc",
                     "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "grpc_server", "timeout": "0s"}}],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "grpc_server", "timeout": "0s", "retry_policy": RETRY}}],
                 }
             ],
         },
@@ -92,22 +107,40 @@ def _binary() -> str:
 
 @dataclass
 class Envoy:
-    grpc_port: int
+    grpc_port: int  # the gRPC server (0 with grpc_unix)
     http_port: int = 8000
     http_host: str = "127.0.0.1"
     log_level: str = "warning"
-    grpc_unix: str | None = None  # reach the gRPC server on this Unix socket (render)
+    grpc_unix: str | Sequence[str] | None = None  # reach the gRPC servers on these Unix sockets (render)
     grpc_listen: tuple[str, int] | None = None  # also serve gRPC here (render)
     rest: bool = True
+    more_grpc_ports: Sequence[int] = ()  # replicas on 127.0.0.1 besides grpc_port
     _proc: subprocess.Popen | None = field(default=None, init=False)
     _dir: tempfile.TemporaryDirectory | None = field(default=None, init=False)
 
     def start(self, timeout: float = 20.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the Envoy process (it ends with this process's current thread: call from the
+        main thread). PortInUse when a port it should listen on is taken."""
+        for host, port, what in self._listens():
+            ensure_free(host, port, what)
         self._dir = tempfile.TemporaryDirectory(prefix="aihub-envoy-")
         config = Path(self._dir.name) / "envoy.yaml"
+        unix = [self.grpc_unix] if isinstance(self.grpc_unix, str) else list(self.grpc_unix or ())
         config.write_text(
-            render(self.http_host, self.http_port, self.grpc_port, grpc_unix=self.grpc_unix, grpc_listen=self.grpc_listen, rest=self.rest)
+            render(
+                self.http_host,
+                self.http_port,
+                [self.grpc_port, *self.more_grpc_ports],
+                grpc_unix=unix,
+                grpc_listen=self.grpc_listen,
+                rest=self.rest,
+            )
         )
+        self._config = config
         self._proc = subprocess.Popen(
             [
                 _binary(),
@@ -120,11 +153,22 @@ class Envoy:
                 str(Path(self._dir.name) / "base-id"),
             ],
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only; Envoy must not outlive a server killed with -9
         )
+
+    def _listens(self) -> list[tuple[str, int, str]]:
+        out = [(self.http_host, self.http_port, "AIHUB_HTTP_PORT (REST)")] if self.rest else []
+        if self.grpc_listen is not None:
+            out.append((*self.grpc_listen, "AIHUB_GRPC_PORT (gRPC through Envoy)"))
+        return out
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        if self._proc is None:
+            raise RuntimeError("Envoy was not launched")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with code {self._proc.returncode} (config {config})")
+                raise RuntimeError(f"envoy exited with code {self._proc.returncode} (config {self._config})")
             host, port = (self.http_host, self.http_port) if self.rest or self.grpc_listen is None else self.grpc_listen
             try:
                 with socket.create_connection((host, port), timeout=0.2):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from server import observability
+from server import lifecycle, observability
 from server.execution.executor import RayExecutor
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.observability import LogFormat
@@ -114,6 +114,9 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
         loop.run_forever()
     finally:
         executor.stop()
+        # Ray's helpers of a local Ray (dashboard and runtime-env agents) outlive ray.shutdown
+        # by up to a minute; the server that started them is gone or going: they go now.
+        lifecycle.end_descendants(timeout=3)
 
 
 class DriverExecutor:

@@ -1,0 +1,63 @@
+"""What a server starts ends with it: helper processes die with their parent even when it is
+killed with -9 (Linux's parent-death signal), ports are checked before anything listens on
+them, and a process that ends takes its descendants with it."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import signal
+import socket
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+class PortInUse(RuntimeError):
+    """A port this server should listen on is taken (most often: another server runs)."""
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the thread that
+    started it ends (start children from the main thread, which lives as long as the
+    process). Kept across exec, so it holds for Envoy and for ``python -m server.isolation``."""
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return preexec
+
+
+def ensure_free(host: str, port: int, what: str) -> None:
+    """PortInUse, naming ``what`` (the setting), unless ``host:port`` can be bound now. No
+    SO_REUSEPORT here: a port another process listens on is taken, whatever it set."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{what}: {host}:{port} is already in use (is another server running?)") from None
+            raise
+
+
+def end_descendants(timeout: float = 5.0) -> int:
+    """Terminate every process this one started, and theirs (then kill what is left after
+    ``timeout``); returns how many there were."""
+    import psutil
+
+    me = psutil.Process()
+    children = me.children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    return len(children)
