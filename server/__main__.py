@@ -16,14 +16,13 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from pydantic import ValidationError
 
-from server import isolation, lifecycle, observability
+from server import isolation, lifecycle, observability, replicas
 from server.api.app import App
 from server.settings import Settings
 
@@ -66,7 +65,7 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
     if settings.grpc_unix_socket is not None:
         print(f"AI Hub Training backend ready on {settings.grpc_unix_socket} (in its own network namespace)", flush=True)
     else:
-        _banner(settings, f"{settings.grpc_host}:{app.port}", envoy.url if envoy else None)
+        replicas.banner(settings, f"{settings.grpc_host}:{app.port}", envoy.url if envoy else None)
     await stop.wait()
     log.info("stopping: draining for up to %.0f s (a second Ctrl-C stops at once)", settings.drain_seconds)
     drain = asyncio.ensure_future(app.drain(settings.drain_seconds))
@@ -80,12 +79,6 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         app.executor.stop()
     if pg is not None:
         pg.stop()
-
-
-def _banner(settings: Settings, grpc: str, rest_url: str | None) -> None:
-    rest = f", REST on {rest_url}" if rest_url else ""
-    mode = "authentication OFF (loopback only; AIHUB_AUTH=required to turn it on)" if settings.auth == "off" else "API keys required"
-    print(f"AI Hub Training: gRPC on {grpc}{rest}; {mode}. Ctrl-C to stop.", flush=True)
 
 
 def _isolated_backend(settings: Settings) -> bool:
@@ -108,12 +101,13 @@ def _isolated_backend(settings: Settings) -> bool:
 def front(settings: Settings, argv: list[str]) -> int:
     """Run the backend isolated (a child), and Envoy here in front of it; returns the exit
     code. Ctrl-C or SIGTERM stops both."""
-    from server.api.envoy import Envoy
 
     run_dir = (settings.data_dir / "run").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    sock = run_dir / "grpc.sock"
-    sock.unlink(missing_ok=True)
+    upstreams = replicas.sockets(run_dir, settings.replicas)
+    sock = upstreams[0]
+    for path in upstreams:
+        path.unlink(missing_ok=True)
     env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_REST": "false"}
     command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
     child = subprocess.Popen(command, env=env, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
@@ -127,27 +121,22 @@ def front(settings: Settings, argv: list[str]) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    while not _accepts(sock):
+    while not replicas.accepts(sock):
         if child.poll() is not None:
             return child.returncode or 1
         if stop:
             return child.wait()
         time.sleep(0.2)
-    envoy = Envoy(
-        grpc_port=0,
-        http_port=settings.http_port,
-        http_host=settings.http_host,
-        grpc_unix=str(sock),
-        grpc_listen=(settings.grpc_host, settings.grpc_port),
-        rest=settings.rest,
-    )
+    envoy = replicas.front_envoy(settings, upstreams)
     try:
         try:
             envoy.start()
         except lifecycle.PortInUse as exc:
             log.error("%s", exc)
             return 1
-        _banner(settings, f"{settings.grpc_host}:{settings.grpc_port}", envoy.url if settings.rest else None)
+        replicas.banner(
+            settings, f"{settings.grpc_host}:{settings.grpc_port}", envoy.url if settings.rest else None, replicas=len(upstreams)
+        )
         print("  (PostgreSQL, Ray and the gRPC server run in a private network namespace; Envoy is their only way in)", flush=True)
         while child.poll() is None:
             time.sleep(0.5)
@@ -156,20 +145,10 @@ def front(settings: Settings, argv: list[str]) -> int:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
         try:
-            child.wait(60)
+            child.wait(settings.drain_seconds + 90)
         except subprocess.TimeoutExpired:
             child.kill()
     return 0 if stop else (child.returncode or 0)
-
-
-def _accepts(path: os.PathLike[str] | str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            s.connect(str(path))
-        return True
-    except OSError:
-        return False
 
 
 def main() -> None:
@@ -184,6 +163,11 @@ def main() -> None:
     observability.configure(settings.log_format, settings.log_level)
     if _isolated_backend(settings):
         raise SystemExit(front(settings, sys.argv[1:]))
+    if settings.replicas > 1:
+        try:
+            raise SystemExit(replicas.Supervisor(settings, seed_demo=args.seed_demo, envoy=settings.grpc_unix_socket is None).run())
+        except lifecycle.PortInUse as exc:
+            raise SystemExit(f"python -m server: {exc}") from None
     if settings.local_ray_nodes > 1 and not isolation.isolated():
         raise SystemExit(
             "python -m server: AIHUB_LOCAL_RAY_NODES > 1 needs the backend in a private network namespace "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.execution.local_cluster import LocalCluster, NodeSpec
+from server.execution.local_cluster import LocalCluster, NodeSpec, stop_orphans
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
@@ -101,6 +101,8 @@ class RayExecutor:
         per_node = max(1, cpus // self.local_nodes)
         temp_dir = Path(self.temp_dir or f"/tmp/aihub-ray-{os.getpid()}")  # noqa: S108 - short: Ray's socket paths are limited to 107 bytes
         nodes = [NodeSpec(per_node, {f"node_{i + 1}": 1.0}) for i in range(self.local_nodes)]
+        for orphan in stop_orphans():
+            log.warning("ended the local Ray cluster %s, left by a server that is gone", orphan)
         self._cluster = LocalCluster(temp_dir, nodes)
         self._cluster.start()
         log.info("local Ray cluster of %d nodes (%d CPUs each) at %s", self.local_nodes, per_node, self._cluster.address)

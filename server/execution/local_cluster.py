@@ -108,3 +108,22 @@ class LocalCluster:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(ours, timeout=10)
+
+
+def stop_orphans(prefix: str = "/tmp/aihub-ray-") -> list[Path]:  # noqa: S108 - where local clusters live
+    """End the local clusters whose starting process is gone (their temp dir is
+    ``<prefix><pid>``): what a server killed with -9 left running. Returns their temp dirs."""
+    import psutil
+
+    ended = []
+    for temp_dir in Path(prefix).parent.glob(Path(prefix).name + "*"):
+        pid = temp_dir.name.removeprefix(Path(prefix).name)
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            LocalCluster.stop(_Orphan(temp_dir))  # type: ignore[arg-type]
+            ended.append(temp_dir)
+    return ended
+
+
+@dataclass
+class _Orphan:
+    temp_dir: Path
