@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-cluster protos lint bench clean-data
+.PHONY: install run test test-cluster chaos protos lint bench clean-data
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -30,6 +30,14 @@ test: install
 # Only the multi-node cluster tests (a head and a second node started with `ray start`).
 test-cluster: install
 	$(PY) -m server.isolation -- env AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
+
+# The chaos suite (tests/chaos): two replicas behind Envoy on a PostgreSQL of its own; one
+# replica killed with -9 five times during bursts of jobs, long jobs across leases,
+# PostgreSQL stopped mid-run and mid-stream, 100 concurrent creates with one request_id; checks
+# from the database that nothing was lost or done twice and prints its figures. make test runs
+# the short version (tests/e2e/test_chaos.py).
+chaos: install
+	$(PY) -m server.isolation -- $(PY) -m tests.chaos
 
 # Regenerate client/_gen (stubs and Envoy's descriptor set) from protos/ (commit the result).
 protos: install

@@ -37,6 +37,9 @@ def ensure_free(host: str, port: int, what: str) -> None:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as every server sets it: connections of a stopped server that linger in
+        # TIME_WAIT do not hold the port, a listening socket does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

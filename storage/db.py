@@ -62,6 +62,16 @@ def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int =
         # Job rows carry JSONB; asyncpg's defaults are fine, timestamps are timestamptz in UTC.
         connect_args={"server_settings": {"timezone": "UTC", "application_name": "aihub-training"}},
     )
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _broken_connection(context: Any) -> None:
+        # A connection left mid-operation (its call was cancelled while PostgreSQL was
+        # going away) fails its next use with asyncpg's InternalClientError: it is broken,
+        # not the request; the pool drops it and the caller sees DatabaseUnavailable.
+        cause = getattr(context.original_exception, "__cause__", None)
+        if isinstance(cause, asyncpg.exceptions._base.InternalClientError):
+            context.is_disconnect = True
+
     if role is not None:
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -113,7 +123,7 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
     except DBAPIError as exc:
         sqlstate = _sqlstate(exc)
-        if _unavailable(sqlstate):
+        if exc.connection_invalidated or _unavailable(sqlstate):
             raise DatabaseUnavailable(f"database unavailable (SQLSTATE {sqlstate})") from exc
         if sqlstate.startswith("22"):
             raise InvalidData(sqlstate) from exc

