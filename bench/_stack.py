@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from server.api.app import App
+from server.lifecycle import tune_gc
 from server.settings import Settings
 from storage import db, features, tenants
 from storage.embedded import EmbeddedPostgres
@@ -37,6 +38,7 @@ async def stack(**settings) -> AsyncIterator[App]:
         url = pg.start()
         app = App(Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, **{"auth": "off", **settings}), url)
         await app.start()
+        tune_gc()  # as python -m server does
         try:
             yield app
         finally:

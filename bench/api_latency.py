@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from bench._stack import READ_ONLY_JOB, median, open_loop, pct, stack
@@ -34,13 +35,27 @@ async def main(rate: float, seconds: float) -> None:
         app.dispatcher.pause()  # the job only needs to exist
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
             job_id = (await c.create_job("bench", "forecast", config)).job_id
+        lags: list[float] = []
+
+        async def loop_lag() -> None:  # how late the server's event loop runs a 5 ms timer
+            while True:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - t0 - 0.005)
+
+        watch = asyncio.create_task(loop_lag())
+        cpu0 = time.process_time()
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             fut = pool.submit(load_generator, f"127.0.0.1:{app.port}", job_id, rate, seconds)
             latencies, errors, elapsed = await asyncio.wrap_future(fut)
+        watch.cancel()
+        server_cpu = time.process_time() - cpu0
     n = int(rate * seconds)
     print(f"api_latency: GetTrainingJob offered at {rate:.0f}/s for {seconds:.0f} s ({n} requests, load from a second process)")
     print(f"  p50 {median(latencies) * 1000:.2f} ms   p99 {pct(latencies, 99) * 1000:.2f} ms   max {max(latencies) * 1000:.2f} ms")
     print(f"  achieved {len(latencies) / elapsed:.0f}/s, errors {errors}")
+    print(f"  server CPU per call: {server_cpu / max(1, len(latencies)) * 1000:.2f} ms (all its threads)")
+    print(f"  server event-loop lag: p99 {pct(lags, 99) * 1000:.2f} ms, max {max(lags) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

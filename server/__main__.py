@@ -54,6 +54,7 @@ async def serve(settings: Settings, *, seed_demo: bool) -> None:
         from server import seed
 
         await seed.seed_demo(app.engine)
+    lifecycle.tune_gc()
     stop, now = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 

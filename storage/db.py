@@ -14,7 +14,7 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import DatabaseUnavailable, InvalidData, StorageError
@@ -116,7 +116,10 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
             try:
                 yield conn
             finally:
-                conn.info.pop(SCOPE_KEY, None)
+                # A connection whose statement was cancelled cannot even show its info; that
+                # must not replace the CancelledError (or the error) that ends the block.
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.info.pop(SCOPE_KEY, None)
     except StorageError:
         raise
     except (OperationalError, InterfaceError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:

@@ -9,18 +9,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.errors import JobNotFound
-from storage.notifications import JobEvent, notify
+from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent
 from storage.records import LogLevel, LogLine
 from storage.tenancy import scope_of
 
-# next_log_seq: the job's next line number; the row lock it takes serialises writers.
-# Index: training_jobs primary key.
-NEXT_LOG_SEQ = sa.text("UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq")
-
-# insert_log: one line. Index: job_logs primary key (job_id, seq).
-INSERT_LOG = sa.text(
-    "INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message) "
-    "VALUES (:id, :seq, :attempt, clock_timestamp(), :level, :step, :message)"
+# append_log: one line, numbered by the job's counter (the row lock of the UPDATE serialises
+# writers), and its event, in one round trip. Index: training_jobs primary key; job_logs
+# primary key (job_id, seq).
+APPEND_LOG = sa.text(
+    """
+    WITH counter AS (UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq),
+         line AS (INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message)
+                  SELECT :id, log_seq, :attempt, clock_timestamp(), :level, :step, :message FROM counter RETURNING seq)
+    SELECT seq, pg_notify(:channel, :event) FROM line
+    """
 )
 
 # lines_after: a job's lines above a sequence number, oldest first, if the job is in the
@@ -38,11 +40,18 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 40] + f" ... [{len(message) - MAX_MESSAGE + 40} characters cut]"
     message = message.replace("\x00", "\\0")  # PostgreSQL text cannot hold NUL
-    seq = await conn.scalar(NEXT_LOG_SEQ, {"id": job_id})
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "level": level.value,
+        "step": step,
+        "message": message,
+        "channel": JOB_EVENTS_CHANNEL,
+        "event": f"{job_id}:{JobEvent.LOG.value}",
+    }
+    seq = await conn.scalar(APPEND_LOG, params)
     if seq is None:
         raise JobNotFound(job_id)
-    await conn.execute(INSERT_LOG, {"id": job_id, "seq": seq, "attempt": attempt, "level": level.value, "step": step, "message": message})
-    await notify(conn, job_id, JobEvent.LOG)
     return int(seq)
 
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import logs
-from storage.notifications import JobEvent, notify
+from storage.notifications import JobEvent, notify, notify_many
 from storage.records import Job, JobError, LogLevel
 
 # next_attempt: the SET list that puts a job back in the queue as its next attempt, with
@@ -40,7 +40,7 @@ NEXT_ATTEMPT = """
 # jobs; tenants primary key.
 CLAIM_HEAD = sa.text(
     """
-    SELECT p.* FROM training_jobs p
+    SELECT p.*, COALESCE(r.n, 0) AS tenant_running, t.max_running_jobs AS tenant_max_running FROM training_jobs p
       LEFT JOIN tenants t ON t.tenant_id = p.tenant_id
       LEFT JOIN (SELECT tenant_id, count(*) AS n FROM training_jobs
                   WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id
@@ -65,10 +65,24 @@ CLAIM_TAKE = sa.text(
     """
 )
 
-# insert_attempt: the history row of a claimed attempt. Index: job_attempts primary key.
-INSERT_ATTEMPT = sa.text(
+# claim_take_many: the same for several jobs at once (a claim in batches).
+# Index: training_jobs primary key.
+CLAIM_TAKE_MANY = sa.text(
+    """
+    UPDATE training_jobs
+       SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
+           updated_at = clock_timestamp(), progress = 0, current_step = '',
+           lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
+     WHERE id = ANY(:ids) AND status = 'PENDING'
+    RETURNING *
+    """
+)
+
+# insert_attempts: the history rows of claimed attempts. Index: job_attempts primary key.
+INSERT_ATTEMPTS = sa.text(
     "INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at) "
-    "VALUES (:id, :attempt, 'RUNNING', :server_id, clock_timestamp())"
+    "SELECT id, attempt, 'RUNNING', :server_id, clock_timestamp() "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS a(id, attempt)"
 )
 
 # heartbeat: extend the lease of the jobs one server is running; answers where each stands
@@ -206,30 +220,57 @@ CANDIDATES = 20  # queued jobs a claim looks at: the head, and those it may pass
 async def claim(
     conn: AsyncConnection, server_id: str, *, lease_seconds: float = 60.0, admit: Callable[[Job], Admission] | None = None
 ) -> Job | None:
-    """Take the next job off the queue for the server ``server_id`` (RUNNING), or None.
+    """Take the next job off the queue for the server ``server_id`` (RUNNING), or None; see
+    claim_many."""
+    taken = await claim_many(conn, server_id, lease_seconds=lease_seconds, admit=admit, limit=1)
+    return taken[0] if taken else None
+
+
+async def claim_many(
+    conn: AsyncConnection,
+    server_id: str,
+    *,
+    lease_seconds: float = 60.0,
+    admit: Callable[[Job], Admission] | None = None,
+    limit: int = 1,
+) -> list[Job]:
+    """Take up to ``limit`` jobs off the queue for the server ``server_id`` (RUNNING), in
+    queue order, in this one transaction.
 
     ``admit(job)`` says whether a job may start now: "take" (its resources are free),
-    "wait" (they will be: nothing is claimed, and no job behind it passes it, so that a
-    large job is not starved by a stream of small ones) or "pass" (it cannot start until
-    the cluster grows: it keeps its place but does not hold up the jobs behind it)."""
-    candidates = (await conn.execute(CLAIM_HEAD, {"candidates": CANDIDATES if admit else 1})).mappings().all()
-    head = None
+    "wait" (they will be: nothing more is claimed, and no job behind it passes it, so that
+    a large job is not starved by a stream of small ones) or "pass" (it cannot start until
+    the cluster grows: it keeps its place but does not hold up the jobs behind it). A
+    tenant's max_running_jobs holds within the batch too."""
+    candidates = (await conn.execute(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})).mappings().all()
+    chosen: list[uuid.UUID] = []
+    per_tenant: dict[str, int] = {}
     for candidate in candidates:
+        if len(chosen) >= limit:
+            break
+        tenant, cap = candidate["tenant_id"], candidate["tenant_max_running"]
+        if cap is not None and candidate["tenant_running"] + per_tenant.get(tenant, 0) >= cap:
+            continue  # the tenant is at its quota with what this batch took
         verdict = "take" if admit is None else admit(Job.from_row(candidate))
         if verdict == "wait":
-            return None
-        if verdict == "take":
-            head = candidate
             break
-    if head is None:
-        return None
-    row = (await conn.execute(CLAIM_TAKE, {"id": head["id"], "server_id": server_id, "lease_seconds": lease_seconds})).mappings().first()
-    if row is None:
-        return None
-    await conn.execute(INSERT_ATTEMPT, {"id": row["id"], "attempt": row["attempt"], "server_id": server_id})
-    await logs.append(conn, row["id"], row["attempt"], LogLevel.INFO, "", f"attempt {row['attempt']} started on {server_id}")
-    await notify(conn, row["id"], JobEvent.CHANGED)
-    return Job.from_row(row)
+        if verdict == "take":
+            chosen.append(candidate["id"])
+            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+    if not chosen:
+        return []
+    params = {"ids": chosen, "server_id": server_id, "lease_seconds": lease_seconds}
+    rows = (await conn.execute(CLAIM_TAKE_MANY, params)).mappings().all()
+    if not rows:
+        return []
+    order = {job_id: i for i, job_id in enumerate(chosen)}
+    rows = sorted(rows, key=lambda r: order[r["id"]])
+    ids, attempts = [r["id"] for r in rows], [r["attempt"] for r in rows]
+    await conn.execute(INSERT_ATTEMPTS, {"ids": ids, "attempts": attempts, "server_id": server_id})
+    for row in rows:
+        await logs.append(conn, row["id"], row["attempt"], LogLevel.INFO, "", f"attempt {row['attempt']} started on {server_id}")
+    await notify_many(conn, ids, JobEvent.CHANGED)
+    return [Job.from_row(row) for row in rows]
 
 
 async def heartbeat(

@@ -25,8 +25,11 @@ ENSURE_TENANT = sa.text("INSERT INTO tenants (tenant_id) VALUES (:tenant_id) ON 
 # get_tenant: one tenant's quotas. Index: tenants primary key.
 GET_TENANT = sa.text("SELECT * FROM tenants WHERE tenant_id = :tenant_id")
 
-# count_queued: a tenant's PENDING jobs. Index: training_jobs_tenant_active (tenant_id, status).
-COUNT_QUEUED = sa.text("SELECT count(*) FROM training_jobs WHERE tenant_id = :tenant_id AND status = 'PENDING'")
+# count_queued: a tenant's PENDING jobs, counted only up to :up_to (the quota decides at its
+# limit; a create must not scan every queued job). Index: training_jobs_tenant_active (tenant_id, status).
+COUNT_QUEUED = sa.text(
+    "SELECT count(*) FROM (SELECT 1 FROM training_jobs WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :up_to) AS q"
+)
 
 # update_tenant: new quotas (only the columns given, a fixed fragment each). Index: tenants primary key.
 UPDATE_TENANT = "UPDATE tenants SET {sets}, updated_at = clock_timestamp() WHERE tenant_id = :tenant_id RETURNING *"
@@ -61,7 +64,8 @@ async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, al
     naming the limit if not). ``already_queued``: the job itself is counted already."""
     await conn.execute(LOCK_TENANT, {"tenant_id": tenant_id})
     quota = await check_priority(conn, tenant_id, priority)
-    queued = int(await conn.scalar(COUNT_QUEUED, {"tenant_id": tenant_id}) or 0) - already_queued
+    up_to = quota.max_queued_jobs + already_queued + 1
+    queued = int(await conn.scalar(COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}) or 0) - already_queued
     if queued >= quota.max_queued_jobs:
         raise QuotaExceeded(
             tenant_id,

@@ -53,17 +53,20 @@ class _Ledger:
     def __init__(self, dispatcher: Dispatcher, totals: dict[str, float]) -> None:
         self.dispatcher, self.totals = dispatcher, totals
         self.free = dispatcher.free(totals)
-        self.taken: dict[str, float] = {}
+        self.taken: dict[uuid.UUID, dict[str, float]] = {}  # what each job taken in this claim holds
         self.waiting: list[tuple[Job, str]] = []
 
     def admit(self, job: Job) -> queue.Admission:
         try:
             spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
         except (KeyError, TypeError, ValueError):
+            self.taken[job.job_id] = {}
             return "take"  # it fails at once, with the reason (Dispatcher._execute)
         need = self.dispatcher.executor.demand(spec, self.totals)
         if all(need[k] <= self.free.get(k, 0.0) + 1e-9 for k in need):
-            self.taken = need
+            self.taken[job.job_id] = need
+            for kind, amount in need.items():
+                self.free[kind] = self.free.get(kind, 0.0) - amount
             return "take"
         if any(need[k] > self.totals.get(k, 0.0) + 1e-9 for k in need):
             self.waiting.append(
@@ -75,6 +78,9 @@ class _Ledger:
             (job, f"waiting for resources: needs {_describe(need)}; free now {_describe(self.free)} ({running} jobs running)")
         )
         return "wait"
+
+
+CLAIM_BATCH = 16  # jobs claimed in one transaction at most
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.stop_wait_seconds = stop_wait_seconds
         self.limits = limits or Limits()
+        self._maintained_at = float("-inf")  # when leases and requeues were last seen to
         self._db_up, self._back_at = True, float("-inf")  # whether the database answered last; when it came back
         self._attempts: dict[uuid.UUID, int] = {}  # the attempt each running job is at
         self._moved: dict[uuid.UUID, tuple[tuple[int, str], float, bool]] = {}  # progress, since when, warned
@@ -124,6 +131,8 @@ class Dispatcher:
         """Job-event listener: new work wakes the loop (a lost and regained event stream may
         have hidden some, so that does too). A cancelled job's Ray task notices by itself
         that its attempt is over: server/execution/guard.py."""
+        if kind == RECONNECTED:
+            self._maintained_at = float("-inf")
         if kind in (JobEvent.QUEUED, RECONNECTED):
             self._wake.set()
 
@@ -191,6 +200,21 @@ class Dispatcher:
             self._wake.clear()
 
     async def _pass(self) -> None:
+        if time.monotonic() - self._maintained_at >= self.poll_interval:
+            await self._maintain()
+        if self._paused:
+            return
+        try:
+            totals = await asyncio.to_thread(self.executor.totals)
+        except Exception as exc:  # noqa: BLE001 - Ray unreachable: jobs wait PENDING until it is back
+            log.warning("Ray unavailable; not claiming jobs: %s", exc)
+            return
+        await self._claim(totals)
+
+    async def _maintain(self) -> None:
+        """Leases, requeues and due retries: at most once per poll interval (every pass would
+        add a transaction per job when the queue is busy)."""
+        self._maintained_at = time.monotonic()
         try:
             async with db.transaction(self.engine) as conn:
                 # Our own leases first: after an outage longer than a lease, our running jobs
@@ -212,29 +236,28 @@ class Dispatcher:
             log.error("lease expired once more than AIHUB_MAX_LOST_LEASES allows; FAILED (WorkerLost)", extra={"job_id": str(job_id)})
         for job_id in retried:
             log.info("automatic retry", extra={"job_id": str(job_id)})
-        if self._paused:
-            return
-        try:
-            totals = await asyncio.to_thread(self.executor.totals)
-        except Exception as exc:  # noqa: BLE001 - Ray unreachable: jobs wait PENDING until it is back
-            log.warning("Ray unavailable; not claiming jobs: %s", exc)
-            return
+
+    async def _claim(self, totals: dict[str, float]) -> None:
         while not self.max_concurrent or len(self.running) < self.max_concurrent:
             ledger = _Ledger(self, totals)
+            room = self.max_concurrent - len(self.running) if self.max_concurrent else CLAIM_BATCH
             async with db.transaction(self.engine) as conn:
-                job = await queue.claim(conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit)
+                taken = await queue.claim_many(
+                    conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit, limit=min(room, CLAIM_BATCH)
+                )
                 for waiting, message in ledger.waiting:
                     if self._noted.get(waiting.job_id) != (waiting.attempt, message):
                         await queue.note(conn, waiting.job_id, waiting.attempt, message)
             # Remember only what waits now (a job cancelled while waiting is forgotten).
             self._noted = {waiting.job_id: (waiting.attempt, message) for waiting, message in ledger.waiting}
-            if job is None:
+            for job in taken:
+                self.committed[job.job_id] = ledger.taken.get(job.job_id, {})
+                self._attempts[job.job_id] = job.attempt
+                with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
+                    # The task copies this context: its log lines carry the job's fields.
+                    self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
+            if len(taken) < CLAIM_BATCH:
                 return
-            self.committed[job.job_id] = ledger.taken
-            self._attempts[job.job_id] = job.attempt
-            with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
-                # The task copies this context: its log lines carry the job's fields.
-                self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
 
     async def _execute(self, job: Job) -> None:
         try:

@@ -33,7 +33,7 @@ def test_buf_lint_is_clean():
 
 def test_client_public_surface():
     assert sorted(client.__all__) == [
-        "AIHubError", "AsyncTrainingClient", "AuthenticationError", "ConfigValidationError", "DataLoadError",
+        "AIHubError", "AlreadyExistsError", "AsyncTrainingClient", "AuthenticationError", "ConfigValidationError", "DataLoadError",
         "InvalidStateError", "NotFoundError", "PermissionDeniedError", "QuotaExceededError", "ResourceError",
         "TrainingClient", "UnavailableError", "pb", "pb_grpc",
     ]  # fmt: skip
