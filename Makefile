@@ -55,6 +55,7 @@ bench: install
 	$(PY) -m bench.pipeline_overhead
 	$(PY) -m bench.dispatch_latency
 	$(PY) -m bench.api_latency
+	$(PY) -m bench.queue_throughput
 	$(PY) -m bench.auth_overhead
 	$(PY) -m bench.import_memory
 	$(PY) -m bench.rest_latency
