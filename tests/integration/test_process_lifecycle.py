@@ -32,15 +32,9 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
-def test_postgres_stops_with_its_last_live_server_whatever_happened_to_earlier_ones(tmp_path):
-    data = tmp_path / "pg"
-    # A server that was killed long ago is still on the list (as the wheel's own list kept it).
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    data.with_name("pg.users.json").write_text(json.dumps([dead.pid]))
-    first = EmbeddedPostgres(data)
-    first.start()
-    # A second server in another process joins the same PostgreSQL, then is killed with -9.
+def _server_using(data: Path) -> subprocess.Popen[str]:
+    """Another process that starts (or joins) the embedded PostgreSQL in ``data`` and stays;
+    it prints "ready" once it uses it."""
     script = textwrap.dedent(
         f"""
         import time
@@ -51,7 +45,19 @@ def test_postgres_stops_with_its_last_live_server_whatever_happened_to_earlier_o
         time.sleep(600)
         """
     )
-    other = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def test_postgres_stops_with_its_last_live_server_whatever_happened_to_earlier_ones(tmp_path):
+    data = tmp_path / "pg"
+    # A server that was killed long ago is still on the list (as the wheel's own list kept it).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    data.with_name("pg.users.json").write_text(json.dumps([dead.pid]))
+    first = EmbeddedPostgres(data)
+    first.start()
+    # A second server in another process joins the same PostgreSQL, then is killed with -9.
+    other = _server_using(data)
     try:
         assert other.stdout.readline().strip() == "ready"
         users = json.loads(data.with_name("pg.users.json").read_text())
@@ -69,17 +75,7 @@ def test_postgres_stops_with_its_last_live_server_whatever_happened_to_earlier_o
 
 def test_postgres_stops_when_its_only_server_is_killed(tmp_path):
     data = tmp_path / "pg"
-    script = textwrap.dedent(
-        f"""
-        import time
-        from pathlib import Path
-        from storage.embedded import EmbeddedPostgres
-        EmbeddedPostgres(Path({str(data)!r})).start()
-        print("ready", flush=True)
-        time.sleep(600)
-        """
-    )
-    server = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server = _server_using(data)
     try:
         assert server.stdout.readline().strip() == "ready"
         assert _postmaster_running(data)
