@@ -52,21 +52,8 @@ CLAIM_HEAD = sa.text(
     """
 )
 
-# claim_take: the head job, now RUNNING for this server, with a lease the heartbeat renews.
-# Index: training_jobs primary key.
-CLAIM_TAKE = sa.text(
-    """
-    UPDATE training_jobs
-       SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
-           updated_at = clock_timestamp(), progress = 0, current_step = '',
-           lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE id = :id AND status = 'PENDING'
-    RETURNING *
-    """
-)
-
-# claim_take_many: the same for several jobs at once (a claim in batches).
-# Index: training_jobs primary key.
+# claim_take_many: the admitted jobs of a claim (a batch), now RUNNING for this server, each
+# with a lease the heartbeat renews. Index: training_jobs primary key.
 CLAIM_TAKE_MANY = sa.text(
     """
     UPDATE training_jobs

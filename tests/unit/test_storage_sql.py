@@ -61,7 +61,7 @@ def test_every_status_change_in_sql_is_an_edge_of_the_transition_table():
     assert set(found) >= {
         "storage.jobs.CANCEL",
         "storage.jobs.RETRY",
-        "storage.queue.CLAIM_TAKE",
+        "storage.queue.CLAIM_TAKE_MANY",
         "storage.queue.COMPLETE",
         "storage.queue.FAIL",
         "storage.queue.REQUEUE_EXPIRED",
