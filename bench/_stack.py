@@ -62,31 +62,74 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-async def open_loop(call, rate: float, seconds: float) -> tuple[list[float], int, float]:
+async def open_loop(call, rate: float, seconds: float, *, warmup: float = 2.0) -> tuple[list[float], int, float]:
     """Offer ``await call()`` at a fixed rate (open loop: each latency counts from the
-    request's scheduled send time). Returns (latencies, errors, elapsed seconds)."""
+    request's scheduled send time, so a slow server cannot hide queueing). The first
+    ``warmup`` seconds run at the same rate but are not counted (connections, caches and
+    the server's pools reach their steady state). Returns (latencies, errors, elapsed
+    seconds of the counted part).
+
+    The instrument must not stall itself: finished requests are dropped at once (no list
+    of thousands of tasks to gather at the end) and the collector is frozen, so a
+    generation-2 collection in this process is not charged to the server."""
     import asyncio
+    import gc
     import time
 
     latencies: list[float] = []
     errors = 0
-    n = int(rate * seconds)
+    warm, n = int(rate * warmup), int(rate * (warmup + seconds))
     t0 = time.perf_counter() + 0.1
+    in_flight: set[asyncio.Task[None]] = set()
+    idle = asyncio.Event()
 
-    async def one(at: float) -> None:
+    async def one(at: float, counted: bool) -> None:
         nonlocal errors
         try:
             await call()
-            latencies.append(time.perf_counter() - at)
+            if counted:
+                latencies.append(time.perf_counter() - at)
         except Exception:  # noqa: BLE001 - counted and reported
-            errors += 1
+            errors += counted
 
-    tasks = []
+    def finished(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        if not in_flight:
+            idle.set()
+
+    gc.collect()
+    gc.freeze()
     for i in range(n):
         at = t0 + i / rate
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(at)))
-    await asyncio.gather(*tasks)
-    return latencies, errors, time.perf_counter() - t0
+        task = asyncio.create_task(one(at, i >= warm))
+        in_flight.add(task)
+        task.add_done_callback(finished)
+    if in_flight:
+        idle.clear()
+        await idle.wait()
+    gc.unfreeze()
+    return latencies, errors, time.perf_counter() - (t0 + warmup)
+
+
+def settle(busy_below: float = 0.3, max_seconds: float = 60.0) -> float:
+    """Wait until the machine is quiet (all its CPUs less than ``busy_below`` busy over half
+    a second), as a server is after its start-up: Ray starts its agents and workers for a
+    while after it answers. Returns the seconds waited (``max_seconds`` at most)."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_seconds:
+        total0, idle0 = sample()
+        time.sleep(0.5)
+        total1, idle1 = sample()
+        if total1 > total0 and 1 - (idle1 - idle0) / (total1 - total0) < busy_below:
+            break
+    return time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """GetTrainingJob at a fixed offered rate (open loop: latency counts from each request's
-scheduled time, so a slow server cannot hide queueing). Reports p50, p99 and the rate
-actually achieved.
+scheduled time, so a slow server cannot hide queueing), after the machine has settled
+from the stack's start-up and 2 s of warm-up at the same rate. Reports p50, p99 and the
+rate actually achieved, and the server's own CPU per call and event-loop lag.
 
     python -m bench.api_latency [--rate 500] [--seconds 20]
 """
@@ -13,7 +14,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from bench._stack import READ_ONLY_JOB, median, open_loop, pct, stack
+from bench._stack import READ_ONLY_JOB, median, open_loop, pct, settle, stack
 from client import AsyncTrainingClient
 
 
@@ -35,6 +36,7 @@ async def main(rate: float, seconds: float) -> None:
         app.dispatcher.pause()  # the job only needs to exist
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
             job_id = (await c.create_job("bench", "forecast", config)).job_id
+        waited = await asyncio.to_thread(settle)
         lags: list[float] = []
 
         async def loop_lag() -> None:  # how late the server's event loop runs a 5 ms timer
@@ -52,6 +54,7 @@ async def main(rate: float, seconds: float) -> None:
         server_cpu = time.process_time() - cpu0
     n = int(rate * seconds)
     print(f"api_latency: GetTrainingJob offered at {rate:.0f}/s for {seconds:.0f} s ({n} requests, load from a second process)")
+    print(f"  (after {waited:.1f} s for the machine to settle from start-up, and 2 s of warm-up at the rate)")
     print(f"  p50 {median(latencies) * 1000:.2f} ms   p99 {pct(latencies, 99) * 1000:.2f} ms   max {max(latencies) * 1000:.2f} ms")
     print(f"  achieved {len(latencies) / elapsed:.0f}/s, errors {errors}")
     print(f"  server CPU per call: {server_cpu / max(1, len(latencies)) * 1000:.2f} ms (all its threads)")

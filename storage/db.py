@@ -1,12 +1,19 @@
 """Engines, transactions, migrations, and the one place driver errors become storage errors.
 
 The server holds an ``Engine`` and opens ``transaction(engine)`` blocks; it passes the
-``Connection`` to the repositories and never writes SQL itself."""
+``Connection`` to the repositories and never writes SQL itself.
+
+Transactions are begun and ended here, not by SQLAlchemy (its engines run in AUTOCOMMIT
+mode): BEGIN and the transaction's tenant scope then go to PostgreSQL in one round trip.
+The hottest statements (reading a job; the queue's claim and completion) run on the
+driver itself (``fetch``/``execute`` below), inside the same transaction: SQLAlchemy's
+per-statement work was most of the CPU a job read cost."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +47,6 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-# set_scope: the tenant this transaction acts for, which row-level security checks; local to
-# the transaction. Index: none (no table read).
-SET_SCOPE = sa.text("SELECT set_config('aihub.tenant_id', :tenant, true)")
 ROLES = (SERVICE_ROLE, DISPATCHER_ROLE)
 
 
@@ -54,6 +58,8 @@ def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int =
         raise ValueError(f"unknown role {role!r}")
     engine = create_async_engine(
         async_url(url),
+        # transaction() begins and ends every transaction itself (see the module's doc).
+        isolation_level="AUTOCOMMIT",
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping (it costs a round trip per request): a connection broken by a
@@ -103,40 +109,133 @@ def _unavailable(sqlstate: str) -> bool:
     return sqlstate.startswith(UNAVAILABLE_STATES)
 
 
+RAW_KEY = "aihub.driver"  # conn.info: the transaction's asyncpg connection
+
+
+def _literal(value: str) -> str:
+    """A string as an SQL literal (standard_conforming_strings is on, PostgreSQL's default)."""
+    if "\x00" in value:
+        raise ValueError("a NUL character cannot be sent to PostgreSQL")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _begin(scope: Scope | None) -> str:
+    """BEGIN and, with a scope, the tenant it acts for, which row-level security checks (local
+    to the transaction; no table read): one simple-query round trip.
+    The scope's value is a validated tenant id or the all-tenants mark (storage.tenancy)."""
+    if scope is None:
+        return "BEGIN"
+    return f"BEGIN; SELECT set_config('aihub.tenant_id', {_literal(scope.setting)}, true)"
+
+
+async def _abandon(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
+    """End a transaction that did not complete: ROLLBACK, or, when the connection cannot even
+    do that (it broke, or a cancelled statement still occupies it), drop it from the pool so
+    no later transaction inherits its state."""
+    try:
+        if raw.is_closed():
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("closed")
+        await raw.execute("ROLLBACK")
+    except (Exception, asyncio.CancelledError) as exc:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+
+
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
     """A transaction the caller owns, acting for ``scope`` (one tenant or every tenant; the
-    repositories of tenant data need one). Driver failures surface as storage errors: a
-    value PostgreSQL refuses (SQLSTATE class 22) as InvalidData, never its message."""
+    repositories of tenant data need one). Committed when the block ends, rolled back when it
+    raises. Driver failures surface as storage errors: a value PostgreSQL refuses (SQLSTATE
+    class 22) as InvalidData, never its message."""
     try:
-        async with engine.begin() as conn:
-            if scope is not None:
-                await conn.execute(SET_SCOPE, {"tenant": scope.setting})
-            conn.info[SCOPE_KEY] = scope
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            try:
+                await raw.execute(_begin(scope))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+            conn.info[SCOPE_KEY], conn.info[RAW_KEY] = scope, raw
             try:
                 yield conn
+            except BaseException:
+                await _abandon(conn, raw)
+                raise
+            else:
+                await _commit(conn, raw)
             finally:
                 # A connection whose statement was cancelled cannot even show its info; that
                 # must not replace the CancelledError (or the error) that ends the block.
                 with contextlib.suppress(SQLAlchemyError):
                     conn.info.pop(SCOPE_KEY, None)
-    except StorageError:
+                    conn.info.pop(RAW_KEY, None)
+    except Exception as exc:
+        mapped = _storage_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+async def _commit(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
+    try:
+        status = await raw.execute("COMMIT")
+    except BaseException:
+        await _abandon(conn, raw)
         raise
-    except (OperationalError, InterfaceError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-    except DBAPIError as exc:
+    if status != "COMMIT":  # a statement failed and the caller went on: nothing was written
+        raise StorageError("the transaction was aborted by an earlier error and rolled back")
+
+
+def _storage_error(exc: Exception) -> Exception:
+    """The storage error a driver failure surfaces as (others pass through unchanged)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OperationalError | InterfaceError | OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions._base.InternalClientError):  # raw: the connection broke
+        return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")
+    if isinstance(exc, DBAPIError):
         sqlstate = _sqlstate(exc)
         if exc.connection_invalidated or _unavailable(sqlstate):
-            raise DatabaseUnavailable(f"database unavailable (SQLSTATE {sqlstate})") from exc
+            return DatabaseUnavailable(f"database unavailable (SQLSTATE {sqlstate})")
         if sqlstate.startswith("22"):
-            raise InvalidData(sqlstate) from exc
-        raise StorageError(f"database error (SQLSTATE {sqlstate or 'unknown'})") from exc
-    except (asyncpg.exceptions.DataError, UnicodeEncodeError) as exc:  # raw asyncpg (COPY) and strings PostgreSQL cannot hold
-        raise InvalidData(getattr(exc, "sqlstate", None) or "22021") from exc
-    except asyncpg.exceptions.PostgresError as exc:  # raw asyncpg, anything else
+            return InvalidData(sqlstate)
+        return StorageError(f"database error (SQLSTATE {sqlstate or 'unknown'})")
+    if isinstance(exc, asyncpg.exceptions.DataError | UnicodeEncodeError):  # raw asyncpg and strings PostgreSQL cannot hold
+        return InvalidData(getattr(exc, "sqlstate", None) or "22021")
+    if isinstance(exc, asyncpg.exceptions.PostgresError):  # raw asyncpg, anything else
         if _unavailable(str(exc.sqlstate)):
-            raise DatabaseUnavailable(f"database unavailable (SQLSTATE {exc.sqlstate})") from exc
-        raise StorageError(f"database error (SQLSTATE {exc.sqlstate})") from exc
+            return DatabaseUnavailable(f"database unavailable (SQLSTATE {exc.sqlstate})")
+        return StorageError(f"database error (SQLSTATE {exc.sqlstate})")
+    return exc
+
+
+_COMPILED: dict[sa.TextClause, tuple[str, tuple[str, ...]]] = {}
+
+
+def _compiled(conn: AsyncConnection, stmt: sa.TextClause) -> tuple[str, tuple[str, ...]]:
+    """The statement as the driver takes it ($1, $2 ...) and its parameters' names in order."""
+    found = _COMPILED.get(stmt)
+    if found is None:
+        compiled = stmt.compile(dialect=conn.dialect)
+        found = _COMPILED[stmt] = (compiled.string, tuple(compiled.positiontup or ()))
+    return found
+
+
+async def fetch(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, Any] | None = None) -> Sequence[Mapping[str, Any]]:
+    """Run a named statement on the driver, in the transaction of ``conn``: its rows, read by
+    column name as SQLAlchemy's mappings are. For the hot paths; errors surface through
+    transaction() as storage errors. (A connection not opened by transaction(), such as a
+    test's, runs it through SQLAlchemy.)"""
+    params = params or {}
+    raw = conn.info.get(RAW_KEY)
+    if raw is None:
+        return (await conn.execute(stmt, params)).mappings().all()
+    sql, names = _compiled(conn, stmt)
+    return await raw.fetch(sql, *(params[name] for name in names))
 
 
 # ping: whether the database answers. Index: none.

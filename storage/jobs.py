@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage import logs, tenants
+from storage import db, logs, tenants
 from storage.errors import InvalidTransition, JobNotFound, RequestIdReused
 from storage.notifications import JobEvent, notify
 from storage.queue import NEXT_ATTEMPT
@@ -116,10 +116,10 @@ def _tenant(conn: AsyncConnection) -> dict[str, str | None]:
 async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """One job of the transaction's scope; JobNotFound for another tenant's (its existence
     is never revealed)."""
-    row = (await conn.execute(GET_JOB, {"id": job_id, **_tenant(conn)})).mappings().first()
-    if row is None:
+    rows = await db.fetch(conn, GET_JOB, {"id": job_id, **_tenant(conn)})
+    if not rows:
         raise JobNotFound(job_id)
-    return Job.from_row(row)
+    return Job.from_row(rows[0])
 
 
 async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:

@@ -8,6 +8,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import db
 from storage.errors import JobNotFound
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent
 from storage.records import LogLevel, LogLine
@@ -23,6 +24,16 @@ APPEND_LOG = sa.text(
                   SELECT :id, log_seq, :attempt, clock_timestamp(), :level, :step, :message FROM counter RETURNING seq)
     SELECT seq, pg_notify(:channel, :event) FROM line
     """
+)
+
+# lines_of_changed: a fragment for the statements that write a job's change and its log line
+# in one round trip (storage.queue): one line for each row of their CTE ``changed``, whose
+# UPDATE of training_jobs took the line's number (SET log_seq = log_seq + 1, RETURNING
+# log_seq) and says its text (a column ``line``), at level :level.
+# Index: job_logs primary key (job_id, seq).
+LINES_OF_CHANGED = (
+    "INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message) "
+    "SELECT id, log_seq, attempt, clock_timestamp(), :level, '', line FROM changed"
 )
 
 # lines_after: a job's lines above a sequence number, oldest first, if the job is in the
@@ -49,14 +60,13 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
         "channel": JOB_EVENTS_CHANNEL,
         "event": f"{job_id}:{JobEvent.LOG.value}",
     }
-    seq = await conn.scalar(APPEND_LOG, params)
-    if seq is None:
+    rows = await db.fetch(conn, APPEND_LOG, params)
+    if not rows:
         raise JobNotFound(job_id)
-    return int(seq)
+    return int(rows[0]["seq"])
 
 
 async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = 1000) -> list[LogLine]:
     """Lines with a sequence above ``after_sequence``, oldest first."""
     params = {"id": job_id, "after": after_sequence, "limit": limit, "tenant": scope_of(conn).tenant_id}
-    rows = await conn.execute(LINES_AFTER, params)
-    return [LogLine.from_row(r) for r in rows.mappings()]
+    return [LogLine.from_row(r) for r in await db.fetch(conn, LINES_AFTER, params)]

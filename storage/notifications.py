@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage import db
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +39,13 @@ class JobEvent(enum.StrEnum):
 RECONNECTED = "reconnected"
 
 
+# notify: one job event. Index: none.
+NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+
+
 async def notify(conn: AsyncConnection, job_id: object, event: JobEvent) -> None:
     """Queue a job event; PostgreSQL delivers it when the transaction commits."""
-    await conn.execute(sa.select(sa.func.pg_notify(JOB_EVENTS_CHANNEL, f"{job_id}:{event.value}")))
-
-
-# notify_many: one event for each of several jobs, in one round trip. Index: none.
-NOTIFY_MANY = sa.text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload")
-
-
-async def notify_many(conn: AsyncConnection, job_ids: Sequence[object], event: JobEvent) -> None:
-    """Queue the same event for several jobs; delivered when the transaction commits."""
-    if job_ids:
-        await conn.execute(NOTIFY_MANY, {"channel": JOB_EVENTS_CHANNEL, "payloads": [f"{j}:{event.value}" for j in job_ids]})
+    await db.fetch(conn, NOTIFY, {"channel": JOB_EVENTS_CHANNEL, "payload": f"{job_id}:{event.value}"})
 
 
 class JobEventListener:

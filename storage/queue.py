@@ -17,9 +17,16 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage import logs
-from storage.notifications import JobEvent, notify, notify_many
+from storage import db, logs
+from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify
 from storage.records import Job, JobError, LogLevel
+
+# events: a changed row's events (a log line was added; its state changed), queued for
+# delivery at commit (storage.notifications).
+_EVENTS = (
+    f"pg_notify(:channel, id::text || ':' || '{JobEvent.LOG.value}'), "
+    f"pg_notify(:channel, id::text || ':' || '{JobEvent.CHANGED.value}')"
+)
 
 # next_attempt: the SET list that puts a job back in the queue as its next attempt, with
 # nothing of the last attempt left on the row. Shared by every requeue (lease expiry, a
@@ -53,23 +60,24 @@ CLAIM_HEAD = sa.text(
 )
 
 # claim_take_many: the admitted jobs of a claim (a batch), now RUNNING for this server, each
-# with a lease the heartbeat renews. Index: training_jobs primary key.
+# with a lease the heartbeat renews, its attempt's history row, its "attempt N started" log
+# line and its events, in one round trip. Index: training_jobs primary key; job_attempts
+# primary key; job_logs primary key.
 CLAIM_TAKE_MANY = sa.text(
-    """
-    UPDATE training_jobs
-       SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
-           updated_at = clock_timestamp(), progress = 0, current_step = '',
-           lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
-     WHERE id = ANY(:ids) AND status = 'PENDING'
-    RETURNING *
-    """
-)
-
-# insert_attempts: the history rows of claimed attempts. Index: job_attempts primary key.
-INSERT_ATTEMPTS = sa.text(
-    "INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at) "
-    "SELECT id, attempt, 'RUNNING', :server_id, clock_timestamp() "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS a(id, attempt)"
+    f"""
+    WITH changed AS (
+        UPDATE training_jobs
+           SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
+               updated_at = clock_timestamp(), progress = 0, current_step = '',
+               lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds),
+               log_seq = log_seq + 1
+         WHERE id = ANY(:ids) AND status = 'PENDING'
+        RETURNING *, format('attempt %s started on %s', attempt, claimed_by) AS line),
+    attempts AS (INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at)
+                 SELECT id, attempt, 'RUNNING', claimed_by, started_at FROM changed),
+    lines AS ({logs.LINES_OF_CHANGED})
+    SELECT changed.*, {_EVENTS} FROM changed
+    """  # noqa: S608 - constant fragments
 )
 
 # heartbeat: extend the lease of the jobs one server is running; answers where each stands
@@ -110,17 +118,24 @@ RECORD_METRICS = sa.text(
 # touch: mark the job changed (its metrics were written). Index: training_jobs primary key.
 TOUCH = sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id")
 
-# complete: RUNNING -> COMPLETED for one attempt, with its model version.
-# Index: training_jobs primary key.
+# complete: RUNNING -> COMPLETED for one attempt, with its model version, its attempt's
+# history row, its log line and its events, in one round trip. Index: training_jobs primary
+# key; job_attempts primary key; job_logs primary key.
 COMPLETE = sa.text(
-    """
-    UPDATE training_jobs
-       SET status = 'COMPLETED', finished_at = clock_timestamp(), updated_at = clock_timestamp(), progress = 100,
-           error_reason = NULL, error_message = NULL, error_details = NULL,
-           model_version = :model_version, lease_expires_at = NULL, retry_at = NULL
-     WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
-    RETURNING id
-    """
+    f"""
+    WITH changed AS (
+        UPDATE training_jobs
+           SET status = 'COMPLETED', finished_at = clock_timestamp(), updated_at = clock_timestamp(), progress = 100,
+               error_reason = NULL, error_message = NULL, error_details = NULL,
+               model_version = :model_version, lease_expires_at = NULL, retry_at = NULL, log_seq = log_seq + 1
+         WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
+        RETURNING id, attempt, status, log_seq,
+                  format('job completed (model version %s)', COALESCE(CAST(model_version AS text), 'None')) AS line),
+    ended AS (UPDATE job_attempts a SET status = c.status, finished_at = clock_timestamp(), error_reason = NULL, error_message = NULL
+                FROM changed c WHERE a.job_id = c.id AND a.attempt = c.attempt),
+    lines AS ({logs.LINES_OF_CHANGED})
+    SELECT id, {_EVENTS} FROM changed
+    """  # noqa: S608 - constant fragments
 )
 
 # fail: RUNNING -> FAILED for one attempt, with the error and, when the retry policy allows
@@ -229,7 +244,7 @@ async def claim_many(
     a large job is not starved by a stream of small ones) or "pass" (it cannot start until
     the cluster grows: it keeps its place but does not hold up the jobs behind it). A
     tenant's max_running_jobs holds within the batch too."""
-    candidates = (await conn.execute(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})).mappings().all()
+    candidates = await db.fetch(conn, CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
     chosen: list[uuid.UUID] = []
     per_tenant: dict[str, int] = {}
     for candidate in candidates:
@@ -246,18 +261,16 @@ async def claim_many(
             per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
     if not chosen:
         return []
-    params = {"ids": chosen, "server_id": server_id, "lease_seconds": lease_seconds}
-    rows = (await conn.execute(CLAIM_TAKE_MANY, params)).mappings().all()
-    if not rows:
-        return []
+    params = {
+        "ids": chosen,
+        "server_id": server_id,
+        "lease_seconds": float(lease_seconds),
+        "level": LogLevel.INFO.value,
+        "channel": JOB_EVENTS_CHANNEL,
+    }
+    rows = await db.fetch(conn, CLAIM_TAKE_MANY, params)
     order = {job_id: i for i, job_id in enumerate(chosen)}
-    rows = sorted(rows, key=lambda r: order[r["id"]])
-    ids, attempts = [r["id"] for r in rows], [r["attempt"] for r in rows]
-    await conn.execute(INSERT_ATTEMPTS, {"ids": ids, "attempts": attempts, "server_id": server_id})
-    for row in rows:
-        await logs.append(conn, row["id"], row["attempt"], LogLevel.INFO, "", f"attempt {row['attempt']} started on {server_id}")
-    await notify_many(conn, ids, JobEvent.CHANGED)
-    return [Job.from_row(row) for row in rows]
+    return [Job.from_row(row) for row in sorted(rows, key=lambda r: order[r["id"]])]
 
 
 async def heartbeat(
@@ -299,12 +312,14 @@ async def record_metrics(conn: AsyncConnection, job_id: uuid.UUID, attempt: int,
 
 async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
     """RUNNING -> COMPLETED for this attempt; False when it is no longer running."""
-    if (await conn.execute(COMPLETE, {"id": job_id, "attempt": attempt, "model_version": model_version})).first() is None:
-        return False
-    await _attempt_ended(conn, job_id, attempt, "COMPLETED", None)
-    await logs.append(conn, job_id, attempt, LogLevel.INFO, "", f"job completed (model version {model_version})")
-    await notify(conn, job_id, JobEvent.CHANGED)
-    return True
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "model_version": model_version,
+        "level": LogLevel.INFO.value,
+        "channel": JOB_EVENTS_CHANNEL,
+    }
+    return bool(await db.fetch(conn, COMPLETE, params))
 
 
 async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError, *, retry_in: float | None = None) -> bool:
