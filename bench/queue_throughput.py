@@ -22,6 +22,8 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import asyncpg
+
 from bench._stack import READ_ONLY_JOB, median, pct
 from server.execution.dispatcher import Dispatcher
 from server.execution.payloads import JobPayload, Outcome, TaskSettings
@@ -86,14 +88,36 @@ async def _create(url: str, n: int, creators: int = 8) -> None:
         await engine.dispose()
 
 
-async def _count_done(url: str) -> int:
-    engine = db.create_engine(url, role=None, pool_size=1)
-    try:
-        async with db.transaction(engine) as conn:
-            result = await conn.exec_driver_sql("SELECT count(*) FROM training_jobs WHERE status = 'COMPLETED'")
-            return int(result.scalar_one())
-    finally:
-        await engine.dispose()
+async def _warm(engine: db.Engine, connections: int) -> None:
+    """Open a pool's connections before the clock starts, as a running server has them."""
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction(engine):
+            await gate.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(connections)]
+    await asyncio.sleep(0.5)
+    gate.set()
+    await asyncio.gather(*holders)
+
+
+class DoneCounter:
+    """How many jobs are COMPLETED, on one connection kept open (a connection per look
+    would cost PostgreSQL a process start each time: the instrument's own load)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: asyncpg.Connection | None = None
+
+    async def __call__(self) -> int:
+        if self.conn is None:
+            self.conn = await asyncpg.connect(db.asyncpg_dsn(self.url))
+        return int(await self.conn.fetchval("SELECT count(*) FROM training_jobs WHERE status = 'COMPLETED'"))
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
 
 
 def replica(url: str, index: int, start_at: float, until_done: int, seconds: float) -> int:
@@ -120,13 +144,17 @@ def replica(url: str, index: int, start_at: float, until_done: int, seconds: flo
             ran += 1
 
         d._execute = counted  # type: ignore[method-assign]
+        count_done = DoneCounter(url)
+        await count_done()  # connected before the start
+        await asyncio.gather(_warm(engine, 3), _warm(executor.engine, 10))
         await asyncio.sleep(max(0.0, start_at - time.time()))
         await d.start()
         for _ in range(int(seconds / 0.05)):
-            if await _count_done(url) >= until_done:
+            if await count_done() >= until_done:
                 break
             await asyncio.sleep(0.05)
         await d.stop()
+        await count_done.close()
         await engine.dispose()
         await executor.engine.dispose()
         return ran
@@ -145,6 +173,24 @@ async def _reset(url: str) -> None:
         await engine.dispose()
 
 
+async def _until_done(url: str, n: int, start_at: float, *, concurrent_creates: bool) -> float:
+    """Seconds from ``start_at`` (creating the jobs then, if asked) until n jobs are COMPLETED."""
+    count_done = DoneCounter(url)
+    await count_done()
+    try:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        t0 = time.perf_counter()
+        if concurrent_creates:
+            await _create(url, n)
+        for _ in range(300 * 50):  # 5 minutes at most
+            if await count_done() >= n:
+                break
+            await asyncio.sleep(0.02)
+        return time.perf_counter() - t0
+    finally:
+        await count_done.close()
+
+
 def drain(url: str, replicas: int, n: int, *, concurrent_creates: bool) -> tuple[float, list[int]]:
     """Seconds until n no-op jobs are COMPLETED with ``replicas`` dispatchers, and how many each ran."""
     asyncio.run(_reset(url))
@@ -154,13 +200,7 @@ def drain(url: str, replicas: int, n: int, *, concurrent_creates: bool) -> tuple
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(replicas, mp_context=ctx) as pool:
         futures = [pool.submit(replica, url, i, start_at, n, 300) for i in range(replicas)]
-        time.sleep(max(0.0, start_at - time.time()))
-        t0 = time.perf_counter()
-        if concurrent_creates:
-            asyncio.run(_create(url, n))
-        while asyncio.run(_count_done(url)) < n and time.perf_counter() - t0 < 300:
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - t0
+        elapsed = asyncio.run(_until_done(url, n, start_at, concurrent_creates=concurrent_creates))
         ran = [f.result() for f in futures]
     return elapsed, ran
 

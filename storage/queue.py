@@ -39,23 +39,27 @@ NEXT_ATTEMPT = """
 """
 
 # claim_head: the next PENDING jobs for one server (the head of the queue first), skipping
-# rows another server is claiming right now, locked until the claim's transaction ends. Priority first; within a priority,
-# fair across tenants: the tenant with the fewest running jobs goes first (then the oldest
-# job), so one tenant's burst does not hold every slot while another's jobs wait; a tenant
-# at its max_running_jobs quota waits. Index: training_jobs_queue (priority, created_at)
-# WHERE status = 'PENDING'; training_jobs_tenant_active (tenant_id, status) counts running
-# jobs; tenants primary key.
+# rows another server is claiming right now, locked until the claim's transaction ends.
+# Priority first; within a priority, fair across tenants: the tenant with the fewest running
+# jobs goes first (then the oldest job), so one tenant's burst does not hold every slot while
+# another's jobs wait; a tenant at its max_running_jobs quota waits. Only the head of each
+# tenant's queue is read (:candidates jobs each), never the whole queue.
+# Index: training_jobs_tenant_queue (tenant_id, priority, created_at, id) WHERE status =
+# 'PENDING'; training_jobs_running counts running jobs; tenants primary key.
 CLAIM_HEAD = sa.text(
     """
-    SELECT p.*, COALESCE(r.n, 0) AS tenant_running, t.max_running_jobs AS tenant_max_running FROM training_jobs p
-      LEFT JOIN tenants t ON t.tenant_id = p.tenant_id
+    SELECT p.*, COALESCE(r.n, 0) AS tenant_running, t.max_running_jobs AS tenant_max_running
+      FROM tenants t
       LEFT JOIN (SELECT tenant_id, count(*) AS n FROM training_jobs
-                  WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id
-     WHERE p.status = 'PENDING'
-       AND (t.max_running_jobs IS NULL OR COALESCE(r.n, 0) < t.max_running_jobs)
+                  WHERE status = 'RUNNING' GROUP BY tenant_id) r ON r.tenant_id = t.tenant_id
+     CROSS JOIN LATERAL (SELECT * FROM training_jobs j
+                          WHERE j.tenant_id = t.tenant_id AND j.status = 'PENDING'
+                          ORDER BY j.priority, j.created_at, j.id
+                          LIMIT :candidates
+                            FOR UPDATE SKIP LOCKED) p
+     WHERE t.max_running_jobs IS NULL OR COALESCE(r.n, 0) < t.max_running_jobs
      ORDER BY p.priority, COALESCE(r.n, 0), p.created_at, p.id
      LIMIT :candidates
-       FOR UPDATE OF p SKIP LOCKED
     """
 )
 

@@ -47,7 +47,7 @@ jobs = sa.Table(
     sa.CheckConstraint("status IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')", name="job_status_known"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="job_progress_range"),
     # The claim: the oldest PENDING job of the best priority.
-    sa.Index("training_jobs_queue", "priority", "created_at", postgresql_where=sa.text("status = 'PENDING'")),
+    sa.Index("training_jobs_tenant_queue", "tenant_id", "priority", "created_at", "id", postgresql_where=sa.text("status = 'PENDING'")),
     # Listings, newest first, per tenant and for everyone.
     sa.Index("training_jobs_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
     sa.Index("training_jobs_created", sa.text("created_at DESC"), sa.text("id DESC")),

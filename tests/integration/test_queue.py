@@ -137,7 +137,7 @@ async def test_queue_statements_use_their_indexes(database_url):
         async with engine.connect() as conn:
             await conn.execute(sa.text("SET enable_seqscan = off"))
             for stmt, params, indexes in [
-                (queue.CLAIM_HEAD, {"candidates": 20}, ("training_jobs_queue",)),
+                (queue.CLAIM_HEAD, {"candidates": 20}, ("training_jobs_tenant_queue",)),
                 (queue.REQUEUE_EXPIRED, {"max_lost": 3}, running),
                 (queue.FAIL_LOST, {"max_lost": 3}, running),
                 (queue.RELEASE, {"server_id": "w"}, running),
