@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import db, logs, tenants
 from storage.errors import InvalidTransition, JobNotFound, RequestIdReused
-from storage.notifications import JobEvent, notify
+from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify
 from storage.queue import NEXT_ATTEMPT
 from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
 from storage.tenancy import scope_of
@@ -29,18 +29,23 @@ from storage.tenancy import scope_of
 # tenant's rows, or every tenant's when :tenant is NULL (admins).
 # Each writes it out: (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant).
 
-# insert_job: a new PENDING job, unless the tenant already used its request_id.
-# Index: training_jobs primary key; training_jobs_request_id (tenant_id, request_id) decides the conflict.
+# insert_job: a new PENDING job and its event, unless the tenant already used its request_id
+# or has :max_queued jobs queued (counted by this statement: run it under the tenant's lock,
+# tenants.lock, and the count is exact). Index: training_jobs primary key;
+# training_jobs_request_id (tenant_id, request_id) decides the conflict;
+# training_jobs_tenant_active (tenant_id, status) counts.
 INSERT_JOB = sa.text(
-    """
+    f"""
     INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
                                config, config_hash, metadata, request_id, request_hash, created_at, updated_at)
-    VALUES (:id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
-            CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id, :request_hash,
-            clock_timestamp(), clock_timestamp())
+    SELECT :id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
+           CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id, :request_hash,
+           clock_timestamp(), clock_timestamp()
+     WHERE (SELECT count(*) FROM (SELECT 1 FROM training_jobs
+                                   WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :max_queued) AS q) < :max_queued
     ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
-    RETURNING *
-    """
+    RETURNING *, pg_notify(:channel, id::text || ':' || '{JobEvent.QUEUED.value}')
+    """  # noqa: S608 - constant fragments
 )
 
 # A job row with its current attempt's metrics as one JSON object (metrics_json).
@@ -134,7 +139,8 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         )
         if existing is not None:
             return _same_request(new, Job.from_row(existing)), False
-    await tenants.admit(conn, new.tenant_id, new.priority)
+    quota = await tenants.check_priority(conn, new.tenant_id, new.priority)
+    await tenants.lock(conn, new.tenant_id)  # held to the commit: the insert's count is exact
     params = {
         "id": uuid.uuid4(),
         "tenant_id": new.tenant_id,
@@ -146,15 +152,19 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         "metadata": json.dumps(new.metadata),
         "request_id": new.request_id,
         "request_hash": new.request_hash,
+        "max_queued": quota.max_queued_jobs,
+        "channel": JOB_EVENTS_CHANNEL,
     }
-    row = (await conn.execute(INSERT_JOB, params)).mappings().first()
-    if row is None:
-        existing = (await conn.execute(GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})).mappings().one()
-        return _same_request(new, Job.from_row(existing)), False
-    job = Job.from_row(row)
-    await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
-    await notify(conn, job.job_id, JobEvent.QUEUED)
-    return job, True
+    rows = await db.fetch(conn, INSERT_JOB, params)
+    if rows:
+        job = Job.from_row(rows[0])
+        await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
+        return job, True
+    if new.request_id is not None:  # a concurrent create with the same request_id won
+        existing = await db.fetch(conn, GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})
+        if existing:
+            return _same_request(new, Job.from_row(existing[0])), False
+    raise tenants.queue_full(new.tenant_id, quota, await tenants.count_queued(conn, new.tenant_id, quota.max_queued_jobs + 1))
 
 
 def _same_request(new: NewJob, existing: Job) -> Job:

@@ -10,12 +10,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import db
 from storage.errors import MissingTenantScope, QuotaExceeded
 from storage.records import Priority, TenantQuota
 from storage.tenancy import check_tenant_id, scope_of
 
 # lock_tenant: serialises one tenant's admissions until the transaction ends, so two
-# concurrent creates cannot both take the last queue place. Index: none (no table read).
+# concurrent creates cannot both take the last queue place (the count that decides is read
+# by a later statement, whose snapshot is taken after the lock). Index: none (no table read).
 LOCK_TENANT = sa.text("SELECT pg_advisory_xact_lock(hashtext('tenant:' || :tenant_id))")
 
 # ensure_tenant: the tenant's row with the default quotas, unless it exists.
@@ -42,8 +44,8 @@ async def get(conn: AsyncConnection, tenant_id: str) -> TenantQuota:
     scope = scope_of(conn)
     if scope.tenant_id not in (None, tenant_id):
         raise MissingTenantScope(f"tenant {tenant_id}'s quotas read in another tenant's transaction")
-    await conn.execute(ENSURE_TENANT, {"tenant_id": tenant_id})
-    return TenantQuota.from_row((await conn.execute(GET_TENANT, {"tenant_id": tenant_id})).mappings().one())
+    await db.fetch(conn, ENSURE_TENANT, {"tenant_id": tenant_id})
+    return TenantQuota.from_row((await db.fetch(conn, GET_TENANT, {"tenant_id": tenant_id}))[0])
 
 
 async def check_priority(conn: AsyncConnection, tenant_id: str, priority: Priority) -> TenantQuota:
@@ -62,18 +64,33 @@ async def check_priority(conn: AsyncConnection, tenant_id: str, priority: Priori
 async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, already_queued: int = 0) -> None:
     """Whether one more queued job of ``priority`` fits the tenant's quotas (QuotaExceeded
     naming the limit if not). ``already_queued``: the job itself is counted already."""
-    await conn.execute(LOCK_TENANT, {"tenant_id": tenant_id})
     quota = await check_priority(conn, tenant_id, priority)
+    await lock(conn, tenant_id)
     up_to = quota.max_queued_jobs + already_queued + 1
-    queued = int(await conn.scalar(COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}) or 0) - already_queued
+    queued = await count_queued(conn, tenant_id, up_to) - already_queued
     if queued >= quota.max_queued_jobs:
-        raise QuotaExceeded(
-            tenant_id,
-            "max_queued_jobs",
-            quota.max_queued_jobs,
-            queued + 1,
-            f"tenant {tenant_id} already has {queued} queued jobs; its quota max_queued_jobs is {quota.max_queued_jobs}",
-        )
+        raise queue_full(tenant_id, quota, queued)
+
+
+async def lock(conn: AsyncConnection, tenant_id: str) -> None:
+    """Serialise the tenant's admissions until the transaction ends: a count of its queued
+    jobs read by a later statement is exact."""
+    await db.fetch(conn, LOCK_TENANT, {"tenant_id": tenant_id})
+
+
+async def count_queued(conn: AsyncConnection, tenant_id: str, up_to: int) -> int:
+    """The tenant's queued jobs, counted up to ``up_to``."""
+    return int((await db.fetch(conn, COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}))[0][0])
+
+
+def queue_full(tenant_id: str, quota: TenantQuota, queued: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        tenant_id,
+        "max_queued_jobs",
+        quota.max_queued_jobs,
+        queued + 1,
+        f"tenant {tenant_id} already has {queued} queued jobs; its quota max_queued_jobs is {quota.max_queued_jobs}",
+    )
 
 
 def check_import_size(tenant_id: str, limit: int, received: int) -> None:
