@@ -4,18 +4,20 @@ The server holds an ``Engine`` and opens ``transaction(engine)`` blocks; it pass
 ``Connection`` to the repositories and never writes SQL itself.
 
 Transactions are begun and ended here, not by SQLAlchemy (its engines run in AUTOCOMMIT
-mode): BEGIN and the transaction's tenant scope then go to PostgreSQL in one round trip.
-The hottest statements (reading a job; the queue's claim and completion) run on the
-driver itself (``fetch``/``execute`` below), inside the same transaction: SQLAlchemy's
-per-statement work was most of the CPU a job read cost."""
+mode): BEGIN and the transaction's tenant scope go in one round trip. A single-statement read
+(``read``) runs outside a transaction, the scope a session setting of the pooled connection
+sent only when it changes: one round trip. The hottest statements (reading a job; the queue's claim and
+completion) run on the driver itself (``fetch`` below): SQLAlchemy's per-statement work was
+most of the CPU a job read cost, and every round trip costs system calls."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import sqlalchemy as sa
@@ -119,13 +121,51 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _begin(scope: Scope | None) -> str:
-    """BEGIN and, with a scope, the tenant it acts for, which row-level security checks (local
-    to the transaction; no table read): one simple-query round trip.
-    The scope's value is a validated tenant id or the all-tenants mark (storage.tenancy)."""
-    if scope is None:
-        return "BEGIN"
-    return f"BEGIN; SELECT set_config('aihub.tenant_id', {_literal(scope.setting)}, true)"
+# The value of aihub.tenant_id each pooled connection's session holds (set by ``read``; a
+# connection not here holds none we know of). Written only after PostgreSQL confirmed it.
+_SESSION_SCOPE: weakref.WeakKeyDictionary[asyncpg.Connection, str] = weakref.WeakKeyDictionary()
+
+
+def _setting(scope: Scope | None) -> str:
+    """The value of aihub.tenant_id ``scope`` needs ('' for none: row-level security then
+    shows nothing)."""
+    return scope.setting if scope is not None else ""
+
+
+async def _enter(conn: AsyncConnection, scope: Scope | None, *, begin: bool) -> asyncpg.Connection:
+    """The checked-out connection's driver, acting for ``scope``, in one simple-query round
+    trip at most (no table read).
+
+    In a transaction (``begin``) the scope is local to it, always sent with BEGIN: whatever
+    the transaction ends with, the session keeps its own value. Outside one (``read``) it is
+    the session's value, sent only when it changes: each statement then is its own
+    transaction and the setting commits at once."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    want = _setting(scope)
+    if begin:
+        script: str | None = f"BEGIN; SELECT set_config('aihub.tenant_id', {_literal(want)}, true)"
+    else:
+        script = None if _SESSION_SCOPE.get(raw) == want else f"SELECT set_config('aihub.tenant_id', {_literal(want)}, false)"
+    try:
+        if script:
+            await raw.execute(script)
+    except BaseException:
+        _SESSION_SCOPE.pop(raw, None)
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        raise
+    if not begin:
+        _SESSION_SCOPE[raw] = want
+    conn.info[SCOPE_KEY], conn.info[RAW_KEY] = scope, raw
+    return raw
+
+
+def _leave(conn: AsyncConnection) -> None:
+    # A connection whose statement was cancelled cannot even show its info; that must not
+    # replace the CancelledError (or the error) that ends the block.
+    with contextlib.suppress(SQLAlchemyError):
+        conn.info.pop(SCOPE_KEY, None)
+        conn.info.pop(RAW_KEY, None)
 
 
 async def _abandon(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
@@ -151,14 +191,7 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
     class 22) as InvalidData, never its message."""
     try:
         async with engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            try:
-                await raw.execute(_begin(scope))
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
-                raise
-            conn.info[SCOPE_KEY], conn.info[RAW_KEY] = scope, raw
+            raw = await _enter(conn, scope, begin=True)
             try:
                 yield conn
             except BaseException:
@@ -167,16 +200,31 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
             else:
                 await _commit(conn, raw)
             finally:
-                # A connection whose statement was cancelled cannot even show its info; that
-                # must not replace the CancelledError (or the error) that ends the block.
-                with contextlib.suppress(SQLAlchemyError):
-                    conn.info.pop(SCOPE_KEY, None)
-                    conn.info.pop(RAW_KEY, None)
-    except Exception as exc:
-        mapped = _storage_error(exc)
-        if mapped is exc:
-            raise
-        raise mapped from exc
+                _leave(conn)
+    except Exception as exc:  # noqa: BLE001 - re-raised: as a storage error, or unchanged
+        _raise_as_storage_error(exc)
+
+
+@contextlib.asynccontextmanager
+async def read(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads outside a transaction, acting for ``scope``: each statement sees
+    the database as of its own start. For a single statement (a job, a page of jobs) this is
+    what a transaction would give, one round trip instead of three. Errors surface as in
+    ``transaction``."""
+    try:
+        async with engine.connect() as conn:
+            await _enter(conn, scope, begin=False)
+            try:
+                yield conn
+            except asyncio.CancelledError:
+                # A cancelled statement may still occupy the connection: not back to the pool.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+            finally:
+                _leave(conn)
+    except Exception as exc:  # noqa: BLE001 - re-raised: as a storage error, or unchanged
+        _raise_as_storage_error(exc)
 
 
 async def _commit(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
@@ -187,6 +235,13 @@ async def _commit(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
         raise
     if status != "COMMIT":  # a statement failed and the caller went on: nothing was written
         raise StorageError("the transaction was aborted by an earlier error and rolled back")
+
+
+def _raise_as_storage_error(exc: Exception) -> NoReturn:
+    mapped = _storage_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def _storage_error(exc: Exception) -> Exception:

@@ -99,7 +99,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return convert.job_to_pb(job)
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context: Context) -> pb.TrainingJob:
-        return await self._on_job(request.job_id, jobs.get)
+        return convert.job_to_pb(await self._get_job(request.job_id))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest, context: Context) -> pb.ListTrainingJobsResponse:
         if request.page_size < 0:
@@ -107,7 +107,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         model_type = convert.model_type_from_pb(request.model_type)
         scope = auth.scope_for(request.tenant_id)
-        async with db.transaction(self.engine, scope) as conn:
+        async with db.read(self.engine, scope) as conn:  # one statement: no transaction needed
             found, cursor = await jobs.list_jobs(
                 conn,
                 status=convert.status_from_pb(request.status),
@@ -134,7 +134,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def _get_job(self, job_id: str) -> Job:
         parsed = convert.parse_job_id(job_id)
-        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+        async with db.read(self.engine, auth.scope_for("")) as conn:  # one statement: no transaction needed
             return await jobs.get(conn, parsed)
 
     # --- streams --------------------------------------------------------------------------
