@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from bench._stack import READ_ONLY_JOB, median, open_loop, pct, settle, stack
 from client import AsyncTrainingClient
 
+WARMUP = 2.0  # seconds at the rate before the counted part
+
 
 def load_generator(target: str, job_id: str, rate: float, seconds: float) -> tuple[list[float], int, float]:
     """Runs in its own process, so the load does not share the server's event loop."""
@@ -25,7 +27,7 @@ def load_generator(target: str, job_id: str, rate: float, seconds: float) -> tup
         async with AsyncTrainingClient(target) as c:
             for _ in range(200):
                 await c.get_job(job_id)  # warm up
-            return await open_loop(lambda: c.get_job(job_id), rate, seconds)
+            return await open_loop(lambda: c.get_job(job_id), rate, seconds, warmup=WARMUP)
 
     return asyncio.run(run())
 
@@ -57,7 +59,8 @@ async def main(rate: float, seconds: float) -> None:
     print(f"  (after {waited:.1f} s for the machine to settle from start-up, and 2 s of warm-up at the rate)")
     print(f"  p50 {median(latencies) * 1000:.2f} ms   p99 {pct(latencies, 99) * 1000:.2f} ms   max {max(latencies) * 1000:.2f} ms")
     print(f"  achieved {len(latencies) / elapsed:.0f}/s, errors {errors}")
-    print(f"  server CPU per call: {server_cpu / max(1, len(latencies)) * 1000:.2f} ms (all its threads)")
+    calls = int(rate * (seconds + WARMUP))  # the warm-up's calls used the server too
+    print(f"  server CPU per call: {server_cpu / calls * 1000:.2f} ms (all its threads)")
     print(f"  server event-loop lag: p99 {pct(lags, 99) * 1000:.2f} ms, max {max(lags) * 1000:.1f} ms")
 
 
