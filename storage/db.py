@@ -17,7 +17,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import asyncpg
 import sqlalchemy as sa
@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import DatabaseUnavailable, InvalidData, StorageError
+from storage.records import Row
 from storage.tenancy import DISPATCHER_ROLE, SCOPE_KEY, SERVICE_ROLE, Scope
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -140,7 +141,7 @@ async def _enter(conn: AsyncConnection, scope: Scope | None, *, begin: bool) -> 
     the transaction ends with, the session keeps its own value. Outside one (``read``) it is
     the session's value, sent only when it changes: each statement then is its own
     transaction and the setting commits at once."""
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = cast(asyncpg.Connection, (await conn.get_raw_connection()).driver_connection)
     want = _setting(scope)
     if begin:
         script: str | None = f"BEGIN; SELECT set_config('aihub.tenant_id', {_literal(want)}, true)"
@@ -280,7 +281,7 @@ def _compiled(conn: AsyncConnection, stmt: sa.TextClause) -> tuple[str, tuple[st
     return found
 
 
-async def fetch(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, Any] | None = None) -> Sequence[Mapping[str, Any]]:
+async def fetch(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, Any] | None = None) -> Sequence[Row]:
     """Run a named statement on the driver, in the transaction of ``conn``: its rows, read by
     column name as SQLAlchemy's mappings are. For the hot paths; errors surface through
     transaction() as storage errors. (A connection not opened by transaction(), such as a
@@ -288,9 +289,9 @@ async def fetch(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str,
     params = params or {}
     raw = conn.info.get(RAW_KEY)
     if raw is None:
-        return (await conn.execute(stmt, params)).mappings().all()
+        return cast(Sequence[Row], (await conn.execute(stmt, params)).mappings().all())
     sql, names = _compiled(conn, stmt)
-    return await raw.fetch(sql, *(params[name] for name in names))
+    return cast(Sequence[Row], await raw.fetch(sql, *(params[name] for name in names)))
 
 
 # ping: whether the database answers. Index: none.

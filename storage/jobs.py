@@ -161,9 +161,9 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         await logs.append(conn, job.job_id, 1, LogLevel.INFO, "", f"job queued with priority {new.priority.value}")
         return job, True
     if new.request_id is not None:  # a concurrent create with the same request_id won
-        existing = await db.fetch(conn, GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})
-        if existing:
-            return _same_request(new, Job.from_row(existing[0])), False
+        winner = await db.fetch(conn, GET_JOB_BY_REQUEST_ID, {"tenant_id": new.tenant_id, "request_id": new.request_id})
+        if winner:
+            return _same_request(new, Job.from_row(winner[0])), False
     raise tenants.queue_full(new.tenant_id, quota, await tenants.count_queued(conn, new.tenant_id, quota.max_queued_jobs + 1))
 
 

@@ -24,8 +24,7 @@ from storage.records import Job, JobError, LogLevel
 # events: a changed row's events (a log line was added; its state changed), queued for
 # delivery at commit (storage.notifications).
 _EVENTS = (
-    f"pg_notify(:channel, id::text || ':' || '{JobEvent.LOG.value}'), "
-    f"pg_notify(:channel, id::text || ':' || '{JobEvent.CHANGED.value}')"
+    f"pg_notify(:channel, id::text || ':' || '{JobEvent.LOG.value}'), pg_notify(:channel, id::text || ':' || '{JobEvent.CHANGED.value}')"
 )
 
 # next_attempt: the SET list that puts a job back in the queue as its next attempt, with

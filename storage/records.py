@@ -10,9 +10,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
-from sqlalchemy.engine import RowMapping
+
+class Row(Protocol):
+    """A row read by column name: SQLAlchemy's RowMapping or asyncpg's Record."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def __contains__(self, key: object, /) -> bool: ...
 
 
 def json_value(value: Any) -> Any:
@@ -20,7 +26,7 @@ def json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _columns(row: RowMapping, names: tuple[str, ...]) -> dict[str, Any]:
+def _columns(row: Row, names: tuple[str, ...]) -> dict[str, Any]:
     """The columns a record takes as they are (same name, no conversion)."""
     return {name: row[name] for name in names}
 
@@ -165,7 +171,7 @@ class Job:
         return self.attempt - self.free_attempts
 
     @classmethod
-    def from_row(cls, row: RowMapping, metrics: Mapping[str, float] | None = None) -> Self:
+    def from_row(cls, row: Row, metrics: Mapping[str, float] | None = None) -> Self:
         """A job from a training_jobs row; ``metrics`` are the current attempt's (or the
         row's ``metrics_json`` column when the query aggregated them)."""
         if metrics is None and "metrics_json" in row:
@@ -197,7 +203,7 @@ class LogLine:
     message: str
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
+    def from_row(cls, row: Row) -> Self:
         return cls(row["job_id"], row["seq"], row["attempt"], row["ts"], LogLevel(row["level"]), row["step"], row["message"])
 
 
@@ -222,7 +228,7 @@ class ModelVersion:
     deleted_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
+    def from_row(cls, row: Row) -> Self:
         return cls(
             model_id=row["id"],
             features=tuple(json_value(row["features"])),
@@ -261,7 +267,7 @@ class WorkerNode:
     in_use: Mapping[str, float] = field(default_factory=dict)  # of the totals, held by tasks and actors now
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
+    def from_row(cls, row: Row) -> Self:
         return cls(row["node_id"], row["address"], row["status"], json_value(row["resources"]), json_value(row["in_use"]))
 
 
@@ -277,7 +283,7 @@ class RayCluster:
     updated_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: RowMapping, nodes: tuple[WorkerNode, ...]) -> Self:
+    def from_row(cls, row: Row, nodes: tuple[WorkerNode, ...]) -> Self:
         return cls(
             row["cluster_id"],
             row["address"],
@@ -302,7 +308,7 @@ class TenantQuota:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
+    def from_row(cls, row: Row) -> Self:
         return cls(
             max_priority=Priority.from_rank(row["max_priority"]),
             **_columns(row, ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_import_bytes", "updated_at")),
@@ -321,5 +327,5 @@ class ApiKey:
     revoked_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
+    def from_row(cls, row: Row) -> Self:
         return cls(**_columns(row, ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at")))

@@ -80,7 +80,7 @@ async def lock(conn: AsyncConnection, tenant_id: str) -> None:
 
 async def count_queued(conn: AsyncConnection, tenant_id: str, up_to: int) -> int:
     """The tenant's queued jobs, counted up to ``up_to``."""
-    return int((await db.fetch(conn, COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}))[0][0])
+    return int((await db.fetch(conn, COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}))[0]["count"])
 
 
 def queue_full(tenant_id: str, quota: TenantQuota, queued: int) -> QuotaExceeded:
