@@ -112,7 +112,7 @@ def _unavailable(sqlstate: str) -> bool:
     return sqlstate.startswith(UNAVAILABLE_STATES)
 
 
-RAW_KEY = "aihub.driver"  # conn.info: the transaction's asyncpg connection
+RAW_KEY = "aihub.driver"  # conn.info: the asyncpg connection of a transaction or a read
 
 
 def _literal(value: str) -> str:
