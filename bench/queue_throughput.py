@@ -65,7 +65,7 @@ class NoopExecutor:
         return {"CPU": 1.0}
 
     async def run(self, payload: JobPayload) -> Outcome:
-        async with self.slots, db.transaction(self.engine, Scope.of(payload.tenant_id)) as conn:
+        async with self.slots, db.single(self.engine, Scope.of(payload.tenant_id)) as conn:  # as tasks._finish does
             await queue.complete(conn, payload.job_id, payload.attempt, None)
         return Outcome("COMPLETED")
 

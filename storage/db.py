@@ -4,9 +4,10 @@ The server holds an ``Engine`` and opens ``transaction(engine)`` blocks; it pass
 ``Connection`` to the repositories and never writes SQL itself.
 
 Transactions are begun and ended here, not by SQLAlchemy (its engines run in AUTOCOMMIT
-mode): BEGIN and the transaction's tenant scope go in one round trip. A single-statement read
-(``read``) runs outside a transaction, the scope a session setting of the pooled connection
-sent only when it changes: one round trip. The hottest statements (reading a job; the queue's claim and
+mode): BEGIN and the transaction's tenant scope go in one round trip. A single statement (a
+read, or a write that is one statement, such as a job's completion) runs outside a
+transaction (``single``), the scope a session setting of the pooled connection sent only when
+it changes: one round trip. The hottest statements (reading a job; the queue's claim and
 completion) run on the driver itself (``fetch`` below): SQLAlchemy's per-statement work was
 most of the CPU a job read cost, and every round trip costs system calls."""
 
@@ -112,7 +113,7 @@ def _unavailable(sqlstate: str) -> bool:
     return sqlstate.startswith(UNAVAILABLE_STATES)
 
 
-RAW_KEY = "aihub.driver"  # conn.info: the asyncpg connection of a transaction or a read
+RAW_KEY = "aihub.driver"  # conn.info: the asyncpg connection of a transaction or a single statement
 
 
 def _literal(value: str) -> str:
@@ -122,7 +123,7 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-# The value of aihub.tenant_id each pooled connection's session holds (set by ``read``; a
+# The value of aihub.tenant_id each pooled connection's session holds (set by ``single``; a
 # connection not here holds none we know of). Written only after PostgreSQL confirmed it.
 _SESSION_SCOPE: weakref.WeakKeyDictionary[asyncpg.Connection, str] = weakref.WeakKeyDictionary()
 
@@ -138,7 +139,7 @@ async def _enter(conn: AsyncConnection, scope: Scope | None, *, begin: bool) -> 
     trip at most (no table read).
 
     In a transaction (``begin``) the scope is local to it, always sent with BEGIN: whatever
-    the transaction ends with, the session keeps its own value. Outside one (``read``) it is
+    the transaction ends with, the session keeps its own value. Outside one (``single``) it is
     the session's value, sent only when it changes: each statement then is its own
     transaction and the setting commits at once."""
     raw = cast(asyncpg.Connection, (await conn.get_raw_connection()).driver_connection)
@@ -207,11 +208,13 @@ async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncI
 
 
 @contextlib.asynccontextmanager
-async def read(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads outside a transaction, acting for ``scope``: each statement sees
-    the database as of its own start. For a single statement (a job, a page of jobs) this is
-    what a transaction would give, one round trip instead of three. Errors surface as in
-    ``transaction``."""
+async def single(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
+    """A connection for one statement outside an explicit transaction, acting for ``scope``:
+    the statement is its own transaction (it sees the database as of its start, and what it
+    writes commits when it ends). For a read (a job, a page of jobs) or a write that is one
+    statement (queue.complete), this is what a transaction would give, in one round trip
+    instead of three. Run more than one statement here only where each may stand alone.
+    Errors surface as in ``transaction``."""
     try:
         async with engine.connect() as conn:
             await _enter(conn, scope, begin=False)

@@ -314,7 +314,8 @@ async def record_metrics(conn: AsyncConnection, job_id: uuid.UUID, attempt: int,
 
 
 async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
-    """RUNNING -> COMPLETED for this attempt; False when it is no longer running."""
+    """RUNNING -> COMPLETED for this attempt; False when it is no longer running. One
+    statement: it may run outside a transaction (db.single)."""
     params = {
         "id": job_id,
         "attempt": attempt,

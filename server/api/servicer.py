@@ -107,7 +107,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         model_type = convert.model_type_from_pb(request.model_type)
         scope = auth.scope_for(request.tenant_id)
-        async with db.read(self.engine, scope) as conn:  # one statement: no transaction needed
+        async with db.single(self.engine, scope) as conn:  # one statement: no transaction needed
             found, cursor = await jobs.list_jobs(
                 conn,
                 status=convert.status_from_pb(request.status),
@@ -134,7 +134,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def _get_job(self, job_id: str) -> Job:
         parsed = convert.parse_job_id(job_id)
-        async with db.read(self.engine, auth.scope_for("")) as conn:  # one statement: no transaction needed
+        async with db.single(self.engine, auth.scope_for("")) as conn:  # one statement: no transaction needed
             return await jobs.get(conn, parsed)
 
     # --- streams --------------------------------------------------------------------------

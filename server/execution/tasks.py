@@ -85,7 +85,8 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
         try:
-            if _finish(rt, engine, scope, lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)):
+            complete = lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)  # noqa: E731
+            if _finish(rt, engine, scope, complete, one_statement=True):
                 return Outcome("COMPLETED", result.model_version)
         except DatabaseUnavailable:  # the dispatcher writes it when the database is back
             log.warning("the database is unreachable at the end of the attempt; the server records the outcome")
@@ -116,11 +117,14 @@ async def _still_running(engine: db.Engine, scope: Scope, payload: JobPayload) -
         return await queue.is_running(conn, payload.job_id, payload.attempt)
 
 
-def _finish(rt: TaskRuntime, engine: db.Engine, scope: Scope, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
-    """Write how the attempt ended; False when it was no longer running."""
+def _finish(
+    rt: TaskRuntime, engine: db.Engine, scope: Scope, write: Callable[[db.Connection], Awaitable[bool]], *, one_statement: bool = False
+) -> bool:
+    """Write how the attempt ended; False when it was no longer running. A write that is one
+    statement (queue.complete) needs no transaction around it: one round trip."""
 
     async def go() -> bool:
-        async with db.transaction(engine, scope) as conn:
+        async with db.single(engine, scope) if one_statement else db.transaction(engine, scope) as conn:
             return await write(conn)
 
     return rt.run(go)

@@ -1,6 +1,6 @@
 """storage.db.transaction begins and ends transactions itself (SQLAlchemy's engine in
 AUTOCOMMIT mode), and the tenant scope is a session setting of each pooled connection, sent
-only when it changes; storage.db.read reads without a transaction. What that must never do:
+only when it changes; storage.db.single runs one statement without a transaction. What that must never do:
 leave a pooled connection inside a transaction, let one caller's tenant scope reach the next,
 or report a commit that did not happen."""
 
@@ -56,11 +56,11 @@ async def test_the_scope_is_the_transactions_own(engine):
         assert (await conn.execute(IN_TRANSACTION)).scalar_one() is False  # BEGIN came first
     async with db.transaction(engine) as conn:  # the same pooled connection, no scope
         assert (await conn.execute(SETTING)).scalar_one() in (None, "")
-    async with db.read(engine, Scope.of("globex")) as conn:
+    async with db.single(engine, Scope.of("globex")) as conn:
         assert (await db.fetch(conn, SETTING))[0][0] == "globex"
-    async with db.read(engine, Scope.ALL) as conn:
+    async with db.single(engine, Scope.ALL) as conn:
         assert (await conn.execute(SETTING)).scalar_one() == "*"
-    async with db.read(engine) as conn:
+    async with db.single(engine) as conn:
         assert (await conn.execute(SETTING)).scalar_one() in (None, "")
     # Tenant ids are slugs (Scope.of refuses a quote); were one to get through, it is sent as data.
     async with db.transaction(engine, Scope("o'brien-co")) as conn:
@@ -77,7 +77,7 @@ async def test_a_failed_statement_the_caller_swallowed_does_not_commit(engine):
 
 
 async def test_a_transaction_that_rolls_back_leaves_no_scope_behind(engine):
-    async with db.read(engine, Scope.of("initech")) as conn:  # the session's scope
+    async with db.single(engine, Scope.of("initech")) as conn:  # the session's scope
         await conn.execute(SETTING)
     with pytest.raises(RuntimeError):
         async with db.transaction(engine, Scope.of("hooli")) as conn:
@@ -85,10 +85,16 @@ async def test_a_transaction_that_rolls_back_leaves_no_scope_behind(engine):
             raise RuntimeError("refused")
     async with db.transaction(engine) as conn:  # no scope: none, whatever the session holds
         assert (await conn.execute(SETTING)).scalar_one() == ""
-    async with db.read(engine, Scope.of("hooli")) as conn:
+    async with db.single(engine, Scope.of("hooli")) as conn:
         assert (await conn.execute(SETTING)).scalar_one() == "hooli"
-    async with db.read(engine, Scope.of("initech")) as conn:
+    async with db.single(engine, Scope.of("initech")) as conn:
         assert (await conn.execute(SETTING)).scalar_one() == "initech"
+
+
+async def test_a_single_statement_commits_what_it_writes(engine):
+    async with db.single(engine) as conn:
+        await db.fetch(conn, PUT, {"v": 5})
+    assert await _count(engine) == 1
 
 
 async def test_a_new_connection_gets_its_scope_sent_not_assumed(engine):
@@ -96,15 +102,15 @@ async def test_a_new_connection_gets_its_scope_sent_not_assumed(engine):
         pass
     # The pool drops the connection (as after an error): the next caller's connection is new,
     # and the scope it needs is sent to it even though the last one asked for the same.
-    async with db.read(engine) as conn:
+    async with db.single(engine) as conn:
         await conn.invalidate()
-    async with db.read(engine, Scope.of("acme-corp")) as conn:
+    async with db.single(engine, Scope.of("acme-corp")) as conn:
         assert (await conn.execute(SETTING)).scalar_one() == "acme-corp"
 
 
-async def test_a_cancelled_read_does_not_hand_a_busy_connection_to_the_next_caller(engine):
+async def test_a_cancelled_single_statement_does_not_hand_a_busy_connection_to_the_next_caller(engine):
     async def slow() -> None:
-        async with db.read(engine, Scope.of("acme-corp")) as conn:
+        async with db.single(engine, Scope.of("acme-corp")) as conn:
             await db.fetch(conn, sa.text("SELECT pg_sleep(5)"))
 
     task = asyncio.create_task(slow())
@@ -112,7 +118,7 @@ async def test_a_cancelled_read_does_not_hand_a_busy_connection_to_the_next_call
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with db.read(engine, Scope.of("globex")) as conn:  # answers at once, with its own scope
+    async with db.single(engine, Scope.of("globex")) as conn:  # answers at once, with its own scope
         assert (await asyncio.wait_for(db.fetch(conn, SETTING), 2))[0][0] == "globex"
 
 
