@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import db, logs, tenants
 from storage.errors import InvalidTransition, JobNotFound, RequestIdReused
-from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify
+from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
 from storage.queue import NEXT_ATTEMPT
 from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
 from storage.tenancy import scope_of
@@ -44,7 +44,7 @@ INSERT_JOB = sa.text(
      WHERE (SELECT count(*) FROM (SELECT 1 FROM training_jobs
                                    WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :max_queued) AS q) < :max_queued
     ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
-    RETURNING *, pg_notify(:channel, id::text || ':' || '{JobEvent.QUEUED.value}')
+    RETURNING *, {notify_sql(JobEvent.QUEUED)}
     """  # noqa: S608 - constant fragments
 )
 

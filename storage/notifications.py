@@ -48,6 +48,12 @@ async def notify(conn: AsyncConnection, job_id: object, event: JobEvent) -> None
     await db.fetch(conn, NOTIFY, {"channel": JOB_EVENTS_CHANNEL, "payload": f"{job_id}:{event.value}"})
 
 
+def notify_sql(event: JobEvent) -> str:
+    """The same event inside a statement, for each row it returns: an SQL expression over the
+    row's ``id`` (the channel is the statement's :channel parameter, JOB_EVENTS_CHANNEL)."""
+    return f"pg_notify(:channel, id::text || ':' || '{event.value}')"
+
+
 class JobEventListener:
     """One LISTEN connection. ``on_event(job_id, kind)`` runs for every notification and
     ``on_reconnect()`` after the connection was lost and came back (events may have been

@@ -18,14 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import db, logs
-from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify
+from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
 from storage.records import Job, JobError, LogLevel
 
 # events: a changed row's events (a log line was added; its state changed), queued for
 # delivery at commit (storage.notifications).
-_EVENTS = (
-    f"pg_notify(:channel, id::text || ':' || '{JobEvent.LOG.value}'), pg_notify(:channel, id::text || ':' || '{JobEvent.CHANGED.value}')"
-)
+_EVENTS = f"{notify_sql(JobEvent.LOG)}, {notify_sql(JobEvent.CHANGED)}"
 
 # next_attempt: the SET list that puts a job back in the queue as its next attempt, with
 # nothing of the last attempt left on the row. Shared by every requeue (lease expiry, a

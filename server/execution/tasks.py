@@ -85,7 +85,10 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
         try:
-            complete = lambda conn: queue.complete(conn, payload.job_id, payload.attempt, result.model_version)  # noqa: E731
+
+            async def complete(conn: db.Connection) -> bool:
+                return await queue.complete(conn, payload.job_id, payload.attempt, result.model_version)
+
             if _finish(rt, engine, scope, complete, one_statement=True):
                 return Outcome("COMPLETED", result.model_version)
         except DatabaseUnavailable:  # the dispatcher writes it when the database is back
