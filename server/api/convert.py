@@ -277,7 +277,9 @@ def job_to_pb(job: records.Job) -> pb.TrainingJob:
         next_retry_at=_ts(job.retry_at),
     )
     if job.error:
-        msg.error.CopyFrom(pb.JobError(reason=job.error.reason, message=job.error.message, details=dict(job.error.details)))
+        msg.error.CopyFrom(
+            pb.JobError(reason=job.error.reason, error=job.error.reason, message=job.error.message, details=dict(job.error.details))
+        )
     return msg
 
 

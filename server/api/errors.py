@@ -9,6 +9,7 @@ never the exception's type, text or SQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 DOMAIN = "aihub.training"
 MAX_MESSAGE = 1000
 MAX_DETAIL = 200
+# Envoy's REST route marks the calls it transcodes with REST_MARK; to those, an error also
+# carries GUIDE_BODY: the guide's error body ({"error", "message", "details"}) as JSON, which
+# envoy.yaml's Lua filter puts in place of the transcoder's google.rpc.Status body.
+REST_MARK = "x-aihub-rest"
+GUIDE_BODY = "x-aihub-error"
+MAX_GUIDE_BODY = 16_000  # bytes of ASCII JSON; violations past it are counted, not listed
+# Details the guide shows as numbers (ErrorInfo metadata holds only strings).
+NUMERIC_DETAILS = frozenset({"requested_workers", "available_workers", "allowed", "requested"})
 
 
 def shorten(text: str, limit: int) -> str:
@@ -105,7 +114,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
     if isinstance(exc, storage_errors.InvalidFeatureData):
         return _status(code.INVALID_ARGUMENT, "InvalidFeatureData", str(exc), {"field": exc.field}, [Violation(exc.field, str(exc))])
     if isinstance(exc, (storage_errors.FeatureTableNotFound, storage_errors.FeatureColumnNotFound)):
-        return _status(code.FAILED_PRECONDITION, "DataLoadError", str(exc))
+        return _status(code.FAILED_PRECONDITION, "DataLoadError", str(exc), {"reason": str(exc), "table": f"features.{exc.table}"})
     if isinstance(exc, storage_errors.DatabaseUnavailable):
         return _status(code.UNAVAILABLE, "DatabaseUnavailable", "the database is unavailable; try again shortly")
     if isinstance(exc, Unauthenticated):
@@ -130,8 +139,51 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+def guide_body(status: status_pb2.Status, *, tenant_id: str = "") -> str:
+    """The guide's error body for a status: ``error`` (the reason name), ``message`` and
+    ``details`` (the guide's keys: ``field``/``error`` and every violation for a config,
+    ``reason``/``tenant_id``/``table`` for data, ``requested_workers``/``available_workers``
+    for resources, the id for not-found), plus ``code`` (the gRPC status code, as before)."""
+    reason, details, violations = "Error", {}, []
+    for any_detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if any_detail.Unpack(info):
+            reason = info.reason
+            details = {k: int(v) if k in NUMERIC_DETAILS and v.isdigit() else v for k, v in info.metadata.items()}
+        elif any_detail.Unpack(bad):
+            violations = [{"field": v.field, "error": v.description} for v in bad.field_violations]
+    if violations:
+        details.setdefault("field", violations[0]["field"])
+        details.setdefault("error", violations[0]["error"])
+        details["violations"] = violations
+    if reason == "DataLoadError":
+        details.setdefault("reason", status.message)
+        if tenant_id:
+            details.setdefault("tenant_id", tenant_id)
+    body = {"error": reason, "message": status.message, "details": details, "code": status.code}
+    text = json.dumps(body, separators=(",", ":"))
+    while len(text) > MAX_GUIDE_BODY and violations:
+        violations.pop()
+        details["violations_not_listed"] = int(details.get("violations_not_listed", 0)) + 1
+        text = json.dumps(body, separators=(",", ":"))
+    return text
+
+
+def _is_rest(context: grpc.aio.ServicerContext) -> bool:
+    return any(key == REST_MARK for key, _ in context.invocation_metadata() or ())
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, request: Any = None) -> None:
+    status = to_status(exc)
+    grpc_status = rpc_status.to_status(status)
+    if _is_rest(context):
+        from server.api import auth  # auth imports this module's error classes
+
+        tenant = getattr(request, "tenant_id", "") or auth.current().tenant_id or ""
+        body = guide_body(status, tenant_id=tenant)
+        grpc_status = grpc_status._replace(trailing_metadata=(*grpc_status.trailing_metadata, (GUIDE_BODY, body)))
+    await context.abort_with_status(grpc_status)
 
 
 class Authenticate(Protocol):
@@ -149,7 +201,7 @@ def _wrap_unary(
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
-            await _abort(context, exc)
+            await _abort(context, exc, request)
 
     return handler
 
@@ -163,7 +215,7 @@ def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc)
+            await _abort(context, exc, request)
 
     return handler
 

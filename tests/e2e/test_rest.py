@@ -52,7 +52,9 @@ async def lines_of(url: str, **params) -> list[dict]:
 
 
 def error_reason(body: dict) -> str:
-    return next(d["reason"] for d in body["details"] if d["@type"].endswith("ErrorInfo"))
+    """The guide's error name, after checking the body has the guide's shape."""
+    assert {"error", "message", "details"} <= set(body) and isinstance(body["details"], dict), body
+    return body["error"]
 
 
 async def test_guide_quick_start_status_metrics_list_logs(rest):
@@ -270,7 +272,65 @@ async def test_model_registry_over_rest(rest):
         json={"evaluation_start": "2024-04-01T00:00:00", "evaluation_ends": "2024-04-30T23:00:00"},
     )
     assert typo.status_code == 400 and "evaluation_ends" in typo.text
+    empty = await http(
+        "POST",
+        f"{rest}/ai/training/models/{version['model_id']}:evaluate",
+        json={"evaluation_start": "1990-04-01T00:00:00", "evaluation_end": "1990-04-30T23:00:00"},
+    )
+    assert empty.status_code == 400 and error_reason(empty.json()) == "DataLoadError", empty.text
+    assert empty.json()["details"]["reason"].startswith("No rows in features.load_forecasting")
+    assert empty.json()["details"]["tenant_id"] == "acme-corp"
     gone = await http("DELETE", f"{rest}/ai/training/models/{version['model_id']}")
     assert gone.status_code == 200 and gone.json()["deleted_at"]
     assert (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()["versions"] == []
     assert (await http("GET", f"{rest}/ai/training/models/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_every_error_kind_has_the_guides_body(rest):
+    """{"error", "message", "details"} with the guide's keys, for the server's errors and
+    Envoy's own; HTTP statuses as before; no grpc-* headers and no trailer header leak."""
+    bad = json.loads(json.dumps(GUIDE_BODY))
+    bad["config"].update(validation_split=1.5, algorithm="lgbm", target="")
+    resp = await http("POST", f"{rest}/ai/training/jobs", json=bad)
+    err = resp.json()
+    assert resp.status_code == 400 and error_reason(err) == "ConfigValidationError", resp.text
+    assert err["message"].startswith("Invalid training configuration")
+    assert err["details"]["field"] == "target" or err["details"]["field"] == "validation_split"
+    fields = {v["field"]: v["error"] for v in err["details"]["violations"]}
+    assert fields["validation_split"] == "Must be between 0.0 and 1.0" and "target" in fields
+    assert (err["details"]["field"], err["details"]["error"]) == next(iter(fields.items()))
+
+    too_big = {**GUIDE_BODY, "config": tiny_config(distributed=True, ray_config={"num_workers": 8, "cpus_per_worker": 1})}
+    resp = await http("POST", f"{rest}/ai/training/jobs", json=too_big)
+    err = resp.json()
+    assert resp.status_code == 429 and error_reason(err) == "ResourceError", resp.text
+    assert err["details"]["requested_workers"] == 8 and isinstance(err["details"]["available_workers"], int)
+    assert err["message"].startswith("Insufficient resources for distributed training")
+
+    missing_id = str(uuid.uuid4())
+    resp = await http("GET", f"{rest}/ai/training/jobs/{missing_id}")
+    assert resp.status_code == 404 and error_reason(resp.json()) == "JobNotFound"
+    assert resp.json()["details"] == {"job_id": missing_id}
+
+    for resp, status, name in (
+        (await http("GET", f"{rest}/ai/training/nothing-here"), 404, "NotFound"),
+        (await http("GET", f"{rest}/ai/training/jobs", params={"tennant_id": "acme-corp"}), 400, "InvalidRequest"),
+        (await http("POST", f"{rest}/ai/training/jobs", data="x" * (2 << 20)), 413, "PayloadTooLarge"),
+    ):
+        assert resp.status_code == status and error_reason(resp.json()) == name, resp.text
+        assert resp.headers["content-type"] == "application/json" and resp.json()["details"]["http_status"] == status
+
+    for resp in (await http("GET", f"{rest}/ai/training/jobs/{missing_id}"), await http("POST", f"{rest}/ai/training/jobs", json=bad)):
+        assert not {"grpc-status", "grpc-message", "x-aihub-error", "grpc-status-details-bin"} & set(resp.headers), resp.headers
+        assert int(resp.headers["content-length"]) == len(resp.content)
+
+    body = {**GUIDE_BODY, "config": tiny_config(feature_table="no_such_table")}
+    job = (await http("POST", f"{rest}/ai/training/jobs", json=body)).json()
+    failed = await wait_status(rest, job["job_id"], {"FAILED", "COMPLETED"})
+    assert failed["status"] == "FAILED" and failed["error"]["error"] == "DataLoadError"
+    assert failed["error"]["message"] == "Failed to load training data: Table not found: features.no_such_table"
+    assert failed["error"]["details"] == {
+        "reason": "Table not found: features.no_such_table",
+        "tenant_id": "acme-corp",
+        "table": "features.no_such_table",
+    }

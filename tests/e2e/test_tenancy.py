@@ -298,13 +298,13 @@ async def test_quota_breaches_are_429_naming_the_limit(world):
         payload = {"model_type": "forecast", "config": tiny_config(), "priority": priority}
         resp = await asyncio.to_thread(requests.post, f"{w.rest}/ai/training/jobs", json=payload, headers=headers, timeout=30)
         assert resp.status_code == 429, resp.text
-        info = resp.json()["details"][0]
-        assert info["reason"] == "QuotaExceeded" and info["metadata"]["limit"] == limit and info["metadata"]["tenant_id"] == B
+        err = resp.json()
+        assert err["error"] == "QuotaExceeded" and err["details"]["limit"] == limit and err["details"]["tenant_id"] == B
     csv = "timestamp,load\n" + "".join(f"2024-01-01T{h:02d}:00:00,{h}\n" for h in range(24))
     resp = await asyncio.to_thread(
         requests.post, f"{w.rest}/ai/training/features/extra", data=csv, headers={**headers, "Content-Type": "text/csv"}, timeout=30
     )
-    assert resp.status_code == 429 and resp.json()["details"][0]["metadata"]["limit"] == "max_import_bytes", resp.text
+    assert resp.status_code == 429 and resp.json()["details"]["limit"] == "max_import_bytes", resp.text
 
 
 async def test_unary_calls_have_a_server_side_deadline(start_app, monkeypatch):

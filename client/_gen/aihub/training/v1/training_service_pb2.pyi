@@ -176,7 +176,7 @@ class TrainingOptions(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., use_sample: _Optional[float] = ...) -> None: ...
 
 class JobError(_message.Message):
-    __slots__ = ("reason", "message", "details")
+    __slots__ = ("reason", "message", "details", "error")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,10 +187,12 @@ class JobError(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     reason: str
     message: str
     details: _containers.ScalarMap[str, str]
-    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    error: str
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
     __slots__ = ("job_id", "tenant_id", "model_type", "status", "priority", "progress", "current_step", "metrics", "error", "attempt", "config", "metadata", "model_version", "created_at", "started_at", "finished_at", "updated_at", "request_id", "next_retry_at")
