@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The suite's preprocessor package (tests/plugins), installed as an operator installs one.
+PLUGINS := $(VENV)/.test-plugins
+$(PLUGINS): $(STAMP) tests/plugins/pyproject.toml tests/plugins/aihub_test_preprocessors.py
+	$(PY) -m pip install --quiet --disable-pip-version-check -e tests/plugins
+	touch $(PLUGINS)
+
 # Postgres (embedded, in .data/), a local Ray (AIHUB_LOCAL_RAY_NODES=2: a two-node cluster)
 # and the gRPC server in a private network namespace, Envoy in front on 127.0.0.1 (REST 8000,
 # gRPC 50051); loads the demo data once. Ctrl-C stops everything it started. Authentication is off
@@ -24,11 +30,11 @@ run: install
 # The suite runs in a private network namespace (server/isolation.py): distributed training
 # and the local multi-node Ray cluster open sockets on every interface, which is loopback there.
 # tests/cluster runs in a second pytest process (a Ray driver joins one cluster per process).
-test: install
+test: install $(PLUGINS)
 	$(PY) -m server.isolation -- sh -c '$(PY) -m pytest -q && AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster'
 
 # Only the multi-node cluster tests (a head and a second node started with `ray start`).
-test-cluster: install
+test-cluster: install $(PLUGINS)
 	$(PY) -m server.isolation -- env AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
 
 # The chaos suite (tests/chaos): two replicas behind Envoy on a PostgreSQL of its own; one

@@ -86,7 +86,7 @@ def plan(
         picks = [np.arange(rank, rows, workers) for rank in range(workers)]
     groups = data.train_groups
     shards = [Shard(data.x_train[idx], data.y_train[idx], None if groups is None else groups[idx]) for idx in picks]
-    quiet = dataclasses.replace(options, on_iteration=_ignore, on_score=None)
+    quiet = dataclasses.replace(options, on_iteration=_ignore, on_score=None, on_metrics=None)
     bins = None
     if wanted := algorithms.get(algorithm).bin_sample:
         rng = np.random.default_rng(options.seed)

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, metrics
+from trainers import algorithms, features, metrics
 from trainers.algorithms import TrainData
 from trainers.errors import DataLoadError
 from trainers.ports import STEP_START, Reporter
-from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive
+from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive, validation_rows
 from trainers.spec import ModelType, TrainingSpec
+from trainers.spec.recipes import seasonal_lags
 
 MIN_TUNE_POSITIVES = 5  # fewer labelled anomalies there: choose the threshold on all training rows
 ANOMALY_QUANTILE = 0.99  # unlabeled anomaly threshold: this quantile of the training scores
@@ -81,7 +82,55 @@ def history_hours(spec: TrainingSpec) -> int:
     baselines and the context window (an algorithm's ``context_rows``) of its first rows
     have their past."""
     context = algorithms.get(spec.algorithm).context_rows(spec.hyperparameters)
-    return max([h for _, h in spec.lags.values()] + [SEASONAL_HOURS]) + context + HISTORY_SLACK_HOURS
+    seasonal = max(SEASONAL_HOURS, *seasonal_lags(spec.forecast_horizon_hours))
+    return max(spec.history_hours(), seasonal) + context + HISTORY_SLACK_HOURS
+
+
+def horizon_scores(
+    scores: Mapping[str, float], prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter
+) -> dict[str, float]:
+    """Per-horizon metrics (``horizons``): for each horizon h, a direct model trained on the
+    same training rows with the features usable h hours ahead, scored on the same
+    validation part against the seasonal-naive forecast at that horizon: ``mae_h<h>``,
+    ``rmse_h<h>``, ``mape_h<h>``, ``baseline_mae_h<h>``, ``skill_h<h>``. The job's own
+    horizon is the job's model."""
+    out: dict[str, float] = {}
+    for h in spec.horizons:
+        if h == spec.forecast_horizon_hours:
+            own = ("mae", "rmse", "mape", "baseline_mae", "skill")
+            out.update({f"{name}_h{h}": scores[name] for name in own if name in scores})
+        else:
+            out.update(_direct_model_scores(h, prepared, spec, options, reporter))
+    return out
+
+
+def _direct_model_scores(
+    h: int, prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter
+) -> dict[str, float]:
+    names = spec.usable_at(h)
+    source = prepared.source
+    derived = features.derive(source, spec, names, horizon=h)
+    complete = derived[[*names, spec.target]].notna().all(axis=1).to_numpy()
+    derived = derived[complete].reset_index(drop=True)
+    valid, _ = validation_rows(derived, spec)
+    if (~valid).sum() < MIN_ROWS or not valid.any():
+        reporter.log("WARNING", f"horizon {h} h: too few complete rows to score it")
+        return {}
+    x = derived[list(names)].to_numpy(dtype="float64")
+    y = derived[spec.target].to_numpy(dtype="float64")
+    quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None, on_metrics=None)
+    model = algorithms.get(spec.algorithm).fit(
+        TrainData(x[~valid], y[~valid], x[valid], y[valid], tuple(names)), spec.hyperparameters, quiet
+    )
+    m = metrics.regression(y[valid], predict_after(model, x[~valid], x[valid]))
+    naive = {f"{k}h": features.lag(source, spec.target, k).to_numpy()[complete][valid] for k in dict.fromkeys(seasonal_lags(h))}
+    base = metrics.baseline(y[valid], m["mae"], naive)
+    dropped = [f for f in spec.features if f not in names]
+    note = f" (without {', '.join(dropped)}: newer than the origin)" if dropped else ""
+    reporter.log("INFO", f"horizon {h} h: a direct model on {len(names)} features{note}, MAE {m['mae']:.4g}")
+    out = {f"{name}_h{h}": float(m[name]) for name in ("mae", "rmse", "mape") if name in m}
+    out.update({f"{name}_h{h}": base[name] for name in ("baseline_mae", "skill") if name in base})
+    return out
 
 
 def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter) -> dict[str, float]:

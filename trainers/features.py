@@ -1,10 +1,16 @@
-"""Feature derivation: calendar features from the timestamp, lags from past values."""
+"""Feature derivation: calendar and holiday features from the timestamp; lags, rolling
+statistics, differences and degree hours from a column (trainers.spec.recipes). Every
+value derived from a column not known ahead ends at the forecast origin."""
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import pandas as pd
 
-from trainers.spec import TrainingSpec
+from trainers.spec import Holidays, TrainingSpec
+from trainers.spec import recipes as r
 
 
 def calendar(ts: pd.Series, name: str) -> pd.Series:
@@ -37,19 +43,83 @@ def lag(frame: pd.DataFrame, column: str, hours: int) -> pd.Series:
     return pd.Series(by_time.reindex(wanted).to_numpy(), index=frame.index)
 
 
-def derive(frame: pd.DataFrame, spec: TrainingSpec) -> pd.DataFrame:
-    """A frame with ``timestamp`` (and ``series_id``), every feature of the spec (in order)
-    and the target. ``frame`` is sorted by series and time, one row per series and time."""
+def rolling(frame: pd.DataFrame, column: str, end: int, hours: int, stat: str) -> pd.Series:
+    """``stat`` of the ``hours`` hourly values of ``column`` ending ``end`` hours before each
+    row's hour (same series; by timestamp, so gaps shorten a window instead of shifting it;
+    NaN with fewer than half the window present)."""
+    shifted = (lag(frame, column, end) if end else frame[column]).to_numpy(dtype="float64")
+    stamps = frame["timestamp"].to_numpy()
+    window, least = f"{hours}h", hours // 2 + 1
+
+    def roll(rows: np.ndarray) -> np.ndarray:
+        series = pd.Series(shifted[rows], index=pd.DatetimeIndex(stamps[rows]))
+        rolled: pd.Series = getattr(series.rolling(window, min_periods=least), stat)()
+        return rolled.to_numpy(dtype="float64")
+
+    if SERIES not in frame.columns:
+        return pd.Series(roll(np.arange(len(frame))), index=frame.index)
+    out = np.full(len(frame), np.nan)
+    for rows in frame.groupby(SERIES, observed=True, sort=False).indices.values():
+        out[rows] = roll(np.asarray(rows))
+    return pd.Series(out, index=frame.index)
+
+
+def difference(frame: pd.DataFrame, column: str, end: int, hours: int) -> pd.Series:
+    """The latest known value (``end`` hours before the row's hour) minus the value ``hours``
+    before that."""
+    latest = lag(frame, column, end) if end else frame[column]
+    return latest - lag(frame, column, end + hours)
+
+
+@functools.lru_cache(maxsize=32)
+def _calendar_of(country: str, subdivision: str | None, first: int, last: int) -> frozenset[object]:
+    import holidays as calendars
+
+    return frozenset(calendars.country_holidays(country, subdiv=subdivision, years=range(first, last + 1)))
+
+
+def holiday(ts: pd.Series, name: str, where: Holidays) -> pd.Series:
+    """1.0 when the local date of the hour (in ``where.timezone``) is a holiday (or the day
+    before / after one), else 0.0."""
+    local = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts
+    dates = local.dt.tz_convert(where.timezone).dt.tz_localize(None).dt.normalize()
+    shift = {"is_holiday": 0, "is_day_before_holiday": 1, "is_day_after_holiday": -1}[name]
+    probe = (dates + pd.Timedelta(days=shift)).dt.date
+    days = _calendar_of(where.country, where.subdivision, min(probe).year, max(probe).year)
+    return pd.Series(probe.isin(days).to_numpy(dtype="float64"), index=ts.index)
+
+
+def feature(frame: pd.DataFrame, spec: TrainingSpec, name: str, horizon: int | None = None) -> pd.Series:
+    """One feature of ``spec`` for every row of ``frame``."""
+    recipe = spec.recipes[name]
+    known = spec.known(horizon)
+    end = r.end_lag(recipe.column, horizon=horizon or spec.forecast_horizon_hours, known_ahead=known) if recipe.column else 0
+    if recipe.kind == r.LAGGED and recipe.column:
+        return lag(frame, recipe.column, recipe.hours)
+    if recipe.kind == r.ROLLING and recipe.column:
+        return rolling(frame, recipe.column, end, recipe.hours, recipe.stat)
+    if recipe.kind == r.DIFFERENCE and recipe.column:
+        return difference(frame, recipe.column, end, recipe.hours)
+    if recipe.kind == r.HEATING and recipe.column:
+        return (recipe.hours - frame[recipe.column]).clip(lower=0.0)
+    if recipe.kind == r.COOLING and recipe.column:
+        return (frame[recipe.column] - recipe.hours).clip(lower=0.0)
+    if recipe.kind == r.HOLIDAY and spec.holidays is not None:
+        return holiday(frame["timestamp"], name, spec.holidays)
+    if recipe.kind == r.CALENDAR:
+        return calendar(frame["timestamp"], name)
+    return frame[name].astype("float64")
+
+
+def derive(frame: pd.DataFrame, spec: TrainingSpec, names: tuple[str, ...] | None = None, horizon: int | None = None) -> pd.DataFrame:
+    """A frame with ``timestamp`` (and ``series_id``), the spec's features (or ``names`` of
+    them, as a direct model for ``horizon`` sees them), in order, and the target. ``frame``
+    is sorted by series and time, one row per series and time."""
     out = {"timestamp": frame["timestamp"]}
     if SERIES in frame.columns:
         out[SERIES] = frame[SERIES]
-    for name in spec.features:
-        if name in spec.lags:
-            out[name] = lag(frame, *spec.lags[name])
-        elif name in frame.columns:
-            out[name] = frame[name]
-        else:
-            out[name] = calendar(frame["timestamp"], name)
+    for name in spec.features if names is None else names:
+        out[name] = feature(frame, spec, name, horizon)
     out[spec.target] = frame[spec.target]
     if spec.label_column:
         out[spec.label_column] = frame[spec.label_column]

@@ -32,6 +32,7 @@ class MemoryReporter:
         self.lines: list[tuple[str, str]] = []
         self.steps: list[str] = []
         self.values: dict[str, float] = {}
+        self.writes: list[dict[str, float]] = []  # every metrics call, in order
 
     def step(self, name: str, progress: int) -> None:
         self.steps.append(name)
@@ -42,7 +43,10 @@ class MemoryReporter:
     def log(self, level: str, message: str) -> None:
         self.lines.append((level, message))
 
-    def metrics(self, values: Mapping[str, float]) -> None:
+    def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
+        self.writes.append(dict(values))
+        if final:
+            self.values = {k: v for k, v in self.values.items() if not k.startswith("live_")}
         self.values.update(values)
 
 

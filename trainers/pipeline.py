@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, distributed, metrics
+from trainers import algorithms, distributed, metrics, preprocessors, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
-from trainers.evaluation import backtest, evaluate
+from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
@@ -52,6 +52,29 @@ class _IterationReporter:
         self.reporter.progress(STEP_START["training"] + int(span * iteration / max(total, 1)))
 
 
+LIVE_PREFIX = "live_"  # live training metrics: replaced by the final ones at evaluation
+LIVE_EVERY_SECONDS = 1.0  # at most one write of live metrics per second
+
+
+class _LiveMetrics:
+    """Live training metrics (FitOptions.on_metrics) as ``live_<part>_mae`` / ``_rmse`` and
+    ``live_round``, <part> being ``tune`` (the held-out tune part) or ``fit`` (the rows being
+    fitted, when there is no tune part), written at most once per LIVE_EVERY_SECONDS."""
+
+    def __init__(self, reporter: Reporter, part: str) -> None:
+        self.reporter, self.part, self.last = reporter, part, float("-inf")
+
+    clock = staticmethod(time.monotonic)
+
+    def __call__(self, iteration: int, values: Mapping[str, float]) -> None:
+        now = self.clock()
+        if now - self.last < LIVE_EVERY_SECONDS:
+            return
+        self.last = now
+        live = {f"{LIVE_PREFIX}{self.part}_{k}": float(v) for k, v in values.items() if math.isfinite(v)}
+        self.reporter.metrics({**live, f"{LIVE_PREFIX}round": float(iteration)})
+
+
 def run(
     spec: TrainingSpec,
     *,
@@ -76,6 +99,9 @@ def run(
 def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFrame:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
+    if spec.preprocessor:
+        pre = preprocessors.get(spec.preprocessor)
+        columns = list(dict.fromkeys([*spec.table_columns(frozenset(pre.outputs)), *pre.inputs]))
     window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
     reporter.log("INFO", f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)
@@ -85,7 +111,7 @@ def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFr
             spec.feature_table, spec.training_start, spec.training_end, reason=f"No rows in window: {table}", table=table
         )
     reporter.log("INFO", f"data_loading: {len(frame)} rows loaded")
-    return frame
+    return quality.check(frame, spec, reporter)
 
 
 def _preprocess(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prepared:
@@ -172,6 +198,7 @@ def _train(
         use_gpu=spec.use_gpu,
         on_iteration=_IterationReporter(reporter),
         eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model trains as its trial did
+        on_metrics=_LiveMetrics(reporter, "tune" if len(prepared.data.y_tune) else "fit"),
     )
     spec, search = _search(prepared, spec, options, reporter, tuner)
     reporter.log(
@@ -219,6 +246,8 @@ def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporte
     scores = evaluate(model, prepared, spec, reporter)
     if spec.backtest:
         scores.update(backtest(prepared, spec, trained.options, reporter))
+    if spec.horizons:
+        scores.update(horizon_scores(scores, prepared, spec, trained.options, reporter))
     scores.update(
         training_duration_seconds=round(trained.duration, 3),
         training_data_size=float(prepared.rows),
@@ -229,7 +258,7 @@ def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporte
         scores["best_iteration"] = float(model.best_iteration)
     scores.update(trained.search)
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
-    reporter.metrics(scores)
+    reporter.metrics(scores, final=True)
     reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
     return scores
 

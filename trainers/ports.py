@@ -35,7 +35,10 @@ class Reporter(Protocol):
 
     def log(self, level: str, message: str) -> None: ...
 
-    def metrics(self, values: Mapping[str, float]) -> None: ...
+    def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
+        """Record metrics of the attempt. ``final``: the evaluation's metrics, which replace
+        the live training metrics (names starting ``live_``)."""
+        ...
 
 
 class DataSource(Protocol):

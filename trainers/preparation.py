@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features
+from trainers import algorithms, features, preprocessors
 from trainers.algorithms import TrainData
 from trainers.errors import DataLoadError
 from trainers.ports import Reporter
 from trainers.spec import ModelType, TrainingSpec
+from trainers.spec.recipes import seasonal_lags
 
 MIN_ROWS = 20
 TUNE_FRACTION = 0.1  # the last part of the training range, for early stopping and thresholds
@@ -28,6 +29,7 @@ class Derived:
     inputs: tuple[str, ...]
     baselines: Mapping[str, np.ndarray]
     label_column: str | None
+    source: pd.DataFrame  # the window before deriving (sorted, preprocessed): other horizons derive from it
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Prepared:
     inputs: tuple[str, ...]  # the model's input columns, in order
     baselines: Mapping[str, np.ndarray]  # seasonal-naive forecasts of the validation rows
     labels_valid: np.ndarray | None  # config.label_column on the validation rows
+    source: pd.DataFrame  # the window before deriving (Derived.source)
 
 
 def is_label(values: pd.Series) -> bool:
@@ -72,6 +75,9 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
             frame = frame.assign(**{features.SERIES: frame[features.SERIES].astype("category")})
     keys = [k for k in (features.SERIES, "timestamp") if k in frame.columns]
     frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
+    frame = frame.replace([np.inf, -np.inf], np.nan)  # a non-finite value is a missing one
+    if spec.preprocessor:
+        frame = preprocessors.apply(spec.preprocessor, frame)
     derived = features.derive(frame, spec)
     task = choose_task(spec, derived[spec.target])
     unsupervised = spec.model_type == ModelType.ANOMALY and task != algorithms.CLASSIFICATION
@@ -88,14 +94,28 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
         reporter.log("INFO", f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
     baselines = {}
     if spec.model_type == ModelType.FORECAST:
-        baselines = {f"{h}h": features.lag(frame, spec.target, h)[complete].to_numpy() for h in (24, 168)}
+        lags = seasonal_lags(spec.forecast_horizon_hours)
+        baselines = {f"{h}h": features.lag(frame, spec.target, h)[complete].to_numpy() for h in dict.fromkeys(lags)}
     derived = derived[complete].reset_index(drop=True)
     if len(derived) < MIN_ROWS:
         raise DataLoadError(
             f"only {len(derived)} complete rows in features.{spec.feature_table} after deriving features; at least {MIN_ROWS} are needed",
             details={"table": f"features.{spec.feature_table}", "rows": len(derived)},
         )
-    return Derived(derived, task, inputs, baselines, label_column if unsupervised else None)
+    return Derived(derived, task, inputs, baselines, label_column if unsupervised else None, frame)
+
+
+def validation_rows(derived: pd.DataFrame, spec: TrainingSpec) -> tuple[np.ndarray, pd.Timestamp]:
+    """The rows in the last ``validation_split`` of each series' own time range (rows in
+    time order per series), and the split time (the latest one over series)."""
+    stamps = derived["timestamp"]
+    series = derived[features.SERIES].cat.codes if features.SERIES in derived.columns else None
+    if series is None:
+        first, last = stamps.iloc[0], stamps.iloc[-1]
+    else:
+        first, last = stamps.groupby(series).transform("min"), stamps.groupby(series).transform("max")
+    cut = first + (last - first) * (1.0 - spec.validation_split)
+    return (stamps > cut).to_numpy(), (cut if series is None else cut.max())
 
 
 def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prepared:
@@ -106,13 +126,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     # The last validation_split of each series' own time range validates.
     stamps = derived["timestamp"]
     series = derived[features.SERIES].cat.codes if features.SERIES in derived.columns else None
-    if series is None:
-        first, last = stamps.iloc[0], stamps.iloc[-1]  # rows are in time order
-    else:
-        first, last = stamps.groupby(series).transform("min"), stamps.groupby(series).transform("max")
-    cut = first + (last - first) * (1.0 - spec.validation_split)
-    valid = (stamps > cut).to_numpy()
-    split_at = cut if series is None else cut.max()
+    valid, split_at = validation_rows(derived, spec)
     if valid.all() or not valid.any():
         raise DataLoadError(
             f"the time range {stamps.min()} .. {stamps.max()} is too short to split {spec.validation_split:.0%} off for validation",
@@ -157,4 +171,5 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         inputs,
         {k: v[valid] for k, v in baselines.items()},
         labels_valid,
+        dv.source,
     )

@@ -37,7 +37,9 @@ class TrialSetup:
     def of(cls, algorithm: str, fixed: Mapping[str, Any], data: TrainData, options: FitOptions, tuning: Tuning) -> TrialSetup:
         width = data.x_train.shape[1]
         blind = dataclasses.replace(data, x_valid=np.empty((0, width)), y_valid=np.empty(0))
-        return cls(algorithm, dict(fixed), blind, dataclasses.replace(options, on_iteration=_ignore, on_score=None), tuning)
+        return cls(
+            algorithm, dict(fixed), blind, dataclasses.replace(options, on_iteration=_ignore, on_score=None, on_metrics=None), tuning
+        )
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,8 @@ class DbReporter:
         self._while_running(lambda conn: logs.append(conn, self.job_id, self.attempt, lvl, self.current_step, message))
         log.log(logging.getLevelName(lvl.value), "%s", message)
 
-    def metrics(self, values: Mapping[str, float]) -> None:
-        self._while_running(lambda conn: queue.record_metrics(conn, self.job_id, self.attempt, values))
+    def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
+        self._while_running(lambda conn: queue.record_metrics(conn, self.job_id, self.attempt, values, final=final))
 
     def _while_running(self, write: Callable[[db.Connection], Awaitable[object]]) -> None:
         """``write`` in a transaction that holds the job row, only while this attempt runs."""

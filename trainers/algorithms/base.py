@@ -148,6 +148,10 @@ class FitOptions:
     # rounds reports it as it goes (round, score), so that bad trials can be stopped early.
     eval_metric: str | None = None
     on_score: Callable[[int, float], None] | None = None
+    # Live metrics while training: an algorithm that trains in rounds or epochs reports
+    # (round, {"mae": ..., "rmse": ...}) of its monitor rows (the tune part, else the fit
+    # part itself) as it goes; the pipeline bounds how often they are written.
+    on_metrics: Callable[[int, Mapping[str, float]], None] | None = None
 
 
 SCORE_EVERY = 10  # rounds between two on_score reports

@@ -312,6 +312,8 @@ class Neural(Algorithm):
                 loss.backward()
                 optimiser.step()
             options.on_iteration(epoch, epochs)
+            if options.on_metrics is not None and options.task == REGRESSION:
+                options.on_metrics(epoch, _monitor(model.net, x_tune, y_tune, xt, yt, float(y_std[0])))
             if x_tune is not None and options.early_stopping_rounds:
                 model.net.eval()
                 with torch.no_grad():
@@ -347,3 +349,25 @@ class Neural(Algorithm):
 
 
 ALGORITHMS = (Neural("mlp"), Neural("lstm"))
+
+
+MONITOR_ROWS = 10_000  # without a tune part, live metrics are measured on this many fit rows
+
+
+def _monitor(net: Any, x_tune: np.ndarray | None, y_tune: np.ndarray | None, xt: Any, yt: Any, y_std: float) -> dict[str, float]:
+    """MAE and RMSE, in the target's units, on the tune part (else a spread sample of the
+    fit rows), with the network in eval mode for the moment."""
+    import torch
+
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        if x_tune is not None and y_tune is not None:
+            x, y = torch.from_numpy(x_tune).to(xt.device), torch.from_numpy(y_tune).to(xt.device)
+        else:
+            step = max(1, len(xt) // MONITOR_ROWS)
+            x, y = xt[::step], yt[::step]
+        err = (net(x) - y).double()
+        mae, rmse = float(err.abs().mean()) * y_std, float(err.pow(2).mean().sqrt()) * y_std
+    net.train(was_training)
+    return {"mae": mae, "rmse": rmse}

@@ -3,24 +3,31 @@ that build it (``checks``). This module is the surface the rest of the project u
 
 from trainers.spec.checks import build, parse_window, validate, window_violations
 from trainers.spec.model import (
-    CALENDAR_FEATURES,
+    DATA_CHECKS,
     DEFAULT_SEED,
     DEFAULT_TABLES,
     DEFAULT_VALIDATION_SPLIT,
     MODEL_TYPES,
+    DataChecks,
+    Holidays,
     ModelType,
     TrainingSpec,
     format_time,
     parse_time,
 )
+from trainers.spec.recipes import CALENDAR_FEATURES, HOLIDAY_FEATURES
 from trainers.spec.resources import WorkerRequest, parse_memory, worker_request
 
 __all__ = [
     "CALENDAR_FEATURES",
+    "DATA_CHECKS",
     "DEFAULT_SEED",
     "DEFAULT_TABLES",
     "DEFAULT_VALIDATION_SPLIT",
+    "HOLIDAY_FEATURES",
     "MODEL_TYPES",
+    "DataChecks",
+    "Holidays",
     "ModelType",
     "TrainingSpec",
     "WorkerRequest",

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from trainers import algorithms
+from trainers import algorithms, preprocessors
 from trainers.algorithms import REGRESSION, Algorithm
 from trainers.errors import ConfigValidationError, Violation, shown
+from trainers.spec import recipes
 from trainers.spec.model import (
+    DATA_CHECKS,
+    DEFAULT_HORIZON_HOURS,
     DEFAULT_SEED,
     DEFAULT_VALIDATION_SPLIT,
     IDENT,
-    LAG,
-    MAX_LAG_HOURS,
     MODEL_TYPES,
     ModelType,
     TrainingSpec,
@@ -189,12 +190,166 @@ def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
             yield Violation(path, f"{shown(name)} is not a column name (lower-case letters, digits and _)")
         elif name == target:
             yield Violation(path, f"{shown(name)} is the target itself (target leakage)")
-        elif (m := LAG.match(name)) is not None:
-            hours = int(m["hours"])
-            if hours == 0:
-                yield Violation(path, f"{shown(name)} is a lag of 0 hours, the current value itself (target leakage)")
-            elif hours > MAX_LAG_HOURS:
-                yield Violation(path, f"{shown(name)}: lags are limited to {MAX_LAG_HOURS} hours")
+        elif (problem := recipes.size_problem(name, recipes.recipe(name))) is not None:
+            yield Violation(path, problem)
+
+
+MAX_HORIZON_HOURS = 24 * 30
+MAX_HORIZONS = 8
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+
+def _horizon(config: Config, read: _Read) -> Iterator[Violation]:  # noqa: PLR0912 - one case per field
+    """forecast_horizon_hours, known_ahead, horizons, and the leakage they decide."""
+    horizon = config.get("forecast_horizon_hours")
+    horizon = DEFAULT_HORIZON_HOURS if horizon is None else horizon
+    horizons = config.get("horizons") or []
+    known = config.get("known_ahead")
+    target = config.get("target") or ""
+    if not _whole(horizon, 1, MAX_HORIZON_HOURS):
+        yield Violation("forecast_horizon_hours", f"must be a whole number of hours from 1 to {MAX_HORIZON_HOURS}")
+        return
+    if (horizon != 1 or horizons) and read.model_type == ModelType.ANOMALY:
+        yield Violation("forecast_horizon_hours", "applies to forecasting only")
+        return
+    if not isinstance(horizons, list) or len(horizons) > MAX_HORIZONS or not all(_whole(h, 1, MAX_HORIZON_HOURS) for h in horizons):
+        yield Violation("horizons", f"must be a list of at most {MAX_HORIZONS} whole numbers of hours from 1 to {MAX_HORIZON_HOURS}")
+        horizons = []
+    if known is not None:
+        if not isinstance(known, list) or not all(isinstance(k, str) and IDENT.match(k) for k in known):
+            yield Violation("known_ahead", "must be a list of column names (lower-case letters, digits and _)")
+            return
+        if target in known:
+            yield Violation("known_ahead", f"{shown(target)} is the target: it is never known ahead (leakage)")
+    names = [f for f in config.get("features") or [] if isinstance(f, str) and IDENT.match(f) and f != target]
+    known_set = _known_ahead(config, names, horizon)
+    outputs, safe = _preprocessor_outputs(config)
+    for i, name in enumerate(config.get("features") or []):
+        if name not in names:
+            continue
+        r = recipes.recipe(name)
+        if r.column in outputs:
+            if horizon > safe:
+                pre = config.get("preprocessor")
+                why = f"preprocessor {pre}'s outputs are safe up to {safe} h ahead; the horizon is {horizon} h (leakage)"
+                yield Violation(f"features[{i}]", f"{name}: {why}")
+            continue
+        if (leak := recipes.leakage(name, r, target=target, horizon=horizon, known_ahead=known_set)) is not None:
+            yield Violation(f"features[{i}]", leak)
+    for h in horizons:
+        if not usable_at(config, names, h):
+            yield Violation(
+                "horizons", f"no feature is usable {h} h ahead (every one would be leakage); add calendar features or longer lags"
+            )
+
+
+def _known_ahead(config: Config, names: Sequence[str], horizon: int) -> frozenset[str]:
+    """TrainingSpec.known, on a config not yet checked."""
+    known, target = config.get("known_ahead"), config.get("target") or ""
+    if isinstance(known, list):
+        return frozenset(k for k in known if isinstance(k, str)) - {target}
+    if horizon > 1:
+        return frozenset()
+    return frozenset(r.column for n in names if (r := recipes.recipe(n)).kind in recipes.AT_TARGET_HOUR and r.column and r.column != target)
+
+
+def usable_at(config: Config, names: Sequence[str], horizon: int) -> list[str]:
+    """recipes.usable on a config not yet checked."""
+    outputs, safe = _preprocessor_outputs(config)
+    known = _known_ahead(config, names, horizon)
+    return recipes.usable(
+        list(names), target=config.get("target") or "", horizon=horizon, known_ahead=known, outputs=outputs, safe_hours=safe
+    )
+
+
+def _preprocessor_outputs(config: Config) -> tuple[frozenset[str], int]:
+    name = config.get("preprocessor")
+    found = preprocessors.installed().get(name) if isinstance(name, str) else None
+    if found is None or found.preprocessor is None:
+        return frozenset(), 0
+    return frozenset(found.preprocessor.outputs), int(found.preprocessor.safe_horizon_hours)
+
+
+def _preprocessor(config: Config, read: _Read) -> Iterator[Violation]:
+    name = config.get("preprocessor")
+    if name is None or name == "":
+        return
+    installed = preprocessors.installed()
+    found = installed.get(name) if isinstance(name, str) else None
+    if found is None:
+        usable = ", ".join(sorted(n for n, p in installed.items() if p.preprocessor)) or "none are installed"
+        yield Violation("preprocessor", f"{shown(name)} is not an installed preprocessor; installed: {usable}")
+    elif found.problem:
+        yield Violation("preprocessor", f"{name} ({found.target}) {found.problem}")
+
+
+def _holidays(config: Config, read: _Read) -> Iterator[Violation]:
+    spec = config.get("holidays")
+    wants = [f for f in config.get("features") or [] if f in recipes.HOLIDAY_FEATURES]
+    if not spec:
+        if wants:
+            yield Violation("holidays", f"{wants[0]} needs holidays.country (and optionally subdivision, timezone)")
+        return
+    if not isinstance(spec, Mapping):
+        yield Violation("holidays", "must be an object {country, subdivision, timezone}")
+        return
+    for key in set(spec) - {"country", "subdivision", "timezone"}:
+        yield Violation(f"holidays.{key}", "is not a field of holidays (country, subdivision, timezone)")
+    import holidays as holiday_calendars  # the package, imported where used
+
+    supported = holiday_calendars.list_supported_countries()
+    country, subdivision, timezone = spec.get("country"), spec.get("subdivision"), spec.get("timezone", "UTC")
+    if not isinstance(country, str) or country not in supported:
+        yield Violation(
+            "holidays.country", f"{shown(country)} is not a country the holidays package knows (ISO 3166 codes such as DE, US, GB)"
+        )
+    elif subdivision is not None and subdivision not in supported[country]:
+        some = ", ".join(supported[country][:12]) or "none"
+        yield Violation("holidays.subdivision", f"{shown(subdivision)} is not a subdivision of {country}; known: {some}")
+    if not _is_timezone(timezone):
+        yield Violation("holidays.timezone", f"{shown(timezone)} is not an IANA time zone such as Europe/Berlin")
+
+
+def _is_timezone(name: Any) -> bool:
+    import zoneinfo
+
+    if not isinstance(name, str) or not name or ".." in name:
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _data_checks(config: Config, read: _Read) -> Iterator[Violation]:
+    checks = config.get("data_checks")
+    if not checks:
+        return
+    if not isinstance(checks, Mapping):
+        yield Violation("data_checks", "must be an object {max_gap_ratio, target_min, target_max, fail_on}")
+        return
+    for key in set(checks) - {"max_gap_ratio", "target_min", "target_max", "fail_on"}:
+        yield Violation(f"data_checks.{key}", "is not a field of data_checks (max_gap_ratio, target_min, target_max, fail_on)")
+    ratio = checks.get("max_gap_ratio")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0):
+        yield Violation("data_checks.max_gap_ratio", "must be a fraction from 0.0 to 1.0")
+    low, high = checks.get("target_min"), checks.get("target_max")
+    for key, value in (("target_min", low), ("target_max", high)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            yield Violation(f"data_checks.{key}", "must be a number")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low >= high:
+        yield Violation("data_checks.target_max", "must be greater than target_min")
+    fail_on = checks.get("fail_on") or []
+    if not isinstance(fail_on, list):
+        yield Violation("data_checks.fail_on", f"must be a list of check names: {', '.join(DATA_CHECKS)}")
+        return
+    for i, name in enumerate(fail_on):
+        if name not in DATA_CHECKS:
+            yield Violation(f"data_checks.fail_on[{i}]", f"{shown(name)} is not a check; known: {', '.join(DATA_CHECKS)}")
 
 
 def _split_and_seed(config: Config, read: _Read) -> Iterator[Violation]:
@@ -314,6 +469,10 @@ CHECKS: tuple[Check, ...] = (
     _model_size,
     _window,
     _target_and_features,
+    _horizon,
+    _holidays,
+    _preprocessor,
+    _data_checks,
     _split_and_seed,
     _early_stopping,
     _max_runtime,

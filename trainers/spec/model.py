@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from trainers.spec.recipes import AT_TARGET_HOUR, LAGGED, Recipe, recipe, usable
 from trainers.spec.resources import WorkerRequest, worker_request
 from trainers.spec.tuning import Tuning
 
@@ -35,20 +36,64 @@ DEFAULT_TABLES = {ModelType.FORECAST: "load_forecasting", ModelType.ANOMALY: "an
 DEFAULT_VALIDATION_SPLIT = 0.2
 DEFAULT_SEED = 42
 
-# Derived from the timestamp, so a feature table needs no such columns.
-CALENDAR_FEATURES = (
-    "hour_of_day",
-    "day_of_week",
-    "day_of_month",
-    "day_of_year",
-    "week_of_year",
-    "month",
-    "quarter",
-    "is_weekend",
-)
-LAG = re.compile(r"^(?P<base>[a-z_][a-z0-9_]*?)_lag_(?P<hours>\d+)$")
 IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-MAX_LAG_HOURS = 24 * 366
+DEFAULT_HORIZON_HOURS = 1
+
+
+@dataclass(frozen=True)
+class Holidays:
+    """Where holiday flags come from: a country (ISO 3166 code, as the ``holidays`` package
+    knows it), optionally a subdivision, and the time zone whose local date is looked up."""
+
+    country: str
+    subdivision: str | None = None
+    timezone: str = "UTC"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"country": self.country, "timezone": self.timezone}
+        if self.subdivision:
+            out["subdivision"] = self.subdivision
+        return out
+
+
+DATA_CHECKS = ("gaps", "duplicates", "constant_columns", "missing_columns", "nonfinite", "out_of_range")
+
+
+@dataclass(frozen=True)
+class DataChecks:
+    """What data_loading refuses instead of warning about: the checks named in ``fail_on``
+    fail the job (gaps: when their share of the hourly index exceeds ``max_gap_ratio``);
+    ``target_min`` / ``target_max`` bound the target (out_of_range)."""
+
+    max_gap_ratio: float | None = None
+    target_min: float | None = None
+    target_max: float | None = None
+    fail_on: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: v
+            for k, v in (("max_gap_ratio", self.max_gap_ratio), ("target_min", self.target_min), ("target_max", self.target_max))
+            if v is not None
+        }
+        if self.fail_on:
+            out["fail_on"] = list(self.fail_on)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DataChecks:
+        fail_on = tuple(raw.get("fail_on") or ())
+        if raw.get("max_gap_ratio") is not None and "gaps" not in fail_on:
+            fail_on = (*fail_on, "gaps")  # a gap limit is a reason to fail
+        bound = raw.get("target_min") is not None or raw.get("target_max") is not None
+        if bound and "out_of_range" not in fail_on:
+            fail_on = (*fail_on, "out_of_range")
+        return cls(
+            max_gap_ratio=raw.get("max_gap_ratio"),
+            target_min=raw.get("target_min"),
+            target_max=raw.get("target_max"),
+            fail_on=fail_on,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,23 +117,58 @@ class TrainingSpec:
     tuning: Tuning | None = None  # a hyperparameter search before training
     workers: WorkerRequest | None = None  # distributed: data-parallel training on these Ray workers
     max_runtime_seconds: int | None = None  # the attempt's time limit (None: the server's default)
+    forecast_horizon_hours: int = DEFAULT_HORIZON_HOURS  # the model forecasts this far past its origin
+    known_ahead: tuple[str, ...] | None = None  # columns whose value for the target hour exists at the origin
+    horizons: tuple[int, ...] = ()  # also score direct models at these horizons (mae_h24, ...)
+    holidays: Holidays | None = None  # where is_holiday & co. come from
+    data_checks: DataChecks | None = None  # data_loading's checks that fail the job
+    preprocessor: str | None = None  # an installed preprocessor (entry point aihub.preprocessors)
+
+    @cached_property
+    def recipes(self) -> Mapping[str, Recipe]:
+        """How each feature is made (trainers.spec.recipes)."""
+        return {f: recipe(f) for f in self.features}
 
     @cached_property
     def lags(self) -> Mapping[str, tuple[str, int]]:
         """Lag features: feature -> (the column it lags, hours)."""
-        return {f: (m["base"], int(m["hours"])) for f in self.features if (m := LAG.match(f))}
+        return {f: (r.column, r.hours) for f, r in self.recipes.items() if r.kind == LAGGED and r.column}
 
-    def table_columns(self) -> list[str]:
-        """The columns to read from the feature table: the target, the plain features and
-        the columns lags are taken from."""
+    def known(self, horizon: int | None = None) -> frozenset[str]:
+        """The columns known ahead (trainers.spec.recipes): ``known_ahead`` when given;
+        otherwise, one hour ahead, every plain feature column but the target."""
+        if self.known_ahead is not None:
+            return frozenset(self.known_ahead) - {self.target}
+        if (horizon or self.forecast_horizon_hours) > 1:
+            return frozenset()
+        return frozenset(r.column for r in self.recipes.values() if r.kind in AT_TARGET_HOUR and r.column and r.column != self.target)
+
+    def table_columns(self, derived_columns: frozenset[str] = frozenset()) -> list[str]:
+        """The columns to read from the feature table: the target, the columns features are
+        made of, less ``derived_columns`` (a preprocessor's outputs)."""
         wanted = [self.target]
-        for f in self.features:
-            if f in CALENDAR_FEATURES:
-                continue
-            wanted.append(self.lags[f][0] if f in self.lags else f)
+        wanted += [r.column for r in self.recipes.values() if r.column and r.column not in derived_columns]
         if self.label_column:
             wanted.append(self.label_column)
         return list(dict.fromkeys(wanted))
+
+    def usable_at(self, horizon: int) -> tuple[str, ...]:
+        """The features a direct model for ``horizon`` may use (recipes.usable)."""
+        outputs: frozenset[str] = frozenset()
+        safe = 0
+        if self.preprocessor:
+            from trainers import preprocessors  # entry points are read only when a job names one
+
+            found = preprocessors.get(self.preprocessor)
+            outputs, safe = frozenset(found.outputs), int(found.safe_horizon_hours)
+        known = self.known(horizon)
+        return tuple(usable(self.features, target=self.target, horizon=horizon, known_ahead=known, outputs=outputs, safe_hours=safe))
+
+    def history_hours(self) -> int:
+        """The longest look back of any feature from its target hour (horizon included)."""
+        horizon, known = self.forecast_horizon_hours, self.known()
+        out = [r.history_hours + (0 if r.column in known else horizon) for r in self.recipes.values() if r.history_hours]
+        return max([0, *out])
 
     def with_window(self, start: datetime, end: datetime) -> TrainingSpec:
         """The same model on another time window (to score a trained model on it)."""
@@ -129,6 +209,25 @@ class TrainingSpec:
             out["backtest"] = {"folds": self.backtest[0], "horizon_hours": self.backtest[1]}
         if self.tuning:
             out["tuning"] = self.tuning.to_dict()
+        out.update(self._forecasting_dict())
+        return out
+
+    def _forecasting_dict(self) -> dict[str, Any]:
+        """The horizon, features and data sections of the canonical form, when set (so a
+        config without them keeps the form, and the hash, it had before they existed)."""
+        out: dict[str, Any] = {}
+        if self.forecast_horizon_hours != DEFAULT_HORIZON_HOURS:
+            out["forecast_horizon_hours"] = self.forecast_horizon_hours
+        if self.known_ahead is not None:
+            out["known_ahead"] = list(self.known_ahead)
+        if self.horizons:
+            out["horizons"] = list(self.horizons)
+        if self.holidays:
+            out["holidays"] = self.holidays.to_dict()
+        if self.data_checks:
+            out["data_checks"] = self.data_checks.to_dict()
+        if self.preprocessor:
+            out["preprocessor"] = self.preprocessor
         return out
 
     @cached_property
@@ -165,6 +264,12 @@ class TrainingSpec:
             tuning=Tuning.from_dict(config["tuning"]) if config.get("tuning") else None,
             workers=worker_request(config),
             max_runtime_seconds=config.get("max_runtime_seconds"),
+            forecast_horizon_hours=int(config.get("forecast_horizon_hours") or DEFAULT_HORIZON_HOURS),
+            known_ahead=tuple(config["known_ahead"]) if config.get("known_ahead") is not None else None,
+            horizons=tuple(sorted({int(h) for h in config.get("horizons") or ()})),
+            holidays=Holidays(**holidays) if (holidays := config.get("holidays")) else None,
+            data_checks=DataChecks.from_dict(config["data_checks"]) if config.get("data_checks") else None,
+            preprocessor=config.get("preprocessor") or None,
         )
 
 

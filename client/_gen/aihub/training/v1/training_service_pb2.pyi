@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds", "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,12 @@ class TrainingConfig(_message.Message):
     BACKTEST_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_HORIZON_HOURS_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    HORIZONS_FIELD_NUMBER: _ClassVar[int]
+    HOLIDAYS_FIELD_NUMBER: _ClassVar[int]
+    DATA_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -112,7 +118,35 @@ class TrainingConfig(_message.Message):
     backtest: Backtest
     tuning: Tuning
     max_runtime_seconds: int
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ...) -> None: ...
+    forecast_horizon_hours: int
+    known_ahead: _containers.RepeatedScalarFieldContainer[str]
+    horizons: _containers.RepeatedScalarFieldContainer[int]
+    holidays: Holidays
+    data_checks: DataChecks
+    preprocessor: str
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ..., forecast_horizon_hours: _Optional[int] = ..., known_ahead: _Optional[_Iterable[str]] = ..., horizons: _Optional[_Iterable[int]] = ..., holidays: _Optional[_Union[Holidays, _Mapping]] = ..., data_checks: _Optional[_Union[DataChecks, _Mapping]] = ..., preprocessor: _Optional[str] = ...) -> None: ...
+
+class Holidays(_message.Message):
+    __slots__ = ("country", "subdivision", "timezone")
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    SUBDIVISION_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    country: str
+    subdivision: str
+    timezone: str
+    def __init__(self, country: _Optional[str] = ..., subdivision: _Optional[str] = ..., timezone: _Optional[str] = ...) -> None: ...
+
+class DataChecks(_message.Message):
+    __slots__ = ("max_gap_ratio", "target_min", "target_max", "fail_on")
+    MAX_GAP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MIN_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MAX_FIELD_NUMBER: _ClassVar[int]
+    FAIL_ON_FIELD_NUMBER: _ClassVar[int]
+    max_gap_ratio: float
+    target_min: float
+    target_max: float
+    fail_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_gap_ratio: _Optional[float] = ..., target_min: _Optional[float] = ..., target_max: _Optional[float] = ..., fail_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Tuning(_message.Message):
     __slots__ = ("num_trials", "max_concurrent_trials", "metric", "mode", "search_space", "stop_bad_trials")
