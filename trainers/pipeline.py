@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, distributed, metrics, preprocessors, quality
+from trainers import algorithms, distributed, metrics, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tuner
@@ -99,9 +99,6 @@ def run(
 def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFrame:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
-    if spec.preprocessor:
-        pre = preprocessors.get(spec.preprocessor)
-        columns = list(dict.fromkeys([*spec.table_columns(frozenset(pre.outputs)), *pre.inputs]))
     window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
     reporter.log("INFO", f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)

@@ -261,7 +261,7 @@ def test_an_installed_preprocessor_adds_features_and_is_leakage_checked():
     assert "load_times_temperature" in preprocessors.installed()  # tests/plugins, installed by make test
     config = {**DAY_AHEAD, "preprocessor": "load_times_temperature", "features": [*DAY_AHEAD["features"], "load_times_temperature"]}
     s = spec.build(config)
-    assert s.table_columns(frozenset({"load_times_temperature"})) == ["load", "temperature"]
+    assert s.table_columns() == ["load", "temperature"]
     result, reporter = run(config)
     assert "load_times_temperature" in result.importance
     too_far = fields({**config, "forecast_horizon_hours": 48, "features": ["temperature", "load_lag_48", "load_times_temperature"]})

@@ -143,14 +143,24 @@ class TrainingSpec:
             return frozenset()
         return frozenset(r.column for r in self.recipes.values() if r.kind in AT_TARGET_HOUR and r.column and r.column != self.target)
 
-    def table_columns(self, derived_columns: frozenset[str] = frozenset()) -> list[str]:
+    def table_columns(self) -> list[str]:
         """The columns to read from the feature table: the target, the columns features are
-        made of, less ``derived_columns`` (a preprocessor's outputs)."""
+        made of (a preprocessor's outputs aside) and the preprocessor's inputs."""
+        made, inputs = self._preprocessor_columns()
         wanted = [self.target]
-        wanted += [r.column for r in self.recipes.values() if r.column and r.column not in derived_columns]
+        wanted += [r.column for r in self.recipes.values() if r.column and r.column not in made]
         if self.label_column:
             wanted.append(self.label_column)
-        return list(dict.fromkeys(wanted))
+        return list(dict.fromkeys([*wanted, *inputs]))
+
+    def _preprocessor_columns(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The preprocessor's (outputs, inputs); nothing without one."""
+        if not self.preprocessor:
+            return frozenset(), ()
+        from trainers import preprocessors  # entry points are read only when a job names one
+
+        found = preprocessors.get(self.preprocessor)
+        return frozenset(found.outputs), tuple(found.inputs)
 
     def usable_at(self, horizon: int) -> tuple[str, ...]:
         """The features a direct model for ``horizon`` may use (recipes.usable)."""
