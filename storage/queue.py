@@ -116,9 +116,9 @@ RECORD_METRICS = sa.text(
     "ON CONFLICT (job_id, attempt, name) DO UPDATE SET value = EXCLUDED.value"
 )
 
-# clear_live_metrics: an attempt's live training metrics (names starting live_), which the
-# evaluation's metrics replace. Index: job_metrics primary key (job_id, attempt, name).
-CLEAR_LIVE_METRICS = sa.text("DELETE FROM job_metrics WHERE job_id = :id AND attempt = :attempt AND name LIKE 'live\\_%'")
+# clear_metrics: an attempt's metrics so far (the live ones written while it trained), which
+# the evaluation's metrics replace. Index: job_metrics primary key (job_id, attempt, name).
+CLEAR_METRICS = sa.text("DELETE FROM job_metrics WHERE job_id = :id AND attempt = :attempt")
 
 # touch: mark the job changed (its metrics were written). Index: training_jobs primary key.
 TOUCH = sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id")
@@ -309,9 +309,9 @@ async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, *, 
 async def record_metrics(
     conn: AsyncConnection, job_id: uuid.UUID, attempt: int, metrics: Mapping[str, float], *, final: bool = False
 ) -> None:
-    """Write an attempt's metrics; ``final`` (the evaluation's) also removes its live ones."""
+    """Write an attempt's metrics; ``final`` (the evaluation's) replace all it had before."""
     if final:
-        await conn.execute(CLEAR_LIVE_METRICS, {"id": job_id, "attempt": attempt})
+        await conn.execute(CLEAR_METRICS, {"id": job_id, "attempt": attempt})
     if not metrics:
         return
     params = {"id": job_id, "attempt": attempt, "names": list(metrics), "values": [float(v) for v in metrics.values()]}

@@ -46,7 +46,7 @@ class MemoryReporter:
     def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
         self.writes.append(dict(values))
         if final:
-            self.values = {k: v for k, v in self.values.items() if not k.startswith("live_")}
+            self.values = {}
         self.values.update(values)
 
 

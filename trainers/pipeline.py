@@ -52,27 +52,30 @@ class _IterationReporter:
         self.reporter.progress(STEP_START["training"] + int(span * iteration / max(total, 1)))
 
 
-LIVE_PREFIX = "live_"  # live training metrics: replaced by the final ones at evaluation
 LIVE_EVERY_SECONDS = 1.0  # at most one write of live metrics per second
 
 
 class _LiveMetrics:
-    """Live training metrics (FitOptions.on_metrics) as ``live_<part>_mae`` / ``_rmse`` and
-    ``live_round``, <part> being ``tune`` (the held-out tune part) or ``fit`` (the rows being
-    fitted, when there is no tune part), written at most once per LIVE_EVERY_SECONDS."""
+    """Live training metrics (FitOptions.on_metrics), written at most once per
+    LIVE_EVERY_SECONDS: the guide's ``mae`` and ``rmse`` (its RUNNING example shows them),
+    the same under names that say what they are, ``live_<part>_mae`` / ``live_<part>_rmse``
+    (<part>: ``tune``, the held-out tune part, or ``fit``, the rows being fitted when there is
+    no tune part), and ``live_round`` (the round or epoch), present only while the metrics are
+    live. The evaluation's metrics replace them all."""
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, reporter: Reporter, part: str) -> None:
         self.reporter, self.part, self.last = reporter, part, float("-inf")
-
-    clock = staticmethod(time.monotonic)
 
     def __call__(self, iteration: int, values: Mapping[str, float]) -> None:
         now = self.clock()
         if now - self.last < LIVE_EVERY_SECONDS:
             return
         self.last = now
-        live = {f"{LIVE_PREFIX}{self.part}_{k}": float(v) for k, v in values.items() if math.isfinite(v)}
-        self.reporter.metrics({**live, f"{LIVE_PREFIX}round": float(iteration)})
+        finite = {k: float(v) for k, v in values.items() if math.isfinite(v)}
+        named = {f"live_{self.part}_{k}": v for k, v in finite.items()}
+        self.reporter.metrics({**finite, **named, "live_round": float(iteration)})
 
 
 def run(
@@ -88,15 +91,15 @@ def run(
     """The five steps. A spec with ``tuning`` needs a ``tuner``; the model is then trained,
     evaluated and registered with the winning hyperparameters. A distributed spec
     (``workers``) needs a ``distributor``, which trains the model on its workers."""
-    frame = _load(spec, data, reporter)
+    frame, checked = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
     trained = _train(prepared, spec, reporter, num_threads, tuner, distributor)
-    scores = _evaluate(trained, prepared, trained.spec, reporter)
+    scores = _evaluate(trained, prepared, trained.spec, reporter, checked)
     importance = _importance(trained.model, prepared, reporter)
     return _register(trained.model, trained.spec, scores, importance, registry, reporter)
 
 
-def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> pd.DataFrame:
+def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> tuple[pd.DataFrame, dict[str, float]]:
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
     window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
@@ -237,7 +240,9 @@ def _fit_distributed(
     return distributor.fit(plan, shards, reporter, options.on_iteration)
 
 
-def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:
+def _evaluate(
+    trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter, checked: Mapping[str, float]
+) -> dict[str, float]:
     reporter.step("evaluation", STEP_START["evaluation"])
     model, d = trained.model, prepared.data
     scores = evaluate(model, prepared, spec, reporter)
@@ -254,6 +259,7 @@ def _evaluate(trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporte
     if model.best_iteration:
         scores["best_iteration"] = float(model.best_iteration)
     scores.update(trained.search)
+    scores.update(checked)  # the data checks' counts: with the metrics, and in the registry
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores, final=True)
     reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))

@@ -36,8 +36,8 @@ class Reporter(Protocol):
     def log(self, level: str, message: str) -> None: ...
 
     def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
-        """Record metrics of the attempt. ``final``: the evaluation's metrics, which replace
-        the live training metrics (names starting ``live_``)."""
+        """Record metrics of the attempt (a name written again is replaced). ``final``: the
+        evaluation's metrics, which replace everything recorded before (the live ones)."""
         ...
 
 

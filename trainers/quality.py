@@ -1,7 +1,7 @@
 """Data checks of data_loading: what is wrong with a loaded window, counted.
 
 Every check runs on every job; its count is a metric (``data_gaps``, ``data_duplicates``,
-...) and a WARNING in the log when it finds something. ``data_checks.fail_on`` turns a check
+..., recorded with the evaluation's metrics) and a WARNING in the log when it finds something. ``data_checks.fail_on`` turns a check
 into a DataLoadError naming it (gaps: when their share of the hourly index exceeds
 ``data_checks.max_gap_ratio``). Non-finite values are then treated as missing."""
 
@@ -83,11 +83,10 @@ def _findings(counts: dict[str, float], frame: pd.DataFrame, spec: TrainingSpec)
     return found
 
 
-def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> pd.DataFrame:
-    """Run every check: metrics, a WARNING per finding, a DataLoadError for a finding the
-    config fails on. Returns the frame with non-finite values made missing."""
+def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Run every check: a WARNING per finding, a DataLoadError for a finding the config fails
+    on. Returns the frame with non-finite values made missing, and the counts."""
     counts = inspect(frame, spec)
-    reporter.metrics(counts)
     found = _findings(counts, frame, spec)
     checks = spec.data_checks
     fail_on: Sequence[str] = checks.fail_on if checks else ()
@@ -99,4 +98,4 @@ def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> pd.Dat
         reporter.log("WARNING", f"data check {name}: {what}")
     if counts["data_nonfinite"]:
         frame = frame.replace([np.inf, -np.inf], np.nan)
-    return frame
+    return frame, counts

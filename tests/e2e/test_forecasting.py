@@ -5,16 +5,20 @@ checks, the new features and an operator-installed preprocessor (tests/plugins).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import re
 import time
 
 import pytest
+import requests
 
 from tests.conftest import QUICK_START_CONFIG, ROOT, slow_config
 from tests.e2e.test_rest import GUIDE_BODY, error_reason, http, wait_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 
 def readme_day_ahead() -> dict:
     """The day-ahead recipe as the README shows it."""
@@ -65,22 +69,58 @@ async def test_leakage_is_refused_at_create_naming_the_feature(rest):
     assert unknown.json()["valid"] is False and "load_times_temperature" in unknown.text  # lists what is installed
 
 
+# The guide's "Check Job Status" lines, verbatim (status = the GET answer).
+GUIDE_STATUS_SNIPPET = """
+print(f"Status: {status['status']}")
+print(f"Progress: {status['progress']}%")
+print(f"Current Step: {status['current_step']}")
+
+# Check for metrics
+if status['metrics']:
+    print(f"MAE: {status['metrics']['mae']:.2f}")
+    print(f"RMSE: {status['metrics']['rmse']:.2f}")
+"""
+
+
+def guide_prints(status: dict) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(GUIDE_STATUS_SNIPPET, {"status": status})  # noqa: S102 - the guide's own lines
+    return out.getvalue()
+
+
 async def test_live_metrics_while_training_then_replaced(rest):
     job = await create(rest, slow_config(early_stopping_rounds=20000))
-    deadline, seen = time.monotonic() + 120, []
+    deadline, seen, printed = time.monotonic() + 120, [], []
     while time.monotonic() < deadline and len(seen) < 3:
         now = (await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}")).json()
-        if now["current_step"] == "training" and "live_tune_mae" in now["metrics"]:
-            seen.append((now["progress"], now["metrics"]["live_round"], now["metrics"]["live_tune_mae"]))
+        printed.append(guide_prints(now))  # at every moment, the guide's lines run as written
+        if now["current_step"] == "training" and "live_round" in now["metrics"]:
+            m = now["metrics"]
+            assert m["mae"] == m["live_tune_mae"] and m["rmse"] == m["live_tune_rmse"]
+            seen.append((now["progress"], m["live_round"], m["mae"]))
         await asyncio.sleep(1.1)
     assert len(seen) == 3, seen
     assert [r for _, r, _ in seen] == sorted(r for _, r, _ in seen) and seen[-1][1] > seen[0][1]  # rounds move on
     assert all(20 <= p < 80 for p, _, _ in seen) and all(mae > 0 for _, _, mae in seen)
-    assert "mae" not in now["metrics"]  # no final metric before evaluation
+    assert "Current Step: training" in printed[-1] and "MAE: " in printed[-1] and "RMSE: " in printed[-1]
+    assert "data_gaps" not in now["metrics"] and "r2_score" not in now["metrics"]  # only live ones before evaluation
+
+    def watch_until_live() -> dict:
+        with requests.get(f"{rest}/ai/training/jobs/{job['job_id']}/watch", stream=True, timeout=60) as r:
+            for line in r.iter_lines():
+                snapshot = json.loads(line) if line else {}
+                if "live_round" in snapshot.get("metrics", {}):
+                    return snapshot
+        return {}
+
+    watched = await asyncio.to_thread(watch_until_live)
+    assert watched["current_step"] == "training" and watched["metrics"]["live_tune_mae"] > 0
     await http("DELETE", f"{rest}/ai/training/jobs/{job['job_id']}")
     quick = await create(rest, {**QUICK_START_CONFIG, "hyperparameters": {"n_estimators": 30}})
     done = await wait_status(rest, quick["job_id"], {"COMPLETED"})
-    assert "mae" in done["metrics"] and not [k for k in done["metrics"] if k.startswith("live_")]
+    assert "r2_score" in done["metrics"] and not [k for k in done["metrics"] if k.startswith("live_")]
+    assert done["metrics"]["data_gaps"] == 0 and done["metrics"]["mae"] > 0
 
 
 async def test_a_failing_data_check_fails_the_job_naming_it(rest):

@@ -174,14 +174,13 @@ def test_data_checks_count_and_warn():
     frame = pd.concat([frame.drop(index=[1, 2]), frame.iloc[[4]]], ignore_index=True)  # two missing hours, one duplicate
     s = spec.build({**DAY_AHEAD, "data_checks": {"target_min": 0, "target_max": 10}})
     reporter = MemoryReporter()
-    checked = quality.check(frame, s, reporter)
-    counts = reporter.values
+    checked, counts = quality.check(frame, s, reporter)
     assert counts["data_gaps"] == 2 and counts["data_gap_ratio"] == pytest.approx(2 / 6) and counts["data_duplicates"] == 1
     assert counts["data_constant_columns"] == 1 and counts["data_missing_columns"] == 1 and counts["data_nonfinite"] == 0
     assert counts["data_out_of_range"] == 0
     warned = [m for level, m in reporter.lines if level == "WARNING"]
     assert any("gaps: 2 missing hours" in m for m in warned) and any("flat" in m for m in warned) and any("empty" in m for m in warned)
-    assert checked is frame
+    assert checked is frame and reporter.writes == []  # recorded with the evaluation's metrics, not before
 
 
 def test_a_failing_check_is_a_data_load_error_naming_it():
@@ -204,8 +203,9 @@ def test_without_checks_infinite_values_are_dropped_as_missing_not_trained_on():
     frame.loc[100:109, "temperature"] = np.inf
     s = spec.build({**QUICK_START_CONFIG, "training_start": "2024-01-01T00:00:00", "training_end": "2024-02-29T23:00:00"})
     reporter = MemoryReporter()
-    prepared = preparation.prepare(quality.check(frame, s, reporter), s, reporter)
-    assert np.isfinite(prepared.data.x_train).all() and reporter.values["data_nonfinite"] == 10
+    checked, counts = quality.check(frame, s, reporter)
+    prepared = preparation.prepare(checked, s, reporter)
+    assert np.isfinite(prepared.data.x_train).all() and counts["data_nonfinite"] == 10
 
 
 # --- the pipeline: horizons and live metrics -----------------------------------------------
@@ -240,10 +240,13 @@ def test_live_metrics_are_written_at_most_once_a_second_and_replaced_at_evaluati
     config = {**DAY_AHEAD, "hyperparameters": {"n_estimators": 60}, "early_stopping_rounds": 50}
     result, reporter = run(config)
     live = [w for w in reporter.writes if "live_round" in w]
-    assert len(live) >= 2 and all(set(w) == {"live_tune_mae", "live_tune_rmse", "live_round"} for w in live)
+    assert len(live) >= 2 and all(set(w) == {"mae", "rmse", "live_tune_mae", "live_tune_rmse", "live_round"} for w in live)
+    assert all(w["mae"] == w["live_tune_mae"] for w in live)
     rounds = [w["live_round"] for w in live]
     assert rounds == sorted(rounds) and rounds[1] - rounds[0] >= 3  # 0.3 s per call: one write per 4 calls at most
-    assert not any(k.startswith("live_") for k in reporter.values) and "mae" in reporter.values
+    assert reporter.writes.index(live[-1]) < len(reporter.writes) - 1  # the evaluation's write comes after
+    assert not any(k.startswith("live_") for k in reporter.values) and reporter.values["mae"] == result.metrics["mae"]
+    assert reporter.values["data_gaps"] == 0  # the data checks' counts come with the final metrics
 
 
 @pytest.mark.parametrize("algorithm", ["xgboost", "mlp"])
