@@ -192,7 +192,8 @@ scalars = st.none() | st.booleans() | numbers | text
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(text, inner, max_size=5), max_leaves=20)
 config_keys = st.sampled_from(
     ["algorithm", "model_type", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split",
-     "random_seed", "early_stopping_rounds", "feature_table", "label_column", "backtest", "training_options", "ray_config", "distributed"]
+     "random_seed", "early_stopping_rounds", "feature_table", "label_column", "backtest", "training_options", "ray_config", "distributed",
+     "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor"]
 )  # fmt: skip
 configs = st.dictionaries(config_keys, json_values, max_size=8).map(lambda c: {**tiny_config(), **c}) | st.dictionaries(
     config_keys, json_values, max_size=6

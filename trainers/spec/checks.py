@@ -175,7 +175,7 @@ def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
     target = config.get("target") or ""
     if not target:
         yield Violation("target", "is required (the column to predict, such as load)")
-    elif not IDENT.match(target):
+    elif not isinstance(target, str) or not IDENT.match(target):
         yield Violation("target", f"{shown(target)} is not a column name (lower-case letters, digits and _)")
     features = list(config.get("features") or [])
     if not features:
@@ -183,12 +183,13 @@ def _target_and_features(config: Config, read: _Read) -> Iterator[Violation]:
     seen: set[str] = set()
     for i, name in enumerate(features):
         path = f"features[{i}]"
+        if not isinstance(name, str) or not IDENT.match(name):
+            yield Violation(path, f"{shown(name)} is not a column name (lower-case letters, digits and _)")
+            continue
         if name in seen:
             yield Violation(path, f"{shown(name)} is listed twice")
         seen.add(name)
-        if not isinstance(name, str) or not IDENT.match(name):
-            yield Violation(path, f"{shown(name)} is not a column name (lower-case letters, digits and _)")
-        elif name == target:
+        if name == target:
             yield Violation(path, f"{shown(name)} is the target itself (target leakage)")
         elif (problem := recipes.size_problem(name, recipes.recipe(name))) is not None:
             yield Violation(path, problem)
@@ -208,7 +209,7 @@ def _horizon(config: Config, read: _Read) -> Iterator[Violation]:  # noqa: PLR09
     horizon = DEFAULT_HORIZON_HOURS if horizon is None else horizon
     horizons = config.get("horizons") or []
     known = config.get("known_ahead")
-    target = config.get("target") or ""
+    target = _target_name(config)
     if not _whole(horizon, 1, MAX_HORIZON_HOURS):
         yield Violation("forecast_horizon_hours", f"must be a whole number of hours from 1 to {MAX_HORIZON_HOURS}")
         return
@@ -246,9 +247,14 @@ def _horizon(config: Config, read: _Read) -> Iterator[Violation]:  # noqa: PLR09
             )
 
 
+def _target_name(config: Config) -> str:
+    target = config.get("target")
+    return target if isinstance(target, str) else ""
+
+
 def _known_ahead(config: Config, names: Sequence[str], horizon: int) -> frozenset[str]:
     """TrainingSpec.known, on a config not yet checked."""
-    known, target = config.get("known_ahead"), config.get("target") or ""
+    known, target = config.get("known_ahead"), _target_name(config)
     if isinstance(known, list):
         return frozenset(k for k in known if isinstance(k, str)) - {target}
     if horizon > 1:
@@ -260,9 +266,7 @@ def usable_at(config: Config, names: Sequence[str], horizon: int) -> list[str]:
     """recipes.usable on a config not yet checked."""
     outputs, safe = _preprocessor_outputs(config)
     known = _known_ahead(config, names, horizon)
-    return recipes.usable(
-        list(names), target=config.get("target") or "", horizon=horizon, known_ahead=known, outputs=outputs, safe_hours=safe
-    )
+    return recipes.usable(list(names), target=_target_name(config), horizon=horizon, known_ahead=known, outputs=outputs, safe_hours=safe)
 
 
 def _preprocessor_outputs(config: Config) -> tuple[frozenset[str], int]:
@@ -486,12 +490,34 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
+# Fields the checks read as lists or objects: anything else is refused first.
+_TYPED: tuple[tuple[str, type], ...] = (
+    ("features", list),
+    ("known_ahead", list),
+    ("horizons", list),
+    ("hyperparameters", Mapping),
+    ("holidays", Mapping),
+    ("data_checks", Mapping),
+    ("training_options", Mapping),
+    ("backtest", Mapping),
+    ("tuning", Mapping),
+    ("ray_config", Mapping),
+)
+
+
 def validate(config: Config, *, model_type: str | None = None) -> list[Violation]:
     """Every problem in ``config`` (an empty list when it is valid). ``model_type`` is the
     job's, for a config that does not say its own."""
     unsafe = list(shape_violations(config))
     if unsafe:
         return unsafe
+    mistyped = [
+        Violation(key, "must be a list" if kind is list else "must be an object")
+        for key, kind in _TYPED
+        if config.get(key) is not None and not isinstance(config[key], kind)
+    ]
+    if mistyped:
+        return mistyped
     read = _Read.of(config, model_type)
     out = list(_model_type(config, read, model_type))
     for check in CHECKS:
