@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,12 +68,12 @@ class _LiveMetrics:
     def __init__(self, reporter: Reporter, part: str) -> None:
         self.reporter, self.part, self.last = reporter, part, float("-inf")
 
-    def __call__(self, iteration: int, values: Mapping[str, float]) -> None:
+    def __call__(self, iteration: int, measure: Callable[[], Mapping[str, float]]) -> None:
         now = self.clock()
         if now - self.last < LIVE_EVERY_SECONDS:
             return
         self.last = now
-        finite = {k: float(v) for k, v in values.items() if math.isfinite(v)}
+        finite = {k: float(v) for k, v in measure().items() if math.isfinite(v)}
         named = {f"live_{self.part}_{k}": v for k, v in finite.items()}
         self.reporter.metrics({**finite, **named, "live_round": float(iteration)})
 

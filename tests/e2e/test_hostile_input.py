@@ -59,8 +59,9 @@ def hp(**values) -> dict:
 
 
 def _fields(resp: requests.Response) -> list[str]:
-    details = resp.json().get("details", [])
-    return [v["field"] for d in details for v in d.get("fieldViolations", d.get("field_violations", []))]
+    """The fields a guide-shaped error body names (details.field and every violation)."""
+    details = resp.json().get("details", {})
+    return [details.get("field", ""), *(v["field"] for v in details.get("violations", []))]
 
 
 LONG = "x" * 20_000

@@ -148,13 +148,31 @@ class FitOptions:
     # rounds reports it as it goes (round, score), so that bad trials can be stopped early.
     eval_metric: str | None = None
     on_score: Callable[[int, float], None] | None = None
-    # Live metrics while training: an algorithm that trains in rounds or epochs reports
-    # (round, {"mae": ..., "rmse": ...}) of its monitor rows (the tune part, else the fit
-    # part itself) as it goes; the pipeline bounds how often they are written.
-    on_metrics: Callable[[int, Mapping[str, float]], None] | None = None
+    # Live metrics while training: an algorithm that trains in rounds or epochs calls it
+    # after each (round, measure), ``measure()`` giving {"mae", "rmse"} of the model so far
+    # on its monitor rows (``monitor_rows``); the caller measures only when it will write, so
+    # the cost is bounded by its rate, not by the rounds.
+    on_metrics: Callable[[int, Callable[[], Mapping[str, float]]], None] | None = None
 
 
 SCORE_EVERY = 10  # rounds between two on_score reports
+MONITOR_ROWS = 10_000  # without a tune part, live metrics are measured on this many fit rows
+
+
+def monitor_rows(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
+    """The rows live metrics are measured on: the tune part, else an evenly spread sample of
+    at most MONITOR_ROWS fit rows."""
+    if len(data.y_tune):
+        return data.x_tune, data.y_tune
+    step = max(1, len(data.y_train) // MONITOR_ROWS)
+    return data.x_train[::step], data.y_train[::step]
+
+
+def error_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    err = np.asarray(pred, dtype="float64") - y_true
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
+
+
 # The ways of data-parallel training (Algorithm.data_parallel).
 LIGHTGBM_NETWORK, XGBOOST_COLLECTIVE, TORCH_DDP, ENSEMBLE = "lightgbm network", "xgboost collective", "torch DDP", "ensemble"
 DATA_PARALLEL = (LIGHTGBM_NETWORK, XGBOOST_COLLECTIVE, TORCH_DDP, ENSEMBLE)

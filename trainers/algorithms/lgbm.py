@@ -21,7 +21,9 @@ from trainers.algorithms.base import (
     Param,
     Peers,
     TrainData,
+    error_metrics,
     importance_from,
+    monitor_rows,
     tuning_score,
 )
 
@@ -123,34 +125,30 @@ class LightGBM(Algorithm):
         params.update(network)
         if options.eval_metric:
             params["metric"] = EVAL_METRICS[options.eval_metric]
-        live = options.on_metrics is not None and options.task == REGRESSION
-        if live:  # the first metric stays the one early stopping and on_score watch
-            params["metric"] = list(dict.fromkeys([params.get("metric", "l2"), "l1", "rmse"]))
         names = list(data.feature_names)
         reference = lgb.Dataset(bins[0], bins[1], feature_name=names, params=params) if bins is not None else None
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=names, free_raw_data=True, reference=reference, params=params)
 
+        live = options.on_metrics if options.task == REGRESSION else None
+        x_mon, y_mon = monitor_rows(data)
+
         def report(env: Any) -> None:
             options.on_iteration(env.iteration + 1, env.end_iteration)
             done = env.iteration + 1
+            if live is not None:
+                live(done, lambda: error_metrics(y_mon, env.model.predict(x_mon)))
             if options.on_score and env.evaluation_result_list and (done % SCORE_EVERY == 0 or done == env.end_iteration):
                 native = float(env.evaluation_result_list[0][2])
                 options.on_score(done, tuning_score(options.eval_metric or "rmse", native, data.y_tune, squared=True))
-            if live and options.on_metrics is not None:
-                found = {name: float(value) for _, name, value, _ in env.evaluation_result_list}
-                options.on_metrics(done, {"mae": found["l1"], "rmse": found["rmse"]})
 
         callbacks = [report]
         valid_sets = []
-        if (options.early_stopping_rounds or options.on_score or live) and len(data.y_tune):
+        if (options.early_stopping_rounds or options.on_score) and len(data.y_tune):
             valid_sets = [lgb.Dataset(data.x_tune, data.y_tune, reference=train)]
-        elif live:
-            valid_sets = [train]  # no tune part: the fit part itself is the monitor (LightGBM keeps its scores)
-        if options.early_stopping_rounds and len(data.y_tune):
-            callbacks.append(lgb.early_stopping(options.early_stopping_rounds, first_metric_only=True, verbose=False))
+        if options.early_stopping_rounds and valid_sets:
+            callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
         booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
-        stopped = options.early_stopping_rounds and len(data.y_tune)
-        best = booster.best_iteration if stopped and booster.best_iteration > 0 else None
+        best = booster.best_iteration if options.early_stopping_rounds and valid_sets and booster.best_iteration > 0 else None
         return LGBMModel(booster, best)
 
     def load(self, path: Path, task: str) -> LGBMModel:

@@ -29,6 +29,7 @@ import numpy as np
 from trainers.algorithms.base import (
     CLASSIFICATION,
     MAX_WEIGHTS,
+    MONITOR_ROWS,
     RECONSTRUCTION,
     REGRESSION,
     TORCH_DDP,
@@ -313,7 +314,7 @@ class Neural(Algorithm):
                 optimiser.step()
             options.on_iteration(epoch, epochs)
             if options.on_metrics is not None and options.task == REGRESSION:
-                options.on_metrics(epoch, _monitor(model.net, x_tune, y_tune, xt, yt, float(y_std[0])))
+                options.on_metrics(epoch, lambda: _monitor(model.net, x_tune, y_tune, xt, yt, float(y_std[0])))
             if x_tune is not None and options.early_stopping_rounds:
                 model.net.eval()
                 with torch.no_grad():
@@ -349,9 +350,6 @@ class Neural(Algorithm):
 
 
 ALGORITHMS = (Neural("mlp"), Neural("lstm"))
-
-
-MONITOR_ROWS = 10_000  # without a tune part, live metrics are measured on this many fit rows
 
 
 def _monitor(net: Any, x_tune: np.ndarray | None, y_tune: np.ndarray | None, xt: Any, yt: Any, y_std: float) -> dict[str, float]:
