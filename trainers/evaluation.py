@@ -144,7 +144,7 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
     y = frame[spec.target].to_numpy(dtype="float64")
     end = frame["timestamp"].max()
-    quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None)
+    quiet = dataclasses.replace(options, early_stopping_rounds=None, on_iteration=lambda i, n: None, on_metrics=None)
     out: dict[str, float] = {}
     per_fold = []
     for k in range(folds):

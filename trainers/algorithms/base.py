@@ -150,8 +150,8 @@ class FitOptions:
     on_score: Callable[[int, float], None] | None = None
     # Live metrics while training: an algorithm that trains in rounds or epochs calls it
     # after each (round, measure), ``measure()`` giving {"mae", "rmse"} of the model so far
-    # on its monitor rows (``monitor_rows``); the caller measures only when it will write, so
-    # the cost is bounded by its rate, not by the rounds.
+    # on its monitor rows (``monitor_rows``: boosting libraries score them round by round as
+    # an evaluation set; the neural loop measures them only when the caller will write).
     on_metrics: Callable[[int, Callable[[], Mapping[str, float]]], None] | None = None
 
 
@@ -166,11 +166,6 @@ def monitor_rows(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
         return data.x_tune, data.y_tune
     step = max(1, len(data.y_train) // MONITOR_ROWS)
     return data.x_train[::step], data.y_train[::step]
-
-
-def error_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    err = np.asarray(pred, dtype="float64") - y_true
-    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
 
 
 # The ways of data-parallel training (Algorithm.data_parallel).

@@ -21,7 +21,6 @@ from trainers.algorithms.base import (
     Param,
     Peers,
     TrainData,
-    error_metrics,
     importance_from,
     monitor_rows,
     tuning_score,
@@ -125,36 +124,45 @@ class LightGBM(Algorithm):
         params.update(network)
         if options.eval_metric:
             params["metric"] = EVAL_METRICS[options.eval_metric]
+        live = options.on_metrics if options.task == REGRESSION else None
+        if live is not None:  # after the metric early stopping and on_score watch, which stays first
+            params["metric"] = list(dict.fromkeys([params.get("metric", "l2"), "l1", "rmse"]))
         names = list(data.feature_names)
         reference = lgb.Dataset(bins[0], bins[1], feature_name=names, params=params) if bins is not None else None
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=names, free_raw_data=True, reference=reference, params=params)
 
-        live = options.on_metrics if options.task == REGRESSION else None
-        x_mon, y_mon = monitor_rows(data)
-
         def report(env: Any) -> None:
             options.on_iteration(env.iteration + 1, env.end_iteration)
             done = env.iteration + 1
-            if live is not None:
-                live(done, lambda: error_metrics(y_mon, env.model.predict(x_mon)))
-            if options.on_score and env.evaluation_result_list and (done % SCORE_EVERY == 0 or done == env.end_iteration):
-                native = float(env.evaluation_result_list[0][2])
+            results = env.evaluation_result_list
+            if live is not None and results:
+                live(done, lambda: {"mae": _result(results, "l1"), "rmse": _result(results, "rmse")})
+            if options.on_score and results and (done % SCORE_EVERY == 0 or done == env.end_iteration):
+                native = float(results[0][2])
                 options.on_score(done, tuning_score(options.eval_metric or "rmse", native, data.y_tune, squared=True))
 
         callbacks = [report]
         valid_sets = []
-        if (options.early_stopping_rounds or options.on_score) and len(data.y_tune):
+        stop_after = options.early_stopping_rounds if len(data.y_tune) else None
+        if (options.early_stopping_rounds or options.on_score or live) and len(data.y_tune):
             valid_sets = [lgb.Dataset(data.x_tune, data.y_tune, reference=train)]
-        if options.early_stopping_rounds and valid_sets:
-            callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
+        elif live is not None:  # no tune part: a sample of the fit rows, scored tree by tree as LightGBM does any valid set
+            valid_sets = [lgb.Dataset(*monitor_rows(data), reference=train)]
+        if stop_after:
+            callbacks.append(lgb.early_stopping(stop_after, first_metric_only=True, verbose=False))
         booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
-        best = booster.best_iteration if options.early_stopping_rounds and valid_sets and booster.best_iteration > 0 else None
+        best = booster.best_iteration if stop_after and booster.best_iteration > 0 else None
         return LGBMModel(booster, best)
 
     def load(self, path: Path, task: str) -> LGBMModel:
         import lightgbm as lgb
 
         return LGBMModel(lgb.Booster(model_file=str(path)), None)
+
+
+def _result(results: list[Any], metric: str) -> float:
+    """A metric of the (only) valid set from LightGBM's evaluation results."""
+    return float(next(r[2] for r in results if r[1] == metric))
 
 
 ALGORITHMS = (LightGBM(),)

@@ -19,7 +19,6 @@ from trainers.algorithms.base import (
     Param,
     Peers,
     TrainData,
-    error_metrics,
     importance_from,
     monitor_rows,
     tuning_score,
@@ -102,32 +101,30 @@ class XGBoost(Algorithm):
         params, rounds = booster_params(hyperparameters, seed=options.seed, num_threads=options.num_threads, task=options.task)
         if options.eval_metric:
             params["eval_metric"] = EVAL_METRICS[options.eval_metric]
-        train = xgb.DMatrix(data.x_train, data.y_train)
-
+        watched = params.get("eval_metric", "logloss" if options.task == CLASSIFICATION else "rmse")
         live = options.on_metrics if options.task == REGRESSION else None
-        x_mon, y_mon = monitor_rows(data)
-        monitor: list[Any] = []  # its DMatrix, made at the first measure
-
-        def measure(model: Any) -> dict[str, float]:
-            if not monitor:
-                monitor.append(xgb.DMatrix(x_mon))
-            return error_metrics(y_mon, model.predict(monitor[0]))
+        if live is not None:  # early stopping watches the last metric: the one it watched stays last
+            params["eval_metric"] = [*(m for m in ("mae", "rmse") if m != watched), watched]
+        train = xgb.DMatrix(data.x_train, data.y_train)
 
         class Report(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
                 options.on_iteration(epoch + 1, rounds)
                 done = epoch + 1
-                if live is not None:
-                    live(done, lambda: measure(model))
+                if live is not None and evals_log:
+                    found = next(iter(evals_log.values()))
+                    live(done, lambda: {"mae": float(found["mae"][-1]), "rmse": float(found["rmse"][-1])})
                 if options.on_score and evals_log and (done % SCORE_EVERY == 0 or done == rounds):
-                    native = float(next(iter(evals_log["tune"].values()))[-1])
+                    native = float(evals_log["tune"][watched][-1])
                     options.on_score(done, tuning_score(options.eval_metric or "rmse", native, data.y_tune, squared=False))
                 return False
 
         evals, stop = [], None
-        if (options.early_stopping_rounds or options.on_score) and len(data.y_tune):
+        if (options.early_stopping_rounds or options.on_score or live) and len(data.y_tune):
             evals = [(xgb.DMatrix(data.x_tune, data.y_tune), "tune")]
-        if options.early_stopping_rounds and evals:
+        elif live is not None:  # no tune part: a sample of the fit rows (XGBoost caches its predictions)
+            evals = [(xgb.DMatrix(*monitor_rows(data)), "fit")]
+        if options.early_stopping_rounds and len(data.y_tune):
             stop = options.early_stopping_rounds
         booster = xgb.train(
             params, train, num_boost_round=rounds, evals=evals, early_stopping_rounds=stop, callbacks=[Report()], verbose_eval=False
