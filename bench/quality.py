@@ -14,7 +14,9 @@ job runs, without the service around it) on 2023-01 .. 2025-06, validated on its
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +70,7 @@ def holiday_mae(result: pipeline.Result, frame, job: spec.TrainingSpec) -> float
     return float(np.mean(np.abs(pred[on_holiday] - d.y_valid[on_holiday])))
 
 
-def run_one(frame, algorithm: str, horizon: int, new: bool) -> tuple[dict[str, float], float]:
+def run_one(frame, algorithm: str, horizon: int, new: bool, root: Path) -> tuple[dict[str, float], float]:
     config = {
         "model_type": "forecast",
         "algorithm": algorithm,
@@ -82,7 +84,7 @@ def run_one(frame, algorithm: str, horizon: int, new: bool) -> tuple[dict[str, f
     }
     job = spec.build(config)
     started = time.perf_counter()
-    result = pipeline.run(job, data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry(), num_threads=2)
+    result = pipeline.run(job, data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry(root), num_threads=2)
     seconds = time.perf_counter() - started
     return {**result.metrics, "holiday_mae": holiday_mae(result, frame, job)}, seconds
 
@@ -103,7 +105,8 @@ def main() -> None:
         for horizon in horizons:
             runs = {}
             for new in (False, True):
-                m, seconds = run_one(frame, algorithm, horizon, new)
+                with tempfile.TemporaryDirectory(prefix="aihub-quality-") as root:
+                    m, seconds = run_one(frame, algorithm, horizon, new, Path(root))
                 runs[new] = m
                 label = "derived" if new else "plain"
                 print(

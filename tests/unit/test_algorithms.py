@@ -3,8 +3,6 @@ artifacts that reload and reproduce the stored metrics, baselines, anomaly detec
 
 from __future__ import annotations
 
-import tempfile
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,12 +55,6 @@ def config(algo: str, model_type: str = "forecast", **extra) -> dict:
         cfg["early_stopping_rounds"] = 5
     cfg.update(extra)
     return cfg
-
-
-@pytest.fixture(autouse=True)
-def _artifacts_under_tmp_path(tmp_path, monkeypatch):
-    """FolderRegistry's temporary folders go under pytest's tmp_path (cleaned up by pytest)."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def train(frame, cfg):

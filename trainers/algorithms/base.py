@@ -156,7 +156,7 @@ class FitOptions:
 
 
 SCORE_EVERY = 10  # rounds between two on_score reports
-MONITOR_ROWS = 10_000  # without a tune part, live metrics are measured on this many fit rows
+MONITOR_ROWS = 2_000  # without a tune part, live metrics are measured on this many fit rows
 
 
 def monitor_rows(data: TrainData) -> tuple[np.ndarray, np.ndarray]:

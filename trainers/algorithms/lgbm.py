@@ -125,8 +125,10 @@ class LightGBM(Algorithm):
         if options.eval_metric:
             params["metric"] = EVAL_METRICS[options.eval_metric]
         live = options.on_metrics if options.task == REGRESSION else None
-        if live is not None:  # after the metric early stopping and on_score watch, which stays first
+        if live is not None and len(data.y_tune):  # after the metric early stopping and on_score watch, which stays first
             params["metric"] = list(dict.fromkeys([params.get("metric", "l2"), "l1", "rmse"]))
+        elif live is not None:  # nothing else is watched
+            params["metric"] = ["l1", "rmse"]
         names = list(data.feature_names)
         reference = lgb.Dataset(bins[0], bins[1], feature_name=names, params=params) if bins is not None else None
         train = lgb.Dataset(data.x_train, data.y_train, feature_name=names, free_raw_data=True, reference=reference, params=params)

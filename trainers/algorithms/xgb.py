@@ -103,8 +103,10 @@ class XGBoost(Algorithm):
             params["eval_metric"] = EVAL_METRICS[options.eval_metric]
         watched = params.get("eval_metric", "logloss" if options.task == CLASSIFICATION else "rmse")
         live = options.on_metrics if options.task == REGRESSION else None
-        if live is not None:  # early stopping watches the last metric: the one it watched stays last
+        if live is not None and len(data.y_tune):  # early stopping watches the last metric: the one it watched stays last
             params["eval_metric"] = [*(m for m in ("mae", "rmse") if m != watched), watched]
+        elif live is not None:  # nothing else is watched
+            params["eval_metric"] = ["mae", "rmse"]
         train = xgb.DMatrix(data.x_train, data.y_train)
 
         class Report(xgb.callback.TrainingCallback):
