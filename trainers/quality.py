@@ -19,11 +19,26 @@ from trainers.spec import TrainingSpec
 SERIES = "series_id"
 
 
-def inspect(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
+def _values(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The value columns (all but the keys) and their values as floats (non-numbers NaN)."""
+    names = [c for c in frame.columns if c not in (SERIES, "timestamp")]
+    if all(pd.api.types.is_numeric_dtype(frame[c]) for c in names):
+        return names, frame[names].to_numpy(dtype="float64")
+    return names, frame[names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+
+
+def _empty_and_constant(names: list[str], numeric: np.ndarray) -> tuple[list[str], list[str]]:
+    present = ~np.isnan(numeric)
+    empty = [n for i, n in enumerate(names) if not present[:, i].any()]
+    constant = [n for i, n in enumerate(names) if present[:, i].any() and np.nanmin(numeric[:, i]) == np.nanmax(numeric[:, i])]
+    return empty, constant
+
+
+def inspect(frame: pd.DataFrame, spec: TrainingSpec, names: list[str], numeric: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
     """The counts of every check on a loaded window (``timestamp``, optional ``series_id``,
-    value columns)."""
+    value columns ``names`` with their ``numeric`` values), and what each check that found
+    something found (check -> words)."""
     keys = [k for k in (SERIES, "timestamp") if k in frame.columns]
-    values = [c for c in frame.columns if c not in keys]
     hours = frame.assign(timestamp=frame["timestamp"].dt.floor("h"))[keys].drop_duplicates()
     hour = pd.Timedelta(hours=1)
     if SERIES in hours.columns:
@@ -33,61 +48,48 @@ def inspect(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, float]:
     else:
         expected = int((hours["timestamp"].max() - hours["timestamp"].min()) // hour) + 1
     gaps = max(0, expected - len(hours))
-    numeric = frame[values].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64") if values else np.empty((len(frame), 0))
-    present = ~np.isnan(numeric)
-    out = {
+    infinite = int(np.isinf(numeric).sum())
+    empty, constant = _empty_and_constant(names, numeric)
+    duplicates = int(frame.duplicated(keys).sum())
+    counts = {
         "data_rows": float(len(frame)),
         "data_gaps": float(gaps),
         "data_gap_ratio": gaps / expected if expected else 0.0,
-        "data_duplicates": float(frame.duplicated(keys).sum()),
-        "data_missing_columns": float(sum(not present[:, i].any() for i in range(len(values)))),
-        "data_constant_columns": float(
-            sum(present[:, i].any() and np.nanmin(numeric[:, i]) == np.nanmax(numeric[:, i]) for i in range(len(values)))
-        ),
-        "data_nonfinite": float(np.isinf(numeric).sum()),
-        "data_missing_values": float((~present).sum() - np.isinf(numeric).sum()),
+        "data_duplicates": float(duplicates),
+        "data_missing_columns": float(len(empty)),
+        "data_constant_columns": float(len(constant)),
+        "data_nonfinite": float(infinite),
+        "data_missing_values": float(np.isnan(numeric).sum()),
     }
+    found = {}
+    if gaps:
+        found["gaps"] = f"{gaps} missing hours in the hourly index ({counts['data_gap_ratio']:.1%})"
+    if duplicates:
+        found["duplicates"] = f"{duplicates} duplicate timestamps (the last row of each is kept)"
+    if empty:
+        found["missing_columns"] = f"columns with no values: {', '.join(empty)}"
+    if constant:
+        found["constant_columns"] = f"columns with one value throughout: {', '.join(constant)}"
+    if infinite:
+        found["nonfinite"] = f"{infinite} infinite values (treated as missing)"
     checks = spec.data_checks
     if checks is not None and (checks.target_min is not None or checks.target_max is not None) and spec.target in frame.columns:
         y = frame[spec.target].to_numpy(dtype="float64")
         low = y < checks.target_min if checks.target_min is not None else np.zeros(len(y), bool)
         high = y > checks.target_max if checks.target_max is not None else np.zeros(len(y), bool)
-        out["data_out_of_range"] = float((low | high).sum())
-    return out
-
-
-def _findings(counts: dict[str, float], frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, str]:
-    """check name -> what it found, for the checks that found something."""
-    found = {}
-    if counts["data_gaps"]:
-        found["gaps"] = f"{int(counts['data_gaps'])} missing hours in the hourly index ({counts['data_gap_ratio']:.1%})"
-    if counts["data_duplicates"]:
-        found["duplicates"] = f"{int(counts['data_duplicates'])} duplicate timestamps (the last row of each is kept)"
-    keys = {SERIES, "timestamp"}
-    values = [c for c in frame.columns if c not in keys]
-    numeric = frame[values].apply(pd.to_numeric, errors="coerce")
-    if counts["data_missing_columns"]:
-        names = [c for c in values if numeric[c].isna().all()]
-        found["missing_columns"] = f"columns with no values: {', '.join(names)}"
-    if counts["data_constant_columns"]:
-        names = [c for c in values if numeric[c].notna().any() and numeric[c].nunique() == 1]
-        found["constant_columns"] = f"columns with one value throughout: {', '.join(names)}"
-    if counts["data_nonfinite"]:
-        found["nonfinite"] = f"{int(counts['data_nonfinite'])} infinite values (treated as missing)"
-    if counts.get("data_out_of_range"):
-        c = spec.data_checks
-        bounds = (
-            f"[{c.target_min if c and c.target_min is not None else '-inf'}, {c.target_max if c and c.target_max is not None else 'inf'}]"
-        )
-        found["out_of_range"] = f"{int(counts['data_out_of_range'])} values of {spec.target} outside {bounds}"
-    return found
+        outside = int((low | high).sum())
+        counts["data_out_of_range"] = float(outside)
+        if outside:
+            lo = "-inf" if checks.target_min is None else checks.target_min
+            hi = "inf" if checks.target_max is None else checks.target_max
+            found["out_of_range"] = f"{outside} values of {spec.target} outside [{lo}, {hi}]"
+    return counts, found
 
 
 def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> tuple[pd.DataFrame, dict[str, float]]:
     """Run every check: a WARNING per finding, a DataLoadError for a finding the config fails
     on. Returns the frame with non-finite values made missing, and the counts."""
-    counts = inspect(frame, spec)
-    found = _findings(counts, frame, spec)
+    counts, found = inspect(frame, spec, *_values(frame))
     checks = spec.data_checks
     fail_on: Sequence[str] = checks.fail_on if checks else ()
     for name, what in found.items():

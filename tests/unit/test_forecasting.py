@@ -177,7 +177,7 @@ def test_data_checks_count_and_warn():
     checked, counts = quality.check(frame, s, reporter)
     assert counts["data_gaps"] == 2 and counts["data_gap_ratio"] == pytest.approx(2 / 6) and counts["data_duplicates"] == 1
     assert counts["data_constant_columns"] == 1 and counts["data_missing_columns"] == 1 and counts["data_nonfinite"] == 0
-    assert counts["data_out_of_range"] == 0
+    assert counts["data_out_of_range"] == 0 and counts["data_missing_values"] == 5 and counts["data_rows"] == 5
     warned = [m for level, m in reporter.lines if level == "WARNING"]
     assert any("gaps: 2 missing hours" in m for m in warned) and any("flat" in m for m in warned) and any("empty" in m for m in warned)
     assert checked is frame and reporter.writes == []  # recorded with the evaluation's metrics, not before
