@@ -75,7 +75,8 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
             frame = frame.assign(**{features.SERIES: frame[features.SERIES].astype("category")})
     keys = [k for k in (features.SERIES, "timestamp") if k in frame.columns]
     frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
-    frame = frame.replace([np.inf, -np.inf], np.nan)  # a non-finite value is a missing one
+    if np.isinf(frame.select_dtypes("number").to_numpy(dtype="float64")).any():
+        frame = frame.replace([np.inf, -np.inf], np.nan)  # an infinite value is a missing one
     if spec.preprocessor:
         frame = preprocessors.apply(spec.preprocessor, frame)
     derived = features.derive(frame, spec)

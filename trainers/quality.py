@@ -3,7 +3,7 @@
 Every check runs on every job; its count is a metric (``data_gaps``, ``data_duplicates``,
 ..., recorded with the evaluation's metrics) and a WARNING in the log when it finds something. ``data_checks.fail_on`` turns a check
 into a DataLoadError naming it (gaps: when their share of the hourly index exceeds
-``data_checks.max_gap_ratio``). Non-finite values are then treated as missing."""
+``data_checks.max_gap_ratio``). Infinite values are treated as missing (preparation.derive)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def inspect(frame: pd.DataFrame, spec: TrainingSpec, names: list[str], numeric: 
 
 def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> tuple[pd.DataFrame, dict[str, float]]:
     """Run every check: a WARNING per finding, a DataLoadError for a finding the config fails
-    on. Returns the frame with non-finite values made missing, and the counts."""
+    on. Returns the frame (infinite values are made missing by preparation.derive) and the
+    counts."""
     counts, found = inspect(frame, spec, *_values(frame))
     checks = spec.data_checks
     fail_on: Sequence[str] = checks.fail_on if checks else ()
@@ -98,6 +99,4 @@ def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> tuple[
             table = f"features.{spec.feature_table}"
             raise DataLoadError(f"data check {name} failed on {table}: {what}", details={"check": name, "reason": what, "table": table})
         reporter.log("WARNING", f"data check {name}: {what}")
-    if counts["data_nonfinite"]:
-        frame = frame.replace([np.inf, -np.inf], np.nan)
     return frame, counts
