@@ -1,9 +1,10 @@
 """Data checks of data_loading: what is wrong with a loaded window, counted.
 
 Every check runs on every job; its count is a metric (``data_gaps``, ``data_duplicates``,
-..., recorded with the evaluation's metrics) and a WARNING in the log when it finds something. ``data_checks.fail_on`` turns a check
-into a DataLoadError naming it (gaps: when their share of the hourly index exceeds
-``data_checks.max_gap_ratio``). Infinite values are treated as missing (preparation.derive)."""
+..., recorded with the evaluation's metrics) and a WARNING in the log when it finds
+something. ``data_checks.fail_on`` turns a check into a DataLoadError naming it (gaps: when
+their share of the hourly index exceeds ``data_checks.max_gap_ratio``). Infinite values are
+treated as missing (preparation.derive)."""
 
 from __future__ import annotations
 
