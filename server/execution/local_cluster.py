@@ -93,16 +93,18 @@ class LocalCluster:
                 proc.send_signal(signal.SIGKILL)
 
     def stop(self) -> None:
-        """End every process of this cluster, and only those (found by its temp dir)."""
+        """End every process of this cluster, and only those: found by its temp dir, or by
+        its GCS address (Ray's client server names only that)."""
         import psutil
 
+        marks = (str(self.temp_dir), *([f"--address={self.address}"] if getattr(self, "address", None) else []))
         ours = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 lines = [" ".join(p.cmdline()) for p in (proc, *proc.parents())]
             except psutil.Error:
                 continue
-            if any(str(self.temp_dir) in line for line in lines):
+            if any(mark in line for line in lines for mark in marks):
                 ours.append(proc)
         for proc in ours:
             with contextlib.suppress(psutil.Error):
