@@ -209,6 +209,9 @@ def _rest_cases(w: World) -> list[tuple[str, str, dict, int]]:
     ]
 
 
+GUIDE_ERRORS = {401: {"Unauthenticated"}, 403: {"PermissionDenied"}, 404: {"JobNotFound", "ModelNotFound"}}
+
+
 async def test_rest_cross_tenant_matrix_leaks_nothing(world):
     w = world
     cases = _rest_cases(w)
@@ -219,6 +222,9 @@ async def test_rest_cross_tenant_matrix_leaks_nothing(world):
             resp = await asyncio.to_thread(requests.request, method, w.rest + path, timeout=30, **{**kwargs, "headers": headers})
             count += 1
             assert resp.status_code == expected, f"{method} {path} with {who}: {resp.status_code} {resp.text[:200]}"
+            if resp.status_code >= 400:  # the guide's error body, naming the error
+                err = resp.json()
+                assert err["error"] in GUIDE_ERRORS[resp.status_code] and isinstance(err["details"], dict), resp.text[:300]
             if resp.status_code != 403:  # 403 names the tenant the caller asked for; nothing else may show
                 assert A not in resp.text and '"mae"' not in resp.text, f"{method} {path} leaked: {resp.text[:300]}"
     for method, path, kwargs in [
