@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """End every process of this cluster, and only those: found by its temp dir, or by
-        its GCS address (Ray's client server names only that)."""
+        its GCS address (Ray's client server names only that); then remove the temp dir."""
         import psutil
 
         marks = (str(self.temp_dir), *([f"--address={self.address}"] if getattr(self, "address", None) else []))
@@ -110,6 +111,7 @@ class LocalCluster:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(ours, timeout=10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)  # its sessions, logs and sockets: nothing outlives the cluster
 
 
 def stop_orphans(prefix: str = "/tmp/aihub-ray-") -> list[Path]:  # noqa: S108 - where local clusters live
