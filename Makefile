@@ -66,6 +66,7 @@ bench: install
 	$(PY) -m bench.import_memory
 	$(PY) -m bench.rest_latency
 	$(PY) -m bench.algorithms
+	$(PY) -m bench.quality
 
 clean-data:
 	rm -rf .data
