@@ -89,11 +89,11 @@ def holiday(ts: pd.Series, name: str, where: Holidays) -> pd.Series:
     return pd.Series(probe.isin(days).to_numpy(dtype="float64"), index=ts.index)
 
 
-def feature(frame: pd.DataFrame, spec: TrainingSpec, name: str, horizon: int | None = None) -> pd.Series:
-    """One feature of ``spec`` for every row of ``frame``."""
+def feature(frame: pd.DataFrame, spec: TrainingSpec, name: str, horizon: int, known: frozenset[str]) -> pd.Series:
+    """One feature of ``spec`` for every row of ``frame``, ``horizon`` hours ahead with the
+    columns ``known`` ahead."""
     recipe = spec.recipes[name]
-    known = spec.known(horizon)
-    end = r.end_lag(recipe.column, horizon=horizon or spec.forecast_horizon_hours, known_ahead=known) if recipe.column else 0
+    end = r.end_lag(recipe.column, horizon=horizon, known_ahead=known) if recipe.column else 0
     if recipe.kind == r.LAGGED and recipe.column:
         return lag(frame, recipe.column, recipe.hours)
     if recipe.kind == r.ROLLING and recipe.column:
@@ -118,8 +118,10 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, names: tuple[str, ...] | Non
     out = {"timestamp": frame["timestamp"]}
     if SERIES in frame.columns:
         out[SERIES] = frame[SERIES]
+    horizon = horizon or spec.forecast_horizon_hours
+    known = spec.known(horizon)
     for name in spec.features if names is None else names:
-        out[name] = feature(frame, spec, name, horizon)
+        out[name] = feature(frame, spec, name, horizon, known)
     out[spec.target] = frame[spec.target]
     if spec.label_column:
         out[spec.label_column] = frame[spec.label_column]

@@ -254,12 +254,9 @@ def _target_name(config: Config) -> str:
 
 def _known_ahead(config: Config, names: Sequence[str], horizon: int) -> frozenset[str]:
     """TrainingSpec.known, on a config not yet checked."""
-    known, target = config.get("known_ahead"), _target_name(config)
-    if isinstance(known, list):
-        return frozenset(k for k in known if isinstance(k, str)) - {target}
-    if horizon > 1:
-        return frozenset()
-    return frozenset(r.column for n in names if (r := recipes.recipe(n)).kind in recipes.AT_TARGET_HOUR and r.column and r.column != target)
+    known = config.get("known_ahead")
+    declared = [k for k in known if isinstance(k, str)] if isinstance(known, list) else None
+    return recipes.known_ahead(list(names), target=_target_name(config), horizon=horizon, declared=declared)
 
 
 def usable_at(config: Config, names: Sequence[str], horizon: int) -> list[str]:

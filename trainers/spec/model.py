@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainers.spec.recipes import AT_TARGET_HOUR, LAGGED, Recipe, recipe, usable
+from trainers.spec.recipes import LAGGED, Recipe, known_ahead, recipe, usable
 from trainers.spec.resources import WorkerRequest, worker_request
+
+if TYPE_CHECKING:  # trainers.preprocessors is imported only when a job names one
+    from trainers.preprocessors import Preprocessor
 from trainers.spec.tuning import Tuning
 
 
@@ -137,40 +140,31 @@ class TrainingSpec:
     def known(self, horizon: int | None = None) -> frozenset[str]:
         """The columns known ahead (trainers.spec.recipes): ``known_ahead`` when given;
         otherwise, one hour ahead, every plain feature column but the target."""
-        if self.known_ahead is not None:
-            return frozenset(self.known_ahead) - {self.target}
-        if (horizon or self.forecast_horizon_hours) > 1:
-            return frozenset()
-        return frozenset(r.column for r in self.recipes.values() if r.kind in AT_TARGET_HOUR and r.column and r.column != self.target)
+        return known_ahead(self.features, target=self.target, horizon=horizon or self.forecast_horizon_hours, declared=self.known_ahead)
 
     def table_columns(self) -> list[str]:
         """The columns to read from the feature table: the target, the columns features are
         made of (a preprocessor's outputs aside) and the preprocessor's inputs."""
-        made, inputs = self._preprocessor_columns()
+        pre = self._preprocessor()
+        made = frozenset(pre.outputs) if pre else frozenset()
         wanted = [self.target]
         wanted += [r.column for r in self.recipes.values() if r.column and r.column not in made]
         if self.label_column:
             wanted.append(self.label_column)
-        return list(dict.fromkeys([*wanted, *inputs]))
+        return list(dict.fromkeys([*wanted, *(pre.inputs if pre else ())]))
 
-    def _preprocessor_columns(self) -> tuple[frozenset[str], tuple[str, ...]]:
-        """The preprocessor's (outputs, inputs); nothing without one."""
+    def _preprocessor(self) -> Preprocessor | None:
+        """The installed preprocessor the spec names, if any."""
         if not self.preprocessor:
-            return frozenset(), ()
+            return None
         from trainers import preprocessors  # entry points are read only when a job names one
 
-        found = preprocessors.get(self.preprocessor)
-        return frozenset(found.outputs), tuple(found.inputs)
+        return preprocessors.get(self.preprocessor)
 
     def usable_at(self, horizon: int) -> tuple[str, ...]:
         """The features a direct model for ``horizon`` may use (recipes.usable)."""
-        outputs: frozenset[str] = frozenset()
-        safe = 0
-        if self.preprocessor:
-            from trainers import preprocessors  # entry points are read only when a job names one
-
-            found = preprocessors.get(self.preprocessor)
-            outputs, safe = frozenset(found.outputs), int(found.safe_horizon_hours)
+        pre = self._preprocessor()
+        outputs, safe = (frozenset(pre.outputs), int(pre.safe_horizon_hours)) if pre else (frozenset(), 0)
         known = self.known(horizon)
         return tuple(usable(self.features, target=self.target, horizon=horizon, known_ahead=known, outputs=outputs, safe_hours=safe))
 

@@ -123,6 +123,19 @@ def leakage(name: str, r: Recipe, *, target: str, horizon: int, known_ahead: fro
     return None
 
 
+def known_ahead(
+    names: list[str] | tuple[str, ...], *, target: str, horizon: int, declared: list[str] | tuple[str, ...] | None
+) -> frozenset[str]:
+    """The columns known ahead: ``declared`` (the config's ``known_ahead``) when given;
+    otherwise, one hour ahead, every column a feature of ``names`` reads at the target hour;
+    never the target."""
+    if declared is not None:
+        return frozenset(declared) - {target}
+    if horizon > 1:
+        return frozenset()
+    return frozenset(r.column for n in names if (r := recipe(n)).kind in AT_TARGET_HOUR and r.column and r.column != target)
+
+
 def end_lag(column: str, *, horizon: int, known_ahead: frozenset[str]) -> int:
     """Hours between the target hour and the latest value of ``column`` known at the origin."""
     return 0 if column in known_ahead else horizon
