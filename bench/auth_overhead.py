@@ -48,7 +48,7 @@ async def main(rounds: int, per_round: int) -> None:
     async with stack(auth="required", bootstrap_admin_key=ADMIN_KEY) as on:
         on.dispatcher.pause()
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(_env_file=None, database_url=on.database_url, data_dir=Path(tmp), grpc_port=0, auth="off")
+            settings = Settings(_env_file=None, database_url=on.database_url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, auth="off")
             off = App(settings, on.database_url, dispatch=False, executor=on.executor)
             await off.start()
             try:

@@ -59,6 +59,7 @@ def main() -> None:
             **os.environ,
             "AIHUB_DATA_DIR": str(Path(tmp) / "data"),
             "AIHUB_GRPC_PORT": str(port),
+            "AIHUB_METRICS_PORT": "0",
             "AIHUB_REST": "false",
             "AIHUB_AUTH": "off",
         }

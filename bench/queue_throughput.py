@@ -215,7 +215,7 @@ def create_latency(url: str, callers: int, per_caller: int) -> tuple[list[float]
         await _reset(url)
         with tempfile.TemporaryDirectory() as tmp:
             app = App(
-                Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, auth="off"),
+                Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, auth="off"),
                 url,
                 dispatch=False,
                 executor=NoopExecutor(url),  # type: ignore[arg-type]

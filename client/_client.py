@@ -16,6 +16,8 @@ import grpc
 from client import _requests as req
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import admin_pb2_grpc as admin_grpc
+from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
+from client._gen.aihub.training.v1 import operations_pb2_grpc as ops_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from client.errors import from_rpc_error
@@ -23,11 +25,18 @@ from client.errors import from_rpc_error
 DEFAULT_TARGET = "localhost:50051"
 CHUNK = 1 << 20
 ADMIN_METHODS = frozenset(admin_pb.DESCRIPTOR.services_by_name["AdminService"].methods_by_name)
+OPERATIONS_METHODS = frozenset(ops_pb.DESCRIPTOR.services_by_name["OperationsService"].methods_by_name)
 
 
 def _auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     """The call metadata that carries an API key (none without one)."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def _stub_for(client: Any, method: str) -> Any:
+    if method in ADMIN_METHODS:
+        return client._admin
+    return client._operations if method in OPERATIONS_METHODS else client._stub
 
 
 def _same(resp: Any) -> Any:
@@ -65,9 +74,13 @@ class _Methods:
         model_type: str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        *,
+        schedule_id: str = "",
     ):
         """One page: a ListTrainingJobsResponse (jobs, next_page_token)."""
-        return self._call("ListTrainingJobs", req.list_jobs(tenant_id, status, model_type, page_size, page_token), _same)
+        request = req.list_jobs(tenant_id, status, model_type, page_size, page_token)
+        request.schedule_id = schedule_id
+        return self._call("ListTrainingJobs", request, _same)
 
     def cancel_job(self, job_id: str):
         return self._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job_id=job_id), _same)
@@ -109,6 +122,79 @@ class _Methods:
     def delete_model(self, model_id: str, *, tenant_id: str = ""):
         return self._call("DeleteModelVersion", pb.DeleteModelVersionRequest(model_id=model_id, tenant_id=tenant_id), _same)
 
+    def keep_model(self, model_id: str, keep: bool = True, *, tenant_id: str = ""):
+        """Protect a version from the retention sweep (keep=False lets it go)."""
+        return self._call("UpdateModelVersion", pb.UpdateModelVersionRequest(model_id=model_id, tenant_id=tenant_id, keep=keep), _same)
+
+    # --- schedules and alerts --------------------------------------------------------------
+    def create_schedule(
+        self,
+        tenant_id: str,
+        model_type: str,
+        config: req.ConfigLike,
+        schedule: str,
+        *,
+        timezone: str = "",
+        window: str = "",
+        name: str = "",
+        priority: str | int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        action: str | None = None,
+        degradation: Mapping[str, Any] | None = None,
+        paused: bool = False,
+    ):
+        """A cron schedule: each firing creates a job (and/or a degradation check)."""
+        request = ops_pb.CreateScheduleRequest(
+            tenant_id=tenant_id,
+            model_type=req.enum_value(pb.ModelType, model_type, "model_type"),
+            config=req.config(config),
+            schedule=schedule,
+            timezone=timezone,
+            window=window,
+            name=name,
+            priority=req.enum_value(pb.Priority, priority, "priority"),
+            metadata=dict(metadata or {}),
+            action=req.enum_value(ops_pb.ScheduleAction, action, "action"),
+            paused=paused,
+        )
+        if degradation is not None:
+            request.degradation.CopyFrom(ops_pb.DegradationPolicy(**dict(degradation)))
+        return self._call("CreateSchedule", request, _same)
+
+    def get_schedule(self, schedule_id: str):
+        return self._call("GetSchedule", ops_pb.GetScheduleRequest(schedule_id=schedule_id), _same)
+
+    def list_schedules(self, tenant_id: str = ""):
+        return self._call("ListSchedules", ops_pb.ListSchedulesRequest(tenant_id=tenant_id), lambda r: list(r.schedules))
+
+    def pause_schedule(self, schedule_id: str):
+        return self._call("PauseSchedule", ops_pb.PauseScheduleRequest(schedule_id=schedule_id), _same)
+
+    def resume_schedule(self, schedule_id: str):
+        return self._call("ResumeSchedule", ops_pb.ResumeScheduleRequest(schedule_id=schedule_id), _same)
+
+    def run_schedule(self, schedule_id: str):
+        """Fire now, once: a RunScheduleResponse (schedule, job, check)."""
+        return self._call("RunSchedule", ops_pb.RunScheduleRequest(schedule_id=schedule_id), _same)
+
+    def delete_schedule(self, schedule_id: str):
+        return self._call("DeleteSchedule", ops_pb.DeleteScheduleRequest(schedule_id=schedule_id), _same)
+
+    def create_alert_target(self, tenant_id: str, url: str, *, events: list[str] | None = None, secret: str = ""):
+        """A webhook for the tenant's alerts; the answer holds the signing secret (only here)."""
+        request = ops_pb.CreateAlertTargetRequest(tenant_id=tenant_id, url=url, events=list(events or []), secret=secret)
+        return self._call("CreateAlertTarget", request, _same)
+
+    def list_alert_targets(self, tenant_id: str = ""):
+        return self._call("ListAlertTargets", ops_pb.ListAlertTargetsRequest(tenant_id=tenant_id), lambda r: list(r.targets))
+
+    def delete_alert_target(self, target_id: str):
+        return self._call("DeleteAlertTarget", ops_pb.DeleteAlertTargetRequest(target_id=target_id), _same)
+
+    def list_alert_deliveries(self, tenant_id: str = "", page_size: int = 0):
+        request = ops_pb.ListAlertDeliveriesRequest(tenant_id=tenant_id, page_size=page_size)
+        return self._call("ListAlertDeliveries", request, lambda r: list(r.deliveries))
+
     def stream_logs(self, job_id: str, *, follow: bool = True, after_sequence: int = 0):
         """Log entries: the stored ones, then (follow) new ones until the job is final."""
         return self._stream("StreamTrainingJobLogs", req.logs(job_id, follow, after_sequence), _same)
@@ -149,8 +235,9 @@ class _Methods:
         max_running_jobs: int | None = None,
         max_priority: str | None = None,
         max_import_bytes: int | None = None,
+        keep_versions: int | None = None,
     ):
-        """Change some of a tenant's quotas (max_running_jobs 0: no cap)."""
+        """Change some of a tenant's quotas (max_running_jobs 0: no cap; keep_versions 0: keep all)."""
         request = admin_pb.UpdateTenantQuotaRequest(
             tenant_id=tenant_id, max_priority=req.enum_value(pb.Priority, max_priority, "max_priority")
         )
@@ -158,6 +245,7 @@ class _Methods:
             ("max_queued_jobs", max_queued_jobs),
             ("max_running_jobs", max_running_jobs),
             ("max_import_bytes", max_import_bytes),
+            ("keep_versions", keep_versions),
         ):
             if value is not None:
                 setattr(request, name, value)
@@ -178,11 +266,12 @@ class TrainingClient(_Methods):
         self._channel = channel or grpc.insecure_channel(target)
         self._stub = pb_grpc.TrainingServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
+        self._operations = ops_grpc.OperationsServiceStub(self._channel)
         self._metadata = _auth_metadata(api_key)
         self.timeout = timeout
 
     def _rpc(self, method: str) -> Any:
-        return getattr(self._admin if method in ADMIN_METHODS else self._stub, method)
+        return getattr(_stub_for(self, method), method)
 
     def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
         try:
@@ -234,11 +323,12 @@ class AsyncTrainingClient(_Methods):
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub = pb_grpc.TrainingServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
+        self._operations = ops_grpc.OperationsServiceStub(self._channel)
         self._metadata = _auth_metadata(api_key)
         self.timeout = timeout
 
     def _rpc(self, method: str) -> Any:
-        return getattr(self._admin if method in ADMIN_METHODS else self._stub, method)
+        return getattr(_stub_for(self, method), method)
 
     async def _call(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
         try:

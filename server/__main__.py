@@ -31,6 +31,8 @@ log = logging.getLogger("server")
 
 async def serve(settings: Settings, *, seed_demo: bool) -> None:
     lifecycle.ensure_free(settings.grpc_host, settings.grpc_port, "AIHUB_GRPC_PORT")  # before anything starts
+    if settings.metrics_unix_socket is None:
+        lifecycle.ensure_free("127.0.0.1", settings.metrics_port, "AIHUB_METRICS_PORT")
     if settings.rest:
         lifecycle.ensure_free(settings.http_host, settings.http_port, "AIHUB_HTTP_PORT (REST)")
     pg = None
@@ -109,7 +111,8 @@ def front(settings: Settings, argv: list[str]) -> int:
     sock = upstreams[0]
     for path in upstreams:
         path.unlink(missing_ok=True)
-    env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_REST": "false"}
+    metrics = replicas.metrics_sockets(run_dir, settings.replicas)
+    env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_METRICS_UNIX_SOCKET": str(metrics[0]), "AIHUB_REST": "false"}
     command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
     child = subprocess.Popen(command, env=env, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
     stop = False
@@ -128,7 +131,7 @@ def front(settings: Settings, argv: list[str]) -> int:
         if stop:
             return child.wait()
         time.sleep(0.2)
-    envoy = replicas.front_envoy(settings, upstreams)
+    envoy = replicas.front_envoy(settings, upstreams, metrics)
     try:
         try:
             envoy.start()

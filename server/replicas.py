@@ -41,6 +41,11 @@ def sockets(run_dir: Path, count: int) -> list[Path]:
     return [run_dir / "grpc.sock"] if count == 1 else [run_dir / f"grpc-{i}.sock" for i in range(count)]
 
 
+def metrics_sockets(run_dir: Path, count: int) -> list[Path]:
+    """Where each replica serves /metrics (Envoy passes 127.0.0.1:AIHUB_METRICS_PORT+i to replica i)."""
+    return [run_dir / "metrics.sock"] if count == 1 else [run_dir / f"metrics-{i}.sock" for i in range(count)]
+
+
 def accepts(path: os.PathLike[str] | str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -51,9 +56,10 @@ def accepts(path: os.PathLike[str] | str) -> bool:
         return False
 
 
-def front_envoy(settings: Settings, upstreams: list[Path]):
+def front_envoy(settings: Settings, upstreams: list[Path], metrics: list[Path]):
     """Envoy on the host's loopback in front of gRPC servers on Unix sockets: REST on
-    AIHUB_HTTP_PORT, gRPC passed through on AIHUB_GRPC_PORT."""
+    AIHUB_HTTP_PORT, gRPC passed through on AIHUB_GRPC_PORT, each server's /metrics on
+    AIHUB_METRICS_PORT (+ its index)."""
     from server.api.envoy import Envoy
 
     return Envoy(
@@ -63,6 +69,7 @@ def front_envoy(settings: Settings, upstreams: list[Path]):
         grpc_unix=[str(p) for p in upstreams],
         grpc_listen=(settings.grpc_host, settings.grpc_port),
         rest=settings.rest,
+        metrics=[(settings.metrics_port + i, str(path)) for i, path in enumerate(metrics)],
     )
 
 
@@ -81,6 +88,7 @@ class Supervisor:
         self._envoy: Envoy | None = None
         self.run_dir = (settings.data_dir / "run").resolve()
         self.sockets = sockets(self.run_dir, settings.replicas)
+        self.metrics_sockets = metrics_sockets(self.run_dir, settings.replicas)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * settings.replicas
         self._stopping = False
         self._pg: EmbeddedPostgres | None = None
@@ -132,6 +140,7 @@ class Supervisor:
             "AIHUB_REST": "false",
             "AIHUB_GRPC_PORT": "0",
             "AIHUB_GRPC_UNIX_SOCKET": str(self.sockets[index]),
+            "AIHUB_METRICS_UNIX_SOCKET": str(self.metrics_sockets[index]),
             "AIHUB_SERVER_ID": f"{socket.gethostname()}-replica-{index}",
         }
         command = [sys.executable, "-m", "server", *(["--seed-demo"] if seed else [])]
@@ -173,7 +182,7 @@ class Supervisor:
             if self._stopping or (first is not None and first.poll() is not None):
                 return False
             time.sleep(0.2)
-        self._envoy = envoy = front_envoy(s, self.sockets)
+        self._envoy = envoy = front_envoy(s, self.sockets, self.metrics_sockets)
         envoy.start()
         banner(s, f"{s.grpc_host}:{s.grpc_port}", envoy.url if s.rest else None, replicas=len(self.sockets))
         return True

@@ -107,6 +107,41 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Server-side deadline of the long calls: evaluate a model, import feature data."
     )
 
+    # --- running unattended (issue 12) ---------------------------------------------------------
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Prometheus metrics at http://127.0.0.1:PORT/metrics (replica i of "
+        "AIHUB_REPLICAS: PORT+i); 0: a free port (tests)."
+    )  # fmt: skip
+    metrics_unix_socket: Path | None = Field(
+        default=None, description="Serve /metrics on this Unix socket instead (set by python -m server for a backend behind Envoy)."
+    )
+    metrics_max_tenants: int = Field(
+        default=50, ge=1, le=10000, description="aihub_jobs has a tenant label for this many tenants; the rest are summed as _other."
+    )
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0, description="How often each server looks for due schedules.")
+    alert_retry_base_seconds: float = Field(
+        default=10.0, gt=0, description="A failed webhook delivery is tried again after this long, doubling each time."
+    )
+    alert_max_attempts: int = Field(default=8, ge=1, le=50, description="Tries of one webhook delivery before it is FAILED.")
+    alert_allow_private_targets: bool = Field(
+        default=False, description="Allow webhooks to loopback, private and link-local addresses (refused by default: SSRF)."
+    )
+    public_url: str = Field(
+        default="", description="The REST base URL alert links start with; default http://AIHUB_HTTP_HOST:AIHUB_HTTP_PORT."
+    )
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention sweep runs.")
+    retention_log_days: float = Field(
+        default=0.0, ge=0, description="Delete the log lines of jobs finished this many days ago (0: keep them)."
+    )
+    retention_job_days: float = Field(
+        default=0.0, ge=0, description="Delete jobs finished this many days ago that no model version comes from, and old "
+        "alert deliveries (0: keep them)."
+    )  # fmt: skip
+    retention_batch_rows: int = Field(default=1000, ge=1, le=100000, description="Rows one retention statement deletes at most.")
+    mlflow_tracking_uri: str = Field(
+        default="", description="Where jobs with mlflow_tracking log (any MLflow tracking URI); default DATA_DIR/mlruns (a local store)."
+    )
+
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Self:
         if self.auth == "off":
@@ -126,6 +161,14 @@ class Settings(BaseSettings):
     @classmethod
     def _loopback_unless_asked(cls, v: str) -> str:
         return v.strip() or "127.0.0.1"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
+
+    @property
+    def alert_base_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
 
     @property
     def artifacts(self) -> Path:

@@ -316,3 +316,16 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+@contextlib.asynccontextmanager
+async def savepoint(conn: AsyncConnection, name: str = "aihub_step") -> AsyncIterator[None]:
+    """A part of the transaction that can fail alone: what it wrote is undone and its error
+    raised; the transaction goes on."""
+    await fetch(conn, sa.text(f"SAVEPOINT {name}"))
+    try:
+        yield
+    except BaseException:
+        await fetch(conn, sa.text(f"ROLLBACK TO SAVEPOINT {name}"))
+        raise
+    await fetch(conn, sa.text(f"RELEASE SAVEPOINT {name}"))

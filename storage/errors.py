@@ -101,3 +101,15 @@ class ApiKeyNotFound(StorageError):
     def __init__(self, key_id: str) -> None:
         super().__init__(f"API key {key_id} not found")
         self.key_id = key_id
+
+
+class ScheduleNotFound(StorageError):
+    def __init__(self, schedule_id: uuid.UUID | str) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = str(schedule_id)
+
+
+class AlertTargetNotFound(StorageError):
+    def __init__(self, target_id: uuid.UUID | str) -> None:
+        super().__init__(f"alert target {target_id} not found")
+        self.target_id = str(target_id)

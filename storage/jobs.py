@@ -37,10 +37,11 @@ from storage.tenancy import scope_of
 INSERT_JOB = sa.text(
     f"""
     INSERT INTO training_jobs (id, tenant_id, model_type, algorithm, status, priority,
-                               config, config_hash, metadata, request_id, request_hash, created_at, updated_at)
+                               config, config_hash, metadata, request_id, request_hash, schedule_id, scheduled_for,
+                               created_at, updated_at)
     SELECT :id, :tenant_id, :model_type, :algorithm, 'PENDING', :priority,
            CAST(:config AS jsonb), :config_hash, CAST(:metadata AS jsonb), :request_id, :request_hash,
-           clock_timestamp(), clock_timestamp()
+           :schedule_id, :scheduled_for, clock_timestamp(), clock_timestamp()
      WHERE (SELECT count(*) FROM (SELECT 1 FROM training_jobs
                                    WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :max_queued) AS q) < :max_queued
     ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
@@ -64,12 +65,14 @@ GET_JOB_BY_REQUEST_ID = sa.text(_SELECT_JOB + " WHERE j.tenant_id = :tenant_id A
 
 # list_jobs: newest first, keyset-paged by (created_at, id), with the filters given (a fixed
 # fragment each, below). Index: training_jobs_tenant_created (tenant_id, created_at DESC,
-# id DESC) with a tenant, else training_jobs_created (created_at DESC, id DESC).
+# id DESC) with a tenant, else training_jobs_created (created_at DESC, id DESC);
+# training_jobs_schedule (schedule_id, created_at DESC) with a schedule.
 LIST_JOBS = _SELECT_JOB + " {where} ORDER BY j.created_at DESC, j.id DESC LIMIT :limit"
 LIST_FILTERS = {
     "tenant": "j.tenant_id = :tenant",
     "status": "j.status = :status",
     "model_type": "j.model_type = :model_type",
+    "schedule": "j.schedule_id = :schedule",
     "before": "(j.created_at, j.id) < (:before_at, :before_id)",
 }
 
@@ -152,6 +155,8 @@ async def create(conn: AsyncConnection, new: NewJob) -> tuple[Job, bool]:
         "metadata": json.dumps(new.metadata),
         "request_id": new.request_id,
         "request_hash": new.request_hash,
+        "schedule_id": new.schedule_id,
+        "scheduled_for": new.scheduled_for,
         "max_queued": quota.max_queued_jobs,
         "channel": JOB_EVENTS_CHANNEL,
     }
@@ -180,6 +185,7 @@ async def list_jobs(
     *,
     status: JobStatus | None = None,
     model_type: str | None = None,
+    schedule_id: uuid.UUID | None = None,
     limit: int = 50,
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
@@ -187,7 +193,12 @@ async def list_jobs(
     page (keyset pagination); returns the jobs and the cursor of the next page, if any. Only
     the transaction's scope: one tenant's jobs, or everyone's for an admin."""
     params: dict[str, Any] = {"limit": limit + 1}
-    given = {"tenant": scope_of(conn).tenant_id, "status": status.value if status else None, "model_type": model_type}
+    given = {
+        "tenant": scope_of(conn).tenant_id,
+        "status": status.value if status else None,
+        "model_type": model_type,
+        "schedule": schedule_id,
+    }
     params.update({k: v for k, v in given.items() if v})
     if before:
         params["before_at"], params["before_id"] = before
@@ -249,3 +260,16 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     counts = {s.value: 0 for s in JobStatus}
     counts.update({str(status): int(n) for status, n in rows})
     return counts
+
+
+# count_by_tenant: jobs by (status, priority, tenant), for metrics. Index: none (a scan of the
+# jobs, once per scrape).
+COUNT_BY_TENANT = sa.text(
+    "SELECT status, priority, tenant_id, count(*) AS n FROM training_jobs "
+    "WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) GROUP BY status, priority, tenant_id"
+)
+
+
+async def count_by_tenant(conn: AsyncConnection) -> list[tuple[str, str, str, int]]:
+    rows = await db.fetch(conn, COUNT_BY_TENANT, _tenant(conn))
+    return [(r["status"], Priority.from_rank(r["priority"]).value, r["tenant_id"], int(r["n"])) for r in rows]

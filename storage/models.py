@@ -9,6 +9,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import db
 from storage.errors import ModelNotFound
 from storage.records import ModelVersion, NewModelVersion
 from storage.tenancy import scope_of
@@ -101,3 +102,56 @@ async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersi
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)
+
+
+# current_version: the tenant's newest live version of a model type (the one in use).
+# Index: model_versions_tenant (tenant_id, model_type, version DESC).
+CURRENT_VERSION = sa.text(
+    "SELECT * FROM model_versions WHERE tenant_id = :tenant_id AND model_type = :model_type AND deleted_at IS NULL "
+    "ORDER BY version DESC LIMIT 1"
+)
+
+# set_keep: protect a version from retention (or not). Index: model_versions primary key.
+SET_KEEP = sa.text(
+    "UPDATE model_versions SET keep = :keep WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING *"
+)
+
+# expired_versions: live versions past a tenant's keep_versions (the newest N per model type
+# stay, and every kept one), oldest first, every tenant with a policy (the sweep's own role),
+# marked deleted here. Index: model_versions_tenant (tenant_id, model_type, version DESC).
+EXPIRE_VERSIONS = sa.text(
+    """
+    WITH ranked AS (
+        SELECT v.id, row_number() OVER (PARTITION BY v.tenant_id, v.model_type ORDER BY v.version DESC) AS rank, t.keep_versions
+          FROM model_versions v JOIN tenants t ON t.tenant_id = v.tenant_id
+         WHERE t.keep_versions IS NOT NULL AND v.deleted_at IS NULL),
+    doomed AS (SELECT r.id FROM ranked r JOIN model_versions v ON v.id = r.id
+                WHERE r.rank > r.keep_versions AND NOT v.keep LIMIT :limit)
+    UPDATE model_versions SET deleted_at = clock_timestamp() FROM doomed WHERE model_versions.id = doomed.id
+    RETURNING model_versions.*
+    """
+)
+
+# set_mlflow_run: the MLflow run that logged a version. Index: model_versions primary key.
+SET_MLFLOW_RUN = sa.text("UPDATE model_versions SET mlflow_run_id = :run_id WHERE id = :id")
+
+
+async def current(conn: AsyncConnection, tenant_id: str, model_type: str) -> ModelVersion | None:
+    rows = await db.fetch(conn, CURRENT_VERSION, {"tenant_id": tenant_id, "model_type": model_type})
+    return ModelVersion.from_row(rows[0]) if rows else None
+
+
+async def set_keep(conn: AsyncConnection, model_id: uuid.UUID, keep: bool) -> ModelVersion:
+    rows = await db.fetch(conn, SET_KEEP, {"id": model_id, "keep": keep, "tenant": scope_of(conn).tenant_id})
+    if not rows:
+        raise ModelNotFound(model_id)
+    return ModelVersion.from_row(rows[0])
+
+
+async def expire_versions(conn: AsyncConnection, limit: int = 100) -> list[ModelVersion]:
+    """Mark deleted (and answer) the versions past their tenant's keep_versions, at most ``limit``."""
+    return [ModelVersion.from_row(r) for r in await db.fetch(conn, EXPIRE_VERSIONS, {"limit": limit})]
+
+
+async def set_mlflow_run(conn: AsyncConnection, model_id: uuid.UUID, run_id: str) -> None:
+    await db.fetch(conn, SET_MLFLOW_RUN, {"id": model_id, "run_id": run_id})

@@ -26,6 +26,11 @@ def json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _optional(row: Row, name: str, default: Any) -> Any:
+    """A column a query may leave out."""
+    return row[name] if name in row else default  # noqa: SIM401 - a Row has no get()
+
+
 def _columns(row: Row, names: tuple[str, ...]) -> dict[str, Any]:
     """The columns a record takes as they are (same name, no conversion)."""
     return {name: row[name] for name in names}
@@ -35,6 +40,7 @@ _JOB_COLUMNS = (
     "tenant_id", "model_type", "algorithm", "progress", "current_step", "request_id", "attempt", "model_version",
     "claimed_by", "created_at", "started_at", "finished_at", "updated_at", "retry_at", "config_hash",
 )  # fmt: skip
+_OPTIONAL_JOB_COLUMNS = ("lost_leases", "free_attempts", "request_hash", "schedule_id", "scheduled_for", "mlflow_run_id")
 _MODEL_VERSION_COLUMNS = (
     "tenant_id", "model_type", "version", "job_id", "algorithm", "artifact_uri", "target", "training_start",
     "training_end", "config_hash", "created_at", "deleted_at",
@@ -122,6 +128,8 @@ class NewJob:
     metadata: Mapping[str, str]
     request_id: str | None = None
     config_hash: str | None = None
+    schedule_id: uuid.UUID | None = None  # the schedule whose firing made it
+    scheduled_for: datetime | None = None  # that firing's time
 
     @property
     def request_hash(self) -> str:
@@ -164,6 +172,9 @@ class Job:
     lost_leases: int = 0  # times its server was lost while it ran (its lease expired)
     free_attempts: int = 0  # attempts that ended without failing (handed back): not in the retry budget
     request_hash: str | None = None  # the create request's fingerprint (request_id reuse)
+    schedule_id: uuid.UUID | None = None  # the schedule whose firing made it
+    scheduled_for: datetime | None = None  # that firing's time
+    mlflow_run_id: str | None = None  # the MLflow run of its last tracked attempt
 
     @property
     def failed_attempts(self) -> int:
@@ -188,7 +199,7 @@ class Job:
             error=error,
             metrics=dict(metrics or {}),
             **_columns(row, _JOB_COLUMNS),
-            **{name: row[name] for name in ("lost_leases", "free_attempts", "request_hash") if name in row},
+            **{name: row[name] for name in _OPTIONAL_JOB_COLUMNS if name in row},
         )
 
 
@@ -226,11 +237,14 @@ class ModelVersion:
     config_hash: str
     created_at: datetime
     deleted_at: datetime | None
+    keep: bool = False  # protected from the retention sweep
+    mlflow_run_id: str | None = None  # the MLflow run that logged it
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(
             model_id=row["id"],
+            **{name: row[name] for name in ("keep", "mlflow_run_id") if name in row},
             features=tuple(json_value(row["features"])),
             metrics=json_value(row["metrics"]),
             feature_importance=json_value(row["feature_importance"]),
@@ -306,11 +320,13 @@ class TenantQuota:
     max_priority: Priority
     max_import_bytes: int
     updated_at: datetime
+    keep_versions: int | None = None  # retention: the newest N versions per model type; None: all
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(
             max_priority=Priority.from_rank(row["max_priority"]),
+            keep_versions=_optional(row, "keep_versions", None),
             **_columns(row, ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_import_bytes", "updated_at")),
         )
 
@@ -329,3 +345,146 @@ class ApiKey:
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(**_columns(row, ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at")))
+
+
+@dataclass(frozen=True)
+class NewSchedule:
+    """A cron schedule as a caller gives it (validated by the server before it is stored)."""
+
+    tenant_id: str
+    name: str
+    cron: str
+    timezone: str
+    window: str | None  # ISO 8601 duration of a training window ending at each firing
+    action: str  # train, evaluate or train_and_evaluate
+    model_type: str
+    priority: Priority
+    config: Mapping[str, Any]
+    metadata: Mapping[str, str]
+    degradation: Mapping[str, Any] | None
+    paused: bool
+    next_fire_at: datetime
+
+
+@dataclass(frozen=True)
+class Schedule:
+    schedule_id: uuid.UUID
+    tenant_id: str
+    name: str
+    cron: str
+    timezone: str
+    window: str | None
+    action: str
+    model_type: str
+    priority: Priority
+    config: Mapping[str, Any]
+    metadata: Mapping[str, str]
+    degradation: Mapping[str, Any] | None
+    paused: bool
+    next_fire_at: datetime
+    last_fired_at: datetime | None
+    missed_firings: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(
+            schedule_id=row["id"],
+            priority=Priority.from_rank(row["priority"]),
+            config=json_value(row["config"]),
+            metadata=json_value(row["metadata"]),
+            degradation=json_value(row["degradation"]),
+            **_columns(
+                row,
+                ("tenant_id", "name", "cron", "timezone", "window", "action", "model_type", "paused", "next_fire_at",
+                 "last_fired_at", "missed_firings", "created_at", "updated_at"),
+            ),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One of a schedule's recent jobs."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    scheduled_for: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    target_id: uuid.UUID
+    tenant_id: str
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(row["id"], row["tenant_id"], row["url"], row["secret"], tuple(row["events"]), row["created_at"])
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    delivery_id: int
+    tenant_id: str
+    target_id: uuid.UUID
+    event: str
+    body: Mapping[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
+    response_status: int | None
+    created_at: datetime
+    delivered_at: datetime | None
+    url: str = ""  # the target's, when the query joined it
+    secret: str = ""
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(
+            delivery_id=row["id"],
+            body=json_value(row["body"]),
+            url=_optional(row, "url", ""),
+            secret=_optional(row, "secret", ""),
+            **_columns(
+                row,
+                ("tenant_id", "target_id", "event", "status", "attempts", "last_error", "response_status", "created_at", "delivered_at"),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DegradationCheck:
+    check_id: uuid.UUID
+    tenant_id: str
+    schedule_id: uuid.UUID | None
+    model_id: uuid.UUID | None
+    model_type: str
+    policy: Mapping[str, Any]
+    status: str
+    window_start: datetime
+    window_end: datetime
+    metrics: Mapping[str, float]
+    baseline: Mapping[str, float]
+    degraded: bool | None
+    message: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(
+            check_id=row["id"],
+            policy=json_value(row["policy"]),
+            metrics=json_value(row["metrics"]),
+            baseline=json_value(row["baseline"]),
+            **_columns(
+                row,
+                ("tenant_id", "schedule_id", "model_id", "model_type", "status", "window_start", "window_end", "degraded", "message",
+                 "created_at", "finished_at"),
+            ),
+        )  # fmt: skip

@@ -7,7 +7,7 @@ statements."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = sa.MetaData()
 
@@ -44,6 +44,9 @@ jobs = sa.Table(
     sa.Column("lost_leases", sa.Integer, nullable=False, server_default="0"),
     sa.Column("free_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("request_hash", sa.Text),
+    sa.Column("schedule_id", UUID(as_uuid=True), sa.ForeignKey("schedules.id", ondelete="SET NULL")),
+    sa.Column("scheduled_for", sa.DateTime(timezone=True)),
+    sa.Column("mlflow_run_id", sa.Text),
     sa.CheckConstraint("status IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')", name="job_status_known"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="job_progress_range"),
     # The claim: the oldest PENDING job of the best priority.
@@ -59,6 +62,10 @@ jobs = sa.Table(
     sa.Index("training_jobs_running", "lease_expires_at", postgresql_where=sa.text("status = 'RUNNING'")),
     # Quotas and the fair claim: each tenant's queued and running jobs.
     sa.Index("training_jobs_tenant_active", "tenant_id", "status", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
+    # A schedule's recent jobs; the jobs a schedule list filters by.
+    sa.Index("training_jobs_schedule", "schedule_id", sa.text("created_at DESC"), postgresql_where=sa.text("schedule_id IS NOT NULL")),
+    # Retention: finished jobs (and their log lines) older than an age.
+    sa.Index("training_jobs_finished", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")),
 )
 
 attempts = sa.Table(
@@ -115,9 +122,13 @@ model_versions = sa.Table(
     sa.Column("feature_importance", JSONB, nullable=False, server_default="{}"),
     sa.Column("config_hash", sa.Text, nullable=False, server_default=""),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("mlflow_run_id", sa.Text),
+    sa.Column("keep", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("tenant_id", "model_type", "version", name="model_versions_tenant_id_model_type_version_key"),
     # A tenant's registry, newest version first.
     sa.Index("model_versions_tenant", "tenant_id", "model_type", sa.text("version DESC")),
+    # Whether a job still has a version (retention keeps such jobs).
+    sa.Index("model_versions_job", "job_id"),
 )
 
 ray_clusters = sa.Table(
@@ -155,6 +166,8 @@ tenants = sa.Table(
     sa.Column("max_import_bytes", sa.BigInteger, nullable=False, server_default=str(512 * 1024**2)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+    sa.Column("keep_versions", sa.Integer),  # retention: the newest N versions per model type (NULL: all)
+    sa.CheckConstraint("keep_versions IS NULL OR keep_versions >= 1", name="tenant_keep_versions"),
     sa.CheckConstraint("tenant_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'", name="tenant_id_slug"),
     sa.CheckConstraint("max_queued_jobs >= 0 AND (max_running_jobs IS NULL OR max_running_jobs >= 0)", name="tenant_job_limits"),
     sa.CheckConstraint("max_priority BETWEEN 0 AND 3 AND max_import_bytes >= 0", name="tenant_other_limits"),
@@ -176,4 +189,97 @@ api_keys = sa.Table(
     sa.Index("api_keys_hash", "key_hash", unique=True),
     # A tenant's keys, oldest first.
     sa.Index("api_keys_tenant", "tenant_id", "created_at"),
+)
+
+# Cron schedules: each firing creates one job (action train) and/or one degradation check.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("cron", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("window", sa.Text),
+    sa.Column("action", sa.Text, nullable=False, server_default="train"),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("config", JSONB, nullable=False),
+    sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("degradation", JSONB),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("next_fire_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_fired_at", sa.DateTime(timezone=True)),
+    sa.Column("missed_firings", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("action IN ('train', 'evaluate', 'train_and_evaluate')", name="schedule_action_known"),
+    # The firing loop: due schedules, soonest first.
+    sa.Index("schedules_due", "next_fire_at", postgresql_where=sa.text("NOT paused")),
+    # A tenant's schedules, oldest first.
+    sa.Index("schedules_tenant", "tenant_id", "created_at"),
+)
+
+# A tenant's webhooks (alerts).
+alert_targets = sa.Table(
+    "alert_targets",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("events", ARRAY(sa.Text), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A tenant's targets (and the trigger that alerts them).
+    sa.Index("alert_targets_tenant", "tenant_id"),
+)
+
+# The alert outbox: one row per (event, target), delivered with retries.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("target_id", UUID(as_uuid=True), sa.ForeignKey("alert_targets.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("body", JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="PENDING"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
+    sa.Column("last_error", sa.Text),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("status IN ('PENDING', 'DELIVERED', 'FAILED')", name="alert_delivery_status_known"),
+    # Deliveries due now.
+    sa.Index("alert_deliveries_due", "next_attempt_at", postgresql_where=sa.text("status = 'PENDING'")),
+    # A tenant's deliveries, newest first.
+    sa.Index("alert_deliveries_tenant", "tenant_id", sa.text("id DESC")),
+)
+
+# Scheduled evaluations of a tenant's current model version on a recent window.
+degradation_checks = sa.Table(
+    "degradation_checks",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("schedule_id", UUID(as_uuid=True), sa.ForeignKey("schedules.id", ondelete="SET NULL")),
+    sa.Column("model_id", UUID(as_uuid=True), sa.ForeignKey("model_versions.id")),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("policy", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("status", sa.Text, nullable=False, server_default="PENDING"),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("baseline", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("degraded", sa.Boolean),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("status IN ('PENDING', 'RUNNING', 'DONE', 'FAILED')", name="degradation_check_status_known"),
+    # Checks to run (and running ones whose claim expired).
+    sa.Index("degradation_checks_due", "created_at", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
+    # A schedule's checks, newest first.
+    sa.Index("degradation_checks_schedule", "schedule_id", sa.text("created_at DESC")),
 )

@@ -35,7 +35,7 @@ COUNT_QUEUED = sa.text(
 
 # update_tenant: new quotas (only the columns given, a fixed fragment each). Index: tenants primary key.
 UPDATE_TENANT = "UPDATE tenants SET {sets}, updated_at = clock_timestamp() WHERE tenant_id = :tenant_id RETURNING *"
-SETTABLE = ("max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes")
+SETTABLE = ("max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions")
 
 
 async def get(conn: AsyncConnection, tenant_id: str) -> TenantQuota:

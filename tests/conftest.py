@@ -144,6 +144,7 @@ async def start_app(database_url, ray_executor, tmp_path) -> AsyncIterator[Calla
             database_url=url or database_url,
             data_dir=tmp_path,
             grpc_port=0,
+            metrics_port=overrides.pop("metrics_port", 0),
             poll_interval_seconds=overrides.pop("poll_interval_seconds", 1.0),
             server_id=overrides.pop("server_id", f"test-{uuid.uuid4().hex[:6]}"),
             auth=overrides.pop("auth", "off"),

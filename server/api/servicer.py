@@ -112,6 +112,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 conn,
                 status=convert.status_from_pb(request.status),
                 model_type=model_type.value if model_type else None,
+                schedule_id=convert.parse_uuid(request.schedule_id, "schedule_id", "a schedule id") if request.schedule_id else None,
                 limit=size,
                 before=convert.decode_page_token(request.page_token),
             )
@@ -274,6 +275,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         spec = TrainingSpec.from_dict(version.config, model_type=version.model_type).with_window(start, end)
         scores = await self.evaluator.evaluate(version, spec)
         return convert.evaluation_to_pb(version, scores)
+
+    async def UpdateModelVersion(self, request: pb.UpdateModelVersionRequest, context: Context) -> pb.ModelVersion:
+        model_id = convert.parse_model_id(request.model_id)
+        if not request.HasField("keep"):
+            raise RequestError("keep", "is required: true keeps the version from the retention sweep, false lets it go")
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id)) as conn:
+            version = await models.set_keep(conn, model_id, request.keep)
+        return convert.model_to_pb(version)
 
     async def DeleteModelVersion(self, request: pb.DeleteModelVersionRequest, context: Context) -> pb.ModelVersion:
         model_id = convert.parse_model_id(request.model_id)

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from server.execution.driver import DriverLost
 from server.execution.executor import Executor
@@ -92,6 +93,13 @@ class Limits:
     max_lost_leases: int = queue.MAX_LOST_LEASES  # requeues after a lost server, then FAILED (WorkerLost)
 
 
+class AttemptObserver(Protocol):
+    """Told of each attempt this server ran (metrics): the job as claimed, how it ended
+    (COMPLETED, FAILED, CANCELLED, or RETURNED: handed back), the failure's reason, seconds run."""
+
+    def __call__(self, job: Job, status: str, reason: str, seconds: float) -> None: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -105,7 +113,9 @@ class Dispatcher:
         lease_seconds: float = 30.0,
         stop_wait_seconds: float = 8.0,
         limits: Limits | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
+        self.observer = observer
         self.engine = engine
         self.executor = executor
         self.server_id = server_id
@@ -260,6 +270,7 @@ class Dispatcher:
                 return
 
     async def _execute(self, job: Job) -> None:
+        began, ended = time.monotonic(), ("FAILED", "")
         try:
             try:
                 spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
@@ -274,19 +285,29 @@ class Dispatcher:
                 if not done:
                     await self._time_out(job, limit)
                 outcome = await run  # a timed-out attempt's guard stops it (as a cancel does)
+                ended = (outcome.status, outcome.error.reason if outcome.error else "")
+                if not done:
+                    ended = ("FAILED", "Timeout")
                 log.info("attempt %d: %s", job.attempt, outcome.status)
                 if not outcome.written:
                     await self._write_outcome(job, outcome)
             except DriverLost as exc:  # the cluster's head went away: the job waits for it, it does not fail
                 why = f"the Ray cluster was lost while it ran ({exc})"
+                ended = ("RETURNED", "RayLost")
                 await self._record("hand back", lambda conn: queue.hand_back(conn, self.server_id, job.job_id, job.attempt, why))
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
                 message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
+                ended = ("FAILED", "WorkerLost")
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
             finally:
                 if not run.done():
                     run.cancel()
+        except asyncio.CancelledError:
+            ended = ("RETURNED", "ServerStopping")
+            raise
         finally:
+            if self.observer is not None:
+                self.observer(job, *ended, time.monotonic() - began)
             self.running.pop(job.job_id, None)
             self.committed.pop(job.job_id, None)
             self._moved.pop(job.job_id, None)

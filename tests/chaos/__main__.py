@@ -167,7 +167,10 @@ class Chaos:
             port = _free_port()
             self.replicas.append(
                 Replica(
-                    name, port, self.work / f"replica-{name}.log", {**env, "AIHUB_GRPC_PORT": str(port), "AIHUB_SERVER_ID": f"chaos-{name}"}
+                    name,
+                    port,
+                    self.work / f"replica-{name}.log",
+                    {**env, "AIHUB_GRPC_PORT": str(port), "AIHUB_METRICS_PORT": "0", "AIHUB_SERVER_ID": f"chaos-{name}"},
                 )
             )
         for i, replica in enumerate(self.replicas):

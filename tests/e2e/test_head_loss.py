@@ -36,6 +36,7 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
         "AIHUB_DATA_DIR": str(tmp_path),
         "AIHUB_GRPC_PORT": str(grpc_port),
         "AIHUB_REST": "false",
+        "AIHUB_METRICS_PORT": "0",
         "AIHUB_AUTH": "off",
         "AIHUB_RAY_RECONNECT_SECONDS": "1",
         "AIHUB_CLUSTER_REFRESH_SECONDS": "1",

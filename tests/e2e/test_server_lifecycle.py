@@ -24,6 +24,7 @@ def _env(tmp_path, grpc_port: int, http_port: int) -> dict[str, str]:
         "AIHUB_DATA_DIR": str(tmp_path / "data"),
         "AIHUB_GRPC_PORT": str(grpc_port),
         "AIHUB_HTTP_PORT": str(http_port),
+        "AIHUB_METRICS_PORT": str(free_port()),
         "AIHUB_AUTH": "off",
         "AIHUB_LOCAL_RAY_CPUS": "1",
         "PYTHONUNBUFFERED": "1",

@@ -27,6 +27,7 @@ def stack(tmp_path):
         "AIHUB_DATA_DIR": str(tmp_path),
         "AIHUB_GRPC_PORT": str(grpc_port),
         "AIHUB_HTTP_PORT": str(http_port),
+        "AIHUB_METRICS_PORT": str(free_port()),
         "AIHUB_AUTH": "off",  # as `make run` sets it
         "PYTHONUNBUFFERED": "1",
         "AIHUB_LOCAL_RAY_NODES": "2",

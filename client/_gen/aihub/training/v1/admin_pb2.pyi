@@ -68,20 +68,22 @@ class RevokeApiKeyRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
 class TenantQuota(_message.Message):
-    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "updated_at")
+    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "updated_at", "keep_versions")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_IMPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     max_queued_jobs: int
     max_running_jobs: int
     max_priority: _training_service_pb2.Priority
     max_import_bytes: int
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    keep_versions: int
+    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep_versions: _Optional[int] = ...) -> None: ...
 
 class GetTenantQuotaRequest(_message.Message):
     __slots__ = ("tenant_id",)
@@ -90,15 +92,17 @@ class GetTenantQuotaRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class UpdateTenantQuotaRequest(_message.Message):
-    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes")
+    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_IMPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     max_queued_jobs: int
     max_running_jobs: int
     max_priority: _training_service_pb2.Priority
     max_import_bytes: int
-    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ...) -> None: ...
+    keep_versions: int
+    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., keep_versions: _Optional[int] = ...) -> None: ...

@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from client._gen.aihub.training.v1 import operations_pb2 as aihub_dot_training_dot_v1_dot_operations__pb2
 from client._gen.aihub.training.v1 import training_http_pb2 as aihub_dot_training_dot_v1_dot_training__http__pb2
 from client._gen.aihub.training.v1 import training_service_pb2 as aihub_dot_training_dot_v1_dot_training__service__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
@@ -41,7 +42,17 @@ class TrainingHttpServiceStub:
         self.CreateTrainingJobHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/CreateTrainingJobHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateTrainingJobHttpRequest.SerializeToString,
-                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateScheduleHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/CreateScheduleHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateScheduleHttpRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_operations__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.CreateAlertTargetHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/CreateAlertTargetHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateAlertTargetHttpRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_operations__pb2.AlertTarget.FromString,
                 _registered_method=True)
         self.UpdateTrainingJobHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/UpdateTrainingJobHttp',
@@ -80,7 +91,22 @@ class TrainingHttpServiceServicer:
     """
 
     def CreateTrainingJobHttp(self, request, context):
-        """POST /ai/training/jobs: the body is a CreateTrainingJobRequest in JSON.
+        """POST /ai/training/jobs: the body is a CreateTrainingJobRequest in JSON, answered with
+        the job; or, with "schedule" (a cron), a CreateScheduleRequest, answered with the schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateScheduleHttp(self, request, context):
+        """POST /ai/training/schedules: the body is a CreateScheduleRequest in JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAlertTargetHttp(self, request, context):
+        """POST /ai/training/alerts/targets: the body is a CreateAlertTargetRequest in JSON.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,7 +163,17 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
             'CreateTrainingJobHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTrainingJobHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateTrainingJobHttpRequest.FromString,
-                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateScheduleHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateScheduleHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateScheduleHttpRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_operations__pb2.Schedule.SerializeToString,
+            ),
+            'CreateAlertTargetHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlertTargetHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateAlertTargetHttpRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_operations__pb2.AlertTarget.SerializeToString,
             ),
             'UpdateTrainingJobHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTrainingJobHttp,
@@ -197,7 +233,61 @@ class TrainingHttpService:
             target,
             '/aihub.training.v1.TrainingHttpService/CreateTrainingJobHttp',
             aihub_dot_training_dot_v1_dot_training__http__pb2.CreateTrainingJobHttpRequest.SerializeToString,
-            aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateScheduleHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/CreateScheduleHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.CreateScheduleHttpRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_operations__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlertTargetHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/CreateAlertTargetHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.CreateAlertTargetHttpRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_operations__pb2.AlertTarget.FromString,
             options,
             channel_credentials,
             insecure,

@@ -229,7 +229,7 @@ class JobError(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "tenant_id", "model_type", "status", "priority", "progress", "current_step", "metrics", "error", "attempt", "config", "metadata", "model_version", "created_at", "started_at", "finished_at", "updated_at", "request_id", "next_retry_at")
+    __slots__ = ("job_id", "tenant_id", "model_type", "status", "priority", "progress", "current_step", "metrics", "error", "attempt", "config", "metadata", "model_version", "created_at", "started_at", "finished_at", "updated_at", "request_id", "next_retry_at", "schedule_id", "scheduled_for", "mlflow_run_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,9 @@ class TrainingJob(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEXT_RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_FOR_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant_id: str
     model_type: ModelType
@@ -282,7 +285,10 @@ class TrainingJob(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     request_id: str
     next_retry_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., progress: _Optional[int] = ..., current_step: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    schedule_id: str
+    scheduled_for: _timestamp_pb2.Timestamp
+    mlflow_run_id: str
+    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., progress: _Optional[int] = ..., current_step: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schedule_id: _Optional[str] = ..., scheduled_for: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...
 
 class CreateTrainingJobRequest(_message.Message):
     __slots__ = ("tenant_id", "model_type", "config", "priority", "metadata", "request_id")
@@ -314,18 +320,20 @@ class GetTrainingJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListTrainingJobsRequest(_message.Message):
-    __slots__ = ("tenant_id", "status", "model_type", "page_size", "page_token")
+    __slots__ = ("tenant_id", "status", "model_type", "page_size", "page_token", "schedule_id")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     status: JobStatus
     model_type: ModelType
     page_size: int
     page_token: str
-    def __init__(self, tenant_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    schedule_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., schedule_id: _Optional[str] = ...) -> None: ...
 
 class ListTrainingJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -566,7 +574,7 @@ class ImportFeatureDataResponse(_message.Message):
     def __init__(self, rows_imported: _Optional[int] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at")
+    __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at", "keep", "mlflow_run_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -598,6 +606,8 @@ class ModelVersion(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     DELETED_AT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     tenant_id: str
     model_type: ModelType
@@ -615,7 +625,19 @@ class ModelVersion(_message.Message):
     config: TrainingConfig
     created_at: _timestamp_pb2.Timestamp
     deleted_at: _timestamp_pb2.Timestamp
-    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., training_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., training_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feature_importance: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., config_hash: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    keep: bool
+    mlflow_run_id: str
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., training_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., training_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feature_importance: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., config_hash: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep: _Optional[bool] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...
+
+class UpdateModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id", "keep")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    keep: bool
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., keep: _Optional[bool] = ...) -> None: ...
 
 class ListModelVersionsRequest(_message.Message):
     __slots__ = ("tenant_id", "model_type", "include_deleted")

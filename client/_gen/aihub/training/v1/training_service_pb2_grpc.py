@@ -121,6 +121,11 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
                 _registered_method=True)
+        self.UpdateModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/UpdateModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
+                _registered_method=True)
         self.DeleteModelVersion = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/DeleteModelVersion',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.SerializeToString,
@@ -254,6 +259,13 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModelVersion(self, request, context):
+        """Marks a version kept (the retention sweep never removes it) or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteModelVersion(self, request, context):
         """Removes a version's artifact; the row stays, marked deleted, for lineage.
         """
@@ -343,6 +355,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.EvaluateModelVersion,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.SerializeToString,
+            ),
+            'UpdateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.SerializeToString,
             ),
             'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteModelVersion,
@@ -788,6 +805,33 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/EvaluateModelVersion',
             aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/UpdateModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.UpdateModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,190 @@
+"""OperationsService: schedules, alert targets and deliveries. gRPC in and out only; the
+firing itself is server.operations.scheduler's (RunSchedule fires through it too)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
+from client._gen.aihub.training.v1 import operations_pb2_grpc as ops_grpc
+from server.api import auth, convert
+from server.api.errors import RequestError
+from server.execution.clusters import ClusterMonitor
+from server.operations import alerts as alerting
+from server.operations import scheduler
+from server.operations.cron import Cron, CronError, parse_duration
+from storage import alerts, db, jobs, schedules, tenants
+from storage.records import NewSchedule, Priority, Schedule
+from storage.tenancy import Scope
+from trainers import spec as specs
+from trainers.errors import ConfigValidationError, Violation
+
+MAX_NAME = 200
+MIN_SECRET = 16
+
+
+def _cron(expression: str, timezone: str) -> Cron:
+    try:
+        return Cron(expression.strip(), timezone.strip() or "UTC")
+    except CronError as exc:
+        raise RequestError(exc.field, str(exc)) from None
+
+
+def _duration(text: str, field: str) -> None:
+    try:
+        parse_duration(text, field)
+    except CronError as exc:
+        raise RequestError(exc.field, str(exc)) from None
+
+
+class OperationsServicer(ops_grpc.OperationsServiceServicer):
+    def __init__(self, *, engine: db.Engine, clusters: ClusterMonitor, allow_private_targets: bool = False) -> None:
+        self.engine = engine
+        self.clusters = clusters
+        self.allow_private_targets = allow_private_targets
+
+    # --- schedules ------------------------------------------------------------------------
+    async def CreateSchedule(self, request: ops_pb.CreateScheduleRequest, context: Any) -> ops_pb.Schedule:
+        scope = auth.scope_for(request.tenant_id, required=True)
+        tenant_id = scope.single()
+        if not request.schedule.strip():
+            raise RequestError("schedule", "is required: a cron expression such as '0 2 * * 0' (Sundays at 02:00)")
+        cron = _cron(request.schedule, request.timezone)
+        model_type = convert.model_type_from_pb(request.model_type)
+        if model_type is None:
+            raise RequestError("model_type", "is required: forecast or anomaly")
+        if not request.HasField("config"):
+            raise RequestError("config", "is required")
+        name = convert.checked_text(request.name, "name", max_len=MAX_NAME)
+        metadata = convert.metadata(request.metadata)
+        action = convert.ACTION_NAMES.get(request.action or ops_pb.TRAIN, "train")
+        config = convert.config_to_dict(request.config)
+        window = request.window.strip().upper() or None
+        if window:
+            _duration(window, "window")
+            given = [f"config.{k}" for k in ("training_start", "training_end") if config.get(k)]
+            if given:
+                raise ConfigValidationError(
+                    [Violation(g, "must not be set with window: each firing's window ends at the firing") for g in given],
+                    message="A schedule's training window is either rolling (window) or fixed (training_start/end)",
+                )
+        policy = convert.degradation_policy(request.degradation)
+        if policy.get("window"):
+            _duration(policy["window"], "degradation.window")
+        if request.HasField("degradation") and action == "train":
+            raise RequestError("degradation", "is used by action evaluate or train_and_evaluate only")
+        now = datetime.now(UTC)
+        await self.clusters.check_fits(specs.worker_request(config))
+        spec = specs.build(scheduler.job_config(config, window, now), model_type=model_type.value)  # every problem now, not at 2 AM
+        priority = convert.priority_from_pb(request.priority, default=Priority.HIGH)
+        new = NewSchedule(
+            tenant_id=tenant_id,
+            name=name,
+            cron=cron.expression,
+            timezone=cron.timezone,
+            window=window,
+            action=action,
+            model_type=spec.model_type.value,
+            priority=priority,
+            config=config,
+            metadata=metadata,
+            degradation=policy if action != "train" else None,
+            paused=request.paused,
+            next_fire_at=cron.next_after(now),
+        )
+        async with db.transaction(self.engine, scope) as conn:
+            await tenants.check_priority(conn, tenant_id, priority)
+            created = await schedules.create(conn, new)
+        return convert.schedule_to_pb(created)
+
+    async def _full(self, conn: db.Connection, schedule: Schedule) -> ops_pb.Schedule:
+        recent = await schedules.recent_jobs(conn, schedule.schedule_id)
+        checks = await schedules.recent_checks(conn, schedule.schedule_id)
+        return convert.schedule_to_pb(schedule, recent, checks)
+
+    async def GetSchedule(self, request: ops_pb.GetScheduleRequest, context: Any) -> ops_pb.Schedule:
+        schedule_id = _schedule_id(request.schedule_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            return await self._full(conn, await schedules.get(conn, schedule_id))
+
+    async def ListSchedules(self, request: ops_pb.ListSchedulesRequest, context: Any) -> ops_pb.ListSchedulesResponse:
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id)) as conn:
+            found = await schedules.list_schedules(conn)
+        return ops_pb.ListSchedulesResponse(schedules=[convert.schedule_to_pb(s) for s in found])
+
+    async def PauseSchedule(self, request: ops_pb.PauseScheduleRequest, context: Any) -> ops_pb.Schedule:
+        schedule_id = _schedule_id(request.schedule_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            return await self._full(conn, await schedules.set_paused(conn, schedule_id, True))
+
+    async def ResumeSchedule(self, request: ops_pb.ResumeScheduleRequest, context: Any) -> ops_pb.Schedule:
+        schedule_id = _schedule_id(request.schedule_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            current = await schedules.lock(conn, schedule_id)
+            following = Cron(current.cron, current.timezone).next_after(datetime.now(UTC)) if current.paused else None
+            return await self._full(conn, await schedules.set_paused(conn, schedule_id, False, following))
+
+    async def RunSchedule(self, request: ops_pb.RunScheduleRequest, context: Any) -> ops_pb.RunScheduleResponse:
+        schedule_id = _schedule_id(request.schedule_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            visible = await schedules.get(conn, schedule_id)  # ScheduleNotFound for another tenant's
+        async with db.transaction(self.engine, Scope.of(visible.tenant_id)) as conn:  # a job is created in its tenant's transaction
+            schedule = await schedules.lock(conn, schedule_id)
+            now = datetime.now(UTC)
+            fired = await scheduler.fire(conn, schedule, now, once_per_firing=False)
+            schedule = await schedules.advance(conn, schedule_id, schedule.next_fire_at, now, 0)
+            out = ops_pb.RunScheduleResponse(schedule=await self._full(conn, schedule))
+            if fired.job is not None:
+                out.job.CopyFrom(convert.job_to_pb(await jobs.get(conn, fired.job.job_id)))
+            if fired.check is not None:
+                out.check.CopyFrom(convert.check_to_pb(fired.check))
+        return out
+
+    async def DeleteSchedule(self, request: ops_pb.DeleteScheduleRequest, context: Any) -> ops_pb.Schedule:
+        schedule_id = _schedule_id(request.schedule_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            return convert.schedule_to_pb(await schedules.delete(conn, schedule_id))
+
+    # --- alerts ---------------------------------------------------------------------------
+    async def CreateAlertTarget(self, request: ops_pb.CreateAlertTargetRequest, context: Any) -> ops_pb.AlertTarget:
+        scope = auth.scope_for(request.tenant_id, required=True)
+        url = convert.checked_text(request.url.strip(), "url", max_len=2000, required=True)
+        try:
+            alerting.check_url(url, allow_private=self.allow_private_targets)
+        except alerting.TargetRefused as exc:
+            raise RequestError("url", str(exc)) from None
+        events = list(dict.fromkeys(request.events)) or list(alerting.EVENTS)
+        unknown = [e for e in events if e not in alerting.EVENTS]
+        if unknown:
+            raise RequestError("events", f"{', '.join(map(repr, unknown))} not known: use {', '.join(alerting.EVENTS)}")
+        secret = request.secret or secrets.token_urlsafe(32)
+        if len(secret) < MIN_SECRET:
+            raise RequestError("secret", f"must be at least {MIN_SECRET} characters (or left out: one is made)")
+        convert.checked_text(secret, "secret", max_len=256)
+        async with db.transaction(self.engine, scope) as conn:
+            target = await alerts.create_target(conn, scope.single(), url, secret, events)
+        return convert.target_to_pb(target, with_secret=True)
+
+    async def ListAlertTargets(self, request: ops_pb.ListAlertTargetsRequest, context: Any) -> ops_pb.ListAlertTargetsResponse:
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id)) as conn:
+            found = await alerts.list_targets(conn)
+        return ops_pb.ListAlertTargetsResponse(targets=[convert.target_to_pb(t) for t in found])
+
+    async def DeleteAlertTarget(self, request: ops_pb.DeleteAlertTargetRequest, context: Any) -> ops_pb.AlertTarget:
+        target_id = convert.parse_uuid(request.target_id, "target_id", "an alert target id")
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            return convert.target_to_pb(await alerts.delete_target(conn, target_id))
+
+    async def ListAlertDeliveries(self, request: ops_pb.ListAlertDeliveriesRequest, context: Any) -> ops_pb.ListAlertDeliveriesResponse:
+        if request.page_size < 0:
+            raise RequestError("page_size", "must not be negative")
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id)) as conn:
+            found = await alerts.list_deliveries(conn, min(request.page_size or 50, 1000))
+        return ops_pb.ListAlertDeliveriesResponse(deliveries=[convert.delivery_to_pb(d) for d in found])
+
+
+def _schedule_id(value: str) -> uuid.UUID:
+    return convert.parse_uuid(value, "schedule_id", "a schedule id")

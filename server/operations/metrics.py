@@ -1,0 +1,252 @@
+"""Prometheus metrics at ``/metrics`` (text exposition format 0.0.4), on a loopback port
+(AIHUB_METRICS_PORT, default 9464) or, behind Envoy, a Unix socket.
+
+Per server (each replica is its own scrape target; Prometheus sums them):
+
+- ``aihub_rpc_requests_total{method,code}``, ``aihub_rpc_duration_seconds{method}``
+- ``aihub_job_queue_wait_seconds{algorithm}`` (first attempts: created -> started),
+  ``aihub_job_run_seconds{algorithm,status}``
+- ``aihub_job_attempts_total{algorithm,status}``, ``aihub_job_failures_total{reason}``
+- ``aihub_dispatcher_running_jobs``, ``aihub_dispatcher_max_concurrent_jobs`` (0: no cap),
+  ``aihub_dispatcher_resources_in_use{resource}``
+- ``aihub_schedule_firings_total``, ``aihub_schedule_firing_delay_seconds``,
+  ``aihub_alert_deliveries_total{status}``, ``aihub_degradation_checks_total{outcome}``,
+  ``aihub_retention_removed_total{kind}``
+
+From the database and Ray at scrape time (the same on every server):
+
+- ``aihub_jobs{status,priority,tenant}``: the largest AIHUB_METRICS_MAX_TENANTS tenants by
+  name, the rest summed as tenant="_other" (a bounded label set)
+- ``aihub_ray_resources{resource,state}`` (state total or available), ``aihub_ray_nodes``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+
+from server.execution.clusters import ClusterMonitor
+from server.execution.dispatcher import Dispatcher
+from storage import db, jobs
+from storage.records import Job
+from storage.tenancy import Scope
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+OTHER_TENANTS = "_other"
+
+
+class ServiceMetrics:
+    def __init__(self, *, max_tenants: int = 50) -> None:
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rpc_requests = prom.Counter(
+            "aihub_rpc_requests", "gRPC calls ended, by method and status code.", ["method", "code"], registry=r
+        )
+        self.rpc_duration = prom.Histogram(
+            "aihub_rpc_duration_seconds", "gRPC call duration, by method.", ["method"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = prom.Histogram(
+            "aihub_job_queue_wait_seconds", "Time a job waited in the queue before its first attempt started.", ["algorithm"],
+            buckets=JOB_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.run_time = prom.Histogram(
+            "aihub_job_run_seconds", "Time an attempt ran, by algorithm and how it ended.", ["algorithm", "status"],
+            buckets=JOB_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.attempts = prom.Counter(
+            "aihub_job_attempts", "Attempts this server ran, by how they ended.", ["algorithm", "status"], registry=r
+        )
+        self.failures = prom.Counter("aihub_job_failures", "Failed attempts, by the error's reason.", ["reason"], registry=r)
+        self.firings = prom.Counter("aihub_schedule_firings", "Schedule firings done by this server.", registry=r)
+        self.firing_delay = prom.Histogram(
+            "aihub_schedule_firing_delay_seconds", "How long after its time a schedule fired.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 600, 3600), registry=r,
+        )  # fmt: skip
+        self.max_tenants = max_tenants
+        self._sources: list[Callable[[], list[Any]]] = []
+        self._snapshot: list[Any] = []
+        r.register(_Snapshot(self))
+
+    # --- hooks ---------------------------------------------------------------------------
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        name = method.rsplit("/", 1)[-1]
+        self.rpc_requests.labels(name, code).inc()
+        self.rpc_duration.labels(name).observe(seconds)
+
+    def observe_attempt(self, job: Job, status: str, reason: str, seconds: float) -> None:
+        self.attempts.labels(job.algorithm, status).inc()
+        self.run_time.labels(job.algorithm, status).observe(seconds)
+        if status == "FAILED":
+            self.failures.labels(reason or "Unknown").inc()
+        if job.attempt == 1 and job.started_at is not None:
+            self.queue_wait.labels(job.algorithm).observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
+
+    def observe_firing(self, delay_seconds: float) -> None:
+        self.firings.inc()
+        self.firing_delay.observe(max(0.0, delay_seconds))
+
+    # --- scrape --------------------------------------------------------------------------
+    async def render(self, collect: Callable[[], Any]) -> bytes:
+        """The exposition text, after ``collect()`` (async) refreshed the scrape-time families."""
+        self._snapshot = await collect()
+        return prom.generate_latest(self.registry)
+
+
+class _Snapshot:
+    """The families read at scrape time (set by ServiceMetrics.render)."""
+
+    def __init__(self, owner: ServiceMetrics) -> None:
+        self.owner = owner
+
+    def collect(self) -> list[Any]:
+        return list(self.owner._snapshot)
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+class Collector:
+    """What a scrape reads from the database, Ray and this server's loops."""
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        engine: db.Engine,
+        *,
+        dispatcher: Dispatcher,
+        clusters: ClusterMonitor,
+        counters: Callable[[], dict[str, dict[str, int]]],
+    ) -> None:
+        self.metrics = metrics
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.clusters = clusters
+        self.counters = counters
+
+    async def __call__(self) -> list[Any]:
+        out: list[Any] = []
+        jobs_family = GaugeMetricFamily(
+            "aihub_jobs", "Jobs in the database, by status, priority and tenant.", labels=["status", "priority", "tenant"]
+        )
+        try:
+            async with db.transaction(self.engine, Scope.ALL) as conn:
+                rows = await jobs.count_by_tenant(conn)
+            for (status, priority, tenant), n in _bounded(rows, self.metrics.max_tenants).items():
+                jobs_family.add_metric([status, priority, tenant], n)
+            up = 1.0
+        except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails
+            log.warning("metrics: database counts unavailable: %s", exc)
+            up = 0.0
+        out.append(jobs_family)
+        out.append(GaugeMetricFamily("aihub_database_up", "Whether the last scrape could read the database.", value=up))
+        d = self.dispatcher
+        out.append(GaugeMetricFamily("aihub_dispatcher_running_jobs", "Jobs this server runs now.", value=len(d.running)))
+        out.append(
+            GaugeMetricFamily(
+                "aihub_dispatcher_max_concurrent_jobs",
+                "AIHUB_MAX_CONCURRENT_JOBS (0: the cluster's resources decide).",
+                value=d.max_concurrent,
+            )
+        )
+        in_use = GaugeMetricFamily(
+            "aihub_dispatcher_resources_in_use", "Resources this server's running jobs hold (CPU, GPU, memory bytes).", labels=["resource"]
+        )
+        held: dict[str, float] = {}
+        for need in d.committed.values():
+            for kind, amount in need.items():
+                held[kind] = held.get(kind, 0.0) + amount
+        for kind in ("CPU", "GPU", "memory"):
+            in_use.add_metric([kind], held.get(kind, 0.0))
+        out.append(in_use)
+        ray = GaugeMetricFamily(
+            "aihub_ray_resources", "The Ray cluster's resources (CPU, GPU, memory bytes).", labels=["resource", "state"]
+        )
+        nodes = GaugeMetricFamily("aihub_ray_nodes", "Alive Ray nodes.")
+        with contextlib.suppress(Exception):
+            cluster = await self.clusters.current()
+            if cluster is not None:
+                for kind in ("CPU", "GPU", "memory"):
+                    ray.add_metric([kind, "total"], float(cluster.resources.get(kind, 0.0)))
+                    ray.add_metric([kind, "available"], float(cluster.available_resources.get(kind, 0.0)))
+                nodes.add_metric([], float(cluster.num_workers))
+        out += [ray, nodes]
+        for name, (help_text, label, values) in _COUNTER_FAMILIES(self.counters()).items():
+            family = prom.core.CounterMetricFamily(name, help_text, labels=[label])
+            for key, value in sorted(values.items()):
+                family.add_metric([key], value)
+            out.append(family)
+        return out
+
+
+def _COUNTER_FAMILIES(counts: dict[str, dict[str, int]]) -> dict[str, tuple[str, str, dict[str, int]]]:  # noqa: N802
+    return {
+        "aihub_alert_deliveries": ("Alert delivery tries by this server, by the status they left.", "status", counts.get("alerts", {})),
+        "aihub_degradation_checks": ("Degradation checks run by this server, by outcome.", "outcome", counts.get("checks", {})),
+        "aihub_retention_removed": ("Rows and versions removed by this server's retention sweeps.", "kind", counts.get("retention", {})),
+    }
+
+
+def _bounded(rows: list[tuple[str, str, str, int]], max_tenants: int) -> dict[tuple[str, str, str], int]:
+    """Counts by (status, priority, tenant), the tenants past the first ``max_tenants`` (by
+    name) summed as _other."""
+    tenants = sorted({t for _, _, t, _ in rows})
+    shown = set(tenants[:max_tenants])
+    out: dict[tuple[str, str, str], int] = {}
+    for status, priority, tenant, n in rows:
+        key = (status, priority, tenant if tenant in shown else OTHER_TENANTS)
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+class MetricsServer:
+    """A minimal HTTP/1.1 server for GET /metrics, on TCP (host, port) or a Unix socket."""
+
+    def __init__(self, render: Callable[[], Any], *, host: str = "127.0.0.1", port: int = 9464, unix_socket: Path | None = None) -> None:
+        self.render = render
+        self.host, self.port, self.unix_socket = host, port, unix_socket
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        if self.unix_socket is not None:
+            self.unix_socket.unlink(missing_ok=True)
+            self._server = await asyncio.start_unix_server(self._handle, path=str(self.unix_socket))
+        else:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_port=False)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path, *_ = [*request.split(b"\r\n", 1)[0].decode("latin-1").split(" "), "", ""]
+            if method not in ("GET", "HEAD"):
+                status, body, kind = "405 Method Not Allowed", b"only GET\n", "text/plain"
+            elif path.split("?", 1)[0] != "/metrics":
+                status, body, kind = "404 Not Found", b"metrics are at /metrics\n", "text/plain"
+            else:
+                status, body, kind = "200 OK", await self.render(), prom.CONTENT_TYPE_LATEST
+            head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + (body if method != "HEAD" else b""))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
