@@ -151,11 +151,6 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
     # --- alerts ---------------------------------------------------------------------------
     async def CreateAlertTarget(self, request: ops_pb.CreateAlertTargetRequest, context: Any) -> ops_pb.AlertTarget:
         scope = auth.scope_for(request.tenant_id, required=True)
-        url = convert.checked_text(request.url.strip(), "url", max_len=2000, required=True)
-        try:
-            alerting.check_url(url, allow_private=self.allow_private_targets)
-        except alerting.TargetRefused as exc:
-            raise RequestError("url", str(exc)) from None
         events = list(dict.fromkeys(request.events)) or list(alerting.EVENTS)
         unknown = [e for e in events if e not in alerting.EVENTS]
         if unknown:
@@ -164,6 +159,11 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         if len(secret) < MIN_SECRET:
             raise RequestError("secret", f"must be at least {MIN_SECRET} characters (or left out: one is made)")
         convert.checked_text(secret, "secret", max_len=256)
+        url = convert.checked_text(request.url.strip(), "url", max_len=2000, required=True)
+        try:
+            alerting.check_url(url, allow_private=self.allow_private_targets)  # resolves the host: last
+        except alerting.TargetRefused as exc:
+            raise RequestError("url", str(exc)) from None
         async with db.transaction(self.engine, scope) as conn:
             target = await alerts.create_target(conn, scope.single(), url, secret, events)
         return convert.target_to_pb(target, with_secret=True)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 OTHER_TENANTS = "_other"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format every Prometheus reads
 
 
 class ServiceMetrics:
@@ -238,7 +239,7 @@ class MetricsServer:
             elif path.split("?", 1)[0] != "/metrics":
                 status, body, kind = "404 Not Found", b"metrics are at /metrics\n", "text/plain"
             else:
-                status, body, kind = "200 OK", await self.render(), prom.CONTENT_TYPE_LATEST
+                status, body, kind = "200 OK", await self.render(), CONTENT_TYPE
             head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             writer.write(head.encode() + (body if method != "HEAD" else b""))
             await writer.drain()
