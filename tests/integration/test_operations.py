@@ -70,7 +70,7 @@ def receiver():
 
 async def until(predicate, timeout: float = 60.0, every: float = 0.2):
     async def go():
-        while not (found := await predicate()):
+        while not (found := await predicate()):  # noqa: ASYNC110 - polls an API, not an event of ours
             await asyncio.sleep(every)
         return found
 
@@ -243,7 +243,7 @@ async def test_metrics_are_scraped_and_parsed(start_app, database_url, demo_fram
     assert value(families, "aihub_ray_resources", resource="CPU", state="total") == 2
     assert value(families, "aihub_dispatcher_running_jobs") >= 0 and value(families, "aihub_database_up") == 1
     for name in families:
-        assert name.startswith("aihub_") or name.startswith("python_") or name.startswith("process_"), name
+        assert name.startswith(("aihub_", "python_", "process_")), name
     with pytest.raises(urllib.error.HTTPError) as err:
         await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{app.metrics_port}/elsewhere", timeout=5)
     assert err.value.code == 404
