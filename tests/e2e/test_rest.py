@@ -334,3 +334,59 @@ async def test_every_error_kind_has_the_guides_body(rest):
         "tenant_id": "acme-corp",
         "table": "features.no_such_table",
     }
+
+
+async def test_the_guides_scheduled_training_over_rest(rest):
+    """The guide's "Scheduled Training" body, verbatim but for the config, makes a schedule;
+    the schedule resource answers on /ai/training/schedules."""
+    body = {"tenant_id": "acme-corp", "model_type": "forecast", "schedule": "0 2 * * 0", "config": tiny_config()}
+    resp = await http("POST", f"{rest}/ai/training/jobs", json=body)
+    assert resp.status_code == 200, resp.text
+    made = resp.json()
+    assert made["schedule"] == "0 2 * * 0" and made["timezone"] == "UTC" and made["priority"] == "HIGH" and not made["paused"]
+    fires = datetime.fromisoformat(made["next_fire_at"].replace("Z", "+00:00"))
+    assert fires.weekday() == 6 and (fires.hour, fires.minute) == (2, 0)
+    sid = made["schedule_id"]
+
+    listed = (await http("GET", f"{rest}/ai/training/schedules", params={"tenant_id": "acme-corp"})).json()
+    assert sid in [s["schedule_id"] for s in listed["schedules"]]
+    ran = (await http("POST", f"{rest}/ai/training/schedules/{sid}:run")).json()
+    assert ran["job"]["schedule_id"] == sid and ran["job"]["priority"] == "HIGH"
+    done = await wait_status(rest, ran["job"]["job_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED"
+    jobs = (await http("GET", f"{rest}/ai/training/jobs", params={"schedule_id": sid})).json()["jobs"]
+    assert [j["job_id"] for j in jobs] == [ran["job"]["job_id"]]
+    shown = (await http("GET", f"{rest}/ai/training/schedules/{sid}")).json()
+    assert shown["recent_jobs"][0]["status"] == "COMPLETED"
+    assert (await http("POST", f"{rest}/ai/training/schedules/{sid}:pause")).json()["paused"] is True
+    assert (await http("POST", f"{rest}/ai/training/schedules/{sid}:resume")).json()["paused"] is False
+
+    # A version marked keep is protected from retention.
+    model_id = (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()["versions"][0]["model_id"]
+    kept = await http("PATCH", f"{rest}/ai/training/models/{model_id}", json={"keep": True})
+    assert kept.status_code == 200 and kept.json()["keep"] is True, kept.text
+
+    gone = await http("DELETE", f"{rest}/ai/training/schedules/{sid}")
+    assert gone.status_code == 200
+    missing = await http("GET", f"{rest}/ai/training/schedules/{sid}")
+    assert missing.status_code == 404 and error_reason(missing.json()) == "ScheduleNotFound"
+    assert missing.json()["details"]["schedule_id"] == sid
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/ai/training/jobs", {"schedule": "at two", "tenant_id": "acme-corp", "model_type": "forecast"}, "schedule"),
+        ("/ai/training/schedules", {"schedule": "0 2 * * 0", "tenant_id": "acme-corp", "model_type": "forecast", "cron_tz": "x"}, "cron_tz"),
+        ("/ai/training/schedules", {"schedule": "0 2 * * 0", "timezone": "Nowhere/City", "tenant_id": "acme-corp", "model_type": "forecast"}, "timezone"),
+        ("/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": "http://127.0.0.1:5432/"}, "url"),
+    ],
+)
+async def test_bad_schedule_and_alert_bodies_are_400_naming_the_field(rest, path, body, field):
+    if "config" not in body and path != "/ai/training/alerts/targets":
+        body = {**body, "config": tiny_config()}
+    resp = await http("POST", f"{rest}{path}", json=body)
+    assert resp.status_code == 400, resp.text
+    got = resp.json()
+    assert error_reason(got) in ("ConfigValidationError", "InvalidRequest")
+    assert field in json.dumps(got["details"]), got

@@ -21,13 +21,13 @@ NOT_YET: set[str] = set()
 
 @pytest.fixture
 def stack(tmp_path):
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "AIHUB_DATA_DIR": str(tmp_path),
         "AIHUB_GRPC_PORT": str(grpc_port),
         "AIHUB_HTTP_PORT": str(http_port),
-        "AIHUB_METRICS_PORT": str(free_port()),
+        "AIHUB_METRICS_PORT": str(metrics_port),
         "AIHUB_AUTH": "off",  # as `make run` sets it
         "PYTHONUNBUFFERED": "1",
         "AIHUB_LOCAL_RAY_NODES": "2",
@@ -38,7 +38,7 @@ def stack(tmp_path):
     with server_process(tmp_path, env):
         started = (tmp_path / "server.log").read_text()
         assert "private network namespace" in started and "local Ray cluster of 2 nodes" in started, started[-3000:]
-        yield f"http://127.0.0.1:{http_port}"
+        yield f"http://127.0.0.1:{http_port}", metrics_port
 
 
 @pytest.mark.timeout(900)
@@ -46,10 +46,11 @@ def stack(tmp_path):
 def test_guide_walkthrough_passes(stack):
     from tests.acceptance_checks import check_names
 
+    api_url, metrics_port = stack
     wanted = [name for name in check_names(WALKTHROUGH) if name not in NOT_YET]
     result = subprocess.run(
         [sys.executable, str(WALKTHROUGH), "--only", *wanted, "--timeout", "300"],
-        env={**os.environ, "API_URL": stack},
+        env={**os.environ, "API_URL": api_url},
         capture_output=True,
         text=True,
         timeout=850,
@@ -57,3 +58,10 @@ def test_guide_walkthrough_passes(stack):
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(wanted)} passed, 0 failed" in result.stdout
+    # Prometheus scrapes the backend (in its namespace) through Envoy on AIHUB_METRICS_PORT.
+    from tests.integration.test_operations import scrape, value
+
+    families = scrape(metrics_port)
+    assert value(families, "aihub_jobs", status="COMPLETED", tenant="acme-corp") >= 1
+    assert value(families, "aihub_rpc_requests_total", method="CreateTrainingJobHttp", code="OK") >= 1
+    assert value(families, "aihub_ray_nodes") == 2
