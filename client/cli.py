@@ -14,7 +14,12 @@
     aihub keys create --admin --name ops                 # admin: another admin key
     aihub keys list [--tenant T] | aihub keys revoke KEY_ID
     aihub tenants get acme-corp
-    aihub tenants set acme-corp --max-queued-jobs 200 --max-running-jobs 4 --max-priority critical
+    aihub tenants set acme-corp --max-queued-jobs 200 --max-running-jobs 4 --max-priority critical --keep-versions 10
+    aihub schedules create --config job.json --schedule "0 2 * * 0" --window P365D   # or the guide's body with "schedule"
+    aihub schedules list --tenant acme-corp | aihub schedules get|pause|resume|run|delete SCHEDULE_ID
+    aihub alerts add --tenant acme-corp --url https://hooks.example.org/aihub [--event job_failed]
+    aihub alerts list|deliveries --tenant acme-corp | aihub alerts delete TARGET_ID
+    aihub models keep MODEL_ID [--off]
 
 The server address is --target, else AIHUB_TARGET, else localhost:50051. The API key is
 AIHUB_API_KEY (sent as `authorization: Bearer <key>`); none when unset.
@@ -84,7 +89,7 @@ def _create(c: TrainingClient, a: argparse.Namespace) -> int:
 def _list(c: TrainingClient, a: argparse.Namespace) -> int:
     token, jobs = "", []
     while True:
-        page = c.list_jobs(a.tenant, a.status, a.model_type, page_size=a.page_size, page_token=token)
+        page = c.list_jobs(a.tenant, a.status, a.model_type, page_size=a.page_size, page_token=token, schedule_id=a.schedule)
         jobs.extend(page.jobs)
         token = page.next_page_token
         if not token or not a.all:
@@ -111,6 +116,97 @@ def _logs(c: TrainingClient, a: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_create(c: TrainingClient, a: argparse.Namespace) -> int:
+    body = _read_json(a.config)
+    config = body.get("config", body)
+    tenant = a.tenant or body.get("tenant_id")
+    model_type = a.model_type or body.get("model_type") or config.get("model_type")
+    cron = a.schedule or body.get("schedule")
+    if not tenant or not model_type or not cron:
+        print("aihub: --tenant, --model-type and --schedule are needed when the file does not give them", file=sys.stderr)
+        return 2
+    given = {"window": a.check_window, "max_mae_increase": a.max_mae_increase, "max_skill_drop": a.max_skill_drop}
+    policy = {k: v for k, v in given.items() if v is not None}
+    made = c.create_schedule(
+        tenant,
+        model_type,
+        config,
+        cron,
+        timezone=a.timezone or body.get("timezone", ""),
+        window=a.window or body.get("window", ""),
+        name=a.name or body.get("name", ""),
+        priority=a.priority or body.get("priority"),
+        metadata=body.get("metadata"),
+        action=a.action or body.get("action"),
+        degradation=policy or body.get("degradation"),
+        paused=a.paused,
+    )
+    print(_json(made))
+    return 0
+
+
+def _operations_parsers(sub: Any) -> None:
+    sch = sub.add_parser("schedules", help="cron schedules (retraining, degradation checks)").add_subparsers(dest="cmd", required=True)
+    sc = sch.add_parser("create", help="create a schedule from a JSON file (- for stdin)")
+    sc.add_argument("--config", required=True, help='the guide\'s body with "schedule", or a TrainingConfig')
+    sc.add_argument("--schedule", help="cron: minute hour day month weekday (six fields: seconds first)")
+    sc.add_argument("--timezone", help="IANA time zone the cron is read in (default UTC)")
+    sc.add_argument("--window", help="rolling training window ending at each firing, e.g. P365D")
+    sc.add_argument("--tenant")
+    sc.add_argument("--model-type", choices=["forecast", "anomaly"])
+    sc.add_argument("--name")
+    sc.add_argument("--priority", choices=["critical", "high", "normal", "low"], help="default high")
+    sc.add_argument("--action", choices=["train", "evaluate", "train_and_evaluate"])
+    sc.add_argument("--check-window", help="degradation check window (default P7D)")
+    sc.add_argument("--max-mae-increase", type=float, help="alert when MAE grows past (1 + this) x training MAE (default 0.2)")
+    sc.add_argument("--max-skill-drop", type=float, help="alert when skill drops by more than this (default 0.1)")
+    sc.add_argument("--paused", action="store_true")
+    sch.add_parser("list", help="list schedules").add_argument("--tenant", default="")
+    for name, help_ in [
+        ("get", "show a schedule, its recent jobs and checks"),
+        ("pause", "stop a schedule from firing"),
+        ("resume", "let a paused schedule fire again"),
+        ("run", "fire a schedule now, once"),
+        ("delete", "delete a schedule (its jobs stay)"),
+    ]:
+        sch.add_parser(name, help=help_).add_argument("schedule_id")
+
+    al = sub.add_parser("alerts", help="webhooks for failures and degradation").add_subparsers(dest="cmd", required=True)
+    aa = al.add_parser("add", help="add a webhook; prints its signing secret once")
+    aa.add_argument("--tenant", required=True)
+    aa.add_argument("--url", required=True)
+    aa.add_argument("--event", action="append", choices=["job_failed", "degradation"], help="default: both")
+    aa.add_argument("--secret", default="", help="16+ characters; default: one is made")
+    al.add_parser("list", help="list webhooks").add_argument("--tenant", default="")
+    al.add_parser("delete", help="remove a webhook").add_argument("target_id")
+    ad = al.add_parser("deliveries", help="alerts sent, newest first")
+    ad.add_argument("--tenant", default="")
+    ad.add_argument("--page-size", type=int, default=50)
+
+
+def _run_operations(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int | None:
+    """The schedules and alerts commands (None: not one of them)."""
+    if key == ("schedules", "create"):
+        return _schedule_create(c, a)
+    calls = {
+        ("schedules", "list"): lambda: c.list_schedules(a.tenant),
+        ("schedules", "get"): lambda: c.get_schedule(a.schedule_id),
+        ("schedules", "pause"): lambda: c.pause_schedule(a.schedule_id),
+        ("schedules", "resume"): lambda: c.resume_schedule(a.schedule_id),
+        ("schedules", "run"): lambda: c.run_schedule(a.schedule_id),
+        ("schedules", "delete"): lambda: c.delete_schedule(a.schedule_id),
+        ("alerts", "add"): lambda: c.create_alert_target(a.tenant, a.url, events=a.event, secret=a.secret),
+        ("alerts", "list"): lambda: c.list_alert_targets(a.tenant),
+        ("alerts", "delete"): lambda: c.delete_alert_target(a.target_id),
+        ("alerts", "deliveries"): lambda: c.list_alert_deliveries(a.tenant, a.page_size),
+        ("models", "keep"): lambda: c.keep_model(a.model_id, not a.off),
+    }
+    if key not in calls:
+        return None
+    print(_json(calls[key]()))
+    return 0
+
+
 def _admin_parsers(sub: Any) -> None:
     keys = sub.add_parser("keys", help="API keys (admin)").add_subparsers(dest="cmd", required=True)
     kc = keys.add_parser("create", help="create a key for a tenant, or an admin key; prints the secret once")
@@ -130,6 +226,24 @@ def _admin_parsers(sub: Any) -> None:
     ts.add_argument("--max-running-jobs", type=int, help="0: no cap beyond the fair share")
     ts.add_argument("--max-priority", choices=["critical", "high", "normal", "low"])
     ts.add_argument("--max-import-bytes", type=int)
+    ts.add_argument("--keep-versions", type=int, help="retention: the newest N versions per model type (0: keep all)")
+
+
+def _model_parsers(sub: Any) -> None:
+    mdl = sub.add_parser("models", help="the model registry").add_subparsers(dest="cmd", required=True)
+    ml = mdl.add_parser("list", help="a tenant's model versions")
+    ml.add_argument("--tenant", required=True)
+    ml.add_argument("--model-type", choices=["forecast", "anomaly"])
+    ml.add_argument("--include-deleted", action="store_true")
+    mdl.add_parser("get", help="show a model version").add_argument("model_id")
+    mdl.add_parser("delete", help="delete a version's artifact (the row stays)").add_argument("model_id")
+    me = mdl.add_parser("evaluate", help="score a version on another window")
+    me.add_argument("model_id")
+    me.add_argument("--start", required=True)
+    me.add_argument("--end", required=True)
+    mk = mdl.add_parser("keep", help="protect a version from the retention sweep")
+    mk.add_argument("model_id")
+    mk.add_argument("--off", action="store_true", help="let retention remove it again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--model-type", choices=["forecast", "anomaly"])
     ls.add_argument("--page-size", type=int, default=50)
     ls.add_argument("--all", action="store_true", help="follow next_page_token to the end")
+    ls.add_argument("--schedule", default="", help="only the jobs of this schedule")
     for name, help_ in [
         ("get", "show a job"),
         ("watch", "follow status and progress until final"),
@@ -174,19 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("job_id")
     up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
 
-    mdl = sub.add_parser("models", help="the model registry").add_subparsers(dest="cmd", required=True)
-    ml = mdl.add_parser("list", help="a tenant's model versions")
-    ml.add_argument("--tenant", required=True)
-    ml.add_argument("--model-type", choices=["forecast", "anomaly"])
-    ml.add_argument("--include-deleted", action="store_true")
-    mdl.add_parser("get", help="show a model version").add_argument("model_id")
-    mdl.add_parser("delete", help="delete a version's artifact (the row stays)").add_argument("model_id")
-    me = mdl.add_parser("evaluate", help="score a version on another window")
-    me.add_argument("model_id")
-    me.add_argument("--start", required=True)
-    me.add_argument("--end", required=True)
-
+    _model_parsers(sub)
     _admin_parsers(sub)
+    _operations_parsers(sub)
     cfg = sub.add_parser("config", help="training configurations").add_subparsers(dest="cmd", required=True)
     cfg.add_parser("validate", help="check a config JSON file").add_argument("file")
     sub.add_parser("clusters", help="list Ray clusters")
@@ -216,6 +321,7 @@ def _run_admin(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | N
             max_running_jobs=a.max_running_jobs,
             max_priority=a.max_priority,
             max_import_bytes=a.max_import_bytes,
+            keep_versions=a.keep_versions,
         )
         print(_json(quota))
         return 0
@@ -232,6 +338,9 @@ def run(c: TrainingClient, a: argparse.Namespace) -> int:
         return _create(c, a)
     if key in (("keys", "create"), ("keys", "list"), ("tenants", "set")):
         return _run_admin(c, a, key)
+    done = _run_operations(c, a, key)
+    if done is not None:
+        return done
     if key == ("jobs", "list"):
         return _list(c, a)
     if key == ("jobs", "watch"):

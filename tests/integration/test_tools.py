@@ -82,3 +82,50 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
         run, "models", "evaluate", model_id, "--start", "2024-05-10T00:00:00", "--end", "2024-05-20T23:00:00"
     )
     assert code == 0 and json.loads(out)["metrics"]["evaluation_rows"] == 11 * 24
+
+
+async def test_cli_schedules_alerts_and_keep(start_app, database_url, demo_frame, tmp_path, capsys):
+    from tests.conftest import load_demo
+
+    await load_demo(database_url, demo_frame)
+    app = await start_app(alert_allow_private_targets=True)
+    target = f"127.0.0.1:{app.port}"
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = aihub(["--target", target, *args])
+        return code, capsys.readouterr().out
+
+    body = tmp_path / "scheduled.json"  # the guide's "Scheduled Training" body
+    body.write_text(json.dumps({"tenant_id": "acme-corp", "model_type": "forecast", "schedule": "0 2 * * 0", "config": tiny_config()}))
+    code, out = await asyncio.to_thread(run, "schedules", "create", "--config", str(body), "--timezone", "Europe/Berlin", "--name", "weekly")
+    assert code == 0, out
+    made = json.loads(out)
+    assert made["schedule"] == "0 2 * * 0" and made["timezone"] == "Europe/Berlin" and made["priority"] == "HIGH"
+    sid = made["schedule_id"]
+    code, out = await asyncio.to_thread(run, "schedules", "list", "--tenant", "acme-corp")
+    assert code == 0 and [s["schedule_id"] for s in json.loads(out)] == [sid]
+    code, out = await asyncio.to_thread(run, "schedules", "run", sid)
+    job_id = json.loads(out)["job"]["job_id"]
+    code, out = await asyncio.to_thread(run, "jobs", "watch", job_id)
+    assert code == 0
+    code, out = await asyncio.to_thread(run, "jobs", "list", "--schedule", sid)
+    assert code == 0 and job_id in out
+    code, out = await asyncio.to_thread(run, "schedules", "pause", sid)
+    assert json.loads(out)["paused"] is True
+    code, out = await asyncio.to_thread(run, "schedules", "get", sid)
+    assert json.loads(out)["recent_jobs"][0]["job_id"] == job_id
+    code, out = await asyncio.to_thread(run, "models", "list", "--tenant", "acme-corp")
+    model_id = out.split()[0]
+    code, out = await asyncio.to_thread(run, "models", "keep", model_id)
+    assert code == 0 and json.loads(out)["keep"] is True
+    code, out = await asyncio.to_thread(run, "tenants", "set", "acme-corp", "--keep-versions", "3")
+    assert code == 0 and json.loads(out)["keep_versions"] == 3
+    code, out = await asyncio.to_thread(run, "alerts", "add", "--tenant", "acme-corp", "--url", "http://127.0.0.1:9/hook", "--event", "job_failed")
+    assert code == 0 and len(json.loads(out)["secret"]) >= 32 and json.loads(out)["events"] == ["job_failed"]
+    code, out = await asyncio.to_thread(run, "alerts", "list", "--tenant", "acme-corp")
+    assert code == 0 and json.loads(out)[0]["secret"] == ""
+    code, out = await asyncio.to_thread(run, "schedules", "create", "--config", str(body), "--schedule", "0 2 * *")
+    assert code == 1  # a clear error, not a traceback
+    code, out = await asyncio.to_thread(run, "schedules", "delete", sid)
+    assert code == 0
