@@ -373,12 +373,15 @@ async def test_the_guides_scheduled_training_over_rest(rest):
     assert missing.json()["details"]["schedule_id"] == sid
 
 
+WEEKLY = {"schedule": "0 2 * * 0", "tenant_id": "acme-corp", "model_type": "forecast"}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
         ("/ai/training/jobs", {"schedule": "at two", "tenant_id": "acme-corp", "model_type": "forecast"}, "schedule"),
-        ("/ai/training/schedules", {"schedule": "0 2 * * 0", "tenant_id": "acme-corp", "model_type": "forecast", "cron_tz": "x"}, "cron_tz"),
-        ("/ai/training/schedules", {"schedule": "0 2 * * 0", "timezone": "Nowhere/City", "tenant_id": "acme-corp", "model_type": "forecast"}, "timezone"),
+        ("/ai/training/schedules", {**WEEKLY, "cron_tz": "x"}, "cron_tz"),
+        ("/ai/training/schedules", {**WEEKLY, "timezone": "Nowhere/City"}, "timezone"),
         ("/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": "http://127.0.0.1:5432/"}, "url"),
     ],
 )

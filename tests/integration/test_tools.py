@@ -98,7 +98,7 @@ async def test_cli_schedules_alerts_and_keep(start_app, database_url, demo_frame
 
     body = tmp_path / "scheduled.json"  # the guide's "Scheduled Training" body
     body.write_text(json.dumps({"tenant_id": "acme-corp", "model_type": "forecast", "schedule": "0 2 * * 0", "config": tiny_config()}))
-    code, out = await asyncio.to_thread(run, "schedules", "create", "--config", str(body), "--timezone", "Europe/Berlin", "--name", "weekly")
+    code, out = await asyncio.to_thread(run, "schedules", "create", "--config", str(body), "--timezone", "Europe/Berlin")
     assert code == 0, out
     made = json.loads(out)
     assert made["schedule"] == "0 2 * * 0" and made["timezone"] == "Europe/Berlin" and made["priority"] == "HIGH"
@@ -121,7 +121,8 @@ async def test_cli_schedules_alerts_and_keep(start_app, database_url, demo_frame
     assert code == 0 and json.loads(out)["keep"] is True
     code, out = await asyncio.to_thread(run, "tenants", "set", "acme-corp", "--keep-versions", "3")
     assert code == 0 and json.loads(out)["keep_versions"] == 3
-    code, out = await asyncio.to_thread(run, "alerts", "add", "--tenant", "acme-corp", "--url", "http://127.0.0.1:9/hook", "--event", "job_failed")
+    hook = ["--url", "http://127.0.0.1:9/hook", "--event", "job_failed"]
+    code, out = await asyncio.to_thread(run, "alerts", "add", "--tenant", "acme-corp", *hook)
     assert code == 0 and len(json.loads(out)["secret"]) >= 32 and json.loads(out)["events"] == ["job_failed"]
     code, out = await asyncio.to_thread(run, "alerts", "list", "--tenant", "acme-corp")
     assert code == 0 and json.loads(out)[0]["secret"] == ""
