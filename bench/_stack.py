@@ -36,7 +36,9 @@ async def stack(**settings) -> AsyncIterator[App]:
     with tempfile.TemporaryDirectory(prefix="aihub-bench-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "postgres")
         url = pg.start()
-        app = App(Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, **{"auth": "off", **settings}), url)
+        app = App(
+            Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, **{"auth": "off", **settings}), url
+        )
         await app.start()
         tune_gc()  # as python -m server does
         try:

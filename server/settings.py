@@ -139,7 +139,9 @@ class Settings(BaseSettings):
     )  # fmt: skip
     retention_batch_rows: int = Field(default=1000, ge=1, le=100000, description="Rows one retention statement deletes at most.")
     mlflow_tracking_uri: str = Field(
-        default="", description="Where jobs with mlflow_tracking log (any MLflow tracking URI); default DATA_DIR/mlruns (a local store)."
+        default="",
+        description="Where jobs with mlflow_tracking log (any MLflow tracking URI: http(s)://, sqlite:///, databricks); "
+        "default: a local store, DATA_DIR/mlruns/mlflow.db with its artifacts in DATA_DIR/mlruns/artifacts.",
     )
 
     @model_validator(mode="after")
@@ -161,10 +163,6 @@ class Settings(BaseSettings):
     @classmethod
     def _loopback_unless_asked(cls, v: str) -> str:
         return v.strip() or "127.0.0.1"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return self.mlflow_tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
 
     @property
     def alert_base_url(self) -> str:

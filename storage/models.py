@@ -27,11 +27,11 @@ REGISTER_VERSION = sa.text(
     """
     INSERT INTO model_versions (id, tenant_id, model_type, version, job_id, algorithm, artifact_uri,
                                 features, target, training_start, training_end, metrics, config, created_at,
-                                feature_importance, config_hash)
+                                feature_importance, config_hash, mlflow_run_id)
     SELECT :id, :tenant_id, :model_type, COALESCE(MAX(version), 0) + 1, :job_id, :algorithm, :artifact_uri,
            CAST(:features AS jsonb), :target, :training_start, :training_end,
            CAST(:metrics AS jsonb), CAST(:config AS jsonb), clock_timestamp(),
-           CAST(:importance AS jsonb), :config_hash
+           CAST(:importance AS jsonb), :config_hash, :mlflow_run_id
       FROM model_versions WHERE tenant_id = :tenant_id AND model_type = :model_type
     RETURNING *
     """
@@ -75,6 +75,7 @@ async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
         "config": json.dumps(dict(new.config)),
         "importance": json.dumps(dict(new.feature_importance)),
         "config_hash": new.config_hash,
+        "mlflow_run_id": new.mlflow_run_id,
     }
     return ModelVersion.from_row((await conn.execute(REGISTER_VERSION, params)).mappings().one())
 
@@ -132,9 +133,6 @@ EXPIRE_VERSIONS = sa.text(
     """
 )
 
-# set_mlflow_run: the MLflow run that logged a version. Index: model_versions primary key.
-SET_MLFLOW_RUN = sa.text("UPDATE model_versions SET mlflow_run_id = :run_id WHERE id = :id")
-
 
 async def current(conn: AsyncConnection, tenant_id: str, model_type: str) -> ModelVersion | None:
     rows = await db.fetch(conn, CURRENT_VERSION, {"tenant_id": tenant_id, "model_type": model_type})
@@ -151,7 +149,3 @@ async def set_keep(conn: AsyncConnection, model_id: uuid.UUID, keep: bool) -> Mo
 async def expire_versions(conn: AsyncConnection, limit: int = 100) -> list[ModelVersion]:
     """Mark deleted (and answer) the versions past their tenant's keep_versions, at most ``limit``."""
     return [ModelVersion.from_row(r) for r in await db.fetch(conn, EXPIRE_VERSIONS, {"limit": limit})]
-
-
-async def set_mlflow_run(conn: AsyncConnection, model_id: uuid.UUID, run_id: str) -> None:
-    await db.fetch(conn, SET_MLFLOW_RUN, {"id": model_id, "run_id": run_id})

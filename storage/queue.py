@@ -120,6 +120,9 @@ RECORD_METRICS = sa.text(
 # the evaluation's metrics replace. Index: job_metrics primary key (job_id, attempt, name).
 CLEAR_METRICS = sa.text("DELETE FROM job_metrics WHERE job_id = :id AND attempt = :attempt")
 
+# set_mlflow_run: the MLflow run of the running attempt. Index: training_jobs primary key.
+SET_MLFLOW_RUN = sa.text("UPDATE training_jobs SET mlflow_run_id = :run_id WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'")
+
 # touch: mark the job changed (its metrics were written). Index: training_jobs primary key.
 TOUCH = sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id")
 
@@ -318,6 +321,10 @@ async def record_metrics(
     await conn.execute(RECORD_METRICS, params)
     await conn.execute(TOUCH, {"id": job_id})
     await notify(conn, job_id, JobEvent.CHANGED)
+
+
+async def set_mlflow_run(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, run_id: str) -> None:
+    await db.fetch(conn, SET_MLFLOW_RUN, {"id": job_id, "attempt": attempt, "run_id": run_id})
 
 
 async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:

@@ -268,6 +268,7 @@ class NewModelVersion:
     config: Mapping[str, Any]
     feature_importance: Mapping[str, float] = field(default_factory=dict)
     config_hash: str = ""
+    mlflow_run_id: str | None = None  # the MLflow run that logged it
 
 
 @dataclass(frozen=True)

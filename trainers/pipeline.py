@@ -22,7 +22,7 @@ import pandas as pd
 from trainers import algorithms, distributed, metrics, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
-from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tuner
+from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tracker, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
 from trainers.tuning import TrialResult, TrialSetup, best_of
@@ -65,17 +65,22 @@ class _LiveMetrics:
 
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, reporter: Reporter, part: str) -> None:
+    def __init__(self, reporter: Reporter, part: str, tracker: Tracker | None = None) -> None:
         self.reporter, self.part, self.last = reporter, part, float("-inf")
+        self.tracker = tracker  # told every round's metrics (an experiment tracker)
 
     def __call__(self, iteration: int, measure: Callable[[], Mapping[str, float]]) -> None:
         now = self.clock()
-        if now - self.last < LIVE_EVERY_SECONDS:
+        due = now - self.last >= LIVE_EVERY_SECONDS
+        if not due and self.tracker is None:
             return
-        self.last = now
         finite = {k: float(v) for k, v in measure().items() if math.isfinite(v)}
         named = {f"live_{self.part}_{k}": v for k, v in finite.items()}
-        self.reporter.metrics({**finite, **named, "live_round": float(iteration)})
+        if self.tracker is not None:
+            self.tracker.round(iteration, named)
+        if due:
+            self.last = now
+            self.reporter.metrics({**finite, **named, "live_round": float(iteration)})
 
 
 def run(
@@ -87,13 +92,15 @@ def run(
     num_threads: int = 1,
     tuner: Tuner | None = None,
     distributor: Distributor | None = None,
+    tracker: Tracker | None = None,
 ) -> Result:
     """The five steps. A spec with ``tuning`` needs a ``tuner``; the model is then trained,
     evaluated and registered with the winning hyperparameters. A distributed spec
-    (``workers``) needs a ``distributor``, which trains the model on its workers."""
+    (``workers``) needs a ``distributor``, which trains the model on its workers. A
+    ``tracker`` is told the training metrics of every round."""
     frame, checked = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
-    trained = _train(prepared, spec, reporter, num_threads, tuner, distributor)
+    trained = _train(prepared, spec, reporter, num_threads, tuner, distributor, tracker)
     scores = _evaluate(trained, prepared, trained.spec, reporter, checked)
     importance = _importance(trained.model, prepared, reporter)
     return _register(trained.model, trained.spec, scores, importance, registry, reporter)
@@ -180,6 +187,7 @@ def _train(
     num_threads: int,
     tuner: Tuner | None = None,
     distributor: Distributor | None = None,
+    tracker: Tracker | None = None,
 ) -> _Trained:
     reporter.step("training", STEP_START["training"])
     algorithm = algorithms.get(spec.algorithm)
@@ -198,7 +206,7 @@ def _train(
         use_gpu=spec.use_gpu,
         on_iteration=_IterationReporter(reporter),
         eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model trains as its trial did
-        on_metrics=_LiveMetrics(reporter, "tune" if len(prepared.data.y_tune) else "fit"),
+        on_metrics=_LiveMetrics(reporter, "tune" if len(prepared.data.y_tune) else "fit", tracker),
     )
     spec, search = _search(prepared, spec, options, reporter, tuner)
     reporter.log(

@@ -26,6 +26,12 @@ STEPS = ("data_loading", "preprocessing", "training", "evaluation", "registratio
 STEP_START = {"data_loading": 0, "preprocessing": 10, "training": 20, "evaluation": 80, "registration": 90}
 
 
+class Tracker(Protocol):
+    """An experiment tracker (MLflow): told the training metrics of every round or epoch."""
+
+    def round(self, step: int, values: Mapping[str, float]) -> None: ...
+
+
 class Reporter(Protocol):
     """Where the pipeline reports. Any call may raise JobCancelled to stop the run."""
 

@@ -31,6 +31,7 @@ from server.api.events import EventHub
 from server.api.operations import OperationsServicer
 from server.api.rest import TrainingHttpServicer
 from server.api.servicer import TrainingServicer
+from server.execution import tracking
 from server.execution.artifacts import ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.dispatcher import Dispatcher, Limits
@@ -112,6 +113,10 @@ class App:
         await asyncio.to_thread(self.executor.start)
         s.artifacts.mkdir(parents=True, exist_ok=True)
         artifacts = ArtifactStore(s.artifacts)
+        mlflow_uri, mlflow_artifacts = s.mlflow_tracking_uri, None
+        if not mlflow_uri:  # the local store under DATA_DIR/mlruns (MLflow's own data; the service's stays in PostgreSQL)
+            mlflow_uri, mlflow_artifacts = tracking.default_uri(s.data_dir)
+            (s.data_dir / "mlruns").mkdir(parents=True, exist_ok=True)
         task_settings = TaskSettings(
             database_url=self.database_url,
             artifact_root=str(artifacts.root),
@@ -119,6 +124,8 @@ class App:
             retry=RetryPolicy(s.max_retries, s.retry_base_seconds),
             log_format=s.log_format,
             log_level=s.log_level,
+            mlflow_uri=mlflow_uri,
+            mlflow_artifact_root=mlflow_artifacts,
         )
         self.dispatcher = Dispatcher(
             self.dispatch_engine,

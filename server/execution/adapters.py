@@ -94,6 +94,10 @@ class DbReporter:
     def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
         self._while_running(lambda conn: queue.record_metrics(conn, self.job_id, self.attempt, values, final=final))
 
+    def tracked(self, run_id: str) -> None:
+        """The attempt's MLflow run, on the job."""
+        self._while_running(lambda conn: queue.set_mlflow_run(conn, self.job_id, self.attempt, run_id))
+
     def _while_running(self, write: Callable[[db.Connection], Awaitable[object]]) -> None:
         """``write`` in a transaction that holds the job row, only while this attempt runs."""
 
@@ -138,6 +142,7 @@ class DbRegistry:
         self.rt, self.engine, self.artifacts, self.payload = rt, engine, artifacts, payload
         self.scope = Scope.of(payload.tenant_id)
         self.registered: ModelVersion | None = None
+        self.mlflow_run_id: str | None = None  # the attempt's MLflow run, stored with the version
 
     def _folder_key(self) -> tuple[str, str, uuid.UUID, int]:
         p = self.payload
@@ -162,6 +167,7 @@ class DbRegistry:
             config=spec.to_dict(),
             feature_importance=dict(importance),
             config_hash=spec.config_hash,
+            mlflow_run_id=self.mlflow_run_id,
         )
 
         async def go() -> ModelVersion:

@@ -39,6 +39,8 @@ class TaskSettings:
     guard_grace: float = 5.0  # how long a stopped task may take before its Ray worker process is ended
     log_format: LogFormat = "text"
     log_level: str = "INFO"
+    mlflow_uri: str = ""  # where jobs with mlflow_tracking log
+    mlflow_artifact_root: str | None = None  # artifact location of the experiments they create (the local store)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from server.execution.distributed import RayDistributor
 from server.execution.guard import AttemptGuard
 from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, TaskSettings
 from server.execution.runtime import TaskRuntime, runtime
+from server.execution.tracking import MlflowRun
 from server.execution.tuning import RayTuner
 from storage import db, queue
 from storage.errors import DatabaseUnavailable
@@ -64,6 +65,7 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         grace=s.guard_grace,
         name=f"job {payload.job_id} attempt {payload.attempt}",
     )
+    tracker = _tracker(payload, reporter, registry)
     try:
         with guard:
             result = pipeline.run(
@@ -74,8 +76,13 @@ def _run_attempt(payload: JobPayload) -> Outcome:
                 num_threads=s.num_threads,
                 tuner=RayTuner(cpus_per_trial=s.num_threads, seed=payload.spec.random_seed),
                 distributor=_distributor(payload),
+                tracker=tracker,
             )
+            if tracker is not None and registry.registered is not None:
+                tracker.finish(result.metrics, result.artifact, result.model_version, str(registry.registered.model_id))
     except JobCancelled:
+        if tracker is not None:
+            tracker.end("KILLED")
         registry.discard()
         return Outcome("CANCELLED")
     except TrainingError as exc:
@@ -97,6 +104,8 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         registry.discard()
         return Outcome("CANCELLED")
 
+    if tracker is not None:
+        tracker.end("FAILED")
     retry_in = s.retry.delay(payload.failed_attempts, error.retryable)
     try:
         failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
@@ -105,6 +114,30 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         return Outcome("FAILED", error=error, retry_in=retry_in, written=False)
     registry.discard()
     return Outcome("FAILED", error=error, retry_in=retry_in) if failed else Outcome("CANCELLED")
+
+
+def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) -> MlflowRun | None:
+    """The attempt's MLflow run, started (None when the job is not tracked, or MLflow could
+    not be reached: a WARNING in its log says so)."""
+    if payload.spec.mlflow_tracking is None:
+        return None
+    s = payload.settings
+    run = MlflowRun(
+        s.mlflow_uri,
+        payload.spec,
+        tenant_id=payload.tenant_id,
+        job_id=str(payload.job_id),
+        attempt=payload.attempt,
+        warn=lambda message: reporter.log("WARNING", message),
+        artifact_root=s.mlflow_artifact_root,
+    )
+    run_id = run.start()
+    if run_id is None:
+        return None
+    reporter.tracked(run_id)
+    registry.mlflow_run_id = run_id
+    reporter.log("INFO", f"MLflow run {run_id} in experiment {payload.spec.mlflow_tracking.experiment_name!r}")
+    return run
 
 
 def _distributor(payload: JobPayload) -> RayDistributor | None:

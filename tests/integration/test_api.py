@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
         ({"algorithm": "lstm", "hyperparameters": {}, "training_options": {"use_sample": 0.5}}, "training_options.use_sample", "windows"),
         ({"algorithm": "catboost"}, "algorithm", "is not one of"),
         ({"distributed": True, "algorithm": "isolation_forest", "model_type": "anomaly"}, "distributed", "trains on one node"),
-        ({"mlflow_tracking": {"experiment_name": "x"}}, "mlflow_tracking", "not available yet"),
+        ({"mlflow_tracking": {"experiment_name": ""}}, "mlflow_tracking.experiment_name", "is required"),
         ({"training_start": "yesterday"}, "training_start", "ISO 8601"),
         ({"training_end": "2023-01-01T00:00:00"}, "training_end", "after training_start"),
         ({"features": ["temperature", "load_lag_0"]}, "features[1]", "leakage"),

@@ -9,6 +9,7 @@ asked of the algorithm itself.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -417,10 +418,6 @@ def _feature_table(config: Config, read: _Read) -> Iterator[Violation]:
         yield Violation("feature_table", f"{shown(table)} is not a table name (lower-case letters, digits and _)")
 
 
-def _not_available(what: str) -> str:
-    return f"{what} is not available yet in this release; leave it unset"
-
-
 def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
     malformed = list(ray_config_violations(config))
     yield from malformed
@@ -436,9 +433,42 @@ def _distribution(config: Config, read: _Read) -> Iterator[Violation]:
         yield Violation("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true")
 
 
+MLFLOW_NAME_MAX, MLFLOW_TAGS_MAX, MLFLOW_TAG_KEY_MAX, MLFLOW_TAG_VALUE_MAX = 256, 50, 250, 5000
+RESERVED_TAG_PREFIXES = ("aihub.", "mlflow.")  # the service's own tags, and MLflow's
+
+
 def _mlflow(config: Config, read: _Read) -> Iterator[Violation]:
-    if config.get("mlflow_tracking"):
-        yield Violation("mlflow_tracking", _not_available("MLflow tracking"))
+    tracking = config.get("mlflow_tracking")
+    if not tracking:
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        yield Violation("mlflow_tracking", "MLflow is not installed on this server (pip install 'aihub-training[mlflow]'); leave it unset")
+        return
+    for key in tracking:
+        if key not in ("experiment_name", "run_name", "tags"):
+            yield Violation(f"mlflow_tracking.{key}", "is not a field of mlflow_tracking (experiment_name, run_name, tags)")
+    for key, required in (("experiment_name", True), ("run_name", False)):
+        value = tracking.get(key)
+        if value is None or value == "":
+            if required:
+                yield Violation(f"mlflow_tracking.{key}", "is required")
+        elif not isinstance(value, str) or len(value) > MLFLOW_NAME_MAX or not value.isprintable():
+            yield Violation(f"mlflow_tracking.{key}", f"must be printable text of at most {MLFLOW_NAME_MAX} characters")
+    yield from _mlflow_tags(tracking.get("tags") or {})
+
+
+def _mlflow_tags(tags: Any) -> Iterator[Violation]:
+    if not isinstance(tags, Mapping) or len(tags) > MLFLOW_TAGS_MAX:
+        yield Violation("mlflow_tracking.tags", f"must be an object of at most {MLFLOW_TAGS_MAX} text values")
+        return
+    for key, value in tags.items():
+        where = f"mlflow_tracking.tags.{str(key)[:60]}"
+        if not isinstance(key, str) or not key or len(key) > MLFLOW_TAG_KEY_MAX or not key.isprintable():
+            yield Violation(where, f"a tag name is printable text of 1-{MLFLOW_TAG_KEY_MAX} characters")
+        elif key.startswith(RESERVED_TAG_PREFIXES):
+            yield Violation(where, f"tags starting with {' or '.join(RESERVED_TAG_PREFIXES)} are set by the service and MLflow")
+        if not isinstance(value, str) or len(value) > MLFLOW_TAG_VALUE_MAX:
+            yield Violation(where, f"must be text of at most {MLFLOW_TAG_VALUE_MAX} characters")
 
 
 def _training_options(config: Config, read: _Read) -> Iterator[Violation]:
@@ -499,6 +529,7 @@ _TYPED: tuple[tuple[str, type], ...] = (
     ("backtest", Mapping),
     ("tuning", Mapping),
     ("ray_config", Mapping),
+    ("mlflow_tracking", Mapping),
 )
 
 

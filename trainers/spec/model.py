@@ -59,6 +59,27 @@ class Holidays:
         return out
 
 
+@dataclass(frozen=True)
+class MlflowTracking:
+    """The guide's mlflow_tracking: where each attempt is logged in MLflow."""
+
+    experiment_name: str
+    run_name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"experiment_name": self.experiment_name}
+        if self.run_name:
+            out["run_name"] = self.run_name
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MlflowTracking:
+        return cls(str(data["experiment_name"]), data.get("run_name") or None, tuple(sorted((data.get("tags") or {}).items())))
+
+
 DATA_CHECKS = ("gaps", "duplicates", "constant_columns", "missing_columns", "nonfinite", "out_of_range")
 
 
@@ -126,6 +147,7 @@ class TrainingSpec:
     holidays: Holidays | None = None  # where is_holiday & co. come from
     data_checks: DataChecks | None = None  # data_loading's checks that fail the job
     preprocessor: str | None = None  # an installed preprocessor (entry point aihub.preprocessors)
+    mlflow_tracking: MlflowTracking | None = None  # log each attempt in MLflow (not part of the config hash)
 
     @cached_property
     def recipes(self) -> Mapping[str, Recipe]:
@@ -214,6 +236,8 @@ class TrainingSpec:
         if self.tuning:
             out["tuning"] = self.tuning.to_dict()
         out.update(self._forecasting_dict())
+        if self.mlflow_tracking:
+            out["mlflow_tracking"] = self.mlflow_tracking.to_dict()
         return out
 
     def _forecasting_dict(self) -> dict[str, Any]:
@@ -236,8 +260,11 @@ class TrainingSpec:
 
     @cached_property
     def config_hash(self) -> str:
-        """SHA-256 of the canonical form: equal for two jobs that train the same model."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical form: equal for two jobs that train the same model (where
+        they are tracked is not part of it)."""
+        form = self.to_dict()
+        form.pop("mlflow_tracking", None)
+        canonical = json.dumps(form, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod
@@ -274,6 +301,7 @@ class TrainingSpec:
             holidays=Holidays(**holidays) if (holidays := config.get("holidays")) else None,
             data_checks=DataChecks.from_dict(config["data_checks"]) if config.get("data_checks") else None,
             preprocessor=config.get("preprocessor") or None,
+            mlflow_tracking=MlflowTracking.from_dict(config["mlflow_tracking"]) if config.get("mlflow_tracking") else None,
         )
 
 
