@@ -11,8 +11,8 @@ The run (in the config's experiment, created when missing) gets:
   and each hyperparameter (``hp.<name>``);
 - metrics: every round's (or epoch's) training metrics (``live_tune_mae`` ... with step = the
   round), sent in batches at most once a second; at the end the job's final metrics;
-- the model, in MLflow's own flavor for LightGBM, XGBoost and scikit-learn (rf,
-  isolation_forest), else the artifact folder as run artifacts (mlp, lstm);
+- the model, in MLflow's own flavor where the algorithm declares one (Algorithm.mlflow_flavor:
+  LightGBM, XGBoost, scikit-learn), else the artifact folder as run artifacts;
 - status FINISHED, FAILED or KILLED (cancelled) with the attempt.
 
 Tracking never fails a job: an MLflow that cannot be reached is a WARNING in the job's log,
@@ -21,12 +21,14 @@ and the attempt goes on untracked.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trainers import algorithms
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -155,31 +157,14 @@ class MlflowRun:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
-        algorithm = self.spec.algorithm
+        algorithm = algorithms.get(self.spec.algorithm)
+        flavor, package = algorithm.mlflow_flavor
         with mlflow.start_run(run_id=self.run_id):
-            if algorithm == "lgbm":
-                import lightgbm as lgb
-                import mlflow.lightgbm
-
-                info = mlflow.lightgbm.log_model(
-                    lgb.Booster(model_file=str(artifact)), name="model", pip_requirements=_requirements("lightgbm")
-                )
-            elif algorithm == "xgboost":
-                import mlflow.xgboost
-                import xgboost as xgb
-
-                booster = xgb.Booster()
-                booster.load_model(str(artifact))
-                info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=_requirements("xgboost-cpu"))
-            elif artifact.suffix == ".skops":
-                import mlflow.sklearn
-
-                from trainers.algorithms.rf import load_skops
-
-                info = mlflow.sklearn.log_model(load_skops(artifact), name="model", pip_requirements=_requirements("scikit-learn"))
-            else:
+            if not flavor:
                 mlflow.log_artifacts(str(artifact.parent), artifact_path="model")
                 return f"runs:/{self.run_id}/model"
+            module = importlib.import_module(f"mlflow.{flavor}")
+            info = module.log_model(algorithm.native_model(artifact), name="model", pip_requirements=_requirements(package))
         return str(info.model_uri)
 
 

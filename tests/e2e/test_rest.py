@@ -393,3 +393,16 @@ async def test_bad_schedule_and_alert_bodies_are_400_naming_the_field(rest, path
     got = resp.json()
     assert error_reason(got) in ("ConfigValidationError", "InvalidRequest")
     assert field in json.dumps(got["details"]), got
+
+
+async def test_the_readmes_schedule_example_works_as_written(rest):
+    from tests.conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### Scheduled retraining", 1)[1]
+    body = json.loads(section.split("-d '", 1)[1].split("'", 1)[0])
+    resp = await http("POST", f"{rest}/ai/training/jobs", data=json.dumps(body))  # as curl sends it (form content type)
+    assert resp.status_code == 200, resp.text
+    made = resp.json()
+    assert made["window"] == "P365D" and made["timezone"] == "Europe/Berlin" and made["priority"] == "HIGH"
+    fires = datetime.fromisoformat(made["next_fire_at"].replace("Z", "+00:00"))
+    assert fires.weekday() == 6 and fires.hour in (0, 1)  # 02:00 in Berlin: 01:00Z in winter, 00:00Z in summer

@@ -226,6 +226,14 @@ class Algorithm(Protocol):
     # Rows of a uniform sample of the whole fit part that every worker gets, to agree on
     # histogram bins (bins found on each shard alone differ, and cost accuracy); 0: none.
     bin_sample: int = 0
+    # MLflow's flavor for the library's own model object (its module under mlflow, and the
+    # pip package the logged model needs); "" when MLflow has none: the files are logged.
+    mlflow_flavor: tuple[str, str] = ("", "")
+
+    def native_model(self, path: Path) -> Any:
+        """The library's own model object, loaded from a saved artifact (for MLflow's flavor);
+        None without one."""
+        return None
 
     def context_rows(self, hyperparameters: Mapping[str, Any]) -> int:
         """Rows before the first one it predicts that it needs (a window of context): 0 when

@@ -40,6 +40,11 @@ class IsolationModel:
 class IsolationForest(Algorithm):
     name = "isolation_forest"
     library = "sklearn.ensemble"
+    mlflow_flavor = ("sklearn", "scikit-learn")
+
+    def native_model(self, path: Path) -> Any:
+        return load_skops(path)
+
     params = PARAMS
     tasks = frozenset({RECONSTRUCTION})  # anomaly detection only: it scores rows, predicts no target
     unlabelled_task = RECONSTRUCTION

@@ -86,6 +86,13 @@ class LGBMModel:
 class LightGBM(Algorithm):
     name = "lgbm"
     library = "lightgbm"
+    mlflow_flavor = ("lightgbm", "lightgbm")
+
+    def native_model(self, path: Path) -> Any:
+        import lightgbm as lgb
+
+        return lgb.Booster(model_file=str(path))
+
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True

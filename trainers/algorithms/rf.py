@@ -74,6 +74,11 @@ class SklearnModel:
 class RandomForest(Algorithm):
     name = "rf"
     library = "sklearn.ensemble"
+    mlflow_flavor = ("sklearn", "scikit-learn")
+
+    def native_model(self, path: Path) -> Any:
+        return load_skops(path)
+
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     data_parallel = ENSEMBLE

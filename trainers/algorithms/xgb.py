@@ -89,6 +89,15 @@ class XGBModel:
 class XGBoost(Algorithm):
     name = "xgboost"
     library = "xgboost"
+    mlflow_flavor = ("xgboost", "xgboost-cpu")
+
+    def native_model(self, path: Path) -> Any:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        return booster
+
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
