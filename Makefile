@@ -67,6 +67,7 @@ bench: install
 	$(PY) -m bench.rest_latency
 	$(PY) -m bench.algorithms
 	$(PY) -m bench.quality
+	$(PY) -m bench.operations
 
 clean-data:
 	rm -rf .data

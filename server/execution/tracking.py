@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,6 +58,8 @@ class MlflowRun:
         self._buffer: list[Any] = []
         self._flushed = time.monotonic()
         self.client: Any = None
+        self._sender: threading.Thread | None = None  # sends metric batches while training goes on
+        self._batches: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
 
     def _guard(self, what: str, action: Callable[[], Any]) -> Any:
         if self.client is None:
@@ -126,30 +130,47 @@ class MlflowRun:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the buffered metrics to the sender thread (training does not wait for MLflow)."""
         batch, self._buffer = self._buffer, []
         self._flushed = time.monotonic()
-        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics a batch
-            self._guard("logging metrics", lambda i=i: self.client.log_batch(self.run_id, metrics=batch[i : i + 1000]))
+        if not batch:
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send, name="mlflow-metrics", daemon=True)
+            self._sender.start()
+        self._batches.put(batch)
+
+    def _send(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics a batch
+                self._guard("logging metrics", lambda i=i, batch=batch: self.client.log_batch(self.run_id, metrics=batch[i : i + 1000]))
+
+    def _drain(self) -> None:
+        """Wait until every metric handed to the sender is sent."""
+        self.flush()
+        if self._sender is not None:
+            self._batches.put(None)
+            self._sender.join()
+            self._sender = None
 
     # --- the end ------------------------------------------------------------------------
     def finish(self, metrics: Mapping[str, float], artifact: Path, version: int, model_id: str) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         if self.client is None or self.run_id is None:
             return
-        self.flush()
+        self._drain()
         now = int(time.time() * 1000)
         final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         self._guard("logging the final metrics", lambda: self.client.log_batch(self.run_id, metrics=final))
         model_uri = self._guard("logging the model", lambda: self._log_model(artifact))
         tags = {"aihub.model_version": str(version), "aihub.model_id": model_id, "aihub.model_uri": str(model_uri or "")}
-        for key, value in tags.items():
-            self._guard("tagging the run", lambda key=key, value=value: self.client.set_tag(self.run_id, key, value))
+        self._guard("tagging the run", lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
         self.end("FINISHED")
 
     def end(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:
-            self.flush()
+            self._drain()
             self._guard("ending the run", lambda: self.client.set_terminated(self.run_id, status))
 
     def _log_model(self, artifact: Path) -> str:
