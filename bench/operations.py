@@ -59,9 +59,8 @@ async def drift(seconds: float, count: int) -> None:
         both = (app.scheduler.fired, second.fired)
     print(f"scheduler drift: {count} per-second schedules for {seconds:g} s, two schedulers polling every 0.25 s")
     print(f"  firings {jobs} (jobs), by scheduler {both[0]} + {both[1]}; duplicates {duplicates}, gaps {gaps}")
-    print(
-        f"  late by: p50 {pct(late, 50) * 1000:.0f} ms, p95 {pct(late, 95) * 1000:.0f} ms, max {max(late) * 1000:.0f} ms (last {len(late)} firings)"
-    )
+    p50, p95, worst = (x * 1000 for x in (pct(late, 50), pct(late, 95), max(late)))
+    print(f"  late by: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms (last {len(late)} firings)")
 
 
 async def mlflow_overhead(repeats: int) -> None:

@@ -21,6 +21,7 @@ and the attempt goes on untracked.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import queue
@@ -143,7 +144,11 @@ class MlflowRun:
     def _send(self) -> None:
         while (batch := self._batches.get()) is not None:
             for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics a batch
-                self._guard("logging metrics", lambda i=i, batch=batch: self.client.log_batch(self.run_id, metrics=batch[i : i + 1000]))
+                part = batch[i : i + 1000]
+                self._guard("logging metrics", functools.partial(self._log_metrics, part))
+
+    def _log_metrics(self, metrics: list[Any]) -> None:
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     def _drain(self) -> None:
         """Wait until every metric handed to the sender is sent."""

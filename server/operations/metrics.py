@@ -47,6 +47,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format eve
 
 class ServiceMetrics:
     def __init__(self, *, max_tenants: int = 50) -> None:
+        prom.disable_created_metrics()  # no *_created series: what they say, a restart says too
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry
         self.rpc_requests = prom.Counter(
