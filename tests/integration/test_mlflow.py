@@ -88,7 +88,7 @@ async def test_bad_tracking_configs_are_refused(start_app, database_url, monkeyp
     assert [p.field for p in problems] == ["mlflow_tracking"] and "aihub-training[mlflow]" in problems[0].description
 
 
-def test_tracking_is_not_part_of_the_config_hash():
+async def test_tracking_is_not_part_of_the_config_hash():
     plain = specs.build(tiny_config(), model_type="forecast")
     tracked = specs.build(tiny_config(mlflow_tracking=GUIDE_TRACKING), model_type="forecast")
     assert plain.config_hash == tracked.config_hash and "mlflow_tracking" in tracked.to_dict()

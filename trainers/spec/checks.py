@@ -439,7 +439,7 @@ RESERVED_TAG_PREFIXES = ("aihub.", "mlflow.")  # the service's own tags, and MLf
 
 def _mlflow(config: Config, read: _Read) -> Iterator[Violation]:
     tracking = config.get("mlflow_tracking")
-    if not tracking:
+    if tracking is None:  # {} (set, but empty) is checked: it names no experiment
         return
     if importlib.util.find_spec("mlflow") is None:
         yield Violation("mlflow_tracking", "MLflow is not installed on this server (pip install 'aihub-training[mlflow]'); leave it unset")
