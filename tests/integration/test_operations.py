@@ -99,8 +99,19 @@ async def test_a_job_failed_for_good_is_posted_signed_and_retried(start_app, dat
 
         (delivery,) = await until(delivered)
         assert delivery.attempts == 2 and delivery.response_status == 200 and delivery.event == "job_failed"
-    assert len(receiver.got) == 2  # the 500, then the retry
-    headers, body = receiver.got[-1]
+        # A schedule's job that fails for good alerts too, naming its schedule.
+        made = await client.create_schedule("acme-corp", "forecast", tiny_config(feature_table="no_such_table"), "0 2 * * 0")
+        ran = await client.run_schedule(made.schedule_id)
+        assert (await asyncio.wait_for(client.wait(ran.job.job_id), 120)).status == pb.FAILED
+
+        async def second():
+            found = await client.list_alert_deliveries("acme-corp")
+            return found if len(found) == 2 and found[0].status == "DELIVERED" else None
+
+        scheduled = json.loads((await until(second))[0].body)
+        assert scheduled["job_id"] == ran.job.job_id and scheduled["schedule_id"] == made.schedule_id
+    assert len(receiver.got) == 3  # the 500, then the retry; then the schedule's job
+    headers, body = receiver.got[1]
     assert verified(headers, body, SECRET) and not verified(headers, body, "another-secret-entirely")
     assert headers["x-aihub-delivery"] == str(delivery.delivery_id) == receiver.got[0][0]["x-aihub-delivery"]
     alert = json.loads(body)
