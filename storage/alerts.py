@@ -19,9 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage import db
 from storage.errors import AlertTargetNotFound
 from storage.records import AlertDelivery, AlertTarget
-from storage.tenancy import scope_of
-
-_MINE = "(CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
+from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 
 # insert_target: a new webhook. Index: alert_targets primary key.
 INSERT_TARGET = sa.text(
@@ -30,10 +28,10 @@ INSERT_TARGET = sa.text(
 )
 
 # list_targets: the scope's webhooks, oldest first. Index: alert_targets_tenant (tenant_id).
-LIST_TARGETS = sa.text(f"SELECT * FROM alert_targets WHERE {_MINE} ORDER BY tenant_id, created_at")  # noqa: S608
+LIST_TARGETS = sa.text(f"SELECT * FROM alert_targets WHERE {IN_SCOPE} ORDER BY tenant_id, created_at")  # noqa: S608
 
 # delete_target: a webhook and its deliveries. Index: alert_targets primary key.
-DELETE_TARGET = sa.text(f"DELETE FROM alert_targets WHERE id = :id AND {_MINE} RETURNING *")  # noqa: S608
+DELETE_TARGET = sa.text(f"DELETE FROM alert_targets WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
 
 # add_event: one delivery of an event to each of the tenant's targets that want it.
 # Index: alert_targets_tenant (tenant_id).
@@ -47,7 +45,7 @@ ADD_EVENT = sa.text(
 )
 
 # list_deliveries: the scope's deliveries, newest first. Index: alert_deliveries_tenant (tenant_id, id DESC).
-LIST_DELIVERIES = sa.text(f"SELECT * FROM alert_deliveries WHERE {_MINE} ORDER BY id DESC LIMIT :limit")  # noqa: S608
+LIST_DELIVERIES = sa.text(f"SELECT * FROM alert_deliveries WHERE {IN_SCOPE} ORDER BY id DESC LIMIT :limit")  # noqa: S608
 
 # claim_due: deliveries due now (every tenant's: the sender's own role), each claimed for
 # :claim_seconds so that no other server sends it meanwhile; with its target's URL and secret.
@@ -75,10 +73,6 @@ RECORD_ATTEMPT = sa.text(
 )
 
 
-def _tenant(conn: AsyncConnection) -> dict[str, str | None]:
-    return {"tenant": scope_of(conn).tenant_id}
-
-
 async def create_target(conn: AsyncConnection, tenant_id: str, url: str, secret: str, events: list[str]) -> AlertTarget:
     if scope_of(conn).single() != tenant_id:
         raise AlertTargetNotFound("(another tenant's)")
@@ -87,11 +81,11 @@ async def create_target(conn: AsyncConnection, tenant_id: str, url: str, secret:
 
 
 async def list_targets(conn: AsyncConnection) -> list[AlertTarget]:
-    return [AlertTarget.from_row(r) for r in await db.fetch(conn, LIST_TARGETS, _tenant(conn))]
+    return [AlertTarget.from_row(r) for r in await db.fetch(conn, LIST_TARGETS, tenant_param(conn))]
 
 
 async def delete_target(conn: AsyncConnection, target_id: uuid.UUID) -> AlertTarget:
-    rows = await db.fetch(conn, DELETE_TARGET, {"id": target_id, **_tenant(conn)})
+    rows = await db.fetch(conn, DELETE_TARGET, {"id": target_id, **tenant_param(conn)})
     if not rows:
         raise AlertTargetNotFound(target_id)
     return AlertTarget.from_row(rows[0])
@@ -104,7 +98,7 @@ async def add_event(conn: AsyncConnection, tenant_id: str, event: str, body: Map
 
 
 async def list_deliveries(conn: AsyncConnection, limit: int = 50) -> list[AlertDelivery]:
-    return [AlertDelivery.from_row(r) for r in await db.fetch(conn, LIST_DELIVERIES, {"limit": limit, **_tenant(conn)})]
+    return [AlertDelivery.from_row(r) for r in await db.fetch(conn, LIST_DELIVERIES, {"limit": limit, **tenant_param(conn)})]
 
 
 async def claim_due(conn: AsyncConnection, *, limit: int, claim_seconds: float) -> list[AlertDelivery]:

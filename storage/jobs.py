@@ -23,7 +23,7 @@ from storage.errors import InvalidTransition, JobNotFound, RequestIdReused
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
 from storage.queue import NEXT_ATTEMPT
 from storage.records import Job, JobStatus, LogLevel, NewJob, Priority, sources_of
-from storage.tenancy import scope_of
+from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 
 # Every statement below is filtered by the transaction's scope (storage.tenancy): one
 # tenant's rows, or every tenant's when :tenant is NULL (admins).
@@ -117,14 +117,10 @@ COUNT_BY_STATUS = sa.text(
 )
 
 
-def _tenant(conn: AsyncConnection) -> dict[str, str | None]:
-    return {"tenant": scope_of(conn).tenant_id}
-
-
 async def get(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """One job of the transaction's scope; JobNotFound for another tenant's (its existence
     is never revealed)."""
-    rows = await db.fetch(conn, GET_JOB, {"id": job_id, **_tenant(conn)})
+    rows = await db.fetch(conn, GET_JOB, {"id": job_id, **tenant_param(conn)})
     if not rows:
         raise JobNotFound(job_id)
     return Job.from_row(rows[0])
@@ -219,7 +215,7 @@ async def _raise_invalid(conn: AsyncConnection, job_id: uuid.UUID, target: str, 
 async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """PENDING or RUNNING -> CANCELLED; also a FAILED job whose automatic retry is planned
     (which stops the retry)."""
-    row = (await conn.execute(CANCEL, {"id": job_id, **_tenant(conn)})).first()
+    row = (await conn.execute(CANCEL, {"id": job_id, **tenant_param(conn)})).first()
     if row is None:
         current = await get(conn, job_id)
         allowed = {s.value for s in sources_of(JobStatus.CANCELLED)}
@@ -234,7 +230,7 @@ async def cancel(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
 
 async def retry(conn: AsyncConnection, job_id: uuid.UUID) -> Job:
     """FAILED or CANCELLED -> PENDING as the next attempt, within the tenant's quotas."""
-    row = (await conn.execute(RETRY, {"id": job_id, **_tenant(conn)})).first()
+    row = (await conn.execute(RETRY, {"id": job_id, **tenant_param(conn)})).first()
     if row is None:
         await _raise_invalid(conn, job_id, JobStatus.PENDING.value, frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value}))
     await tenants.admit(conn, row.tenant_id, Priority.from_rank(row.priority), already_queued=1)
@@ -247,7 +243,7 @@ async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Pr
     """A PENDING job's new priority, if the tenant's quota allows it."""
     current = await get(conn, job_id)
     await tenants.check_priority(conn, current.tenant_id, priority)
-    row = (await conn.execute(SET_PRIORITY, {"id": job_id, "priority": priority.rank, **_tenant(conn)})).first()
+    row = (await conn.execute(SET_PRIORITY, {"id": job_id, "priority": priority.rank, **tenant_param(conn)})).first()
     if row is None:
         await _raise_invalid(conn, job_id, "a new priority", frozenset({JobStatus.PENDING.value}))
     await logs.append(conn, job_id, row.attempt, LogLevel.INFO, "", f"priority changed to {priority.value}")
@@ -256,7 +252,7 @@ async def update_priority(conn: AsyncConnection, job_id: uuid.UUID, priority: Pr
 
 
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(COUNT_BY_STATUS, _tenant(conn))
+    rows = await conn.execute(COUNT_BY_STATUS, tenant_param(conn))
     counts = {s.value: 0 for s in JobStatus}
     counts.update({str(status): int(n) for status, n in rows})
     return counts
@@ -265,11 +261,10 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
 # count_by_tenant: jobs by (status, priority, tenant), for metrics. Index: none (a scan of the
 # jobs, once per scrape).
 COUNT_BY_TENANT = sa.text(
-    "SELECT status, priority, tenant_id, count(*) AS n FROM training_jobs "
-    "WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) GROUP BY status, priority, tenant_id"
+    f"SELECT status, priority, tenant_id, count(*) AS n FROM training_jobs WHERE {IN_SCOPE} GROUP BY status, priority, tenant_id"  # noqa: S608
 )
 
 
 async def count_by_tenant(conn: AsyncConnection) -> list[tuple[str, str, str, int]]:
-    rows = await db.fetch(conn, COUNT_BY_TENANT, _tenant(conn))
+    rows = await db.fetch(conn, COUNT_BY_TENANT, tenant_param(conn))
     return [(r["status"], Priority.from_rank(r["priority"]).value, r["tenant_id"], int(r["n"])) for r in rows]

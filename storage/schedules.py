@@ -21,9 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage import db
 from storage.errors import ScheduleNotFound
 from storage.records import DegradationCheck, JobStatus, NewSchedule, Schedule, ScheduledJob
-from storage.tenancy import scope_of
-
-_MINE = "(CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
+from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 
 # insert_schedule: a new schedule. Index: schedules primary key.
 INSERT_SCHEDULE = sa.text(
@@ -37,21 +35,21 @@ INSERT_SCHEDULE = sa.text(
 )
 
 # get_schedule: one schedule. Index: schedules primary key.
-GET_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {_MINE}")  # noqa: S608 - constant fragment
+GET_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE}")  # noqa: S608 - constant fragment
 
 # list_schedules: the scope's schedules, oldest first. Index: schedules_tenant (tenant_id, created_at).
-LIST_SCHEDULES = sa.text(f"SELECT * FROM schedules WHERE {_MINE} ORDER BY tenant_id, created_at, id LIMIT :limit")  # noqa: S608
+LIST_SCHEDULES = sa.text(f"SELECT * FROM schedules WHERE {IN_SCOPE} ORDER BY tenant_id, created_at, id LIMIT :limit")  # noqa: S608
 
 # set_paused: pause, or resume with the next firing from now (computed by the caller).
 # Index: schedules primary key.
 SET_PAUSED = sa.text(
     f"UPDATE schedules SET paused = :paused, next_fire_at = COALESCE(:next_fire_at, next_fire_at), updated_at = clock_timestamp() "  # noqa: S608
-    f"WHERE id = :id AND {_MINE} RETURNING *"
+    f"WHERE id = :id AND {IN_SCOPE} RETURNING *"
 )
 
 # delete_schedule: the schedule goes; its jobs stay (their schedule_id becomes NULL).
 # Index: schedules primary key.
-DELETE_SCHEDULE = sa.text(f"DELETE FROM schedules WHERE id = :id AND {_MINE} RETURNING *")  # noqa: S608
+DELETE_SCHEDULE = sa.text(f"DELETE FROM schedules WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
 
 # due_schedules: schedules whose next firing has come, soonest first (read without locks: each
 # is then fired in its own tenant's transaction). Index: schedules_due (next_fire_at) WHERE NOT paused.
@@ -62,13 +60,13 @@ DUE_SCHEDULES = sa.text(
 # lock_due: the schedule, if it is still due and no other server is firing it now.
 # Index: schedules primary key.
 LOCK_DUE = sa.text(
-    f"SELECT * FROM schedules WHERE id = :id AND {_MINE} AND NOT paused AND next_fire_at <= clock_timestamp() "  # noqa: S608
+    f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE} AND NOT paused AND next_fire_at <= clock_timestamp() "  # noqa: S608
     "FOR UPDATE SKIP LOCKED"
 )
 
 # lock_schedule: the schedule, locked until the transaction ends (run now).
 # Index: schedules primary key.
-LOCK_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {_MINE} FOR UPDATE")  # noqa: S608
+LOCK_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE} FOR UPDATE")  # noqa: S608
 
 # advance: after a firing, the next one. Index: schedules primary key.
 ADVANCE = sa.text(
@@ -80,10 +78,6 @@ ADVANCE = sa.text(
 RECENT_JOBS = sa.text(
     "SELECT id, status, scheduled_for, created_at FROM training_jobs WHERE schedule_id = :id ORDER BY created_at DESC LIMIT :limit"
 )
-
-
-def _tenant(conn: AsyncConnection) -> dict[str, str | None]:
-    return {"tenant": scope_of(conn).tenant_id}
 
 
 async def create(conn: AsyncConnection, new: NewSchedule) -> Schedule:
@@ -109,25 +103,25 @@ async def create(conn: AsyncConnection, new: NewSchedule) -> Schedule:
 
 
 async def get(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, GET_SCHEDULE, {"id": schedule_id, **_tenant(conn)})
+    rows = await db.fetch(conn, GET_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
 async def list_schedules(conn: AsyncConnection, limit: int = 1000) -> list[Schedule]:
-    return [Schedule.from_row(r) for r in await db.fetch(conn, LIST_SCHEDULES, {"limit": limit, **_tenant(conn)})]
+    return [Schedule.from_row(r) for r in await db.fetch(conn, LIST_SCHEDULES, {"limit": limit, **tenant_param(conn)})]
 
 
 async def set_paused(conn: AsyncConnection, schedule_id: uuid.UUID, paused: bool, next_fire_at: datetime | None = None) -> Schedule:
-    rows = await db.fetch(conn, SET_PAUSED, {"id": schedule_id, "paused": paused, "next_fire_at": next_fire_at, **_tenant(conn)})
+    rows = await db.fetch(conn, SET_PAUSED, {"id": schedule_id, "paused": paused, "next_fire_at": next_fire_at, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
 async def delete(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, DELETE_SCHEDULE, {"id": schedule_id, **_tenant(conn)})
+    rows = await db.fetch(conn, DELETE_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
@@ -142,12 +136,12 @@ async def due(conn: AsyncConnection, limit: int = 50) -> list[tuple[uuid.UUID, s
 async def lock_due(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule | None:
     """The schedule, locked for this transaction, if it is still due and nobody else is
     firing it; else None."""
-    rows = await db.fetch(conn, LOCK_DUE, {"id": schedule_id, **_tenant(conn)})
+    rows = await db.fetch(conn, LOCK_DUE, {"id": schedule_id, **tenant_param(conn)})
     return Schedule.from_row(rows[0]) if rows else None
 
 
 async def lock(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, LOCK_SCHEDULE, {"id": schedule_id, **_tenant(conn)})
+    rows = await db.fetch(conn, LOCK_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])

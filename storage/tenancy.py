@@ -73,3 +73,13 @@ def feature_schema(tenant_id: str) -> str:
     """The schema of a tenant's feature tables (the same as SQL's aihub_feature_schema)."""
     check_tenant_id(tenant_id)
     return f"features_{tenant_id[:40]}_{hashlib.md5(tenant_id.encode()).hexdigest()[:8]}"  # noqa: S324 - a name, not security
+
+
+# The filter a scoped statement writes out: one tenant's rows, or every tenant's when :tenant
+# is NULL (admins); its value comes from ``tenant_param``.
+IN_SCOPE = "(CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
+
+
+def tenant_param(conn: AsyncConnection) -> dict[str, str | None]:
+    """The :tenant parameter of a scoped statement, from the transaction's scope."""
+    return {"tenant": scope_of(conn).tenant_id}

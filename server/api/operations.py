@@ -3,8 +3,10 @@ firing itself is server.operations.scheduler's (RunSchedule fires through it too
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +18,7 @@ from server.execution.clusters import ClusterMonitor
 from server.operations import alerts as alerting
 from server.operations import scheduler
 from server.operations.cron import Cron, CronError, parse_duration
-from storage import alerts, db, jobs, schedules, tenants
+from storage import alerts, db, schedules, tenants
 from storage.records import NewSchedule, Priority, Schedule
 from storage.tenancy import Scope
 from trainers import spec as specs
@@ -26,16 +28,11 @@ MAX_NAME = 200
 MIN_SECRET = 16
 
 
-def _cron(expression: str, timezone: str) -> Cron:
+@contextlib.contextmanager
+def _named_field() -> Iterator[None]:
+    """A cron, time zone or duration problem as a request error naming its field."""
     try:
-        return Cron(expression.strip(), timezone.strip() or "UTC")
-    except CronError as exc:
-        raise RequestError(exc.field, str(exc)) from None
-
-
-def _duration(text: str, field: str) -> None:
-    try:
-        parse_duration(text, field)
+        yield
     except CronError as exc:
         raise RequestError(exc.field, str(exc)) from None
 
@@ -52,7 +49,8 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         tenant_id = scope.single()
         if not request.schedule.strip():
             raise RequestError("schedule", "is required: a cron expression such as '0 2 * * 0' (Sundays at 02:00)")
-        cron = _cron(request.schedule, request.timezone)
+        with _named_field():
+            cron = Cron(request.schedule.strip(), request.timezone.strip() or "UTC")
         model_type = convert.model_type_from_pb(request.model_type)
         if model_type is None:
             raise RequestError("model_type", "is required: forecast or anomaly")
@@ -64,7 +62,8 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         config = convert.config_to_dict(request.config)
         window = request.window.strip().upper() or None
         if window:
-            _duration(window, "window")
+            with _named_field():
+                parse_duration(window, "window")
             given = [f"config.{k}" for k in ("training_start", "training_end") if config.get(k)]
             if given:
                 raise ConfigValidationError(
@@ -73,7 +72,8 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
                 )
         policy = convert.degradation_policy(request.degradation)
         if policy.get("window"):
-            _duration(policy["window"], "degradation.window")
+            with _named_field():
+                parse_duration(policy["window"], "degradation.window")
         if request.HasField("degradation") and action == "train":
             raise RequestError("degradation", "is used by action evaluate or train_and_evaluate only")
         now = datetime.now(UTC)
@@ -138,7 +138,7 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
             schedule = await schedules.advance(conn, schedule_id, schedule.next_fire_at, now, 0)
             out = ops_pb.RunScheduleResponse(schedule=await self._full(conn, schedule))
             if fired.job is not None:
-                out.job.CopyFrom(convert.job_to_pb(await jobs.get(conn, fired.job.job_id)))
+                out.job.CopyFrom(convert.job_to_pb(fired.job))
             if fired.check is not None:
                 out.check.CopyFrom(convert.check_to_pb(fired.check))
         return out

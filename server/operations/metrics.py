@@ -181,7 +181,7 @@ class Collector:
                     ray.add_metric([kind, "available"], float(cluster.available_resources.get(kind, 0.0)))
                 nodes.add_metric([], float(cluster.num_workers))
         out += [ray, nodes]
-        for name, (help_text, label, values) in _COUNTER_FAMILIES(self.counters()).items():
+        for name, (help_text, label, values) in _counter_families(self.counters()).items():
             family = prom.core.CounterMetricFamily(name, help_text, labels=[label])
             for key, value in sorted(values.items()):
                 family.add_metric([key], value)
@@ -189,7 +189,7 @@ class Collector:
         return out
 
 
-def _COUNTER_FAMILIES(counts: dict[str, dict[str, int]]) -> dict[str, tuple[str, str, dict[str, int]]]:  # noqa: N802
+def _counter_families(counts: dict[str, dict[str, int]]) -> dict[str, tuple[str, str, dict[str, int]]]:
     return {
         "aihub_alert_deliveries": ("Alert delivery tries by this server, by the status they left.", "status", counts.get("alerts", {})),
         "aihub_degradation_checks": ("Degradation checks run by this server, by outcome.", "outcome", counts.get("checks", {})),
