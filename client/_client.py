@@ -95,6 +95,12 @@ class _Methods:
     def get_metrics(self, job_id: str):
         return self._call("GetTrainingJobMetrics", pb.GetTrainingJobMetricsRequest(job_id=job_id), _same)
 
+    def get_predictions(self, job_id: str, *, max_points: int = 0, page_size: int = 0, page_token: str = ""):
+        """A COMPLETED job's validation-window predictions (a GetPredictionsResponse): one page,
+        or the whole window thinned to about ``max_points``."""
+        request = pb.GetPredictionsRequest(job_id=job_id, max_points=max_points, page_size=page_size, page_token=page_token)
+        return self._call("GetPredictions", request, _same)
+
     def validate_config(self, config: req.ConfigLike):
         return self._call("ValidateTrainingConfig", pb.ValidateTrainingConfigRequest(config=req.config(config)), _same)
 

@@ -48,6 +48,13 @@ LIST_FILTERS = {"model_type": "AND model_type = :model_type", "live": "AND delet
 # get_version: one version by id (deleted ones too). Index: model_versions primary key.
 GET_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)")
 
+# version_of_job: the version a job registered (a job registers at most one; the newest when
+# not). Index: model_versions_job (job_id).
+VERSION_OF_JOB = sa.text(
+    "SELECT * FROM model_versions WHERE job_id = :job_id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) "
+    "ORDER BY version DESC LIMIT 1"
+)
+
 # mark_deleted: stamp deleted_at (the row stays, for lineage). Index: model_versions primary key.
 MARK_DELETED = sa.text(
     "UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) "
@@ -95,6 +102,12 @@ async def get(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)
+
+
+async def of_job(conn: AsyncConnection, job_id: uuid.UUID) -> ModelVersion | None:
+    """The version a job of the scope registered, or None."""
+    rows = await db.fetch(conn, VERSION_OF_JOB, {"job_id": job_id, "tenant": scope_of(conn).tenant_id})
+    return ModelVersion.from_row(rows[0]) if rows else None
 
 
 async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features, metrics
+from trainers import algorithms, features, metrics, predictions
 from trainers.algorithms import TrainData
 from trainers.errors import DataLoadError
 from trainers.ports import STEP_START, Reporter
@@ -33,8 +33,14 @@ def predict_after(model: algorithms.FittedModel, context: np.ndarray, x: np.ndar
     return model.predict(x)
 
 
-def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSpec, reporter: Reporter) -> dict[str, float]:
+def evaluate(
+    model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSpec, reporter: Reporter
+) -> tuple[dict[str, float], predictions.Predictions]:
+    """The metrics on the validation part, and its predictions (kept for plots)."""
     d = prepared.data
+    valid = prepared.frame.iloc[prepared.valid_rows]
+    series = valid[features.SERIES] if features.SERIES in valid.columns else None
+    stamps = valid["timestamp"]
     history = np.concatenate([d.x_train, d.x_tune]) if len(d.x_tune) else d.x_train
     pred = predict_after(model, history, d.x_valid)
     if prepared.task == algorithms.CLASSIFICATION:
@@ -47,7 +53,10 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
         reporter.log(
             "INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
         )
-        return scores
+        kept = predictions.build(
+            stamps, d.y_valid, kind=predictions.ANOMALY, scores=pred, threshold=threshold, labels=d.y_valid, series=series
+        )
+        return scores, kept
     if spec.model_type == ModelType.FORECAST:
         scores = metrics.regression(d.y_valid, pred)
         scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
@@ -57,9 +66,11 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
                 "the model does not beat the seasonal-naive baseline: "
                 f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
             )
-        return scores
+        kept = predictions.build(stamps, d.y_valid, kind=predictions.FORECAST, predicted=pred, baselines=prepared.baselines, series=series)
+        return scores, kept
     # Unlabeled anomaly detection: a score per row, a threshold from the training range.
-    if prepared.task == algorithms.RECONSTRUCTION:
+    residual = prepared.task != algorithms.RECONSTRUCTION
+    if not residual:
         train_scores, valid_scores = model.predict(d.x_train), pred
     else:
         train_pred = model.predict(d.x_train)
@@ -74,7 +85,17 @@ def evaluate(model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSp
         f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
         f"{scores['anomaly_rate']:.2%} of validation rows flagged",
     )
-    return scores
+    kept = predictions.build(
+        stamps,
+        d.y_valid,
+        kind=predictions.ANOMALY,
+        predicted=pred if residual else None,
+        scores=valid_scores,
+        threshold=threshold,
+        labels=prepared.labels_valid,
+        series=series,
+    )
+    return scores, kept
 
 
 def history_hours(spec: TrainingSpec) -> int:

@@ -96,7 +96,7 @@ def anomaly_scores(score: np.ndarray, threshold: float) -> dict[str, float]:
     score = np.asarray(score, dtype="float64")
     return {
         "threshold": float(threshold),
-        "anomaly_rate": float(np.mean(score > threshold)),
+        "anomaly_rate": float(np.mean(score >= threshold)),  # as classification(): score >= threshold is an anomaly
         "score_mean": float(score.mean()),
         "score_std": float(score.std()),
         "score_p50": float(np.quantile(score, 0.5)),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, distributed, metrics, quality
+from trainers import algorithms, distributed, metrics, predictions, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tracker, Tuner
@@ -101,9 +101,9 @@ def run(
     frame, checked = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
     trained = _train(prepared, spec, reporter, num_threads, tuner, distributor, tracker)
-    scores = _evaluate(trained, prepared, trained.spec, reporter, checked)
+    scores, kept = _evaluate(trained, prepared, trained.spec, reporter, checked)
     importance = _importance(trained.model, prepared, reporter)
-    return _register(trained.model, trained.spec, scores, importance, registry, reporter)
+    return _register(trained.model, trained.spec, scores, importance, registry, reporter, kept)
 
 
 def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -250,10 +250,10 @@ def _fit_distributed(
 
 def _evaluate(
     trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter, checked: Mapping[str, float]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], predictions.Predictions]:
     reporter.step("evaluation", STEP_START["evaluation"])
     model, d = trained.model, prepared.data
-    scores = evaluate(model, prepared, spec, reporter)
+    scores, kept = evaluate(model, prepared, spec, reporter)
     if spec.backtest:
         scores.update(backtest(prepared, spec, trained.options, reporter))
     if spec.horizons:
@@ -271,7 +271,7 @@ def _evaluate(
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores, final=True)
     reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
-    return scores
+    return scores, kept
 
 
 def _importance(model: algorithms.FittedModel, prepared: Prepared, reporter: Reporter) -> dict[str, float]:
@@ -289,10 +289,14 @@ def _register(
     importance: Mapping[str, float],
     registry: ModelRegistry,
     reporter: Reporter,
+    kept: predictions.Predictions,
 ) -> Result:
     reporter.step("registration", STEP_START["registration"])
     folder = registry.artifact_dir()
     artifact = model.save(folder)
+    predictions.write(kept, folder)
+    bound = f" (the newest {len(kept.frame)} of {kept.total_rows})" if kept.truncated else ""
+    reporter.log("INFO", f"registration: {len(kept.frame)} validation predictions kept for plots{bound}")
     version = registry.register(artifact, spec, scores, importance)
     reporter.log("INFO", f"registration: model version {version} saved to {artifact}")
     return Result(scores, version, artifact, importance)

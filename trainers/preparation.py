@@ -43,6 +43,7 @@ class Prepared:
     baselines: Mapping[str, np.ndarray]  # seasonal-naive forecasts of the validation rows
     labels_valid: np.ndarray | None  # config.label_column on the validation rows
     source: pd.DataFrame  # the window before deriving (Derived.source)
+    valid_rows: np.ndarray  # positions in ``frame`` of the validation rows, in order
 
 
 def is_label(values: pd.Series) -> bool:
@@ -173,4 +174,5 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         {k: v[valid] for k, v in baselines.items()},
         labels_valid,
         dv.source,
+        np.flatnonzero(valid),
     )

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import pandas as pd
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
@@ -25,6 +26,7 @@ from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.errors import RequestError
 from storage import records
 from storage.features import FileFormat
+from trainers import predictions
 from trainers import spec as specs
 from trainers.errors import Violation, shown
 
@@ -295,6 +297,47 @@ def jobs_to_pb(jobs: Sequence[records.Job], cursor: tuple[datetime, uuid.UUID] |
 def metrics_to_pb(job: records.Job) -> pb.GetTrainingJobMetricsResponse:
     m = job.metrics
     return pb.GetTrainingJobMetricsResponse(job_id=str(job.job_id), metrics=dict(m), **{k: m[k] for k in METRIC_FIELDS if k in m})
+
+
+def predictions_to_pb(
+    job: records.Job,
+    version: records.ModelVersion,
+    kept: predictions.Predictions,
+    page: pd.DataFrame,
+    *,
+    downsampled: bool,
+    next_offset: int,
+) -> pb.GetPredictionsResponse:
+    out = pb.GetPredictionsResponse(
+        job_id=str(job.job_id),
+        model_id=str(version.model_id),
+        model_version=version.version,
+        model_type=model_type_to_pb(version.model_type),
+        baseline=kept.baseline,
+        total_points=len(kept.frame),
+        validation_rows=kept.total_rows,
+        downsampled=downsampled,
+        next_page_token=str(next_offset) if next_offset else "",
+    )
+    if kept.threshold is not None:
+        out.threshold = kept.threshold
+    stamps = page["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    values = {name: page[name].to_numpy() for name in ("actual", "predicted", "baseline", "score") if name in page.columns}
+    flags = {name: page[name].to_numpy() for name in ("flagged", "label") if name in page.columns}
+    series = page[predictions.SERIES].to_numpy() if predictions.SERIES in page.columns else None
+    for i in range(len(page)):
+        point = out.points.add()
+        point.timestamp.FromNanoseconds(int(stamps[i]))
+        for name, column in values.items():
+            if column[i] == column[i]:  # NaN: left unset
+                setattr(point, name, float(column[i]))
+        if "flagged" in flags:
+            point.flagged = bool(flags["flagged"][i])
+        if "label" in flags:
+            point.label = bool(flags["label"][i])
+        if series is not None:
+            point.series_id = str(series[i])
+    return out
 
 
 def log_to_pb(line: records.LogLine) -> pb.LogEntry:

@@ -23,7 +23,8 @@ from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
 from storage import db, features, jobs, logs, models, tenants
 from storage.errors import StorageError
-from storage.records import Job, ModelVersion, NewJob, RayCluster
+from storage.records import Job, JobStatus, ModelVersion, NewJob, RayCluster
+from trainers import predictions
 from trainers import spec as specs
 from trainers.spec import TrainingSpec
 
@@ -31,9 +32,20 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+MAX_POINTS = 50_000  # GetPredictions: points in one answer (a page, or a thinned window)
+DEFAULT_POINTS_PAGE = 5000
 BACKSTOP_SECONDS = 1.0  # streams re-read at least this often, even without a notification
 SPOOL_BYTES = 8 * 1024**2  # an import's bytes beyond this go to a temporary file, not memory
 Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def _offset(token: str) -> int:
+    """A GetPredictions page token: the offset of the page's first point."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 9:
+        raise RequestError("page_token", "is not a token this service issued (pass next_page_token unchanged)")
+    return int(token)
 
 
 def _settled(job: Job) -> bool:
@@ -132,6 +144,43 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def GetTrainingJobMetrics(self, request: pb.GetTrainingJobMetricsRequest, context: Context) -> pb.GetTrainingJobMetricsResponse:
         return convert.metrics_to_pb(await self._get_job(request.job_id))
+
+    async def GetPredictions(self, request: pb.GetPredictionsRequest, context: Context) -> pb.GetPredictionsResponse:
+        for name in ("page_size", "max_points"):
+            value = getattr(request, name)
+            if not 0 <= value <= MAX_POINTS:
+                raise RequestError(name, f"must be between 0 and {MAX_POINTS} (0: the default)")
+        offset = _offset(request.page_token)
+        job_id = convert.parse_job_id(request.job_id)
+        async with db.transaction(self.engine, auth.scope_for("")) as conn:
+            job = await jobs.get(conn, job_id)
+            version = await models.of_job(conn, job_id)
+        if job.status != JobStatus.COMPLETED or version is None:
+            raise InvalidState(
+                f"job {job_id} is {job.status.value}: its predictions are kept when it has COMPLETED",
+                details={"job_id": str(job_id), "status": job.status.value},
+            )
+        if version.deleted_at is not None:
+            raise InvalidState(
+                f"model version {version.version} was deleted; its predictions went with its artifact",
+                details={"model_id": str(version.model_id)},
+            )
+        try:
+            path = self.artifacts.beside_model(version.artifact_uri, predictions.FILE_NAME)
+            kept = await asyncio.to_thread(predictions.read, path)
+        except (FileNotFoundError, ArtifactPathError):
+            raise InvalidState(
+                f"model version {version.version} has no kept predictions (trained before they were kept): retrain to get them",
+                details={"model_id": str(version.model_id)},
+            ) from None
+        frame = kept.frame
+        if request.max_points:
+            page = predictions.downsample(frame, request.max_points)
+            return convert.predictions_to_pb(job, version, kept, page, downsampled=len(page) < len(frame), next_offset=0)
+        size = request.page_size or DEFAULT_POINTS_PAGE
+        page = frame.iloc[offset : offset + size]
+        more = offset + size if offset + size < len(frame) else 0
+        return convert.predictions_to_pb(job, version, kept, page, downsampled=False, next_offset=more)
 
     async def _get_job(self, job_id: str) -> Job:
         parsed = convert.parse_job_id(job_id)

@@ -69,6 +69,10 @@ class ArtifactStore:
             raise ArtifactPathError(f"{artifact_uri!r} is not a file URI under the artifact root")
         return self._inside(Path(parsed.path))
 
+    def beside_model(self, artifact_uri: str, name: str) -> Path:
+        """A file kept in a model version's folder (e.g. its predictions), checked to lie inside the root."""
+        return self._inside(self.model_file(artifact_uri).parent / name)
+
     def remove_version(self, artifact_uri: str) -> Path:
         """Delete a model version's folder (the model file's folder); returns the file."""
         model_file = self.model_file(artifact_uri)

@@ -53,6 +53,35 @@ async def test_registry_lists_gets_evaluates_and_deletes(client):
         await client.evaluate_model(v1.model_id, "soon", "2024-12-31T23:00:00")
     assert err.value.violations[0][0] == "evaluation_start"
 
+    # Its validation-window predictions were kept with it: the metrics follow from them.
+    whole = await client.get_predictions(first.job_id, page_size=50_000)
+    assert whole.model_id == v1.model_id and whole.model_version == 1 and whole.model_type == pb.FORECAST
+    assert whole.total_points == whole.validation_rows == len(whole.points) == first.metrics["validation_rows"]
+    assert whole.baseline in ("24h", "168h") and not whole.next_page_token and not whole.downsampled
+    stamps = [p.timestamp.ToDatetime() for p in whole.points]
+    assert stamps == sorted(stamps) and stamps[-1].isoformat() == "2024-09-30T23:00:00"
+    mae = sum(abs(p.predicted - p.actual) for p in whole.points) / len(whole.points)
+    assert mae == pytest.approx(first.metrics["mae"], rel=1e-9)
+    base = sum(abs(p.baseline - p.actual) for p in whole.points) / len(whole.points)
+    assert base == pytest.approx(first.metrics["baseline_mae"], rel=1e-9)
+    paged, token = [], ""
+    while True:
+        page = await client.get_predictions(first.job_id, page_size=1000, page_token=token)
+        paged += page.points
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == list(whole.points)
+    thin = await client.get_predictions(first.job_id, max_points=200)
+    assert thin.downsampled and 100 <= len(thin.points) <= 200 and thin.total_points == whole.total_points
+    peak = max(whole.points, key=lambda p: p.actual)
+    assert peak in thin.points  # thinning keeps the peaks
+    with pytest.raises(ConfigValidationError) as err:
+        await client.get_predictions(first.job_id, page_token="x")
+    assert err.value.violations[0][0] == "page_token"
+    with pytest.raises(ConfigValidationError):
+        await client.get_predictions(first.job_id, max_points=-1)
+
     deleted = await client.delete_model(v1.model_id)
     assert deleted.deleted_at.seconds > 0
     assert not Path(urlparse(v1.artifact_uri).path).exists()
@@ -60,3 +89,14 @@ async def test_registry_lists_gets_evaluates_and_deletes(client):
     assert [v.version for v in await client.list_models("acme-corp", include_deleted=True)] == [2, 1]
     with pytest.raises(InvalidStateError):
         await client.evaluate_model(v1.model_id, "2024-10-01T00:00:00", "2024-12-31T23:00:00")
+    with pytest.raises(InvalidStateError, match="went with its artifact"):
+        await client.get_predictions(first.job_id)
+
+
+async def test_predictions_of_an_unfinished_job_are_refused(client):
+    job = await client.create_job("acme-corp", "forecast", {**TRAIN, "feature_table": "no_such_table"})
+    with pytest.raises(InvalidStateError, match="COMPLETED"):
+        await client.get_predictions(job.job_id)
+    with pytest.raises(NotFoundError):
+        await client.get_predictions("00000000-0000-0000-0000-000000000000")
+    await asyncio.wait_for(client.wait(job.job_id), 120)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from server.demo_data import generate
-from trainers import algorithms, evaluation, pipeline, preparation, spec
+from trainers import algorithms, evaluation, pipeline, predictions, preparation, spec
 from trainers.errors import ConfigValidationError
 from trainers.local import FolderRegistry, FrameSource, MemoryReporter
 
@@ -92,10 +92,26 @@ def test_trains_reproduces_and_reloads(frame, clean, algo, model_type):
     s = spec.build(cfg)
     prepared = preparation.prepare(FrameSource(frame).load("", s.table_columns(), s.training_start, s.training_end), s, MemoryReporter())
     model = algorithms.get(algo).load(first.artifact, prepared.task)
-    rescored = evaluation.evaluate(model, prepared, s, MemoryReporter())
+    rescored, again = evaluation.evaluate(model, prepared, s, MemoryReporter())
     for key in ("mae", "rmse", "f1", "roc_auc", "anomaly_rate"):
         if key in m:
             assert rescored[key] == pytest.approx(m[key], rel=1e-6), key
+    # The validation predictions are kept beside the model, and the metrics follow from them.
+    kept = predictions.read(first.artifact.parent / predictions.FILE_NAME)
+    assert len(kept.frame) == m["validation_rows"] == kept.total_rows and not kept.truncated
+    assert kept.frame["timestamp"].is_monotonic_increasing and str(kept.frame["timestamp"].dt.tz) == "UTC"
+    pd.testing.assert_frame_equal(kept.frame, again.frame)
+    if "mae" in m:
+        assert kept.kind == "forecast" and kept.baseline in ("24h", "168h")
+        err = (kept.frame["predicted"] - kept.frame["actual"]).abs().mean()
+        assert err == pytest.approx(m["mae"], rel=1e-9)
+        base = (kept.frame["baseline"] - kept.frame["actual"]).abs().mean()
+        assert base == pytest.approx(m["baseline_mae"], rel=1e-9)
+    else:
+        assert kept.kind == "anomaly" and kept.threshold == pytest.approx(m["threshold"])
+        if "anomaly_rate" in m:
+            assert kept.frame["flagged"].mean() == pytest.approx(m["anomaly_rate"])
+        assert (kept.frame["flagged"] == (kept.frame["score"] >= kept.threshold)).all()
     if algo in ("lgbm", "xgboost", "rf"):
         importance = registry.registered[0]["importance"]
         assert importance and sum(importance.values()) == pytest.approx(1.0)

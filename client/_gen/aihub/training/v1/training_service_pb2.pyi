@@ -396,6 +396,64 @@ class GetTrainingJobMetricsResponse(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     def __init__(self, job_id: _Optional[str] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., mape: _Optional[float] = ..., r2_score: _Optional[float] = ..., training_duration_seconds: _Optional[float] = ..., training_data_size: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class GetPredictionsRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token", "max_points")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    max_points: int
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ...) -> None: ...
+
+class PredictionPoint(_message.Message):
+    __slots__ = ("timestamp", "series_id", "actual", "predicted", "baseline", "score", "flagged", "label")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    series_id: str
+    actual: float
+    predicted: float
+    baseline: float
+    score: float
+    flagged: bool
+    label: bool
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., actual: _Optional[float] = ..., predicted: _Optional[float] = ..., baseline: _Optional[float] = ..., score: _Optional[float] = ..., flagged: _Optional[bool] = ..., label: _Optional[bool] = ...) -> None: ...
+
+class GetPredictionsResponse(_message.Message):
+    __slots__ = ("job_id", "model_id", "model_version", "model_type", "threshold", "baseline", "total_points", "validation_rows", "downsampled", "points", "next_page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DOWNSAMPLED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    model_version: int
+    model_type: ModelType
+    threshold: float
+    baseline: str
+    total_points: int
+    validation_rows: int
+    downsampled: bool
+    points: _containers.RepeatedCompositeFieldContainer[PredictionPoint]
+    next_page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., threshold: _Optional[float] = ..., baseline: _Optional[str] = ..., total_points: _Optional[int] = ..., validation_rows: _Optional[int] = ..., downsampled: _Optional[bool] = ..., points: _Optional[_Iterable[_Union[PredictionPoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class LogEntry(_message.Message):
     __slots__ = ("sequence", "time", "level", "step", "message", "attempt")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]

@@ -86,6 +86,11 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
                 _registered_method=True)
+        self.GetPredictions = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/GetPredictions',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsResponse.FromString,
+                _registered_method=True)
         self.ValidateTrainingConfig = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/ValidateTrainingConfig',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ValidateTrainingConfigRequest.SerializeToString,
@@ -208,6 +213,16 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPredictions(self, request, context):
+        """Returns a COMPLETED job's validation-window predictions, kept with its model
+        version: forecasts next to the actuals and the seasonal-naive baseline, or
+        anomaly scores, the threshold and the flagged points. Paged, or downsampled
+        for a plot with max_points.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ValidateTrainingConfig(self, request, context):
         """Checks a configuration without creating a job.
         """
@@ -320,6 +335,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.WatchTrainingJob,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.SerializeToString,
+            ),
+            'GetPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPredictions,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsResponse.SerializeToString,
             ),
             'ValidateTrainingConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTrainingConfig,
@@ -616,6 +636,33 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/WatchTrainingJob',
             aihub_dot_training_dot_v1_dot_training__service__pb2.WatchTrainingJobRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.TrainingJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/GetPredictions',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.GetPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
