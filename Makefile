@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-cluster chaos protos lint bench clean-data
+.PHONY: install browser run test test-cluster chaos protos lint bench clean-data
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -20,6 +20,11 @@ $(PLUGINS): $(STAMP) tests/plugins/pyproject.toml tests/plugins/aihub_test_prepr
 	$(PY) -m pip install --quiet --disable-pip-version-check -e tests/plugins
 	touch $(PLUGINS)
 
+# Debian's Chromium for the browser tests of the web page (tests/e2e/test_web.py), when it is
+# missing and can be installed; they skip, saying why, when it cannot.
+browser:
+	@sh scripts/install_browser.sh || true
+
 # Postgres (embedded, in .data/), a local Ray (AIHUB_LOCAL_RAY_NODES=2: a two-node cluster)
 # and the gRPC server in a private network namespace, Envoy in front on 127.0.0.1 (REST 8000,
 # gRPC 50051); loads the demo data once. Ctrl-C stops everything it started. Authentication is off
@@ -30,7 +35,7 @@ run: install
 # The suite runs in a private network namespace (server/isolation.py): distributed training
 # and the local multi-node Ray cluster open sockets on every interface, which is loopback there.
 # tests/cluster runs in a second pytest process (a Ray driver joins one cluster per process).
-test: install $(PLUGINS)
+test: install $(PLUGINS) browser
 	$(PY) -m server.isolation -- sh -c '$(PY) -m pytest -q && AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster'
 
 # Only the multi-node cluster tests (a head and a second node started with `ray start`).

@@ -47,6 +47,11 @@ def render(
     for f in hcm["http_filters"]:
         if f["name"] == "envoy.filters.http.grpc_json_transcoder":
             f["typed_config"]["proto_descriptor"] = str(descriptor)
+    for vhost in hcm["route_config"]["virtual_hosts"]:
+        for route in vhost["routes"]:
+            body = route.get("direct_response", {}).get("body", {})
+            if "filename" in body:  # the web page's files: relative to the repository
+                body["filename"] = str(ROOT / body["filename"])
     cluster = cfg["static_resources"]["clusters"][0]
     lb_endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     template = lb_endpoints[0]
