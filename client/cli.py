@@ -1,9 +1,11 @@
 """`aihub`: the command line over TrainingClient.
 
     aihub data import --tenant acme-corp --table load_forecasting load.csv
-    aihub jobs create --config job.json          # the guide's POST body, or just its config with --tenant/--model-type
+    aihub jobs create --config job.json [--follow]   # the guide's POST body, or just its config with --tenant/--model-type
     aihub jobs list --tenant acme-corp --status COMPLETED
-    aihub jobs get|watch|logs|metrics|cancel|retry JOB_ID
+    aihub jobs watch JOB_ID                      # a progress bar per step, the current metric, the log; then the metrics
+    aihub jobs get|logs|metrics|cancel|retry JOB_ID
+    aihub jobs plot JOB_ID [forecast.png]        # forecast vs actual (or the anomaly signal) as a PNG
     aihub jobs update JOB_ID --priority critical
     aihub config validate config.json
     aihub models list --tenant acme-corp
@@ -23,6 +25,11 @@
 
 The server address is --target, else AIHUB_TARGET, else localhost:50051. The API key is
 AIHUB_API_KEY (sent as `authorization: Bearer <key>`); none when unset.
+
+Every command takes --output json (before or after the command): JSON on stdout for scripts
+(one document; followed streams, one object per line). Exit codes: 0 done (a followed job
+COMPLETED), 1 the service refused or failed the request, 2 bad input (arguments, files),
+3 a followed job FAILED, 4 a followed job was CANCELLED, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,9 +45,16 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from client import _display, _plot
 from client._client import DEFAULT_TARGET, TrainingClient
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client.errors import AIHubError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 4
+JOB_EXIT = {pb.COMPLETED: EXIT_OK, pb.FAILED: EXIT_FAILED, pb.CANCELLED: EXIT_CANCELLED}
+# --output on every command (and before it); SUPPRESS: a command's own default never hides the one given first.
+OUTPUT = argparse.ArgumentParser(add_help=False)
+OUTPUT.add_argument("--output", choices=["text", "json"], default=argparse.SUPPRESS, help="text (default) or json, for scripts")
 
 
 def _json(msg: Message | list) -> str:
@@ -49,19 +63,18 @@ def _json(msg: Message | list) -> str:
     return json_format.MessageToJson(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
+def _line(msg: Message) -> str:
+    """One message as one line of JSON (a followed stream)."""
+    return json.dumps(json.loads(_json(msg)), separators=(",", ":"))
+
+
+def _is_json(a: argparse.Namespace) -> bool:
+    return getattr(a, "output", "text") == "json"
+
+
 def _read_json(path: str) -> dict[str, Any]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     return json.loads(text)
-
-
-def _progress_line(job: pb.TrainingJob) -> str:
-    status = pb.JobStatus.Name(job.status)
-    line = f"{status:<9} {job.progress:3d}%  {job.current_step or '-'}"
-    if job.metrics:
-        line += "  " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()) if k in ("mae", "rmse", "mape", "r2_score"))
-    if job.error.reason:
-        line += f"  {job.error.reason}: {job.error.message}"
-    return line
 
 
 def _create(c: TrainingClient, a: argparse.Namespace) -> int:
@@ -82,6 +95,12 @@ def _create(c: TrainingClient, a: argparse.Namespace) -> int:
         metadata=metadata,
         request_id=a.request_id or body.get("request_id"),
     )
+    if a.follow:
+        if _is_json(a):
+            print(_line(job), flush=True)
+        else:
+            print(f"created job {job.job_id} ({pb.Priority.Name(job.priority).lower()} priority); following it", flush=True)
+        return _follow(c, a, job.job_id)
     print(_json(job))
     return 0
 
@@ -94,25 +113,45 @@ def _list(c: TrainingClient, a: argparse.Namespace) -> int:
         token = page.next_page_token
         if not token or not a.all:
             break
-    for j in jobs:
-        model_type, priority = pb.ModelType.Name(j.model_type).lower(), pb.Priority.Name(j.priority).lower()
-        print(f"{j.job_id}  {j.tenant_id:<16} {model_type:<9} {priority:<8} {_progress_line(j)}")
+    if _is_json(a):
+        print(_json(jobs))
+    else:
+        _display.console().print(_display.jobs_table(jobs))
     if token:
         print(f"(more: --page-token {token}, or --all)", file=sys.stderr)
     return 0
 
 
-def _watch(c: TrainingClient, a: argparse.Namespace) -> int:
+def _follow(c: TrainingClient, a: argparse.Namespace, job_id: str) -> int:
+    """Follow a job to its end; the exit code says how it ended."""
     job = None
-    for job in c.watch_job(a.job_id):
-        print(_progress_line(job), flush=True)
-    return 0 if job is not None and job.status == pb.COMPLETED else 1
+    if _is_json(a):
+        for job in c.watch_job(job_id):
+            print(_line(job), flush=True)
+    else:
+        job = _display.follow(_display.console(), c.watch_job(job_id), lambda: c.stream_logs(job_id, follow=True))
+    return EXIT_ERROR if job is None else JOB_EXIT.get(job.status, EXIT_ERROR)
 
 
 def _logs(c: TrainingClient, a: argparse.Namespace) -> int:
     for e in c.stream_logs(a.job_id, follow=not a.no_follow, after_sequence=a.after):
+        if _is_json(a):
+            print(_line(e), flush=True)
+            continue
         stamp = e.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
         print(f"{e.sequence:5d} {stamp} {pb.LogLevel.Name(e.level):<7} {e.step or '-':<13} {e.message}", flush=True)
+    return 0
+
+
+def _plot_job(c: TrainingClient, a: argparse.Namespace) -> int:
+    job = c.get_job(a.job_id)
+    meta, points = _plot.all_points(lambda token: c.get_predictions(a.job_id, page_size=_plot.PAGE, page_token=token))
+    path = Path(a.path or f"{a.job_id}.png")
+    _plot.write_png(path, job, meta, points)
+    if _is_json(a):
+        print(json.dumps({"job_id": a.job_id, "path": str(path), "points": len(points), "model_version": meta.model_version}))
+    else:
+        print(f"wrote {path}: {len(points)} points of model version {meta.model_version}'s validation window")
     return 0
 
 
@@ -146,8 +185,9 @@ def _schedule_create(c: TrainingClient, a: argparse.Namespace) -> int:
 
 
 def _operations_parsers(sub: Any) -> None:
-    sch = sub.add_parser("schedules", help="cron schedules (retraining, degradation checks)").add_subparsers(dest="cmd", required=True)
-    sc = sch.add_parser("create", help="create a schedule from a JSON file (- for stdin)")
+    schedules = sub.add_parser("schedules", parents=[OUTPUT], help="cron schedules (retraining, degradation checks)")
+    sch = schedules.add_subparsers(dest="cmd", required=True)
+    sc = sch.add_parser("create", parents=[OUTPUT], help="create a schedule from a JSON file (- for stdin)")
     sc.add_argument("--config", required=True, help='the guide\'s body with "schedule", or a TrainingConfig')
     sc.add_argument("--schedule", help="cron: minute hour day month weekday (six fields: seconds first)")
     sc.add_argument("--timezone", help="IANA time zone the cron is read in (default UTC)")
@@ -161,7 +201,7 @@ def _operations_parsers(sub: Any) -> None:
     sc.add_argument("--max-mae-increase", type=float, help="alert when MAE grows past (1 + this) x training MAE (default 0.2)")
     sc.add_argument("--max-skill-drop", type=float, help="alert when skill drops by more than this (default 0.1)")
     sc.add_argument("--paused", action="store_true")
-    sch.add_parser("list", help="list schedules").add_argument("--tenant", default="")
+    sch.add_parser("list", parents=[OUTPUT], help="list schedules").add_argument("--tenant", default="")
     for name, help_ in [
         ("get", "show a schedule, its recent jobs and checks"),
         ("pause", "stop a schedule from firing"),
@@ -169,17 +209,17 @@ def _operations_parsers(sub: Any) -> None:
         ("run", "fire a schedule now, once"),
         ("delete", "delete a schedule (its jobs stay)"),
     ]:
-        sch.add_parser(name, help=help_).add_argument("schedule_id")
+        sch.add_parser(name, parents=[OUTPUT], help=help_).add_argument("schedule_id")
 
-    al = sub.add_parser("alerts", help="webhooks for failures and degradation").add_subparsers(dest="cmd", required=True)
-    aa = al.add_parser("add", help="add a webhook; prints its signing secret once")
+    al = sub.add_parser("alerts", parents=[OUTPUT], help="webhooks for failures and degradation").add_subparsers(dest="cmd", required=True)
+    aa = al.add_parser("add", parents=[OUTPUT], help="add a webhook; prints its signing secret once")
     aa.add_argument("--tenant", required=True)
     aa.add_argument("--url", required=True)
     aa.add_argument("--event", action="append", choices=["job_failed", "degradation"], help="default: both")
     aa.add_argument("--secret", default="", help="16+ characters; default: one is made")
-    al.add_parser("list", help="list webhooks").add_argument("--tenant", default="")
-    al.add_parser("delete", help="remove a webhook").add_argument("target_id")
-    ad = al.add_parser("deliveries", help="alerts sent, newest first")
+    al.add_parser("list", parents=[OUTPUT], help="list webhooks").add_argument("--tenant", default="")
+    al.add_parser("delete", parents=[OUTPUT], help="remove a webhook").add_argument("target_id")
+    ad = al.add_parser("deliveries", parents=[OUTPUT], help="alerts sent, newest first")
     ad.add_argument("--tenant", default="")
     ad.add_argument("--page-size", type=int, default=50)
 
@@ -208,19 +248,18 @@ def _run_operations(c: TrainingClient, a: argparse.Namespace, key: tuple[str, st
 
 
 def _admin_parsers(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="API keys (admin)").add_subparsers(dest="cmd", required=True)
-    kc = keys.add_parser("create", help="create a key for a tenant, or an admin key; prints the secret once")
+    keys = sub.add_parser("keys", parents=[OUTPUT], help="API keys (admin)").add_subparsers(dest="cmd", required=True)
+    kc = keys.add_parser("create", parents=[OUTPUT], help="create a key for a tenant, or an admin key; prints the secret once")
     who = kc.add_mutually_exclusive_group(required=True)
     who.add_argument("--tenant")
     who.add_argument("--admin", action="store_true")
     kc.add_argument("--name", default="")
-    kc.add_argument("--output", choices=["text", "json"], default="text")
-    keys.add_parser("list", help="list keys (never their secrets)").add_argument("--tenant", default="")
-    keys.add_parser("revoke", help="revoke a key").add_argument("key_id")
+    keys.add_parser("list", parents=[OUTPUT], help="list keys (never their secrets)").add_argument("--tenant", default="")
+    keys.add_parser("revoke", parents=[OUTPUT], help="revoke a key").add_argument("key_id")
 
-    ten = sub.add_parser("tenants", help="tenant quotas (admin)").add_subparsers(dest="cmd", required=True)
-    ten.add_parser("get", help="show a tenant's quotas").add_argument("tenant")
-    ts = ten.add_parser("set", help="change a tenant's quotas")
+    ten = sub.add_parser("tenants", parents=[OUTPUT], help="tenant quotas (admin)").add_subparsers(dest="cmd", required=True)
+    ten.add_parser("get", parents=[OUTPUT], help="show a tenant's quotas").add_argument("tenant")
+    ts = ten.add_parser("set", parents=[OUTPUT], help="change a tenant's quotas")
     ts.add_argument("tenant")
     ts.add_argument("--max-queued-jobs", type=int)
     ts.add_argument("--max-running-jobs", type=int, help="0: no cap beyond the fair share")
@@ -230,43 +269,44 @@ def _admin_parsers(sub: Any) -> None:
 
 
 def _model_parsers(sub: Any) -> None:
-    mdl = sub.add_parser("models", help="the model registry").add_subparsers(dest="cmd", required=True)
-    ml = mdl.add_parser("list", help="a tenant's model versions")
+    mdl = sub.add_parser("models", parents=[OUTPUT], help="the model registry").add_subparsers(dest="cmd", required=True)
+    ml = mdl.add_parser("list", parents=[OUTPUT], help="a tenant's model versions")
     ml.add_argument("--tenant", required=True)
     ml.add_argument("--model-type", choices=["forecast", "anomaly"])
     ml.add_argument("--include-deleted", action="store_true")
-    mdl.add_parser("get", help="show a model version").add_argument("model_id")
-    mdl.add_parser("delete", help="delete a version's artifact (the row stays)").add_argument("model_id")
-    me = mdl.add_parser("evaluate", help="score a version on another window")
+    mdl.add_parser("get", parents=[OUTPUT], help="show a model version").add_argument("model_id")
+    mdl.add_parser("delete", parents=[OUTPUT], help="delete a version's artifact (the row stays)").add_argument("model_id")
+    me = mdl.add_parser("evaluate", parents=[OUTPUT], help="score a version on another window")
     me.add_argument("model_id")
     me.add_argument("--start", required=True)
     me.add_argument("--end", required=True)
-    mk = mdl.add_parser("keep", help="protect a version from the retention sweep")
+    mk = mdl.add_parser("keep", parents=[OUTPUT], help="protect a version from the retention sweep")
     mk.add_argument("model_id")
     mk.add_argument("--off", action="store_true", help="let retention remove it again")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aihub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="aihub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[OUTPUT])
     p.add_argument("--target", default=None, help=f"server address (default: AIHUB_TARGET or {DEFAULT_TARGET})")
     sub = p.add_subparsers(dest="group", required=True)
 
-    data = sub.add_parser("data", help="feature data").add_subparsers(dest="cmd", required=True)
-    imp = data.add_parser("import", help="import a CSV or Parquet file with a timestamp column")
+    data = sub.add_parser("data", parents=[OUTPUT], help="feature data").add_subparsers(dest="cmd", required=True)
+    imp = data.add_parser("import", parents=[OUTPUT], help="import a CSV or Parquet file with a timestamp column")
     imp.add_argument("--tenant", default="", help="default: the API key's tenant")
     imp.add_argument("--table", default="load_forecasting")
     imp.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the file")
     imp.add_argument("file")
 
-    jobs = sub.add_parser("jobs", help="training jobs").add_subparsers(dest="cmd", required=True)
-    cr = jobs.add_parser("create", help="create a job from a JSON file (- for stdin)")
+    jobs = sub.add_parser("jobs", parents=[OUTPUT], help="training jobs").add_subparsers(dest="cmd", required=True)
+    cr = jobs.add_parser("create", parents=[OUTPUT], help="create a job from a JSON file (- for stdin)")
     cr.add_argument("--config", required=True, help="the guide's POST /ai/training/jobs body, or a TrainingConfig")
     cr.add_argument("--tenant")
     cr.add_argument("--model-type", choices=["forecast", "anomaly"])
     cr.add_argument("--priority", choices=["critical", "high", "normal", "low"])
     cr.add_argument("--metadata", action="append", metavar="KEY=VALUE")
     cr.add_argument("--request-id")
-    ls = jobs.add_parser("list", help="list jobs, newest first")
+    cr.add_argument("--follow", action="store_true", help="then follow it like `jobs watch` (the exit code says how it ended)")
+    ls = jobs.add_parser("list", parents=[OUTPUT], help="list jobs, newest first")
     ls.add_argument("--tenant")
     ls.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"], type=str.upper)
     ls.add_argument("--model-type", choices=["forecast", "anomaly"])
@@ -275,34 +315,37 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--schedule", default="", help="only the jobs of this schedule")
     for name, help_ in [
         ("get", "show a job"),
-        ("watch", "follow status and progress until final"),
+        ("watch", "follow a job: a progress bar per step, the metric, the log; exit code 0/3/4 for completed/failed/cancelled"),
         ("metrics", "show a job's metrics"),
         ("cancel", "cancel a PENDING or RUNNING job"),
         ("retry", "queue a FAILED or CANCELLED job again"),
     ]:
-        jobs.add_parser(name, help=help_).add_argument("job_id")
-    lg = jobs.add_parser("logs", help="print log lines, following them until the job is final")
+        jobs.add_parser(name, parents=[OUTPUT], help=help_).add_argument("job_id")
+    pl = jobs.add_parser("plot", parents=[OUTPUT], help="write a completed job's validation window as a PNG")
+    pl.add_argument("job_id")
+    pl.add_argument("path", nargs="?", help="default: JOB_ID.png")
+    lg = jobs.add_parser("logs", parents=[OUTPUT], help="print log lines, following them until the job is final")
     lg.add_argument("job_id")
     lg.add_argument("--no-follow", action="store_true", help="print what is stored and stop")
     lg.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
-    up = jobs.add_parser("update", help="change the priority of a PENDING job")
+    up = jobs.add_parser("update", parents=[OUTPUT], help="change the priority of a PENDING job")
     up.add_argument("job_id")
     up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
 
     _model_parsers(sub)
     _admin_parsers(sub)
     _operations_parsers(sub)
-    cfg = sub.add_parser("config", help="training configurations").add_subparsers(dest="cmd", required=True)
-    cfg.add_parser("validate", help="check a config JSON file").add_argument("file")
-    sub.add_parser("clusters", help="list Ray clusters")
-    sub.add_parser("health", help="database, Ray and queue health")
+    cfg = sub.add_parser("config", parents=[OUTPUT], help="training configurations").add_subparsers(dest="cmd", required=True)
+    cfg.add_parser("validate", parents=[OUTPUT], help="check a config JSON file").add_argument("file")
+    sub.add_parser("clusters", parents=[OUTPUT], help="list Ray clusters")
+    sub.add_parser("health", parents=[OUTPUT], help="database, Ray and queue health")
     return p
 
 
 def _run_admin(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int:
     if key == ("keys", "create"):
         made = c.create_key(a.tenant or "", admin=a.admin, name=a.name)
-        if a.output == "json":
+        if _is_json(a):
             out: dict[str, Any] = {"key": made.key, "key_id": made.key_id, "tenant_id": made.tenant_id}
             if made.admin:
                 out = {"key": made.key, "key_id": made.key_id, "tenant_id": "", "admin": True}
@@ -328,43 +371,70 @@ def _run_admin(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | N
     return 2
 
 
-def run(c: TrainingClient, a: argparse.Namespace) -> int:
-    key = (a.group, getattr(a, "cmd", None))
-    if key == ("data", "import"):
-        resp = c.import_data(a.tenant, a.table, a.file, format=a.format)
-        print(f"imported {resp.rows_imported} rows into features.{resp.table} ({', '.join(resp.columns)})")
-        return 0
+def _run_jobs(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int | None:
+    """The jobs commands that do more than print an answer (None: not one of them)."""
     if key == ("jobs", "create"):
         return _create(c, a)
-    if key in (("keys", "create"), ("keys", "list"), ("tenants", "set")):
-        return _run_admin(c, a, key)
-    done = _run_operations(c, a, key)
-    if done is not None:
-        return done
     if key == ("jobs", "list"):
         return _list(c, a)
     if key == ("jobs", "watch"):
-        return _watch(c, a)
+        return _follow(c, a, a.job_id)
+    if key == ("jobs", "plot"):
+        return _plot_job(c, a)
     if key == ("jobs", "logs"):
         return _logs(c, a)
     if key == ("jobs", "update"):
         print(_json(c.update_job(a.job_id, priority=a.priority)))
         return 0
-    if key == ("config", "validate"):
-        body = _read_json(a.file)
-        resp = c.validate_config(body.get("config", body))
+    return None
+
+
+def _validate(c: TrainingClient, a: argparse.Namespace) -> int:
+    body = _read_json(a.file)
+    resp = c.validate_config(body.get("config", body))
+    if _is_json(a):
+        print(_json(resp))
+    else:
         for v in resp.violations:
             print(f"{v.field}: {v.description}")
         print("valid" if resp.valid else f"{len(resp.violations)} problem(s)")
-        return 0 if resp.valid else 1
-    if key == ("models", "list"):
-        for v in c.list_models(a.tenant, a.model_type, include_deleted=a.include_deleted):
-            gone = "  (deleted)" if v.HasField("deleted_at") else ""
-            print(
-                f"{v.model_id}  {pb.ModelType.Name(v.model_type).lower():<8} v{v.version:<4} {v.algorithm:<16} job {v.job_id}"
-                f"  mae={v.metrics.get('mae', float('nan')):.4g}{gone}"
-            )
+    return 0 if resp.valid else 1
+
+
+def _models(c: TrainingClient, a: argparse.Namespace) -> int:
+    found = c.list_models(a.tenant, a.model_type, include_deleted=a.include_deleted)
+    if _is_json(a):
+        print(_json(found))
         return 0
+    for v in found:
+        gone = "  (deleted)" if v.HasField("deleted_at") else ""
+        print(
+            f"{v.model_id}  {pb.ModelType.Name(v.model_type).lower():<8} v{v.version:<4} {v.algorithm:<16} job {v.job_id}"
+            f"  mae={v.metrics.get('mae', float('nan')):.4g}{gone}"
+        )
+    return 0
+
+
+def _import(c: TrainingClient, a: argparse.Namespace) -> int:
+    resp = c.import_data(a.tenant, a.table, a.file, format=a.format)
+    if _is_json(a):
+        print(_json(resp))
+    else:
+        print(f"imported {resp.rows_imported} rows into features.{resp.table} ({', '.join(resp.columns)})")
+    return 0
+
+
+def run(c: TrainingClient, a: argparse.Namespace) -> int:
+    key = (a.group, getattr(a, "cmd", None))
+    if key in (("keys", "create"), ("keys", "list"), ("tenants", "set")):
+        return _run_admin(c, a, key)
+    for handler in (_run_operations, _run_jobs):
+        done = handler(c, a, key)
+        if done is not None:
+            return done
+    own = {("data", "import"): _import, ("config", "validate"): _validate, ("models", "list"): _models}
+    if key in own:
+        return own[key](c, a)
     simple = {
         ("jobs", "get"): lambda: c.get_job(a.job_id),
         ("jobs", "metrics"): lambda: c.get_metrics(a.job_id),
@@ -389,11 +459,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with TrainingClient(target, api_key=os.environ.get("AIHUB_API_KEY") or None) as c:
             return run(c, a)
     except AIHubError as exc:
-        print(f"aihub: {exc}", file=sys.stderr)
-        return 1
+        if _is_json(a):  # the guide's error shape, for scripts
+            details = {**exc.details, **({"violations": [{"field": f, "error": d} for f, d in exc.violations]} if exc.violations else {})}
+            print(json.dumps({"error": exc.reason or exc.code.name, "message": exc.message, "details": details}), file=sys.stderr)
+        else:
+            print(f"aihub: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except (ValueError, json_format.ParseError, OSError) as exc:
-        print(f"aihub: {exc}", file=sys.stderr)
-        return 2
+        print(json.dumps({"error": "InvalidInput", "message": str(exc)}) if _is_json(a) else f"aihub: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -73,8 +73,9 @@ def build(
         if name:
             columns["baseline"] = _floats(values, n)
     if scores is not None:
-        columns["score"] = _floats(scores, n)
-        columns["flagged"] = columns["score"] >= threshold if threshold is not None else np.zeros(n, dtype=bool)
+        score = _floats(scores, n)
+        columns["score"] = score
+        columns["flagged"] = score >= threshold if threshold is not None else np.zeros(n, dtype=bool)
     if labels is not None:
         columns["label"] = _floats(labels, n) > 0.5
     frame = pd.DataFrame(columns)

@@ -11,9 +11,10 @@ import sys
 import asyncpg
 import pytest
 
+from client import AsyncTrainingClient, pb
 from client.cli import main as aihub
 from storage import db
-from tests.conftest import ROOT, empty_database, tiny_config
+from tests.conftest import ROOT, empty_database, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -66,7 +67,7 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     assert code == 0
     job_id = json.loads(out)["job_id"]
     code, out = await asyncio.to_thread(run, "jobs", "watch", job_id)
-    assert code == 0 and out.strip().splitlines()[-1].startswith("COMPLETED 100%")
+    assert code == 0 and "COMPLETED 100%" in out and out.strip().splitlines()[-1] == "model version 1"
     code, out = await asyncio.to_thread(run, "jobs", "logs", job_id)
     assert code == 0 and "registration" in out and "job completed" in out
     code, out = await asyncio.to_thread(run, "jobs", "list", "--tenant", "hooli")
@@ -130,3 +131,67 @@ async def test_cli_schedules_alerts_and_keep(start_app, database_url, demo_frame
     assert code == 1  # a clear error, not a traceback
     code, out = await asyncio.to_thread(run, "schedules", "delete", sid)
     assert code == 0
+
+
+async def test_cli_follows_jobs_with_exit_codes_json_and_a_plot(app, tmp_path, capsys):
+    """`jobs create --follow` and `jobs watch`: bars per step, the log, the final metrics;
+    exit codes 0 / 3 / 4 for completed / failed / cancelled; --output json for scripts;
+    `jobs plot` writes the validation window as a PNG."""
+    target = f"127.0.0.1:{app.port}"
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = aihub(["--target", target, *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def body(name: str, config: dict) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"tenant_id": "acme-corp", "model_type": "forecast", "config": config}))
+        return str(path)
+
+    code, out, _ = await asyncio.to_thread(run, "jobs", "create", "--config", body("ok.json", tiny_config()), "--follow")
+    assert code == 0, out
+    job_id = out.split("created job ", 1)[1].split()[0]
+    lines = out.splitlines()
+    assert any(line.startswith("COMPLETED 100%") for line in lines)  # each change, as a plain line (piped)
+    assert any("job completed (model version 1)" in line for line in lines)  # the log under it
+    for step in ("data_loading", "preprocessing", "training", "evaluation", "registration"):
+        assert any(line.startswith(step) and line.rstrip().endswith("100%") and "━" in line for line in lines), step
+    async with AsyncTrainingClient(target) as client:
+        done = await client.get_job(job_id)
+        assert any(line.split() == ["mae", "│", f"{done.metrics['mae']:.4g}"] for line in lines), out  # the final metrics table
+
+        code, out, _ = await asyncio.to_thread(run, "jobs", "watch", job_id, "--output", "json")
+        snapshots = [json.loads(line) for line in out.splitlines()]
+        assert code == 0 and snapshots[-1]["status"] == "COMPLETED" and snapshots[-1]["job_id"] == job_id
+        code, out, _ = await asyncio.to_thread(run, "--output", "json", "jobs", "list", "--tenant", "acme-corp")
+        assert code == 0 and [j["job_id"] for j in json.loads(out)] == [job_id]
+        code, out, _ = await asyncio.to_thread(run, "jobs", "list", "--tenant", "acme-corp")
+        row = next(line for line in out.splitlines() if job_id in line)  # the whole id, in a table row
+        assert "COMPLETED" in row and "100%" in row and "│" in row
+
+        png = tmp_path / "forecast.png"
+        code, out, _ = await asyncio.to_thread(run, "jobs", "plot", job_id, str(png), "--output", "json")
+        made = json.loads(out)
+        assert code == 0 and made["points"] == done.metrics["validation_rows"] and made["path"] == str(png)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+        code, out, _ = await asyncio.to_thread(
+            run, "jobs", "create", "--config", body("bad.json", tiny_config(feature_table="nope")), "--follow"
+        )
+        assert code == 3 and "FAILED" in out and "DataLoadError" in out
+        failed_id = out.split("created job ", 1)[1].split()[0]
+        code, _, err = await asyncio.to_thread(run, "jobs", "plot", failed_id)
+        assert code == 1 and "COMPLETED" in err  # its predictions exist once it has completed: said, not a traceback
+        code, _, err = await asyncio.to_thread(run, "--output", "json", "jobs", "get", "00000000-0000-0000-0000-000000000000")
+        assert code == 1 and json.loads(err)["error"] == "JobNotFound"
+
+        slow = await client.create_job("acme-corp", "forecast", slow_config())
+        watching = asyncio.create_task(asyncio.to_thread(run, "jobs", "watch", slow.job_id))
+        async for job in client.watch_job(slow.job_id):
+            if job.status == pb.RUNNING:
+                break
+        await client.cancel_job(slow.job_id)
+        code, out, _ = await asyncio.wait_for(watching, 60)
+        assert code == 4 and "CANCELLED" in out
