@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import QUICK_START_CONFIG, slow_config, tiny_config
+from tests.conftest import QUICK_START_CONFIG, ROOT, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -280,8 +280,20 @@ async def test_model_registry_over_rest(rest):
     assert empty.status_code == 400 and error_reason(empty.json()) == "DataLoadError", empty.text
     assert empty.json()["details"]["reason"].startswith("No rows in features.load_forecasting")
     assert empty.json()["details"]["tenant_id"] == "acme-corp"
+    kept = await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}/predictions", params={"max_points": 50})
+    assert kept.status_code == 200, kept.text
+    shown = kept.json()
+    assert shown["downsampled"] is True and 25 <= len(shown["points"]) <= 50 and shown["model_id"] == version["model_id"]
+    assert shown["total_points"] == one["metrics"]["validation_rows"] and shown["model_type"] == "FORECAST"
+    first = shown["points"][0]
+    assert set(first) >= {"timestamp", "actual", "predicted", "baseline"} and first["timestamp"].endswith("Z")
+    typo = await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}/predictions", params={"max_point": 50})
+    assert typo.status_code == 400  # a misspelled query parameter
     gone = await http("DELETE", f"{rest}/ai/training/models/{version['model_id']}")
     assert gone.status_code == 200 and gone.json()["deleted_at"]
+    after = await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}/predictions")
+    assert after.status_code == 400 and after.json()["error"] == "InvalidState", after.text
+    assert "went with its artifact" in after.json()["message"]
     assert (await http("GET", f"{rest}/ai/training/models", params={"tenant_id": "acme-corp"})).json()["versions"] == []
     assert (await http("GET", f"{rest}/ai/training/models/{uuid.uuid4()}")).status_code == 404
 
@@ -406,3 +418,21 @@ async def test_the_readmes_schedule_example_works_as_written(rest):
     assert made["window"] == "P365D" and made["timezone"] == "Europe/Berlin" and made["priority"] == "HIGH"
     fires = datetime.fromisoformat(made["next_fire_at"].replace("Z", "+00:00"))
     assert fires.weekday() == 6 and fires.hour in (0, 1)  # 02:00 in Berlin: 01:00Z in winter, 00:00Z in summer
+
+
+async def test_the_web_page_is_served_by_envoy(rest):
+    """web/ at the REST port: Envoy's own answers, with their content types and a strict
+    CSP; the API beside it unchanged."""
+    page = await http("GET", f"{rest}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"] and page.headers["x-content-type-options"] == "nosniff"
+    assert '<script src="/ui/app.js">' in page.text
+    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/plot.js", "text/javascript"), ("/ui/app.css", "text/css")):
+        got = await http("GET", f"{rest}{path}")
+        name = path.rsplit("/", 1)[1]
+        assert got.status_code == 200 and got.headers["content-type"].startswith(kind), path
+        assert got.content == (ROOT / "web" / name).read_bytes()  # the bytes as they are, not the JSON error body
+    missing = await http("GET", f"{rest}/ui/nope.js")
+    assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
+    assert (await http("POST", f"{rest}/")).status_code == 404  # the page is GET only
+    assert (await http("GET", f"{rest}/health")).json()["status"] in ("ok", "degraded")
