@@ -73,6 +73,7 @@ bench: install
 	$(PY) -m bench.algorithms
 	$(PY) -m bench.quality
 	$(PY) -m bench.operations
+	$(PY) -m bench.predictions
 
 clean-data:
 	rm -rf .data
