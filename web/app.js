@@ -336,7 +336,8 @@ function stepBox(job, step, i) {
 
 function renderMetrics(card, metrics, live) {
   card.textContent = "";
-  card.append(h("h2", {}, live && Object.keys(metrics).length ? "Metrics (live, on the rows being fitted)" : "Metrics"));
+  const round = metrics.live_round !== undefined ? ` at round ${metrics.live_round}` : "";
+  card.append(h("h2", {}, live && Object.keys(metrics).length ? `Metrics (live${round}, on the rows being fitted)` : "Metrics"));
   const names = Object.keys(metrics);
   if (!names.length) { card.append(h("p", { class: "muted" }, "none yet")); return; }
   const head = HEADLINE.filter((k) => k in metrics);
