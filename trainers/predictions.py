@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainers.features import SERIES
+
 FILE_NAME = "predictions.parquet"
 MAX_ROWS = 100_000  # at most this many (the newest) validation rows are kept: a few MB of Parquet
 FORECAST, ANOMALY = "forecast", "anomaly"
 _META_KEY = b"aihub.predictions"
-SERIES = "series_id"
 
 
 @dataclass(frozen=True)
