@@ -29,6 +29,7 @@ from storage.features import FileFormat
 from trainers import predictions
 from trainers import spec as specs
 from trainers.errors import Violation, shown
+from trainers.features import SERIES
 
 MODEL_TYPES: Mapping[specs.ModelType, pb.ModelType] = {specs.ModelType.FORECAST: pb.FORECAST, specs.ModelType.ANOMALY: pb.ANOMALY}
 PRIORITIES: Mapping[records.Priority, pb.Priority] = {
@@ -324,7 +325,7 @@ def predictions_to_pb(
     stamps = page["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64")
     values = {name: page[name].to_numpy() for name in ("actual", "predicted", "baseline", "score") if name in page.columns}
     flags = {name: page[name].to_numpy() for name in ("flagged", "label") if name in page.columns}
-    series = page[predictions.SERIES].to_numpy() if predictions.SERIES in page.columns else None
+    series = page[SERIES].to_numpy() if SERIES in page.columns else None
     for i in range(len(page)):
         point = out.points.add()
         point.timestamp.FromNanoseconds(int(stamps[i]))
