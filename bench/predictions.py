@@ -58,7 +58,8 @@ def pipeline_ratio(repeats: int) -> None:
     walls: dict[str, list[float]] = {"with": [], "without": []}
 
     def once() -> None:
-        pipeline.run(s, data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry())
+        with tempfile.TemporaryDirectory(prefix="aihub-bench-") as root:  # no model folders left behind
+            pipeline.run(s, data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry(Path(root)))
 
     once()  # imports, first fit
     for _ in range(repeats):
