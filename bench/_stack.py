@@ -20,6 +20,19 @@ from storage.embedded import EmbeddedPostgres
 from storage.records import Priority
 from storage.tenancy import Scope
 
+# The guide's quick-start config (bench.tuning, bench.predictions).
+QUICK_START = {
+    "model_type": "forecast",
+    "algorithm": "lgbm",
+    "hyperparameters": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31},
+    "training_start": "2024-01-01T00:00:00",
+    "training_end": "2024-12-31T23:59:59",
+    "features": ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"],
+    "target": "load",
+    "validation_split": 0.2,
+    "random_seed": 42,
+}
+
 # A job that only has to exist (the latency benchmarks read it; nothing runs it).
 READ_ONLY_JOB = {
     "model_type": "forecast",

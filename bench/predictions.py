@@ -15,6 +15,8 @@ import argparse
 import statistics
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.protobuf import json_format
 
+from bench._stack import QUICK_START
 from server import demo_data
 from server.api import convert
 from storage import records
 from trainers import pipeline, predictions, spec
 from trainers.local import FolderRegistry, FrameSource, MemoryReporter
-
-QUICK_START = {
-    "model_type": "forecast",
-    "algorithm": "lgbm",
-    "hyperparameters": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31},
-    "training_start": "2024-01-01T00:00:00",
-    "training_end": "2024-12-31T23:59:59",
-    "features": ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"],
-    "target": "load",
-    "validation_split": 0.2,
-    "random_seed": 42,
-}
 
 
 def timed(fn, repeats: int) -> float:
@@ -90,14 +81,16 @@ def at_the_bound(repeats: int) -> None:
     thin = timed(lambda: predictions.downsample(back.frame, 2000), repeats)
     print(f"{n} rows: write {ours * 1000:.1f} ms (pyarrow alone {raw * 1000:.1f} ms: ratio {ours / raw:.2f}), {size / 1e6:.2f} MB")
     print(f"{n} rows: read {read * 1000:.1f} ms, thin to 2,000 points {thin * 1000:.1f} ms")
-    job = records.Job.__new__(records.Job)
-    object.__setattr__(job, "job_id", "00000000-0000-0000-0000-000000000000")
-    version = records.ModelVersion.__new__(records.ModelVersion)
-    for name, value in (("model_id", "00000000-0000-0000-0000-000000000001"), ("version", 1), ("model_type", "forecast")):
-        object.__setattr__(version, name, value)
+    job_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    version = records.ModelVersion(
+        model_id=uuid.uuid4(), tenant_id="bench", model_type="forecast", version=1, job_id=job_id, algorithm="lgbm",
+        artifact_uri="", features=(), target="load", training_start=now, training_end=now, metrics={},
+        feature_importance={}, config={}, config_hash="", created_at=now, deleted_at=None,
+    )  # fmt: skip
     for label, page in (("a 5,000-point page", back.frame.iloc[:5000]), ("a 2,000-point plot", predictions.downsample(back.frame, 2000))):
-        build = timed(lambda page=page: convert.predictions_to_pb(job, version, back, page, downsampled=False, next_offset=0), repeats)
-        msg = convert.predictions_to_pb(job, version, back, page, downsampled=False, next_offset=0)
+        build = timed(lambda page=page: convert.predictions_to_pb(job_id, version, back, page, downsampled=False, next_offset=0), repeats)
+        msg = convert.predictions_to_pb(job_id, version, back, page, downsampled=False, next_offset=0)
         text = json_format.MessageToJson(msg, preserving_proto_field_name=True)
         sizes = f"{msg.ByteSize() / 1e3:.0f} kB protobuf, {len(text) / 1e3:.0f} kB JSON"
         print(f"GetPredictions, {label}: {build * 1000:.1f} ms to build, {sizes}")

@@ -12,21 +12,10 @@ import argparse
 import asyncio
 import time
 
-from bench._stack import load, stack
+from bench._stack import QUICK_START, load, stack
 from client import AsyncTrainingClient, pb
 from server import demo_data
 
-QUICK_START = {
-    "model_type": "forecast",
-    "algorithm": "lgbm",
-    "hyperparameters": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31},
-    "training_start": "2024-01-01T00:00:00",
-    "training_end": "2024-12-31T23:59:59",
-    "features": ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"],
-    "target": "load",
-    "validation_split": 0.2,
-    "random_seed": 42,
-}
 HAND_TUNED = {
     **QUICK_START,
     "hyperparameters": {"n_estimators": 2000, "learning_rate": 0.03, "num_leaves": 31, "min_data_in_leaf": 40, "feature_fraction": 0.9},

@@ -301,7 +301,7 @@ def metrics_to_pb(job: records.Job) -> pb.GetTrainingJobMetricsResponse:
 
 
 def predictions_to_pb(
-    job: records.Job,
+    job_id: uuid.UUID,
     version: records.ModelVersion,
     kept: predictions.Predictions,
     page: pd.DataFrame,
@@ -310,7 +310,7 @@ def predictions_to_pb(
     next_offset: int,
 ) -> pb.GetPredictionsResponse:
     out = pb.GetPredictionsResponse(
-        job_id=str(job.job_id),
+        job_id=str(job_id),
         model_id=str(version.model_id),
         model_version=version.version,
         model_type=model_type_to_pb(version.model_type),

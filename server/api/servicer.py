@@ -176,11 +176,11 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         frame = kept.frame
         if request.max_points:
             page = predictions.downsample(frame, request.max_points)
-            return convert.predictions_to_pb(job, version, kept, page, downsampled=len(page) < len(frame), next_offset=0)
+            return convert.predictions_to_pb(job_id, version, kept, page, downsampled=len(page) < len(frame), next_offset=0)
         size = request.page_size or DEFAULT_POINTS_PAGE
         page = frame.iloc[offset : offset + size]
         more = offset + size if offset + size < len(frame) else 0
-        return convert.predictions_to_pb(job, version, kept, page, downsampled=False, next_offset=more)
+        return convert.predictions_to_pb(job_id, version, kept, page, downsampled=False, next_offset=more)
 
     async def _get_job(self, job_id: str) -> Job:
         parsed = convert.parse_job_id(job_id)
