@@ -51,6 +51,7 @@ from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client.errors import AIHubError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 4
+EXIT_PIPE = 141  # the reader of our output went away: 128 + SIGPIPE, as a shell tool says it
 JOB_EXIT = {pb.COMPLETED: EXIT_OK, pb.FAILED: EXIT_FAILED, pb.CANCELLED: EXIT_CANCELLED}
 # --output on every command (and before it); SUPPRESS: a command's own default never hides the one given first.
 OUTPUT = argparse.ArgumentParser(add_help=False)
@@ -457,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = a.target or os.environ.get("AIHUB_TARGET") or DEFAULT_TARGET
     try:
         with TrainingClient(target, api_key=os.environ.get("AIHUB_API_KEY") or None) as c:
-            return run(c, a)
+            code = run(c, a)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except AIHubError as exc:
         if _is_json(a):  # the guide's error shape, for scripts
             details = {**exc.details, **({"violations": [{"field": f, "error": d} for f, d in exc.violations]} if exc.violations else {})}
@@ -465,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"aihub: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`aihub ... | head`): not an input error. Nothing more is
+        # written (Python would complain again at exit), and the exit code is a pipe's.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except (ValueError, json_format.ParseError, OSError) as exc:
         print(json.dumps({"error": "InvalidInput", "message": str(exc)}) if _is_json(a) else f"aihub: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,7 +25,9 @@ class AIHubError(Exception):
         self.violations = violations
 
     def __str__(self) -> str:
-        extra = "".join(f"\n  {field}: {desc}" for field, desc in self.violations)
+        # The server's message often names the first problems already ("Invalid request:
+        # job_id: ..."): each violation is said once.
+        extra = "".join(f"\n  {field}: {desc}" for field, desc in self.violations if f"{field}: {desc}" not in self.message)
         return f"{self.reason or self.code.name}: {self.message}{extra}"
 
 

@@ -114,7 +114,9 @@ def front(settings: Settings, argv: list[str]) -> int:
     metrics = replicas.metrics_sockets(run_dir, settings.replicas)
     env = {**os.environ, "AIHUB_GRPC_UNIX_SOCKET": str(sock), "AIHUB_METRICS_UNIX_SOCKET": str(metrics[0]), "AIHUB_REST": "false"}
     command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
-    child = subprocess.Popen(command, env=env, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+    # Its own process group: a terminal's Ctrl-C reaches only this process, which passes one
+    # SIGTERM on (a second signal would mean "stop without draining").
+    child = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:

@@ -144,7 +144,8 @@ class Supervisor:
             "AIHUB_SERVER_ID": f"{socket.gethostname()}-replica-{index}",
         }
         command = [sys.executable, "-m", "server", *(["--seed-demo"] if seed else [])]
-        proc = subprocess.Popen(command, env=env, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+        # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which passes one SIGTERM on.
+        proc = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
         log.info("replica %d started (pid %d) on %s", index, proc.pid, self.sockets[index])
         return proc
 

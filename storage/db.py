@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -163,8 +164,12 @@ async def _enter(conn: AsyncConnection, scope: Scope | None, *, begin: bool) -> 
 
 
 def _leave(conn: AsyncConnection) -> None:
-    # A connection whose statement was cancelled cannot even show its info; that must not
-    # replace the CancelledError (or the error) that ends the block.
+    # An invalidated connection has nothing to forget (reading its info would make SQLAlchemy
+    # start a new connection here, outside its greenlet: a coroutine never awaited). One
+    # whose statement was cancelled cannot even show its info; that must not replace the
+    # CancelledError (or the error) that ends the block.
+    if conn.invalidated:
+        return
     with contextlib.suppress(SQLAlchemyError):
         conn.info.pop(SCOPE_KEY, None)
         conn.info.pop(RAW_KEY, None)
@@ -318,14 +323,28 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+SAVEPOINT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
 @contextlib.asynccontextmanager
 async def savepoint(conn: AsyncConnection, name: str = "aihub_step") -> AsyncIterator[None]:
     """A part of the transaction that can fail alone: what it wrote is undone and its error
-    raised; the transaction goes on."""
-    await fetch(conn, sa.text(f"SAVEPOINT {name}"))
+    raised; the transaction goes on. ``name`` is an identifier of ours (checked); the
+    statements go to the driver as they are, nothing compiled or cached per call."""
+    if not SAVEPOINT_NAME.match(name):
+        raise ValueError(f"not a savepoint name: {name!r}")
+
+    async def run(sql: str) -> None:
+        raw = conn.info.get(RAW_KEY)
+        if raw is None:
+            await conn.exec_driver_sql(sql)
+        else:
+            await raw.execute(sql)
+
+    await run(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
-        await fetch(conn, sa.text(f"ROLLBACK TO SAVEPOINT {name}"))
+        await run(f"ROLLBACK TO SAVEPOINT {name}")
         raise
-    await fetch(conn, sa.text(f"RELEASE SAVEPOINT {name}"))
+    await run(f"RELEASE SAVEPOINT {name}")

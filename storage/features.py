@@ -56,12 +56,6 @@ def check_identifier(name: str, what: str) -> str:
 FileFormat = Literal["csv", "parquet"]
 
 
-def read_file(data: bytes, fmt: FileFormat | None = None) -> pd.DataFrame:
-    """A small CSV or Parquet file, whole, as one frame (see :func:`iter_file`)."""
-    chunks = list(iter_file(io.BytesIO(data), fmt, chunk_rows=None))
-    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
-
-
 def iter_file(source: Path | IO[bytes], fmt: FileFormat | None = None, *, chunk_rows: int | None = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """A CSV or Parquet file as frames of at most ``chunk_rows`` rows (None: one frame), so
     memory stays bounded by the chunk, not the file. ``fmt`` None: Parquet when the file

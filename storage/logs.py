@@ -14,6 +14,8 @@ from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent
 from storage.records import LogLevel, LogLine
 from storage.tenancy import scope_of
 
+PAGE = 1000  # log lines one read returns at most (a stream reads again at once after a full page)
+
 # append_log: one line, numbered by the job's counter (the row lock of the UPDATE serialises
 # writers), and its event, in one round trip. Index: training_jobs primary key; job_logs
 # primary key (job_id, seq).
@@ -66,7 +68,7 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
     return int(rows[0]["seq"])
 
 
-async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = 1000) -> list[LogLine]:
+async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = PAGE) -> list[LogLine]:
     """Lines with a sequence above ``after_sequence``, oldest first."""
     params = {"id": job_id, "after": after_sequence, "limit": limit, "tenant": scope_of(conn).tenant_id}
     return [LogLine.from_row(r) for r in await db.fetch(conn, LINES_AFTER, params)]

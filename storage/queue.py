@@ -227,15 +227,6 @@ Admission = Literal["take", "wait", "pass"]
 CANDIDATES = 20  # queued jobs a claim looks at: the head, and those it may pass over
 
 
-async def claim(
-    conn: AsyncConnection, server_id: str, *, lease_seconds: float = 60.0, admit: Callable[[Job], Admission] | None = None
-) -> Job | None:
-    """Take the next job off the queue for the server ``server_id`` (RUNNING), or None; see
-    claim_many."""
-    taken = await claim_many(conn, server_id, lease_seconds=lease_seconds, admit=admit, limit=1)
-    return taken[0] if taken else None
-
-
 async def claim_many(
     conn: AsyncConnection,
     server_id: str,

@@ -213,12 +213,14 @@ async def rest(app) -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def server_process(log_dir: Path, env: dict[str, str], timeout: float = 120) -> Iterator[subprocess.Popen]:
+def server_process(log_dir: Path, env: dict[str, str], timeout: float = 120, **popen: object) -> Iterator[subprocess.Popen]:
     """`python -m server --seed-demo` with ``env``, as `make run` starts it, its output in
     ``log_dir/server.log``; yields once it says it is ready, and ends it afterwards."""
     log_path = log_dir / "server.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, **popen
+        )
         try:
             deadline = time.monotonic() + timeout
             while "Ctrl-C to stop" not in log_path.read_text():
@@ -232,3 +234,12 @@ def server_process(log_dir: Path, env: dict[str, str], timeout: float = 120) -> 
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def claim_one(conn, server_id: str, **kwargs):
+    """The next job off the queue for ``server_id``, or None (what the dispatcher's batch
+    claim does, one job at a time, for the queue's own tests)."""
+    from storage import queue
+
+    taken = await queue.claim_many(conn, server_id, limit=1, **kwargs)
+    return taken[0] if taken else None

@@ -13,7 +13,7 @@ const PLOT_POINTS = 2000; // predictions asked for per plot (the API thins the w
 const EXAMPLE = {
   tenant_id: "acme-corp",
   model_type: "forecast",
-  priority: "normal",
+  priority: "high",  // as the guide's quick start sends it
   config: {
     model_type: "forecast",
     algorithm: "lgbm",
@@ -228,7 +228,10 @@ function jobsPage(view) {
     const jobs = data.jobs || [];
     body.textContent = "";
     for (const j of jobs) {
-      const mae = j.metrics && j.metrics.mae !== undefined ? fmt(j.metrics.mae) : "";
+      // Only a COMPLETED job has final metrics; a RUNNING one shows its live MAE; a cancelled
+      // or failed one's last live value is no result and is not shown.
+      const shown = j.status === "COMPLETED" || j.status === "RUNNING";
+      const mae = shown && j.metrics && j.metrics.mae !== undefined ? fmt(j.metrics.mae) : "";
       body.append(h("tr", { class: "clickable", "data-job": j.job_id, onclick: () => { location.hash = `#/jobs/${j.job_id}`; } },
         h("td", {}, h("a", { href: `#/jobs/${j.job_id}`, class: "mono" }, short(j.job_id))),
         h("td", {}, j.tenant_id), h("td", {}, j.model_type.toLowerCase()),
@@ -419,21 +422,20 @@ function drawAnomaly(main, second, points, pred, job, at) {
 // --- the model registry -----------------------------------------------------------------------
 function modelsPage(view) {
   view.append(h("h1", {}, "Models"));
-  if (!session.tenant) {
-    view.append(h("p", { class: "notice" }, "Enter a tenant at the top to see its model versions."));
-    return;
-  }
   const body = h("tbody");
   const compareButton = h("button", { class: "primary", id: "compare", disabled: true }, "Compare two versions");
   const compareCard = h("div", { id: "comparison" });
-  view.append(h("div", { class: "filters" }, h("span", { class: "muted" }, `tenant ${session.tenant}`), compareButton),
+  // No tenant typed: the API key's own tenant (an admin key: every tenant's versions).
+  const scope = session.tenant ? `tenant ${session.tenant}` : "the tenant of your API key";
+  view.append(h("div", { class: "filters" }, h("span", { class: "muted" }, scope), compareButton),
     h("div", { class: "card" }, h("table", { id: "models" }, h("thead", {}, h("tr", {},
       ["", "version", "type", "algorithm", "mae", "rmse", "mape", "skill", "f1", "created", "job", "kept"]
         .map((c) => h("th", { class: ["mae", "rmse", "mape", "skill", "f1"].includes(c) ? "num" : "" }, c)))), body)), compareCard);
   const chosen = new Map();
   let versions = [];
   compareButton.addEventListener("click", () => compare(compareCard, ...[...chosen.values()]));
-  api(`/ai/training/models?tenant_id=${encodeURIComponent(session.tenant)}`).then((data) => {
+  const query = session.tenant ? `?tenant_id=${encodeURIComponent(session.tenant)}` : "";
+  api(`/ai/training/models${query}`).then((data) => {
     versions = data.versions || [];
     if (!versions.length) body.append(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "No model versions yet.")));
     for (const v of versions) {
@@ -448,7 +450,12 @@ function modelsPage(view) {
         h("td", { class: "muted" }, when(v.created_at)),
         h("td", {}, h("a", { href: `#/jobs/${v.job_id}`, class: "mono" }, short(v.job_id))), h("td", {}, v.keep ? "kept" : "")));
     }
-  }).catch(showError);
+  }).catch((err) => {
+    // Authentication off and no tenant typed: the server cannot tell whose versions to list.
+    if (err instanceof ApiError && err.body && err.body.details && err.body.details.field === "tenant_id") {
+      body.append(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "Enter a tenant at the top to see its model versions.")));
+    } else showError(err);
+  });
 }
 
 function compare(card, a, b) {

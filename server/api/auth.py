@@ -61,7 +61,9 @@ class Principal:
 
 LOCAL = Principal(None, None, admin=False, open=True)
 ANONYMOUS = Principal(None, None, admin=False)
-_current: contextvars.ContextVar[tuple[Principal, str]] = contextvars.ContextVar("aihub_principal", default=(LOCAL, ""))
+# Code that runs outside a request (or before the interceptor bound its caller) acts as nobody:
+# the open principal is bound only by an Authenticator whose server runs with authentication off.
+_current: contextvars.ContextVar[tuple[Principal, str]] = contextvars.ContextVar("aihub_principal", default=(ANONYMOUS, ""))
 
 
 def current() -> Principal:
@@ -69,7 +71,10 @@ def current() -> Principal:
 
 
 def bind(principal: Principal, method: str) -> None:
-    """The principal of the request being handled (set by the interceptor, per call)."""
+    """The principal of the request being handled. The open principal (authentication off)
+    is refused here: only :class:`Authenticator` binds it, for a server started with it off."""
+    if principal.open:
+        raise ValueError("the open principal is bound only by an Authenticator with authentication off")
     _current.set((principal, method))
 
 
@@ -157,7 +162,7 @@ class Authenticator:
         principal = await self.principal(metadata)
         if principal is ANONYMOUS and method not in PUBLIC_METHODS:
             raise Unauthenticated("this request needs an API key: send 'authorization: Bearer <key>'")
-        bind(principal, method)
+        _current.set((principal, method))
 
     def forget(self, key_id: str) -> None:
         """A key was revoked here: stop honouring it at once."""

@@ -141,14 +141,15 @@ def metadata(values: Mapping[str, str]) -> dict[str, str]:
 
 
 # --- the training config ------------------------------------------------------------------------
-def _integral(value: Any) -> Any:
-    """Struct numbers are doubles; write whole numbers as ints (n_estimators: 100, not 100.0)."""
+def integral(value: Any) -> Any:
+    """Struct numbers are doubles; write whole numbers as ints (n_estimators: 100, not 100.0),
+    as Envoy's transcoder prints them."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
+        return {k: integral(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_integral(v) for v in value]
+        return [integral(v) for v in value]
     return value
 
 
@@ -176,9 +177,9 @@ def config_to_dict(config: pb.TrainingConfig) -> dict[str, Any]:
     if model_type is not None:
         out["model_type"] = model_type.value
     if config.HasField("hyperparameters"):
-        out["hyperparameters"] = _integral(_plain(config.hyperparameters))
+        out["hyperparameters"] = integral(_plain(config.hyperparameters))
     if config.HasField("tuning") and config.tuning.HasField("search_space"):
-        out.setdefault("tuning", {})["search_space"] = _integral(_plain(config.tuning.search_space))
+        out.setdefault("tuning", {})["search_space"] = integral(_plain(config.tuning.search_space))
     return out
 
 
@@ -241,22 +242,54 @@ def parse_model_id(value: str) -> uuid.UUID:
     return parse_uuid(value, "model_id", "a model version id")
 
 
+# Page tokens are opaque (AIP-158): a listing's cursor and a predictions page's offset are
+# both the same URL-safe base64 of their parts, told apart by their first part.
+NOT_ISSUED = "is not a token this service issued (pass next_page_token unchanged)"
+
+
+def _token(*parts: str) -> str:
+    return base64.urlsafe_b64encode("|".join(parts).encode()).decode().rstrip("=")
+
+
+def _token_parts(token: str, kind: str) -> list[str]:
+    try:
+        parts = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split("|")
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("page_token", NOT_ISSUED) from None
+    if parts[0] != kind:
+        raise RequestError("page_token", NOT_ISSUED)
+    return parts[1:]
+
+
 def encode_page_token(cursor: tuple[datetime, uuid.UUID] | None) -> str:
     if cursor is None:
         return ""
-    raw = f"{cursor[0].isoformat()}|{cursor[1]}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _token("jobs", cursor[0].isoformat(), str(cursor[1]))
 
 
 def decode_page_token(token: str) -> tuple[datetime, uuid.UUID] | None:
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        at, job_id = raw.split("|")
+        at, job_id = _token_parts(token, "jobs")
         return datetime.fromisoformat(at), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError("page_token", "is not a token this service issued (pass next_page_token unchanged)") from None
+    except ValueError:
+        raise RequestError("page_token", NOT_ISSUED) from None
+
+
+def encode_offset_token(offset: int) -> str:
+    """The token of a page that starts at ``offset`` ("" for the first)."""
+    return _token("offset", str(offset)) if offset else ""
+
+
+def decode_offset_token(token: str) -> int:
+    if not token:
+        return 0
+    parts = _token_parts(token, "offset")
+    text = parts[0] if len(parts) == 1 else ""
+    if not text.isdigit() or len(text) > 9:
+        raise RequestError("page_token", NOT_ISSUED)
+    return int(text)
 
 
 # --- records -> messages -------------------------------------------------------------------------
@@ -318,7 +351,7 @@ def predictions_to_pb(
         total_points=len(kept.frame),
         validation_rows=kept.total_rows,
         downsampled=downsampled,
-        next_page_token=str(next_offset) if next_offset else "",
+        next_page_token=encode_offset_token(next_offset),
     )
     if kept.threshold is not None:
         out.threshold = kept.threshold

@@ -207,6 +207,7 @@ class Envoy:
                 str(Path(self._dir.name) / "base-id"),
             ],
             stdin=subprocess.DEVNULL,
+            process_group=0,  # a terminal's Ctrl-C is the server's to handle: REST keeps answering while it drains
             preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only; Envoy must not outlive a server killed with -9
         )
 

@@ -179,8 +179,9 @@ def _is_rest(context: grpc.aio.ServicerContext) -> bool:
     return any(key == REST_MARK for key, _ in context.invocation_metadata() or ())
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, request: Any = None) -> None:
-    status = to_status(exc)
+async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status, request: Any = None) -> None:
+    """Ends the call with ``status`` (made once by ``to_status``: an unexpected error is logged
+    once, under the one error id the caller is given)."""
     grpc_status = rpc_status.to_status(status)
     if _is_rest(context):
         from server.api import auth  # auth imports this module's error classes
@@ -203,10 +204,6 @@ def _observe_nothing(method: str, code: str, seconds: float) -> None:
     return None
 
 
-def _code_name(exc: BaseException) -> str:
-    return code_pb2.Code.Name(to_status(exc).code)
-
-
 def _wrap_unary(
     fn: Callable[..., Awaitable[Any]], method: str, authenticate: Authenticate, deadline: float | None, observe: Observe
 ) -> Callable[..., Awaitable[Any]]:
@@ -220,8 +217,9 @@ def _wrap_unary(
             code = "ABORTED_BY_HANDLER"
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
-            code = _code_name(exc)
-            await _abort(context, exc, request)
+            status = to_status(exc)
+            code = code_pb2.Code.Name(status.code)
+            await _abort(context, status, request)
         finally:
             observe(method, code, time.perf_counter() - started)
 
@@ -242,8 +240,9 @@ def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate
             code = "CANCELLED"
             raise
         except Exception as exc:  # noqa: BLE001
-            code = _code_name(exc)
-            await _abort(context, exc, request)
+            status = to_status(exc)
+            code = code_pb2.Code.Name(status.code)
+            await _abort(context, status, request)
         finally:
             observe(method, code, time.perf_counter() - started)
 

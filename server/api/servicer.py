@@ -39,15 +39,6 @@ SPOOL_BYTES = 8 * 1024**2  # an import's bytes beyond this go to a temporary fil
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-def _offset(token: str) -> int:
-    """A GetPredictions page token: the offset of the page's first point."""
-    if not token:
-        return 0
-    if not token.isdigit() or len(token) > 9:
-        raise RequestError("page_token", "is not a token this service issued (pass next_page_token unchanged)")
-    return int(token)
-
-
 def _settled(job: Job) -> bool:
     """Final, and no automatic retry planned: streams end here."""
     return job.status.is_terminal() and job.retry_at is None
@@ -150,7 +141,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             value = getattr(request, name)
             if not 0 <= value <= MAX_POINTS:
                 raise RequestError(name, f"must be between 0 and {MAX_POINTS} (0: the default)")
-        offset = _offset(request.page_token)
+        offset = convert.decode_offset_token(request.page_token)
         job_id = convert.parse_job_id(request.job_id)
         async with db.transaction(self.engine, auth.scope_for("")) as conn:
             job = await jobs.get(conn, job_id)
@@ -202,8 +193,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 for line in lines:
                     yield convert.log_to_pb(line)
                     after = line.sequence
-                if len(lines) == 1000:
-                    continue  # more backlog
+                if len(lines) == logs.PAGE:
+                    continue  # a full page: more backlog
                 if not follow or _settled(job):
                     return
                 await wait(changed, BACKSTOP_SECONDS)

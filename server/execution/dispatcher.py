@@ -132,6 +132,7 @@ class Dispatcher:
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.committed: dict[uuid.UUID, dict[str, float]] = {}  # what each running job holds (CPU, GPU, memory)
         self._noted: dict[uuid.UUID, tuple[int, str]] = {}  # the last wait logged on each waiting job
+        self._handed_back: set[uuid.UUID] = set()  # jobs this server gave back to the queue as it stopped
         self._wake = asyncio.Event()
         self._paused = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,6 +187,7 @@ class Dispatcher:
         try:
             async with db.transaction(self.engine) as conn:
                 released = await queue.release(conn, self.server_id)
+            self._handed_back.update(released)
             for job_id in released:
                 log.warning("handed back to the queue (server stopping)", extra={"job_id": str(job_id)})
         except Exception:
@@ -278,17 +280,14 @@ class Dispatcher:
                 await self._fail(job, JobError("ConfigValidationError", f"the job's stored configuration is unreadable: {exc!r}"))
                 return
             payload = JobPayload(job.job_id, job.attempt, job.tenant_id, spec, self.task_settings, retry_number=job.failed_attempts)
-            limit = float(spec.max_runtime_seconds or self.limits.default_runtime_seconds)
+            limit = self.time_limit(spec)
             run = asyncio.ensure_future(self.executor.run(payload))
             try:
                 done, _ = await asyncio.wait({run}, timeout=limit)
                 if not done:
                     await self._time_out(job, limit)
                 outcome = await run  # a timed-out attempt's guard stops it (as a cancel does)
-                ended = (outcome.status, outcome.error.reason if outcome.error else "")
-                if not done:
-                    ended = ("FAILED", "Timeout")
-                log.info("attempt %d: %s", job.attempt, outcome.status)
+                ended = self._ended(job, outcome, timed_out=not done)
                 if not outcome.written:
                     await self._write_outcome(job, outcome)
             except DriverLost as exc:  # the cluster's head went away: the job waits for it, it does not fail
@@ -312,7 +311,23 @@ class Dispatcher:
             self.committed.pop(job.job_id, None)
             self._moved.pop(job.job_id, None)
             self._attempts.pop(job.job_id, None)
+            self._handed_back.discard(job.job_id)
             self._wake.set()
+
+    def _ended(self, job: Job, outcome: Outcome, *, timed_out: bool) -> tuple[str, str]:
+        """How the attempt ended, for the log and the observer: a job this server handed back
+        as it stopped says so (its task saw its attempt end, as for a cancel)."""
+        if job.job_id in self._handed_back:
+            log.info("attempt %d: handed back to the queue (server stopping)", job.attempt)
+            return ("RETURNED", "ServerStopping")
+        log.info("attempt %d: %s", job.attempt, outcome.status)
+        if timed_out:
+            return ("FAILED", "Timeout")
+        return (outcome.status, outcome.error.reason if outcome.error else "")
+
+    def time_limit(self, spec: TrainingSpec) -> float:
+        """Seconds an attempt of ``spec`` may run: its ``max_runtime_seconds``, else this server's default."""
+        return float(spec.max_runtime_seconds or self.limits.default_runtime_seconds)
 
     async def _time_out(self, job: Job, limit: float) -> None:
         error = JobError(

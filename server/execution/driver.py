@@ -45,6 +45,9 @@ class DriverLost(RuntimeError):
 def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, log_level: str) -> None:  # noqa: PLR0915 - one small server, read top to bottom
     """The child: start Ray (connect, or start a local one), then answer calls until the
     parent goes away or asks it to stop."""
+    # A process group of its own, before Ray starts its processes (they inherit it): a
+    # terminal's Ctrl-C goes to the server, which drains, not to the driver and its workers.
+    os.setpgid(0, 0)
     # A driver whose head is gone ends itself after this long (Ray's default is 60 s); a new
     # one is then tried every restart_seconds.
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(HEAD_TIMEOUT))

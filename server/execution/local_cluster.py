@@ -66,7 +66,8 @@ class LocalCluster:
             f"--resources={json.dumps(dict(node.resources))}",
             *args,
         ]
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        # A session of its own: the nodes' daemons do not get a terminal's Ctrl-C (the server stops them).
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False, start_new_session=True)
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 

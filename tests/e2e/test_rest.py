@@ -66,6 +66,10 @@ async def test_guide_quick_start_status_metrics_list_logs(rest):
     assert job["priority"] == "HIGH" and job["metadata"]["owner"] == "data-science-team"
     datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
     assert job["config"]["random_seed"] == 42 and job["config"]["validation_split"] == 0.2
+    # Whole numbers are printed as the guide writes them, in the create answer as in GET's.
+    assert type(job["config"]["hyperparameters"]["max_depth"]) is int and type(job["config"]["hyperparameters"]["n_estimators"]) is int
+    got = (await http("GET", f"{rest}/ai/training/jobs/{job['job_id']}")).json()
+    assert got["config"]["hyperparameters"] == job["config"]["hyperparameters"] == QUICK_START_CONFIG["hyperparameters"]
 
     done = await wait_status(rest, job["job_id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED" and done["progress"] == 100
@@ -75,6 +79,7 @@ async def test_guide_quick_start_status_metrics_list_logs(rest):
     assert {"mae", "rmse", "mape", "r2_score", "training_duration_seconds", "training_data_size"} <= set(metrics)
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # a flat object of numbers
     assert metrics["training_data_size"] == 8760 and metrics["r2_score"] > 0.8
+    assert type(metrics["training_data_size"]) is int and type(metrics["data_rows"]) is int  # counts, not 8760.0
 
     listing = (await http("GET", f"{rest}/ai/training/jobs", params={"tenant_id": "acme-corp", "status": "COMPLETED"})).json()
     assert [j["job_id"] for j in listing["jobs"]] == [job["job_id"]]

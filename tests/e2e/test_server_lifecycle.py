@@ -9,13 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
+from client import TrainingClient, pb
+from server import isolation
 from server.api.envoy import Envoy
 from server.lifecycle import PortInUse
-from tests.conftest import ROOT, free_port, server_process
+from tests.conftest import QUICK_START_CONFIG, ROOT, free_port, server_process
 
 
 def _env(tmp_path, grpc_port: int, http_port: int) -> dict[str, str]:
@@ -70,3 +73,28 @@ def test_envoy_refuses_a_port_in_use(tmp_path):
         envoy = Envoy(grpc_port=free_port(), http_port=port)
         with pytest.raises(PortInUse, match=f"AIHUB_HTTP_PORT .*127.0.0.1:{port} is already in use"):
             envoy.start()
+
+
+@pytest.mark.timeout(400)
+def test_a_terminals_ctrl_c_drains_the_running_job(tmp_path):
+    """What a terminal sends on Ctrl-C: SIGINT to every process of `make run`'s group. The
+    server drains (its running job finishes, attempt 1), it does not hand the job back."""
+    grpc_port, http_port = free_port(), free_port()
+    env = _env(tmp_path, grpc_port, http_port)
+    env.pop(isolation.MARKER, None)  # as `make run` starts it: the backend in a namespace of its own, behind the front
+    env["AIHUB_DRAIN_SECONDS"] = "150"
+    config = {**QUICK_START_CONFIG, "hyperparameters": {"n_estimators": 1500, "learning_rate": 0.02, "num_leaves": 63}}
+    with server_process(tmp_path, env, timeout=180, start_new_session=True) as proc:
+        with TrainingClient(f"127.0.0.1:{grpc_port}") as client:
+            job = client.create_job("acme-corp", "forecast", config, priority="high")
+            deadline = time.monotonic() + 120
+            while (got := client.get_job(job.job_id)).status != pb.RUNNING or got.current_step != "training":
+                assert got.status in (pb.PENDING, pb.RUNNING), got
+                assert time.monotonic() < deadline, "the job did not start training"
+                time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(240) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "draining: 1 running jobs" in log, log[-3000:]
+    assert "attempt 1: COMPLETED" in log, log[-3000:]
+    assert "handed back" not in log and "attempt 1: CANCELLED" not in log, log[-3000:]

@@ -145,6 +145,7 @@ def test_a_job_from_the_page_moves_live_and_plots_every_prediction(page, web):
     page.goto(web.url + "/#/new")
     body = json.loads(page.input_value("#job-body"))
     assert body["tenant_id"] == TENANT and body["config"] == QUICK_START_CONFIG  # the guide's quick start
+    assert body["priority"] == "high"  # as the guide's quick start sends it
     page.fill("#job-body", json.dumps({**body, "config": {**body["config"], "validation_split": 1.5}}))
     page.click("#submit")
     page.wait_for_selector("#error:not([hidden])")
@@ -200,10 +201,19 @@ def test_a_job_is_cancelled_from_the_page(page, web):
     page.goto(f"{web.url}/#/jobs/{job_id}")
     page.wait_for_selector("#cancel")
     page.wait_for_selector("#job-head [data-status=RUNNING]", timeout=60_000)
+    deadline = time.monotonic() + 60
+    while "mae" not in web.rest("GET", f"/ai/training/jobs/{job_id}")["metrics"]:  # a live MAE, measured while it trains
+        assert time.monotonic() < deadline, "no live MAE"
+        time.sleep(0.2)
     page.click("#cancel")
     page.wait_for_selector("#job-head [data-status=CANCELLED]")
-    assert web.wait(job_id)["status"] == "CANCELLED"
+    cancelled = web.wait(job_id)
+    assert cancelled["status"] == "CANCELLED" and "mae" in cancelled["metrics"]  # the leftover live value is still stored
     page.wait_for_selector("#retry")
+    # The jobs list shows no MAE for it: a cancelled job's last live value is no result.
+    page.goto(web.url + "/#/jobs")
+    row = page.wait_for_selector(f"#jobs tr[data-job='{job_id}']:has([data-status=CANCELLED])")
+    assert row.query_selector_all("td.num")[0].inner_text() == ""
 
 
 def test_an_anomaly_job_draws_its_flags(page, web):
@@ -230,6 +240,14 @@ def test_the_models_page_compares_two_versions(page, web):
     assert done["status"] == "COMPLETED", done["error"]
     versions = {(v["model_type"], v["version"]): v for v in web.rest("GET", f"/ai/training/models?tenant_id={TENANT}")["versions"]}
     v1, v2 = versions[("FORECAST", 1)], versions[("FORECAST", 2)]
+    # With no tenant typed, the page lists the versions of the key's own tenant.
+    page.fill("#tenant", "")
+    page.press("#tenant", "Enter")
+    page.goto(web.url + "/#/models")
+    page.wait_for_selector("#models tbody tr[data-version]")
+    assert page.locator("#models tbody tr[data-version]").count() == len(versions)
+    page.fill("#tenant", TENANT)
+    page.press("#tenant", "Enter")
     page.goto(web.url + "/#/models")
     page.wait_for_selector("#models tbody tr[data-version]")
     assert page.locator("#models tbody tr[data-version]").count() == len(versions)

@@ -168,7 +168,7 @@ async def test_request_id_reused_with_another_request_is_already_exists(client):
         await client.create_job("acme-corp", "forecast", tiny_config(), request_id="nightly-2024-06-01", priority="high")
 
 
-async def test_a_draining_server_lets_its_job_finish_then_hands_back_the_rest(start_app, database_url, demo_frame):
+async def test_a_draining_server_lets_its_job_finish_then_hands_back_the_rest(start_app, database_url, demo_frame, caplog):
     await load_demo(database_url, demo_frame)
     app = await start_app(poll_interval_seconds=0.3)
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
@@ -190,11 +190,15 @@ async def test_a_draining_server_lets_its_job_finish_then_hands_back_the_rest(st
         long = await client.create_job("acme-corp", "forecast", slow_config())
         await _until_running(client, long.job_id)
         await app2.drain(0.5)
-        await app2.dispatcher.stop()
+        with caplog.at_level("INFO", logger="server.execution.dispatcher"):
+            await app2.dispatcher.stop()
         async with db.transaction(app2.engine, Scope.ALL) as conn:
             handed = await jobs.get(conn, uuid.UUID(long.job_id))
         assert handed.status.value in ("PENDING", "RUNNING") and handed.attempt == 2
         assert handed.failed_attempts == 1  # the hand-back is not one of its retries
+        said = [r.getMessage() for r in caplog.records if r.name == "server.execution.dispatcher"]
+        assert "attempt 1: handed back to the queue (server stopping)" in said, said
+        assert "attempt 1: CANCELLED" not in said  # it was given back, not cancelled
         await client.cancel_job(long.job_id)
 
 

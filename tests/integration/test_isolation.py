@@ -11,11 +11,11 @@ import pytest
 import pytest_asyncio
 
 from server import demo_data
-from storage import db, features, jobs, queue, tenants
+from storage import db, features, jobs, tenants
 from storage.errors import InvalidFeatureData, MissingTenantScope, QuotaExceeded
 from storage.records import JobStatus, NewJob, Priority
 from storage.tenancy import DISPATCHER_ROLE, SERVICE_ROLE, Scope, feature_schema
-from tests.conftest import load_demo
+from tests.conftest import claim_one, load_demo
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -150,7 +150,7 @@ async def test_the_claim_is_fair_across_tenants_within_a_priority(database_url):
 
         async def claim() -> str | None:
             async with db.transaction(dispatcher) as conn:
-                job = await queue.claim(conn, "s1")
+                job = await claim_one(conn, "s1")
             return None if job is None else f"{job.tenant_id}:{job.priority.value}"
 
         order = [await claim() for _ in range(4)]

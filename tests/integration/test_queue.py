@@ -14,7 +14,7 @@ from client import AsyncTrainingClient, InvalidStateError, pb
 from storage import db, jobs, logs, queue
 from storage.records import JobStatus, NewJob, Priority
 from storage.tenancy import DISPATCHER_ROLE, Scope
-from tests.conftest import cpus_free, load_demo, slow_config, tiny_config
+from tests.conftest import claim_one, cpus_free, load_demo, slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -72,7 +72,7 @@ async def test_concurrent_claims_take_each_job_once(engine):
         got = []
         while True:
             async with db.transaction(engine, Scope.ALL) as conn:
-                job = await queue.claim(conn, name)
+                job = await claim_one(conn, name)
             if job is None:
                 return got
             got.append(job.job_id)
@@ -111,7 +111,9 @@ async def test_a_stopping_server_hands_its_running_job_back(start_app, database_
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await first.stop(grace=0)
-    assert loop.time() - t0 < 9
+    # It hands the job back rather than waiting for it (the job has minutes to go): at most
+    # the dispatcher's own wait for its tasks, with room for a loaded machine.
+    assert loop.time() - t0 < first.dispatcher.stop_wait_seconds + 10
     # Queued again at once as the next attempt; the old attempt's Ray task stopped itself.
     assert await cpus_free(first, timeout=10)
     async with db.transaction(engine, Scope.ALL) as conn:
@@ -153,7 +155,7 @@ async def test_queue_statements_use_their_indexes(database_url):
 async def test_expired_lease_requeues_the_job_as_a_new_attempt(engine):
     async with db.transaction(engine, Scope.of("t")) as conn:
         job, _ = await jobs.create(conn, NewJob("t", "forecast", "lgbm", Priority.NORMAL, {}, {}))
-        await queue.claim(conn, "crashed-server", lease_seconds=0.05)
+        await claim_one(conn, "crashed-server", lease_seconds=0.05)
     await asyncio.sleep(0.2)
     async with db.transaction(engine, Scope.ALL) as conn:
         assert await queue.requeue_expired(conn) == ([job.job_id], [])
@@ -174,7 +176,7 @@ async def test_lost_leases_are_capped_then_the_job_fails_with_the_count(engine):
     outcomes = []
     for _ in range(3):
         async with db.transaction(engine, Scope.ALL) as conn:
-            assert await queue.claim(conn, "doomed-server", lease_seconds=0.01) is not None
+            assert await claim_one(conn, "doomed-server", lease_seconds=0.01) is not None
         await asyncio.sleep(0.05)
         async with db.transaction(engine, Scope.ALL) as conn:
             outcomes.append(await queue.requeue_expired(conn, max_lost=2))

@@ -64,21 +64,25 @@ async def test_registry_lists_gets_evaluates_and_deletes(client):
     assert mae == pytest.approx(first.metrics["mae"], rel=1e-9)
     base = sum(abs(p.baseline - p.actual) for p in whole.points) / len(whole.points)
     assert base == pytest.approx(first.metrics["baseline_mae"], rel=1e-9)
-    paged, token = [], ""
+    paged, token, tokens = [], "", []
     while True:
         page = await client.get_predictions(first.job_id, page_size=1000, page_token=token)
         paged += page.points
         token = page.next_page_token
+        tokens.append(token)
         if not token:
             break
     assert paged == list(whole.points)
+    assert not any(t.isdigit() for t in tokens)  # opaque, as a listing's tokens are (AIP-158): no bare offset
     thin = await client.get_predictions(first.job_id, max_points=200)
     assert thin.downsampled and 100 <= len(thin.points) <= 200 and thin.total_points == whole.total_points
     peak = max(whole.points, key=lambda p: p.actual)
     assert peak in thin.points  # thinning keeps the peaks
-    with pytest.raises(ConfigValidationError) as err:
-        await client.get_predictions(first.job_id, page_token="x")
-    assert err.value.violations[0][0] == "page_token"
+    listing = await client.list_jobs(tenant_id="acme-corp", page_size=1)
+    for bad in ("x", "1000", listing.next_page_token):  # nor a bare offset, nor a listing's token
+        with pytest.raises(ConfigValidationError) as err:
+            await client.get_predictions(first.job_id, page_token=bad)
+        assert err.value.violations[0][0] == "page_token", bad
     with pytest.raises(ConfigValidationError):
         await client.get_predictions(first.job_id, max_points=-1)
 

@@ -76,6 +76,22 @@ async def test_cli_import_create_watch_logs(app, tmp_path, capsys):
     assert code == 1  # COMPLETED jobs are not retried
     code, out = await asyncio.to_thread(run, "jobs", "metrics", job_id)
     assert code == 0 and json.loads(out)["mae"] > 0
+
+    # A reader that went away (`aihub ... | head`) is not an input error: no message, a pipe's exit code.
+    def into_a_closed_pipe() -> tuple[int, bytes]:
+        command = [sys.executable, "-m", "client.cli", "--target", target, "--output", "json", "jobs", "get", job_id]
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # before it writes anything
+        err = proc.stderr.read()
+        return proc.wait(60), err
+
+    code, err = await asyncio.to_thread(into_a_closed_pipe)
+    assert code == 141 and err == b"", err
+    # A refused request's violation is said once.
+    capsys.readouterr()
+    assert await asyncio.to_thread(aihub, ["--target", target, "jobs", "get", "nonexistent"]) == 1
+    said = capsys.readouterr().err
+    assert "job_id" in said and len(said.split("job_id")) == 2, said
     code, out = await asyncio.to_thread(run, "models", "list", "--tenant", "hooli")
     assert code == 0 and " v1 " in out and job_id in out
     model_id = out.split()[0]

@@ -16,6 +16,12 @@ from storage import db
 from storage.errors import StorageError
 from storage.tenancy import Scope
 
+# A coroutine left unawaited (SQLAlchemy reconnecting outside its greenlet) fails the test.
+pytestmark = [
+    pytest.mark.filterwarnings("error:coroutine .* was never awaited:RuntimeWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+]
+
 SETTING = sa.text("SELECT current_setting('aihub.tenant_id', true)")
 IN_TRANSACTION = sa.text("SELECT now() = statement_timestamp()")  # false inside a transaction begun earlier
 MAKE = sa.text("CREATE TABLE IF NOT EXISTS t_probe (v int)")
@@ -142,3 +148,20 @@ async def test_a_cancelled_transaction_leaves_no_open_transaction_behind(engine,
     async with db.transaction(engine) as conn:
         assert (await conn.execute(SETTING)).scalar_one() in (None, "")
     assert await _count(engine) == 0
+
+
+async def test_a_savepoint_undoes_its_part_alone_and_compiles_nothing_per_call(engine):
+    before = len(db._COMPILED)
+    for _ in range(20):
+        async with db.transaction(engine) as conn:
+            async with db.savepoint(conn):
+                await conn.execute(PUT, {"v": 9})
+            with pytest.raises(RuntimeError):
+                async with db.savepoint(conn):
+                    await conn.execute(PUT, {"v": 10})
+                    raise RuntimeError("this part fails")
+    assert await _count(engine) == 20  # every kept part, none of the failed ones
+    assert len(db._COMPILED) == before  # a savepoint is not a new statement to compile and keep
+    with pytest.raises(ValueError, match="savepoint name"):
+        async with db.transaction(engine) as conn, db.savepoint(conn, "x; DROP TABLE t_probe"):
+            pass

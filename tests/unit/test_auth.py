@@ -3,6 +3,7 @@ settings refuse, artifact paths, and the shape checks every config passes first.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -22,8 +23,16 @@ from trainers.spec import validate
 ROOT = Path(__file__).resolve().parents[2]
 
 
+METHOD = "/aihub.training.v1.TrainingService/GetTrainingJob"
+
+
 def as_caller(principal: auth.Principal) -> None:
-    auth.bind(principal, "/aihub.training.v1.TrainingService/GetTrainingJob")
+    auth.bind(principal, METHOD)
+
+
+async def as_open_caller() -> None:
+    """What the interceptor binds for a call without a key on a server with authentication off."""
+    await auth.Authenticator(None, required=False)((), METHOD)  # type: ignore[arg-type] - no key, no lookup
 
 
 def test_a_tenant_key_acts_for_its_tenant_only():
@@ -49,8 +58,8 @@ def test_an_admin_key_acts_for_any_tenant_and_is_audited(caplog):
         auth.scope_for("", required=True)
 
 
-def test_without_a_key_only_an_open_server_answers():
-    as_caller(auth.LOCAL)
+async def test_without_a_key_only_an_open_server_answers():
+    await as_open_caller()
     assert auth.scope_for("acme-corp") == Scope.of("acme-corp") and auth.scope_for("") == Scope.ALL
     as_caller(auth.ANONYMOUS)
     with pytest.raises(Unauthenticated):
@@ -58,12 +67,29 @@ def test_without_a_key_only_an_open_server_answers():
 
 
 @pytest.mark.parametrize("tenant", ["../../../../tmp/x", "/tmp/x", "evil/../acme-corp", "Acme", "a b", "a\x00b", "", "-x", "x" * 64, "ü"])
-def test_tenant_ids_are_slugs(tenant):
+async def test_tenant_ids_are_slugs(tenant):
     with pytest.raises(InvalidTenantId):
         check_tenant_id(tenant)
-    as_caller(auth.LOCAL)
+    await as_open_caller()
     with pytest.raises((InvalidTenantId, RequestError)):
         auth.scope_for(tenant, required=True)
+
+
+def test_outside_a_request_the_caller_is_nobody_and_only_an_authenticator_binds_open():
+    fresh = contextvars.Context()
+    assert fresh.run(auth.current) is auth.ANONYMOUS
+    with pytest.raises(Unauthenticated):
+        fresh.run(auth.scope_for, "acme-corp")
+    with pytest.raises(ValueError, match="open principal"):
+        auth.bind(auth.LOCAL, METHOD)
+
+
+async def test_a_required_server_binds_nobody_for_a_call_without_a_key():
+    authenticator = auth.Authenticator(None, required=True)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        await authenticator((), METHOD)
+    await authenticator((), "/aihub.training.v1.TrainingService/GetHealth")
+    assert auth.current() is auth.ANONYMOUS
 
 
 def test_feature_schemas_are_distinct_names_within_postgresqls_limit():

@@ -46,3 +46,5 @@ def test_the_time_limit_is_the_jobs_or_the_servers_default(limit):
     spec = TrainingSpec.from_dict({**tiny_config(), "model_type": "forecast", **({"max_runtime_seconds": limit} if limit else {})})
     assert spec.max_runtime_seconds == limit
     assert ("max_runtime_seconds" in spec.to_dict()) == (limit is not None)
+    d = Dispatcher(None, None, server_id="s", task_settings=TaskSettings("", ""), limits=Limits(default_runtime_seconds=321))  # type: ignore[arg-type]
+    assert d.time_limit(spec) == (limit if limit is not None else 321)
