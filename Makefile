@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-cluster chaos protos lint bench clean-data
+.PHONY: install browser run test test-unit test-cluster chaos protos lint docs docs-serve bench clean-data
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -38,6 +38,10 @@ run: install
 test: install $(PLUGINS) browser
 	$(PY) -m server.isolation -- sh -c '$(PY) -m pytest -q && AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster'
 
+# The unit tests alone (no PostgreSQL, no Ray, no servers): the inner loop, well under a minute.
+test-unit: install $(PLUGINS)
+	$(PY) -m pytest -q tests/unit
+
 # Only the multi-node cluster tests (a head and a second node started with `ray start`).
 test-cluster: install $(PLUGINS)
 	$(PY) -m server.isolation -- env AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
@@ -61,6 +65,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The docs site from docs/ (mkdocs-material) into build/site; --strict: a broken link or anchor fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 bench: install
 	$(PY) -m bench.pipeline_overhead

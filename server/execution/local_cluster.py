@@ -76,6 +76,13 @@ class LocalCluster:
         (RAY_AUTH_MODE=token is set for it here)."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         os.environ["RAY_AUTH_MODE"] = "token"
+        # The token the nodes and the driver share (~/.ray/auth_token): made once, on a machine
+        # that has none yet (`ray start` refuses token mode without one); an existing one is kept.
+        made = subprocess.run(
+            [RAY, "get-auth-token", "--generate"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+        )
+        if made.returncode:
+            raise RuntimeError(f"ray get-auth-token --generate failed: {made.stderr[-2000:]}")
         head, *others = self.nodes
         self._start(head, "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
         for node in others:

@@ -1,5 +1,5 @@
 """Through the real stack (REST via Envoy, gRPC server, PostgreSQL, Ray): the day-ahead
-recipe of the README, per-horizon metrics, leakage refused, live training metrics, data
+recipe of the docs, per-horizon metrics, leakage refused, live training metrics, data
 checks, the new features and an operator-installed preprocessor (tests/plugins)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def readme_day_ahead() -> dict:
-    """The day-ahead recipe as the README shows it."""
-    section = (ROOT / "README.md").read_text().split("### Forecast horizon and day-ahead forecasting", 1)[1]
+    """The day-ahead recipe as the docs show it."""
+    section = (ROOT / "docs" / "forecasting.md").read_text().split("## Forecast horizon and day-ahead forecasting", 1)[1]
     return json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
 
 

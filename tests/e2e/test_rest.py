@@ -412,10 +412,10 @@ async def test_bad_schedule_and_alert_bodies_are_400_naming_the_field(rest, path
     assert field in json.dumps(got["details"]), got
 
 
-async def test_the_readmes_schedule_example_works_as_written(rest):
+async def test_the_docs_schedule_example_works_as_written(rest):
     from tests.conftest import ROOT
 
-    section = (ROOT / "README.md").read_text().split("### Scheduled retraining", 1)[1]
+    section = (ROOT / "docs" / "operations.md").read_text().split("### Scheduled retraining", 1)[1]
     body = json.loads(section.split("-d '", 1)[1].split("'", 1)[0])
     resp = await http("POST", f"{rest}/ai/training/jobs", data=json.dumps(body))  # as curl sends it (form content type)
     assert resp.status_code == 200, resp.text
