@@ -29,7 +29,9 @@ class Settings(BaseSettings):
         description="Ray cluster to run jobs on; when unset, a local Ray is started.",
     )
     data_dir: Path = Field(default=Path(".data"), description="Embedded PostgreSQL, artifacts and Ray's temp files.")
-    artifact_root: Path | None = Field(default=None, description="Where models are saved (reachable from every Ray node); default DATA_DIR/artifacts.")
+    artifact_root: Path | None = Field(
+        default=None, description="Where models are saved (reachable from every Ray node); default DATA_DIR/artifacts."
+    )
     grpc_host: str = Field(default="127.0.0.1", description="gRPC listen address (loopback only by default).")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")
     rest: bool = Field(default=True, description="Start Envoy (REST via gRPC-JSON transcoding) next to the gRPC server.")
@@ -55,7 +57,9 @@ class Settings(BaseSettings):
         default=None, description="Also serve gRPC on this Unix socket (set by python -m server for its isolated backend)."
     )
     poll_interval_seconds: float = Field(default=2.0, gt=0, description="Backstop queue poll; NOTIFY wakes at once.")
-    lease_seconds: float = Field(default=30.0, gt=0, description="A running job's lease, renewed every third of it; an expired lease requeues the job.")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running job's lease, renewed every third of it; an expired lease requeues the job."
+    )
     max_retries: int = Field(default=3, ge=0, le=20, description="Automatic retries of a job whose failure may pass.")
     max_lost_leases: int = Field(
         default=3,
@@ -103,7 +107,9 @@ class Settings(BaseSettings):
     cluster_refresh_seconds: float = Field(
         default=10.0, gt=0, description="How often the Ray cluster's nodes and resources are recorded in the cluster registry."
     )
-    request_timeout_seconds: float = Field(default=30.0, gt=0, description="Server-side deadline of each unary call (DEADLINE_EXCEEDED, HTTP 504).")
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Server-side deadline of each unary call (DEADLINE_EXCEEDED, HTTP 504)."
+    )
     long_request_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Server-side deadline of the long calls: evaluate a model, import feature data."
     )

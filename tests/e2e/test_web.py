@@ -260,3 +260,21 @@ def test_the_models_page_compares_two_versions(page, web):
     assert cells[1:3] == [f"{v1['metrics']['mae']:.4g}", f"{v2['metrics']['mae']:.4g}"]
     assert "hyperparameters" in page.inner_text("#comparison")  # what differs between the two configs
     shot(page, "models-page.png")
+
+
+def test_the_api_reference_lists_the_guides_endpoints_and_tries_health(page, web):
+    """/docs: Swagger UI (vendored, same origin, strict CSP) on /openapi.json."""
+    page.goto(web.url + "/docs")
+    page.wait_for_selector("#swagger-ui .opblock")
+    shown = page.inner_text("#swagger-ui")
+    for path in ("/ai/training/jobs", "/ai/training/jobs/{job_id}", "/ai/training/jobs/{job_id}/logs",
+                 "/ai/training/jobs/{job_id}/metrics", "/ai/training/models", "/ai/training/validate", "/health"):  # fmt: skip
+        assert path in shown, path
+    health = "#operations-service-GetHealth"
+    page.click(f"{health} .opblock-summary")
+    page.click(f"{health} .try-out__btn")
+    page.click(f"{health} .execute")
+    status = page.wait_for_selector(f"{health} .live-responses-table .response .response-col_status")
+    assert status.inner_text().strip().startswith("200")
+    assert '"status"' in page.inner_text(f"{health} .live-responses-table")
+    shot(page, "api-reference.png")
