@@ -3,16 +3,23 @@ the gRPC server in this process, exactly as `make run` wires them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from server.api.app import App
+from server.execution.executor import RayExecutor
 from server.lifecycle import tune_gc
 from server.settings import Settings
 from storage import db, features, tenants
@@ -44,13 +51,62 @@ READ_ONLY_JOB = {
 }
 
 
+@dataclass
+class _Shared:
+    """One PostgreSQL and one local Ray for every stack of a ``python -m bench --smoke`` run."""
+
+    folder: Path
+    url: str
+    executor: RayExecutor
+    databases: itertools.count = field(default_factory=itertools.count)
+
+
+_SHARED: _Shared | None = None
+
+
+@contextlib.contextmanager
+def shared() -> Iterator[None]:
+    """Within this block every ``stack()`` shares one PostgreSQL (a database of its own each)
+    and one local Ray: the benchmarks' smoke runs, in seconds instead of a start-up each."""
+    global _SHARED  # noqa: PLW0603 - one run's shared stack, set and cleared here only
+    with tempfile.TemporaryDirectory(prefix="aihub-bench-shared-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "postgres")
+        url = pg.start()
+        executor = RayExecutor(None, job_cpus=1, local_cpus=os.cpu_count() or 2)
+        executor.start()
+        _SHARED = _Shared(Path(tmp), url, executor)
+        try:
+            yield
+        finally:
+            _SHARED = None
+            executor.stop()
+            pg.stop()
+
+
+async def _fresh_database(url: str, name: str) -> str:
+    conn = await asyncpg.connect(db.asyncpg_dsn(url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')  # our own name: bench_<n>
+    finally:
+        await conn.close()
+    fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
+    await asyncio.to_thread(db.migrate, fresh)
+    return fresh
+
+
 @contextlib.asynccontextmanager
 async def stack(**settings) -> AsyncIterator[App]:
     with tempfile.TemporaryDirectory(prefix="aihub-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "postgres")
-        url = pg.start()
+        pg = None
+        if _SHARED is None:
+            pg = EmbeddedPostgres(Path(tmp) / "postgres")
+            url = pg.start()
+        else:
+            url = await _fresh_database(_SHARED.url, f"bench_{next(_SHARED.databases)}")
         app = App(
-            Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, **{"auth": "off", **settings}), url
+            Settings(_env_file=None, database_url=url, data_dir=Path(tmp), grpc_port=0, metrics_port=0, **{"auth": "off", **settings}),
+            url,
+            **({"executor": _SHARED.executor} if _SHARED is not None else {}),
         )
         await app.start()
         tune_gc()  # as python -m server does
@@ -58,8 +114,9 @@ async def stack(**settings) -> AsyncIterator[App]:
             yield app
         finally:
             await app.stop(grace=0)
-            app.executor.stop()
-            pg.stop()
+            if pg is not None:
+                app.executor.stop()
+                pg.stop()
 
 
 async def load(app: App, tenant: str, table: str, frame) -> None:

@@ -135,10 +135,18 @@ async def main(rows: int, only: list[str], repeats: int) -> None:
     print("  goal: ratio <= 1.15")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--rows", "3000", "--repeats", "1"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--only", default=",".join(HP))
     ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     asyncio.run(main(a.rows, a.only.split(","), a.repeats))
+
+
+if __name__ == "__main__":
+    cli()

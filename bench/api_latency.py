@@ -64,9 +64,17 @@ async def main(rate: float, seconds: float) -> None:
     print(f"  server event-loop lag: p99 {pct(lags, 99) * 1000:.2f} ms, max {max(lags) * 1000:.1f} ms")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--rate", "40", "--seconds", "1"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=500)
     ap.add_argument("--seconds", type=float, default=20)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     asyncio.run(main(a.rate, a.seconds))
+
+
+if __name__ == "__main__":
+    cli()

@@ -71,9 +71,17 @@ async def main(rounds: int, per_round: int) -> None:
     )
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--rounds", "1", "--per-round", "20"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--per-round", type=int, default=500)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     asyncio.run(main(a.rounds, a.per_round))
+
+
+if __name__ == "__main__":
+    cli()

@@ -58,7 +58,15 @@ async def main(n: int) -> None:
     print("  goals: RUNNING median <= 100 ms, COMPLETED median <= 1500 ms")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--jobs", "3"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=200)
-    asyncio.run(main(ap.parse_args().jobs))
+    asyncio.run(main(ap.parse_args(argv).jobs))
+
+
+if __name__ == "__main__":
+    cli()

@@ -84,10 +84,15 @@ def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]
     return time.perf_counter() - started, dict(result.metrics)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
-    args = parser.parse_args()
+    parser.add_argument("--only", default=",".join(name for name, _ in CASES), help="algorithms, comma-separated")
+    parser.add_argument("--workers", default="0,1,2", help="runs: 0 = one node without Ray Train, N = N workers")
+    parser.add_argument("--trials", type=int, default=8, help="trials of the search (0: no search)")
+    args = parser.parse_args(argv)
+    cases = [(name, hp) for name, hp in CASES if name in args.only.split(",")]
+    runs = [int(w) or None for w in args.workers.split(",")]
     if not isolation.isolated():
         os.execv(sys.executable, [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "bench.distributed", *sys.argv[1:]])  # noqa: S606
 
@@ -108,8 +113,8 @@ def main() -> None:
         data = FrameSource(big)
         print(f"{'algorithm':10} {'run':22} {'wall s':>8} {'train s':>8} {'share':>6} {'MAE':>8}")
         timings: dict[tuple[str, int], float] = {}
-        for algorithm, hp in CASES:
-            for workers in (None, 1, 2):
+        for algorithm, hp in cases:
+            for workers in runs:
                 wall, metrics = run(config(algorithm, hp, workers), data, storage)
                 train = metrics["training_duration_seconds"]
                 label = "one node, no Ray Train" if workers is None else f"{workers} worker{'s' if workers > 1 else ''} (Ray Train)"
@@ -119,22 +124,24 @@ def main() -> None:
             "\nthe training step, taken apart: compute C = the one-node step; Ray Train's start S = T1 - C;"
             "\nexchange X = T2 - S - C/2 (histograms, gradients); projected T(N) = S + C/N + X log2(N), N workers on N machines"
         )
-        for algorithm, _ in CASES:
+        for algorithm, _ in cases:
+            if not {(algorithm, 0), (algorithm, 1), (algorithm, 2)} <= set(timings):
+                continue  # taken apart only with the three runs
             c, t1, t2 = timings[(algorithm, 0)], timings[(algorithm, 1)], timings[(algorithm, 2)]
             start, exchange = max(0.0, t1 - c), max(0.0, t2 - (t1 - c) - c / 2)
             projected = ", ".join(f"N={n}: {start + c / n + exchange * math.log2(n):.1f} s" for n in (4, 8, 16))
             print(f"{algorithm:10} C {c:.1f} s, S {start:.1f} s, X {exchange:.1f} s; T1 {t1:.1f} s, T2 {t2:.1f} s; {projected}")
         demo = FrameSource(demo_data.generate("2023-12-31 00:00", "2024-12-31 23:00"))
         search = {
-            "num_trials": 8,
+            "num_trials": args.trials,
             "metric": "mae",
             "search_space": {
                 "learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.3},
                 "num_leaves": {"type": "randint", "lower": 8, "upper": 128},
             },
         }
-        print("\nsearch: 8 trials of lgbm (500 rounds, early stopping 50) on the demo year")
-        for concurrency in (1, 2):
+        print(f"\nsearch: {args.trials} trials of lgbm (500 rounds, early stopping 50) on the demo year")
+        for concurrency in (1, 2) if args.trials else ():
             cfg = config("lgbm", {"n_estimators": 500}, None) | {
                 "early_stopping_rounds": 50,
                 "tuning": {**search, "max_concurrent_trials": concurrency},
@@ -148,6 +155,9 @@ def main() -> None:
         ray.shutdown()
         cluster.stop()
 
+
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--rows", "9000", "--only", "lgbm", "--workers", "0,2", "--trials", "1"]
 
 if __name__ == "__main__":
     main()

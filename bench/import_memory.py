@@ -46,10 +46,10 @@ def write_csv(path: Path, mib: int) -> int:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=400)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aihub-import-") as tmp:
         data = Path(tmp) / "big.csv"
         rows = write_csv(data, args.mib)
@@ -98,6 +98,9 @@ def main() -> None:
     print(f"server RSS: before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, growth {(peak[0] - before) / mib:.0f} MiB")
     print(f"growth / file size: {(peak[0] - before) / size:.2f} (the growth is one chunk's rows at work, so it stays flat as files grow)")
 
+
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--mib", "2"]
 
 if __name__ == "__main__":
     main()

@@ -63,13 +63,13 @@ async def drift(seconds: float, count: int) -> None:
     print(f"  late by: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms (last {len(late)} firings)")
 
 
-async def mlflow_overhead(repeats: int) -> None:
+async def mlflow_overhead(repeats: int, rounds: int = 2000) -> None:
     async with stack() as app:
         await load(app, "acme-corp", demo_data.TABLE, demo_data.generate("2023-12-01", "2024-12-31 23:00"))
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
             await _tracked_vs_not(client, CONFIG, repeats, "the quick-start job (lgbm, 100 rounds, 8,760 rows)")
-            longer = {**CONFIG, "hyperparameters": {"n_estimators": 2000, "learning_rate": 0.02, "num_leaves": 63}}
-            await _tracked_vs_not(client, longer, repeats, "a longer job (lgbm, 2,000 rounds, 8,760 rows)")
+            longer = {**CONFIG, "hyperparameters": {"n_estimators": rounds, "learning_rate": 0.02, "num_leaves": 63}}
+            await _tracked_vs_not(client, longer, repeats, f"a longer job (lgbm, {rounds:,} rounds, 8,760 rows)")
 
 
 async def _tracked_vs_not(client: AsyncTrainingClient, base: dict, repeats: int, what: str) -> None:
@@ -98,15 +98,19 @@ async def _tracked_vs_not(client: AsyncTrainingClient, base: dict, repeats: int,
     print(f"  training step: {s0:.3f} s -> {s1:.3f} s, ratio {s1 / s0:.3f} (every round's metrics sent)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--schedules", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
+    ap.add_argument("--rounds", type=int, default=2000, help="rounds of the longer tracked job")
+    a = ap.parse_args(argv)
     asyncio.run(drift(a.seconds, a.schedules))
-    asyncio.run(mlflow_overhead(a.repeats))
+    asyncio.run(mlflow_overhead(a.repeats, a.rounds))
 
+
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--seconds", "2", "--schedules", "1", "--repeats", "1", "--rounds", "100"]
 
 if __name__ == "__main__":
     main()

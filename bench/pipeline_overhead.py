@@ -21,7 +21,10 @@ from bench._stack import load, median, stack
 from client import AsyncTrainingClient, pb
 from server import demo_data
 from storage.db import asyncpg_dsn
+from storage.tenancy import feature_schema
 from trainers.algorithms.lgbm import booster_params
+
+TENANT = "bench"
 
 HP = {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31}
 FEATURES = ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"]
@@ -33,9 +36,10 @@ async def plain(url: str, start: str, end: str, threads: int) -> float:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     buf = io.BytesIO()
     await conn.copy_from_query(
-        'SELECT "timestamp", load, temperature, humidity FROM features.load_forecasting '
+        # The tenant's own schema (one per tenant: storage.tenancy), read as its owner.
+        f'SELECT "timestamp", load, temperature, humidity FROM "{feature_schema(TENANT)}".load_forecasting '  # noqa: S608 - our constant
         'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY "timestamp"',
-        "bench",
+        TENANT,
         pd.Timestamp(start, tz="UTC").to_pydatetime(),
         pd.Timestamp(end, tz="UTC").to_pydatetime(),
         output=buf,
@@ -65,7 +69,7 @@ async def main(rows: int, repeats: int) -> None:
     frame = demo_data.generate("2010-01-01 00:00", "2030-01-01 00:00", freq="5min").iloc[:rows]
     start, end = str(frame["timestamp"].iloc[0].tz_localize(None)), str(frame["timestamp"].iloc[-1].tz_localize(None))
     async with stack() as app:
-        await load(app, "bench", "load_forecasting", frame)
+        await load(app, TENANT, "load_forecasting", frame)
         config = {
             "model_type": "forecast",
             "algorithm": "lgbm",
@@ -82,7 +86,7 @@ async def main(rows: int, repeats: int) -> None:
 
             async def job() -> tuple[float, pb.TrainingJob]:
                 t0 = time.perf_counter()
-                created = await c.create_job("bench", "forecast", config)
+                created = await c.create_job(TENANT, "forecast", config)
                 done = await c.wait(created.job_id)
                 assert done.status == pb.COMPLETED, done.error
                 return time.perf_counter() - t0, done
@@ -101,9 +105,17 @@ async def main(rows: int, repeats: int) -> None:
     print(f"  job training step      : {last.metrics['training_duration_seconds']:.2f} s, MAE {last.metrics['mae']:.3f}")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--rows", "5000", "--repeats", "1"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     asyncio.run(main(a.rows, a.repeats))
+
+
+if __name__ == "__main__":
+    cli()

@@ -96,13 +96,16 @@ def at_the_bound(repeats: int) -> None:
         print(f"GetPredictions, {label}: {build * 1000:.1f} ms to build, {sizes}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     pipeline_ratio(a.repeats)
     at_the_bound(a.repeats)
 
+
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--repeats", "1"]
 
 if __name__ == "__main__":
     main()

@@ -89,11 +89,11 @@ def run_one(frame, algorithm: str, horizon: int, new: bool, root: Path) -> tuple
     return {**result.metrics, "holiday_mae": holiday_mae(result, frame, job)}, seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="lgbm,xgboost,rf,mlp,lstm")
     parser.add_argument("--horizons", default="1,24")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     frame = demo_data.generate()
     algorithms = args.only.split(",")
     horizons = [int(h) for h in args.horizons.split(",")]
@@ -117,6 +117,9 @@ def main() -> None:
             holiday_gain = 1 - runs[True]["holiday_mae"] / runs[False]["holiday_mae"]
             print(f"{'':10} {'':>5} {'gain':9} {gain:7.1%} {'':>7} {'':>6} {holiday_gain:9.1%}")
 
+
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--only", "lgbm", "--horizons", "1"]
 
 if __name__ == "__main__":
     main()

@@ -263,7 +263,9 @@ def ray_bound(n: int = 2000) -> float:
     Ray could start on this machine, whatever the queue does."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ours = not ray.is_initialized()  # python -m bench --smoke: the shared local Ray is this process's already
+    if ours:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
 
         @ray.remote(num_cpus=1)
@@ -275,10 +277,11 @@ def ray_bound(n: int = 2000) -> float:
         ray.get([noop.remote() for _ in range(n)])
         return n / (time.perf_counter() - t0)
     finally:
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
 
 
-def main(n: int) -> None:
+def main(n: int, callers: int = 500) -> None:
     with tempfile.TemporaryDirectory(prefix="aihub-bench-queue-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "postgres")
         url = pg.start()
@@ -291,9 +294,9 @@ def main(n: int) -> None:
                 elapsed, ran = drain(url, replicas, n, concurrent_creates=True)
                 rate = n / elapsed
                 print(f"  {replicas} replica(s), end to end:    {rate:7.0f} jobs/s create->complete ({elapsed:.2f} s; per replica {ran})")
-            latencies, errors = create_latency(url, 500, 10)
+            latencies, errors = create_latency(url, callers, 10)
             print(
-                f"  CreateTrainingJob, 500 concurrent callers ({len(latencies)} creates): "
+                f"  CreateTrainingJob, {callers} concurrent callers ({len(latencies)} creates): "
                 f"p50 {median(latencies) * 1000:.1f} ms  p99 {pct(latencies, 99) * 1000:.1f} ms  errors {errors}"
             )
         finally:
@@ -301,7 +304,17 @@ def main(n: int) -> None:
     print(f"  Ray bound: {ray_bound():.0f} no-op Ray tasks/s (2 CPUs)")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--jobs", "40", "--callers", "20"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=3000)
-    main(ap.parse_args().jobs)
+    ap.add_argument("--callers", type=int, default=500)
+    a = ap.parse_args(argv)
+    main(a.jobs, a.callers)
+
+
+if __name__ == "__main__":
+    cli()

@@ -156,10 +156,18 @@ async def main(requests: int, rate: float, seconds: float) -> None:
     print(f"  Envoy adds at the median: {(median(fixed['rest']) - median(fixed['grpc'])) * 1000:.3f} ms")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--requests", "40", "--rate", "40", "--seconds", "1"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--rate", type=float, default=300)
     ap.add_argument("--seconds", type=float, default=10)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     asyncio.run(main(a.requests, a.rate, a.seconds))
+
+
+if __name__ == "__main__":
+    cli()

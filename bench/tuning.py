@@ -78,7 +78,15 @@ async def main(trials: int) -> None:
         print(f"  no gap to close: the hand-tuned config is not better than the quick start here ({hand:.3f} vs {base:.3f})")
 
 
-if __name__ == "__main__":
+# Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
+SMOKE = ["--trials", "2"]
+
+
+def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trials", type=int, default=16)
-    asyncio.run(main(ap.parse_args().trials))
+    asyncio.run(main(ap.parse_args(argv).trials))
+
+
+if __name__ == "__main__":
+    cli()

@@ -14,7 +14,7 @@ import pandas as pd
 from trainers import algorithms, features, metrics, predictions
 from trainers.algorithms import TrainData
 from trainers.errors import DataLoadError
-from trainers.ports import STEP_START, Reporter
+from trainers.ports import STEP_START, Level, Reporter
 from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive, validation_rows
 from trainers.spec import ModelType, TrainingSpec
 from trainers.spec.recipes import seasonal_lags
@@ -51,7 +51,7 @@ def evaluate(
         threshold = metrics.best_f1_threshold(tune_y, tune_pred)
         scores = metrics.classification(d.y_valid, pred, threshold)
         reporter.log(
-            "INFO", f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
+            Level.INFO, f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
         )
         kept = predictions.build(
             stamps, d.y_valid, kind=predictions.ANOMALY, scores=pred, threshold=threshold, labels=d.y_valid, series=series
@@ -62,7 +62,7 @@ def evaluate(
         scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
         if "skill" in scores and scores["skill"] <= 0:
             reporter.log(
-                "WARNING",
+                Level.WARNING,
                 "the model does not beat the seasonal-naive baseline: "
                 f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
             )
@@ -81,7 +81,7 @@ def evaluate(
     if prepared.labels_valid is not None:
         scores.update(metrics.classification(prepared.labels_valid, valid_scores, threshold))
     reporter.log(
-        "INFO",
+        Level.INFO,
         f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
         f"{scores['anomaly_rate']:.2%} of validation rows flagged",
     )
@@ -135,7 +135,7 @@ def _direct_model_scores(
     derived = derived[complete].reset_index(drop=True)
     valid, _ = validation_rows(derived, spec)
     if (~valid).sum() < MIN_ROWS or not valid.any():
-        reporter.log("WARNING", f"horizon {h} h: too few complete rows to score it")
+        reporter.log(Level.WARNING, f"horizon {h} h: too few complete rows to score it")
         return {}
     x = derived[list(names)].to_numpy(dtype="float64")
     y = derived[spec.target].to_numpy(dtype="float64")
@@ -148,7 +148,7 @@ def _direct_model_scores(
     base = metrics.baseline(y[valid], m["mae"], naive)
     dropped = [f for f in spec.features if f not in names]
     note = f" (without {', '.join(dropped)}: newer than the origin)" if dropped else ""
-    reporter.log("INFO", f"horizon {h} h: a direct model on {len(names)} features{note}, MAE {m['mae']:.4g}")
+    reporter.log(Level.INFO, f"horizon {h} h: a direct model on {len(names)} features{note}, MAE {m['mae']:.4g}")
     out = {f"{name}_h{h}": float(m[name]) for name in ("mae", "rmse", "mape") if name in m}
     out.update({f"{name}_h{h}": base[name] for name in ("baseline_mae", "skill") if name in base})
     return out
@@ -186,7 +186,7 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     for name in ("mae", "rmse", "mape"):
         out[f"backtest_{name}"] = float(np.mean([m[name] for m in per_fold]))
     reporter.log(
-        "INFO", f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}"
+        Level.INFO, f"backtest: {folds} folds of {horizon} h, mean MAE {out['backtest_mae']:.4g}, mean RMSE {out['backtest_rmse']:.4g}"
     )
     return out
 

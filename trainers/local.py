@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from trainers.ports import Level
+
 
 class FrameSource:
     """A DataSource over one DataFrame (a ``timestamp`` column and value columns)."""
@@ -40,7 +42,7 @@ class MemoryReporter:
     def progress(self, progress: int) -> None:
         pass
 
-    def log(self, level: str, message: str) -> None:
+    def log(self, level: Level, message: str) -> None:
         self.lines.append((level, message))
 
     def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:

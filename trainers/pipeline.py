@@ -22,7 +22,7 @@ import pandas as pd
 from trainers import algorithms, distributed, metrics, predictions, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
-from trainers.ports import STEP_START, DataSource, Distributor, ModelRegistry, Reporter, Tracker, Tuner
+from trainers.ports import STEP_START, DataSource, Distributor, Level, ModelRegistry, Reporter, Tracker, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
 from trainers.tuning import TrialResult, TrialSetup, best_of
@@ -110,14 +110,14 @@ def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> tuple[pd.
     reporter.step("data_loading", STEP_START["data_loading"])
     columns = spec.table_columns()
     window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
-    reporter.log("INFO", f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
+    reporter.log(Level.INFO, f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)
     if frame.empty:
         table = f"features.{spec.feature_table}"
         raise no_rows_in_window(
             spec.feature_table, spec.training_start, spec.training_end, reason=f"No rows in window: {table}", table=table
         )
-    reporter.log("INFO", f"data_loading: {len(frame)} rows loaded")
+    reporter.log(Level.INFO, f"data_loading: {len(frame)} rows loaded")
     return quality.check(frame, spec, reporter)
 
 
@@ -127,7 +127,7 @@ def _preprocess(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> 
     d = prepared.data
     tune = f", {len(d.y_tune)} tune rows" if len(d.y_tune) else ""
     reporter.log(
-        "INFO",
+        Level.INFO,
         f"preprocessing: {prepared.task} on {len(prepared.inputs)} inputs; {len(d.y_train)} training rows{tune}, "
         f"{len(d.y_valid)} validation rows (split at {prepared.split_at:%Y-%m-%d %H:%M})",
     )
@@ -155,7 +155,7 @@ def _search(
         raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
     space = ", ".join(f"{name} {dim.kind}" for name, dim in tuning.space)
     reporter.log(
-        "INFO",
+        Level.INFO,
         f"tuning: {tuning.num_trials} trials, {tuning.max_concurrent_trials} at a time, over {space}; "
         f"each fits on {len(prepared.data.y_train)} rows and is scored by {tuning.metric} on the {len(prepared.data.y_tune)} tune rows",
     )
@@ -166,7 +166,7 @@ def _search(
         done += 1
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.params.items()))
         outcome = f"{tuning.metric} {trial.score:.4f}" if trial.score is not None else trial.status
-        reporter.log("INFO", f"tuning: trial {trial.number} ({done}/{tuning.num_trials}): {params} -> {outcome}")
+        reporter.log(Level.INFO, f"tuning: trial {trial.number} ({done}/{tuning.num_trials}): {params} -> {outcome}")
         reporter.progress(STEP_START["training"] + int(40 * done / tuning.num_trials))
 
     results = tuner.search(TrialSetup.of(spec.algorithm, spec.hyperparameters, prepared.data, options, tuning), on_trial)
@@ -175,7 +175,9 @@ def _search(
     except ValueError:
         raise TrainingError(f"tuning: none of the {len(results)} trials completed") from None
     winning = {**spec.hyperparameters, **best.params}
-    reporter.log("INFO", f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} on the tune part; training with {winning}")
+    reporter.log(
+        Level.INFO, f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} on the tune part; training with {winning}"
+    )
     search = {"tuning_trials": float(len(results)), "tuning_best_score": float(best.score or 0.0)}
     return dataclasses.replace(spec, hyperparameters=winning), search
 
@@ -210,7 +212,7 @@ def _train(
     )
     spec, search = _search(prepared, spec, options, reporter, tuner)
     reporter.log(
-        "INFO", f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
+        Level.INFO, f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
     )
     importlib.import_module(algorithm.library)  # a first import is not training time
     started = time.perf_counter()
@@ -222,10 +224,10 @@ def _train(
     note = f", best iteration {model.best_iteration}" if model.best_iteration else ""
     if spec.use_gpu and not algorithm.supports_gpu:
         gpu_ones = " and ".join(algorithms.with_trait("supports_gpu"))
-        reporter.log("WARNING", f"use_gpu applies to {gpu_ones}; {spec.algorithm} trained on the CPU")
+        reporter.log(Level.WARNING, f"use_gpu applies to {gpu_ones}; {spec.algorithm} trained on the CPU")
     elif spec.use_gpu and not spec.workers and getattr(model, "device", None) != "cuda":  # a distributor says so itself
-        reporter.log("WARNING", "use_gpu was asked for but this node has no GPU: trained on the CPU")
-    reporter.log("INFO", f"training: done in {duration:.2f} s{note}")
+        reporter.log(Level.WARNING, "use_gpu was asked for but this node has no GPU: trained on the CPU")
+    reporter.log(Level.INFO, f"training: done in {duration:.2f} s{note}")
     return _Trained(model, duration, options, spec, search)
 
 
@@ -241,7 +243,7 @@ def _fit_distributed(
         raise ConfigValidationError([Violation("ray_config.num_workers", str(exc))]) from None
     sizes = ", ".join(str(n) for n in plan.shard_rows[:8]) + (", ..." if workers.workers > 8 else "")
     reporter.log(
-        "INFO",
+        Level.INFO,
         f"training: data-parallel over {workers.describe()} ({algorithms.get(spec.algorithm).data_parallel}); "
         f"shards of {sizes} rows, each worker also scores the {len(plan.y_tune)} tune rows",
     )
@@ -270,7 +272,7 @@ def _evaluate(
     scores.update(checked)  # the data checks' counts: with the metrics, and in the registry
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores, final=True)
-    reporter.log("INFO", "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
+    reporter.log(Level.INFO, "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
     return scores, kept
 
 
@@ -278,7 +280,7 @@ def _importance(model: algorithms.FittedModel, prepared: Prepared, reporter: Rep
     importance = model.importance(prepared.inputs)
     if importance:
         top = sorted(importance.items(), key=lambda kv: -kv[1])[:5]
-        reporter.log("INFO", "feature importance (gain share): " + ", ".join(f"{k} {v:.1%}" for k, v in top))
+        reporter.log(Level.INFO, "feature importance (gain share): " + ", ".join(f"{k} {v:.1%}" for k, v in top))
     return importance
 
 
@@ -296,7 +298,7 @@ def _register(
     artifact = model.save(folder)
     predictions.write(kept, folder)
     bound = f" (the newest {len(kept.frame)} of {kept.total_rows})" if kept.truncated else ""
-    reporter.log("INFO", f"registration: {len(kept.frame)} validation predictions kept for plots{bound}")
+    reporter.log(Level.INFO, f"registration: {len(kept.frame)} validation predictions kept for plots{bound}")
     version = registry.register(artifact, spec, scores, importance)
-    reporter.log("INFO", f"registration: model version {version} saved to {artifact}")
+    reporter.log(Level.INFO, f"registration: model version {version} saved to {artifact}")
     return Result(scores, version, artifact, importance)

@@ -7,6 +7,7 @@ benchmarks."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,15 @@ class Tracker(Protocol):
     def round(self, step: int, values: Mapping[str, float]) -> None: ...
 
 
+class Level(enum.StrEnum):
+    """A log line's level (the server stores it as storage.records.LogLevel, the same names)."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class Reporter(Protocol):
     """Where the pipeline reports. Any call may raise JobCancelled to stop the run."""
 
@@ -39,7 +49,7 @@ class Reporter(Protocol):
 
     def progress(self, progress: int) -> None: ...
 
-    def log(self, level: str, message: str) -> None: ...
+    def log(self, level: Level, message: str) -> None: ...
 
     def metrics(self, values: Mapping[str, float], *, final: bool = False) -> None:
         """Record metrics of the attempt (a name written again is replaced). ``final``: the

@@ -11,8 +11,9 @@ import pandas as pd
 
 from trainers import algorithms, features, preprocessors
 from trainers.algorithms import TrainData
+from trainers.algorithms.base import Task
 from trainers.errors import DataLoadError
-from trainers.ports import Reporter
+from trainers.ports import Level, Reporter
 from trainers.spec import ModelType, TrainingSpec
 from trainers.spec.recipes import seasonal_lags
 
@@ -25,7 +26,7 @@ class Derived:
     """The complete rows of a window with every feature derived."""
 
     frame: pd.DataFrame
-    task: str
+    task: Task
     inputs: tuple[str, ...]
     baselines: Mapping[str, np.ndarray]
     label_column: str | None
@@ -38,7 +39,7 @@ class Prepared:
     frame: pd.DataFrame  # every complete row, derived, in time order
     rows: int
     split_at: pd.Timestamp
-    task: str
+    task: Task
     inputs: tuple[str, ...]  # the model's input columns, in order
     baselines: Mapping[str, np.ndarray]  # seasonal-naive forecasts of the validation rows
     labels_valid: np.ndarray | None  # config.label_column on the validation rows
@@ -52,7 +53,7 @@ def is_label(values: pd.Series) -> bool:
     return bool(len(present)) and bool(((present == 0) | (present == 1)).all())
 
 
-def choose_task(spec: TrainingSpec, target: pd.Series) -> str:
+def choose_task(spec: TrainingSpec, target: pd.Series) -> Task:
     """forecast: regression. anomaly: a 0/1 target is a label (supervised classification)
     for an algorithm that can classify; any other target is the monitored signal, scored the
     way the algorithm declares (``unlabelled_task``: the residual of a regression, or the
@@ -93,7 +94,7 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
     dropped = int((~complete).sum())
     if dropped and reporter is not None:
         lag_note = f" (the first {max(h for _, h in spec.lags.values())} h have no lag values)" if spec.lags else ""
-        reporter.log("INFO", f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
+        reporter.log(Level.INFO, f"dropped {dropped} of {len(derived)} rows with missing values{lag_note}")
     baselines = {}
     if spec.model_type == ModelType.FORECAST:
         lags = seasonal_lags(spec.forecast_horizon_hours)
@@ -136,11 +137,10 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         )
     n_series = 1 if series is None else series.nunique()
     if n_series > 1:
-        reporter.log("INFO", f"preprocessing: {n_series} series; lags, splits and baselines within each")
+        reporter.log(Level.INFO, f"preprocessing: {n_series} series; lags, splits and baselines within each")
         if algorithms.get(spec.algorithm).context_rows(spec.hyperparameters):
-            reporter.log(
-                "INFO", f"{spec.algorithm} trains on windows within each series; a validation window may still start in the series before"
-            )
+            note = "a validation window may still start in the series before"
+            reporter.log(Level.INFO, f"{spec.algorithm} trains on windows within each series; {note}")
     x = derived[list(inputs)].to_numpy(dtype="float64")
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
@@ -160,7 +160,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         rng = np.random.default_rng(spec.random_seed)
         keep = max(1, round(len(train_idx) * spec.use_sample))
         train_idx = np.sort(rng.choice(train_idx, size=keep, replace=False))
-        reporter.log("INFO", f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
+        reporter.log(Level.INFO, f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
     labels_valid = derived[label_column].to_numpy(dtype="float64")[valid] if label_column else None
     groups = series.to_numpy()[train_idx] if series is not None and n_series > 1 else None
     data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx], groups)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trainers.errors import DataLoadError
-from trainers.ports import Reporter
+from trainers.ports import Level, Reporter
 from trainers.spec import TrainingSpec
 
 SERIES = "series_id"
@@ -99,5 +99,5 @@ def check(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> tuple[
         if failing:
             table = f"features.{spec.feature_table}"
             raise DataLoadError(f"data check {name} failed on {table}: {what}", details={"check": name, "reason": what, "table": table})
-        reporter.log("WARNING", f"data check {name}: {what}")
+        reporter.log(Level.WARNING, f"data check {name}: {what}")
     return frame, counts

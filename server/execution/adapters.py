@@ -30,6 +30,7 @@ from storage.errors import DatabaseUnavailable, FeatureColumnNotFound, FeatureTa
 from storage.records import LogLevel, ModelVersion, NewModelVersion
 from storage.tenancy import Scope
 from trainers.errors import DataLoadError, JobCancelled
+from trainers.ports import Level
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ class DbReporter:
 
         self._guarded(go)
 
-    def log(self, level: str, message: str) -> None:
-        lvl = LogLevel(level)
+    def log(self, level: Level, message: str) -> None:
+        lvl = LogLevel(level.value)
         self._while_running(lambda conn: logs.append(conn, self.job_id, self.attempt, lvl, self.current_step, message))
         log.log(logging.getLevelName(lvl.value), "%s", message)
 

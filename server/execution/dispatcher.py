@@ -28,7 +28,7 @@ from typing import Protocol
 
 from server.execution.driver import DriverLost
 from server.execution.executor import Executor
-from server.execution.payloads import JobPayload, Outcome, TaskSettings
+from server.execution.payloads import AttemptEnd, JobPayload, Outcome, TaskSettings
 from server.observability import job_fields
 from storage import db, queue
 from storage.errors import DatabaseUnavailable
@@ -97,7 +97,7 @@ class AttemptObserver(Protocol):
     """Told of each attempt this server ran (metrics): the job as claimed, how it ended
     (COMPLETED, FAILED, CANCELLED, or RETURNED: handed back), the failure's reason, seconds run."""
 
-    def __call__(self, job: Job, status: str, reason: str, seconds: float) -> None: ...
+    def __call__(self, job: Job, status: AttemptEnd, reason: str, seconds: float) -> None: ...
 
 
 class Dispatcher:
@@ -272,7 +272,7 @@ class Dispatcher:
                 return
 
     async def _execute(self, job: Job) -> None:
-        began, ended = time.monotonic(), ("FAILED", "")
+        began, ended = time.monotonic(), (AttemptEnd.FAILED, "")
         try:
             try:
                 spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
@@ -292,17 +292,17 @@ class Dispatcher:
                     await self._write_outcome(job, outcome)
             except DriverLost as exc:  # the cluster's head went away: the job waits for it, it does not fail
                 why = f"the Ray cluster was lost while it ran ({exc})"
-                ended = ("RETURNED", "RayLost")
+                ended = (AttemptEnd.RETURNED, "RayLost")
                 await self._record("hand back", lambda conn: queue.hand_back(conn, self.server_id, job.job_id, job.attempt, why))
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
                 message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
-                ended = ("FAILED", "WorkerLost")
+                ended = (AttemptEnd.FAILED, "WorkerLost")
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
             finally:
                 if not run.done():
                     run.cancel()
         except asyncio.CancelledError:
-            ended = ("RETURNED", "ServerStopping")
+            ended = (AttemptEnd.RETURNED, "ServerStopping")
             raise
         finally:
             if self.observer is not None:
@@ -314,15 +314,15 @@ class Dispatcher:
             self._handed_back.discard(job.job_id)
             self._wake.set()
 
-    def _ended(self, job: Job, outcome: Outcome, *, timed_out: bool) -> tuple[str, str]:
+    def _ended(self, job: Job, outcome: Outcome, *, timed_out: bool) -> tuple[AttemptEnd, str]:
         """How the attempt ended, for the log and the observer: a job this server handed back
         as it stopped says so (its task saw its attempt end, as for a cancel)."""
         if job.job_id in self._handed_back:
             log.info("attempt %d: handed back to the queue (server stopping)", job.attempt)
-            return ("RETURNED", "ServerStopping")
+            return (AttemptEnd.RETURNED, "ServerStopping")
         log.info("attempt %d: %s", job.attempt, outcome.status)
         if timed_out:
-            return ("FAILED", "Timeout")
+            return (AttemptEnd.FAILED, "Timeout")
         return (outcome.status, outcome.error.reason if outcome.error else "")
 
     def time_limit(self, spec: TrainingSpec) -> float:
@@ -341,9 +341,9 @@ class Dispatcher:
 
     async def _write_outcome(self, job: Job, outcome: Outcome) -> None:
         """The outcome the run could not write (the database was unreachable at its end)."""
-        if outcome.status == "COMPLETED":
+        if outcome.status is AttemptEnd.COMPLETED:
             await self._record("outcome", lambda conn: queue.complete(conn, job.job_id, job.attempt, outcome.model_version))
-        elif outcome.status == "FAILED" and outcome.error is not None:
+        elif outcome.status is AttemptEnd.FAILED and outcome.error is not None:
             error = outcome.error
             await self._record("outcome", lambda conn: queue.fail(conn, job.job_id, job.attempt, error, retry_in=outcome.retry_in))
 

@@ -39,7 +39,7 @@ from trainers.algorithms import FittedModel
 from trainers.algorithms.base import ENSEMBLE, LIGHTGBM_NETWORK, TORCH_DDP, XGBOOST_COLLECTIVE
 from trainers.distributed import Shard, WorkerPlan, fit_worker
 from trainers.errors import TrainingError
-from trainers.ports import Reporter
+from trainers.ports import Level, Reporter
 from trainers.spec import WorkerRequest
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class RayDistributor:
                     on_iteration(done, total)
                 if not placed and len(where) == workers:
                     placed = True
-                    reporter.log("INFO", _placement(where))
+                    reporter.log(Level.INFO, _placement(where))
                 if ready:
                     break
             path, metrics = ray.get(pending)
@@ -251,7 +251,7 @@ class RayDistributor:
         finally:
             _end(run)
         if self.request.gpus and metrics.get("device") != "cuda":
-            reporter.log("WARNING", "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
+            reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
         return _load(algorithm, Path(path), plan, metrics)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,9 +61,19 @@ class JobPayload:
         return self.retry_number or self.attempt
 
 
+class AttemptEnd(enum.StrEnum):
+    """How an attempt ended: the task's own outcome (the first three), or RETURNED when the
+    dispatcher handed the job back to the queue (its server stopping, its Ray cluster lost)."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # the task saw its attempt end (a cancel, or the job moved on without it)
+    RETURNED = "RETURNED"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # COMPLETED, FAILED or CANCELLED
+    status: AttemptEnd  # COMPLETED, FAILED or CANCELLED
     model_version: int | None = None
     error: JobError | None = None
     retry_in: float | None = None  # FAILED: when the automatic retry is planned, if any

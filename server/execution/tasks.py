@@ -18,7 +18,7 @@ from server.execution.adapters import DbDataSource, DbRegistry, DbReporter
 from server.execution.artifacts import ArtifactStore
 from server.execution.distributed import RayDistributor
 from server.execution.guard import AttemptGuard
-from server.execution.payloads import EvaluatePayload, JobPayload, Outcome, TaskSettings
+from server.execution.payloads import AttemptEnd, EvaluatePayload, JobPayload, Outcome, TaskSettings
 from server.execution.runtime import TaskRuntime, runtime
 from server.execution.tracking import MlflowRun
 from server.execution.tuning import RayTuner
@@ -28,6 +28,7 @@ from storage.records import JobError
 from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
 from trainers.errors import JobCancelled, TrainingError, no_rows_in_window
+from trainers.ports import Level
 
 log = logging.getLogger(__name__)
 _logging_configured: tuple[str, str] | None = None
@@ -84,7 +85,7 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         if tracker is not None:
             tracker.end("KILLED")
         registry.discard()
-        return Outcome("CANCELLED")
+        return Outcome(AttemptEnd.CANCELLED)
     except TrainingError as exc:
         error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
@@ -97,12 +98,12 @@ def _run_attempt(payload: JobPayload) -> Outcome:
                 return await queue.complete(conn, payload.job_id, payload.attempt, result.model_version)
 
             if _finish(rt, engine, scope, complete, one_statement=True):
-                return Outcome("COMPLETED", result.model_version)
+                return Outcome(AttemptEnd.COMPLETED, result.model_version)
         except DatabaseUnavailable:  # the dispatcher writes it when the database is back
             log.warning("the database is unreachable at the end of the attempt; the server records the outcome")
-            return Outcome("COMPLETED", result.model_version, written=False)
+            return Outcome(AttemptEnd.COMPLETED, result.model_version, written=False)
         registry.discard()
-        return Outcome("CANCELLED")
+        return Outcome(AttemptEnd.CANCELLED)
 
     if tracker is not None:
         tracker.end("FAILED")
@@ -111,9 +112,9 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         failed = _finish(rt, engine, scope, lambda conn: queue.fail(conn, payload.job_id, payload.attempt, error, retry_in=retry_in))
     except DatabaseUnavailable:
         log.warning("the database is unreachable at the end of the attempt; the server records the outcome")
-        return Outcome("FAILED", error=error, retry_in=retry_in, written=False)
+        return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in, written=False)
     registry.discard()
-    return Outcome("FAILED", error=error, retry_in=retry_in) if failed else Outcome("CANCELLED")
+    return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in) if failed else Outcome(AttemptEnd.CANCELLED)
 
 
 def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) -> MlflowRun | None:
@@ -128,7 +129,7 @@ def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) ->
         tenant_id=payload.tenant_id,
         job_id=str(payload.job_id),
         attempt=payload.attempt,
-        warn=lambda message: reporter.log("WARNING", message),
+        warn=lambda message: reporter.log(Level.WARNING, message),
         artifact_root=s.mlflow_artifact_root,
     )
     run_id = run.start()
@@ -136,7 +137,7 @@ def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) ->
         return None
     reporter.tracked(run_id)
     registry.mlflow_run_id = run_id
-    reporter.log("INFO", f"MLflow run {run_id} in experiment {payload.spec.mlflow_tracking.experiment_name!r}")
+    reporter.log(Level.INFO, f"MLflow run {run_id} in experiment {payload.spec.mlflow_tracking.experiment_name!r}")
     return run
 
 

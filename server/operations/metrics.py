@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from server.execution.clusters import ClusterMonitor
 from server.execution.dispatcher import Dispatcher
+from server.execution.payloads import AttemptEnd
 from storage import db, jobs
 from storage.records import Job
 from storage.tenancy import Scope
@@ -84,10 +85,10 @@ class ServiceMetrics:
         self.rpc_requests.labels(name, code).inc()
         self.rpc_duration.labels(name).observe(seconds)
 
-    def observe_attempt(self, job: Job, status: str, reason: str, seconds: float) -> None:
+    def observe_attempt(self, job: Job, status: AttemptEnd, reason: str, seconds: float) -> None:
         self.attempts.labels(job.algorithm, status).inc()
         self.run_time.labels(job.algorithm, status).observe(seconds)
-        if status == "FAILED":
+        if status is AttemptEnd.FAILED:
             self.failures.labels(reason or "Unknown").inc()
         if job.attempt == 1 and job.started_at is not None:
             self.queue_wait.labels(job.algorithm).observe(max(0.0, (job.started_at - job.created_at).total_seconds()))

@@ -11,6 +11,7 @@ Tasks:
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,17 @@ import numpy as np
 
 from trainers.errors import Violation
 
-REGRESSION, CLASSIFICATION, RECONSTRUCTION = "regression", "classification", "reconstruction"
+
+class Task(enum.StrEnum):
+    """What a model learns: the target (regression), a 0/1 label (classification), or its
+    own inputs back (reconstruction, for anomaly scores)."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+    RECONSTRUCTION = "reconstruction"
+
+
+REGRESSION, CLASSIFICATION, RECONSTRUCTION = Task
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,7 @@ class TrainData:
 
 @dataclass(frozen=True)
 class FitOptions:
-    task: str
+    task: Task
     seed: int
     early_stopping_rounds: int | None
     num_threads: int
@@ -214,7 +225,7 @@ class Algorithm(Protocol):
     params: Mapping[str, Param]
     tasks: frozenset[str]
     early_stopping: bool = False  # stops on the tune part (early_stopping_rounds applies)
-    unlabelled_task: str = REGRESSION  # anomaly detection on a signal, not a 0/1 label: score the residual
+    unlabelled_task: Task = REGRESSION  # anomaly detection on a signal, not a 0/1 label: score the residual
     supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
     minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)
     scores_rounds: bool = False  # reports its tune score as it trains (FitOptions.on_score): a search can stop it early
@@ -247,7 +258,7 @@ class Algorithm(Protocol):
 
     def fit(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions) -> FittedModel: ...
 
-    def load(self, path: Path, task: str) -> FittedModel: ...
+    def load(self, path: Path, task: Task) -> FittedModel: ...
 
     def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> FittedModel:
         """One worker's part of a data-parallel fit: ``data.x_train`` is this worker's shard,

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from trainers.algorithms.base import RECONSTRUCTION, Algorithm, FitOptions, Param, TrainData
+from trainers.algorithms.base import RECONSTRUCTION, Algorithm, FitOptions, Param, Task, TrainData
 from trainers.algorithms.rf import load_skops, save_skops
 
 PARAMS: Mapping[str, Param] = {
@@ -60,7 +60,7 @@ class IsolationForest(Algorithm):
         options.on_iteration(1, 1)
         return IsolationModel(model)
 
-    def load(self, path: Path, task: str) -> IsolationModel:
+    def load(self, path: Path, task: Task) -> IsolationModel:
         return IsolationModel(load_skops(path))
 
 

@@ -20,6 +20,7 @@ from trainers.algorithms.base import (
     FitOptions,
     Param,
     Peers,
+    Task,
     TrainData,
     importance_from,
     monitor_rows,
@@ -46,7 +47,7 @@ EVAL_METRICS = {"mae": "l1", "rmse": "rmse", "mape": "mape", "r2_score": "l2"}
 
 
 def booster_params(
-    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION
+    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: Task = REGRESSION
 ) -> tuple[dict[str, Any], int]:
     """LightGBM's parameter dict and the number of rounds, from the guide's names.
     Shared with the benchmarks' plain scripts so both train the same model."""
@@ -163,7 +164,7 @@ class LightGBM(Algorithm):
         best = booster.best_iteration if stop_after and booster.best_iteration > 0 else None
         return LGBMModel(booster, best)
 
-    def load(self, path: Path, task: str) -> LGBMModel:
+    def load(self, path: Path, task: Task) -> LGBMModel:
         import lightgbm as lgb
 
         return LGBMModel(lgb.Booster(model_file=str(path)), None)

@@ -37,6 +37,7 @@ from trainers.algorithms.base import (
     FitOptions,
     Param,
     Peers,
+    Task,
     TrainData,
 )
 
@@ -336,7 +337,7 @@ class Neural(Algorithm):
             model.best_iteration = best_epoch
         return model
 
-    def load(self, path: Path, task: str) -> NeuralModel:
+    def load(self, path: Path, task: Task) -> NeuralModel:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:

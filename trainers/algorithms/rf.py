@@ -19,6 +19,7 @@ from trainers.algorithms.base import (
     FittedModel,
     Param,
     Peers,
+    Task,
     TrainData,
     importance_from,
 )
@@ -55,7 +56,7 @@ def load_skops(path: Path) -> Any:
 @dataclass
 class SklearnModel:
     model: Any
-    task: str
+    task: Task
     best_iteration: int | None = None
     context_rows: int = 0
 
@@ -121,7 +122,7 @@ class RandomForest(Algorithm):
         options.on_iteration(1, 1)
         return SklearnModel(model, options.task)
 
-    def load(self, path: Path, task: str) -> SklearnModel:
+    def load(self, path: Path, task: Task) -> SklearnModel:
         return SklearnModel(load_skops(path), task)
 
 

@@ -18,6 +18,7 @@ from trainers.algorithms.base import (
     FitOptions,
     Param,
     Peers,
+    Task,
     TrainData,
     importance_from,
     monitor_rows,
@@ -45,7 +46,7 @@ EVAL_METRICS = {"mae": "mae", "rmse": "rmse", "mape": "mape", "r2_score": "rmse"
 
 
 def booster_params(
-    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: str = REGRESSION
+    hyperparameters: Mapping[str, Any], *, seed: int, num_threads: int, task: Task = REGRESSION
 ) -> tuple[dict[str, Any], int]:
     hp = {**DEFAULTS, **hyperparameters}
     rounds = int(hp.pop("n_estimators"))
@@ -149,7 +150,7 @@ class XGBoost(Algorithm):
         the same trees."""
         return self.fit(data, hyperparameters, options)
 
-    def load(self, path: Path, task: str) -> XGBModel:
+    def load(self, path: Path, task: Task) -> XGBModel:
         import xgboost as xgb
 
         booster = xgb.Booster()

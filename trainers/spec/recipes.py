@@ -22,6 +22,7 @@ the guide's quick start uses temperature and humidity.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
@@ -48,16 +49,21 @@ MAX_LAG_HOURS = 24 * 366
 MAX_WINDOW_HOURS = 24 * 31
 MAX_DEGREE_BASE = 40
 
-COLUMN, CALENDAR, HOLIDAY, LAGGED, ROLLING, DIFFERENCE, HEATING, COOLING = (
-    "column",
-    "calendar",
-    "holiday",
-    "lag",
-    "rolling",
-    "difference",
-    "hdh",
-    "cdh",
-)
+
+class Kind(enum.StrEnum):
+    """What a feature name means (see :func:`recipe`)."""
+
+    COLUMN = "column"
+    CALENDAR = "calendar"
+    HOLIDAY = "holiday"
+    LAGGED = "lag"
+    ROLLING = "rolling"
+    DIFFERENCE = "difference"
+    HEATING = "hdh"
+    COOLING = "cdh"
+
+
+COLUMN, CALENDAR, HOLIDAY, LAGGED, ROLLING, DIFFERENCE, HEATING, COOLING = Kind
 # Kinds that read their column at the target hour itself.
 AT_TARGET_HOUR = frozenset({COLUMN, HEATING, COOLING})
 
@@ -67,7 +73,7 @@ class Recipe:
     """How one feature is made: its kind, the table column it reads (None for calendar and
     holiday features), and its hours (lag, window, difference; the base of degree hours)."""
 
-    kind: str
+    kind: Kind
     column: str | None
     hours: int = 0
     stat: str = ""
