@@ -22,7 +22,6 @@ send, after name resolution) unless AIHUB_ALERT_ALLOW_PRIVATE_TARGETS is on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -35,8 +34,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from server.operations.periodic import Periodic
 from storage import alerts, db
-from storage.errors import DatabaseUnavailable
 from storage.records import AlertDelivery
 
 log = logging.getLogger(__name__)
@@ -116,7 +115,9 @@ def post(delivery: AlertDelivery, body: bytes, *, allow_private: bool, timeout: 
         return Result(False, None, f"{type(exc).__name__}: {exc}"[:500])
 
 
-class Alerter:
+class Alerter(Periodic):
+    name = "alerts"
+
     def __init__(
         self,
         engine: db.Engine,
@@ -134,27 +135,10 @@ class Alerter:
         self.max_attempts = max_attempts
         self.allow_private = allow_private
         self.sent: dict[str, int] = {}  # outcome -> count, for metrics
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="alerts")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                while await self.deliver_due() == BATCH:
-                    pass
-            except DatabaseUnavailable as exc:
-                log.warning("alerts: %s", exc)
-            except Exception:
-                log.exception("alert delivery pass failed")
-            await asyncio.sleep(self.interval)
+    async def run_pass(self) -> None:
+        while await self.deliver_due() == BATCH:
+            pass
 
     def body(self, delivery: AlertDelivery) -> bytes:
         payload = dict(delivery.body)

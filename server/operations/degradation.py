@@ -12,15 +12,13 @@ alerts the tenant's targets (event ``degradation``) in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from server.execution.evaluation import ModelEvaluator
+from server.operations.periodic import Periodic
 from storage import alerts, db, models, schedules
-from storage.errors import DatabaseUnavailable
 from storage.records import DegradationCheck, ModelVersion
 from storage.tenancy import Scope
 from trainers.errors import TrainingError
@@ -50,34 +48,19 @@ def judge(policy: Mapping[str, Any], metrics: Mapping[str, float], baseline: Map
     return False, f"within thresholds (MAE {metrics.get('mae', float('nan')):.4g} vs training {baseline.get('mae', float('nan')):.4g})"
 
 
-class DegradationChecker:
+class DegradationChecker(Periodic):
+    name = "degradation-checks"
+
     def __init__(self, engine: db.Engine, dispatch_engine: db.Engine, evaluator: ModelEvaluator, *, interval: float = 2.0) -> None:
         self.engine = engine  # service role: the check's tenant's transaction
         self.dispatch_engine = dispatch_engine  # claims checks of every tenant
         self.evaluator = evaluator
         self.interval = interval
         self.done: dict[str, int] = {}  # outcome -> count, for metrics
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="degradation-checks")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                while await self.run_one():
-                    pass
-            except DatabaseUnavailable as exc:
-                log.warning("degradation checks: %s", exc)
-            except Exception:
-                log.exception("degradation check pass failed")
-            await asyncio.sleep(self.interval)
+    async def run_pass(self) -> None:
+        while await self.run_one():
+            pass
 
     async def run_one(self) -> DegradationCheck | None:
         """Claim and run one check; the finished check, or None when none was waiting."""

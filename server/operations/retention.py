@@ -12,14 +12,13 @@ deleted or marked by one statement each):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
+from server.operations.periodic import Periodic
 from storage import db, models, retention
-from storage.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,9 @@ class Swept:
     removed: dict[str, int] = field(default_factory=dict)
 
 
-class RetentionSweep:
+class RetentionSweep(Periodic):
+    name = "retention"
+
     def __init__(
         self,
         engine: db.Engine,
@@ -48,26 +49,9 @@ class RetentionSweep:
         self.job_days = job_days  # 0: keep finished jobs
         self.batch = batch
         self.totals: dict[str, int] = {}  # what this server removed, for metrics
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except DatabaseUnavailable as exc:
-                log.warning("retention: %s", exc)
-            except Exception:
-                log.exception("retention sweep failed")
-            await asyncio.sleep(self.interval)
+    async def run_pass(self) -> None:
+        await self.sweep()
 
     async def sweep(self, now: datetime | None = None) -> Swept:
         now = now or datetime.now(UTC)

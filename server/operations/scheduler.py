@@ -16,8 +16,6 @@ still ends at its scheduled time.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,6 +25,7 @@ from typing import Any
 
 from server.observability import job_fields
 from server.operations.cron import Cron, parse_duration
+from server.operations.periodic import Periodic
 from storage import db, jobs, schedules
 from storage.errors import DatabaseUnavailable
 from storage.records import DegradationCheck, Job, NewJob, Schedule
@@ -98,7 +97,9 @@ async def fire(conn: db.Connection, schedule: Schedule, at: datetime, *, once_pe
     return Fired(job, check)
 
 
-class Scheduler:
+class Scheduler(Periodic):
+    name = "scheduler"
+
     def __init__(
         self,
         engine: db.Engine,
@@ -113,26 +114,9 @@ class Scheduler:
         self.clock = clock
         self.fired = 0  # firings done by this server (metrics)
         self.lateness: list[float] = []  # seconds each firing ran after its time (the last 100)
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.fire_due()
-            except DatabaseUnavailable as exc:
-                log.warning("scheduler: %s", exc)
-            except Exception:
-                log.exception("scheduler pass failed")
-            await asyncio.sleep(self.interval)
+    async def run_pass(self) -> None:
+        await self.fire_due()
 
     async def fire_due(self) -> int:
         """Fire every schedule due now; returns how many this server fired."""
