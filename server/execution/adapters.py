@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import tenacity
 
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
-from server.execution.payloads import JobPayload
+from server.execution.payloads import OUTAGE_BACKOFF, JobPayload
 from server.execution.runtime import TaskRuntime
 from server.observability import bind
 from storage import db, features, logs, models, queue
@@ -52,17 +52,15 @@ class DbReporter:
         self.current_step = ""
 
     def _guarded(self, go: Callable[[], Coroutine[Any, Any, bool]]) -> None:
-        deadline, delay = time.monotonic() + self.outage_seconds, 0.2
-        while True:
-            try:
-                still_running: bool = self.rt.run(go)
-                break
-            except DatabaseUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("database unavailable; the report waits for it (up to %.0f s)", self.outage_seconds)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Run a report, waiting out a database outage of up to ``outage_seconds``."""
+        waiting = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(DatabaseUnavailable),
+            wait=OUTAGE_BACKOFF,
+            stop=tenacity.stop_before_delay(self.outage_seconds),
+            before_sleep=lambda _: log.warning("database unavailable; the report waits for it (up to %.0f s)", self.outage_seconds),
+            reraise=True,
+        )
+        still_running: bool = waiting(self.rt.run, go)
         if not still_running:
             raise JobCancelled(f"job {self.job_id} attempt {self.attempt} is no longer running")
 

@@ -26,9 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import tenacity
+
 from server.execution.driver import DriverLost
 from server.execution.executor import Executor
-from server.execution.payloads import AttemptEnd, JobPayload, Outcome, TaskSettings
+from server.execution.payloads import OUTAGE_BACKOFF, AttemptEnd, JobPayload, Outcome, TaskSettings
 from server.observability import job_fields
 from storage import db, queue
 from storage.errors import DatabaseUnavailable
@@ -356,21 +358,27 @@ class Dispatcher:
     async def _record(self, what: str, write: Callable[[db.Connection], Awaitable[bool]]) -> bool:
         """Run ``write`` in a transaction, waiting out a database outage (never giving up
         while this server runs): what a job's run ended with is never lost."""
-        delay, warned = 0.2, False
-        while True:
-            try:
+        warned = False
+
+        def note(state: tenacity.RetryCallState) -> None:
+            nonlocal warned
+            if not warned:
+                exc = state.outcome.exception() if state.outcome else None
+                log.warning("database unavailable; the %s is written when it is back (%s)", what, exc)
+                warned = True
+
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(DatabaseUnavailable),
+            wait=OUTAGE_BACKOFF,
+            before_sleep=note,
+            reraise=True,
+        ):
+            with attempt:
                 async with db.transaction(self.engine) as conn:
                     written = await write(conn)
-            except DatabaseUnavailable as exc:
-                if not warned:
-                    log.warning("database unavailable; the %s is written when it is back (%s)", what, exc)
-                    warned = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if warned:
-                log.info("database back: the %s is written", what)
-            return written
+        if warned:
+            log.info("database back: the %s is written", what)
+        return written
 
     async def _heartbeat(self) -> None:
         while True:

@@ -7,9 +7,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import tenacity
+
 from server.observability import LogFormat
 from storage.records import JobError
 from trainers.spec import TrainingSpec
+
+# Waiting out a database outage in this process (the dispatcher's writes, a Ray task's
+# reports): 0.2 s, doubling, at most 5 s between tries.
+OUTAGE_BACKOFF = tenacity.wait_exponential(multiplier=0.2, max=5.0)
 
 
 @dataclass(frozen=True)
