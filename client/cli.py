@@ -38,9 +38,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -202,15 +202,20 @@ def _operations_parsers(sub: Any) -> None:
     sc.add_argument("--max-mae-increase", type=float, help="alert when MAE grows past (1 + this) x training MAE (default 0.2)")
     sc.add_argument("--max-skill-drop", type=float, help="alert when skill drops by more than this (default 0.1)")
     sc.add_argument("--paused", action="store_true")
-    sch.add_parser("list", parents=[OUTPUT], help="list schedules").add_argument("--tenant", default="")
-    for name, help_ in [
-        ("get", "show a schedule, its recent jobs and checks"),
-        ("pause", "stop a schedule from firing"),
-        ("resume", "let a paused schedule fire again"),
-        ("run", "fire a schedule now, once"),
-        ("delete", "delete a schedule (its jobs stay)"),
+    sc.set_defaults(func=_schedule_create)
+    sl = sch.add_parser("list", parents=[OUTPUT], help="list schedules")
+    sl.add_argument("--tenant", default="")
+    sl.set_defaults(func=_show(lambda c, a: c.list_schedules(a.tenant)))
+    for name, help_, func in [
+        ("get", "show a schedule, its recent jobs and checks", _show(lambda c, a: c.get_schedule(a.schedule_id))),
+        ("pause", "stop a schedule from firing", _show(lambda c, a: c.pause_schedule(a.schedule_id))),
+        ("resume", "let a paused schedule fire again", _show(lambda c, a: c.resume_schedule(a.schedule_id))),
+        ("run", "fire a schedule now, once", _show(lambda c, a: c.run_schedule(a.schedule_id))),
+        ("delete", "delete a schedule (its jobs stay)", _show(lambda c, a: c.delete_schedule(a.schedule_id))),
     ]:
-        sch.add_parser(name, parents=[OUTPUT], help=help_).add_argument("schedule_id")
+        one = sch.add_parser(name, parents=[OUTPUT], help=help_)
+        one.add_argument("schedule_id")
+        one.set_defaults(func=func)
 
     al = sub.add_parser("alerts", parents=[OUTPUT], help="webhooks for failures and degradation").add_subparsers(dest="cmd", required=True)
     aa = al.add_parser("add", parents=[OUTPUT], help="add a webhook; prints its signing secret once")
@@ -218,34 +223,17 @@ def _operations_parsers(sub: Any) -> None:
     aa.add_argument("--url", required=True)
     aa.add_argument("--event", action="append", choices=["job_failed", "degradation"], help="default: both")
     aa.add_argument("--secret", default="", help="16+ characters; default: one is made")
-    al.add_parser("list", parents=[OUTPUT], help="list webhooks").add_argument("--tenant", default="")
-    al.add_parser("delete", parents=[OUTPUT], help="remove a webhook").add_argument("target_id")
+    aa.set_defaults(func=_show(lambda c, a: c.create_alert_target(a.tenant, a.url, events=a.event, secret=a.secret)))
+    alist = al.add_parser("list", parents=[OUTPUT], help="list webhooks")
+    alist.add_argument("--tenant", default="")
+    alist.set_defaults(func=_show(lambda c, a: c.list_alert_targets(a.tenant)))
+    adel = al.add_parser("delete", parents=[OUTPUT], help="remove a webhook")
+    adel.add_argument("target_id")
+    adel.set_defaults(func=_show(lambda c, a: c.delete_alert_target(a.target_id)))
     ad = al.add_parser("deliveries", parents=[OUTPUT], help="alerts sent, newest first")
     ad.add_argument("--tenant", default="")
     ad.add_argument("--page-size", type=int, default=50)
-
-
-def _run_operations(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int | None:
-    """The schedules and alerts commands (None: not one of them)."""
-    if key == ("schedules", "create"):
-        return _schedule_create(c, a)
-    calls = {
-        ("schedules", "list"): lambda: c.list_schedules(a.tenant),
-        ("schedules", "get"): lambda: c.get_schedule(a.schedule_id),
-        ("schedules", "pause"): lambda: c.pause_schedule(a.schedule_id),
-        ("schedules", "resume"): lambda: c.resume_schedule(a.schedule_id),
-        ("schedules", "run"): lambda: c.run_schedule(a.schedule_id),
-        ("schedules", "delete"): lambda: c.delete_schedule(a.schedule_id),
-        ("alerts", "add"): lambda: c.create_alert_target(a.tenant, a.url, events=a.event, secret=a.secret),
-        ("alerts", "list"): lambda: c.list_alert_targets(a.tenant),
-        ("alerts", "delete"): lambda: c.delete_alert_target(a.target_id),
-        ("alerts", "deliveries"): lambda: c.list_alert_deliveries(a.tenant, a.page_size),
-        ("models", "keep"): lambda: c.keep_model(a.model_id, not a.off),
-    }
-    if key not in calls:
-        return None
-    print(_json(calls[key]()))
-    return 0
+    ad.set_defaults(func=_show(lambda c, a: c.list_alert_deliveries(a.tenant, a.page_size)))
 
 
 def _admin_parsers(sub: Any) -> None:
@@ -255,12 +243,20 @@ def _admin_parsers(sub: Any) -> None:
     who.add_argument("--tenant")
     who.add_argument("--admin", action="store_true")
     kc.add_argument("--name", default="")
-    keys.add_parser("list", parents=[OUTPUT], help="list keys (never their secrets)").add_argument("--tenant", default="")
-    keys.add_parser("revoke", parents=[OUTPUT], help="revoke a key").add_argument("key_id")
+    kc.set_defaults(func=_key_create)
+    kl = keys.add_parser("list", parents=[OUTPUT], help="list keys (never their secrets)")
+    kl.add_argument("--tenant", default="")
+    kl.set_defaults(func=_show(lambda c, a: c.list_keys(a.tenant)))
+    kr = keys.add_parser("revoke", parents=[OUTPUT], help="revoke a key")
+    kr.add_argument("key_id")
+    kr.set_defaults(func=_show(lambda c, a: c.revoke_key(a.key_id)))
 
     ten = sub.add_parser("tenants", parents=[OUTPUT], help="tenant quotas (admin)").add_subparsers(dest="cmd", required=True)
-    ten.add_parser("get", parents=[OUTPUT], help="show a tenant's quotas").add_argument("tenant")
+    tg = ten.add_parser("get", parents=[OUTPUT], help="show a tenant's quotas")
+    tg.add_argument("tenant")
+    tg.set_defaults(func=_show(lambda c, a: c.get_quota(a.tenant)))
     ts = ten.add_parser("set", parents=[OUTPUT], help="change a tenant's quotas")
+    ts.set_defaults(func=_show(_quota_set))
     ts.add_argument("tenant")
     ts.add_argument("--max-queued-jobs", type=int)
     ts.add_argument("--max-running-jobs", type=int, help="0: no cap beyond the fair share")
@@ -275,15 +271,70 @@ def _model_parsers(sub: Any) -> None:
     ml.add_argument("--tenant", required=True)
     ml.add_argument("--model-type", choices=["forecast", "anomaly"])
     ml.add_argument("--include-deleted", action="store_true")
-    mdl.add_parser("get", parents=[OUTPUT], help="show a model version").add_argument("model_id")
-    mdl.add_parser("delete", parents=[OUTPUT], help="delete a version's artifact (the row stays)").add_argument("model_id")
+    ml.set_defaults(func=_models)
+    mg = mdl.add_parser("get", parents=[OUTPUT], help="show a model version")
+    mg.add_argument("model_id")
+    mg.set_defaults(func=_show(lambda c, a: c.get_model(a.model_id)))
+    md = mdl.add_parser("delete", parents=[OUTPUT], help="delete a version's artifact (the row stays)")
+    md.add_argument("model_id")
+    md.set_defaults(func=_show(lambda c, a: c.delete_model(a.model_id)))
     me = mdl.add_parser("evaluate", parents=[OUTPUT], help="score a version on another window")
     me.add_argument("model_id")
     me.add_argument("--start", required=True)
     me.add_argument("--end", required=True)
+    me.set_defaults(func=_show(lambda c, a: c.evaluate_model(a.model_id, a.start, a.end)))
     mk = mdl.add_parser("keep", parents=[OUTPUT], help="protect a version from the retention sweep")
     mk.add_argument("model_id")
     mk.add_argument("--off", action="store_true", help="let retention remove it again")
+    mk.set_defaults(func=_show(lambda c, a: c.keep_model(a.model_id, not a.off)))
+
+
+def _jobs_parsers(sub: Any) -> None:
+    jobs = sub.add_parser("jobs", parents=[OUTPUT], help="training jobs").add_subparsers(dest="cmd", required=True)
+    cr = jobs.add_parser("create", parents=[OUTPUT], help="create a job from a JSON file (- for stdin)")
+    cr.add_argument("--config", required=True, help="the guide's POST /ai/training/jobs body, or a TrainingConfig")
+    cr.add_argument("--tenant")
+    cr.add_argument("--model-type", choices=["forecast", "anomaly"])
+    cr.add_argument("--priority", choices=["critical", "high", "normal", "low"])
+    cr.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    cr.add_argument("--request-id")
+    cr.add_argument("--follow", action="store_true", help="then follow it like `jobs watch` (the exit code says how it ended)")
+    cr.set_defaults(func=_create)
+    ls = jobs.add_parser("list", parents=[OUTPUT], help="list jobs, newest first")
+    ls.add_argument("--tenant")
+    ls.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"], type=str.upper)
+    ls.add_argument("--model-type", choices=["forecast", "anomaly"])
+    ls.add_argument("--page-size", type=int, default=50)
+    ls.add_argument("--all", action="store_true", help="follow next_page_token to the end")
+    ls.add_argument("--schedule", default="", help="only the jobs of this schedule")
+    ls.set_defaults(func=_list)
+    for name, help_, func in [
+        ("get", "show a job", _show(lambda c, a: c.get_job(a.job_id))),
+        (
+            "watch",
+            "follow a job: a progress bar per step, the metric, the log; exit code 0/3/4 for completed/failed/cancelled",
+            lambda c, a: _follow(c, a, a.job_id),
+        ),
+        ("metrics", "show a job's metrics", _show(lambda c, a: c.get_metrics(a.job_id))),
+        ("cancel", "cancel a PENDING or RUNNING job", _show(lambda c, a: c.cancel_job(a.job_id))),
+        ("retry", "queue a FAILED or CANCELLED job again", _show(lambda c, a: c.retry_job(a.job_id))),
+    ]:
+        one = jobs.add_parser(name, parents=[OUTPUT], help=help_)
+        one.add_argument("job_id")
+        one.set_defaults(func=func)
+    pl = jobs.add_parser("plot", parents=[OUTPUT], help="write a completed job's validation window as a PNG")
+    pl.add_argument("job_id")
+    pl.add_argument("path", nargs="?", help="default: JOB_ID.png")
+    pl.set_defaults(func=_plot_job)
+    lg = jobs.add_parser("logs", parents=[OUTPUT], help="print log lines, following them until the job is final")
+    lg.add_argument("job_id")
+    lg.add_argument("--no-follow", action="store_true", help="print what is stored and stop")
+    lg.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
+    lg.set_defaults(func=_logs)
+    up = jobs.add_parser("update", parents=[OUTPUT], help="change the priority of a PENDING job")
+    up.add_argument("job_id")
+    up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
+    up.set_defaults(func=_show(lambda c, a: c.update_job(a.job_id, priority=a.priority)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,97 +348,43 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--table", default="load_forecasting")
     imp.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the file")
     imp.add_argument("file")
+    imp.set_defaults(func=_import)
 
-    jobs = sub.add_parser("jobs", parents=[OUTPUT], help="training jobs").add_subparsers(dest="cmd", required=True)
-    cr = jobs.add_parser("create", parents=[OUTPUT], help="create a job from a JSON file (- for stdin)")
-    cr.add_argument("--config", required=True, help="the guide's POST /ai/training/jobs body, or a TrainingConfig")
-    cr.add_argument("--tenant")
-    cr.add_argument("--model-type", choices=["forecast", "anomaly"])
-    cr.add_argument("--priority", choices=["critical", "high", "normal", "low"])
-    cr.add_argument("--metadata", action="append", metavar="KEY=VALUE")
-    cr.add_argument("--request-id")
-    cr.add_argument("--follow", action="store_true", help="then follow it like `jobs watch` (the exit code says how it ended)")
-    ls = jobs.add_parser("list", parents=[OUTPUT], help="list jobs, newest first")
-    ls.add_argument("--tenant")
-    ls.add_argument("--status", choices=["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"], type=str.upper)
-    ls.add_argument("--model-type", choices=["forecast", "anomaly"])
-    ls.add_argument("--page-size", type=int, default=50)
-    ls.add_argument("--all", action="store_true", help="follow next_page_token to the end")
-    ls.add_argument("--schedule", default="", help="only the jobs of this schedule")
-    for name, help_ in [
-        ("get", "show a job"),
-        ("watch", "follow a job: a progress bar per step, the metric, the log; exit code 0/3/4 for completed/failed/cancelled"),
-        ("metrics", "show a job's metrics"),
-        ("cancel", "cancel a PENDING or RUNNING job"),
-        ("retry", "queue a FAILED or CANCELLED job again"),
-    ]:
-        jobs.add_parser(name, parents=[OUTPUT], help=help_).add_argument("job_id")
-    pl = jobs.add_parser("plot", parents=[OUTPUT], help="write a completed job's validation window as a PNG")
-    pl.add_argument("job_id")
-    pl.add_argument("path", nargs="?", help="default: JOB_ID.png")
-    lg = jobs.add_parser("logs", parents=[OUTPUT], help="print log lines, following them until the job is final")
-    lg.add_argument("job_id")
-    lg.add_argument("--no-follow", action="store_true", help="print what is stored and stop")
-    lg.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
-    up = jobs.add_parser("update", parents=[OUTPUT], help="change the priority of a PENDING job")
-    up.add_argument("job_id")
-    up.add_argument("--priority", required=True, choices=["critical", "high", "normal", "low"])
-
+    _jobs_parsers(sub)
     _model_parsers(sub)
     _admin_parsers(sub)
     _operations_parsers(sub)
     cfg = sub.add_parser("config", parents=[OUTPUT], help="training configurations").add_subparsers(dest="cmd", required=True)
-    cfg.add_parser("validate", parents=[OUTPUT], help="check a config JSON file").add_argument("file")
-    sub.add_parser("clusters", parents=[OUTPUT], help="list Ray clusters")
-    sub.add_parser("health", parents=[OUTPUT], help="database, Ray and queue health")
+    va = cfg.add_parser("validate", parents=[OUTPUT], help="check a config JSON file")
+    va.add_argument("file")
+    va.set_defaults(func=_validate)
+    sub.add_parser("clusters", parents=[OUTPUT], help="list Ray clusters").set_defaults(func=_show(lambda c, a: c.list_clusters()))
+    sub.add_parser("health", parents=[OUTPUT], help="database, Ray and queue health").set_defaults(func=_show(lambda c, a: c.health()))
     return p
 
 
-def _run_admin(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int:
-    if key == ("keys", "create"):
-        made = c.create_key(a.tenant or "", admin=a.admin, name=a.name)
-        if _is_json(a):
-            out: dict[str, Any] = {"key": made.key, "key_id": made.key_id, "tenant_id": made.tenant_id}
-            if made.admin:
-                out = {"key": made.key, "key_id": made.key_id, "tenant_id": "", "admin": True}
-            print(json.dumps(out))
-        else:
-            print(f"key {made.key_id} for {'every tenant (admin)' if made.admin else 'tenant ' + made.tenant_id}:\n{made.key}")
-            print("(the key is shown only now; keep it secret)", file=sys.stderr)
-        return 0
-    if key == ("keys", "list"):
-        print(_json(c.list_keys(a.tenant)))
-        return 0
-    if key == ("tenants", "set"):
-        quota = c.update_quota(
-            a.tenant,
-            max_queued_jobs=a.max_queued_jobs,
-            max_running_jobs=a.max_running_jobs,
-            max_priority=a.max_priority,
-            max_import_bytes=a.max_import_bytes,
-            keep_versions=a.keep_versions,
-        )
-        print(_json(quota))
-        return 0
-    return 2
+def _key_create(c: TrainingClient, a: argparse.Namespace) -> int:
+    made = c.create_key(a.tenant or "", admin=a.admin, name=a.name)
+    if _is_json(a):
+        out: dict[str, Any] = {"key": made.key, "key_id": made.key_id, "tenant_id": made.tenant_id}
+        if made.admin:
+            out = {"key": made.key, "key_id": made.key_id, "tenant_id": "", "admin": True}
+        print(json.dumps(out))
+    else:
+        print(f"key {made.key_id} for {'every tenant (admin)' if made.admin else 'tenant ' + made.tenant_id}:\n{made.key}")
+        print("(the key is shown only now; keep it secret)", file=sys.stderr)
+    return 0
 
 
-def _run_jobs(c: TrainingClient, a: argparse.Namespace, key: tuple[str, str | None]) -> int | None:
-    """The jobs commands that do more than print an answer (None: not one of them)."""
-    if key == ("jobs", "create"):
-        return _create(c, a)
-    if key == ("jobs", "list"):
-        return _list(c, a)
-    if key == ("jobs", "watch"):
-        return _follow(c, a, a.job_id)
-    if key == ("jobs", "plot"):
-        return _plot_job(c, a)
-    if key == ("jobs", "logs"):
-        return _logs(c, a)
-    if key == ("jobs", "update"):
-        print(_json(c.update_job(a.job_id, priority=a.priority)))
-        return 0
-    return None
+def _quota_set(c: TrainingClient, a: argparse.Namespace) -> Message:
+    return c.update_quota(
+        a.tenant,
+        max_queued_jobs=a.max_queued_jobs,
+        max_running_jobs=a.max_running_jobs,
+        max_priority=a.max_priority,
+        max_import_bytes=a.max_import_bytes,
+        keep_versions=a.keep_versions,
+    )
 
 
 def _validate(c: TrainingClient, a: argparse.Namespace) -> int:
@@ -425,32 +422,22 @@ def _import(c: TrainingClient, a: argparse.Namespace) -> int:
     return 0
 
 
+Command = Callable[[TrainingClient, argparse.Namespace], int]
+
+
+def _show(call: Callable[[TrainingClient, argparse.Namespace], Any]) -> Command:
+    """A command that prints the service's answer as JSON."""
+
+    def command(c: TrainingClient, a: argparse.Namespace) -> int:
+        print(_json(call(c, a)))
+        return 0
+
+    return command
+
+
 def run(c: TrainingClient, a: argparse.Namespace) -> int:
-    key = (a.group, getattr(a, "cmd", None))
-    if key in (("keys", "create"), ("keys", "list"), ("tenants", "set")):
-        return _run_admin(c, a, key)
-    for handler in (_run_operations, _run_jobs):
-        done = handler(c, a, key)
-        if done is not None:
-            return done
-    own = {("data", "import"): _import, ("config", "validate"): _validate, ("models", "list"): _models}
-    if key in own:
-        return own[key](c, a)
-    simple = {
-        ("jobs", "get"): lambda: c.get_job(a.job_id),
-        ("jobs", "metrics"): lambda: c.get_metrics(a.job_id),
-        ("jobs", "cancel"): lambda: c.cancel_job(a.job_id),
-        ("jobs", "retry"): lambda: c.retry_job(a.job_id),
-        ("models", "get"): lambda: c.get_model(a.model_id),
-        ("models", "delete"): lambda: c.delete_model(a.model_id),
-        ("models", "evaluate"): lambda: c.evaluate_model(a.model_id, a.start, a.end),
-        ("keys", "revoke"): lambda: c.revoke_key(a.key_id),
-        ("tenants", "get"): lambda: c.get_quota(a.tenant),
-        ("clusters", None): c.list_clusters,
-        ("health", None): c.health,
-    }
-    print(_json(simple[key]()))
-    return 0
+    """Each command's parser names its function (set_defaults(func=...))."""
+    return cast(Command, a.func)(c, a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
