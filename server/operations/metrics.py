@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import prometheus_client as prom
+from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 
 from server.execution.clusters import ClusterMonitor
@@ -211,45 +212,34 @@ def _bounded(rows: list[tuple[str, str, str, int]], max_tenants: int) -> dict[tu
 
 
 class MetricsServer:
-    """A minimal HTTP/1.1 server for GET /metrics, on TCP (host, port) or a Unix socket."""
+    """GET /metrics on TCP (host, port) or a Unix socket. aiohttp serves it (installed with
+    ray[default]): the scrape reads the database and Ray asynchronously, on the server's own
+    event loop, which prometheus_client's WSGI/ASGI exposition apps (synchronous collectors)
+    cannot await; prometheus_client still writes the text (``render``)."""
 
     def __init__(self, render: Callable[[], Any], *, host: str = "127.0.0.1", port: int = 9464, unix_socket: Path | None = None) -> None:
         self.render = render
         self.host, self.port, self.unix_socket = host, port, unix_socket
-        self._server: asyncio.base_events.Server | None = None
+        self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)  # HEAD too
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
         if self.unix_socket is not None:
             self.unix_socket.unlink(missing_ok=True)
-            self._server = await asyncio.start_unix_server(self._handle, path=str(self.unix_socket))
+            site: web.BaseSite = web.UnixSite(self._runner, str(self.unix_socket))
         else:
-            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_port=False)
-            self.port = self._server.sockets[0].getsockname()[1]
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False)
+        await site.start()
+        if self.unix_socket is None:
+            self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.wait_for(self._runner.cleanup(), 2)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, path, *_ = [*request.split(b"\r\n", 1)[0].decode("latin-1").split(" "), "", ""]
-            if method not in ("GET", "HEAD"):
-                status, body, kind = "405 Method Not Allowed", b"only GET\n", "text/plain"
-            elif path.split("?", 1)[0] != "/metrics":
-                status, body, kind = "404 Not Found", b"metrics are at /metrics\n", "text/plain"
-            else:
-                status, body, kind = "200 OK", await self.render(), CONTENT_TYPE
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + (body if method != "HEAD" else b""))
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        except Exception:
-            log.exception("metrics request failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=await self.render(), headers={"Content-Type": CONTENT_TYPE})
