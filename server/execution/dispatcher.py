@@ -95,6 +95,20 @@ class Limits:
     max_lost_leases: int = queue.MAX_LOST_LEASES  # requeues after a lost server, then FAILED (WorkerLost)
 
 
+@dataclass
+class RunningJob:
+    """One job this server runs: its task, its attempt, what it holds (CPU, GPU, memory),
+    where its progress was last seen and since when, and whether this server handed it back."""
+
+    task: asyncio.Task[None]
+    attempt: int
+    holds: dict[str, float]
+    progress: tuple[int, str] | None = None
+    since: float = 0.0
+    warned: bool = False  # warned about this stall
+    handed_back: bool = False
+
+
 class AttemptObserver(Protocol):
     """Told of each attempt this server ran (metrics): the job as claimed, how it ended
     (COMPLETED, FAILED, CANCELLED, or RETURNED: handed back), the failure's reason, seconds run."""
@@ -129,15 +143,21 @@ class Dispatcher:
         self.limits = limits or Limits()
         self._maintained_at = float("-inf")  # when leases and requeues were last seen to
         self._db_up, self._back_at = True, float("-inf")  # whether the database answered last; when it came back
-        self._attempts: dict[uuid.UUID, int] = {}  # the attempt each running job is at
-        self._moved: dict[uuid.UUID, tuple[tuple[int, str], float, bool]] = {}  # progress, since when, warned
-        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self.committed: dict[uuid.UUID, dict[str, float]] = {}  # what each running job holds (CPU, GPU, memory)
+        self.jobs: dict[uuid.UUID, RunningJob] = {}  # what this server runs now, one record each
         self._noted: dict[uuid.UUID, tuple[int, str]] = {}  # the last wait logged on each waiting job
-        self._handed_back: set[uuid.UUID] = set()  # jobs this server gave back to the queue as it stopped
         self._wake = asyncio.Event()
         self._paused = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> dict[uuid.UUID, asyncio.Task[None]]:
+        """The task of each job this server runs."""
+        return {job_id: r.task for job_id, r in self.jobs.items()}
+
+    @property
+    def committed(self) -> dict[uuid.UUID, dict[str, float]]:
+        """What each running job holds (CPU, GPU, memory)."""
+        return {job_id: r.holds for job_id, r in self.jobs.items()}
 
     # --- wiring ---------------------------------------------------------------------------
     def on_event(self, job_id: str, kind: str) -> None:
@@ -189,7 +209,9 @@ class Dispatcher:
         try:
             async with db.transaction(self.engine) as conn:
                 released = await queue.release(conn, self.server_id)
-            self._handed_back.update(released)
+            for job_id in released:
+                if (record := self.jobs.get(job_id)) is not None:
+                    record.handed_back = True
             for job_id in released:
                 log.warning("handed back to the queue (server stopping)", extra={"job_id": str(job_id)})
         except Exception:
@@ -252,9 +274,9 @@ class Dispatcher:
             log.info("automatic retry", extra={"job_id": str(job_id)})
 
     async def _claim(self, totals: dict[str, float]) -> None:
-        while not self.max_concurrent or len(self.running) < self.max_concurrent:
+        while not self.max_concurrent or len(self.jobs) < self.max_concurrent:
             ledger = _Ledger(self, totals)
-            room = self.max_concurrent - len(self.running) if self.max_concurrent else CLAIM_BATCH
+            room = self.max_concurrent - len(self.jobs) if self.max_concurrent else CLAIM_BATCH
             async with db.transaction(self.engine) as conn:
                 taken = await queue.claim_many(
                     conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit, limit=min(room, CLAIM_BATCH)
@@ -265,11 +287,10 @@ class Dispatcher:
             # Remember only what waits now (a job cancelled while waiting is forgotten).
             self._noted = {waiting.job_id: (waiting.attempt, message) for waiting, message in ledger.waiting}
             for job in taken:
-                self.committed[job.job_id] = ledger.taken.get(job.job_id, {})
-                self._attempts[job.job_id] = job.attempt
                 with job_fields(job_id=str(job.job_id), tenant_id=job.tenant_id, attempt=job.attempt):
                     # The task copies this context: its log lines carry the job's fields.
-                    self.running[job.job_id] = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
+                    task = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
+                self.jobs[job.job_id] = RunningJob(task, job.attempt, ledger.taken.get(job.job_id, {}))
             if len(taken) < CLAIM_BATCH:
                 return
 
@@ -309,17 +330,14 @@ class Dispatcher:
         finally:
             if self.observer is not None:
                 self.observer(job, *ended, time.monotonic() - began)
-            self.running.pop(job.job_id, None)
-            self.committed.pop(job.job_id, None)
-            self._moved.pop(job.job_id, None)
-            self._attempts.pop(job.job_id, None)
-            self._handed_back.discard(job.job_id)
+            self.jobs.pop(job.job_id, None)
             self._wake.set()
 
     def _ended(self, job: Job, outcome: Outcome, *, timed_out: bool) -> tuple[AttemptEnd, str]:
         """How the attempt ended, for the log and the observer: a job this server handed back
         as it stopped says so (its task saw its attempt end, as for a cancel)."""
-        if job.job_id in self._handed_back:
+        record = self.jobs.get(job.job_id)
+        if record is not None and record.handed_back:
             log.info("attempt %d: handed back to the queue (server stopping)", job.attempt)
             return (AttemptEnd.RETURNED, "ServerStopping")
         log.info("attempt %d: %s", job.attempt, outcome.status)
@@ -408,18 +426,16 @@ class Dispatcher:
         warned once per stall)."""
         now, found = time.monotonic(), []
         for job_id, state in where.items():
-            seen, since, warned = self._moved.get(job_id, (state, now, False))
-            if seen != state:
-                seen, since, warned = state, now, False
-            task = self.running.get(job_id)
-            if not warned and now - since >= self.limits.stall_warning_seconds and task is not None:
+            r = self.jobs.get(job_id)
+            if r is None:
+                continue
+            if r.progress != state:
+                r.progress, r.since, r.warned = state, now, False
+            if not r.warned and now - r.since >= self.limits.stall_warning_seconds:
                 progress, step = state
-                message = f"no progress for {now - since:.0f} s (still {progress}% in step {step or 'start'})"
+                message = f"no progress for {now - r.since:.0f} s (still {progress}% in step {step or 'start'})"
                 with job_fields(job_id=str(job_id)):
                     log.warning("%s", message)
-                attempt = self._attempts.get(job_id, 0)
-                if attempt:
-                    found.append((job_id, attempt, message))
-                warned = True
-            self._moved[job_id] = (seen, since, warned)
+                found.append((job_id, r.attempt, message))
+                r.warned = True
         return found

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from server.execution.dispatcher import Dispatcher, Limits
+from server.execution.dispatcher import Dispatcher, Limits, RunningJob
 from server.execution.payloads import TaskSettings
 
 
@@ -20,8 +20,7 @@ def test_a_stalled_job_is_warned_once_per_stall(monkeypatch, caplog):
     d = Dispatcher(None, None, server_id="s", task_settings=TaskSettings("", ""), limits=Limits(stall_warning_seconds=60))  # type: ignore[arg-type]
     job = uuid.uuid4()
     loop = asyncio.new_event_loop()
-    d.running[job] = loop.create_future()  # type: ignore[assignment]
-    d._attempts[job] = 2
+    d.jobs[job] = RunningJob(loop.create_future(), attempt=2, holds={})  # type: ignore[arg-type]
     caplog.set_level(logging.WARNING)
     assert d._stalled({job: (40, "training")}) == []
     clock[0] += 59
