@@ -181,6 +181,24 @@ def test_every_setting_is_in_the_configuration_reference():
     assert all(field.description for field in Settings.model_fields.values())
 
 
+def test_the_job_config_reference_lists_every_field_and_hyperparameter():
+    """docs/config-reference.md is generated from the protos and the algorithms' declarations."""
+    from client import pb
+    from trainers import algorithms
+
+    hooks = _docs_hooks()
+    shown = hooks.on_page_markdown((ROOT / "docs" / "config-reference.md").read_text())
+    for field in pb.TrainingConfig.DESCRIPTOR.fields:
+        assert f"| `{field.name}` |" in shown, field.name
+    for field in pb.RayConfig.DESCRIPTOR.fields:
+        assert f"| `ray_config.{field.name}` |" in shown, field.name
+    for name in algorithms.ALL:
+        assert f"### `{name}`" in shown
+        for param in algorithms.get(name).params:
+            assert f"| `{param}` |" in shown, (name, param)
+    assert "| `learning_rate` | float | > 0 <= 1 | `0.1` |" in shown  # lgbm's range and default
+
+
 def test_the_docs_home_page_is_the_readme():
     hooks = _docs_hooks()
     home = hooks.on_page_markdown((ROOT / "docs" / "index.md").read_text())
