@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
-SMOKE = ["--rows", "9000", "--only", "lgbm", "--workers", "0,2", "--trials", "1"]
+SMOKE = ["--rows", "9000", "--only", "lgbm", "--workers", "2", "--trials", "0"]
 
 if __name__ == "__main__":
     main()

@@ -281,14 +281,14 @@ def ray_bound(n: int = 2000) -> float:
             ray.shutdown()
 
 
-def main(n: int, callers: int = 500) -> None:
+def main(n: int, callers: int = 500, replicas_list: tuple[int, ...] = (1, 2)) -> None:
     with tempfile.TemporaryDirectory(prefix="aihub-bench-queue-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "postgres")
         url = pg.start()
         db.migrate(url)
         try:
             print(f"queue_throughput: {n} no-op jobs each run (PostgreSQL {'embedded'}, 2 cores shared by everything)")
-            for replicas in (1, 2):
+            for replicas in replicas_list:
                 elapsed, ran = drain(url, replicas, n, concurrent_creates=False)
                 print(f"  {replicas} replica(s), queue drained: {n / elapsed:7.0f} claim+complete/s ({elapsed:.2f} s; per replica {ran})")
                 elapsed, ran = drain(url, replicas, n, concurrent_creates=True)
@@ -305,15 +305,16 @@ def main(n: int, callers: int = 500) -> None:
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
-SMOKE = ["--jobs", "40", "--callers", "20"]
+SMOKE = ["--jobs", "40", "--callers", "20", "--replicas", "2"]
 
 
 def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=3000)
     ap.add_argument("--callers", type=int, default=500)
+    ap.add_argument("--replicas", default="1,2", help="dispatcher processes to drain the queue with, one run each")
     a = ap.parse_args(argv)
-    main(a.jobs, a.callers)
+    main(a.jobs, a.callers, tuple(int(r) for r in a.replicas.split(",")))
 
 
 if __name__ == "__main__":

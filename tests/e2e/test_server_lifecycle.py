@@ -97,4 +97,4 @@ def test_a_terminals_ctrl_c_drains_the_running_job(tmp_path):
     log = (tmp_path / "server.log").read_text()
     assert "draining: 1 running jobs" in log, log[-3000:]
     assert "attempt 1: COMPLETED" in log, log[-3000:]
-    assert "handed back" not in log and "attempt 1: CANCELLED" not in log, log[-3000:]
+    assert "handed back to the queue" not in log and "attempt 1: CANCELLED" not in log, log[-3000:]
