@@ -30,8 +30,17 @@ HP = {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 3
 FEATURES = ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"]
 
 
+PHASES: dict[str, list[float]] = {}  # the plain script's phases, seconds per run
+
+
+def _phase(name: str, since: float) -> float:
+    now = time.perf_counter()
+    PHASES.setdefault(name, []).append(now - since)
+    return now
+
+
 async def plain(url: str, start: str, end: str, threads: int) -> float:
-    """What a data scientist would write by hand, timed end to end."""
+    """What a data scientist would write by hand, timed end to end (and by phase)."""
     t0 = time.perf_counter()
     conn = await asyncpg.connect(asyncpg_dsn(url))
     buf = io.BytesIO()
@@ -50,6 +59,7 @@ async def plain(url: str, start: str, end: str, threads: int) -> float:
     buf.seek(0)
     df = pd.read_csv(buf, engine="pyarrow")
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    t = _phase("read", t0)
     by_time = df.set_index("timestamp")["load"]
     for h in (1, 24):
         df[f"load_lag_{h}"] = by_time.reindex(df["timestamp"] - pd.Timedelta(hours=h)).to_numpy()
@@ -58,11 +68,30 @@ async def plain(url: str, start: str, end: str, threads: int) -> float:
     df = df.dropna().reset_index(drop=True)
     cut = df["timestamp"].iloc[0] + (df["timestamp"].iloc[-1] - df["timestamp"].iloc[0]) * 0.8
     train, valid = df[df["timestamp"] <= cut], df[df["timestamp"] > cut]
+    t = _phase("features", t)
     params, rounds = booster_params(HP, seed=42, num_threads=threads)
     booster = lgb.train(params, lgb.Dataset(train[FEATURES].to_numpy(), train["load"].to_numpy()), num_boost_round=rounds)
+    t = _phase("train", t)
     pred = booster.predict(valid[FEATURES].to_numpy())
     float(np.mean(np.abs(pred - valid["load"].to_numpy())))
+    _phase("score", t)
     return time.perf_counter() - t0
+
+
+async def steps(c: AsyncTrainingClient, job: pb.TrainingJob) -> dict[str, float]:
+    """Seconds from each step's first log line to the next step's (the last: to finished_at),
+    and from created_at to the first step (queue and Ray hop) and from the last to COMPLETED."""
+    entries = [e async for e in c.stream_logs(job.job_id, follow=False)]
+    firsts: dict[str, float] = {}
+    for e in entries:
+        if e.step and e.step not in firsts:
+            firsts[e.step] = e.time.ToDatetime().timestamp()
+    created, finished = job.created_at.ToDatetime().timestamp(), job.finished_at.ToDatetime().timestamp()
+    names = list(firsts)
+    out = {"queue + start": firsts[names[0]] - created} if names else {}
+    for name, after in zip(names, [*names[1:], None], strict=True):
+        out[name] = (firsts[after] if after else finished) - firsts[name]
+    return out
 
 
 async def main(rows: int, repeats: int) -> None:
@@ -92,10 +121,12 @@ async def main(rows: int, repeats: int) -> None:
                 return time.perf_counter() - t0, done
 
             cold, _ = await job()  # the first job also starts a Ray worker and imports LightGBM there
-            jobs, plains, last = [], [], None
+            jobs, plains, last, by_step = [], [], None, {}
             for _ in range(repeats):
                 seconds, last = await job()
                 jobs.append(seconds)
+                for name, took in (await steps(c, last)).items():
+                    by_step.setdefault(name, []).append(took)
                 plains.append(await plain(app.database_url, start, end, threads))
     j, p = median(jobs), median(plains)
     print(f"pipeline_overhead: {rows:,} rows, {int(last.metrics['training_data_size']):,} used, {threads} thread(s), median of {repeats}")
@@ -103,6 +134,8 @@ async def main(rows: int, repeats: int) -> None:
     print(f"  plain read+train script: {p:7.2f} s   runs {', '.join(f'{x:.2f}' for x in plains)}")
     print(f"  ratio job / plain      : {j / p:7.3f}   (goal <= 1.25)")
     print(f"  job training step      : {last.metrics['training_duration_seconds']:.2f} s, MAE {last.metrics['mae']:.3f}")
+    print("  where the job's time goes (median s): " + ", ".join(f"{k} {median(v):.2f}" for k, v in by_step.items()))
+    print("  where the plain script's goes (median s): " + ", ".join(f"{k} {median(v):.2f}" for k, v in PHASES.items()))
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
