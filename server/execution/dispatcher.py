@@ -171,7 +171,7 @@ class Dispatcher:
 
     def free(self, totals: dict[str, float]) -> dict[str, float]:
         """The cluster's resources less what this server's running jobs hold."""
-        return {kind: total - sum(held.get(kind, 0.0) for held in self.committed.values()) for kind, total in totals.items()}
+        return {kind: total - sum(r.holds.get(kind, 0.0) for r in self.jobs.values()) for kind, total in totals.items()}
 
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) claiming; running jobs go on. For maintenance and tests."""
@@ -188,7 +188,7 @@ class Dispatcher:
         """Stop claiming and give the running jobs up to ``seconds`` to finish (what is left
         is handed back by ``stop``)."""
         self.pause()
-        pending = list(self.running.values())
+        pending = [r.task for r in self.jobs.values()]
         if pending and seconds > 0:
             log.info("draining: %d running jobs may finish within %.0f s", len(pending), seconds)
             _, still = await asyncio.wait(pending, timeout=seconds)
@@ -201,7 +201,7 @@ class Dispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if not self.running:
+        if not self.jobs:
             return
         # Hand our jobs back now (PENDING, next attempt, not one of their retries) rather
         # than when their lease runs out: another server, or this one restarted, takes them
@@ -216,7 +216,7 @@ class Dispatcher:
                 log.warning("handed back to the queue (server stopping)", extra={"job_id": str(job_id)})
         except Exception:
             log.exception("could not hand running jobs back; their leases will requeue them")
-        pending = list(self.running.values())  # some may have ended meanwhile
+        pending = [r.task for r in self.jobs.values()]  # some may have ended meanwhile
         if pending:
             _, still = await asyncio.wait(pending, timeout=self.stop_wait_seconds)
             for task in still:
@@ -256,7 +256,7 @@ class Dispatcher:
                 # Our own leases first: after an outage longer than a lease, our running jobs
                 # are not taken for lost. Every server saw the outage: each gives the others
                 # one lease to renew theirs before it requeues any.
-                await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
+                await queue.heartbeat(conn, self.server_id, list(self.jobs), lease_seconds=self.lease_seconds)
                 requeued: list[uuid.UUID] = []
                 lost: list[uuid.UUID] = []
                 if time.monotonic() - self._back_at >= self.lease_seconds:
@@ -403,7 +403,7 @@ class Dispatcher:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 async with db.transaction(self.engine) as conn:
-                    where = await queue.heartbeat(conn, self.server_id, list(self.running), lease_seconds=self.lease_seconds)
+                    where = await queue.heartbeat(conn, self.server_id, list(self.jobs), lease_seconds=self.lease_seconds)
                     for job_id, attempt, message in self._stalled(where):
                         await queue.note(conn, job_id, attempt, message, level=LogLevel.WARNING)
             except DatabaseUnavailable as exc:
