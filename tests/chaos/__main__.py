@@ -45,6 +45,8 @@ from server.execution.local_cluster import LocalCluster, NodeSpec
 from storage import db
 from storage.embedded import EmbeddedPostgres
 
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job's status once it has ended
+
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme-corp"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -126,6 +128,7 @@ class Figures:
     jobs: int = 0
     kills: int = 0
     recoveries: list[float] = field(default_factory=list)  # death -> queued again (taken over by the live replica), s
+    ended_before_kill: int = 0  # seen RUNNING on the replica, then ended there before it was killed
     create_codes: collections.Counter[str] = field(default_factory=collections.Counter)  # through Envoy, during the kills
     outage_codes: collections.Counter[str] = field(default_factory=collections.Counter)
     outage_answer_ms: list[float] = field(default_factory=list)
@@ -254,6 +257,9 @@ class Chaos:
             for row in rows:
                 if row["attempt"] > pending[row["id"]]:  # taken over: queued again as its next attempt (or further)
                     self.fig.recoveries.append(time.monotonic() - died)
+                    del pending[row["id"]]
+                elif row["status"] in TERMINAL:  # it ended on the replica between the look and the kill: nothing to take over
+                    self.fig.ended_before_kill += 1
                     del pending[row["id"]]
             time.sleep(0.1)
         if pending:
@@ -388,6 +394,7 @@ class Chaos:
             "failed_reasons": dict(reasons),
             "attempts": attempts,
             "kills": self.fig.kills,
+            "ended_before_kill": self.fig.ended_before_kill,
             "lease_seconds": self.lease,
             "recovery_s": {
                 "n": len(rec),
