@@ -15,11 +15,13 @@ the collective libraries listen on every interface.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -84,31 +86,56 @@ def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]
     return time.perf_counter() - started, dict(result.metrics)
 
 
+@contextlib.contextmanager
+def _ray(*, running: bool) -> Iterator[str]:
+    """Ray for the runs: a local two-node cluster of its own (stopped after), or, with
+    ``running``, the one this process is already connected to (its owner stops it)."""
+    import ray
+
+    if running:
+        if not ray.is_initialized():
+            raise SystemExit("--running-ray: this process is not connected to a Ray")
+        yield f"the running Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs"
+        return
+    from server.execution.local_cluster import LocalCluster, NodeSpec
+
+    cluster = LocalCluster(Path(f"/tmp/aihub-bench-{os.getpid()}"), [NodeSpec(1, {"node_1": 1}), NodeSpec(1, {"node_2": 1})])  # noqa: S108
+    cluster.start()
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        yield "cluster: 2 nodes x 1 CPU"
+    finally:
+        ray.shutdown()
+        cluster.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--only", default=",".join(name for name, _ in CASES), help="algorithms, comma-separated")
     parser.add_argument("--workers", default="0,1,2", help="runs: 0 = one node without Ray Train, N = N workers")
     parser.add_argument("--trials", type=int, default=8, help="trials of the search (0: no search)")
+    parser.add_argument(
+        "--running-ray",
+        action="store_true",
+        help="use the Ray this process is already connected to (python -m bench --smoke's shared one, in its namespace) "
+        "instead of starting a two-node cluster",
+    )
     args = parser.parse_args(argv)
     cases = [(name, hp) for name, hp in CASES if name in args.only.split(",")]
     runs = [int(w) or None for w in args.workers.split(",")]
     if not isolation.isolated():
+        if args.running_ray:
+            raise SystemExit("--running-ray: only inside the private network namespace (server/isolation.py)")
         os.execv(sys.executable, [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "bench.distributed", *sys.argv[1:]])  # noqa: S606
 
-    from server.execution.local_cluster import LocalCluster, NodeSpec
     from trainers.local import FrameSource
 
-    cluster = LocalCluster(Path(f"/tmp/aihub-bench-{os.getpid()}"), [NodeSpec(1, {"node_1": 1}), NodeSpec(1, {"node_2": 1})])  # noqa: S108
-    cluster.start()
-    try:
-        import ray
-
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with _ray(running=args.running_ray) as where:
         t0 = time.perf_counter()
         big = frame(args.rows)
         took = time.perf_counter() - t0
-        print(f"{len(big):,} rows in {big['series_id'].nunique()} series, generated in {took:.1f} s; cluster: 2 nodes x 1 CPU")
+        print(f"{len(big):,} rows in {big['series_id'].nunique()} series, generated in {took:.1f} s; {where}")
         storage = Path(tempfile.mkdtemp(prefix="aihub-bench-train-"))
         data = FrameSource(big)
         print(f"{'algorithm':10} {'run':22} {'wall s':>8} {'train s':>8} {'share':>6} {'MAE':>8}")
@@ -149,11 +176,6 @@ def main(argv: list[str] | None = None) -> None:
             wall, metrics = run(cfg, demo, storage)
             best, mae = metrics["tuning_best_score"], metrics["mae"]
             print(f"  concurrency {concurrency}: {wall:6.1f} s wall, best tune MAE {best:.3f}, validation MAE {mae:.3f}")
-    finally:
-        import ray
-
-        ray.shutdown()
-        cluster.stop()
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.

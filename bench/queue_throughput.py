@@ -166,7 +166,7 @@ async def _reset(url: str) -> None:
     engine = db.create_engine(url, role=None, pool_size=1)
     try:
         async with db.transaction(engine) as conn:
-            await conn.exec_driver_sql("TRUNCATE training_jobs CASCADE")
+            await conn.execute(db.sql("TRUNCATE training_jobs CASCADE"))
         async with db.transaction(engine, Scope.of(TENANT)) as conn:
             await tenants.update(conn, TENANT, {"max_queued_jobs": 1_000_000, "max_running_jobs": None})
     finally:

@@ -13,29 +13,26 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db
 from storage.errors import AlertTargetNotFound
 from storage.records import AlertDelivery, AlertTarget
 from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 
 # insert_target: a new webhook. Index: alert_targets primary key.
-INSERT_TARGET = sa.text(
+INSERT_TARGET = db.sql(
     "INSERT INTO alert_targets (id, tenant_id, url, secret, events, created_at) "
     "VALUES (:id, :tenant_id, :url, :secret, :events, clock_timestamp()) RETURNING *"
 )
 
 # list_targets: the scope's webhooks, oldest first. Index: alert_targets_tenant (tenant_id).
-LIST_TARGETS = sa.text(f"SELECT * FROM alert_targets WHERE {IN_SCOPE} ORDER BY tenant_id, created_at")  # noqa: S608
+LIST_TARGETS = db.sql(f"SELECT * FROM alert_targets WHERE {IN_SCOPE} ORDER BY tenant_id, created_at")  # noqa: S608
 
 # delete_target: a webhook and its deliveries. Index: alert_targets primary key.
-DELETE_TARGET = sa.text(f"DELETE FROM alert_targets WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
+DELETE_TARGET = db.sql(f"DELETE FROM alert_targets WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
 
 # add_event: one delivery of an event to each of the tenant's targets that want it.
 # Index: alert_targets_tenant (tenant_id).
-ADD_EVENT = sa.text(
+ADD_EVENT = db.sql(
     """
     INSERT INTO alert_deliveries (tenant_id, target_id, event, body)
     SELECT tenant_id, id, :event, CAST(:body AS jsonb) FROM alert_targets
@@ -45,12 +42,12 @@ ADD_EVENT = sa.text(
 )
 
 # list_deliveries: the scope's deliveries, newest first. Index: alert_deliveries_tenant (tenant_id, id DESC).
-LIST_DELIVERIES = sa.text(f"SELECT * FROM alert_deliveries WHERE {IN_SCOPE} ORDER BY id DESC LIMIT :limit")  # noqa: S608
+LIST_DELIVERIES = db.sql(f"SELECT * FROM alert_deliveries WHERE {IN_SCOPE} ORDER BY id DESC LIMIT :limit")  # noqa: S608
 
 # claim_due: deliveries due now (every tenant's: the sender's own role), each claimed for
 # :claim_seconds so that no other server sends it meanwhile; with its target's URL and secret.
 # Index: alert_deliveries_due (next_attempt_at) WHERE status = 'PENDING'; alert_targets primary key.
-CLAIM_DUE = sa.text(
+CLAIM_DUE = db.sql(
     """
     WITH due AS (SELECT id FROM alert_deliveries WHERE status = 'PENDING' AND next_attempt_at <= clock_timestamp()
                   ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED),
@@ -62,7 +59,7 @@ CLAIM_DUE = sa.text(
 
 # record_attempt: how one try went: DELIVERED, PENDING again after :retry_in seconds, or FAILED
 # (the last try). Index: alert_deliveries primary key.
-RECORD_ATTEMPT = sa.text(
+RECORD_ATTEMPT = db.sql(
     """
     UPDATE alert_deliveries
        SET attempts = attempts + 1, status = :status, last_error = :error, response_status = :response_status,
@@ -73,40 +70,40 @@ RECORD_ATTEMPT = sa.text(
 )
 
 
-async def create_target(conn: AsyncConnection, tenant_id: str, url: str, secret: str, events: list[str]) -> AlertTarget:
+async def create_target(conn: db.Connection, tenant_id: str, url: str, secret: str, events: list[str]) -> AlertTarget:
     if scope_of(conn).single() != tenant_id:
         raise AlertTargetNotFound("(another tenant's)")
     params = {"id": uuid.uuid4(), "tenant_id": tenant_id, "url": url, "secret": secret, "events": events}
-    return AlertTarget.from_row((await db.fetch(conn, INSERT_TARGET, params))[0])
+    return AlertTarget.from_row((await conn.fetch(INSERT_TARGET, params))[0])
 
 
-async def list_targets(conn: AsyncConnection) -> list[AlertTarget]:
-    return [AlertTarget.from_row(r) for r in await db.fetch(conn, LIST_TARGETS, tenant_param(conn))]
+async def list_targets(conn: db.Connection) -> list[AlertTarget]:
+    return [AlertTarget.from_row(r) for r in await conn.fetch(LIST_TARGETS, tenant_param(conn))]
 
 
-async def delete_target(conn: AsyncConnection, target_id: uuid.UUID) -> AlertTarget:
-    rows = await db.fetch(conn, DELETE_TARGET, {"id": target_id, **tenant_param(conn)})
+async def delete_target(conn: db.Connection, target_id: uuid.UUID) -> AlertTarget:
+    rows = await conn.fetch(DELETE_TARGET, {"id": target_id, **tenant_param(conn)})
     if not rows:
         raise AlertTargetNotFound(target_id)
     return AlertTarget.from_row(rows[0])
 
 
-async def add_event(conn: AsyncConnection, tenant_id: str, event: str, body: Mapping[str, Any]) -> int:
+async def add_event(conn: db.Connection, tenant_id: str, event: str, body: Mapping[str, Any]) -> int:
     """Queue ``event`` for each of the tenant's targets that want it; how many."""
-    rows = await db.fetch(conn, ADD_EVENT, {"tenant_id": tenant_id, "event": event, "body": json.dumps(body, default=str)})
+    rows = await conn.fetch(ADD_EVENT, {"tenant_id": tenant_id, "event": event, "body": json.dumps(body, default=str)})
     return len(rows)
 
 
-async def list_deliveries(conn: AsyncConnection, limit: int = 50) -> list[AlertDelivery]:
-    return [AlertDelivery.from_row(r) for r in await db.fetch(conn, LIST_DELIVERIES, {"limit": limit, **tenant_param(conn)})]
+async def list_deliveries(conn: db.Connection, limit: int = 50) -> list[AlertDelivery]:
+    return [AlertDelivery.from_row(r) for r in await conn.fetch(LIST_DELIVERIES, {"limit": limit, **tenant_param(conn)})]
 
 
-async def claim_due(conn: AsyncConnection, *, limit: int, claim_seconds: float) -> list[AlertDelivery]:
-    return [AlertDelivery.from_row(r) for r in await db.fetch(conn, CLAIM_DUE, {"limit": limit, "claim_seconds": claim_seconds})]
+async def claim_due(conn: db.Connection, *, limit: int, claim_seconds: float) -> list[AlertDelivery]:
+    return [AlertDelivery.from_row(r) for r in await conn.fetch(CLAIM_DUE, {"limit": limit, "claim_seconds": claim_seconds})]
 
 
 async def record_attempt(
-    conn: AsyncConnection, delivery_id: int, *, status: str, error: str | None, response_status: int | None, retry_in: float
+    conn: db.Connection, delivery_id: int, *, status: str, error: str | None, response_status: int | None, retry_in: float
 ) -> None:
     params = {"id": delivery_id, "status": status, "error": error, "response_status": response_status, "retry_in": retry_in}
-    await db.fetch(conn, RECORD_ATTEMPT, params)
+    await conn.fetch(RECORD_ATTEMPT, params)

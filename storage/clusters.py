@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from storage import db
 from storage.records import RayCluster, WorkerNode
 
 # upsert_cluster: a cluster's current view. Index: ray_clusters primary key.
-UPSERT_CLUSTER = sa.text(
+UPSERT_CLUSTER = db.sql(
     """
     INSERT INTO ray_clusters (cluster_id, address, status, num_workers, resources, available_resources, updated_at)
     VALUES (:id, :address, :status, :n, CAST(:res AS jsonb), CAST(:avail AS jsonb), clock_timestamp())
@@ -23,12 +21,12 @@ UPSERT_CLUSTER = sa.text(
 
 # mark_missing_nodes_dead: a cluster's nodes it no longer reports.
 # Index: none (worker_nodes holds a few rows per cluster).
-MARK_MISSING_NODES_DEAD = sa.text(
+MARK_MISSING_NODES_DEAD = db.sql(
     "UPDATE worker_nodes SET status = 'DEAD', updated_at = clock_timestamp() WHERE cluster_id = :id AND NOT node_id = ANY(:seen)"
 )
 
 # upsert_node: one node's current view. Index: worker_nodes primary key.
-UPSERT_NODE = sa.text(
+UPSERT_NODE = db.sql(
     """
     INSERT INTO worker_nodes (node_id, cluster_id, address, status, resources, in_use, updated_at)
     VALUES (:node_id, :cluster_id, :address, :status, CAST(:res AS jsonb), CAST(:in_use AS jsonb), clock_timestamp())
@@ -38,12 +36,12 @@ UPSERT_NODE = sa.text(
 )
 
 # list_clusters: every cluster recorded. Index: ray_clusters primary key (an ordered scan).
-LIST_CLUSTERS = sa.text("SELECT * FROM ray_clusters ORDER BY cluster_id")
+LIST_CLUSTERS = db.sql("SELECT * FROM ray_clusters ORDER BY cluster_id")
 # list_nodes: every node recorded. Index: worker_nodes primary key (an ordered scan).
-LIST_NODES = sa.text("SELECT * FROM worker_nodes ORDER BY node_id")
+LIST_NODES = db.sql("SELECT * FROM worker_nodes ORDER BY node_id")
 
 
-async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
+async def upsert(conn: db.Connection, cluster: RayCluster) -> None:
     """Record the cluster's current view; nodes no longer reported are marked DEAD."""
     await conn.execute(
         UPSERT_CLUSTER,
@@ -69,7 +67,7 @@ async def upsert(conn: AsyncConnection, cluster: RayCluster) -> None:
         await conn.execute(UPSERT_NODE, params)
 
 
-async def list_clusters(conn: AsyncConnection) -> list[RayCluster]:
-    clusters = (await conn.execute(LIST_CLUSTERS)).mappings().all()
-    nodes = (await conn.execute(LIST_NODES)).mappings().all()
+async def list_clusters(conn: db.Connection) -> list[RayCluster]:
+    clusters = await conn.fetch(LIST_CLUSTERS)
+    nodes = await conn.fetch(LIST_NODES)
     return [RayCluster.from_row(c, tuple(WorkerNode.from_row(n) for n in nodes if n["cluster_id"] == c["cluster_id"])) for c in clusters]

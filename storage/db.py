@@ -1,46 +1,126 @@
-"""Engines, transactions, migrations, and the one place driver errors become storage errors.
+"""The one way the service talks to PostgreSQL: asyncpg, with named SQL.
 
-The server holds an ``Engine`` and opens ``transaction(engine)`` blocks; it passes the
-``Connection`` to the repositories and never writes SQL itself.
+Every statement is a :class:`Query`: SQL written with ``:name`` parameters, turned into the
+driver's ``$1, $2 ...`` once, where it is defined (a module constant), and run on an asyncpg
+connection. SQLAlchemy describes the tables (storage/tables.py) for Alembic's migrations and
+nothing else: there is no ORM, no compiled-statement cache, and one row type, asyncpg's
+``Record`` (read by column name).
 
-Transactions are begun and ended here, not by SQLAlchemy (its engines run in AUTOCOMMIT
-mode): BEGIN and the transaction's tenant scope go in one round trip. A single statement (a
-read, or a write that is one statement, such as a job's completion) runs outside a
-transaction (``single``), the scope a session setting of the pooled connection sent only when
-it changes: one round trip. The hottest statements (reading a job; the queue's claim and
-completion) run on the driver itself (``fetch`` below): SQLAlchemy's per-statement work was
-most of the CPU a job read cost, and every round trip costs system calls."""
+The server holds an :class:`Engine` (a pool of connections acting as one role) and opens
+``transaction(engine, scope)`` blocks, or ``single(engine, scope)`` for one statement; it
+passes the :class:`Connection` to the repositories and never writes SQL itself.
+Transactions are begun and ended here and only here: BEGIN and the transaction's tenant
+scope go in one round trip, COMMIT or ROLLBACK in another. A single statement runs outside a
+transaction (it is its own), the scope a session setting of the pooled connection, sent only
+when it changes. Driver failures become storage errors here too (``_storage_error``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
-import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import asyncpg
-import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import DatabaseUnavailable, InvalidData, StorageError
-from storage.records import Row
-from storage.tenancy import DISPATCHER_ROLE, SCOPE_KEY, SERVICE_ROLE, Scope
+from storage.tenancy import DISPATCHER_ROLE, SERVICE_ROLE, Scope
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+ROLES = (SERVICE_ROLE, DISPATCHER_ROLE)
 
-# What the server holds and passes to the repositories.
-Engine = AsyncEngine
-Connection = AsyncConnection
+# A :name parameter outside string literals, quoted identifiers, comments and :: casts (the
+# rule SQLAlchemy's text() follows: not after a word character, a colon or a backslash).
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|(?<![:\w\\]):([A-Za-z_]\w*)(?!:)""")
+
+
+class Query:
+    """A named statement: ``text`` as written (``:name`` parameters), ``sql`` as the driver
+    takes it (``$1 ...``), and ``names``, the parameter each ``$n`` reads (a name used twice
+    is read twice)."""
+
+    __slots__ = ("names", "sql", "text")
+
+    def __init__(self, text: str) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return match.group(0)
+            # Each use its own $n, as SQLAlchemy numbers them: PostgreSQL infers each one's
+            # type from where it stands (a NULL test and a comparison may want different ones).
+            names.append(name)
+            return f"${len(names)}"
+
+        self.text = text
+        self.sql = _TOKENS.sub(number, text)
+        self.names = tuple(names)
+
+    def args(self, params: Mapping[str, Any] | None) -> tuple[Any, ...]:
+        """The positional arguments for ``params`` (every name the statement uses)."""
+        if not self.names:
+            return ()
+        if params is None:
+            raise KeyError(f"the statement needs {', '.join(self.names)}")
+        return tuple(params[name] for name in self.names)
+
+    def __repr__(self) -> str:
+        return f"Query({self.text.strip()[:60]!r})"
+
+
+def sql(text: str) -> Query:
+    """A named statement (see :class:`Query`)."""
+    return Query(text)
+
+
+Record = asyncpg.Record  # the one row type storage reads
+
+
+def _count(status: str) -> int:
+    """The rows a command's status names ('UPDATE 3', 'INSERT 0 1', 'DELETE 0'), else 0."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class Connection:
+    """A pooled asyncpg connection in a transaction (or a single statement), acting for
+    ``scope`` (None: no tenant; row-level security then shows no tenant's rows)."""
+
+    __slots__ = ("raw", "scope")
+
+    def __init__(self, raw: asyncpg.Connection, scope: Scope | None) -> None:
+        self.raw, self.scope = raw, scope
+
+    async def fetch(self, query: Query, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return await self.raw.fetch(query.sql, *query.args(params))
+
+    async def fetchrow(self, query: Query, params: Mapping[str, Any] | None = None) -> Record | None:
+        return await self.raw.fetchrow(query.sql, *query.args(params))
+
+    async def one(self, query: Query, params: Mapping[str, Any] | None = None) -> Record:
+        """The one row a statement returns (an INSERT ... RETURNING): StorageError if none."""
+        row = await self.raw.fetchrow(query.sql, *query.args(params))
+        if row is None:
+            raise StorageError("a statement that returns a row returned none")
+        return row
+
+    async def fetchval(self, query: Query, params: Mapping[str, Any] | None = None) -> Any:
+        return await self.raw.fetchval(query.sql, *query.args(params))
+
+    async def execute(self, query: Query, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement for its effect: the rows it changed."""
+        args = query.args(params)
+        if not args:  # the simple protocol: no statement prepared for a statement without parameters
+            return _count(await self.raw.execute(query.sql))
+        return _count(await self.raw.execute(query.sql, *args))
 
 
 def async_url(url: str) -> str:
-    """Normalise any postgres URL to the asyncpg dialect SQLAlchemy needs."""
+    """Any postgres URL in the asyncpg dialect SQLAlchemy needs (Alembic's migrations)."""
     parsed = make_url(url)
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
@@ -48,50 +128,97 @@ def async_url(url: str) -> str:
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The same URL as asyncpg itself takes it (for LISTEN connections and COPY)."""
+    """The same URL as asyncpg itself takes it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-ROLES = (SERVICE_ROLE, DISPATCHER_ROLE)
+async def _no_reset(_raw: asyncpg.Connection) -> None:
+    """A connection back in the pool keeps its session: transaction() always ends its
+    transaction itself (asyncpg rolls back one left open), and the session's tenant setting is
+    ours to keep (``single`` sends it only when it changes). asyncpg's default reset would
+    also undo SET ROLE and cost a round trip per use."""
 
 
-def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int = 10) -> AsyncEngine:
-    """An engine whose every session acts as ``role`` (SET ROLE on connect): the service's
-    by default, the dispatcher's for the claim loop; None keeps the URL's own user (the
-    tables' owner: migrations and administration only)."""
-    if role is not None and role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
-    engine = create_async_engine(
-        async_url(url),
-        # transaction() begins and ends every transaction itself (see the module's doc).
-        isolation_level="AUTOCOMMIT",
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        # No pre-ping (it costs a round trip per request): a connection broken by a
-        # database restart fails one transaction, which surfaces as DatabaseUnavailable.
-        pool_recycle=1800,
-        # Job rows carry JSONB; asyncpg's defaults are fine, timestamps are timestamptz in UTC.
-        connect_args={"server_settings": {"timezone": "UTC", "application_name": "aihub-training"}},
-    )
+class _Driver(asyncpg.Connection):
+    """asyncpg's connection, remembering the session value of aihub.tenant_id it holds (set
+    by ``single``; None: none we know of). Written only after PostgreSQL confirmed it."""
 
-    @event.listens_for(engine.sync_engine, "handle_error")
-    def _broken_connection(context: Any) -> None:
-        # A connection left mid-operation (its call was cancelled while PostgreSQL was
-        # going away) fails its next use with asyncpg's InternalClientError: it is broken,
-        # not the request; the pool drops it and the caller sees DatabaseUnavailable.
-        cause = getattr(context.original_exception, "__cause__", None)
-        if isinstance(cause, asyncpg.exceptions._base.InternalClientError):
-            context.is_disconnect = True
+    __slots__ = ("_aihub_setting",)
 
-    if role is not None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._aihub_setting: str | None = None
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _as_role(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"SET ROLE {role}")  # one of ROLES, checked above
-            cursor.close()
+    def tenant_setting(self) -> str | None:
+        return self._aihub_setting
 
-    return engine
+    def remember_tenant_setting(self, value: str | None) -> None:
+        self._aihub_setting = value
+
+
+class Engine:
+    """A pool of connections to one database, each acting as ``role`` (SET ROLE when it
+    connects): the service's by default, the dispatcher's for the claim loop; None keeps the
+    URL's own user (the tables' owner: migrations and administration only). The pool is made
+    on first use, in the event loop that uses it; ``dispose`` closes it (the next use opens
+    a new one)."""
+
+    def __init__(self, url: str, *, role: str | None = SERVICE_ROLE, pool_size: int = 10) -> None:
+        if role is not None and role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.url, self.role, self.pool_size = url, role, pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _init(self, raw: asyncpg.Connection) -> None:
+        if self.role is not None:
+            await raw.execute(f"SET ROLE {self.role}")  # one of ROLES, checked above
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    asyncpg_dsn(self.url),
+                    min_size=0,
+                    max_size=self.pool_size * 2,
+                    init=self._init,
+                    reset=_no_reset,
+                    connection_class=_Driver,
+                    max_inactive_connection_lifetime=1800,
+                    statement_cache_size=256,
+                    # Timestamps are timestamptz, read and written in UTC; JSONB goes as text.
+                    server_settings={"timezone": "UTC", "application_name": "aihub-training"},
+                )
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[_Driver]:
+        pool = await self.pool()
+        raw = cast(_Driver, await pool.acquire())  # a proxy of a _Driver: its methods are the driver's
+        try:
+            yield raw
+        finally:
+            await pool.release(raw)  # type: ignore[arg-type]  # the proxy acquire() gave
+
+    async def dispose(self) -> None:
+        """Close the pool: its idle connections now, the ones in use when they come back
+        (or, past a few seconds, at once)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), 5)
+        except (TimeoutError, Exception):  # noqa: BLE001 - closing: whatever is left goes now
+            pool.terminate()
+
+
+def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int = 10) -> Engine:
+    """An :class:`Engine` acting as ``role``."""
+    return Engine(url, role=role, pool_size=pool_size)
 
 
 # SQLSTATEs that mean "the database cannot serve now, try again": connection exceptions
@@ -101,119 +228,64 @@ def create_engine(url: str, *, role: str | None = SERVICE_ROLE, pool_size: int =
 UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-def _sqlstate(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
-        state = getattr(candidate, "sqlstate", None)
-        if state:
-            return str(state)
-    return ""
-
-
-def _unavailable(sqlstate: str) -> bool:
-    return sqlstate.startswith(UNAVAILABLE_STATES)
-
-
-RAW_KEY = "aihub.driver"  # conn.info: the asyncpg connection of a transaction or a single statement
-
-
-def _literal(value: str) -> str:
-    """A string as an SQL literal (standard_conforming_strings is on, PostgreSQL's default)."""
-    if "\x00" in value:
-        raise ValueError("a NUL character cannot be sent to PostgreSQL")
-    return "'" + value.replace("'", "''") + "'"
-
-
-# The value of aihub.tenant_id each pooled connection's session holds (set by ``single``; a
-# connection not here holds none we know of). Written only after PostgreSQL confirmed it.
-_SESSION_SCOPE: weakref.WeakKeyDictionary[asyncpg.Connection, str] = weakref.WeakKeyDictionary()
-
-
 def _setting(scope: Scope | None) -> str:
     """The value of aihub.tenant_id ``scope`` needs ('' for none: row-level security then
-    shows nothing)."""
-    return scope.setting if scope is not None else ""
+    shows nothing). A checked tenant slug or '*', so it can stand in the statement as it is:
+    BEGIN and set_config go in one simple-protocol round trip, which takes no parameters."""
+    value = scope.setting if scope is not None else ""
+    if value not in ("", "*"):
+        Scope.of(value)  # a slug, or InvalidTenantId
+    return value
 
 
-async def _enter(conn: AsyncConnection, scope: Scope | None, *, begin: bool) -> asyncpg.Connection:
-    """The checked-out connection's driver, acting for ``scope``, in one simple-query round
-    trip at most (no table read).
-
-    In a transaction (``begin``) the scope is local to it, always sent with BEGIN: whatever
-    the transaction ends with, the session keeps its own value. Outside one (``single``) it is
-    the session's value, sent only when it changes: each statement then is its own
-    transaction and the setting commits at once."""
-    raw = cast(asyncpg.Connection, (await conn.get_raw_connection()).driver_connection)
-    want = _setting(scope)
-    if begin:
-        script: str | None = f"BEGIN; SELECT set_config('aihub.tenant_id', {_literal(want)}, true)"
-    else:
-        script = None if _SESSION_SCOPE.get(raw) == want else f"SELECT set_config('aihub.tenant_id', {_literal(want)}, false)"
-    try:
-        if script:
-            await raw.execute(script)
-    except BaseException:
-        _SESSION_SCOPE.pop(raw, None)
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        raise
-    if not begin:
-        _SESSION_SCOPE[raw] = want
-    conn.info[SCOPE_KEY], conn.info[RAW_KEY] = scope, raw
-    return raw
+def _discard(raw: asyncpg.Connection) -> None:
+    """Close a connection that cannot be trusted any more (its statement was cancelled, it
+    broke, or its transaction could not be ended): the pool opens a fresh one in its place."""
+    with contextlib.suppress(Exception):
+        raw.terminate()
 
 
-def _leave(conn: AsyncConnection) -> None:
-    # An invalidated connection has nothing to forget (reading its info would make SQLAlchemy
-    # start a new connection here, outside its greenlet: a coroutine never awaited). One
-    # whose statement was cancelled cannot even show its info; that must not replace the
-    # CancelledError (or the error) that ends the block.
-    if conn.invalidated:
-        return
-    with contextlib.suppress(SQLAlchemyError):
-        conn.info.pop(SCOPE_KEY, None)
-        conn.info.pop(RAW_KEY, None)
-
-
-async def _abandon(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
-    """End a transaction that did not complete: ROLLBACK, or, when the connection cannot even
-    do that (it broke, or a cancelled statement still occupies it), drop it from the pool so
-    no later transaction inherits its state."""
+async def _end(raw: asyncpg.Connection, how: str) -> str:
     try:
         if raw.is_closed():
-            raise asyncpg.exceptions.ConnectionDoesNotExistError("closed")
-        await raw.execute("ROLLBACK")
-    except (Exception, asyncio.CancelledError) as exc:
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection is closed")
+        return str(await raw.execute(how))
+    except BaseException:
+        _discard(raw)
+        raise
 
 
 @contextlib.asynccontextmanager
-async def transaction(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
+async def transaction(engine: Engine, scope: Scope | None = None) -> AsyncIterator[Connection]:
     """A transaction the caller owns, acting for ``scope`` (one tenant or every tenant; the
     repositories of tenant data need one). Committed when the block ends, rolled back when it
     raises. Driver failures surface as storage errors: a value PostgreSQL refuses (SQLSTATE
     class 22) as InvalidData, never its message."""
     try:
-        async with engine.connect() as conn:
-            raw = await _enter(conn, scope, begin=True)
+        async with engine.acquire() as raw:
+            begin = f"BEGIN; SELECT set_config('aihub.tenant_id', '{_setting(scope)}', true)"  # checked: see _setting
             try:
-                yield conn
+                await raw.execute(begin)
             except BaseException:
-                await _abandon(conn, raw)
+                _discard(raw)
                 raise
-            else:
-                await _commit(conn, raw)
-            finally:
-                _leave(conn)
+            try:
+                yield Connection(raw, scope)
+            except asyncio.CancelledError:
+                _discard(raw)  # a cancelled statement may still occupy it: no ROLLBACK to wait for
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await _end(raw, "ROLLBACK")
+                raise
+            if await _end(raw, "COMMIT") != "COMMIT":  # a statement failed and the caller went on
+                raise StorageError("the transaction was aborted by an earlier error and rolled back")
     except Exception as exc:  # noqa: BLE001 - re-raised: as a storage error, or unchanged
         _raise_as_storage_error(exc)
 
 
 @contextlib.asynccontextmanager
-async def single(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterator[AsyncConnection]:
+async def single(engine: Engine, scope: Scope | None = None) -> AsyncIterator[Connection]:
     """A connection for one statement outside an explicit transaction, acting for ``scope``:
     the statement is its own transaction (it sees the database as of its start, and what it
     writes commits when it ends). For a read (a job, a page of jobs) or a write that is one
@@ -221,29 +293,23 @@ async def single(engine: AsyncEngine, scope: Scope | None = None) -> AsyncIterat
     instead of three. Run more than one statement here only where each may stand alone.
     Errors surface as in ``transaction``."""
     try:
-        async with engine.connect() as conn:
-            await _enter(conn, scope, begin=False)
+        async with engine.acquire() as raw:
+            want = _setting(scope)
+            if raw.tenant_setting() != want:
+                raw.remember_tenant_setting(None)
+                try:
+                    await raw.execute(f"SELECT set_config('aihub.tenant_id', '{want}', false)")  # checked: see _setting
+                except BaseException:
+                    _discard(raw)
+                    raise
+                raw.remember_tenant_setting(want)
             try:
-                yield conn
+                yield Connection(raw, scope)
             except asyncio.CancelledError:
-                # A cancelled statement may still occupy the connection: not back to the pool.
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
+                _discard(raw)  # a cancelled statement may still occupy it: not back to the pool
                 raise
-            finally:
-                _leave(conn)
     except Exception as exc:  # noqa: BLE001 - re-raised: as a storage error, or unchanged
         _raise_as_storage_error(exc)
-
-
-async def _commit(conn: AsyncConnection, raw: asyncpg.Connection) -> None:
-    try:
-        status = await raw.execute("COMMIT")
-    except BaseException:
-        await _abandon(conn, raw)
-        raise
-    if status != "COMMIT":  # a statement failed and the caller went on: nothing was written
-        raise StorageError("the transaction was aborted by an earlier error and rolled back")
 
 
 def _raise_as_storage_error(exc: Exception) -> NoReturn:
@@ -257,59 +323,28 @@ def _storage_error(exc: Exception) -> Exception:
     """The storage error a driver failure surfaces as (others pass through unchanged)."""
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, OperationalError | InterfaceError | OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
-        return DatabaseUnavailable(f"database unavailable: {exc}")
-    if isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions._base.InternalClientError):  # raw: the connection broke
-        return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")
-    if isinstance(exc, DBAPIError):
-        sqlstate = _sqlstate(exc)
-        if exc.connection_invalidated or _unavailable(sqlstate):
-            return DatabaseUnavailable(f"database unavailable (SQLSTATE {sqlstate})")
-        if sqlstate.startswith("22"):
-            return InvalidData(sqlstate)
-        return StorageError(f"database error (SQLSTATE {sqlstate or 'unknown'})")
-    if isinstance(exc, asyncpg.exceptions.DataError | UnicodeEncodeError):  # raw asyncpg and strings PostgreSQL cannot hold
+    if isinstance(exc, OSError | asyncpg.exceptions.InterfaceError | asyncpg.exceptions._base.InternalClientError):
+        return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")  # it broke, or never connected
+    if isinstance(exc, asyncpg.exceptions.DataError | UnicodeEncodeError):  # values PostgreSQL cannot hold
         return InvalidData(getattr(exc, "sqlstate", None) or "22021")
-    if isinstance(exc, asyncpg.exceptions.PostgresError):  # raw asyncpg, anything else
-        if _unavailable(str(exc.sqlstate)):
-            return DatabaseUnavailable(f"database unavailable (SQLSTATE {exc.sqlstate})")
-        return StorageError(f"database error (SQLSTATE {exc.sqlstate})")
+    if isinstance(exc, asyncpg.exceptions.PostgresError):
+        state = str(exc.sqlstate or "")
+        if state.startswith(UNAVAILABLE_STATES):
+            return DatabaseUnavailable(f"database unavailable (SQLSTATE {state})")
+        if state.startswith("22"):
+            return InvalidData(state)
+        return StorageError(f"database error (SQLSTATE {state or 'unknown'})")
     return exc
 
 
-_COMPILED: dict[sa.TextClause, tuple[str, tuple[str, ...]]] = {}
-
-
-def _compiled(conn: AsyncConnection, stmt: sa.TextClause) -> tuple[str, tuple[str, ...]]:
-    """The statement as the driver takes it ($1, $2 ...) and its parameters' names in order."""
-    found = _COMPILED.get(stmt)
-    if found is None:
-        compiled = stmt.compile(dialect=conn.dialect)
-        found = _COMPILED[stmt] = (compiled.string, tuple(compiled.positiontup or ()))
-    return found
-
-
-async def fetch(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, Any] | None = None) -> Sequence[Row]:
-    """Run a named statement on the driver, in the transaction of ``conn``: its rows, read by
-    column name as SQLAlchemy's mappings are. For the hot paths; errors surface through
-    transaction() as storage errors. (A connection not opened by transaction(), such as a
-    test's, runs it through SQLAlchemy.)"""
-    params = params or {}
-    raw = conn.info.get(RAW_KEY)
-    if raw is None:
-        return cast(Sequence[Row], (await conn.execute(stmt, params)).mappings().all())
-    sql, names = _compiled(conn, stmt)
-    return cast(Sequence[Row], await raw.fetch(sql, *(params[name] for name in names)))
-
-
 # ping: whether the database answers. Index: none.
-PING = sa.text("SELECT 1")
+PING = sql("SELECT 1")
 
 
-async def ping(engine: AsyncEngine) -> None:
+async def ping(engine: Engine) -> None:
     """Raise DatabaseUnavailable unless the database answers."""
-    async with transaction(engine) as conn:
-        await conn.execute(PING)
+    async with single(engine) as conn:
+        await conn.fetchval(PING)
 
 
 def migrate(url: str) -> None:
@@ -327,24 +362,15 @@ SAVEPOINT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 @contextlib.asynccontextmanager
-async def savepoint(conn: AsyncConnection, name: str = "aihub_step") -> AsyncIterator[None]:
+async def savepoint(conn: Connection, name: str = "aihub_step") -> AsyncIterator[None]:
     """A part of the transaction that can fail alone: what it wrote is undone and its error
-    raised; the transaction goes on. ``name`` is an identifier of ours (checked); the
-    statements go to the driver as they are, nothing compiled or cached per call."""
+    raised; the transaction goes on. ``name`` is an identifier of ours (checked)."""
     if not SAVEPOINT_NAME.match(name):
         raise ValueError(f"not a savepoint name: {name!r}")
-
-    async def run(sql: str) -> None:
-        raw = conn.info.get(RAW_KEY)
-        if raw is None:
-            await conn.exec_driver_sql(sql)
-        else:
-            await raw.execute(sql)
-
-    await run(f"SAVEPOINT {name}")
+    await conn.raw.execute(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
-        await run(f"ROLLBACK TO SAVEPOINT {name}")
+        await conn.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
         raise
-    await run(f"RELEASE SAVEPOINT {name}")
+    await conn.raw.execute(f"RELEASE SAVEPOINT {name}")

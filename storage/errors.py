@@ -1,4 +1,4 @@
-"""Storage's own exception tree; asyncpg/SQLAlchemy errors are translated here, once."""
+"""Storage's own exception tree; asyncpg errors are translated into these in storage.db, once."""
 
 from __future__ import annotations
 

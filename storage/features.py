@@ -19,13 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
-import asyncpg
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.errors import DatabaseUnavailable, FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
+from storage import db
+from storage.errors import FeatureColumnNotFound, FeatureTableNotFound, InvalidFeatureData
 from storage.tenancy import feature_schema, scope_of
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -36,10 +34,10 @@ CHUNK_ROWS = 100_000  # rows parsed and written at a time by an import
 
 # prepare_feature_table: the tenant's schema and table, with any new value columns (at most
 # the cap), made by the SECURITY DEFINER function of migration 0006. Index: none (catalog).
-PREPARE_TABLE = sa.text("SELECT aihub_prepare_feature_table(:tenant, :table, CAST(:columns AS text[]), :max_columns)")
+PREPARE_TABLE = db.sql("SELECT aihub_prepare_feature_table(:tenant, :table, CAST(:columns AS text[]), :max_columns)")
 
 # table_columns: a tenant table's columns in order. Index: the catalog's.
-TABLE_COLUMNS = sa.text(
+TABLE_COLUMNS = db.sql(
     "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
 )
 
@@ -95,14 +93,6 @@ def iter_file(source: Path | IO[bytes], fmt: FileFormat | None = None, *, chunk_
             stream.close()
 
 
-async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under ``conn`` (for COPY)."""
-    raw = (await conn.get_raw_connection()).driver_connection
-    if raw is None:
-        raise DatabaseUnavailable("the database connection is closed")
-    return cast(asyncpg.Connection, raw)
-
-
 def _with_nulls(values: np.ndarray) -> list[Any]:
     """A float column as a list, NaN as None (NULL)."""
     out = values.astype(object)
@@ -119,11 +109,11 @@ def _name(tenant_id: str, table: str) -> str:
     return f"{_q(feature_schema(tenant_id))}.{_q(check_identifier(table, 'table'))}"
 
 
-async def columns_of(conn: AsyncConnection, table: str) -> list[str] | None:
+async def columns_of(conn: db.Connection, table: str) -> list[str] | None:
     """The columns, in order, of the scope tenant's table, or None when it does not exist."""
     tenant_id = scope_of(conn).single()
-    rows = await conn.execute(TABLE_COLUMNS, {"s": feature_schema(tenant_id), "t": check_identifier(table, "table")})
-    return list(rows.scalars().all()) or None
+    rows = await conn.fetch(TABLE_COLUMNS, {"s": feature_schema(tenant_id), "t": check_identifier(table, "table")})
+    return [row[0] for row in rows] or None
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -146,7 +136,7 @@ def _timestamps(column: pd.Series) -> pd.Series:
     return stamps
 
 
-async def _prepare_table(conn: AsyncConnection, tenant_id: str, table: str, value_cols: list[str]) -> None:
+async def _prepare_table(conn: db.Connection, tenant_id: str, table: str, value_cols: list[str]) -> None:
     """The tenant's table with these value columns, within the cap (checked here first, for
     a clear error; the database function checks again)."""
     existing = [c for c in (await columns_of(conn, table) or []) if c not in RESERVED]
@@ -159,7 +149,7 @@ async def _prepare_table(conn: AsyncConnection, tenant_id: str, table: str, valu
     await conn.execute(PREPARE_TABLE, {"tenant": tenant_id, "table": table, "columns": value_cols, "max_columns": MAX_VALUE_COLUMNS})
 
 
-async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
+async def import_frame(conn: db.Connection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
     """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as the scope tenant's
     rows. Creates the table, and any new column (at most MAX_VALUE_COLUMNS in all), as
     needed. Returns (rows, numeric columns)."""
@@ -191,7 +181,7 @@ async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -
 
     await _prepare_table(conn, tenant_id, table, value_cols)
 
-    raw = await _driver(conn)
+    raw = conn.raw  # COPY, and statements whose identifiers are checked names
     staging = f"_import_{table}"
     name = _name(tenant_id, table)
     cols = ["tenant_id", SERIES, "timestamp", *value_cols]
@@ -211,7 +201,7 @@ async def import_frame(conn: AsyncConnection, table: str, frame: pd.DataFrame) -
 
 
 async def read_frame(
-    conn: AsyncConnection,
+    conn: db.Connection,
     table: str,
     columns: Sequence[str],
     start: datetime,
@@ -229,7 +219,7 @@ async def read_frame(
         if col not in existing or col in RESERVED:
             raise FeatureColumnNotFound(table, col)
     col_list = ", ".join(['"timestamp"', SERIES, *(_q(c) for c in columns)])
-    raw = await _driver(conn)
+    raw = conn.raw  # COPY, and statements whose identifiers are checked names
     buf = io.BytesIO()
     query = (
         f"SELECT {col_list} FROM {_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
@@ -245,10 +235,10 @@ async def read_frame(
     return frame
 
 
-async def count_rows(conn: AsyncConnection, table: str) -> int:
+async def count_rows(conn: db.Connection, table: str) -> int:
     """The scope tenant's rows in ``table`` (0 when it has none)."""
     tenant_id = scope_of(conn).single()
     if await columns_of(conn, table) is None:
         return 0
-    count = sa.text(f"SELECT count(*) FROM {_name(tenant_id, table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifiers
-    return int(await conn.scalar(count, {"t": tenant_id}) or 0)
+    count = db.sql(f"SELECT count(*) FROM {_name(tenant_id, table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifiers
+    return int(await conn.fetchval(count, {"t": tenant_id}) or 0)

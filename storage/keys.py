@@ -5,67 +5,64 @@ admins)."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from storage import db
 from storage.errors import ApiKeyNotFound
 from storage.records import ApiKey
 from storage.tenancy import check_tenant_id, scope_of
 
 # insert_key: a new key. Index: api_keys primary key; api_keys_hash (unique).
-INSERT_KEY = sa.text(
+INSERT_KEY = db.sql(
     "INSERT INTO api_keys (key_id, key_hash, tenant_id, admin, name, created_at) "
     "VALUES (:key_id, :key_hash, :tenant_id, :admin, :name, clock_timestamp()) RETURNING *"
 )
 
 # ensure_admin_key: an admin key with this hash exists and is not revoked (start-up).
 # Index: api_keys_hash (unique) decides the conflict.
-ENSURE_ADMIN_KEY = sa.text(
+ENSURE_ADMIN_KEY = db.sql(
     "INSERT INTO api_keys (key_id, key_hash, tenant_id, admin, name, created_at) "
     "VALUES (:key_id, :key_hash, NULL, true, 'bootstrap', clock_timestamp()) "
     "ON CONFLICT (key_hash) DO UPDATE SET admin = true, tenant_id = NULL, revoked_at = NULL RETURNING *"
 )
 
 # find_active_key: the live key with this hash. Index: api_keys_hash.
-FIND_ACTIVE_KEY = sa.text("SELECT * FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL")
+FIND_ACTIVE_KEY = db.sql("SELECT * FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL")
 
 # list_keys: the scope's keys, oldest first. Index: api_keys_tenant (tenant_id, created_at) for a tenant.
-LIST_KEYS = sa.text("SELECT * FROM api_keys WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) ORDER BY created_at, key_id")
+LIST_KEYS = db.sql("SELECT * FROM api_keys WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) ORDER BY created_at, key_id")
 
 # revoke_key: stamp revoked_at (kept for the record). Index: api_keys primary key.
-REVOKE_KEY = sa.text(
+REVOKE_KEY = db.sql(
     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, clock_timestamp()) "
     "WHERE key_id = :key_id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING *"
 )
 
 
-async def create(conn: AsyncConnection, key_id: str, key_hash: str, *, tenant_id: str | None, admin: bool, name: str = "") -> ApiKey:
+async def create(conn: db.Connection, key_id: str, key_hash: str, *, tenant_id: str | None, admin: bool, name: str = "") -> ApiKey:
     """Store a new key's hash: a tenant's key, or an admin key (tenant_id None)."""
     if tenant_id is not None:
         check_tenant_id(tenant_id)
     scope_of(conn)
     params = {"key_id": key_id, "key_hash": key_hash, "tenant_id": tenant_id, "admin": admin, "name": name}
-    return ApiKey.from_row((await conn.execute(INSERT_KEY, params)).mappings().one())
+    return ApiKey.from_row(await conn.one(INSERT_KEY, params))
 
 
-async def ensure_admin(conn: AsyncConnection, key_id: str, key_hash: str) -> ApiKey:
+async def ensure_admin(conn: db.Connection, key_id: str, key_hash: str) -> ApiKey:
     scope_of(conn)
-    return ApiKey.from_row((await conn.execute(ENSURE_ADMIN_KEY, {"key_id": key_id, "key_hash": key_hash})).mappings().one())
+    return ApiKey.from_row(await conn.one(ENSURE_ADMIN_KEY, {"key_id": key_id, "key_hash": key_hash}))
 
 
-async def find_active(conn: AsyncConnection, key_hash: str) -> ApiKey | None:
+async def find_active(conn: db.Connection, key_hash: str) -> ApiKey | None:
     scope_of(conn)
-    row = (await conn.execute(FIND_ACTIVE_KEY, {"key_hash": key_hash})).mappings().first()
+    row = await conn.fetchrow(FIND_ACTIVE_KEY, {"key_hash": key_hash})
     return ApiKey.from_row(row) if row else None
 
 
-async def list_keys(conn: AsyncConnection) -> list[ApiKey]:
-    rows = await conn.execute(LIST_KEYS, {"tenant": scope_of(conn).tenant_id})
-    return [ApiKey.from_row(r) for r in rows.mappings()]
+async def list_keys(conn: db.Connection) -> list[ApiKey]:
+    return [ApiKey.from_row(r) for r in await conn.fetch(LIST_KEYS, {"tenant": scope_of(conn).tenant_id})]
 
 
-async def revoke(conn: AsyncConnection, key_id: str) -> ApiKey:
-    row = (await conn.execute(REVOKE_KEY, {"key_id": key_id, "tenant": scope_of(conn).tenant_id})).mappings().first()
+async def revoke(conn: db.Connection, key_id: str) -> ApiKey:
+    row = await conn.fetchrow(REVOKE_KEY, {"key_id": key_id, "tenant": scope_of(conn).tenant_id})
     if row is None:
         raise ApiKeyNotFound(key_id)
     return ApiKey.from_row(row)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db
 from storage.errors import JobNotFound
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent
@@ -19,7 +16,7 @@ PAGE = 1000  # log lines one read returns at most (a stream reads again at once 
 # append_log: one line, numbered by the job's counter (the row lock of the UPDATE serialises
 # writers), and its event, in one round trip. Index: training_jobs primary key; job_logs
 # primary key (job_id, seq).
-APPEND_LOG = sa.text(
+APPEND_LOG = db.sql(
     """
     WITH counter AS (UPDATE training_jobs SET log_seq = log_seq + 1 WHERE id = :id RETURNING log_seq),
          line AS (INSERT INTO job_logs (job_id, seq, attempt, ts, level, step, message)
@@ -40,7 +37,7 @@ LINES_OF_CHANGED = (
 
 # lines_after: a job's lines above a sequence number, oldest first, if the job is in the
 # transaction's scope. Index: job_logs primary key; training_jobs primary key.
-LINES_AFTER = sa.text(
+LINES_AFTER = db.sql(
     "SELECT job_id, seq, attempt, ts, level, step, message FROM job_logs WHERE job_id = :id AND seq > :after "
     "AND EXISTS (SELECT 1 FROM training_jobs j WHERE j.id = :id AND (CAST(:tenant AS text) IS NULL OR j.tenant_id = :tenant)) "
     "ORDER BY seq LIMIT :limit"
@@ -48,7 +45,7 @@ LINES_AFTER = sa.text(
 MAX_MESSAGE = 8192  # characters of one line; a longer message is cut, saying so
 
 
-async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
+async def append(conn: db.Connection, job_id: uuid.UUID, attempt: int, level: LogLevel, step: str, message: str) -> int:
     """Add a line to the job's log; returns its sequence number."""
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 40] + f" ... [{len(message) - MAX_MESSAGE + 40} characters cut]"
@@ -62,13 +59,13 @@ async def append(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, level: 
         "channel": JOB_EVENTS_CHANNEL,
         "event": f"{job_id}:{JobEvent.LOG.value}",
     }
-    rows = await db.fetch(conn, APPEND_LOG, params)
+    rows = await conn.fetch(APPEND_LOG, params)
     if not rows:
         raise JobNotFound(job_id)
     return int(rows[0]["seq"])
 
 
-async def after(conn: AsyncConnection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = PAGE) -> list[LogLine]:
+async def after(conn: db.Connection, job_id: uuid.UUID, after_sequence: int = 0, limit: int = PAGE) -> list[LogLine]:
     """Lines with a sequence above ``after_sequence``, oldest first."""
     params = {"id": job_id, "after": after_sequence, "limit": limit, "tenant": scope_of(conn).tenant_id}
-    return [LogLine.from_row(r) for r in await db.fetch(conn, LINES_AFTER, params)]
+    return [LogLine.from_row(r) for r in await conn.fetch(LINES_AFTER, params)]

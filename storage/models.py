@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db
 from storage.errors import ModelNotFound
 from storage.records import ModelVersion, NewModelVersion
@@ -19,11 +16,11 @@ from storage.tenancy import scope_of
 
 # lock_model_versions: serialises registrations of one (tenant, model_type) until the
 # transaction ends (a transaction-scoped advisory lock). Index: none (no table read).
-LOCK_MODEL_VERSIONS = sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+LOCK_MODEL_VERSIONS = db.sql("SELECT pg_advisory_xact_lock(hashtext(:key))")
 
 # register_version: the next version number of (tenant, model_type).
 # Index: model_versions_tenant (tenant_id, model_type, version DESC) finds the highest.
-REGISTER_VERSION = sa.text(
+REGISTER_VERSION = db.sql(
     """
     INSERT INTO model_versions (id, tenant_id, model_type, version, job_id, algorithm, artifact_uri,
                                 features, target, training_start, training_end, metrics, config, created_at,
@@ -46,23 +43,23 @@ LIST_VERSIONS = (
 LIST_FILTERS = {"model_type": "AND model_type = :model_type", "live": "AND deleted_at IS NULL"}
 
 # get_version: one version by id (deleted ones too). Index: model_versions primary key.
-GET_VERSION = sa.text("SELECT * FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)")
+GET_VERSION = db.sql("SELECT * FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)")
 
 # version_of_job: the version a job registered (a job registers at most one; the newest when
 # not). Index: model_versions_job (job_id).
-VERSION_OF_JOB = sa.text(
+VERSION_OF_JOB = db.sql(
     "SELECT * FROM model_versions WHERE job_id = :job_id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) "
     "ORDER BY version DESC LIMIT 1"
 )
 
 # mark_deleted: stamp deleted_at (the row stays, for lineage). Index: model_versions primary key.
-MARK_DELETED = sa.text(
+MARK_DELETED = db.sql(
     "UPDATE model_versions SET deleted_at = COALESCE(deleted_at, clock_timestamp()) "
     "WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING *"
 )
 
 
-async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
+async def register(conn: db.Connection, new: NewModelVersion) -> ModelVersion:
     """Insert the next version for (tenant, model_type), in that tenant's transaction."""
     if scope_of(conn).single() != new.tenant_id:
         raise ModelNotFound(new.job_id)  # a version is registered in its own tenant's transaction only
@@ -84,35 +81,34 @@ async def register(conn: AsyncConnection, new: NewModelVersion) -> ModelVersion:
         "config_hash": new.config_hash,
         "mlflow_run_id": new.mlflow_run_id,
     }
-    return ModelVersion.from_row((await conn.execute(REGISTER_VERSION, params)).mappings().one())
+    return ModelVersion.from_row(await conn.one(REGISTER_VERSION, params))
 
 
-async def list_versions(conn: AsyncConnection, model_type: str | None = None, *, include_deleted: bool = False) -> list[ModelVersion]:
+async def list_versions(conn: db.Connection, model_type: str | None = None, *, include_deleted: bool = False) -> list[ModelVersion]:
     """The scope's versions, newest first per model type."""
     filters = [LIST_FILTERS[k] for k, on in (("model_type", bool(model_type)), ("live", not include_deleted)) if on]
-    sql = sa.text(LIST_VERSIONS.format(filters=" ".join(filters)))
+    sql = db.sql(LIST_VERSIONS.format(filters=" ".join(filters)))
     params = {"tenant": scope_of(conn).tenant_id, **({"model_type": model_type} if model_type else {})}
-    rows = await conn.execute(sql, params)
-    return [ModelVersion.from_row(r) for r in rows.mappings()]
+    return [ModelVersion.from_row(r) for r in await conn.fetch(sql, params)]
 
 
-async def get(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:
+async def get(conn: db.Connection, model_id: uuid.UUID) -> ModelVersion:
     """One version of the scope by id, deleted ones too; ModelNotFound for another tenant's."""
-    row = (await conn.execute(GET_VERSION, {"id": model_id, "tenant": scope_of(conn).tenant_id})).mappings().first()
+    row = await conn.fetchrow(GET_VERSION, {"id": model_id, "tenant": scope_of(conn).tenant_id})
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)
 
 
-async def of_job(conn: AsyncConnection, job_id: uuid.UUID) -> ModelVersion | None:
+async def of_job(conn: db.Connection, job_id: uuid.UUID) -> ModelVersion | None:
     """The version a job of the scope registered, or None."""
-    rows = await db.fetch(conn, VERSION_OF_JOB, {"job_id": job_id, "tenant": scope_of(conn).tenant_id})
+    rows = await conn.fetch(VERSION_OF_JOB, {"job_id": job_id, "tenant": scope_of(conn).tenant_id})
     return ModelVersion.from_row(rows[0]) if rows else None
 
 
-async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersion:
+async def mark_deleted(conn: db.Connection, model_id: uuid.UUID) -> ModelVersion:
     """Keep the row (lineage), stamp deleted_at; the caller removes the artifact."""
-    row = (await conn.execute(MARK_DELETED, {"id": model_id, "tenant": scope_of(conn).tenant_id})).mappings().first()
+    row = await conn.fetchrow(MARK_DELETED, {"id": model_id, "tenant": scope_of(conn).tenant_id})
     if row is None:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(row)
@@ -120,20 +116,20 @@ async def mark_deleted(conn: AsyncConnection, model_id: uuid.UUID) -> ModelVersi
 
 # current_version: the tenant's newest live version of a model type (the one in use).
 # Index: model_versions_tenant (tenant_id, model_type, version DESC).
-CURRENT_VERSION = sa.text(
+CURRENT_VERSION = db.sql(
     "SELECT * FROM model_versions WHERE tenant_id = :tenant_id AND model_type = :model_type AND deleted_at IS NULL "
     "ORDER BY version DESC LIMIT 1"
 )
 
 # set_keep: protect a version from retention (or not). Index: model_versions primary key.
-SET_KEEP = sa.text(
+SET_KEEP = db.sql(
     "UPDATE model_versions SET keep = :keep WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) RETURNING *"
 )
 
 # expired_versions: live versions past a tenant's keep_versions (the newest N per model type
 # stay, and every kept one), oldest first, every tenant with a policy (the sweep's own role),
 # marked deleted here. Index: model_versions_tenant (tenant_id, model_type, version DESC).
-EXPIRE_VERSIONS = sa.text(
+EXPIRE_VERSIONS = db.sql(
     """
     WITH ranked AS (
         SELECT v.id, row_number() OVER (PARTITION BY v.tenant_id, v.model_type ORDER BY v.version DESC) AS rank, t.keep_versions
@@ -147,18 +143,18 @@ EXPIRE_VERSIONS = sa.text(
 )
 
 
-async def current(conn: AsyncConnection, tenant_id: str, model_type: str) -> ModelVersion | None:
-    rows = await db.fetch(conn, CURRENT_VERSION, {"tenant_id": tenant_id, "model_type": model_type})
+async def current(conn: db.Connection, tenant_id: str, model_type: str) -> ModelVersion | None:
+    rows = await conn.fetch(CURRENT_VERSION, {"tenant_id": tenant_id, "model_type": model_type})
     return ModelVersion.from_row(rows[0]) if rows else None
 
 
-async def set_keep(conn: AsyncConnection, model_id: uuid.UUID, keep: bool) -> ModelVersion:
-    rows = await db.fetch(conn, SET_KEEP, {"id": model_id, "keep": keep, "tenant": scope_of(conn).tenant_id})
+async def set_keep(conn: db.Connection, model_id: uuid.UUID, keep: bool) -> ModelVersion:
+    rows = await conn.fetch(SET_KEEP, {"id": model_id, "keep": keep, "tenant": scope_of(conn).tenant_id})
     if not rows:
         raise ModelNotFound(model_id)
     return ModelVersion.from_row(rows[0])
 
 
-async def expire_versions(conn: AsyncConnection, limit: int = 100) -> list[ModelVersion]:
+async def expire_versions(conn: db.Connection, limit: int = 100) -> list[ModelVersion]:
     """Mark deleted (and answer) the versions past their tenant's keep_versions, at most ``limit``."""
-    return [ModelVersion.from_row(r) for r in await db.fetch(conn, EXPIRE_VERSIONS, {"limit": limit})]
+    return [ModelVersion.from_row(r) for r in await conn.fetch(EXPIRE_VERSIONS, {"limit": limit})]

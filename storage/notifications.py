@@ -15,8 +15,6 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import db
 
@@ -40,12 +38,12 @@ RECONNECTED = "reconnected"
 
 
 # notify: one job event. Index: none.
-NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+NOTIFY = db.sql("SELECT pg_notify(:channel, :payload)")
 
 
-async def notify(conn: AsyncConnection, job_id: object, event: JobEvent) -> None:
+async def notify(conn: db.Connection, job_id: object, event: JobEvent) -> None:
     """Queue a job event; PostgreSQL delivers it when the transaction commits."""
-    await db.fetch(conn, NOTIFY, {"channel": JOB_EVENTS_CHANNEL, "payload": f"{job_id}:{event.value}"})
+    await conn.fetch(NOTIFY, {"channel": JOB_EVENTS_CHANNEL, "payload": f"{job_id}:{event.value}"})
 
 
 def notify_sql(event: JobEvent) -> str:

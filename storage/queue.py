@@ -14,9 +14,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db, logs
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
 from storage.records import Job, JobError, LogLevel
@@ -43,7 +40,7 @@ NEXT_ATTEMPT = """
 # tenant's queue is read (:candidates jobs each), never the whole queue.
 # Index: training_jobs_tenant_queue (tenant_id, priority, created_at, id) WHERE status =
 # 'PENDING'; training_jobs_running counts running jobs; tenants primary key.
-CLAIM_HEAD = sa.text(
+CLAIM_HEAD = db.sql(
     """
     SELECT p.*, COALESCE(r.n, 0) AS tenant_running, t.max_running_jobs AS tenant_max_running
       FROM tenants t
@@ -64,7 +61,7 @@ CLAIM_HEAD = sa.text(
 # with a lease the heartbeat renews, its attempt's history row, its "attempt N started" log
 # line and its events, in one round trip. Index: training_jobs primary key; job_attempts
 # primary key; job_logs primary key.
-CLAIM_TAKE_MANY = sa.text(
+CLAIM_TAKE_MANY = db.sql(
     f"""
     WITH changed AS (
         UPDATE training_jobs
@@ -83,7 +80,7 @@ CLAIM_TAKE_MANY = sa.text(
 
 # heartbeat: extend the lease of the jobs one server is running; answers where each stands
 # (a stalled one is noticed). Index: training_jobs primary key.
-HEARTBEAT = sa.text(
+HEARTBEAT = db.sql(
     """
     UPDATE training_jobs
        SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
@@ -94,7 +91,7 @@ HEARTBEAT = sa.text(
 
 # set_progress: the running attempt's step and progress (progress never goes back).
 # Index: training_jobs primary key.
-SET_PROGRESS = sa.text(
+SET_PROGRESS = db.sql(
     """
     UPDATE training_jobs SET current_step = :step, progress = GREATEST(progress, :progress), updated_at = clock_timestamp()
      WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'
@@ -102,15 +99,15 @@ SET_PROGRESS = sa.text(
 )
 
 # is_running: whether an attempt is the job's running one. Index: training_jobs primary key.
-IS_RUNNING = sa.text("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'")
+IS_RUNNING = db.sql("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'")
 
 # is_running_locked: the same, keeping the row locked until the transaction ends.
 # Index: training_jobs primary key.
-IS_RUNNING_LOCKED = sa.text("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' FOR UPDATE")
+IS_RUNNING_LOCKED = db.sql("SELECT 1 FROM training_jobs WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' FOR UPDATE")
 
 # record_metrics: an attempt's metrics, a row each (a name written again is replaced).
 # Index: job_metrics primary key (job_id, attempt, name).
-RECORD_METRICS = sa.text(
+RECORD_METRICS = db.sql(
     "INSERT INTO job_metrics (job_id, attempt, name, value) "
     "SELECT :id, :attempt, * FROM unnest(CAST(:names AS text[]), CAST(:values AS float8[])) "
     "ON CONFLICT (job_id, attempt, name) DO UPDATE SET value = EXCLUDED.value"
@@ -118,18 +115,18 @@ RECORD_METRICS = sa.text(
 
 # clear_metrics: an attempt's metrics so far (the live ones written while it trained), which
 # the evaluation's metrics replace. Index: job_metrics primary key (job_id, attempt, name).
-CLEAR_METRICS = sa.text("DELETE FROM job_metrics WHERE job_id = :id AND attempt = :attempt")
+CLEAR_METRICS = db.sql("DELETE FROM job_metrics WHERE job_id = :id AND attempt = :attempt")
 
 # set_mlflow_run: the MLflow run of the running attempt. Index: training_jobs primary key.
-SET_MLFLOW_RUN = sa.text("UPDATE training_jobs SET mlflow_run_id = :run_id WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'")
+SET_MLFLOW_RUN = db.sql("UPDATE training_jobs SET mlflow_run_id = :run_id WHERE id = :id AND attempt = :attempt AND status = 'RUNNING'")
 
 # touch: mark the job changed (its metrics were written). Index: training_jobs primary key.
-TOUCH = sa.text("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id")
+TOUCH = db.sql("UPDATE training_jobs SET updated_at = clock_timestamp() WHERE id = :id")
 
 # complete: RUNNING -> COMPLETED for one attempt, with its model version, its attempt's
 # history row, its log line and its events, in one round trip. Index: training_jobs primary
 # key; job_attempts primary key; job_logs primary key.
-COMPLETE = sa.text(
+COMPLETE = db.sql(
     f"""
     WITH changed AS (
         UPDATE training_jobs
@@ -148,7 +145,7 @@ COMPLETE = sa.text(
 
 # fail: RUNNING -> FAILED for one attempt, with the error and, when the retry policy allows
 # one, the time it goes back to the queue by itself. Index: training_jobs primary key.
-FAIL = sa.text(
+FAIL = db.sql(
     """
     UPDATE training_jobs
        SET status = 'FAILED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
@@ -162,7 +159,7 @@ FAIL = sa.text(
 )
 
 # finish_attempt: how an attempt ended, in its history row. Index: job_attempts primary key.
-FINISH_ATTEMPT = sa.text(
+FINISH_ATTEMPT = db.sql(
     "UPDATE job_attempts SET status = :status, finished_at = clock_timestamp(), error_reason = :reason, error_message = :message "
     "WHERE job_id = :id AND attempt = :attempt"
 )
@@ -172,7 +169,7 @@ FINISH_ATTEMPT = sa.text(
 # Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
 # Such a requeue does not use the job's retry budget (free_attempts), but counts against its
 # own cap (lost_leases, AIHUB_MAX_LOST_LEASES): see fail_lost.
-REQUEUE_EXPIRED = sa.text(
+REQUEUE_EXPIRED = db.sql(
     f"UPDATE training_jobs SET {NEXT_ATTEMPT}, lost_leases = lost_leases + 1, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
     "WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() AND lost_leases < :max_lost RETURNING id, attempt"
 )
@@ -180,13 +177,13 @@ REQUEUE_EXPIRED = sa.text(
 # fail_lost: RUNNING jobs whose lease ran out once more than the cap allows FAIL for good
 # (a job that kills its worker every time must not loop forever).
 # Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
-FAIL_LOST = sa.text(
+FAIL_LOST = db.sql(
     """
     UPDATE training_jobs
        SET status = 'FAILED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
            lost_leases = lost_leases + 1, error_reason = 'WorkerLost',
-           error_message = format('its server was lost while it ran, %s times (the cap is %s requeues)', lost_leases + 1, :max_lost),
-           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text, 'max_lost_leases', CAST(:max_lost AS text)),
+           error_message = format('its server was lost while it ran, %s times (the cap is %s requeues)', lost_leases + 1, CAST(:max_lost AS integer)),
+           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text, 'max_lost_leases', CAST(CAST(:max_lost AS integer) AS text)),
            model_version = NULL, lease_expires_at = NULL, retry_at = NULL
      WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() AND lost_leases >= :max_lost
     RETURNING id, attempt, error_message
@@ -195,21 +192,21 @@ FAIL_LOST = sa.text(
 
 # release: the RUNNING jobs of a server that is stopping go back to the queue as their next
 # attempt (not one of its retries: free_attempts). Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
-RELEASE = sa.text(
+RELEASE = db.sql(
     f"UPDATE training_jobs SET {NEXT_ATTEMPT}, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
     "WHERE status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt"
 )
 
 # hand_back: one running attempt of this server goes back to the queue as the next attempt
 # (its cluster was lost, or the server drained and stopped), not one of its retries. Index: training_jobs primary key.
-HAND_BACK = sa.text(
+HAND_BACK = db.sql(
     f"UPDATE training_jobs SET {NEXT_ATTEMPT}, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
     "WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' AND claimed_by = :server_id RETURNING id, attempt"
 )
 
 # abandon_attempt: a requeued job's previous attempt ended because its server was lost.
 # Index: job_attempts primary key.
-ABANDON_ATTEMPT = sa.text(
+ABANDON_ATTEMPT = db.sql(
     "UPDATE job_attempts SET status = 'FAILED', finished_at = clock_timestamp(), error_reason = 'WorkerLost', "
     "error_message = :why WHERE job_id = :id AND attempt = :attempt"
 )
@@ -217,7 +214,7 @@ ABANDON_ATTEMPT = sa.text(
 # requeue_due_retries: FAILED jobs whose planned automatic retry is due go back to the
 # queue as their next attempt.
 # Index: training_jobs_retry_due (retry_at) WHERE status = 'FAILED' AND retry_at IS NOT NULL.
-REQUEUE_DUE_RETRIES = sa.text(
+REQUEUE_DUE_RETRIES = db.sql(
     f"UPDATE training_jobs SET {NEXT_ATTEMPT} "  # noqa: S608 - constant fragment
     "WHERE status = 'FAILED' AND retry_at IS NOT NULL AND retry_at <= clock_timestamp() RETURNING id, attempt"
 )
@@ -228,7 +225,7 @@ CANDIDATES = 20  # queued jobs a claim looks at: the head, and those it may pass
 
 
 async def claim_many(
-    conn: AsyncConnection,
+    conn: db.Connection,
     server_id: str,
     *,
     lease_seconds: float = 60.0,
@@ -243,7 +240,7 @@ async def claim_many(
     a large job is not starved by a stream of small ones) or "pass" (it cannot start until
     the cluster grows: it keeps its place but does not hold up the jobs behind it). A
     tenant's max_running_jobs holds within the batch too."""
-    candidates = await db.fetch(conn, CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
+    candidates = await conn.fetch(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
     chosen: list[uuid.UUID] = []
     per_tenant: dict[str, int] = {}
     for candidate in candidates:
@@ -267,41 +264,41 @@ async def claim_many(
         "level": LogLevel.INFO.value,
         "channel": JOB_EVENTS_CHANNEL,
     }
-    rows = await db.fetch(conn, CLAIM_TAKE_MANY, params)
+    rows = await conn.fetch(CLAIM_TAKE_MANY, params)
     order = {job_id: i for i, job_id in enumerate(chosen)}
     return [Job.from_row(row) for row in sorted(rows, key=lambda r: order[r["id"]])]
 
 
 async def heartbeat(
-    conn: AsyncConnection, server_id: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0
+    conn: db.Connection, server_id: str, job_ids: Sequence[uuid.UUID], *, lease_seconds: float = 60.0
 ) -> dict[uuid.UUID, tuple[int, str]]:
     """Renew the leases of the jobs this server runs; returns each one's (progress, step)."""
     if not job_ids:
         return {}
-    rows = await conn.execute(HEARTBEAT, {"ids": list(job_ids), "server_id": server_id, "lease_seconds": lease_seconds})
+    rows = await conn.fetch(HEARTBEAT, {"ids": list(job_ids), "server_id": server_id, "lease_seconds": lease_seconds})
     return {job_id: (int(progress), step) for job_id, progress, step in rows}
 
 
-async def set_progress(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, step: str, progress: int) -> bool:
+async def set_progress(conn: db.Connection, job_id: uuid.UUID, attempt: int, step: str, progress: int) -> bool:
     """Record the running attempt's step and progress. False when that attempt is no
     longer running (cancelled, or superseded): the caller should stop."""
-    result = await conn.execute(SET_PROGRESS, {"id": job_id, "attempt": attempt, "step": step, "progress": int(progress)})
-    if result.rowcount:
+    changed = await conn.execute(SET_PROGRESS, {"id": job_id, "attempt": attempt, "step": step, "progress": int(progress)})
+    if changed:
         await notify(conn, job_id, JobEvent.CHANGED)
-    return bool(result.rowcount)
+    return bool(changed)
 
 
-async def is_running(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, *, lock: bool = False) -> bool:
+async def is_running(conn: db.Connection, job_id: uuid.UUID, attempt: int, *, lock: bool = False) -> bool:
     """Whether ``attempt`` is the job's running attempt. With ``lock`` the row stays locked
     until the transaction ends, so what the caller writes next lands before any cancel
     (a cancel waiting on the lock then sees those writes; one that came first makes this
     False)."""
-    row = await conn.scalar(IS_RUNNING_LOCKED if lock else IS_RUNNING, {"id": job_id, "attempt": attempt})
+    row = await conn.fetchval(IS_RUNNING_LOCKED if lock else IS_RUNNING, {"id": job_id, "attempt": attempt})
     return row is not None
 
 
 async def record_metrics(
-    conn: AsyncConnection, job_id: uuid.UUID, attempt: int, metrics: Mapping[str, float], *, final: bool = False
+    conn: db.Connection, job_id: uuid.UUID, attempt: int, metrics: Mapping[str, float], *, final: bool = False
 ) -> None:
     """Write an attempt's metrics; ``final`` (the evaluation's) replace all it had before."""
     if final:
@@ -314,11 +311,11 @@ async def record_metrics(
     await notify(conn, job_id, JobEvent.CHANGED)
 
 
-async def set_mlflow_run(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, run_id: str) -> None:
-    await db.fetch(conn, SET_MLFLOW_RUN, {"id": job_id, "attempt": attempt, "run_id": run_id})
+async def set_mlflow_run(conn: db.Connection, job_id: uuid.UUID, attempt: int, run_id: str) -> None:
+    await conn.fetch(SET_MLFLOW_RUN, {"id": job_id, "attempt": attempt, "run_id": run_id})
 
 
-async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
+async def complete(conn: db.Connection, job_id: uuid.UUID, attempt: int, model_version: int | None) -> bool:
     """RUNNING -> COMPLETED for this attempt; False when it is no longer running. One
     statement: it may run outside a transaction (db.single)."""
     params = {
@@ -328,10 +325,10 @@ async def complete(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, model
         "level": LogLevel.INFO.value,
         "channel": JOB_EVENTS_CHANNEL,
     }
-    return bool(await db.fetch(conn, COMPLETE, params))
+    return bool(await conn.fetch(COMPLETE, params))
 
 
-async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: JobError, *, retry_in: float | None = None) -> bool:
+async def fail(conn: db.Connection, job_id: uuid.UUID, attempt: int, error: JobError, *, retry_in: float | None = None) -> bool:
     """RUNNING -> FAILED for this attempt; False when it is no longer running. With
     ``retry_in`` (seconds) the job goes back to the queue by itself then, as the next
     attempt (see requeue_due_retries)."""
@@ -343,7 +340,7 @@ async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: Jo
         "details": json.dumps(dict(error.details)),
         "retry_in": retry_in,
     }
-    if (await conn.execute(FAIL, params)).first() is None:
+    if (await conn.fetchrow(FAIL, params)) is None:
         return False
     await _attempt_ended(conn, job_id, attempt, "FAILED", error)
     await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: {error.reason}: {error.message}")
@@ -353,7 +350,7 @@ async def fail(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, error: Jo
     return True
 
 
-async def _attempt_ended(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, status: str, error: JobError | None) -> None:
+async def _attempt_ended(conn: db.Connection, job_id: uuid.UUID, attempt: int, status: str, error: JobError | None) -> None:
     params = {
         "id": job_id,
         "attempt": attempt,
@@ -364,8 +361,8 @@ async def _attempt_ended(conn: AsyncConnection, job_id: uuid.UUID, attempt: int,
     await conn.execute(FINISH_ATTEMPT, params)
 
 
-async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[str, object], why: str, log_line: str) -> list[uuid.UUID]:
-    rows = (await conn.execute(stmt, params)).all()
+async def _requeue(conn: db.Connection, stmt: db.Query, params: Mapping[str, object], why: str, log_line: str) -> list[uuid.UUID]:
+    rows = await conn.fetch(stmt, params)
     for job_id, attempt in rows:
         await conn.execute(ABANDON_ATTEMPT, {"id": job_id, "attempt": attempt - 1, "why": why})
         await logs.append(conn, job_id, attempt, LogLevel.WARNING, "", log_line.format(old=attempt - 1, new=attempt))
@@ -376,11 +373,11 @@ async def _requeue(conn: AsyncConnection, stmt: sa.TextClause, params: Mapping[s
 MAX_LOST_LEASES = 3  # the default of AIHUB_MAX_LOST_LEASES
 
 
-async def requeue_expired(conn: AsyncConnection, *, max_lost: int = MAX_LOST_LEASES) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+async def requeue_expired(conn: db.Connection, *, max_lost: int = MAX_LOST_LEASES) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """RUNNING jobs whose lease ran out (their server was lost): queued again as their next
     attempt, at most ``max_lost`` times each; a job lost once more FAILS for good
     (WorkerLost, with the count). Returns (requeued, failed)."""
-    failed = (await conn.execute(FAIL_LOST, {"max_lost": max_lost})).all()
+    failed = await conn.fetch(FAIL_LOST, {"max_lost": max_lost})
     for job_id, attempt, message in failed:
         await _attempt_ended(conn, job_id, attempt, "FAILED", JobError("WorkerLost", message))
         await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: WorkerLost: {message}")
@@ -395,7 +392,7 @@ async def requeue_expired(conn: AsyncConnection, *, max_lost: int = MAX_LOST_LEA
     return requeued, [row[0] for row in failed]
 
 
-async def release(conn: AsyncConnection, server_id: str) -> list[uuid.UUID]:
+async def release(conn: db.Connection, server_id: str) -> list[uuid.UUID]:
     """The jobs the server ``server_id`` is running go back to the queue as their next
     attempt (the server is shutting down); their running tasks can no longer write."""
     return await _requeue(
@@ -407,21 +404,21 @@ async def release(conn: AsyncConnection, server_id: str) -> list[uuid.UUID]:
     )
 
 
-async def hand_back(conn: AsyncConnection, server_id: str, job_id: uuid.UUID, attempt: int, why: str) -> bool:
+async def hand_back(conn: db.Connection, server_id: str, job_id: uuid.UUID, attempt: int, why: str) -> bool:
     """One attempt this server runs goes back to the queue as the next attempt (its Ray
     cluster was lost: it waits for it instead of failing). False when it no longer ran."""
     params = {"id": job_id, "attempt": attempt, "server_id": server_id}
     return bool(await _requeue(conn, HAND_BACK, params, why, "attempt {old} was lost with the Ray cluster; queued again as attempt {new}"))
 
 
-async def requeue_due_retries(conn: AsyncConnection) -> list[uuid.UUID]:
-    rows = (await conn.execute(REQUEUE_DUE_RETRIES)).all()
+async def requeue_due_retries(conn: db.Connection) -> list[uuid.UUID]:
+    rows = await conn.fetch(REQUEUE_DUE_RETRIES)
     for job_id, attempt in rows:
         await logs.append(conn, job_id, attempt, LogLevel.INFO, "", f"automatic retry: queued again as attempt {attempt}")
         await notify(conn, job_id, JobEvent.QUEUED)
     return [r[0] for r in rows]
 
 
-async def note(conn: AsyncConnection, job_id: uuid.UUID, attempt: int, message: str, *, level: LogLevel = LogLevel.INFO) -> None:
+async def note(conn: db.Connection, job_id: uuid.UUID, attempt: int, message: str, *, level: LogLevel = LogLevel.INFO) -> None:
     """A line in a job's log from the server, such as what it waits for."""
     await logs.append(conn, job_id, attempt, level, "", message)

@@ -10,25 +10,21 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
+import asyncpg
 
-class Row(Protocol):
-    """A row read by column name: SQLAlchemy's RowMapping or asyncpg's Record."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-    def __contains__(self, key: object, /) -> bool: ...
+Row = asyncpg.Record  # the one row type (storage.db runs everything on asyncpg), read by column name
 
 
 def json_value(value: Any) -> Any:
-    """A JSONB value from a text() query: asyncpg hands it over as a string."""
+    """A JSONB value as asyncpg hands it over: a string."""
     return json.loads(value) if isinstance(value, str) else value
 
 
 def _optional(row: Row, name: str, default: Any) -> Any:
     """A column a query may leave out."""
-    return row[name] if name in row else default  # noqa: SIM401 - a Row has no get()
+    return row.get(name, default)
 
 
 def _columns(row: Row, names: tuple[str, ...]) -> dict[str, Any]:

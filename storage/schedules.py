@@ -15,16 +15,13 @@ import json
 import uuid
 from datetime import datetime
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db
 from storage.errors import ScheduleNotFound
 from storage.records import DegradationCheck, JobStatus, NewSchedule, Schedule, ScheduledJob
 from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 
 # insert_schedule: a new schedule. Index: schedules primary key.
-INSERT_SCHEDULE = sa.text(
+INSERT_SCHEDULE = db.sql(
     """
     INSERT INTO schedules (id, tenant_id, name, cron, timezone, "window", action, model_type, priority, config,
                            metadata, degradation, paused, next_fire_at, created_at, updated_at)
@@ -35,52 +32,52 @@ INSERT_SCHEDULE = sa.text(
 )
 
 # get_schedule: one schedule. Index: schedules primary key.
-GET_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE}")  # noqa: S608 - constant fragment
+GET_SCHEDULE = db.sql(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE}")  # noqa: S608 - constant fragment
 
 # list_schedules: the scope's schedules, oldest first. Index: schedules_tenant (tenant_id, created_at).
-LIST_SCHEDULES = sa.text(f"SELECT * FROM schedules WHERE {IN_SCOPE} ORDER BY tenant_id, created_at, id LIMIT :limit")  # noqa: S608
+LIST_SCHEDULES = db.sql(f"SELECT * FROM schedules WHERE {IN_SCOPE} ORDER BY tenant_id, created_at, id LIMIT :limit")  # noqa: S608
 
 # set_paused: pause, or resume with the next firing from now (computed by the caller).
 # Index: schedules primary key.
-SET_PAUSED = sa.text(
+SET_PAUSED = db.sql(
     f"UPDATE schedules SET paused = :paused, next_fire_at = COALESCE(:next_fire_at, next_fire_at), updated_at = clock_timestamp() "  # noqa: S608
     f"WHERE id = :id AND {IN_SCOPE} RETURNING *"
 )
 
 # delete_schedule: the schedule goes; its jobs stay (their schedule_id becomes NULL).
 # Index: schedules primary key.
-DELETE_SCHEDULE = sa.text(f"DELETE FROM schedules WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
+DELETE_SCHEDULE = db.sql(f"DELETE FROM schedules WHERE id = :id AND {IN_SCOPE} RETURNING *")  # noqa: S608
 
 # due_schedules: schedules whose next firing has come, soonest first (read without locks: each
 # is then fired in its own tenant's transaction). Index: schedules_due (next_fire_at) WHERE NOT paused.
-DUE_SCHEDULES = sa.text(
+DUE_SCHEDULES = db.sql(
     "SELECT id, tenant_id FROM schedules WHERE NOT paused AND next_fire_at <= clock_timestamp() ORDER BY next_fire_at LIMIT :limit"
 )
 
 # lock_due: the schedule, if it is still due and no other server is firing it now.
 # Index: schedules primary key.
-LOCK_DUE = sa.text(
+LOCK_DUE = db.sql(
     f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE} AND NOT paused AND next_fire_at <= clock_timestamp() "  # noqa: S608
     "FOR UPDATE SKIP LOCKED"
 )
 
 # lock_schedule: the schedule, locked until the transaction ends (run now).
 # Index: schedules primary key.
-LOCK_SCHEDULE = sa.text(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE} FOR UPDATE")  # noqa: S608
+LOCK_SCHEDULE = db.sql(f"SELECT * FROM schedules WHERE id = :id AND {IN_SCOPE} FOR UPDATE")  # noqa: S608
 
 # advance: after a firing, the next one. Index: schedules primary key.
-ADVANCE = sa.text(
+ADVANCE = db.sql(
     "UPDATE schedules SET next_fire_at = :next_fire_at, last_fired_at = COALESCE(:fired_at, last_fired_at), "
     "missed_firings = missed_firings + :missed, updated_at = clock_timestamp() WHERE id = :id RETURNING *"
 )
 
 # recent_jobs: a schedule's newest jobs. Index: training_jobs_schedule (schedule_id, created_at DESC).
-RECENT_JOBS = sa.text(
+RECENT_JOBS = db.sql(
     "SELECT id, status, scheduled_for, created_at FROM training_jobs WHERE schedule_id = :id ORDER BY created_at DESC LIMIT :limit"
 )
 
 
-async def create(conn: AsyncConnection, new: NewSchedule) -> Schedule:
+async def create(conn: db.Connection, new: NewSchedule) -> Schedule:
     if scope_of(conn).single() != new.tenant_id:
         raise ScheduleNotFound("(another tenant's)")
     params = {
@@ -99,70 +96,68 @@ async def create(conn: AsyncConnection, new: NewSchedule) -> Schedule:
         "paused": new.paused,
         "next_fire_at": new.next_fire_at,
     }
-    return Schedule.from_row((await db.fetch(conn, INSERT_SCHEDULE, params))[0])
+    return Schedule.from_row((await conn.fetch(INSERT_SCHEDULE, params))[0])
 
 
-async def get(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, GET_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
+async def get(conn: db.Connection, schedule_id: uuid.UUID) -> Schedule:
+    rows = await conn.fetch(GET_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
-async def list_schedules(conn: AsyncConnection, limit: int = 1000) -> list[Schedule]:
-    return [Schedule.from_row(r) for r in await db.fetch(conn, LIST_SCHEDULES, {"limit": limit, **tenant_param(conn)})]
+async def list_schedules(conn: db.Connection, limit: int = 1000) -> list[Schedule]:
+    return [Schedule.from_row(r) for r in await conn.fetch(LIST_SCHEDULES, {"limit": limit, **tenant_param(conn)})]
 
 
-async def set_paused(conn: AsyncConnection, schedule_id: uuid.UUID, paused: bool, next_fire_at: datetime | None = None) -> Schedule:
-    rows = await db.fetch(conn, SET_PAUSED, {"id": schedule_id, "paused": paused, "next_fire_at": next_fire_at, **tenant_param(conn)})
+async def set_paused(conn: db.Connection, schedule_id: uuid.UUID, paused: bool, next_fire_at: datetime | None = None) -> Schedule:
+    rows = await conn.fetch(SET_PAUSED, {"id": schedule_id, "paused": paused, "next_fire_at": next_fire_at, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
-async def delete(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, DELETE_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
+async def delete(conn: db.Connection, schedule_id: uuid.UUID) -> Schedule:
+    rows = await conn.fetch(DELETE_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
-async def due(conn: AsyncConnection, limit: int = 50) -> list[tuple[uuid.UUID, str]]:
+async def due(conn: db.Connection, limit: int = 50) -> list[tuple[uuid.UUID, str]]:
     """(schedule id, tenant) of the schedules due now, across every tenant (the scheduler's
     own role)."""
-    return [(r["id"], r["tenant_id"]) for r in await db.fetch(conn, DUE_SCHEDULES, {"limit": limit})]
+    return [(r["id"], r["tenant_id"]) for r in await conn.fetch(DUE_SCHEDULES, {"limit": limit})]
 
 
-async def lock_due(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule | None:
+async def lock_due(conn: db.Connection, schedule_id: uuid.UUID) -> Schedule | None:
     """The schedule, locked for this transaction, if it is still due and nobody else is
     firing it; else None."""
-    rows = await db.fetch(conn, LOCK_DUE, {"id": schedule_id, **tenant_param(conn)})
+    rows = await conn.fetch(LOCK_DUE, {"id": schedule_id, **tenant_param(conn)})
     return Schedule.from_row(rows[0]) if rows else None
 
 
-async def lock(conn: AsyncConnection, schedule_id: uuid.UUID) -> Schedule:
-    rows = await db.fetch(conn, LOCK_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
+async def lock(conn: db.Connection, schedule_id: uuid.UUID) -> Schedule:
+    rows = await conn.fetch(LOCK_SCHEDULE, {"id": schedule_id, **tenant_param(conn)})
     if not rows:
         raise ScheduleNotFound(schedule_id)
     return Schedule.from_row(rows[0])
 
 
-async def advance(
-    conn: AsyncConnection, schedule_id: uuid.UUID, next_fire_at: datetime, fired_at: datetime | None, missed: int
-) -> Schedule:
-    rows = await db.fetch(conn, ADVANCE, {"id": schedule_id, "next_fire_at": next_fire_at, "fired_at": fired_at, "missed": missed})
+async def advance(conn: db.Connection, schedule_id: uuid.UUID, next_fire_at: datetime, fired_at: datetime | None, missed: int) -> Schedule:
+    rows = await conn.fetch(ADVANCE, {"id": schedule_id, "next_fire_at": next_fire_at, "fired_at": fired_at, "missed": missed})
     return Schedule.from_row(rows[0])
 
 
-async def recent_jobs(conn: AsyncConnection, schedule_id: uuid.UUID, limit: int = 10) -> list[ScheduledJob]:
-    rows = await db.fetch(conn, RECENT_JOBS, {"id": schedule_id, "limit": limit})
+async def recent_jobs(conn: db.Connection, schedule_id: uuid.UUID, limit: int = 10) -> list[ScheduledJob]:
+    rows = await conn.fetch(RECENT_JOBS, {"id": schedule_id, "limit": limit})
     return [ScheduledJob(r["id"], JobStatus(r["status"]), r["scheduled_for"], r["created_at"]) for r in rows]
 
 
 # --- degradation checks ---------------------------------------------------------------------
 
 # insert_check: a PENDING degradation check of a schedule's firing. Index: degradation_checks primary key.
-INSERT_CHECK = sa.text(
+INSERT_CHECK = db.sql(
     """
     INSERT INTO degradation_checks (id, tenant_id, schedule_id, model_type, policy, status, window_start, window_end, created_at)
     VALUES (:id, :tenant_id, :schedule_id, :model_type, CAST(:policy AS jsonb), 'PENDING', :window_start, :window_end,
@@ -174,7 +169,7 @@ INSERT_CHECK = sa.text(
 # claim_check: the oldest check to run (PENDING, or RUNNING on a server that stopped renewing
 # it), now RUNNING here until :lease_seconds from now; other servers skip the locked row.
 # Index: degradation_checks_due (created_at) WHERE status IN ('PENDING', 'RUNNING').
-CLAIM_CHECK = sa.text(
+CLAIM_CHECK = db.sql(
     """
     UPDATE degradation_checks SET status = 'RUNNING', claimed_until = clock_timestamp() + make_interval(secs => :lease_seconds)
      WHERE id = (SELECT id FROM degradation_checks
@@ -185,7 +180,7 @@ CLAIM_CHECK = sa.text(
 )
 
 # finish_check: a check's result. Index: degradation_checks primary key.
-FINISH_CHECK = sa.text(
+FINISH_CHECK = db.sql(
     """
     UPDATE degradation_checks SET status = :status, model_id = :model_id, metrics = CAST(:metrics AS jsonb),
            baseline = CAST(:baseline AS jsonb), degraded = :degraded, message = :message,
@@ -196,10 +191,10 @@ FINISH_CHECK = sa.text(
 )
 
 # recent_checks: a schedule's newest checks. Index: degradation_checks_schedule (schedule_id, created_at DESC).
-RECENT_CHECKS = sa.text("SELECT * FROM degradation_checks WHERE schedule_id = :id ORDER BY created_at DESC LIMIT :limit")
+RECENT_CHECKS = db.sql("SELECT * FROM degradation_checks WHERE schedule_id = :id ORDER BY created_at DESC LIMIT :limit")
 
 
-async def add_check(conn: AsyncConnection, schedule: Schedule, window_start: datetime, window_end: datetime) -> DegradationCheck:
+async def add_check(conn: db.Connection, schedule: Schedule, window_start: datetime, window_end: datetime) -> DegradationCheck:
     params = {
         "id": uuid.uuid4(),
         "tenant_id": schedule.tenant_id,
@@ -209,16 +204,16 @@ async def add_check(conn: AsyncConnection, schedule: Schedule, window_start: dat
         "window_start": window_start,
         "window_end": window_end,
     }
-    return DegradationCheck.from_row((await db.fetch(conn, INSERT_CHECK, params))[0])
+    return DegradationCheck.from_row((await conn.fetch(INSERT_CHECK, params))[0])
 
 
-async def claim_check(conn: AsyncConnection, lease_seconds: float) -> DegradationCheck | None:
-    rows = await db.fetch(conn, CLAIM_CHECK, {"lease_seconds": lease_seconds})
+async def claim_check(conn: db.Connection, lease_seconds: float) -> DegradationCheck | None:
+    rows = await conn.fetch(CLAIM_CHECK, {"lease_seconds": lease_seconds})
     return DegradationCheck.from_row(rows[0]) if rows else None
 
 
 async def finish_check(
-    conn: AsyncConnection,
+    conn: db.Connection,
     check_id: uuid.UUID,
     *,
     ok: bool,
@@ -237,9 +232,9 @@ async def finish_check(
         "degraded": degraded,
         "message": message,
     }
-    rows = await db.fetch(conn, FINISH_CHECK, params)
+    rows = await conn.fetch(FINISH_CHECK, params)
     return DegradationCheck.from_row(rows[0]) if rows else None
 
 
-async def recent_checks(conn: AsyncConnection, schedule_id: uuid.UUID, limit: int = 10) -> list[DegradationCheck]:
-    return [DegradationCheck.from_row(r) for r in await db.fetch(conn, RECENT_CHECKS, {"id": schedule_id, "limit": limit})]
+async def recent_checks(conn: db.Connection, schedule_id: uuid.UUID, limit: int = 10) -> list[DegradationCheck]:
+    return [DegradationCheck.from_row(r) for r in await conn.fetch(RECENT_CHECKS, {"id": schedule_id, "limit": limit})]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import ClassVar
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, ClassVar
 
 from storage.errors import InvalidTenantId, MissingTenantScope
+
+if TYPE_CHECKING:
+    from storage.db import Connection
 
 TENANT_ID_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
@@ -24,7 +25,6 @@ _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 # The roles the service's sessions switch to (SET ROLE); neither owns a table.
 SERVICE_ROLE = "aihub_service"  # the API and the Ray tasks: row-level security by tenant
 DISPATCHER_ROLE = "aihub_dispatcher"  # the claim loop: every job
-SCOPE_KEY = "aihub.scope"  # where a transaction's scope is kept on its connection
 ALL_TENANTS = "*"
 
 
@@ -62,8 +62,8 @@ class Scope:
 Scope.ALL = Scope(None)
 
 
-def scope_of(conn: AsyncConnection) -> Scope:
-    scope = conn.info.get(SCOPE_KEY)
+def scope_of(conn: Connection) -> Scope:
+    scope = conn.scope
     if not isinstance(scope, Scope):
         raise MissingTenantScope("tenant data read or written in a transaction without a tenant scope")
     return scope
@@ -80,6 +80,6 @@ def feature_schema(tenant_id: str) -> str:
 IN_SCOPE = "(CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
 
 
-def tenant_param(conn: AsyncConnection) -> dict[str, str | None]:
+def tenant_param(conn: Connection) -> dict[str, str | None]:
     """The :tenant parameter of a scoped statement, from the transaction's scope."""
     return {"tenant": scope_of(conn).tenant_id}

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage import db
 from storage.errors import MissingTenantScope, QuotaExceeded
 from storage.records import Priority, TenantQuota
@@ -18,18 +15,18 @@ from storage.tenancy import check_tenant_id, scope_of
 # lock_tenant: serialises one tenant's admissions until the transaction ends, so two
 # concurrent creates cannot both take the last queue place (the count that decides is read
 # by a later statement, whose snapshot is taken after the lock). Index: none (no table read).
-LOCK_TENANT = sa.text("SELECT pg_advisory_xact_lock(hashtext('tenant:' || :tenant_id))")
+LOCK_TENANT = db.sql("SELECT pg_advisory_xact_lock(hashtext('tenant:' || :tenant_id))")
 
 # ensure_tenant: the tenant's row with the default quotas, unless it exists.
 # Index: tenants primary key.
-ENSURE_TENANT = sa.text("INSERT INTO tenants (tenant_id) VALUES (:tenant_id) ON CONFLICT (tenant_id) DO NOTHING")
+ENSURE_TENANT = db.sql("INSERT INTO tenants (tenant_id) VALUES (:tenant_id) ON CONFLICT (tenant_id) DO NOTHING")
 
 # get_tenant: one tenant's quotas. Index: tenants primary key.
-GET_TENANT = sa.text("SELECT * FROM tenants WHERE tenant_id = :tenant_id")
+GET_TENANT = db.sql("SELECT * FROM tenants WHERE tenant_id = :tenant_id")
 
 # count_queued: a tenant's PENDING jobs, counted only up to :up_to (the quota decides at its
 # limit; a create must not scan every queued job). Index: training_jobs_tenant_active (tenant_id, status).
-COUNT_QUEUED = sa.text(
+COUNT_QUEUED = db.sql(
     "SELECT count(*) FROM (SELECT 1 FROM training_jobs WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :up_to) AS q"
 )
 
@@ -38,17 +35,17 @@ UPDATE_TENANT = "UPDATE tenants SET {sets}, updated_at = clock_timestamp() WHERE
 SETTABLE = ("max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions")
 
 
-async def get(conn: AsyncConnection, tenant_id: str) -> TenantQuota:
+async def get(conn: db.Connection, tenant_id: str) -> TenantQuota:
     """The tenant's quotas (its row is made with the defaults when missing)."""
     check_tenant_id(tenant_id)
     scope = scope_of(conn)
     if scope.tenant_id not in (None, tenant_id):
         raise MissingTenantScope(f"tenant {tenant_id}'s quotas read in another tenant's transaction")
-    await db.fetch(conn, ENSURE_TENANT, {"tenant_id": tenant_id})
-    return TenantQuota.from_row((await db.fetch(conn, GET_TENANT, {"tenant_id": tenant_id}))[0])
+    await conn.fetch(ENSURE_TENANT, {"tenant_id": tenant_id})
+    return TenantQuota.from_row((await conn.fetch(GET_TENANT, {"tenant_id": tenant_id}))[0])
 
 
-async def check_priority(conn: AsyncConnection, tenant_id: str, priority: Priority) -> TenantQuota:
+async def check_priority(conn: db.Connection, tenant_id: str, priority: Priority) -> TenantQuota:
     quota = await get(conn, tenant_id)
     if priority.rank < quota.max_priority.rank:
         raise QuotaExceeded(
@@ -61,7 +58,7 @@ async def check_priority(conn: AsyncConnection, tenant_id: str, priority: Priori
     return quota
 
 
-async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, already_queued: int = 0) -> None:
+async def admit(conn: db.Connection, tenant_id: str, priority: Priority, *, already_queued: int = 0) -> None:
     """Whether one more queued job of ``priority`` fits the tenant's quotas (QuotaExceeded
     naming the limit if not). ``already_queued``: the job itself is counted already."""
     quota = await check_priority(conn, tenant_id, priority)
@@ -72,15 +69,15 @@ async def admit(conn: AsyncConnection, tenant_id: str, priority: Priority, *, al
         raise queue_full(tenant_id, quota, queued)
 
 
-async def lock(conn: AsyncConnection, tenant_id: str) -> None:
+async def lock(conn: db.Connection, tenant_id: str) -> None:
     """Serialise the tenant's admissions until the transaction ends: a count of its queued
     jobs read by a later statement is exact."""
-    await db.fetch(conn, LOCK_TENANT, {"tenant_id": tenant_id})
+    await conn.fetch(LOCK_TENANT, {"tenant_id": tenant_id})
 
 
-async def count_queued(conn: AsyncConnection, tenant_id: str, up_to: int) -> int:
+async def count_queued(conn: db.Connection, tenant_id: str, up_to: int) -> int:
     """The tenant's queued jobs, counted up to ``up_to``."""
-    return int((await db.fetch(conn, COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}))[0]["count"])
+    return int((await conn.fetch(COUNT_QUEUED, {"tenant_id": tenant_id, "up_to": up_to}))[0]["count"])
 
 
 def queue_full(tenant_id: str, quota: TenantQuota, queued: int) -> QuotaExceeded:
@@ -105,7 +102,7 @@ def check_import_size(tenant_id: str, limit: int, received: int) -> None:
         )
 
 
-async def update(conn: AsyncConnection, tenant_id: str, changes: dict[str, Any]) -> TenantQuota:
+async def update(conn: db.Connection, tenant_id: str, changes: dict[str, Any]) -> TenantQuota:
     """Set some of a tenant's quotas (admins only, checked by the caller)."""
     await get(conn, tenant_id)
     unknown = set(changes) - set(SETTABLE)
@@ -117,5 +114,5 @@ async def update(conn: AsyncConnection, tenant_id: str, changes: dict[str, Any])
     if isinstance(params.get("max_priority"), Priority):
         params["max_priority"] = params["max_priority"].rank
     sets = ", ".join(f"{name} = :{name}" for name in SETTABLE if name in changes)
-    row = (await conn.execute(sa.text(UPDATE_TENANT.format(sets=sets)), params)).mappings().one()
+    row = await conn.one(db.sql(UPDATE_TENANT.format(sets=sets)), params)
     return TenantQuota.from_row(row)

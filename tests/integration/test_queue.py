@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 import pytest_asyncio
-import sqlalchemy as sa
 
 from client import AsyncTrainingClient, InvalidStateError, pb
 from storage import db, jobs, logs, queue
@@ -55,8 +54,8 @@ async def test_two_dispatchers_never_run_a_job_twice(start_app, database_url, de
         finished = await asyncio.wait_for(asyncio.gather(*(client.wait(i) for i in ids)), 240)
     assert all(j.status == pb.COMPLETED and j.attempt == 1 for j in finished)
     async with db.transaction(a.engine, Scope.ALL) as conn:
-        rows = (await conn.execute(sa.text("SELECT job_id, claimed_by FROM job_attempts"))).all()
-        versions = (await conn.execute(sa.text("SELECT count(*), count(DISTINCT job_id) FROM model_versions"))).one()
+        rows = await conn.fetch(db.sql("SELECT job_id, claimed_by FROM job_attempts"))
+        versions = await conn.one(db.sql("SELECT count(*), count(DISTINCT job_id) FROM model_versions"))
     per_job = Counter(job_id for job_id, _ in rows)
     assert len(per_job) == 24 and set(per_job.values()) == {1}  # each job ran exactly once
     assert tuple(versions) == (24, 24)
@@ -136,8 +135,8 @@ async def test_queue_statements_use_their_indexes(database_url):
     engine = db.create_engine(database_url, role=DISPATCHER_ROLE, pool_size=1)
     running = ("training_jobs_running", "training_jobs_tenant_active")
     try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SET enable_seqscan = off"))
+        async with db.transaction(engine) as conn:
+            await conn.execute(db.sql("SET LOCAL enable_seqscan = off"))
             for stmt, params, indexes in [
                 (queue.CLAIM_HEAD, {"candidates": 20}, ("training_jobs_tenant_queue",)),
                 (queue.REQUEUE_EXPIRED, {"max_lost": 3}, running),
@@ -145,9 +144,8 @@ async def test_queue_statements_use_their_indexes(database_url):
                 (queue.RELEASE, {"server_id": "w"}, running),
                 (queue.REQUEUE_DUE_RETRIES, {}, ("training_jobs_retry_due",)),
             ]:
-                plan = (await conn.execute(sa.text("EXPLAIN " + stmt.text), params)).scalars().all()
-                assert any(index in line for line in plan for index in indexes), "\n".join(plan)
-            await conn.rollback()
+                plan = [row[0] for row in await conn.fetch(db.sql("EXPLAIN " + stmt.text), params)]
+                assert any(index in line for line in plan for index in indexes), "\n".join(plan)  # EXPLAIN alone runs nothing
     finally:
         await engine.dispose()
 
@@ -183,8 +181,8 @@ async def test_lost_leases_are_capped_then_the_job_fails_with_the_count(engine):
     assert outcomes == [([job.job_id], []), ([job.job_id], []), ([], [job.job_id])]
     async with db.transaction(engine, Scope.ALL) as conn:
         final = await jobs.get(conn, job.job_id)
-        history = await conn.execute(
-            sa.text("SELECT attempt, status, error_reason FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job.job_id}
+        history = await conn.fetch(
+            db.sql("SELECT attempt, status, error_reason FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job.job_id}
         )
         assert [tuple(r) for r in history] == [(1, "FAILED", "WorkerLost"), (2, "FAILED", "WorkerLost"), (3, "FAILED", "WorkerLost")]
         # A user's retry gives it a new cap.

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from client import AsyncTrainingClient, ConfigValidationError, NotFoundError, pb
 from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
@@ -114,7 +113,7 @@ async def test_a_downtime_is_caught_up_once_and_a_restart_never_fires_twice(star
         missed_since = (now - timedelta(days=3, hours=12)).replace(minute=0, second=0, microsecond=0)
         async with db.transaction(app.engine, Scope.ALL) as conn:
             await conn.execute(
-                sa.text("UPDATE schedules SET next_fire_at = :t WHERE id = :id"), {"t": Cron_next(missed_since), "id": made.schedule_id}
+                db.sql("UPDATE schedules SET next_fire_at = :t WHERE id = :id"), {"t": Cron_next(missed_since), "id": made.schedule_id}
             )
         # Two servers come back at the same moment.
         one, two = Scheduler(app.engine), Scheduler(app.engine)

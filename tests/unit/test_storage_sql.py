@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from storage import clusters, jobs, logs, models, queue
+from storage import clusters, db, jobs, logs, models, queue
 from storage.records import TRANSITIONS, JobStatus
 from tests.conftest import ROOT
 
@@ -29,7 +28,7 @@ def statements() -> list[tuple[str, str]]:
         for name, value in vars(module).items():
             if not name.isupper():
                 continue
-            text = value.text if isinstance(value, sa.TextClause) else value if isinstance(value, str) else None
+            text = value.text if isinstance(value, db.Query) else value if isinstance(value, str) else None
             if text is not None and ("training_jobs" in text or SQL_START.match(text) or "status" in text):
                 out.append((f"{module.__name__}.{name}", text))
     return out
@@ -98,7 +97,7 @@ def test_statements_are_named_with_their_index(module):
         if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
             continue
         call = node.value
-        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "text"):
+        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "sql"):  # db.sql("..."): a named statement
             continue
         named += 1
         name = node.targets[0].id
