@@ -210,6 +210,19 @@ async def read_frame(
     """The scope tenant's rows with ``start <= timestamp <= end``, ordered by series and
     time: a UTC ``timestamp`` column, ``series_id`` (text; '' for a table of one series) and
     the requested numeric columns."""
+    return parse_rows(await copy_rows(conn, table, columns, start, end), columns)
+
+
+async def copy_rows(
+    conn: db.Connection,
+    table: str,
+    columns: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> io.BytesIO:
+    """``read_frame``'s rows as PostgreSQL's COPY writes them (CSV with a header), for
+    ``parse_rows``: the I/O half, so that a caller whose event loop serves others parses in
+    its own thread."""
     check_identifier(table, "table")
     tenant_id = scope_of(conn).single()
     existing = await columns_of(conn, table)
@@ -219,14 +232,18 @@ async def read_frame(
         if col not in existing or col in RESERVED:
             raise FeatureColumnNotFound(table, col)
     col_list = ", ".join(['"timestamp"', SERIES, *(_q(c) for c in columns)])
-    raw = conn.raw  # COPY, and statements whose identifiers are checked names
     buf = io.BytesIO()
     query = (
         f"SELECT {col_list} FROM {_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
         f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY series_id, "timestamp"'
     )
-    await raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
+    await conn.raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
     buf.seek(0)
+    return buf
+
+
+def parse_rows(buf: io.BytesIO, columns: Sequence[str]) -> pd.DataFrame:
+    """The frame of ``copy_rows``' CSV (see ``read_frame``)."""
     if buf.getbuffer().nbytes == 0:
         return pd.DataFrame(columns=["timestamp", SERIES, *columns])
     frame = pd.read_csv(buf, engine="pyarrow", dtype={SERIES: "str", **dict.fromkeys(columns, "float64")})

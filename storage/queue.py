@@ -182,8 +182,10 @@ FAIL_LOST = db.sql(
     UPDATE training_jobs
        SET status = 'FAILED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
            lost_leases = lost_leases + 1, error_reason = 'WorkerLost',
-           error_message = format('its server was lost while it ran, %s times (the cap is %s requeues)', lost_leases + 1, CAST(:max_lost AS integer)),
-           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text, 'max_lost_leases', CAST(CAST(:max_lost AS integer) AS text)),
+           error_message = format('its server was lost while it ran, %s times (the cap is %s requeues)',
+                                  lost_leases + 1, CAST(:max_lost AS integer)),
+           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text,
+                                              'max_lost_leases', CAST(CAST(:max_lost AS integer) AS text)),
            model_version = NULL, lease_expires_at = NULL, retry_at = NULL
      WHERE status = 'RUNNING' AND lease_expires_at < clock_timestamp() AND lost_leases >= :max_lost
     RETURNING id, attempt, error_message

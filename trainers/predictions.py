@@ -62,7 +62,7 @@ def build(
 ) -> Predictions:
     """The Predictions of one validation window (arrays aligned with ``stamps``)."""
     n = len(stamps)
-    columns: dict[str, object] = {"timestamp": pd.to_datetime(stamps.to_numpy(), utc=True)}
+    columns: dict[str, object] = {"timestamp": pd.to_datetime(stamps, utc=True).array}  # not via Python objects: 0.25 s per 200k rows
     if series is not None:
         columns[SERIES] = series.astype(str).to_numpy()
     columns["actual"] = _floats(actual, n)

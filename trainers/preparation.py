@@ -71,12 +71,15 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
     With a ``series_id`` column, rows are ordered by series, then time, and lags and
     baselines stay within each series."""
     if features.SERIES in frame.columns:
-        if frame[features.SERIES].nunique() <= 1:
+        if features.one_series(frame):
             frame = frame.drop(columns=features.SERIES)  # one series: the fast path
         else:
             frame = frame.assign(**{features.SERIES: frame[features.SERIES].astype("category")})
     keys = [k for k in (features.SERIES, "timestamp") if k in frame.columns]
-    frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
+    if keys == ["timestamp"] and features.strictly_increasing(frame["timestamp"]):
+        frame = frame.reset_index(drop=True)  # already in order, nothing repeated: what sorting would give
+    else:
+        frame = frame.sort_values(keys, kind="stable").drop_duplicates(keys, keep="last").reset_index(drop=True)
     if np.isinf(frame.select_dtypes("number").to_numpy(dtype="float64")).any():
         frame = frame.replace([np.inf, -np.inf], np.nan)  # an infinite value is a missing one
     if spec.preprocessor:

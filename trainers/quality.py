@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trainers.errors import DataLoadError
+from trainers.features import one_series, strictly_increasing, utc_times
 from trainers.ports import Level, Reporter
 from trainers.spec import TrainingSpec
 
@@ -35,23 +36,36 @@ def _empty_and_constant(names: list[str], numeric: np.ndarray) -> tuple[list[str
     return empty, constant
 
 
-def inspect(frame: pd.DataFrame, spec: TrainingSpec, names: list[str], numeric: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
-    """The counts of every check on a loaded window (``timestamp``, optional ``series_id``,
-    value columns ``names`` with their ``numeric`` values), and what each check that found
-    something found (check -> words)."""
-    keys = [k for k in (SERIES, "timestamp") if k in frame.columns]
-    hours = frame.assign(timestamp=frame["timestamp"].dt.floor("h"))[keys].drop_duplicates()
+def _hours(frame: pd.DataFrame) -> tuple[int, int, int]:
+    """(hours the window spans, per series; hours with a row; rows repeating a (series,
+    timestamp) key). One series in time order, as the database hands it over, is counted by
+    comparing neighbours; anything else by hashing the keys."""
     hour = pd.Timedelta(hours=1)
+    floored = frame["timestamp"].dt.floor("h")
+    if one_series(frame, allow_missing=False) and strictly_increasing(frame["timestamp"]):
+        stamps = utc_times(floored)
+        assert stamps is not None  # noqa: S101 - strictly_increasing said it is a time column
+        present = 1 + int((stamps[1:] != stamps[:-1]).sum())
+        return int((stamps[-1] - stamps[0]) // hour.to_timedelta64()) + 1, present, 0
+    keys = [k for k in (SERIES, "timestamp") if k in frame.columns]
+    hours = frame.assign(timestamp=floored)[keys].drop_duplicates()
     if SERIES in hours.columns:
         by_series = hours.groupby(SERIES, observed=True)["timestamp"]
         spans = (by_series.max() - by_series.min()).to_numpy()
         expected = int(sum(span // hour.to_timedelta64() + 1 for span in spans))
     else:
         expected = int((hours["timestamp"].max() - hours["timestamp"].min()) // hour) + 1
-    gaps = max(0, expected - len(hours))
+    return expected, len(hours), int(frame.duplicated(keys).sum())
+
+
+def inspect(frame: pd.DataFrame, spec: TrainingSpec, names: list[str], numeric: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
+    """The counts of every check on a loaded window (``timestamp``, optional ``series_id``,
+    value columns ``names`` with their ``numeric`` values), and what each check that found
+    something found (check -> words)."""
+    expected, present, duplicates = _hours(frame)
+    gaps = max(0, expected - present)
     infinite = int(np.isinf(numeric).sum())
     empty, constant = _empty_and_constant(names, numeric)
-    duplicates = int(frame.duplicated(keys).sum())
     counts = {
         "data_rows": float(len(frame)),
         "data_gaps": float(gaps),

@@ -11,6 +11,7 @@ nothing of the attempt lands after a cancel's own line.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -115,12 +116,15 @@ class DbDataSource:
         self.rt, self.engine, self.tenant_id, self.scope = rt, engine, tenant_id, Scope.of(tenant_id)
 
     def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
-        async def go() -> pd.DataFrame:
+        async def go() -> io.BytesIO:
             async with db.transaction(self.engine, self.scope) as conn:
-                return await features.read_frame(conn, table, columns, start, end)
+                return await features.copy_rows(conn, table, columns, start, end)
 
         try:
-            return self.rt.run(go, timeout=3600)
+            # The runtime's loop only moves the bytes; this (the task's) thread parses them,
+            # so the loop stays free for the attempt's guard, and the frame's memory is this
+            # thread's (allocated where the pipeline goes on to use and free it).
+            return features.parse_rows(self.rt.run(go, timeout=3600), columns)
         except FeatureTableNotFound as exc:
             raise DataLoadError(
                 f"Failed to load training data: {exc}",

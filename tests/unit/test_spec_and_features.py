@@ -46,6 +46,25 @@ def test_lags_follow_timestamps_across_gaps():
     assert features.calendar(pd.Series(pd.to_datetime(["2024-01-06"], utc=True)), "is_weekend").tolist() == [1.0]
 
 
+@pytest.mark.parametrize("tz", ["UTC", None])
+def test_the_sorted_time_lag_is_the_lookup_by_timestamp(tz):
+    # lag's binary search over strictly increasing times (the pipeline's sorted frames) gives
+    # exactly what the general reindex by timestamp gives: gaps, a NaN value, every lag.
+    rng = np.random.default_rng(0)
+    ts = pd.date_range("2024-01-01", periods=3000, freq="h", tz=tz)
+    keep = rng.random(len(ts)) > 0.1
+    frame = pd.DataFrame({"timestamp": ts[keep], "load": rng.random(int(keep.sum()))})
+    frame.loc[5, "load"] = np.nan
+    shuffled = frame.sample(frac=1.0, random_state=1)  # unsorted: the general lookup
+    for hours in (1, 24, 168):
+        fast = features.lag(frame, "load", hours)
+        general = features.lag(shuffled, "load", hours).sort_index()
+        assert features._lag_in_sorted_time(frame, "load", hours) is not None
+        assert features._lag_in_sorted_time(shuffled, "load", hours) is None
+        assert np.array_equal(fast.to_numpy(), general.to_numpy(), equal_nan=True), hours
+        assert fast.notna().sum() > len(frame) // 2
+
+
 def test_split_is_chronological_and_drops_incomplete_rows():
     n = 24 * 30
     frame = pd.DataFrame(
@@ -119,3 +138,32 @@ def test_series_keep_their_own_lags_and_splits():
     assert (
         d.y_valid[d.x_valid[:, 0] == 2.0].min() > 1000 and d.y_train[d.x_train[:, 0] == 2.0].max() < d.y_valid[d.x_valid[:, 0] == 2.0].min()
     )
+
+
+def test_one_series_in_time_order_is_checked_and_prepared_as_when_shuffled():
+    # The checks and the preparation skip hashing for one series whose times only go up (as
+    # the database hands it over); shuffled, the same rows take the general path. Both give
+    # the same counts and the same prepared rows: gaps, sub-hour rows, a repeated hour.
+    from trainers import quality
+
+    rng = np.random.default_rng(3)
+    ts = pd.date_range("2024-01-01", periods=24 * 40 * 2, freq="30min", tz="UTC")
+    keep = rng.random(len(ts)) > 0.2
+    frame = pd.DataFrame({"timestamp": ts[keep], "series_id": "", "load": rng.random(int(keep.sum())) * 100, "temperature": 1.0})
+    frame["temperature"] = rng.random(len(frame))
+    s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_1", "load_lag_24"]})
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    assert features.strictly_increasing(frame["timestamp"]) and not features.strictly_increasing(shuffled["timestamp"])
+    in_order, _ = quality.inspect(frame, s, *quality._values(frame))
+    general, _ = quality.inspect(shuffled, s, *quality._values(shuffled))
+    assert in_order == general and in_order["data_gaps"] > 0
+    a, b = preparation.derive(frame, s), preparation.derive(shuffled, s)
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    assert a.baselines.keys() == b.baselines.keys()
+    for name in a.baselines:
+        assert np.array_equal(a.baselines[name], b.baselines[name], equal_nan=True)
+    # Two series, or a missing id among them, are not one series.
+    assert not features.one_series(frame.assign(series_id=["a", "b"] * (len(frame) // 2) + ["a"] * (len(frame) % 2)))
+    mixed = frame.assign(series_id=pd.Series(["a"] * len(frame), dtype=object))
+    mixed.loc[3, "series_id"] = None
+    assert features.one_series(mixed) and not features.one_series(mixed, allow_missing=False)

@@ -143,6 +143,20 @@ def test_no_sql_outside_storage():
     assert not problems, "\n".join(problems)
 
 
+def test_one_database_path_sqlalchemy_only_describes_the_tables():
+    """Run time talks to PostgreSQL through asyncpg and storage.db's named SQL alone:
+    SQLAlchemy is imported only by storage/tables.py (the tables, for Alembic) and, for
+    parsing a database URL (make_url), by storage.db and storage.embedded."""
+    users = {}
+    for module, path in _modules():
+        names = sorted({name for _, name in _imports(path) if _within(name, ("sqlalchemy",))})
+        if names:
+            users[module] = names
+    url_only = ["sqlalchemy.engine.make_url"]
+    assert users == {"storage.tables": users.get("storage.tables"), "storage.db": url_only, "storage.embedded": url_only}, users
+    assert users["storage.tables"]
+
+
 def test_the_layer_checks_see_a_crossing():
     # The checks themselves: a made-up module of each kind is caught.
     assert not _within("server.api.app", LAYERS[_layer("server.execution.tasks")])
