@@ -65,6 +65,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=. $(VENV)/bin/lint-imports
 
 # The docs site from docs/ (mkdocs-material) into build/site; --strict: a broken link or anchor fails.
 docs: install

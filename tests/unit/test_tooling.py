@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import filecmp
+import os
 import re
 import subprocess
 import sys
@@ -155,6 +156,14 @@ def test_one_database_path_sqlalchemy_only_describes_the_tables():
     url_only = ["sqlalchemy.engine.make_url"]
     assert users == {"storage.tables": users.get("storage.tables"), "storage.db": url_only, "storage.embedded": url_only}, users
     assert users["storage.tables"]
+
+
+def test_import_linter_keeps_every_layer_contract():
+    """The same layer rules as import-linter contracts ([tool.importlinter], make lint)."""
+    linter = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(linter)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "7 kept, 0 broken" in done.stdout, done.stdout[-2000:]
 
 
 def test_the_layer_checks_see_a_crossing():
