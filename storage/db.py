@@ -4,7 +4,7 @@ Every statement is a :class:`Query`: SQL written with ``:name`` parameters, turn
 driver's ``$1, $2 ...`` once, where it is defined (a module constant), and run on an asyncpg
 connection. SQLAlchemy describes the tables (storage/tables.py) for Alembic's migrations and
 nothing else: there is no ORM, no compiled-statement cache, and one row type, asyncpg's
-``Record`` (read by column name).
+``Record`` (``storage.records.Row``, read by column name).
 
 The server holds an :class:`Engine` (a pool of connections acting as one role) and opens
 ``transaction(engine, scope)`` blocks, or ``single(engine, scope)`` for one statement; it
@@ -27,7 +27,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from storage.errors import DatabaseUnavailable, InvalidData, StorageError
-from storage.tenancy import DISPATCHER_ROLE, SERVICE_ROLE, Scope
+from storage.records import Row
+from storage.tenancy import ALL_TENANTS, DISPATCHER_ROLE, SERVICE_ROLE, Scope, check_tenant_id
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ROLES = (SERVICE_ROLE, DISPATCHER_ROLE)
@@ -77,9 +78,6 @@ def sql(text: str) -> Query:
     return Query(text)
 
 
-Record = asyncpg.Record  # the one row type storage reads
-
-
 def _count(status: str) -> int:
     """The rows a command's status names ('UPDATE 3', 'INSERT 0 1', 'DELETE 0'), else 0."""
     last = status.rsplit(" ", 1)[-1]
@@ -95,13 +93,13 @@ class Connection:
     def __init__(self, raw: asyncpg.Connection, scope: Scope | None) -> None:
         self.raw, self.scope = raw, scope
 
-    async def fetch(self, query: Query, params: Mapping[str, Any] | None = None) -> list[Record]:
+    async def fetch(self, query: Query, params: Mapping[str, Any] | None = None) -> list[Row]:
         return await self.raw.fetch(query.sql, *query.args(params))
 
-    async def fetchrow(self, query: Query, params: Mapping[str, Any] | None = None) -> Record | None:
+    async def fetchrow(self, query: Query, params: Mapping[str, Any] | None = None) -> Row | None:
         return await self.raw.fetchrow(query.sql, *query.args(params))
 
-    async def one(self, query: Query, params: Mapping[str, Any] | None = None) -> Record:
+    async def one(self, query: Query, params: Mapping[str, Any] | None = None) -> Row:
         """The one row a statement returns (an INSERT ... RETURNING): StorageError if none."""
         row = await self.raw.fetchrow(query.sql, *query.args(params))
         if row is None:
@@ -113,10 +111,8 @@ class Connection:
 
     async def execute(self, query: Query, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement for its effect: the rows it changed."""
-        args = query.args(params)
-        if not args:  # the simple protocol: no statement prepared for a statement without parameters
-            return _count(await self.raw.execute(query.sql))
-        return _count(await self.raw.execute(query.sql, *args))
+        # Without arguments asyncpg uses the simple protocol: nothing is prepared.
+        return _count(await self.raw.execute(query.sql, *query.args(params)))
 
 
 def async_url(url: str) -> str:
@@ -233,9 +229,7 @@ def _setting(scope: Scope | None) -> str:
     shows nothing). A checked tenant slug or '*', so it can stand in the statement as it is:
     BEGIN and set_config go in one simple-protocol round trip, which takes no parameters."""
     value = scope.setting if scope is not None else ""
-    if value not in ("", "*"):
-        Scope.of(value)  # a slug, or InvalidTenantId
-    return value
+    return value if value in ("", ALL_TENANTS) else check_tenant_id(value)
 
 
 def _discard(raw: asyncpg.Connection) -> None:

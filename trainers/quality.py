@@ -42,9 +42,8 @@ def _hours(frame: pd.DataFrame) -> tuple[int, int, int]:
     comparing neighbours; anything else by hashing the keys."""
     hour = pd.Timedelta(hours=1)
     floored = frame["timestamp"].dt.floor("h")
-    if one_series(frame, allow_missing=False) and strictly_increasing(frame["timestamp"]):
-        stamps = utc_times(floored)
-        assert stamps is not None  # noqa: S101 - strictly_increasing said it is a time column
+    stamps = utc_times(floored)
+    if stamps is not None and one_series(frame, allow_missing=False) and strictly_increasing(frame["timestamp"]):
         present = 1 + int((stamps[1:] != stamps[:-1]).sum())
         return int((stamps[-1] - stamps[0]) // hour.to_timedelta64()) + 1, present, 0
     keys = [k for k in (SERIES, "timestamp") if k in frame.columns]

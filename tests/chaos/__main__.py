@@ -44,8 +44,7 @@ from server.api.envoy import Envoy
 from server.execution.local_cluster import LocalCluster, NodeSpec
 from storage import db
 from storage.embedded import EmbeddedPostgres
-
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job's status once it has ended
+from storage.records import JobStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme-corp"
@@ -258,7 +257,7 @@ class Chaos:
                 if row["attempt"] > pending[row["id"]]:  # taken over: queued again as its next attempt (or further)
                     self.fig.recoveries.append(time.monotonic() - died)
                     del pending[row["id"]]
-                elif row["status"] in TERMINAL:  # it ended on the replica between the look and the kill: nothing to take over
+                elif JobStatus(row["status"]).is_terminal():  # it ended on the replica between the look and the kill: nothing to take over
                     self.fig.ended_before_kill += 1
                     del pending[row["id"]]
             time.sleep(0.1)
