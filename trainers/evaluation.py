@@ -160,7 +160,7 @@ def backtest(prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOpti
     scored on it. Returns per-fold and mean MAE, RMSE and MAPE."""
     if spec.backtest is None:
         return {}
-    folds, horizon = spec.backtest
+    folds, horizon = spec.backtest.folds, spec.backtest.horizon_hours
     frame, algorithm = prepared.frame, algorithms.get(spec.algorithm)
     x = frame[list(prepared.inputs)].to_numpy(dtype="float64")
     y = frame[spec.target].to_numpy(dtype="float64")

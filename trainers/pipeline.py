@@ -9,7 +9,6 @@ Preparation is in trainers/preparation.py, evaluation in trainers/evaluation.py.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import math
 import time
@@ -153,7 +152,7 @@ def _search(
         return spec, {}
     if tuner is None:
         raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
-    space = ", ".join(f"{name} {dim.kind}" for name, dim in tuning.space)
+    space = ", ".join(f"{name} {dim.kind}" for name, dim in tuning.search_space.items())
     reporter.log(
         Level.INFO,
         f"tuning: {tuning.num_trials} trials, {tuning.max_concurrent_trials} at a time, over {space}; "
@@ -179,7 +178,7 @@ def _search(
         Level.INFO, f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} on the tune part; training with {winning}"
     )
     search = {"tuning_trials": float(len(results)), "tuning_best_score": float(best.score or 0.0)}
-    return dataclasses.replace(spec, hyperparameters=winning), search
+    return spec.replace(hyperparameters=winning), search
 
 
 def _train(

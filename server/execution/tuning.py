@@ -29,7 +29,7 @@ def _dimension(dim: Dimension) -> Any:
     from ray import tune
 
     if dim.kind == "choice":
-        return tune.choice(list(dim.values))
+        return tune.choice(list(dim.values or ()))
     lower, upper = float(dim.lower or 0.0), float(dim.upper or 0.0)
     if dim.kind == "uniform":
         return tune.uniform(lower, upper)
@@ -120,7 +120,7 @@ class RayTuner:
         try:
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(_trainable, setup=setup), {"cpu": self.cpus_per_trial}),
-                param_space={name: _dimension(dim) for name, dim in tuning.space},
+                param_space={name: _dimension(dim) for name, dim in tuning.search_space.items()},
                 tune_config=tune.TuneConfig(
                     num_samples=tuning.num_trials,
                     metric="score",

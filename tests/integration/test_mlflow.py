@@ -83,7 +83,7 @@ async def test_bad_tracking_configs_are_refused(start_app, database_url, monkeyp
         fields = {name for name, _ in err.value.violations}
         assert {"mlflow_tracking.experiment_name", "mlflow_tracking.tags.mlflow.user"} <= fields
     # Without the extra installed, tracking is refused with a way out.
-    monkeypatch.setattr(specs.checks.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(specs.model.importlib.util, "find_spec", lambda name: None)
     problems = specs.validate(tiny_config(mlflow_tracking=GUIDE_TRACKING), model_type="forecast")
     assert [p.field for p in problems] == ["mlflow_tracking"] and "aihub-training[mlflow]" in problems[0].description
 

@@ -58,7 +58,7 @@ def test_a_trial_never_sees_the_validation_part():
     x, y = rng.normal(size=(300, 3)), rng.normal(size=300)
     data = TrainData(x[:200], y[:200], x[270:], y[270:], ("a", "b", "c"), x[200:270], y[200:270])
     options = FitOptions("regression", 42, None, 1, None, False, lambda done, total: None)
-    tuning = Tuning.from_dict({"num_trials": 2, "search_space": {"num_leaves": {"type": "choice", "values": [4, 8]}}})
+    tuning = Tuning.model_validate({"num_trials": 2, "search_space": {"num_leaves": {"type": "choice", "values": [4, 8]}}})
     setup = TrialSetup.of("lgbm", {"n_estimators": 20}, data, options, tuning)
     assert setup.data.x_valid.shape == (0, 3) and len(setup.data.y_valid) == 0
     assert np.array_equal(setup.data.x_tune, x[200:270])

@@ -1,32 +1,58 @@
-"""The validated training specification and its one stored form.
+"""The job config, declared once: the pydantic models of the guide's TrainingConfig.
 
 A job's configuration takes one form inside the service: a :class:`TrainingSpec`, built
-once (``trainers.spec.build``, which validates) when the job is created. What is stored
-with the job and its model version, and what the API shows back, is the spec's canonical
-form (:meth:`TrainingSpec.to_dict`: the guide's field names, defaults written in, times in
-UTC); :meth:`TrainingSpec.from_dict` reads it back exactly, and :attr:`config_hash` is the
-SHA-256 of it.
+once (``trainers.spec.build``, which also runs the checks that need more than one field)
+when the job is created. Each field states its type, default, limits and the reason it
+refuses a value with (:mod:`trainers.spec.fields`); unknown fields are refused. What is
+stored with the job and its model version, and what the API shows back, is the spec's
+canonical form (:meth:`TrainingSpec.to_dict`: pydantic's dump of the model: the guide's field
+names, defaults written in, times in UTC, optional sections only when set);
+:meth:`TrainingSpec.from_dict` reads it back, and :attr:`config_hash` is the SHA-256 of it.
+The API's TrainingConfig message has the same fields by the same names (a test holds them
+equal), so the proto <-> spec mapping is json_format's, field for field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
+import importlib.util
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationInfo, field_serializer, field_validator, model_serializer
+
+from trainers import algorithms
+from trainers.errors import shown
+from trainers.spec.fields import (
+    IDENT,
+    REQUIRED,
+    Checked,
+    Flag,
+    ListOf,
+    Name,
+    NoneIfEmpty,
+    NoSection,
+    Number,
+    OneOf,
+    Section,
+    Text,
+    Unset,
+    Whole,
+    is_whole,
+    refuse,
+)
 from trainers.spec.recipes import LAGGED, Recipe, known_ahead, recipe, usable
-from trainers.spec.resources import WorkerRequest, worker_request
+from trainers.spec.resources import RayConfig, WorkerRequest
+from trainers.spec.tuning import Tuning
 
 if TYPE_CHECKING:  # trainers.preprocessors is imported only when a job names one
     from trainers.preprocessors import Preprocessor
-from trainers.spec.tuning import Tuning
+
+__all__ = ["IDENT", "DataChecks", "Holidays", "MlflowTracking", "ModelType", "TrainingSpec"]
 
 
 class ModelType(enum.StrEnum):
@@ -38,116 +64,278 @@ MODEL_TYPES = tuple(m.value for m in ModelType)
 DEFAULT_TABLES = {ModelType.FORECAST: "load_forecasting", ModelType.ANOMALY: "anomaly_detection"}
 DEFAULT_VALIDATION_SPLIT = 0.2
 DEFAULT_SEED = 42
-
-IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEFAULT_HORIZON_HOURS = 1
+MAX_HORIZON_HOURS = 24 * 30
+MAX_HORIZONS = 8
+MAX_BACKTEST_HOURS = 24 * 366
+DATA_CHECKS = ("gaps", "duplicates", "constant_columns", "missing_columns", "nonfinite", "out_of_range")
+MLFLOW_NAME_MAX, MLFLOW_TAGS_MAX, MLFLOW_TAG_KEY_MAX, MLFLOW_TAG_VALUE_MAX = 256, 50, 250, 5000
+RESERVED_TAG_PREFIXES = ("aihub.", "mlflow.")  # the service's own tags, and MLflow's
+COLUMN_NAMES = "must be a list of column names (lower-case letters, digits and _)"
 
 
-@dataclass(frozen=True)
-class Holidays:
+def _country(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a country the holidays package knows (ISO 3166 codes such as DE, US, GB)")
+    return value
+
+
+def _zone_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not an IANA time zone such as Europe/Berlin")
+    return value
+
+
+class Holidays(Section):
     """Where holiday flags come from: a country (ISO 3166 code, as the ``holidays`` package
     knows it), optionally a subdivision, and the time zone whose local date is looked up."""
 
-    country: str
-    subdivision: str | None = None
-    timezone: str = "UTC"
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"country": self.country, "timezone": self.timezone}
-        if self.subdivision:
-            out["subdivision"] = self.subdivision
-        return out
+    country: Annotated[str, Checked(_country)] = REQUIRED  # known to the package: checks._holidays
+    subdivision: Annotated[str | None, Unset] = None
+    timezone: Annotated[str, Checked(_zone_name)] = "UTC"  # an IANA zone: checks._holidays
 
 
-@dataclass(frozen=True)
-class MlflowTracking:
+def _tag_name(key: Any) -> str:
+    if not isinstance(key, str) or not key or len(key) > MLFLOW_TAG_KEY_MAX or not key.isprintable():
+        raise ValueError(f"a tag name is printable text of 1-{MLFLOW_TAG_KEY_MAX} characters")
+    if key.startswith(RESERVED_TAG_PREFIXES):
+        raise ValueError(f"tags starting with {' or '.join(RESERVED_TAG_PREFIXES)} are set by the service and MLflow")
+    return key
+
+
+def _tag_value(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MLFLOW_TAG_VALUE_MAX:
+        raise ValueError(f"must be text of at most {MLFLOW_TAG_VALUE_MAX} characters")
+    return value
+
+
+def _tags(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or len(value) > MLFLOW_TAGS_MAX:
+        raise ValueError(f"must be an object of at most {MLFLOW_TAGS_MAX} text values")
+    return dict(sorted(value.items(), key=lambda kv: str(kv[0])))
+
+
+class MlflowTracking(Section):
     """The guide's mlflow_tracking: where each attempt is logged in MLflow."""
 
-    experiment_name: str
-    run_name: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"experiment_name": self.experiment_name}
-        if self.run_name:
-            out["run_name"] = self.run_name
-        if self.tags:
-            out["tags"] = dict(self.tags)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MlflowTracking:
-        return cls(str(data["experiment_name"]), data.get("run_name") or None, tuple(sorted((data.get("tags") or {}).items())))
+    experiment_name: Annotated[str, Text(MLFLOW_NAME_MAX, required=True)] = REQUIRED
+    run_name: Annotated[str | None, Text(MLFLOW_NAME_MAX, nullable=True), Unset] = None
+    tags: Annotated[dict[Annotated[str, Checked(_tag_name)], Annotated[str, Checked(_tag_value)]], Checked(_tags)] = Field(
+        default_factory=dict, exclude_if=lambda v: not v
+    )
 
 
-DATA_CHECKS = ("gaps", "duplicates", "constant_columns", "missing_columns", "nonfinite", "out_of_range")
+def _check_name(value: Any) -> str:
+    if value not in DATA_CHECKS:
+        raise ValueError(f"{shown(value)} is not a check; known: {', '.join(DATA_CHECKS)}")
+    return str(value)
 
 
-@dataclass(frozen=True)
-class DataChecks:
+class DataChecks(Section):
     """What data_loading refuses instead of warning about: the checks named in ``fail_on``
     fail the job (gaps: when their share of the hourly index exceeds ``max_gap_ratio``);
-    ``target_min`` / ``target_max`` bound the target (out_of_range)."""
+    ``target_min`` / ``target_max`` bound the target (out_of_range). A limit names its check
+    itself: ``fail_on`` is written with it."""
 
-    max_gap_ratio: float | None = None
-    target_min: float | None = None
-    target_max: float | None = None
-    fail_on: tuple[str, ...] = ()
+    max_gap_ratio: Annotated[int | float | None, Number("must be a fraction from 0.0 to 1.0", low=0.0, high=1.0, nullable=True)] = None
+    target_min: Annotated[int | float | None, Number(nullable=True)] = None
+    target_max: Annotated[int | float | None, Number(nullable=True)] = None
+    fail_on: Annotated[
+        tuple[Annotated[str, Checked(_check_name)], ...],
+        ListOf(reason=f"must be a list of check names: {', '.join(DATA_CHECKS)}", nullable=True),
+    ] = Field((), validate_default=True, exclude_if=lambda v: not v)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            k: v
-            for k, v in (("max_gap_ratio", self.max_gap_ratio), ("target_min", self.target_min), ("target_max", self.target_max))
-            if v is not None
-        }
-        if self.fail_on:
-            out["fail_on"] = list(self.fail_on)
+    @field_validator("target_max", mode="after")
+    @classmethod
+    def _above_min(cls, value: float | None, info: ValidationInfo) -> float | None:  # an int is a float here
+        low = info.data.get("target_min")
+        if value is not None and low is not None and low >= value:
+            raise refuse("must be greater than target_min")
+        return value
+
+    @field_validator("fail_on", mode="after")
+    @classmethod
+    def _implied(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...]:
+        fail_on = value or ()
+        if info.data.get("max_gap_ratio") is not None and "gaps" not in fail_on:
+            fail_on = (*fail_on, "gaps")  # a gap limit is a reason to fail
+        if (info.data.get("target_min") is not None or info.data.get("target_max") is not None) and "out_of_range" not in fail_on:
+            fail_on = (*fail_on, "out_of_range")
+        return fail_on
+
+
+class Backtest(Section):
+    """Forecasting: a rolling-origin backtest of ``folds`` windows of ``horizon_hours``."""
+
+    folds: Annotated[int, Whole(1, 20)] = REQUIRED
+    horizon_hours: Annotated[int, Whole(1, MAX_BACKTEST_HOURS)] = REQUIRED
+
+
+class TrainingOptions(Section):
+    """Options for large data: mini-batches of the neural algorithms, a sample of the rows."""
+
+    batch_size: Annotated[int | None, Whole(1, nullable=True)] = None
+    use_sample: Annotated[
+        int | float | None, Number("must be a fraction greater than 0.0 and at most 1.0", above=0.0, high=1.0, nullable=True)
+    ] = None
+
+    @property
+    def empty(self) -> bool:
+        return self.batch_size is None and self.use_sample is None
+
+
+def _horizons(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list")
+    if len(value) > MAX_HORIZONS or not all(is_whole(h) and 1 <= h <= MAX_HORIZON_HOURS for h in value):
+        raise ValueError(f"must be a list of at most {MAX_HORIZONS} whole numbers of hours from 1 to {MAX_HORIZON_HOURS}")
+    return tuple(sorted(set(value)))
+
+
+def _known_ahead(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list")
+    if not all(isinstance(k, str) and IDENT.match(k) for k in value):
+        raise ValueError(COLUMN_NAMES)
+    return tuple(value)
+
+
+def _hyperparameters(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("must be an object")
+    return dict(value)
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else parse_time(value)
+
+
+def _one_or_default(value: Any) -> Any:
+    return DEFAULT_HORIZON_HOURS if value is None else value
+
+
+def installed_preprocessors() -> str:
+    """The preprocessors a config may name, for its refusal."""
+    from trainers import preprocessors  # entry points are read only when a config needs them
+
+    return ", ".join(sorted(n for n, p in preprocessors.installed().items() if p.preprocessor)) or "none are installed"
+
+
+def _preprocessor_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not an installed preprocessor; installed: {installed_preprocessors()}")
+    return value
+
+
+Time = Annotated[datetime, Checked(_time)]
+Columns = Annotated[tuple[Annotated[str, Name()], ...], ListOf(empty="at least one feature is required")]
+
+
+class TrainingSpec(Section):
+    """The guide's TrainingConfig, validated. The fields are declared in the order their
+    problems are reported; the properties below derive what the pipeline asks of it."""
+
+    model_type: ModelType = REQUIRED
+    algorithm: Annotated[str, OneOf(lambda: algorithms.ALL, required="is required: one of {options}")] = REQUIRED
+    hyperparameters: Annotated[dict[str, Any], Checked(_hyperparameters)] = Field(default_factory=dict)
+    training_start: Time = REQUIRED
+    training_end: Time = REQUIRED
+    target: Annotated[str, Name(required="is required (the column to predict, such as load)")] = REQUIRED
+    features: Columns = REQUIRED
+    # the model forecasts this far past its origin
+    forecast_horizon_hours: Annotated[int, Whole(1, MAX_HORIZON_HOURS, unit="hours"), Checked(_one_or_default)] = Field(
+        DEFAULT_HORIZON_HOURS, exclude_if=lambda v: v == DEFAULT_HORIZON_HOURS
+    )
+    # also score direct models at these horizons (mae_h24, ...)
+    horizons: Annotated[tuple[int, ...], Checked(_horizons)] = Field((), exclude_if=lambda v: not v)
+    # columns whose value for the target hour exists at the origin
+    known_ahead: Annotated[tuple[str, ...] | None, Checked(_known_ahead, nullable=True)] = None
+    holidays: Annotated[Holidays | None, NoSection] = None
+    # an installed preprocessor (entry point aihub.preprocessors): checks._preprocessor
+    preprocessor: Annotated[str | None, Checked(_preprocessor_name, nullable=True), Unset] = None
+    data_checks: Annotated[DataChecks | None, NoSection] = None
+    validation_split: Annotated[float, Number("Must be between 0.0 and 1.0", above=0.0, below=1.0)] = DEFAULT_VALIDATION_SPLIT
+    random_seed: Annotated[int, Whole(0, 2**31 - 1)] = DEFAULT_SEED
+    early_stopping_rounds: Annotated[int | None, Whole(1, nullable=True)] = None
+    # the attempt's time limit (None: the server's default)
+    max_runtime_seconds: Annotated[int | None, Whole(1, unit="seconds", nullable=True)] = None
+    backtest: Annotated[Backtest | None, NoSection] = None
+    label_column: Annotated[str | None, Name(nullable=True), NoneIfEmpty] = None
+    feature_table: Annotated[str, Name("table")] = REQUIRED  # default: the model type's table
+    distributed: Annotated[bool, Flag] = Field(False, exclude_if=lambda v: not v)
+    ray_config: Annotated[RayConfig | None, NoSection] = None
+    # log each attempt in MLflow (not part of the config hash)
+    mlflow_tracking: MlflowTracking | None = None
+    training_options: Annotated[TrainingOptions | None, NoSection] = Field(None, exclude_if=lambda v: v is None or v.empty)
+    tuning: Annotated[Tuning | None, NoSection] = None  # a hyperparameter search before training
+
+    @field_validator("model_type", mode="before")
+    @classmethod
+    def _model_type(cls, value: Any, info: ValidationInfo) -> ModelType:
+        value = value or (info.context or {}).get("model_type")  # the job's, for a config without its own
+        if not value:
+            raise refuse(f"is required: one of {', '.join(MODEL_TYPES)}")
+        if value not in MODEL_TYPES:
+            raise refuse(f"{shown(value)} is not one of {', '.join(MODEL_TYPES)}")
+        return ModelType(value)
+
+    @field_validator("mlflow_tracking", mode="before")
+    @classmethod
+    def _mlflow_installed(cls, value: Any, info: ValidationInfo) -> Any:
+        stored = (info.context or {}).get("stored")
+        if value is not None and not stored and importlib.util.find_spec("mlflow") is None:
+            raise refuse("MLflow is not installed on this server (pip install 'aihub-training[mlflow]'); leave it unset")
+        return value
+
+    @field_validator("feature_table", mode="before")
+    @classmethod
+    def _default_table(cls, value: Any, info: ValidationInfo) -> Any:
+        model_type = info.data.get("model_type")
+        if not value:
+            return DEFAULT_TABLES[model_type] if model_type else "unknown"  # no model type: its own violation says why
+        return value
+
+    @field_serializer("training_start", "training_end")
+    def _utc(self, value: datetime) -> str:
+        return format_time(value)
+
+    @model_serializer(mode="wrap")
+    def _canonical_ray_config(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """ray_config as the canonical form writes it: distributed, every worker field
+        written in (memory in the largest exact unit); single node, only use_gpu when set."""
+        out: dict[str, Any] = handler(self)
+        out.pop("ray_config", None)
+        if self.workers is not None:
+            out["ray_config"] = self.workers.to_dict()
+        elif self.use_gpu:
+            out["ray_config"] = {"use_gpu": True}
         return out
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> DataChecks:
-        fail_on = tuple(raw.get("fail_on") or ())
-        if raw.get("max_gap_ratio") is not None and "gaps" not in fail_on:
-            fail_on = (*fail_on, "gaps")  # a gap limit is a reason to fail
-        bound = raw.get("target_min") is not None or raw.get("target_max") is not None
-        if bound and "out_of_range" not in fail_on:
-            fail_on = (*fail_on, "out_of_range")
-        return cls(
-            max_gap_ratio=raw.get("max_gap_ratio"),
-            target_min=raw.get("target_min"),
-            target_max=raw.get("target_max"),
-            fail_on=fail_on,
-        )
+    # --- what the pipeline reads ---------------------------------------------------------
+    @property
+    def use_gpu(self) -> bool:
+        return bool(self.ray_config and self.ray_config.use_gpu)
 
+    @cached_property
+    def workers(self) -> WorkerRequest | None:
+        """Distributed: data-parallel training on these Ray workers."""
+        return (self.ray_config or RayConfig()).request(self.algorithm) if self.distributed else None
 
-@dataclass(frozen=True)
-class TrainingSpec:
-    model_type: ModelType
-    algorithm: str
-    hyperparameters: Mapping[str, Any]
-    training_start: datetime
-    training_end: datetime
-    features: tuple[str, ...]
-    target: str
-    feature_table: str
-    validation_split: float = DEFAULT_VALIDATION_SPLIT
-    random_seed: int = DEFAULT_SEED
-    early_stopping_rounds: int | None = None
-    use_sample: float | None = None
-    batch_size: int | None = None
-    use_gpu: bool = False
-    label_column: str | None = None
-    backtest: tuple[int, int] | None = None  # (folds, horizon hours)
-    tuning: Tuning | None = None  # a hyperparameter search before training
-    workers: WorkerRequest | None = None  # distributed: data-parallel training on these Ray workers
-    max_runtime_seconds: int | None = None  # the attempt's time limit (None: the server's default)
-    forecast_horizon_hours: int = DEFAULT_HORIZON_HOURS  # the model forecasts this far past its origin
-    known_ahead: tuple[str, ...] | None = None  # columns whose value for the target hour exists at the origin
-    horizons: tuple[int, ...] = ()  # also score direct models at these horizons (mae_h24, ...)
-    holidays: Holidays | None = None  # where is_holiday & co. come from
-    data_checks: DataChecks | None = None  # data_loading's checks that fail the job
-    preprocessor: str | None = None  # an installed preprocessor (entry point aihub.preprocessors)
-    mlflow_tracking: MlflowTracking | None = None  # log each attempt in MLflow (not part of the config hash)
+    @property
+    def batch_size(self) -> int | None:
+        return self.training_options.batch_size if self.training_options else None
+
+    @property
+    def use_sample(self) -> float | None:
+        return self.training_options.use_sample if self.training_options else None
 
     @cached_property
     def recipes(self) -> Mapping[str, Recipe]:
@@ -196,67 +384,24 @@ class TrainingSpec:
         out = [r.history_hours + (0 if r.column in known else horizon) for r in self.recipes.values() if r.history_hours]
         return max([0, *out])
 
+    def replace(self, **changes: Any) -> TrainingSpec:
+        """The same spec with ``changes`` (values in the model's form), its derived values anew."""
+        changed = self.model_copy(update=changes)
+        for name in ("workers", "recipes", "lags", "config_hash"):
+            changed.__dict__.pop(name, None)  # cached_property values of the original
+        return changed
+
     def with_window(self, start: datetime, end: datetime) -> TrainingSpec:
         """The same model on another time window (to score a trained model on it)."""
-        return dataclasses.replace(self, training_start=start, training_end=end)
+        return self.replace(training_start=start, training_end=end)
 
     # --- the canonical form --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: what is stored and shown. Every default is written in, times
         are UTC without an offset (as the guide writes them), optional sections appear only
-        when set."""
-        out: dict[str, Any] = {
-            "model_type": self.model_type.value,
-            "algorithm": self.algorithm,
-            "hyperparameters": dict(self.hyperparameters),
-            "training_start": format_time(self.training_start),
-            "training_end": format_time(self.training_end),
-            "features": list(self.features),
-            "target": self.target,
-            "feature_table": self.feature_table,
-            "validation_split": self.validation_split,
-            "random_seed": self.random_seed,
-        }
-        if self.early_stopping_rounds is not None:
-            out["early_stopping_rounds"] = self.early_stopping_rounds
-        if self.max_runtime_seconds is not None:
-            out["max_runtime_seconds"] = self.max_runtime_seconds
-        options = {k: v for k, v in (("batch_size", self.batch_size), ("use_sample", self.use_sample)) if v is not None}
-        if options:
-            out["training_options"] = options
-        if self.workers:
-            out["distributed"] = True
-            out["ray_config"] = self.workers.to_dict()
-        elif self.use_gpu:
-            out["ray_config"] = {"use_gpu": True}
-        if self.label_column:
-            out["label_column"] = self.label_column
-        if self.backtest:
-            out["backtest"] = {"folds": self.backtest[0], "horizon_hours": self.backtest[1]}
-        if self.tuning:
-            out["tuning"] = self.tuning.to_dict()
-        out.update(self._forecasting_dict())
-        if self.mlflow_tracking:
-            out["mlflow_tracking"] = self.mlflow_tracking.to_dict()
-        return out
-
-    def _forecasting_dict(self) -> dict[str, Any]:
-        """The horizon, features and data sections of the canonical form, when set (so a
-        config without them keeps the form, and the hash, it had before they existed)."""
-        out: dict[str, Any] = {}
-        if self.forecast_horizon_hours != DEFAULT_HORIZON_HOURS:
-            out["forecast_horizon_hours"] = self.forecast_horizon_hours
-        if self.known_ahead is not None:
-            out["known_ahead"] = list(self.known_ahead)
-        if self.horizons:
-            out["horizons"] = list(self.horizons)
-        if self.holidays:
-            out["holidays"] = self.holidays.to_dict()
-        if self.data_checks:
-            out["data_checks"] = self.data_checks.to_dict()
-        if self.preprocessor:
-            out["preprocessor"] = self.preprocessor
-        return out
+        when set (so a config without a newer field keeps the form, and the hash, it had
+        before the field existed)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
     @cached_property
     def config_hash(self) -> str:
@@ -271,38 +416,9 @@ class TrainingSpec:
     def from_dict(cls, config: Mapping[str, Any], *, model_type: str | None = None) -> TrainingSpec:
         """A spec from a configuration in the guide's shape that is known to be valid: the
         canonical form this class wrote (a stored job or model version), or a configuration
-        ``trainers.spec.validate`` accepted. Nothing is checked here."""
-        mt = ModelType(str(config.get("model_type") or model_type))
-        options = config.get("training_options") or {}
-        backtest = config.get("backtest")
-        return cls(
-            model_type=mt,
-            algorithm=config["algorithm"],
-            hyperparameters=dict(config.get("hyperparameters") or {}),
-            training_start=parse_time(config["training_start"]),
-            training_end=parse_time(config["training_end"]),
-            features=tuple(config["features"]),
-            target=config["target"],
-            feature_table=config.get("feature_table") or DEFAULT_TABLES[mt],
-            validation_split=float(config.get("validation_split", DEFAULT_VALIDATION_SPLIT)),
-            random_seed=int(config.get("random_seed", DEFAULT_SEED)),
-            early_stopping_rounds=config.get("early_stopping_rounds"),
-            use_sample=options.get("use_sample"),
-            batch_size=options.get("batch_size"),
-            use_gpu=bool((config.get("ray_config") or {}).get("use_gpu")),
-            label_column=config.get("label_column") or None,
-            backtest=(backtest["folds"], backtest["horizon_hours"]) if backtest else None,
-            tuning=Tuning.from_dict(config["tuning"]) if config.get("tuning") else None,
-            workers=worker_request(config),
-            max_runtime_seconds=config.get("max_runtime_seconds"),
-            forecast_horizon_hours=int(config.get("forecast_horizon_hours") or DEFAULT_HORIZON_HOURS),
-            known_ahead=tuple(config["known_ahead"]) if config.get("known_ahead") is not None else None,
-            horizons=tuple(sorted({int(h) for h in config.get("horizons") or ()})),
-            holidays=Holidays(**holidays) if (holidays := config.get("holidays")) else None,
-            data_checks=DataChecks.from_dict(config["data_checks"]) if config.get("data_checks") else None,
-            preprocessor=config.get("preprocessor") or None,
-            mlflow_tracking=MlflowTracking.from_dict(config["mlflow_tracking"]) if config.get("mlflow_tracking") else None,
-        )
+        ``trainers.spec.build`` accepted. Only its fields are read again; what needs the
+        installed packages or several fields at once is not checked again."""
+        return cls.model_validate(config, context={"model_type": model_type, "stored": True})
 
 
 MIN_YEAR, MAX_YEAR = 1900, 2200  # times outside would overflow date arithmetic (lags, windows)

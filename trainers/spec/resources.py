@@ -8,17 +8,21 @@ a bare number, another unit or a lower-case unit is refused rather than guessed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import ValidationError
 
 from trainers import algorithms
-from trainers.errors import Violation, shown
+from trainers.errors import shown
+from trainers.spec.fields import Checked, Flag, Number, Section, Whole
 
 MAX_WORKERS = 1024
 MAX_CPUS_PER_WORKER = 1024
 DEFAULT_WORKERS = 2
 DEFAULT_CPUS_PER_WORKER = 1.0
+_CPUS_REASON = f"must be a number greater than 0 and at most {MAX_CPUS_PER_WORKER}"
 _MEMORY = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 _UNITS |= {"KiB": _UNITS["KB"], "MiB": _UNITS["MB"], "GiB": _UNITS["GB"], "TiB": _UNITS["TB"]}
@@ -70,27 +74,28 @@ def format_memory(size: int) -> str:
     return f"{size}B"
 
 
-def ray_config_violations(config: Mapping[str, Any]) -> Iterator[Violation]:
-    """Each malformed ``ray_config`` field, by path."""
-    ray_config = config.get("ray_config") or {}
-    if not isinstance(ray_config, Mapping):
-        yield Violation("ray_config", "must be an object")
-        return
-    workers = ray_config.get("num_workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS):
-        yield Violation("ray_config.num_workers", f"must be a whole number from 1 to {MAX_WORKERS}")
-    cpus = ray_config.get("cpus_per_worker")
-    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= MAX_CPUS_PER_WORKER):
-        yield Violation("ray_config.cpus_per_worker", f"must be a number greater than 0 and at most {MAX_CPUS_PER_WORKER}")
-    memory = ray_config.get("memory_per_worker")
-    if memory is not None:
-        try:
-            parse_memory(memory)
-        except ValueError as exc:
-            yield Violation("ray_config.memory_per_worker", str(exc))
-    gpu = ray_config.get("use_gpu")
-    if gpu is not None and not isinstance(gpu, bool):
-        yield Violation("ray_config.use_gpu", "must be true or false")
+def _memory_size(value: Any) -> str:
+    parse_memory(value)  # ValueError naming the form
+    return str(value)
+
+
+class RayConfig(Section):
+    """The guide's ``ray_config``: what a distributed job asks of each worker (``use_gpu``
+    also for a single-node mlp/lstm)."""
+
+    num_workers: Annotated[int | None, Whole(1, MAX_WORKERS, nullable=True)] = None
+    cpus_per_worker: Annotated[float | None, Number(_CPUS_REASON, above=0, high=MAX_CPUS_PER_WORKER, nullable=True)] = None
+    memory_per_worker: Annotated[str | None, Checked(_memory_size, nullable=True)] = None
+    use_gpu: Annotated[bool, Flag] = False
+
+    def request(self, algorithm: str) -> WorkerRequest:
+        """What the workers ask of the cluster, the guide's defaults written in."""
+        return WorkerRequest(
+            workers=self.num_workers or DEFAULT_WORKERS,
+            cpus=float(self.cpus_per_worker or DEFAULT_CPUS_PER_WORKER),
+            memory=parse_memory(self.memory_per_worker) if self.memory_per_worker is not None else 0,
+            gpus=1.0 if self.use_gpu and _trains_on_gpu(algorithm) else 0.0,
+        )
 
 
 def _trains_on_gpu(name: Any) -> bool:
@@ -102,13 +107,10 @@ def _trains_on_gpu(name: Any) -> bool:
 def worker_request(config: Mapping[str, Any]) -> WorkerRequest | None:
     """What a distributed config asks of the cluster; None for a single-node config or a
     ``ray_config`` that is malformed (its violations say why)."""
-    if config.get("distributed") is not True or any(ray_config_violations(config)):
+    if config.get("distributed") is not True:
         return None
-    ray_config = config.get("ray_config") or {}
-    memory = ray_config.get("memory_per_worker")
-    return WorkerRequest(
-        workers=int(ray_config.get("num_workers") or DEFAULT_WORKERS),
-        cpus=float(ray_config.get("cpus_per_worker") or DEFAULT_CPUS_PER_WORKER),
-        memory=parse_memory(memory) if memory is not None else 0,
-        gpus=1.0 if ray_config.get("use_gpu") and _trains_on_gpu(config.get("algorithm")) else 0.0,
-    )
+    try:
+        ray_config = RayConfig.model_validate(config.get("ray_config") or {})
+    except ValidationError:
+        return None
+    return ray_config.request(str(config.get("algorithm") or ""))

@@ -12,13 +12,14 @@ scored on the tune part; the validation part is never seen while searching.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trainers.algorithms import Algorithm
-from trainers.errors import Violation, shown
+from trainers.errors import Violation
+from trainers.spec.fields import REQUIRED, Checked, Flag, OneOf, Section, Whole, is_number, refuse
 
 METRICS = {"mae": "min", "rmse": "min", "mape": "min", "r2_score": "max"}
 KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -26,154 +27,127 @@ MAX_TRIALS = 100
 MAX_CHOICES = 50
 DEFAULT_TRIALS = 16
 DEFAULT_CONCURRENCY = 2
+_KIND_REASON = f'must be an object with "type": one of {", ".join(KINDS)}'
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One hyperparameter's range: ``values`` for a choice, else ``lower``..``upper``."""
+class Dimension(Section):
+    """One hyperparameter's range: ``values`` for a choice, else ``lower``..``upper``
+    (``randint`` includes both bounds)."""
 
-    kind: str
-    lower: float | None = None
-    upper: float | None = None
-    values: tuple[Any, ...] = ()
+    type: str
+    lower: float | int | None = None
+    upper: float | int | None = None
+    values: tuple[Any, ...] | None = Field(None, validate_default=True)
 
-    def to_dict(self) -> dict[str, Any]:
-        if self.kind == "choice":
-            return {"type": "choice", "values": list(self.values)}
-        return {"type": self.kind, "lower": self.lower, "upper": self.upper}
-
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Dimension:
-        if data["type"] == "choice":
-            return cls("choice", values=tuple(data["values"]))
-        cast = int if data["type"] == "randint" else float
-        return cls(data["type"], cast(data["lower"]), cast(data["upper"]))
+    def _shape(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("type") not in KINDS:
+            raise refuse(_KIND_REASON)
+        kind = data["type"]
+        if kind == "choice":
+            return {"type": kind, "values": data.get("values")}  # a choice's bounds are not read
+        extra = set(data) - {"type", "lower", "upper"}
+        if extra:
+            raise refuse(f"has fields {sorted(extra)} that a {kind} range does not take")
+        lower: Any = data.get("lower")
+        upper: Any = data.get("upper")
+        if not (is_number(lower) and is_number(upper)) or lower >= upper:
+            raise refuse("needs numbers lower < upper")
+        if kind == "randint":
+            if not (float(lower).is_integer() and float(upper).is_integer()):
+                raise refuse("randint takes whole-number bounds")
+            return {"type": kind, "lower": int(lower), "upper": int(upper)}
+        return {"type": kind, "lower": float(lower), "upper": float(upper)}
 
-    def largest(self) -> Any:
-        return max(self.values) if self.kind == "choice" else self.upper
-
-
-@dataclass(frozen=True)
-class Tuning:
-    num_trials: int
-    max_concurrent_trials: int
-    metric: str
-    space: tuple[tuple[str, Dimension], ...]
-    stop_bad_trials: bool = True
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("type") != "choice":
+            return None
+        if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_CHOICES:
+            raise refuse(f"must be a list of 1 to {MAX_CHOICES} values")
+        return tuple(value)
 
     @property
-    def mode(self) -> str:
-        return METRICS[self.metric]
+    def kind(self) -> str:
+        return self.type
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "num_trials": self.num_trials,
-            "max_concurrent_trials": self.max_concurrent_trials,
-            "metric": self.metric,
-            "mode": self.mode,
-            "search_space": {name: dim.to_dict() for name, dim in self.space},
-            "stop_bad_trials": self.stop_bad_trials,
-        }
+    def largest(self) -> Any:
+        return max(self.values or ()) if self.type == "choice" else self.upper
 
+
+def _space(value: Any) -> Any:
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError("is required: hyperparameter -> its range")
+    return dict(sorted(value.items()))
+
+
+class Tuning(Section):
+    """The ``tuning`` section: a search over ``search_space`` scored by ``metric`` on the
+    tune part (the validation part is never seen while searching)."""
+
+    num_trials: Annotated[int, Whole(1, MAX_TRIALS)] = DEFAULT_TRIALS
+    max_concurrent_trials: Annotated[int, Whole(1, MAX_TRIALS)] = DEFAULT_CONCURRENCY
+    metric: Annotated[str, OneOf(tuple(METRICS))] = "mae"
+    mode: str = REQUIRED  # the metric's direction, written in
+    search_space: Annotated[dict[str, Dimension], Checked(_space)] = REQUIRED
+    stop_bad_trials: Annotated[bool, Flag] = True
+
+    @field_validator("mode", mode="before")
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tuning:
-        return cls(
-            num_trials=int(data.get("num_trials") or DEFAULT_TRIALS),
-            max_concurrent_trials=int(data.get("max_concurrent_trials") or DEFAULT_CONCURRENCY),
-            metric=str(data.get("metric") or "mae"),
-            space=tuple((name, Dimension.from_dict(dim)) for name, dim in sorted(data["search_space"].items())),
-            stop_bad_trials=bool(data.get("stop_bad_trials", True)),
-        )
+    def _mode(cls, value: Any, info: ValidationInfo) -> str:
+        metric = info.data.get("metric")
+        if metric is None:
+            return ""  # the metric's own violation says why
+        if value not in (None, "", METRICS[metric]):
+            direction = "maximised" if METRICS[metric] == "max" else "minimised"
+            raise refuse(f"{metric} is {direction}: mode {METRICS[metric]}")
+        return METRICS[metric]
+
+    @field_validator("stop_bad_trials", mode="before")
+    @classmethod
+    def _stop(cls, value: Any) -> Any:
+        return True if value is None else value  # not given: stop them
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _dimension_violations(path: str, dim: Any, algorithm: Algorithm, name: str) -> Iterator[Violation]:
-    if not isinstance(dim, Mapping) or dim.get("type") not in KINDS:
-        yield Violation(path, f'must be an object with "type": one of {", ".join(KINDS)}')
-        return
-    param = algorithm.params[name]
-    kind = dim["type"]
-    if kind == "choice":
-        values = dim.get("values")
-        if not isinstance(values, list) or not 1 <= len(values) <= MAX_CHOICES:
-            yield Violation(f"{path}.values", f"must be a list of 1 to {MAX_CHOICES} values")
-            return
-        for i, value in enumerate(values):
-            if (v := param.check(f"{path}.values[{i}]", value)) is not None:
-                yield v
-        return
-    extra = set(dim) - {"type", "lower", "upper"}
-    if extra:
-        yield Violation(path, f"has fields {sorted(extra)} that a {kind} range does not take")
-    if not (_number(dim.get("lower")) and _number(dim.get("upper"))) or dim["lower"] >= dim["upper"]:
-        yield Violation(path, "needs numbers lower < upper")
-        return
-    lower, upper = float(dim["lower"]), float(dim["upper"])
-    if kind == "randint" and not (lower.is_integer() and upper.is_integer()):
-        yield Violation(path, "randint takes whole-number bounds")
-    if kind in ("uniform", "loguniform") and param.kind is int:
-        yield Violation(path, f"{name} is a whole number: use randint or choice")
-    if kind == "loguniform" and lower <= 0:
-        yield Violation(f"{path}.lower", "must be greater than 0 for loguniform")
-    for bound, value in (("lower", lower), ("upper", upper)):
-        if (v := param.check(f"{path}.{bound}", int(value) if kind == "randint" else value)) is not None:
-            yield v
-
-
-def tuning_violations(config: Mapping[str, Any], algorithm: Algorithm | None, model_type: str | None) -> Iterator[Violation]:
-    """Each problem of the ``tuning`` section (none when there is none)."""
-    tuning = config.get("tuning")
-    if not tuning:
-        return
-    if not isinstance(tuning, Mapping):
-        yield Violation("tuning", "must be an object")
+def tuning_violations(tuning: Tuning | None, algorithm: Algorithm, model_type: str, fixed: Mapping[str, Any]) -> Iterator[Violation]:
+    """What the ``tuning`` section asks that the job cannot do: a search for anomaly
+    detection, a hyperparameter the algorithm lacks or that is also fixed, a range outside
+    the algorithm's own limits."""
+    if tuning is None:
         return
     if model_type != "forecast":
         yield Violation("tuning", "applies to forecasting (model_type forecast)")
-    yield from _search_settings(tuning)
-    space = tuning.get("search_space")
-    if not isinstance(space, Mapping) or not space:
-        yield Violation("tuning.search_space", "is required: hyperparameter -> its range")
-        return
-    if algorithm is None:
-        return  # the algorithm's own violation says why
-    fixed = config.get("hyperparameters") or {}
-    for name, dim in space.items():
+    for name, dim in tuning.search_space.items():
         path = f"tuning.search_space.{name}"
         if name not in algorithm.params:
             yield Violation(path, f"is not a hyperparameter of {algorithm.name}; known: {', '.join(algorithm.params)}")
-        elif isinstance(fixed, Mapping) and name in fixed:
+        elif name in fixed:
             yield Violation(path, "is also fixed in hyperparameters: give it one place")
         else:
-            yield from _dimension_violations(path, dim, algorithm, name)
+            yield from _range_violations(path, dim, algorithm, name)
 
 
-def _search_settings(tuning: Mapping[str, Any]) -> Iterator[Violation]:
-    trials = tuning.get("num_trials", DEFAULT_TRIALS)
-    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
-        yield Violation("tuning.num_trials", f"must be a whole number from 1 to {MAX_TRIALS}")
-    concurrent = tuning.get("max_concurrent_trials", DEFAULT_CONCURRENCY)
-    if isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 1 <= concurrent <= MAX_TRIALS:
-        yield Violation("tuning.max_concurrent_trials", f"must be a whole number from 1 to {MAX_TRIALS}")
-    metric = tuning.get("metric", "mae")
-    if metric not in METRICS:
-        yield Violation("tuning.metric", f"{shown(metric)} is not one of {', '.join(METRICS)}")
-    elif tuning.get("mode") not in (None, "", METRICS[metric]):
-        yield Violation("tuning.mode", f"{metric} is {'maximised' if METRICS[metric] == 'max' else 'minimised'}: mode {METRICS[metric]}")
-    stop = tuning.get("stop_bad_trials")
-    if stop is not None and not isinstance(stop, bool):
-        yield Violation("tuning.stop_bad_trials", "must be true or false")
+def _range_violations(path: str, dim: Dimension, algorithm: Algorithm, name: str) -> Iterator[Violation]:
+    param = algorithm.params[name]
+    if dim.type == "choice":
+        for i, value in enumerate(dim.values or ()):
+            if (v := param.check(f"{path}.values[{i}]", value)) is not None:
+                yield v
+        return
+    if dim.type in ("uniform", "loguniform") and param.kind is int:
+        yield Violation(path, f"{name} is a whole number: use randint or choice")
+    if dim.type == "loguniform" and (dim.lower or 0) <= 0:
+        yield Violation(f"{path}.lower", "must be greater than 0 for loguniform")
+    for bound, value in (("lower", dim.lower), ("upper", dim.upper)):
+        if (v := param.check(f"{path}.{bound}", value)) is not None:
+            yield v
 
 
-def size_probe(config: Mapping[str, Any]) -> dict[str, Any]:
+def size_probe(hyperparameters: Mapping[str, Any], tuning: Tuning | None) -> dict[str, Any]:
     """The hyperparameters with every searched one at its largest, for the size checks."""
-    hp = dict(config.get("hyperparameters") or {})
-    for name, dim in ((config.get("tuning") or {}).get("search_space") or {}).items():
-        try:
-            hp[name] = Dimension.from_dict(dim).largest()
-        except (KeyError, TypeError, ValueError):
-            continue  # malformed: reported by tuning_violations
+    hp = dict(hyperparameters)
+    for name, dim in (tuning.search_space if tuning else {}).items():
+        hp[name] = dim.largest()
     return hp
