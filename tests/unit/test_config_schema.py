@@ -123,3 +123,19 @@ def test_a_changed_spec_derives_anew():
     assert (
         other.config_hash != s.config_hash and other.config_hash == spec.build({**QS, "hyperparameters": other.hyperparameters}).config_hash
     )
+
+
+ODD_VALUES = [None, "", {}, [], 0, -1, 1.5, True, "x", ["load"], {"a": 1}, 1e20]
+
+
+def test_any_value_of_any_field_is_a_violation_never_a_crash():
+    """The checks before the model crashed on some of these (IDENT.match on an int, .items()
+    on a string); now every one is refused at its field or accepted."""
+    for field in TrainingSpec.model_fields:
+        for value in ODD_VALUES:
+            for model_type in (None, "anomaly"):
+                got = spec.validate({**QS, field: value}, model_type=model_type)
+                assert all(v.field and v.description for v in got), (field, value)
+                if not got:  # accepted: then it builds, and its canonical form reads back
+                    built = spec.build({**QS, field: value}, model_type=model_type)
+                    assert TrainingSpec.from_dict(built.to_dict()) == built

@@ -223,12 +223,9 @@ def _label_column(spec: TrainingSpec) -> Iterator[Violation]:
 
 def _distribution(spec: TrainingSpec) -> Iterator[Violation]:
     algorithm = algorithms.get(spec.algorithm)
-    if spec.distributed:
-        if not algorithm.data_parallel:
-            users = ", ".join(algorithms.with_trait("data_parallel"))
-            yield Violation("distributed", f"{algorithm.name} trains on one node; distributed training applies to {users}")
-    elif spec.ray_config is not None and spec.ray_config.model_fields_set - {"use_gpu"}:
-        yield Violation("ray_config", "num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true")
+    if spec.distributed and not algorithm.data_parallel:
+        users = ", ".join(algorithms.with_trait("data_parallel"))
+        yield Violation("distributed", f"{algorithm.name} trains on one node; distributed training applies to {users}")
 
 
 def _training_options(spec: TrainingSpec) -> Iterator[Violation]:
@@ -264,7 +261,7 @@ CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
         (_early_stopping, "early_stopping_rounds algorithm"),
         (_backtest, "backtest model_type training_start training_end"),
         (_label_column, "label_column model_type target features"),
-        (_distribution, "distributed ray_config algorithm"),
+        (_distribution, "distributed algorithm"),
         (_training_options, "training_options algorithm"),
         (_tuning, "tuning algorithm model_type hyperparameters"),
     )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, SerializerFunctionWrapHandler, ValidationInfo, field_serializer, field_validator, model_serializer
+from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
 from trainers import algorithms
 from trainers.errors import shown
@@ -271,7 +271,7 @@ class TrainingSpec(Section):
     label_column: Annotated[str | None, Name(nullable=True), NoneIfEmpty] = None
     feature_table: Annotated[str, Name("table")] = REQUIRED  # default: the model type's table
     distributed: Annotated[bool, Flag] = Field(False, exclude_if=lambda v: not v)
-    ray_config: Annotated[RayConfig | None, NoSection] = None
+    ray_config: Annotated[RayConfig | None, NoSection] = Field(None, validate_default=True)
     # log each attempt in MLflow (not part of the config hash)
     mlflow_tracking: MlflowTracking | None = None
     training_options: Annotated[TrainingOptions | None, NoSection] = Field(None, exclude_if=lambda v: v is None or v.empty)
@@ -307,17 +307,17 @@ class TrainingSpec(Section):
     def _utc(self, value: datetime) -> str:
         return format_time(value)
 
-    @model_serializer(mode="wrap")
-    def _canonical_ray_config(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """ray_config as the canonical form writes it: distributed, every worker field
-        written in (memory in the largest exact unit); single node, only use_gpu when set."""
-        out: dict[str, Any] = handler(self)
-        out.pop("ray_config", None)
-        if self.workers is not None:
-            out["ray_config"] = self.workers.to_dict()
-        elif self.use_gpu:
-            out["ray_config"] = {"use_gpu": True}
-        return out
+    @field_validator("ray_config", mode="after")
+    @classmethod
+    def _canonical_ray_config(cls, value: RayConfig | None, info: ValidationInfo) -> RayConfig | None:
+        """Distributed: every worker field written in (memory in the largest exact unit,
+        use_gpu only for an algorithm that uses one); single node: only use_gpu, when set."""
+        if info.data.get("distributed"):
+            algorithm = info.data.get("algorithm")
+            return RayConfig.model_validate((value or RayConfig()).request(algorithm).to_dict()) if algorithm else value
+        if value is not None and value.model_fields_set - {"use_gpu"}:
+            raise refuse("num_workers, cpus_per_worker and memory_per_worker apply only with distributed=true")
+        return RayConfig(use_gpu=True) if value is not None and value.use_gpu else None
 
     # --- what the pipeline reads ---------------------------------------------------------
     @property
