@@ -66,10 +66,13 @@ def choose_task(spec: TrainingSpec, target: pd.Series) -> Task:
     return algorithm.unlabelled_task
 
 
-def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = None) -> Derived:
+def derive(
+    frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = None, *, forecast_after: pd.Timestamp | None = None
+) -> Derived:
     """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows.
     With a ``series_id`` column, rows are ordered by series, then time, and lags and
-    baselines stay within each series."""
+    baselines stay within each series. ``forecast_after``: rows after this time are kept
+    without a target (the hours to forecast), when their features are complete."""
     if features.SERIES in frame.columns:
         if features.one_series(frame):
             frame = frame.drop(columns=features.SERIES)  # one series: the fast path
@@ -85,7 +88,7 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
     if spec.preprocessor:
         frame = preprocessors.apply(spec.preprocessor, frame)
     derived = features.derive(frame, spec)
-    task = choose_task(spec, derived[spec.target])
+    task = choose_task(spec, derived[spec.target]) if forecast_after is None else algorithms.REGRESSION
     unsupervised = spec.model_type == ModelType.ANOMALY and task != algorithms.CLASSIFICATION
     target_is_label = is_label(derived[spec.target])
     label_column = spec.label_column or (spec.target if unsupervised and target_is_label else None)
@@ -94,6 +97,8 @@ def derive(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = 
     inputs = (*spec.features, spec.target) if with_target else tuple(spec.features)
     cols = list(dict.fromkeys([*spec.features, spec.target]))
     complete = derived[cols].notna().all(axis=1)
+    if forecast_after is not None:
+        complete |= derived[list(spec.features)].notna().all(axis=1) & (derived["timestamp"] > forecast_after)
     dropped = int((~complete).sum())
     if dropped and reporter is not None:
         lag_note = f" (the first {max(h for _, h in spec.lags.values())} h have no lag values)" if spec.lags else ""

@@ -1,0 +1,100 @@
+"""Forecasts from a trained model: the hours after an origin, their features derived by the
+same code that derived the training and validation rows (``preparation.derive``).
+
+The frame a forecast derives from is the feature table's rows up to the origin (history)
+and, for each hour to forecast, only what is known at the origin: the known-ahead columns
+(an imported weather forecast: rows of the table after the origin, or ``inputs``); the
+target and every other column are missing there. A feature of a forecast hour reads nothing
+newer than the origin (the config's leakage rules), so it equals the feature of that hour in
+training: a model forecasts from an origin inside its validation window exactly what it
+predicted there at the same horizon (tests/unit/test_forecast_skew.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trainers import algorithms, features
+from trainers.errors import ConfigValidationError, DataLoadError, Violation
+from trainers.evaluation import predict_after
+from trainers.preparation import derive
+from trainers.spec import ModelType, TrainingSpec
+
+MAX_HORIZON_HOURS = 24 * 14  # what one request may ask, whatever the model was trained for
+
+
+def _check(spec: TrainingSpec, horizon_hours: int) -> None:
+    if spec.model_type != ModelType.FORECAST:
+        raise ConfigValidationError([Violation("model_type", "only a forecast model forecasts; score an anomaly model with :detect")])
+    limit = min(spec.forecast_horizon_hours, MAX_HORIZON_HOURS)
+    if not 1 <= horizon_hours <= limit:
+        why = f"must be 1 to {limit}: this model forecasts up to {spec.forecast_horizon_hours} h ahead (forecast_horizon_hours)"
+        raise ConfigValidationError([Violation("horizon_hours", why)], message="Invalid forecast request")
+
+
+def future_frame(
+    history: pd.DataFrame, spec: TrainingSpec, origin: pd.Timestamp, horizon_hours: int, inputs: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The rows to derive from: ``history`` up to ``origin``, then each series' next
+    ``horizon_hours`` hours with only the known-ahead columns (from ``inputs`` where given,
+    else from the rows of ``history`` after the origin). A known-ahead value a feature needs
+    and nobody gave is a DataLoadError naming the column and the first hour it lacks."""
+    keys = ["timestamp", *([features.SERIES] if features.SERIES in history.columns else [])]
+    past = history[history["timestamp"] <= origin]
+    if past.empty:
+        raise DataLoadError(f"no rows at or before the origin {origin:%Y-%m-%dT%H:%M:%S} in features.{spec.feature_table}")
+    hours = pd.date_range(origin + pd.Timedelta(hours=1), periods=horizon_hours, freq="h")
+    series = past[features.SERIES].drop_duplicates() if features.SERIES in past.columns else None
+    grid = (
+        pd.DataFrame({"timestamp": hours})
+        if series is None
+        else pd.merge(series.to_frame(), pd.DataFrame({"timestamp": hours}), how="cross")
+    )
+    known = sorted(spec.known() & {r.column for r in spec.recipes.values() if r.column})
+    given = inputs if inputs is not None else history[history["timestamp"] > origin]
+    ahead = given[[*keys, *[c for c in known if c in given.columns]]].drop_duplicates(keys, keep="last")
+    future = grid.merge(ahead, on=keys, how="left")
+    for column in known:
+        missing = future[column].isna() if column in future.columns else pd.Series(True, index=future.index)
+        if missing.any():
+            first = future.loc[missing, "timestamp"].min()
+            raise DataLoadError(
+                f"known-ahead column {column} has no value for {first:%Y-%m-%dT%H:%M:%S}: import its forecast or send it in inputs",
+                details={"field": "inputs", "column": column, "timestamp": f"{first:%Y-%m-%dT%H:%M:%S}"},
+            )
+    return pd.concat([past, future], ignore_index=True)
+
+
+def forecast(
+    model: algorithms.FittedModel,
+    spec: TrainingSpec,
+    history: pd.DataFrame,
+    origin: pd.Timestamp,
+    horizon_hours: int | None = None,
+    inputs: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """``timestamp`` (and ``series_id``) and ``forecast`` for each hour after ``origin`` up
+    to ``horizon_hours`` (default: the model's forecast_horizon_hours)."""
+    horizon = horizon_hours or spec.forecast_horizon_hours
+    _check(spec, horizon)
+    origin = pd.Timestamp(origin).tz_convert("UTC") if pd.Timestamp(origin).tzinfo else pd.Timestamp(origin).tz_localize("UTC")
+    frame = future_frame(history, spec, origin, horizon, inputs)
+    derived = derive(frame, spec, forecast_after=origin)
+    rows = derived.frame
+    x = rows[list(derived.inputs)].to_numpy(dtype="float64")
+    ahead = (rows["timestamp"] > origin).to_numpy()
+    parts = []
+    groups = rows.groupby(features.SERIES, observed=True).indices if features.SERIES in rows.columns else {None: np.arange(len(rows))}
+    for name, positions in groups.items():
+        mine = ahead[positions]
+        if not mine.any():
+            continue
+        past, later = positions[~mine], positions[mine]
+        out = pd.DataFrame({"timestamp": rows["timestamp"].to_numpy()[later], "forecast": predict_after(model, x[past], x[later])})
+        if name is not None:
+            out.insert(1, features.SERIES, str(name))
+        parts.append(out)
+    if not parts:
+        raise DataLoadError(f"no hour after {origin:%Y-%m-%dT%H:%M:%S} has complete features", details={"field": "origin"})
+    return pd.concat(parts, ignore_index=True)
