@@ -78,7 +78,8 @@ def forecast(
     to ``horizon_hours`` (default: the model's forecast_horizon_hours)."""
     horizon = horizon_hours or spec.forecast_horizon_hours
     _check(spec, horizon)
-    origin = pd.Timestamp(origin).tz_convert("UTC") if pd.Timestamp(origin).tzinfo else pd.Timestamp(origin).tz_localize("UTC")
+    stamp = pd.Timestamp(origin)
+    origin = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
     frame = future_frame(history, spec, origin, horizon, inputs)
     derived = derive(frame, spec, forecast_after=origin)
     rows = derived.frame

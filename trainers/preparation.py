@@ -88,7 +88,7 @@ def derive(
     if spec.preprocessor:
         frame = preprocessors.apply(spec.preprocessor, frame)
     derived = features.derive(frame, spec)
-    task = choose_task(spec, derived[spec.target]) if forecast_after is None else algorithms.REGRESSION
+    task = choose_task(spec, derived[spec.target])
     unsupervised = spec.model_type == ModelType.ANOMALY and task != algorithms.CLASSIFICATION
     target_is_label = is_label(derived[spec.target])
     label_column = spec.label_column or (spec.target if unsupervised and target_is_label else None)

@@ -31,7 +31,10 @@ def refuse(reason: str) -> PydanticCustomError:
     return PydanticCustomError("aihub", "{reason}", {"reason": reason})
 
 
-def _checked(check: Callable[[Any], Any], *, nullable: bool = False) -> BeforeValidator:
+def Checked(check: Callable[[Any], Any], *, nullable: bool = False) -> BeforeValidator:  # noqa: N802 - a validator
+    """A value read by ``check`` (which returns it in the model's form or raises ValueError(reason));
+    the rules below are made of it."""
+
     def run(value: Any) -> Any:
         if nullable and value is None:
             return None
@@ -66,7 +69,7 @@ def Whole(low: int, high: int | None = None, *, unit: str = "", nullable: bool =
             raise ValueError(reason)
         return int(value)
 
-    return _checked(check, nullable=nullable)
+    return Checked(check, nullable=nullable)
 
 
 def Number(  # noqa: N802 - a validator
@@ -88,7 +91,7 @@ def Number(  # noqa: N802 - a validator
             raise ValueError(reason)
         return value  # as given: a field typed int | float keeps 0 as 0 (its JSON, and the hash, unchanged)
 
-    return _checked(check, nullable=nullable)
+    return Checked(check, nullable=nullable)
 
 
 def OneOf(options: Collection[str] | Callable[[], Collection[str]], *, required: str = "") -> BeforeValidator:  # noqa: N802
@@ -104,7 +107,7 @@ def OneOf(options: Collection[str] | Callable[[], Collection[str]], *, required:
             raise ValueError(f"{shown(value)} is not one of {listed}")
         return value
 
-    return _checked(check)
+    return Checked(check)
 
 
 def Name(what: str = "column", *, required: str | None = None, nullable: bool = False) -> BeforeValidator:  # noqa: N802 - a validator
@@ -117,7 +120,7 @@ def Name(what: str = "column", *, required: str | None = None, nullable: bool = 
             raise ValueError(f"{shown(value)} is not a {what} name ({NAME_RULE})")
         return value
 
-    return _checked(check, nullable=nullable)
+    return Checked(check, nullable=nullable)
 
 
 def Text(limit: int, *, required: bool = False, nullable: bool = False) -> BeforeValidator:  # noqa: N802 - a validator
@@ -130,7 +133,7 @@ def Text(limit: int, *, required: bool = False, nullable: bool = False) -> Befor
             raise ValueError(f"must be printable text of at most {limit} characters")
         return value
 
-    return _checked(check, nullable=nullable)
+    return Checked(check, nullable=nullable)
 
 
 def ListOf(*, reason: str = "must be a list", empty: str | None = None, nullable: bool = False) -> BeforeValidator:
@@ -138,20 +141,13 @@ def ListOf(*, reason: str = "must be a list", empty: str | None = None, nullable
     reason a missing or empty list is refused with."""
 
     def check(value: Any) -> Any:
-        if value is None and empty is not None:
+        if not value and empty is not None:  # null, [], or any other empty value
             raise ValueError(empty)
         if not isinstance(value, list | tuple):
             raise ValueError(reason)
-        if not value and empty is not None:
-            raise ValueError(empty)
         return tuple(value)
 
-    return _checked(check, nullable=nullable)
-
-
-def Checked(check: Callable[[Any], Any], *, nullable: bool = False) -> BeforeValidator:  # noqa: N802 - a validator
-    """A value read by ``check`` (which returns it in the model's form or raises ValueError(reason))."""
-    return _checked(check, nullable=nullable)
+    return Checked(check, nullable=nullable)
 
 
 # What the guide treats as not given: null or "" for a text (a proto string left empty),
@@ -175,7 +171,7 @@ Flag = Checked(flag)
 class Section(BaseModel):
     """One object of the config: unknown fields refused, frozen once read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- pydantic's errors as the guide's violations ----------------------------------------------------
