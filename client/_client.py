@@ -132,6 +132,47 @@ class _Methods:
         """Protect a version from the retention sweep (keep=False lets it go)."""
         return self._call("UpdateModelVersion", pb.UpdateModelVersionRequest(model_id=model_id, tenant_id=tenant_id, keep=keep), _same)
 
+    def forecast(
+        self,
+        model_id: str = "",
+        *,
+        alias: str = "",
+        tenant_id: str = "",
+        model_type: str = "forecast",
+        origin: str = "",
+        horizon_hours: int = 0,
+        series: list[str] | None = None,
+        inputs: list[Mapping[str, Any]] | None = None,
+    ):
+        """Forecast the hours after ``origin`` (default: each series' last actual) from a
+        version named by id or by ``alias``: a ForecastModelVersionResponse (points)."""
+        request = pb.ForecastModelVersionRequest(
+            model_id=model_id,
+            alias=alias,
+            tenant_id=tenant_id,
+            model_type=req.enum_value(pb.ModelType, model_type, "model_type") if alias else pb.MODEL_TYPE_UNSPECIFIED,
+            origin=origin,
+            horizon_hours=horizon_hours,
+            series=list(series or []),
+        )
+        for row in inputs or []:
+            request.inputs.add().update(dict(row))
+        return self._call("ForecastModelVersion", request, _same)
+
+    def set_alias(self, alias: str, model_id: str, *, reason: str = "", tenant_id: str = ""):
+        """Point ``alias`` at a version (made or moved; the move is recorded): a ModelAlias."""
+        request = pb.SetModelAliasRequest(alias=alias, model_id=model_id, reason=reason, tenant_id=tenant_id)
+        return self._call("SetModelAlias", request, _same)
+
+    def delete_alias(self, alias: str, *, tenant_id: str = "", model_type: str = "forecast", reason: str = ""):
+        request = pb.DeleteModelAliasRequest(alias=alias, tenant_id=tenant_id, model_type=model_type, reason=reason)
+        return self._call("DeleteModelAlias", request, _same)
+
+    def list_aliases(self, tenant_id: str = "", model_type: str = ""):
+        """The tenant's aliases, each with its version and moves (a list of ModelAlias)."""
+        request = pb.ListModelAliasesRequest(tenant_id=tenant_id, model_type=model_type)
+        return self._call("ListModelAliases", request, lambda r: list(r.aliases))
+
     # --- schedules and alerts --------------------------------------------------------------
     def create_schedule(
         self,

@@ -92,6 +92,10 @@ HTTP_ANSWERS: dict[str, Any] = {
     "CreateTrainingJobHttp": {"oneOf": [f"${P}TrainingJob", f"${P}Schedule"]},
     "GetTrainingJobMetricsHttp": {"type": "object", "additionalProperties": {"type": "number"}, "description": "metric name → value"},
     "ListRayClustersHttp": {"type": "array", "items": f"${P}RayCluster"},
+    "ForecastModelVersionHttp": {
+        "oneOf": [f"${P}ForecastModelVersionResponse"],
+        "description": "JSON; with ?format=csv or ?format=parquet the points as a file (timestamp, series_id, forecast, origin).",
+    },
 }
 # Bodies that are not the counterpart's request alone (raw: a file, not JSON).
 HTTP_BODIES: dict[str, Any] = {
@@ -245,6 +249,7 @@ def _operation(spec: _Spec, service: str, index: int, m: descriptor_pb2.MethodDe
             "content": {"text/csv": {"schema": {"type": "string"}}, "application/octet-stream": {"schema": raw}},
         }
     elif http:
+        params += _query_parameters(spec, m.input_type, {*in_path, body})
         schema = spec.resolve(HTTP_BODIES[m.name]) if m.name in HTTP_BODIES else spec_body(spec, typed.input_type, set(in_path))
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     if params:

@@ -113,3 +113,19 @@ class AlertTargetNotFound(StorageError):
     def __init__(self, target_id: uuid.UUID | str) -> None:
         super().__init__(f"alert target {target_id} not found")
         self.target_id = str(target_id)
+
+
+class AliasNotFound(StorageError):
+    def __init__(self, alias: str, model_type: str) -> None:
+        super().__init__(f"no {model_type} model has the alias {alias!r}")
+        self.alias = alias
+        self.model_type = model_type
+
+
+class VersionHasAliases(StorageError):
+    """A version an alias points at cannot be deleted: move the alias first."""
+
+    def __init__(self, model_id: uuid.UUID | str, aliases: list[str]) -> None:
+        super().__init__(f"model version {model_id} is what {', '.join(aliases)} points at; move or remove the alias first")
+        self.model_id = str(model_id)
+        self.aliases = aliases

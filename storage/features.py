@@ -206,11 +206,12 @@ async def read_frame(
     columns: Sequence[str],
     start: datetime,
     end: datetime,
+    series: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The scope tenant's rows with ``start <= timestamp <= end``, ordered by series and
-    time: a UTC ``timestamp`` column, ``series_id`` (text; '' for a table of one series) and
-    the requested numeric columns."""
-    return parse_rows(await copy_rows(conn, table, columns, start, end), columns)
+    """The scope tenant's rows with ``start <= timestamp <= end`` (of these ``series`` only,
+    when given), ordered by series and time: a UTC ``timestamp`` column, ``series_id`` (text;
+    '' for a table of one series) and the requested numeric columns."""
+    return parse_rows(await copy_rows(conn, table, columns, start, end, series), columns)
 
 
 async def copy_rows(
@@ -219,6 +220,7 @@ async def copy_rows(
     columns: Sequence[str],
     start: datetime,
     end: datetime,
+    series: Sequence[str] | None = None,
 ) -> io.BytesIO:
     """``read_frame``'s rows as PostgreSQL's COPY writes them (CSV with a header), for
     ``parse_rows``: the I/O half, so that a caller whose event loop serves others parses in
@@ -235,9 +237,11 @@ async def copy_rows(
     buf = io.BytesIO()
     query = (
         f"SELECT {col_list} FROM {_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
-        f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 ORDER BY series_id, "timestamp"'
+        f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 {"AND series_id = ANY($4::text[]) " if series is not None else ""}'
+        'ORDER BY series_id, "timestamp"'
     )
-    await conn.raw.copy_from_query(query, tenant_id, start, end, output=buf, format="csv", header=True)
+    args = (tenant_id, start, end, *([list(series)] if series is not None else []))
+    await conn.raw.copy_from_query(query, *args, output=buf, format="csv", header=True)
     buf.seek(0)
     return buf
 
@@ -250,6 +254,38 @@ def parse_rows(buf: io.BytesIO, columns: Sequence[str]) -> pd.DataFrame:
     frame[SERIES] = frame[SERIES].fillna("").astype(str)  # '' (one series) reads back as missing
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     return frame
+
+
+async def latest_hours(conn: db.Connection, table: str, column: str, series: Sequence[str] | None = None) -> dict[str, datetime]:
+    """Per series (these, or every series of the table), the latest timestamp at which
+    ``column`` has a value; a series without one is left out. Each series is one backward
+    walk of the primary key (tenant_id, series_id, timestamp), stopping at its first value;
+    the table's series are found by a skip scan of the same index, not a scan of its rows."""
+    check_identifier(table, "table")
+    tenant_id = scope_of(conn).single()
+    existing = await columns_of(conn, table)
+    if existing is None:
+        raise FeatureTableNotFound(table)
+    if column not in existing or column in RESERVED:
+        raise FeatureColumnNotFound(table, column)
+    name = _name(tenant_id, table)
+    latest = (
+        f'SELECT "timestamp" FROM {name} WHERE tenant_id = $1 AND series_id = s.series_id '  # noqa: S608 - checked identifiers
+        f'AND {_q(column)} IS NOT NULL ORDER BY "timestamp" DESC LIMIT 1'
+    )
+    if series is not None:
+        query = f"SELECT s.series_id, ({latest}) AS latest FROM unnest($2::text[]) AS s(series_id)"  # noqa: S608 - checked identifiers
+        rows = await conn.raw.fetch(query, tenant_id, list(series))
+    else:
+        query = (
+            "WITH RECURSIVE s(series_id) AS ("  # noqa: S608 - checked identifiers
+            f"  (SELECT series_id FROM {name} WHERE tenant_id = $1 ORDER BY series_id LIMIT 1)"
+            f"  UNION ALL SELECT (SELECT series_id FROM {name} WHERE tenant_id = $1 AND series_id > s.series_id "
+            "                    ORDER BY series_id LIMIT 1) FROM s WHERE s.series_id IS NOT NULL) "
+            f"SELECT s.series_id, ({latest}) AS latest FROM s WHERE s.series_id IS NOT NULL"
+        )
+        rows = await conn.raw.fetch(query, tenant_id)
+    return {row["series_id"]: row["latest"] for row in rows if row["latest"] is not None}
 
 
 async def count_rows(conn: db.Connection, table: str) -> int:

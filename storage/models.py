@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from storage import db
+from storage import aliases, db
 from storage.errors import ModelNotFound
 from storage.records import ModelVersion, NewModelVersion
 from storage.tenancy import scope_of
@@ -36,14 +36,19 @@ REGISTER_VERSION = db.sql(
 
 # list_versions: a tenant's versions, newest first per model type, with the filters given (a
 # fixed fragment each). Index: model_versions_tenant (tenant_id, model_type, version DESC).
+# Both read a version's aliases too, by model_aliases_model (model_id).
 LIST_VERSIONS = (
-    "SELECT * FROM model_versions WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) {filters} "
+    "SELECT *, ARRAY(SELECT a.alias FROM model_aliases a WHERE a.model_id = model_versions.id ORDER BY a.alias) AS aliases "
+    "FROM model_versions WHERE (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant) {filters} "
     "ORDER BY tenant_id, model_type, version DESC"
 )
 LIST_FILTERS = {"model_type": "AND model_type = :model_type", "live": "AND deleted_at IS NULL"}
 
 # get_version: one version by id (deleted ones too). Index: model_versions primary key.
-GET_VERSION = db.sql("SELECT * FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)")
+GET_VERSION = db.sql(
+    "SELECT *, ARRAY(SELECT a.alias FROM model_aliases a WHERE a.model_id = model_versions.id ORDER BY a.alias) AS aliases "
+    "FROM model_versions WHERE id = :id AND (CAST(:tenant AS text) IS NULL OR tenant_id = :tenant)"
+)
 
 # version_of_job: the version a job registered (a job registers at most one; the newest when
 # not). Index: model_versions_job (job_id).
@@ -107,7 +112,9 @@ async def of_job(conn: db.Connection, job_id: uuid.UUID) -> ModelVersion | None:
 
 
 async def mark_deleted(conn: db.Connection, model_id: uuid.UUID) -> ModelVersion:
-    """Keep the row (lineage), stamp deleted_at; the caller removes the artifact."""
+    """Keep the row (lineage), stamp deleted_at; the caller removes the artifact.
+    VersionHasAliases when an alias points at it."""
+    await aliases.check_unaliased(conn, model_id)
     row = await conn.fetchrow(MARK_DELETED, {"id": model_id, "tenant": scope_of(conn).tenant_id})
     if row is None:
         raise ModelNotFound(model_id)
@@ -127,7 +134,7 @@ SET_KEEP = db.sql(
 )
 
 # expired_versions: live versions past a tenant's keep_versions (the newest N per model type
-# stay, and every kept one), oldest first, every tenant with a policy (the sweep's own role),
+# stay, and every kept one or one an alias points at), oldest first, every tenant with a policy (the sweep's own role),
 # marked deleted here. Index: model_versions_tenant (tenant_id, model_type, version DESC).
 EXPIRE_VERSIONS = db.sql(
     """
@@ -136,7 +143,8 @@ EXPIRE_VERSIONS = db.sql(
           FROM model_versions v JOIN tenants t ON t.tenant_id = v.tenant_id
          WHERE t.keep_versions IS NOT NULL AND v.deleted_at IS NULL),
     doomed AS (SELECT r.id FROM ranked r JOIN model_versions v ON v.id = r.id
-                WHERE r.rank > r.keep_versions AND NOT v.keep LIMIT :limit)
+                WHERE r.rank > r.keep_versions AND NOT v.keep
+                  AND NOT EXISTS (SELECT 1 FROM model_aliases a WHERE a.model_id = v.id) LIMIT :limit)
     UPDATE model_versions SET deleted_at = clock_timestamp() FROM doomed WHERE model_versions.id = doomed.id
     RETURNING model_versions.*
     """

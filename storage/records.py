@@ -235,12 +235,14 @@ class ModelVersion:
     deleted_at: datetime | None
     keep: bool = False  # protected from the retention sweep
     mlflow_run_id: str | None = None  # the MLflow run that logged it
+    aliases: tuple[str, ...] = ()  # the aliases that point at it (when the query read them)
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(
             model_id=row["id"],
             **{name: row[name] for name in ("keep", "mlflow_run_id") if name in row},
+            aliases=tuple(row["aliases"]) if "aliases" in row else (),
             features=tuple(json_value(row["features"])),
             metrics=json_value(row["metrics"]),
             feature_importance=json_value(row["feature_importance"]),
@@ -485,3 +487,29 @@ class DegradationCheck:
                  "created_at", "finished_at"),
             ),
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    moved_at: datetime
+    from_model_id: uuid.UUID | None
+    from_version: int | None
+    to_model_id: uuid.UUID | None
+    to_version: int | None
+    moved_by: str
+    reason: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(**_columns(row, ("moved_at", "from_model_id", "from_version", "to_model_id", "to_version", "moved_by", "reason")))
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    alias: str
+    tenant_id: str
+    model_type: str
+    model_id: uuid.UUID | None  # None: removed (its moves remain)
+    model_version: int | None
+    updated_at: datetime
+    moves: tuple[AliasMove, ...] = ()

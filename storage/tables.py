@@ -283,3 +283,35 @@ degradation_checks = sa.Table(
     # A schedule's checks, newest first.
     sa.Index("degradation_checks_schedule", "schedule_id", sa.text("created_at DESC")),
 )
+
+# Aliases of a tenant's model type (production, staging, ...) and the version each points at.
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("alias", sa.Text, nullable=False),
+    sa.Column("model_id", UUID(as_uuid=True), sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "model_type", "alias", name="model_aliases_pkey"),
+    sa.CheckConstraint("alias ~ '^[a-z0-9][a-z0-9_-]{0,62}$'", name="model_alias_slug"),
+    # The aliases of a version (its JSON lists them; deletion and retention spare it).
+    sa.Index("model_aliases_model", "model_id"),
+)
+
+# Every set, move and removal of an alias, never updated.
+alias_moves = sa.Table(
+    "alias_moves",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("model_type", sa.Text, nullable=False),
+    sa.Column("alias", sa.Text, nullable=False),
+    sa.Column("from_model_id", UUID(as_uuid=True)),
+    sa.Column("to_model_id", UUID(as_uuid=True)),
+    sa.Column("moved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("moved_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    # An alias's moves, newest first.
+    sa.Index("alias_moves_alias", "tenant_id", "model_type", "alias", sa.text("id DESC")),
+)

@@ -22,9 +22,18 @@ from trainers.preparation import derive
 from trainers.spec import ModelType, TrainingSpec
 
 MAX_HORIZON_HOURS = 24 * 14  # what one request may ask, whatever the model was trained for
+HISTORY_SLACK_HOURS = 24  # read a day more than the features need: a gap does not starve a lag
 
 
-def _check(spec: TrainingSpec, horizon_hours: int) -> None:
+def history_hours(spec: TrainingSpec) -> int:
+    """Hours before the origin a forecast reads: what the lags and rolling windows look back,
+    and an algorithm's context window (lstm), with a day to spare."""
+    return spec.history_hours() + algorithms.get(spec.algorithm).context_rows(spec.hyperparameters) + HISTORY_SLACK_HOURS
+
+
+def check_request(spec: TrainingSpec, horizon_hours: int) -> None:
+    """ConfigValidationError unless ``spec`` forecasts and ``horizon_hours`` is within what it
+    was trained for (and MAX_HORIZON_HOURS)."""
     if spec.model_type != ModelType.FORECAST:
         raise ConfigValidationError([Violation("model_type", "only a forecast model forecasts; score an anomaly model with :detect")])
     limit = min(spec.forecast_horizon_hours, MAX_HORIZON_HOURS)
@@ -77,7 +86,7 @@ def forecast(
     """``timestamp`` (and ``series_id``) and ``forecast`` for each hour after ``origin`` up
     to ``horizon_hours`` (default: the model's forecast_horizon_hours)."""
     horizon = horizon_hours or spec.forecast_horizon_hours
-    _check(spec, horizon)
+    check_request(spec, horizon)
     stamp = pd.Timestamp(origin)
     origin = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
     frame = future_frame(history, spec, origin, horizon, inputs)

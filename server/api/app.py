@@ -38,6 +38,7 @@ from server.execution.dispatcher import Dispatcher, Limits
 from server.execution.driver import DriverExecutor, DriverLost
 from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import Executor
+from server.execution.forecasts import ModelForecaster
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.lifecycle import ensure_free
 from server.operations.alerts import Alerter
@@ -57,7 +58,14 @@ OPERATIONS_SERVICE_NAME = ops_pb.DESCRIPTOR.services_by_name["OperationsService"
 # A feature import through REST arrives as one message (Envoy caps its body at 64 MiB);
 # larger files go through the streaming ImportFeatureData in chunks of 1 MiB.
 MAX_MESSAGE_BYTES = 80 * 1024 * 1024
-LONG_METHODS = ("EvaluateModelVersion", "EvaluateModelVersionHttp", "ImportFeatureData", "ImportFeatureDataHttp")
+LONG_METHODS = (
+    "EvaluateModelVersion",
+    "EvaluateModelVersionHttp",
+    "ForecastModelVersion",
+    "ForecastModelVersionHttp",
+    "ImportFeatureData",
+    "ImportFeatureDataHttp",
+)
 
 
 def _stack(task: asyncio.Task) -> list[str]:
@@ -155,6 +163,7 @@ class App:
             engine=self.engine,
             events=self.events,
             evaluator=evaluator,
+            forecaster=ModelForecaster(self.executor, artifacts, task_settings),
             artifacts=artifacts,
             clusters=self.clusters,
             max_runtime_cap=s.max_runtime_cap_seconds,

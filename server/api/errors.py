@@ -110,6 +110,10 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
         return _status(code.ALREADY_EXISTS, "RequestIdReused", str(exc), {"job_id": exc.job_id, "request_id": exc.request_id})
     if isinstance(exc, storage_errors.ModelNotFound):
         return _status(code.NOT_FOUND, "ModelNotFound", str(exc), {"model_id": exc.model_id})
+    if isinstance(exc, storage_errors.AliasNotFound):
+        return _status(code.NOT_FOUND, "AliasNotFound", str(exc), {"alias": exc.alias, "model_type": exc.model_type})
+    if isinstance(exc, storage_errors.VersionHasAliases):
+        return _status(code.FAILED_PRECONDITION, "InvalidState", str(exc), {"model_id": exc.model_id, "aliases": ",".join(exc.aliases)})
     if isinstance(exc, storage_errors.InvalidTransition):
         return _status(code.FAILED_PRECONDITION, "InvalidStateTransition", str(exc), {"job_id": exc.job_id, "status": exc.current})
     if isinstance(exc, storage_errors.InvalidFeatureData):

@@ -20,6 +20,7 @@ from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.convert import integral
+from server.api.convert import serving as convert
 from server.api.errors import RequestError, shorten
 from server.api.operations import OperationsServicer
 from server.api.servicer import TrainingServicer
@@ -28,6 +29,10 @@ from trainers.errors import ConfigValidationError, Violation, shown
 FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue")
 M = TypeVar("M", bound=Message)
 MAX_JSON_DEPTH = 12
+FORECAST_FIELDS = {
+    *("tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs"),
+    *("tenantId", "modelType", "horizonHours"),
+}
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
 
 
@@ -150,6 +155,20 @@ def message_body(message: Message) -> httpbody_pb2.HttpBody:
     return json_body(json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
 
 
+def _one_or_list(body: httpbody_pb2.HttpBody, field: str) -> httpbody_pb2.HttpBody:
+    """The body with ``field`` given as one string made a list of it ("series": "meter_1")."""
+    if f'"{field}"'.encode() not in body.data:
+        return body
+    try:
+        data = json.loads(body.data)
+    except (ValueError, RecursionError):
+        return body  # parse_json names the problem
+    if isinstance(data, dict) and isinstance(data.get(field), str):
+        data[field] = [data[field]]
+        return httpbody_pb2.HttpBody(content_type=body.content_type, data=json.dumps(data).encode())
+    return body
+
+
 def _has_schedule(body: httpbody_pb2.HttpBody) -> bool:
     """Whether a create body is the guide's scheduled training ("schedule": a cron)."""
     if b'"schedule"' not in body.data:
@@ -193,6 +212,18 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
         )
         typed.model_id = request.model_id
         return await self.typed.EvaluateModelVersion(typed, context)
+
+    async def ForecastModelVersionHttp(self, request, context) -> httpbody_pb2.HttpBody:
+        fmt = (request.format or "json").lower()
+        if fmt not in convert.FORMATS:
+            raise RequestError("format", f"{shown(request.format)} is not one of {', '.join(convert.FORMATS)}")
+        typed = parse_json(_one_or_list(request.body, "series"), pb.ForecastModelVersionRequest(), allowed=FORECAST_FIELDS)
+        typed.model_id = request.model_id
+        resp = await self.typed.ForecastModelVersion(typed, context)
+        if fmt == "json":
+            return json_body(convert.forecast_json(resp))
+        data, content_type = convert.forecast_file(resp, fmt)
+        return httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
     async def GetTrainingJobMetricsHttp(self, request, context) -> httpbody_pb2.HttpBody:
         resp = await self.typed.GetTrainingJobMetrics(pb.GetTrainingJobMetricsRequest(job_id=request.job_id), context)

@@ -18,9 +18,11 @@ from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from server.api import auth, convert
 from server.api.errors import InvalidState, RequestError
 from server.api.events import EventHub, wait
+from server.api.serving import ModelServing
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
+from server.execution.forecasts import ModelForecaster
 from storage import db, features, jobs, logs, models, tenants
 from storage.errors import StorageError
 from storage.records import Job, JobStatus, ModelVersion, NewJob, RayCluster
@@ -44,13 +46,14 @@ def _settled(job: Job) -> bool:
     return job.status.is_terminal() and job.retry_at is None
 
 
-class TrainingServicer(pb_grpc.TrainingServiceServicer):
+class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
     def __init__(
         self,
         *,
         engine: db.Engine,
         events: EventHub,
         evaluator: ModelEvaluator,
+        forecaster: ModelForecaster,
         artifacts: ArtifactStore,
         clusters: ClusterMonitor,
         max_runtime_cap: int = 604800,
@@ -59,6 +62,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         self.engine = engine
         self.events = events
         self.evaluator = evaluator
+        self.forecaster = forecaster
         self.artifacts = artifacts
         self.clusters = clusters
 

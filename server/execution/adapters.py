@@ -115,10 +115,10 @@ class DbDataSource:
     def __init__(self, rt: TaskRuntime, engine: db.Engine, tenant_id: str) -> None:
         self.rt, self.engine, self.tenant_id, self.scope = rt, engine, tenant_id, Scope.of(tenant_id)
 
-    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime, series: Sequence[str] | None = None) -> pd.DataFrame:
         async def go() -> io.BytesIO:
             async with db.transaction(self.engine, self.scope) as conn:
-                return await features.copy_rows(conn, table, columns, start, end)
+                return await features.copy_rows(conn, table, columns, start, end, series)
 
         try:
             # The runtime's loop only moves the bytes; this (the task's) thread parses them,

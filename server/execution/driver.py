@@ -25,9 +25,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pandas as pd
+
 from server import lifecycle, observability
 from server.execution.executor import RayExecutor
-from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
+from server.execution.payloads import EvaluatePayload, ForecastPayload, JobPayload, Outcome
 from server.observability import LogFormat
 from storage.records import RayCluster
 from trainers.errors import TrainingError
@@ -76,7 +78,7 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
 
     async def call(call_id: int, method: str, args: tuple[Any, ...]) -> None:
         try:
-            if method in ("run", "evaluate"):
+            if method in ("run", "evaluate", "forecast"):
                 result = await getattr(executor, method)(*args)
             else:
                 result = await asyncio.to_thread(getattr(executor, method), *args)
@@ -312,3 +314,6 @@ class DriverExecutor:
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
         return await self._async("evaluate", payload)
+
+    async def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
+        return await self._async("forecast", payload)

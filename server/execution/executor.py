@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
+
+from server.execution.forecasts import ForecastWorker
 from server.execution.local_cluster import LocalCluster, NodeSpec, stop_orphans
-from server.execution.payloads import EvaluatePayload, JobPayload, Outcome
+from server.execution.payloads import EvaluatePayload, ForecastPayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
 from trainers import algorithms
@@ -51,6 +55,8 @@ class Executor(Protocol):
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]: ...
 
+    async def forecast(self, payload: ForecastPayload) -> pd.DataFrame: ...
+
 
 @dataclass
 class RayExecutor:
@@ -59,10 +65,12 @@ class RayExecutor:
     local_cpus: int = 0
     temp_dir: str | None = None
     local_nodes: int = 1  # > 1: a local multi-node cluster (server/execution/local_cluster.py)
+    forecast_workers: int = 2  # actors that forecast, each keeping its recent versions loaded
 
     def __post_init__(self) -> None:
         self._remote: Any = None  # the Ray remote functions, once started
         self._evaluate: Any = None
+        self._forecasters: dict[int, Any] = {}  # slot -> ForecastWorker actor, made on first use
         self._started_ray = False
         self._cluster: LocalCluster | None = None
 
@@ -111,6 +119,7 @@ class RayExecutor:
     def stop(self) -> None:
         import ray
 
+        self._forecasters.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         if self._cluster is not None:
@@ -185,6 +194,39 @@ class RayExecutor:
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None
+
+    def _forecaster(self, slot: int) -> Any:
+        import ray
+
+        if slot not in self._forecasters:
+            # No CPU held: a forecast is short, and an actor holding one would take it from
+            # the jobs for as long as the server runs.
+            worker = ray.remote(ForecastWorker).options(num_cpus=0, max_restarts=-1, max_task_retries=0, name=None)
+            self._forecasters[slot] = worker.remote()
+        return self._forecasters[slot]
+
+    async def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
+        """Forecast on the actor of the version's slot (its cache holds the version after the
+        first call); a dead actor is replaced and the forecast, which writes nothing, asked
+        once more. Raises the forecast's error (e.g. DataLoadError)."""
+        import ray
+
+        slot = zlib.crc32(payload.artifact_path.encode()) % max(1, self.forecast_workers)
+        for last in (False, True):
+            ref = self._forecaster(slot).forecast.remote(payload)
+            try:
+                return await ref
+            except asyncio.CancelledError:
+                ray.cancel(ref)
+                raise
+            except ray.exceptions.RayActorError:
+                self._forecasters.pop(slot, None)
+                if last:
+                    raise
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+        raise AssertionError("unreachable")
 
     def cluster(self) -> RayCluster:
         import ray

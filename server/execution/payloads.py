@@ -6,7 +6,9 @@ import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
+import pandas as pd
 import tenacity
 
 from server.observability import LogFormat
@@ -95,3 +97,17 @@ class EvaluatePayload:
     artifact_path: str
     trained_metrics: Mapping[str, float]
     settings: TaskSettings
+
+
+@dataclass(frozen=True)
+class ForecastPayload:
+    """Forecast the hours after an origin from a registered forecast version."""
+
+    tenant_id: str
+    spec: TrainingSpec  # the version's training spec
+    artifact_path: str
+    horizon_hours: int
+    origin: datetime | None = None  # None: per series, its latest hour with the target
+    series: tuple[str, ...] | None = None  # None: every series of the table
+    inputs: pd.DataFrame | None = None  # known-ahead values sent inline (replace the table's)
+    settings: TaskSettings | None = None

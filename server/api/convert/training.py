@@ -276,6 +276,7 @@ def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:
         deleted_at=as_timestamp(version.deleted_at),
         keep=version.keep,
         mlflow_run_id=version.mlflow_run_id or "",
+        aliases=list(version.aliases),
     )
 
 

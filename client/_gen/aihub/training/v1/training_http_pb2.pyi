@@ -71,3 +71,13 @@ class ImportFeatureDataHttpRequest(_message.Message):
     format: _training_service_pb2.DataFormat
     body: _httpbody_pb2.HttpBody
     def __init__(self, table: _Optional[str] = ..., tenant_id: _Optional[str] = ..., format: _Optional[_Union[_training_service_pb2.DataFormat, str]] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class ForecastModelVersionHttpRequest(_message.Message):
+    __slots__ = ("model_id", "format", "body")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    format: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,11 @@ class TrainingHttpServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
                 _registered_method=True)
+        self.ForecastModelVersionHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/ForecastModelVersionHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetTrainingJobMetricsHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/GetTrainingJobMetricsHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.GetTrainingJobMetricsHttpRequest.SerializeToString,
@@ -134,6 +139,16 @@ class TrainingHttpServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastModelVersionHttp(self, request, context):
+        """POST /ai/training/models/{model_id}:forecast, or POST /ai/training/models:forecast by
+        alias: the body is a ForecastModelVersionRequest in JSON. The answer is JSON
+        ({"model_id", "model_version", "alias", "origin", "points"}), or with ?format=csv or
+        ?format=parquet the points as a file to download.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTrainingJobMetricsHttp(self, request, context):
         """GET /ai/training/jobs/{job_id}/metrics: a flat JSON object of metric name to number.
         """
@@ -189,6 +204,11 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
                     servicer.EvaluateModelVersionHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.SerializeToString,
+            ),
+            'ForecastModelVersionHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastModelVersionHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetTrainingJobMetricsHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingJobMetricsHttp,
@@ -369,6 +389,33 @@ class TrainingHttpService:
             '/aihub.training.v1.TrainingHttpService/EvaluateModelVersionHttp',
             aihub_dot_training_dot_v1_dot_training__http__pb2.EvaluateModelVersionHttpRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.EvaluateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastModelVersionHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/ForecastModelVersionHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -632,7 +632,7 @@ class ImportFeatureDataResponse(_message.Message):
     def __init__(self, rows_imported: _Optional[int] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at", "keep", "mlflow_run_id")
+    __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at", "keep", "mlflow_run_id", "aliases")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -666,6 +666,7 @@ class ModelVersion(_message.Message):
     DELETED_AT_FIELD_NUMBER: _ClassVar[int]
     KEEP_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     tenant_id: str
     model_type: ModelType
@@ -685,7 +686,8 @@ class ModelVersion(_message.Message):
     deleted_at: _timestamp_pb2.Timestamp
     keep: bool
     mlflow_run_id: str
-    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., training_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., training_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feature_importance: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., config_hash: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep: _Optional[bool] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., training_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., training_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feature_importance: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., config_hash: _Optional[str] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep: _Optional[bool] = ..., mlflow_run_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateModelVersionRequest(_message.Message):
     __slots__ = ("model_id", "tenant_id", "keep")
@@ -757,3 +759,132 @@ class DeleteModelVersionRequest(_message.Message):
     model_id: str
     tenant_id: str
     def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class ForecastModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_HOURS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    model_type: ModelType
+    alias: str
+    origin: str
+    horizon_hours: int
+    series: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., alias: _Optional[str] = ..., origin: _Optional[str] = ..., horizon_hours: _Optional[int] = ..., series: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+
+class ForecastPoint(_message.Message):
+    __slots__ = ("timestamp", "series_id", "forecast", "quantiles", "origin")
+    class QuantilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    series_id: str
+    forecast: float
+    quantiles: _containers.ScalarMap[str, float]
+    origin: _timestamp_pb2.Timestamp
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., forecast: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ForecastModelVersionResponse(_message.Message):
+    __slots__ = ("model_id", "model_version", "alias", "origin", "points")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_version: int
+    alias: str
+    origin: _timestamp_pb2.Timestamp
+    points: _containers.RepeatedCompositeFieldContainer[ForecastPoint]
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., alias: _Optional[str] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ...) -> None: ...
+
+class SetModelAliasRequest(_message.Message):
+    __slots__ = ("model_id", "alias", "tenant_id", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    alias: str
+    tenant_id: str
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., alias: _Optional[str] = ..., tenant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeleteModelAliasRequest(_message.Message):
+    __slots__ = ("alias", "tenant_id", "model_type", "reason")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    tenant_id: str
+    model_type: str
+    reason: str
+    def __init__(self, alias: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListModelAliasesRequest(_message.Message):
+    __slots__ = ("tenant_id", "model_type")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    model_type: str
+    def __init__(self, tenant_id: _Optional[str] = ..., model_type: _Optional[str] = ...) -> None: ...
+
+class AliasMove(_message.Message):
+    __slots__ = ("moved_at", "from_model_id", "from_version", "to_model_id", "to_version", "moved_by", "reason")
+    MOVED_AT_FIELD_NUMBER: _ClassVar[int]
+    FROM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MOVED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    moved_at: _timestamp_pb2.Timestamp
+    from_model_id: str
+    from_version: int
+    to_model_id: str
+    to_version: int
+    moved_by: str
+    reason: str
+    def __init__(self, moved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_model_id: _Optional[str] = ..., from_version: _Optional[int] = ..., to_model_id: _Optional[str] = ..., to_version: _Optional[int] = ..., moved_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ModelAlias(_message.Message):
+    __slots__ = ("alias", "tenant_id", "model_type", "model_id", "model_version", "updated_at", "moves")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    tenant_id: str
+    model_type: ModelType
+    model_id: str
+    model_version: int
+    updated_at: _timestamp_pb2.Timestamp
+    moves: _containers.RepeatedCompositeFieldContainer[AliasMove]
+    def __init__(self, alias: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., moves: _Optional[_Iterable[_Union[AliasMove, _Mapping]]] = ...) -> None: ...
+
+class ListModelAliasesResponse(_message.Message):
+    __slots__ = ("aliases",)
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[ModelAlias]
+    def __init__(self, aliases: _Optional[_Iterable[_Union[ModelAlias, _Mapping]]] = ...) -> None: ...

@@ -136,6 +136,26 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.ForecastModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/ForecastModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.FromString,
+                _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/SetModelAlias',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/DeleteModelAlias',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.FromString,
+                _registered_method=True)
+        self.ListModelAliases = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/ListModelAliases',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -288,6 +308,39 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastModelVersion(self, request, context):
+        """Forecasts the hours after an origin from a forecast version, named by id or by alias:
+        features derived by the code that derived its training rows, from the tenant's feature
+        table up to the origin and the known-ahead inputs after it (from the table or inline).
+        REST: POST /ai/training/models/{model_id}:forecast and POST /ai/training/models:forecast
+        (by alias), TrainingHttpService.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelAlias(self, request, context):
+        """Points an alias (production, staging, ...) of a tenant and model type at a version,
+        making it or moving it; the move is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """Removes an alias; the removal is recorded as a move to no version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelAliases(self, request, context):
+        """Lists a tenant's aliases, each with its version and its moves, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -385,6 +438,26 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.DeleteModelVersion,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.SerializeToString,
+            ),
+            'ForecastModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.SerializeToString,
+            ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.SerializeToString,
+            ),
+            'ListModelAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelAliases,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -906,6 +979,114 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/DeleteModelVersion',
             aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelVersionRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/ForecastModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/SetModelAlias',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.SetModelAliasRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/DeleteModelAlias',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.DeleteModelAliasRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/ListModelAliases',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListModelAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,208 @@
+"""Conversions of the models in use: forecast requests and answers (protobuf, and the REST
+answer's JSON, CSV and Parquet), aliases and their moves."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from google.protobuf import json_format
+
+from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from server.api.convert.common import MODEL_TYPES, as_timestamp, checked_text
+from server.api.errors import RequestError
+from storage import records
+from storage.features import SERIES
+from storage.tenancy import TENANT_ID_PATTERN
+from trainers import spec as specs
+from trainers.errors import ConfigValidationError, Violation, shown
+from trainers.forecasting import MAX_HORIZON_HOURS
+
+# A forecast request's bounds (each named in the 400 that refuses it).
+MAX_SERIES = 5000  # series named in one request
+MAX_INPUT_ROWS = 200_000  # inline known-ahead rows
+MAX_POINTS = 500_000  # (series, hour) points in one answer
+MAX_SERIES_ID = 200
+ALIAS = re.compile(TENANT_ID_PATTERN)
+MAX_REASON = 500
+FORMATS = ("json", "csv", "parquet")
+
+
+def refused(field: str, why: str) -> ConfigValidationError:
+    return ConfigValidationError([Violation(field, why)], message="Invalid forecast request")
+
+
+def check_alias(value: str, field: str = "alias") -> str:
+    if not ALIAS.fullmatch(value or ""):
+        raise RequestError(
+            field, f"{shown(value)} is not an alias: lower-case letters, digits, - and _, 1-63, starting with a letter or digit"
+        )
+    return value
+
+
+def model_type_from_text(value: str, *, required: bool = True) -> specs.ModelType | None:
+    """forecast or anomaly, any case (the alias calls take it from a query string)."""
+    if not value:
+        if required:
+            raise RequestError("model_type", "is required: forecast or anomaly")
+        return None
+    try:
+        return specs.ModelType(value.lower())
+    except ValueError:
+        raise RequestError("model_type", f"{shown(value)} is not one of forecast, anomaly") from None
+
+
+@dataclass(frozen=True)
+class ForecastQuery:
+    """A forecast request's values, checked."""
+
+    horizon_hours: int | None
+    origin: datetime | None
+    series: tuple[str, ...] | None
+    inputs: pd.DataFrame | None
+
+
+def _inputs(rows: Sequence[Any]) -> pd.DataFrame | None:
+    if not rows:
+        return None
+    if len(rows) > MAX_INPUT_ROWS:
+        raise refused("inputs", f"has {len(rows)} rows; at most {MAX_INPUT_ROWS} are allowed in one request")
+    records_: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        data = json_format.MessageToDict(row)
+        where = f"inputs[{i}]"
+        stamp = data.pop("timestamp", None)
+        try:
+            when = specs.parse_time(stamp)
+        except ValueError as exc:
+            raise refused(f"{where}.timestamp", str(exc)) from None
+        series = data.pop(SERIES, "")
+        if not isinstance(series, str) or len(series) > MAX_SERIES_ID:
+            raise refused(f"{where}.{SERIES}", f"must be text of at most {MAX_SERIES_ID} characters")
+        out: dict[str, Any] = {"timestamp": when, SERIES: series}
+        for key, value in data.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", key):
+                raise refused(f"{where}.{key[:40]}", "is not a column name: lower-case letters, digits and _")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+                raise refused(f"{where}.{key}", f"{shown(value)} is not a finite number")
+            out[key] = value
+        records_.append(out)
+    frame = pd.DataFrame.from_records(records_)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    dup = frame.duplicated([SERIES, "timestamp"])
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        raise refused(f"inputs[{i}]", "repeats the timestamp (and series_id) of an earlier row")
+    return frame
+
+
+def forecast_query(request: pb.ForecastModelVersionRequest) -> ForecastQuery:
+    horizon = request.horizon_hours or None
+    if horizon is not None and not 1 <= horizon <= MAX_HORIZON_HOURS:
+        raise refused("horizon_hours", f"must be 1 to {MAX_HORIZON_HOURS} (14 days)")
+    origin = None
+    if request.origin:
+        try:
+            origin = specs.parse_time(request.origin)
+        except ValueError as exc:
+            raise refused("origin", str(exc)) from None
+        if origin.minute or origin.second or origin.microsecond:
+            raise refused("origin", "must be a whole hour: forecasts are hourly")
+    series = None
+    if request.series:
+        if len(request.series) > MAX_SERIES:
+            raise refused("series", f"names {len(request.series)} series; at most {MAX_SERIES} are allowed in one request")
+        for i, name in enumerate(request.series):
+            checked_text(name, f"series[{i}]", max_len=MAX_SERIES_ID)
+        series = tuple(dict.fromkeys(request.series))
+    return ForecastQuery(horizon, origin, series, _inputs(request.inputs))
+
+
+def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> pb.ForecastModelVersionResponse:
+    origins = rows["origin"]
+    out = pb.ForecastModelVersionResponse(model_id=str(version.model_id), model_version=version.version, alias=alias)
+    out.origin.FromDatetime(origins.max().to_pydatetime())
+    stamps = rows["timestamp"].dt.to_pydatetime()
+    for stamp, series, value, origin in zip(
+        stamps, rows[SERIES].tolist(), rows["forecast"].tolist(), origins.dt.to_pydatetime(), strict=True
+    ):
+        point = out.points.add(series_id=series, forecast=value)
+        point.timestamp.FromDatetime(stamp)
+        point.origin.FromDatetime(origin)
+    return out
+
+
+def forecast_json(resp: pb.ForecastModelVersionResponse) -> dict[str, Any]:
+    """The REST answer: {"model_id", "model_version", "alias", "origin", "points": [{"timestamp",
+    "series_id"?, "forecast", "quantiles"?, "origin"?}]}; series_id when the table has
+    series, quantiles when the model has them, a point's origin when not every series
+    forecast from the answer's."""
+    origin = resp.origin.ToJsonString()
+    points = []
+    for p in resp.points:
+        point: dict[str, Any] = {"timestamp": p.timestamp.ToJsonString()}
+        if p.series_id:
+            point["series_id"] = p.series_id
+        point["forecast"] = p.forecast
+        if p.quantiles:
+            point["quantiles"] = dict(sorted(p.quantiles.items()))
+        if p.origin.ToJsonString() != origin:
+            point["origin"] = p.origin.ToJsonString()
+        points.append(point)
+    return {"model_id": resp.model_id, "model_version": resp.model_version, "alias": resp.alias or None, "origin": origin, "points": points}
+
+
+def forecast_file(resp: pb.ForecastModelVersionResponse, fmt: str) -> tuple[bytes, str]:
+    """The points as a CSV or Parquet file (timestamp, series_id, forecast, origin), and its
+    content type."""
+    frame = pd.DataFrame(
+        {
+            "timestamp": [p.timestamp.ToJsonString() for p in resp.points],
+            SERIES: [p.series_id for p in resp.points],
+            "forecast": [p.forecast for p in resp.points],
+            "origin": [p.origin.ToJsonString() for p in resp.points],
+        }
+    )
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode(), "text/csv; charset=utf-8"
+    buf = io.BytesIO()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["origin"] = pd.to_datetime(frame["origin"], utc=True)
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue(), "application/vnd.apache.parquet"
+
+
+def alias_to_pb(found: records.ModelAlias) -> pb.ModelAlias:
+    out = pb.ModelAlias(
+        alias=found.alias,
+        tenant_id=found.tenant_id,
+        model_type=MODEL_TYPES[specs.ModelType(found.model_type)],
+        model_id=str(found.model_id or ""),
+        model_version=found.model_version or 0,
+        updated_at=as_timestamp(found.updated_at),
+    )
+    for m in found.moves:
+        out.moves.add(
+            moved_at=as_timestamp(m.moved_at),
+            from_model_id=str(m.from_model_id or ""),
+            from_version=m.from_version or 0,
+            to_model_id=str(m.to_model_id or ""),
+            to_version=m.to_version or 0,
+            moved_by=m.moved_by,
+            reason=m.reason,
+        )
+    return out
+
+
+def aliases_to_pb(found: Sequence[records.ModelAlias]) -> pb.ListModelAliasesResponse:
+    return pb.ListModelAliasesResponse(aliases=[alias_to_pb(a) for a in found])
+
+
+def reason(value: str) -> str:
+    return checked_text(value, "reason", max_len=MAX_REASON)

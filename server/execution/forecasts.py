@@ -1,0 +1,148 @@
+"""Forecasts from a registered version, on Ray: a small pool of actors (ForecastWorker) that
+keep the versions they used last loaded, so a warm forecast reads its history and predicts,
+nothing more. Actors rather than Ray Serve: a forecast is one call of ours (no HTTP proxy,
+autoscaling or deployment graph to run), and an actor is the Ray primitive that keeps state
+between calls. The server picks a version's actor by its artifact, so the cache it hits is
+the one that loaded it.
+
+Each call runs with the payload's tenant only (row-level security), reads the artifact the
+server resolved under its artifact root, and loads it in the library's own format (no
+pickle), as evaluation does.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from server.execution.adapters import DbDataSource
+from server.execution.artifacts import ArtifactStore
+from server.execution.payloads import ForecastPayload, TaskSettings
+from server.execution.runtime import runtime
+from storage import db, features
+from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
+from storage.records import ModelVersion
+from storage.tenancy import Scope
+from trainers import algorithms, forecasting, preparation
+from trainers.errors import DataLoadError
+from trainers.spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+LOADED_VERSIONS = 8  # per actor
+
+
+class ForecastWorker:
+    """A Ray actor's state: the versions it loaded last (by artifact file and its stamp)."""
+
+    def __init__(self) -> None:
+        self.loaded: collections.OrderedDict[tuple[str, int, int], algorithms.FittedModel] = collections.OrderedDict()
+
+    def model(self, spec: TrainingSpec, path: str) -> algorithms.FittedModel:
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key in self.loaded:
+            self.loaded.move_to_end(key)
+            return self.loaded[key]
+        model = algorithms.get(spec.algorithm).load(Path(path), preparation.choose_task(spec, pd.Series(dtype="float64")))
+        self.loaded[key] = model
+        while len(self.loaded) > LOADED_VERSIONS:
+            self.loaded.popitem(last=False)
+        return model
+
+    def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
+        return forecast_rows(payload, self.model(payload.spec, payload.artifact_path))
+
+
+def _origins(payload: ForecastPayload, engine: db.Engine) -> dict[str, datetime]:
+    """Each series' origin: the payload's, or its latest hour with the target."""
+    spec = payload.spec
+
+    async def latest() -> dict[str, datetime]:
+        async with db.transaction(engine, Scope.of(payload.tenant_id)) as conn:
+            return await features.latest_hours(conn, spec.feature_table, spec.target, payload.series)
+
+    try:
+        found = runtime().run(latest)
+    except (FeatureTableNotFound, FeatureColumnNotFound) as exc:
+        raise DataLoadError(f"Failed to load forecast history: {exc}", details={"tenant_id": payload.tenant_id}) from exc
+    if payload.series is not None:
+        missing = [s for s in payload.series if s not in found]
+        if missing:
+            raise DataLoadError(
+                f"series {missing[0]!r} has no value of {spec.target} in features.{spec.feature_table}",
+                details={"field": "series", "series_id": missing[0], "table": f"features.{spec.feature_table}"},
+            )
+    if not found:
+        raise DataLoadError(
+            f"features.{spec.feature_table} has no value of {spec.target} to forecast from",
+            details={"field": "origin", "table": f"features.{spec.feature_table}"},
+        )
+    if payload.origin is not None:
+        return dict.fromkeys(found, payload.origin)
+    return found
+
+
+def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd.DataFrame:
+    """``timestamp``, ``series_id``, ``forecast`` and ``origin`` per series and hour: each
+    series' history read from its origin back as far as its features look, and the known-ahead
+    inputs after it (the table's rows, or the payload's)."""
+    assert payload.settings is not None  # noqa: S101 - the server always sets it
+    rt = runtime()
+    engine = rt.engine(payload.settings.database_url)
+    spec = payload.spec
+    origins = _origins(payload, engine)
+    back = timedelta(hours=forecasting.history_hours(spec))
+    ahead = timedelta(hours=payload.horizon_hours)
+    source = DbDataSource(rt, engine, payload.tenant_id)
+    parts = []
+    by_origin: dict[datetime, list[str]] = {}
+    for series_id, origin in origins.items():
+        by_origin.setdefault(origin, []).append(series_id)
+    for origin, names in sorted(by_origin.items()):
+        history = source.load(spec.feature_table, spec.table_columns(), origin - back, origin + ahead, names)
+        inputs = None
+        if payload.inputs is not None:
+            inputs = payload.inputs[payload.inputs[features.SERIES].isin(names)]
+        rows = forecasting.forecast(model, spec, history, pd.Timestamp(origin), payload.horizon_hours, inputs)
+        if features.SERIES not in rows.columns:
+            rows.insert(1, features.SERIES, "")
+        rows["origin"] = pd.Timestamp(origin)
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class ModelForecaster:
+    """The server's side: the payload for a version, sent to the executor's forecast actors."""
+
+    executor: object
+    artifacts: ArtifactStore
+    task_settings: TaskSettings
+
+    async def forecast(
+        self,
+        version: ModelVersion,
+        spec: TrainingSpec,
+        *,
+        horizon_hours: int,
+        origin: datetime | None,
+        series: tuple[str, ...] | None,
+        inputs: pd.DataFrame | None,
+    ) -> pd.DataFrame:
+        payload = ForecastPayload(
+            tenant_id=version.tenant_id,
+            spec=spec,
+            artifact_path=str(self.artifacts.model_file(version.artifact_uri)),
+            horizon_hours=horizon_hours,
+            origin=origin,
+            series=series,
+            inputs=inputs,
+            settings=self.task_settings,
+        )
+        return await self.executor.forecast(payload)  # type: ignore[attr-defined]

@@ -1,0 +1,158 @@
+"""Forecasts from a registered version and its aliases, through the real stack: gRPC and
+REST through Envoy, PostgreSQL, and the forecast actors on Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import requests
+
+from client import ConfigValidationError, DataLoadError, NotFoundError, pb
+from client.errors import InvalidStateError
+from tests.conftest import QUICK_START_CONFIG
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T = "acme-corp"
+DAY_AHEAD = {
+    **QUICK_START_CONFIG,
+    "hyperparameters": {"n_estimators": 30, "num_leaves": 15},
+    "training_start": "2024-03-01T00:00:00",
+    "training_end": "2024-03-31T23:00:00",
+    "features": ["temperature", "humidity", "hour_of_day", "day_of_week", "load_lag_24", "load_lag_168", "load_roll24_mean"],
+    "forecast_horizon_hours": 24,
+    "known_ahead": ["temperature", "humidity"],
+}
+
+
+async def http(method: str, url: str, **kwargs) -> requests.Response:
+    return await asyncio.to_thread(requests.request, method, url, timeout=60, **kwargs)
+
+
+def stamp(value) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+async def test_forecast_by_id_and_alias_over_grpc(client, demo_frame):
+    jobs = [await client.create_job(T, "forecast", DAY_AHEAD) for _ in range(2)]
+    done = [await asyncio.wait_for(client.wait(j.job_id), 120) for j in jobs]
+    assert all(j.status == pb.COMPLETED for j in done), [j.error for j in done]
+    v2, v1 = await client.list_models(T)
+    first = next(j for j in done if j.model_version == 1)
+
+    # From an origin inside the validation window, the forecast is what the job predicted
+    # there (features derived by the same code, from the same rows).
+    stored = {stamp(p.timestamp): p.predicted for p in (await client.get_predictions(first.job_id, page_size=10_000)).points}
+    origin = datetime(2024, 3, 28, 23, tzinfo=UTC)
+    got = await client.forecast(v1.model_id, origin="2024-03-28T23:00:00")
+    assert got.model_id == v1.model_id and got.model_version == 1 and stamp(got.origin) == origin and not got.alias
+    assert [stamp(p.timestamp) for p in got.points] == [origin + timedelta(hours=h) for h in range(1, 25)]
+    for p in got.points:
+        assert p.forecast == pytest.approx(stored[stamp(p.timestamp)], rel=1e-9)
+    shorter = await client.forecast(v1.model_id, origin="2024-03-28T23:00:00", horizon_hours=6)
+    assert [p.forecast for p in shorter.points] == [p.forecast for p in got.points[:6]]
+
+    # Past what it was trained for: a 400 naming the limit.
+    with pytest.raises(ConfigValidationError) as err:
+        await client.forecast(v1.model_id, horizon_hours=25)
+    assert err.value.violations[0][0] == "horizon_hours" and "24" in err.value.violations[0][1]
+
+    # Default origin: the last hour with the target (2024-12-31T23:00). No weather forecast
+    # after it in the table: a DataLoadError naming the column and the first missing hour.
+    with pytest.raises(DataLoadError) as err:
+        await client.forecast(v1.model_id)
+    assert "humidity" in str(err.value) and "2025-01-01T00:00:00" in str(err.value)
+    hours = pd.date_range("2025-01-01T00:00:00", periods=24, freq="h", tz="UTC")
+    inputs = [{"timestamp": h.isoformat(), "temperature": 1.5, "humidity": 80.0} for h in hours]
+    ahead = await client.forecast(v1.model_id, inputs=inputs)
+    assert stamp(ahead.origin) == datetime(2024, 12, 31, 23, tzinfo=UTC) and len(ahead.points) == 24
+    assert all(50 < p.forecast < 250 for p in ahead.points)
+    with pytest.raises(DataLoadError) as err:
+        await client.forecast(v1.model_id, inputs=inputs[:23])
+    assert "2025-01-01T23:00:00" in str(err.value)
+    with pytest.raises(ConfigValidationError) as err:
+        await client.forecast(v1.model_id, inputs=[{"timestamp": "soon", "temperature": 1}])
+    assert err.value.violations[0][0] == "inputs[0].timestamp"
+
+    # Aliases: made, moved (recorded, with why), resolved when a forecast runs.
+    with pytest.raises(NotFoundError):
+        await client.forecast(alias="production", tenant_id=T)
+    made = await client.set_alias("production", v1.model_id, reason="first model")
+    assert made.model_id == v1.model_id and made.model_version == 1 and made.moves[0].reason == "first model"
+    by_alias = await client.forecast(alias="production", tenant_id=T, origin="2024-03-28T23:00:00")
+    assert by_alias.alias == "production" and by_alias.model_id == v1.model_id
+    assert [p.forecast for p in by_alias.points] == [p.forecast for p in got.points]
+    moved = await client.set_alias("production", v2.model_id, reason="v2 is better")
+    assert moved.model_version == 2 and [(m.from_version, m.to_version) for m in moved.moves] == [(1, 2), (0, 1)]
+    assert (await client.forecast(alias="production", tenant_id=T, origin="2024-03-28T23:00:00")).model_version == 2
+    assert list((await client.get_model(v2.model_id)).aliases) == ["production"]
+    assert list((await client.get_model(v1.model_id)).aliases) == []
+
+    # A version an alias points at cannot be deleted; once the alias is gone it can.
+    with pytest.raises(InvalidStateError):
+        await client.delete_model(v2.model_id)
+    await client.set_alias("staging", v1.model_id)
+    listed = await client.list_aliases(T)
+    assert [(a.alias, a.model_version) for a in listed] == [("production", 2), ("staging", 1)]
+    removed = await client.delete_alias("production", tenant_id=T, reason="retired")
+    assert not removed.model_id and removed.moves[0].to_version == 0 and removed.moves[0].reason == "retired"
+    with pytest.raises(NotFoundError):
+        await client.delete_alias("production", tenant_id=T)
+    assert (await client.delete_model(v2.model_id)).HasField("deleted_at")
+    with pytest.raises(InvalidStateError):
+        await client.set_alias("production", v2.model_id)  # a deleted version has nothing to run
+    with pytest.raises(ConfigValidationError):
+        await client.set_alias("Not A Slug", v1.model_id)
+
+
+async def test_forecast_and_aliases_over_rest(client, rest):
+    job = await client.create_job(T, "forecast", DAY_AHEAD)
+    assert (await asyncio.wait_for(client.wait(job.job_id), 120)).status == pb.COMPLETED
+    (version,) = await client.list_models(T)
+    mid = version.model_id
+
+    r = await http("PUT", f"{rest}/ai/training/models/{mid}/aliases/production", json={"reason": "go live"})
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == 1 and r.json()["moves"][0]["reason"] == "go live"
+    body = {"origin": "2024-03-28T23:00:00", "horizon_hours": 24}
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast", json=body)
+    assert r.status_code == 200, r.text
+    by_id = r.json()
+    assert set(by_id) == {"model_id", "model_version", "alias", "origin", "points"}
+    assert by_id["model_id"] == mid and by_id["alias"] is None and by_id["origin"] == "2024-03-28T23:00:00Z"
+    assert len(by_id["points"]) == 24 and set(by_id["points"][0]) == {"timestamp", "forecast"}
+    r = await http(
+        "POST", f"{rest}/ai/training/models:forecast", json={"tenant_id": T, "model_type": "forecast", "alias": "production", **body}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["alias"] == "production" and r.json()["points"] == by_id["points"]
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast?format=csv", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(r.text))
+    assert list(table.columns) == ["timestamp", "series_id", "forecast", "origin"] and len(table) == 24
+    assert table["forecast"].tolist() == pytest.approx([p["forecast"] for p in by_id["points"]])
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast?format=parquet", json=body)
+    assert r.status_code == 200 and len(pd.read_parquet(io.BytesIO(r.content))) == 24
+
+    # The guide-style errors.
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast", json={**body, "horizon_hours": 48})
+    assert r.status_code == 400 and r.json()["error"] == "ConfigValidationError" and r.json()["details"]["field"] == "horizon_hours"
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast", json={"horizon": 24})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "horizon"
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast", json={})
+    assert r.status_code == 400 and r.json()["error"] == "DataLoadError" and "humidity" in r.json()["message"]
+    r = await http("POST", f"{rest}/ai/training/models:forecast", json={"tenant_id": T, "model_type": "forecast", "alias": "nope"})
+    assert r.status_code == 404 and r.json()["error"] == "AliasNotFound"
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast?format=xml", json=body)
+    assert r.status_code == 400 and r.json()["details"]["field"] == "format"
+
+    r = await http("GET", f"{rest}/ai/training/aliases", params={"tenant_id": T, "model_type": "forecast"})
+    assert r.status_code == 200 and [a["alias"] for a in r.json()["aliases"]] == ["production"]
+    assert (await http("GET", f"{rest}/ai/training/models/{mid}")).json()["aliases"] == ["production"]
+    r = await http("DELETE", f"{rest}/ai/training/aliases/production", params={"tenant_id": T, "model_type": "forecast"})
+    assert r.status_code == 200 and r.json()["model_id"] == ""
+    r = await http("DELETE", f"{rest}/ai/training/aliases/production", params={"tenant_id": T, "model_type": "forecast"})
+    assert r.status_code == 404 and r.json()["error"] == "AliasNotFound"
