@@ -142,7 +142,7 @@ class _Methods:
         origin: str = "",
         horizon_hours: int = 0,
         series: list[str] | None = None,
-        inputs: list[Mapping[str, Any]] | None = None,
+        inputs: list[dict[str, Any]] | None = None,
     ):
         """Forecast the hours after ``origin`` (default: each series' last actual) from a
         version named by id or by ``alias``: a ForecastModelVersionResponse (points)."""

@@ -22,6 +22,9 @@
     aihub alerts add --tenant acme-corp --url https://hooks.example.org/aihub [--event job_failed]
     aihub alerts list|deliveries --tenant acme-corp | aihub alerts delete TARGET_ID
     aihub models keep MODEL_ID [--off]
+    aihub models alias set production MODEL_ID [--reason "better MAE"] | aihub models alias list --tenant acme-corp
+    aihub models alias rm production --tenant acme-corp [--model-type forecast]
+    aihub forecast --alias production --horizon 24 [--series meter_1 ...] [--output csv|json] [--inputs weather.csv]
 
 The server address is --target, else AIHUB_TARGET, else localhost:50051. The API key is
 AIHUB_API_KEY (sent as `authorization: Bearer <key>`); none when unset.
@@ -287,6 +290,78 @@ def _model_parsers(sub: Any) -> None:
     mk.add_argument("model_id")
     mk.add_argument("--off", action="store_true", help="let retention remove it again")
     mk.set_defaults(func=_show(lambda c, a: c.keep_model(a.model_id, not a.off)))
+    al = mdl.add_parser("alias", parents=[OUTPUT], help="aliases (production, staging, ...)").add_subparsers(
+        dest="alias_cmd", required=True
+    )
+    aset = al.add_parser("set", parents=[OUTPUT], help="point an alias at a version (made, or moved; recorded)")
+    aset.add_argument("alias")
+    aset.add_argument("model_id")
+    aset.add_argument("--reason", default="", help="why it moves, kept with the move")
+    aset.set_defaults(func=_show(lambda c, a: c.set_alias(a.alias, a.model_id, reason=a.reason)))
+    arm = al.add_parser("rm", parents=[OUTPUT], help="remove an alias (recorded)")
+    arm.add_argument("alias")
+    arm.add_argument("--tenant", default="", help="default: the API key's tenant")
+    arm.add_argument("--model-type", choices=["forecast", "anomaly"], default="forecast")
+    arm.add_argument("--reason", default="")
+    arm.set_defaults(func=_show(lambda c, a: c.delete_alias(a.alias, tenant_id=a.tenant, model_type=a.model_type, reason=a.reason)))
+    als = al.add_parser("list", parents=[OUTPUT], help="a tenant's aliases, each with its version and moves")
+    als.add_argument("--tenant", default="", help="default: the API key's tenant")
+    als.add_argument("--model-type", choices=["forecast", "anomaly"], default="")
+    als.set_defaults(func=_aliases)
+
+
+def _forecast_parser(sub: Any) -> None:
+    fc = sub.add_parser("forecast", help="forecast the next hours from a version (by alias or id)")
+    which = fc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--alias", help="the alias whose version forecasts (production, ...)")
+    which.add_argument("--model-id", help="a version's id")
+    fc.add_argument("--tenant", default="", help="default: the API key's tenant")
+    fc.add_argument("--horizon", type=int, default=0, help="hours ahead (default: the model's forecast_horizon_hours)")
+    fc.add_argument("--origin", default="", help="the last hour with actuals (default: each series' latest)")
+    fc.add_argument("--series", nargs="+", default=None, help="the series to forecast (default: all)")
+    fc.add_argument("--inputs", help="a CSV of known-ahead values for the hours to forecast (timestamp[, series_id], columns)")
+    fc.add_argument("--output", choices=["text", "json", "csv"], default=argparse.SUPPRESS, help="text (default), json or csv")
+    fc.set_defaults(func=_forecast)
+
+
+def _forecast(c: TrainingClient, a: argparse.Namespace) -> int:
+    inputs = None
+    if a.inputs:
+        import csv
+
+        with open(a.inputs, newline="") as f:
+            inputs = [
+                {k: v if k in ("timestamp", "series_id") else (float(v) if v != "" else None) for k, v in row.items()}
+                for row in csv.DictReader(f)
+            ]
+    resp = c.forecast(
+        a.model_id or "", alias=a.alias or "", tenant_id=a.tenant, origin=a.origin, horizon_hours=a.horizon, series=a.series, inputs=inputs
+    )
+    output = getattr(a, "output", "text")
+    if output == "json":
+        print(_json(resp))
+    elif output == "csv":
+        print("timestamp,series_id,forecast,origin")
+        for p in resp.points:
+            print(f"{p.timestamp.ToJsonString()},{p.series_id},{p.forecast!r},{p.origin.ToJsonString()}")
+    else:
+        named = f" ({resp.alias})" if resp.alias else ""
+        print(f"model {resp.model_id} v{resp.model_version}{named}, from {resp.origin.ToJsonString()}")
+        for p in resp.points:
+            print(f"{p.timestamp.ToJsonString()}  {p.series_id:<12} {p.forecast:.4f}")
+    return 0
+
+
+def _aliases(c: TrainingClient, a: argparse.Namespace) -> int:
+    found = c.list_aliases(a.tenant, a.model_type)
+    if _is_json(a):
+        print(_json(found))
+        return 0
+    for al in found:
+        last = al.moves[0] if al.moves else None
+        why = f"  moved by {last.moved_by}: {last.reason}" if last and last.reason else ""
+        print(f"{al.alias:<16} {pb.ModelType.Name(al.model_type).lower():<8} v{al.model_version:<4} {al.model_id}{why}")
+    return 0
 
 
 def _jobs_parsers(sub: Any) -> None:
@@ -352,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _jobs_parsers(sub)
     _model_parsers(sub)
+    _forecast_parser(sub)
     _admin_parsers(sub)
     _operations_parsers(sub)
     cfg = sub.add_parser("config", parents=[OUTPUT], help="training configurations").add_subparsers(dest="cmd", required=True)

@@ -92,11 +92,14 @@ HTTP_ANSWERS: dict[str, Any] = {
     "CreateTrainingJobHttp": {"oneOf": [f"${P}TrainingJob", f"${P}Schedule"]},
     "GetTrainingJobMetricsHttp": {"type": "object", "additionalProperties": {"type": "number"}, "description": "metric name → value"},
     "ListRayClustersHttp": {"type": "array", "items": f"${P}RayCluster"},
+    "DetectModelVersionHttp": {"oneOf": [f"${P}DetectModelVersionResponse"], "description": "series_id only for a table of several series."},
     "ForecastModelVersionHttp": {
         "oneOf": [f"${P}ForecastModelVersionResponse"],
         "description": "JSON; with ?format=csv or ?format=parquet the points as a file (timestamp, series_id, forecast, origin).",
     },
 }
+# The operation ids of additional bindings (the same call by another path).
+OTHER_BINDINGS = {"/ai/training/models:forecast": "ForecastModelVersionByAlias"}
 # Bodies that are not the counterpart's request alone (raw: a file, not JSON).
 HTTP_BODIES: dict[str, Any] = {
     "CreateTrainingJobHttp": {
@@ -289,13 +292,16 @@ def build(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, Any]:
         s = spec.services[f"{PACKAGE}.{service}"][0]
         for index, m in enumerate(s.method):
             rule = m.options.Extensions[annotations_pb2.http]
-            for one in (rule, *rule.additional_bindings):
+            for n, one in enumerate((rule, *rule.additional_bindings)):
                 verb = one.WhichOneof("pattern")
                 if verb is None:
                     continue
                 path = one.custom.path if verb == "custom" else getattr(one, verb)
                 method = one.custom.kind.lower() if verb == "custom" else verb
-                paths.setdefault(path, {})[method] = _operation(spec, service, index, m, method, path, one.body)
+                op = _operation(spec, service, index, m, method, path, one.body)
+                if n:  # an additional binding: the same call by another path, its own operation id
+                    op["operationId"] = OTHER_BINDINGS[path]
+                paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
         "info": {

@@ -13,7 +13,8 @@ import pandas as pd
 
 from trainers import algorithms, features, metrics, predictions
 from trainers.algorithms import TrainData
-from trainers.errors import DataLoadError
+from trainers.algorithms.base import Task
+from trainers.errors import ConfigValidationError, DataLoadError, Violation
 from trainers.ports import STEP_START, Level, Reporter
 from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive, validation_rows
 from trainers.spec import ModelType, TrainingSpec
@@ -198,28 +199,72 @@ def _threshold(trained: Mapping[str, float]) -> float:
     return float(trained["threshold"])
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A window's derived rows, the model's output and the target on them: what scoring and
+    detection both read."""
+
+    rows: pd.DataFrame
+    pred: np.ndarray
+    y: np.ndarray
+    task: Task
+    label_column: str | None
+    baselines: Mapping[str, np.ndarray]
+
+
+def window_rows(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec) -> Window:
+    """The rows of the window spec.training_start..training_end (``frame`` may start earlier:
+    those rows are history only), derived as training derived its rows."""
+    dv = derive(frame, spec)
+    x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
+    keep = (dv.frame["timestamp"].iloc[model.context_rows :] >= pd.Timestamp(spec.training_start)).to_numpy()
+    rows = dv.frame.iloc[model.context_rows :][keep]
+    y = rows[spec.target].to_numpy(dtype="float64")
+    if len(y) == 0:
+        raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
+    baselines = {k: v[model.context_rows :][keep] for k, v in dv.baselines.items()}
+    return Window(rows, model.predict(x)[keep], y, dv.task, dv.label_column, baselines)
+
+
+def anomaly_scores_of(task: Task, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """An anomaly model's score per row, as training scored its validation rows: the
+    classifier's or the detector's own output, else the residual |y - prediction|."""
+    return pred if task in (algorithms.CLASSIFICATION, algorithms.RECONSTRUCTION) else np.abs(y - pred)
+
+
 def score(model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]) -> dict[str, float]:
     """Score a trained model on the window spec.training_start..training_end (``frame`` may
     start earlier: those rows are history only), with the metrics it was trained with;
     anomaly thresholds are the ones chosen at training time."""
-    dv = derive(frame, spec)
-    x = dv.frame[list(dv.inputs)].to_numpy(dtype="float64")
-    keep = (dv.frame["timestamp"].iloc[model.context_rows :] >= pd.Timestamp(spec.training_start)).to_numpy()
-    y = dv.frame[spec.target].to_numpy(dtype="float64")[model.context_rows :][keep]
-    if len(y) == 0:
-        raise DataLoadError(f"no complete rows in the window for a model that needs {model.context_rows + 1} consecutive rows")
-    pred = model.predict(x)[keep]
-    if dv.task == algorithms.CLASSIFICATION:
-        out = metrics.classification(y, pred, _threshold(trained))
+    w = window_rows(model, frame, spec)
+    if w.task == algorithms.CLASSIFICATION:
+        out = metrics.classification(w.y, w.pred, _threshold(trained))
     elif spec.model_type == ModelType.FORECAST:
-        out = metrics.regression(y, pred)
-        out.update(metrics.baseline(y, out["mae"], {k: v[model.context_rows :][keep] for k, v in dv.baselines.items()}))
+        out = metrics.regression(w.y, w.pred)
+        out.update(metrics.baseline(w.y, out["mae"], w.baselines))
     else:
-        scores = pred if dv.task == algorithms.RECONSTRUCTION else np.abs(y - pred)
+        scores = anomaly_scores_of(w.task, w.y, w.pred)
         threshold = _threshold(trained)
         out = metrics.anomaly_scores(scores, threshold)
-        if dv.label_column:
-            labels = dv.frame[dv.label_column].to_numpy(dtype="float64")[model.context_rows :][keep]
-            out.update(metrics.classification(labels, scores, threshold))
-    out["evaluation_rows"] = float(len(y))
+        if w.label_column:
+            out.update(metrics.classification(w.rows[w.label_column].to_numpy(dtype="float64"), scores, threshold))
+    out["evaluation_rows"] = float(len(w.y))
     return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+
+
+def detect(
+    model: algorithms.FittedModel, frame: pd.DataFrame, spec: TrainingSpec, trained: Mapping[str, float]
+) -> tuple[pd.DataFrame, float]:
+    """An anomaly model's detections on the window spec.training_start..training_end:
+    ``timestamp`` (and ``series_id``), ``score`` and ``flagged`` (score >= the threshold
+    chosen at training time, the rule its validation rows were flagged by), and that
+    threshold."""
+    if spec.model_type != ModelType.ANOMALY:
+        raise ConfigValidationError([Violation("model_type", "only an anomaly model detects; forecast with :forecast")])
+    w = window_rows(model, frame, spec)
+    threshold = _threshold(trained)
+    scores = anomaly_scores_of(w.task, w.y, w.pred)
+    out = pd.DataFrame({"timestamp": w.rows["timestamp"].to_numpy(), "score": scores, "flagged": scores >= threshold})
+    if features.SERIES in w.rows.columns:
+        out.insert(1, features.SERIES, w.rows[features.SERIES].astype(str).to_numpy())
+    return out, threshold

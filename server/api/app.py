@@ -38,7 +38,7 @@ from server.execution.dispatcher import Dispatcher, Limits
 from server.execution.driver import DriverExecutor, DriverLost
 from server.execution.evaluation import ModelEvaluator
 from server.execution.executor import Executor
-from server.execution.forecasts import ModelForecaster
+from server.execution.forecasts import ModelServer
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.lifecycle import ensure_free
 from server.operations.alerts import Alerter
@@ -163,7 +163,7 @@ class App:
             engine=self.engine,
             events=self.events,
             evaluator=evaluator,
-            forecaster=ModelForecaster(self.executor, artifacts, task_settings),
+            models_in_use=ModelServer(self.executor, artifacts, task_settings),
             artifacts=artifacts,
             clusters=self.clusters,
             max_runtime_cap=s.max_runtime_cap_seconds,

@@ -225,6 +225,11 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
         data, content_type = convert.forecast_file(resp, fmt)
         return httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
+    async def DetectModelVersionHttp(self, request, context) -> httpbody_pb2.HttpBody:
+        typed = parse_json(request.body, pb.DetectModelVersionRequest(), allowed={"tenant_id", "tenantId", "start", "end", "rows"})
+        typed.model_id = request.model_id
+        return json_body(convert.detect_json(await self.typed.DetectModelVersion(typed, context)))
+
     async def GetTrainingJobMetricsHttp(self, request, context) -> httpbody_pb2.HttpBody:
         resp = await self.typed.GetTrainingJobMetrics(pb.GetTrainingJobMetricsRequest(job_id=request.job_id), context)
         return json_body(dict(sorted(resp.metrics.items())))

@@ -22,7 +22,7 @@ from server.api.serving import ModelServing
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
-from server.execution.forecasts import ModelForecaster
+from server.execution.forecasts import ModelServer
 from storage import db, features, jobs, logs, models, tenants
 from storage.errors import StorageError
 from storage.records import Job, JobStatus, ModelVersion, NewJob, RayCluster
@@ -53,7 +53,7 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         engine: db.Engine,
         events: EventHub,
         evaluator: ModelEvaluator,
-        forecaster: ModelForecaster,
+        models_in_use: ModelServer,
         artifacts: ArtifactStore,
         clusters: ClusterMonitor,
         max_runtime_cap: int = 604800,
@@ -62,7 +62,7 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         self.engine = engine
         self.events = events
         self.evaluator = evaluator
-        self.forecaster = forecaster
+        self.models_in_use = models_in_use
         self.artifacts = artifacts
         self.clusters = clusters
 

@@ -11,7 +11,7 @@ from server.api import auth
 from server.api.convert import serving as convert
 from server.api.convert.common import parse_model_id
 from server.api.errors import InvalidState, RequestError
-from server.execution.forecasts import ModelForecaster
+from server.execution.forecasts import ModelServer
 from storage import aliases, db, models
 from storage.records import ModelVersion
 from trainers import forecasting
@@ -26,7 +26,7 @@ def moved_by() -> str:
 
 class ModelServing:
     engine: db.Engine
-    forecaster: ModelForecaster
+    models_in_use: ModelServer
 
     async def _named_version(self, model_id: str, tenant_id: str, model_type: int, alias: str) -> tuple[ModelVersion, str]:
         """The version a request names: by ``model_id``, or by (tenant, model type, alias),
@@ -64,10 +64,29 @@ class ModelServing:
         if query.series is not None and len(query.series) * horizon > convert.MAX_POINTS:
             why = f"{len(query.series)} series x {horizon} h is more than the {convert.MAX_POINTS} points one answer may hold"
             raise convert.refused("series", why)
-        rows = await self.forecaster.forecast(
+        rows = await self.models_in_use.forecast(
             version, spec, horizon_hours=horizon, origin=query.origin, series=query.series, inputs=query.inputs
         )
         return convert.forecast_to_pb(version, alias, rows)
+
+    async def DetectModelVersion(
+        self, request: pb.DetectModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetectModelVersionResponse:
+        start, end, rows = convert.detect_query(request)
+        version, _ = await self._named_version(request.model_id, request.tenant_id, pb.MODEL_TYPE_UNSPECIFIED, "")
+        spec = TrainingSpec.from_dict(version.config, model_type=version.model_type)
+        if spec.model_type != ModelType.ANOMALY:
+            raise convert.refused(
+                "model_id", f"is a {spec.model_type.value} version: only an anomaly model detects (forecast with :forecast)"
+            )
+        if rows is not None:
+            start = start or rows["timestamp"].min().to_pydatetime()
+            end = end or rows["timestamp"].max().to_pydatetime()
+        assert start is not None and end is not None  # noqa: S101 - detect_query requires them without rows
+        found, threshold = await self.models_in_use.detect(version, spec.with_window(start, end), rows)
+        if len(found) > convert.MAX_POINTS:
+            raise convert.refused("end", f"the window holds {len(found)} rows; at most {convert.MAX_POINTS} are scored in one request")
+        return convert.detect_to_pb(version, found, threshold)
 
     async def SetModelAlias(self, request: pb.SetModelAliasRequest, context: grpc.aio.ServicerContext) -> pb.ModelAlias:
         name = convert.check_alias(request.alias)

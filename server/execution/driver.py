@@ -29,7 +29,7 @@ import pandas as pd
 
 from server import lifecycle, observability
 from server.execution.executor import RayExecutor
-from server.execution.payloads import EvaluatePayload, ForecastPayload, JobPayload, Outcome
+from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome
 from server.observability import LogFormat
 from storage.records import RayCluster
 from trainers.errors import TrainingError
@@ -78,7 +78,7 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
 
     async def call(call_id: int, method: str, args: tuple[Any, ...]) -> None:
         try:
-            if method in ("run", "evaluate", "forecast"):
+            if method in ("run", "evaluate", "forecast", "detect"):
                 result = await getattr(executor, method)(*args)
             else:
                 result = await asyncio.to_thread(getattr(executor, method), *args)
@@ -317,3 +317,6 @@ class DriverExecutor:
 
     async def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
         return await self._async("forecast", payload)
+
+    async def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]:
+        return await self._async("detect", payload)

@@ -9,13 +9,13 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pandas as pd
 
-from server.execution.forecasts import ForecastWorker
+from server.execution.forecasts import ModelWorker
 from server.execution.local_cluster import LocalCluster, NodeSpec, stop_orphans
-from server.execution.payloads import EvaluatePayload, ForecastPayload, JobPayload, Outcome
+from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
 from trainers import algorithms
@@ -57,6 +57,8 @@ class Executor(Protocol):
 
     async def forecast(self, payload: ForecastPayload) -> pd.DataFrame: ...
 
+    async def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]: ...
+
 
 @dataclass
 class RayExecutor:
@@ -65,12 +67,12 @@ class RayExecutor:
     local_cpus: int = 0
     temp_dir: str | None = None
     local_nodes: int = 1  # > 1: a local multi-node cluster (server/execution/local_cluster.py)
-    forecast_workers: int = 2  # actors that forecast, each keeping its recent versions loaded
+    model_workers: int = 2  # actors that forecast and detect, each keeping its recent versions loaded
 
     def __post_init__(self) -> None:
         self._remote: Any = None  # the Ray remote functions, once started
         self._evaluate: Any = None
-        self._forecasters: dict[int, Any] = {}  # slot -> ForecastWorker actor, made on first use
+        self._workers: dict[int, Any] = {}  # slot -> ModelWorker actor, made on first use
         self._started_ray = False
         self._cluster: LocalCluster | None = None
 
@@ -119,7 +121,7 @@ class RayExecutor:
     def stop(self) -> None:
         import ray
 
-        self._forecasters.clear()
+        self._workers.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         if self._cluster is not None:
@@ -195,38 +197,44 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None
 
-    def _forecaster(self, slot: int) -> Any:
+    def _worker(self, slot: int) -> Any:
         import ray
 
-        if slot not in self._forecasters:
+        if slot not in self._workers:
             # No CPU held: a forecast is short, and an actor holding one would take it from
             # the jobs for as long as the server runs.
-            worker = ray.remote(ForecastWorker).options(num_cpus=0, max_restarts=-1, max_task_retries=0, name=None)
-            self._forecasters[slot] = worker.remote()
-        return self._forecasters[slot]
+            worker = ray.remote(ModelWorker).options(num_cpus=0, max_restarts=-1, max_task_retries=0, name=None)
+            self._workers[slot] = worker.remote()
+        return self._workers[slot]
 
-    async def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
-        """Forecast on the actor of the version's slot (its cache holds the version after the
-        first call); a dead actor is replaced and the forecast, which writes nothing, asked
-        once more. Raises the forecast's error (e.g. DataLoadError)."""
+    async def _on_worker(self, method: str, payload: ForecastPayload | DetectPayload) -> Any:
+        """Call ``method`` on the actor of the version's slot (its cache holds the version after
+        the first call); a dead actor is replaced and the call, which writes nothing, made
+        once more. Raises the call's error (e.g. DataLoadError)."""
         import ray
 
-        slot = zlib.crc32(payload.artifact_path.encode()) % max(1, self.forecast_workers)
+        slot = zlib.crc32(payload.artifact_path.encode()) % max(1, self.model_workers)
         for last in (False, True):
-            ref = self._forecaster(slot).forecast.remote(payload)
+            ref = getattr(self._worker(slot), method).remote(payload)
             try:
                 return await ref
             except asyncio.CancelledError:
                 ray.cancel(ref)
                 raise
             except ray.exceptions.RayActorError:
-                self._forecasters.pop(slot, None)
+                self._workers.pop(slot, None)
                 if last:
                     raise
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 raise (cause if isinstance(cause, Exception) else exc) from None
         raise AssertionError("unreachable")
+
+    async def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
+        return cast(pd.DataFrame, await self._on_worker("forecast", payload))
+
+    async def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]:
+        return cast(tuple[pd.DataFrame, float], await self._on_worker("detect", payload))
 
     def cluster(self) -> RayCluster:
         import ray

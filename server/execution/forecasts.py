@@ -1,6 +1,6 @@
-"""Forecasts from a registered version, on Ray: a small pool of actors (ForecastWorker) that
-keep the versions they used last loaded, so a warm forecast reads its history and predicts,
-nothing more. Actors rather than Ray Serve: a forecast is one call of ours (no HTTP proxy,
+"""Forecasts and detections from a registered version, on Ray: a small pool of actors
+(ModelWorker) that keep the versions they used last loaded, so a warm call reads its rows
+and predicts, nothing more. Actors rather than Ray Serve: a forecast is one call of ours (no HTTP proxy,
 autoscaling or deployment graph to run), and an actor is the Ray primitive that keeps state
 between calls. The server picks a version's actor by its artifact, so the cache it hits is
 the one that loaded it.
@@ -23,21 +23,21 @@ import pandas as pd
 
 from server.execution.adapters import DbDataSource
 from server.execution.artifacts import ArtifactStore
-from server.execution.payloads import ForecastPayload, TaskSettings
+from server.execution.payloads import DetectPayload, ForecastPayload, TaskSettings
 from server.execution.runtime import runtime
 from storage import db, features
 from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import ModelVersion
 from storage.tenancy import Scope
-from trainers import algorithms, forecasting, preparation
-from trainers.errors import DataLoadError
+from trainers import algorithms, evaluation, forecasting, preparation
+from trainers.errors import DataLoadError, no_rows_in_window
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 LOADED_VERSIONS = 8  # per actor
 
 
-class ForecastWorker:
+class ModelWorker:
     """A Ray actor's state: the versions it loaded last (by artifact file and its stamp)."""
 
     def __init__(self) -> None:
@@ -57,6 +57,9 @@ class ForecastWorker:
 
     def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
         return forecast_rows(payload, self.model(payload.spec, payload.artifact_path))
+
+    def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]:
+        return detect_rows(payload, self.model(payload.spec, payload.artifact_path))
 
 
 def _origins(payload: ForecastPayload, engine: db.Engine) -> dict[str, datetime]:
@@ -117,9 +120,29 @@ def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd
     return pd.concat(parts, ignore_index=True)
 
 
+def detect_rows(payload: DetectPayload, model: algorithms.FittedModel) -> tuple[pd.DataFrame, float]:
+    """Each row's score and flag in the payload's window, and the threshold: the rows given,
+    or the table's (from as far back as the features look)."""
+    assert payload.settings is not None  # noqa: S101 - the server always sets it
+    spec = payload.spec
+    frame = payload.rows
+    if frame is None:
+        rt = runtime()
+        since = spec.training_start - timedelta(hours=evaluation.history_hours(spec))
+        frame = DbDataSource(rt, rt.engine(payload.settings.database_url), payload.tenant_id).load(
+            spec.feature_table, spec.table_columns(), since, spec.training_end
+        )
+    frame = frame[frame["timestamp"] <= pd.Timestamp(spec.training_end)]
+    if frame.empty or frame["timestamp"].max() < pd.Timestamp(spec.training_start):
+        raise no_rows_in_window(
+            spec.feature_table, spec.training_start, spec.training_end, table=f"features.{spec.feature_table}", tenant_id=payload.tenant_id
+        )
+    return evaluation.detect(model, frame, spec, payload.trained_metrics)
+
+
 @dataclass(frozen=True)
-class ModelForecaster:
-    """The server's side: the payload for a version, sent to the executor's forecast actors."""
+class ModelServer:
+    """The server's side: a version's payloads, sent to the executor's model actors."""
 
     executor: object
     artifacts: ArtifactStore
@@ -146,3 +169,14 @@ class ModelForecaster:
             settings=self.task_settings,
         )
         return await self.executor.forecast(payload)  # type: ignore[attr-defined]
+
+    async def detect(self, version: ModelVersion, spec: TrainingSpec, rows: pd.DataFrame | None) -> tuple[pd.DataFrame, float]:
+        payload = DetectPayload(
+            tenant_id=version.tenant_id,
+            spec=spec,
+            artifact_path=str(self.artifacts.model_file(version.artifact_uri)),
+            trained_metrics=version.metrics,
+            rows=rows,
+            settings=self.task_settings,
+        )
+        return await self.executor.detect(payload)  # type: ignore[attr-defined]

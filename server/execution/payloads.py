@@ -111,3 +111,15 @@ class ForecastPayload:
     series: tuple[str, ...] | None = None  # None: every series of the table
     inputs: pd.DataFrame | None = None  # known-ahead values sent inline (replace the table's)
     settings: TaskSettings | None = None
+
+
+@dataclass(frozen=True)
+class DetectPayload:
+    """Score a window (stored rows, or the rows given) with a registered anomaly version."""
+
+    tenant_id: str
+    spec: TrainingSpec  # the version's training spec with the window to score
+    artifact_path: str
+    trained_metrics: Mapping[str, float]
+    rows: pd.DataFrame | None = None  # rows sent inline (history first), instead of the table's
+    settings: TaskSettings | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -156,3 +157,88 @@ async def test_forecast_and_aliases_over_rest(client, rest):
     assert r.status_code == 200 and r.json()["model_id"] == ""
     r = await http("DELETE", f"{rest}/ai/training/aliases/production", params={"tenant_id": T, "model_type": "forecast"})
     assert r.status_code == 404 and r.json()["error"] == "AliasNotFound"
+
+
+async def test_cli_alias_and_forecast(app, client, tmp_path, capsys):
+    from client.cli import main as aihub
+
+    job = await client.create_job(T, "forecast", DAY_AHEAD)
+    assert (await asyncio.wait_for(client.wait(job.job_id), 120)).status == pb.COMPLETED
+    (version,) = await client.list_models(T)
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = aihub(["--target", f"127.0.0.1:{app.port}", *args])
+        return code, capsys.readouterr().out
+
+    code, out = await asyncio.to_thread(run, "models", "alias", "set", "production", version.model_id, "--reason", "first")
+    assert code == 0 and json.loads(out)["model_version"] == 1
+    code, out = await asyncio.to_thread(run, "models", "alias", "list", "--tenant", T)
+    assert code == 0 and out.split()[:3] == ["production", "forecast", "v1"] and "first" in out
+    weather = tmp_path / "weather.csv"
+    hours = pd.date_range("2025-01-01T00:00:00", periods=24, freq="h", tz="UTC")
+    pd.DataFrame({"timestamp": [h.isoformat() for h in hours], "temperature": 2.0, "humidity": 75.0}).to_csv(weather, index=False)
+    args = ("forecast", "--alias", "production", "--tenant", T, "--horizon", "24", "--inputs", str(weather))
+    code, out = await asyncio.to_thread(run, *args, "--output", "csv")
+    assert code == 0, out
+    table = pd.read_csv(io.StringIO(out))
+    assert len(table) == 24 and table["timestamp"].iloc[0] == "2025-01-01T00:00:00Z"
+    code, out = await asyncio.to_thread(run, *args, "--output", "json")
+    assert code == 0 and json.loads(out)["alias"] == "production" and len(json.loads(out)["points"]) == 24
+    code, out = await asyncio.to_thread(run, *args)
+    assert code == 0 and out.startswith(f"model {version.model_id} v1 (production)")
+    code, out = await asyncio.to_thread(run, "forecast", "--alias", "production", "--tenant", T, "--horizon", "48")
+    assert code == 1  # a clear error naming the limit, not a traceback
+    code, out = await asyncio.to_thread(run, "models", "alias", "rm", "production", "--tenant", T, "--reason", "done")
+    assert code == 0 and json.loads(out)["moves"][0]["reason"] == "done"
+
+
+ANOMALY = {
+    **QUICK_START_CONFIG,
+    "model_type": "anomaly",
+    "feature_table": "load_forecasting",
+    "hyperparameters": {"n_estimators": 30, "num_leaves": 15},
+    "training_start": "2024-03-01T00:00:00",
+    "training_end": "2024-03-31T23:00:00",
+    "features": ["temperature", "humidity", "hour_of_day", "day_of_week", "load_lag_24"],
+}
+
+
+async def test_detect_scores_as_training_did_over_grpc_and_rest(client, rest, demo_frame):
+    job = await client.create_job(T, "anomaly", ANOMALY)
+    done = await asyncio.wait_for(client.wait(job.job_id), 120)
+    assert done.status == pb.COMPLETED, done.error
+    (version,) = await client.list_models(T)
+
+    # The stored validation window: the same scores, threshold and flags as training kept.
+    kept = await client.get_predictions(job.job_id, page_size=10_000)
+    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
+    got = await client._call(
+        "DetectModelVersion",
+        pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat()),
+        lambda r: r,
+    )
+    assert got.threshold == pytest.approx(kept.threshold, rel=1e-12)
+    assert [stamp(p.timestamp) for p in got.points] == [stamp(p.timestamp) for p in kept.points]
+    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
+    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points]
+
+    # Rows sent inline (a day of history, then a day with a spike): the spike is flagged.
+    frame = demo_frame[(demo_frame["timestamp"] >= "2024-04-01") & (demo_frame["timestamp"] < "2024-04-03")].copy()
+    frame.loc[frame.index[30], "load"] *= 3
+    rows = [
+        {"timestamp": t.isoformat(), "load": lo, "temperature": te, "humidity": hu}
+        for t, lo, te, hu in frame[["timestamp", "load", "temperature", "humidity"]].itertuples(index=False)
+    ]
+    r = await http("POST", f"{rest}/ai/training/models/{version.model_id}:detect", json={"rows": rows, "start": "2024-04-02T00:00:00"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"model_id", "model_version", "threshold", "points"} and len(body["points"]) == 24
+    assert set(body["points"][0]) == {"timestamp", "score", "flagged"}
+    spike = next(p for p in body["points"] if p["timestamp"] == frame["timestamp"].iloc[30].strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert spike["flagged"] and spike["score"] >= body["threshold"]
+
+    r = await http("POST", f"{rest}/ai/training/models/{version.model_id}:detect", json={})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "start"
+    r = await http("POST", f"{rest}/ai/training/models/{version.model_id}:forecast", json={})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "model_type"

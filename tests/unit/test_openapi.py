@@ -31,10 +31,11 @@ def _rules() -> set[tuple[str, str]]:
             if service.full_name not in services:
                 continue
             for method in service.methods:
-                rule = method.GetOptions().Extensions[annotations_pb2.http]
-                verb = rule.WhichOneof("pattern")
-                if verb:
-                    found.add((verb, getattr(rule, verb)))
+                top = method.GetOptions().Extensions[annotations_pb2.http]
+                for rule in (top, *top.additional_bindings):
+                    verb = rule.WhichOneof("pattern")
+                    if verb:
+                        found.add((verb, getattr(rule, verb)))
     return found
 
 

@@ -68,15 +68,17 @@ class ForecastQuery:
     inputs: pd.DataFrame | None
 
 
-def _inputs(rows: Sequence[Any]) -> pd.DataFrame | None:
+def rows_frame(rows: Sequence[Any], field: str) -> pd.DataFrame | None:
+    """Rows sent inline ({"timestamp", "series_id"?, column: number}) as a frame like the
+    feature table's (UTC timestamps, series_id '' when not given); None when there are none."""
     if not rows:
         return None
     if len(rows) > MAX_INPUT_ROWS:
-        raise refused("inputs", f"has {len(rows)} rows; at most {MAX_INPUT_ROWS} are allowed in one request")
+        raise refused(field, f"has {len(rows)} rows; at most {MAX_INPUT_ROWS} are allowed in one request")
     records_: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         data = json_format.MessageToDict(row)
-        where = f"inputs[{i}]"
+        where = f"{field}[{i}]"
         stamp = data.pop("timestamp", None)
         try:
             when = specs.parse_time(stamp)
@@ -98,8 +100,8 @@ def _inputs(rows: Sequence[Any]) -> pd.DataFrame | None:
     dup = frame.duplicated([SERIES, "timestamp"])
     if dup.any():
         i = int(dup.to_numpy().nonzero()[0][0])
-        raise refused(f"inputs[{i}]", "repeats the timestamp (and series_id) of an earlier row")
-    return frame
+        raise refused(f"{field}[{i}]", "repeats the timestamp (and series_id) of an earlier row")
+    return frame.sort_values([SERIES, "timestamp"], ignore_index=True)
 
 
 def forecast_query(request: pb.ForecastModelVersionRequest) -> ForecastQuery:
@@ -121,7 +123,7 @@ def forecast_query(request: pb.ForecastModelVersionRequest) -> ForecastQuery:
         for i, name in enumerate(request.series):
             checked_text(name, f"series[{i}]", max_len=MAX_SERIES_ID)
         series = tuple(dict.fromkeys(request.series))
-    return ForecastQuery(horizon, origin, series, _inputs(request.inputs))
+    return ForecastQuery(horizon, origin, series, rows_frame(request.inputs, "inputs"))
 
 
 def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> pb.ForecastModelVersionResponse:
@@ -176,6 +178,51 @@ def forecast_file(resp: pb.ForecastModelVersionResponse, fmt: str) -> tuple[byte
     frame["origin"] = pd.to_datetime(frame["origin"], utc=True)
     frame.to_parquet(buf, index=False)
     return buf.getvalue(), "application/vnd.apache.parquet"
+
+
+def detect_query(request: pb.DetectModelVersionRequest) -> tuple[datetime | None, datetime | None, pd.DataFrame | None]:
+    """The window (start, end; either may be None with rows) and the rows sent inline."""
+    rows = rows_frame(request.rows, "rows")
+    if rows is None and not (request.start and request.end):
+        raise refused("start", "is required, with end, unless rows are sent: the window of the feature table to score")
+    window = []
+    for name, value in (("start", request.start), ("end", request.end)):
+        try:
+            window.append(specs.parse_time(value) if value else None)
+        except ValueError as exc:
+            raise refused(name, str(exc)) from None
+    start, end = window
+    if start and end and end < start:
+        raise refused("end", "is before start")
+    return start, end, rows
+
+
+def detect_to_pb(version: records.ModelVersion, rows: pd.DataFrame, threshold: float) -> pb.DetectModelVersionResponse:
+    out = pb.DetectModelVersionResponse(model_id=str(version.model_id), model_version=version.version, threshold=threshold)
+    series = rows[SERIES].tolist() if SERIES in rows.columns else [""] * len(rows)
+    for stamp, sid, score, flag in zip(
+        pd.to_datetime(rows["timestamp"], utc=True).dt.to_pydatetime(),
+        series,
+        rows["score"].tolist(),
+        rows["flagged"].tolist(),
+        strict=True,
+    ):
+        point = out.points.add(series_id=sid, score=score, flagged=bool(flag))
+        point.timestamp.FromDatetime(stamp)
+    return out
+
+
+def detect_json(resp: pb.DetectModelVersionResponse) -> dict[str, Any]:
+    """The REST answer: {"model_id", "model_version", "threshold", "points": [{"timestamp",
+    "series_id"?, "score", "flagged"}]}."""
+    points = []
+    for p in resp.points:
+        point: dict[str, Any] = {"timestamp": p.timestamp.ToJsonString()}
+        if p.series_id:
+            point["series_id"] = p.series_id
+        point.update(score=p.score, flagged=p.flagged)
+        points.append(point)
+    return {"model_id": resp.model_id, "model_version": resp.model_version, "threshold": resp.threshold, "points": points}
 
 
 def alias_to_pb(found: records.ModelAlias) -> pb.ModelAlias:

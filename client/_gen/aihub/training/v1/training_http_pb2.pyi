@@ -81,3 +81,11 @@ class ForecastModelVersionHttpRequest(_message.Message):
     format: str
     body: _httpbody_pb2.HttpBody
     def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class DetectModelVersionHttpRequest(_message.Message):
+    __slots__ = ("model_id", "body")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, model_id: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class TrainingHttpServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.DetectModelVersionHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/DetectModelVersionHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.DetectModelVersionHttpRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetTrainingJobMetricsHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/GetTrainingJobMetricsHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.GetTrainingJobMetricsHttpRequest.SerializeToString,
@@ -149,6 +154,14 @@ class TrainingHttpServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectModelVersionHttp(self, request, context):
+        """POST /ai/training/models/{model_id}:detect: the body is a DetectModelVersionRequest in
+        JSON; the answer {"model_id", "model_version", "threshold", "points"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTrainingJobMetricsHttp(self, request, context):
         """GET /ai/training/jobs/{job_id}/metrics: a flat JSON object of metric name to number.
         """
@@ -208,6 +221,11 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
             'ForecastModelVersionHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.ForecastModelVersionHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'DetectModelVersionHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectModelVersionHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.DetectModelVersionHttpRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetTrainingJobMetricsHttp': grpc.unary_unary_rpc_method_handler(
@@ -415,6 +433,33 @@ class TrainingHttpService:
             target,
             '/aihub.training.v1.TrainingHttpService/ForecastModelVersionHttp',
             aihub_dot_training_dot_v1_dot_training__http__pb2.ForecastModelVersionHttpRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectModelVersionHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/DetectModelVersionHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.DetectModelVersionHttpRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -888,3 +888,41 @@ class ListModelAliasesResponse(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     aliases: _containers.RepeatedCompositeFieldContainer[ModelAlias]
     def __init__(self, aliases: _Optional[_Iterable[_Union[ModelAlias, _Mapping]]] = ...) -> None: ...
+
+class DetectModelVersionRequest(_message.Message):
+    __slots__ = ("model_id", "tenant_id", "start", "end", "rows")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tenant_id: str
+    start: str
+    end: str
+    rows: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., start: _Optional[str] = ..., end: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+
+class DetectionPoint(_message.Message):
+    __slots__ = ("timestamp", "series_id", "score", "flagged")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    series_id: str
+    score: float
+    flagged: bool
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., score: _Optional[float] = ..., flagged: _Optional[bool] = ...) -> None: ...
+
+class DetectModelVersionResponse(_message.Message):
+    __slots__ = ("model_id", "model_version", "threshold", "points")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_version: int
+    threshold: float
+    points: _containers.RepeatedCompositeFieldContainer[DetectionPoint]
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., threshold: _Optional[float] = ..., points: _Optional[_Iterable[_Union[DetectionPoint, _Mapping]]] = ...) -> None: ...

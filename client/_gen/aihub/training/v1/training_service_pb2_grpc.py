@@ -141,6 +141,11 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.FromString,
                 _registered_method=True)
+        self.DetectModelVersion = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/DetectModelVersion',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.FromString,
+                _registered_method=True)
         self.SetModelAlias = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/SetModelAlias',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.SetModelAliasRequest.SerializeToString,
@@ -319,6 +324,16 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectModelVersion(self, request, context):
+        """Scores rows with an anomaly version: a window of the tenant's feature table, or rows
+        sent inline; answers each row's score and flag (score >= the threshold chosen at
+        training), with the feature path and flag rule of training.
+        REST: POST /ai/training/models/{model_id}:detect (TrainingHttpService).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetModelAlias(self, request, context):
         """Points an alias (production, staging, ...) of a tenant and model type at a version,
         making it or moving it; the move is recorded.
@@ -443,6 +458,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.ForecastModelVersion,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.SerializeToString,
+            ),
+            'DetectModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectModelVersion,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.SerializeToString,
             ),
             'SetModelAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetModelAlias,
@@ -1006,6 +1026,33 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/ForecastModelVersion',
             aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.ForecastModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/DetectModelVersion',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
