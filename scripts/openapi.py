@@ -92,7 +92,10 @@ HTTP_ANSWERS: dict[str, Any] = {
     "CreateTrainingJobHttp": {"oneOf": [f"${P}TrainingJob", f"${P}Schedule"]},
     "GetTrainingJobMetricsHttp": {"type": "object", "additionalProperties": {"type": "number"}, "description": "metric name → value"},
     "ListRayClustersHttp": {"type": "array", "items": f"${P}RayCluster"},
-    "DetectModelVersionHttp": {"oneOf": [f"${P}DetectModelVersionResponse"], "description": "series_id only for a table of several series."},
+    "DetectModelVersionHttp": {
+        "oneOf": [f"${P}DetectModelVersionResponse"],
+        "description": "series_id only for a table of several series.",
+    },
     "ForecastModelVersionHttp": {
         "oneOf": [f"${P}ForecastModelVersionResponse"],
         "description": "JSON; with ?format=csv or ?format=parquet the points as a file (timestamp, series_id, forecast, origin).",
