@@ -216,6 +216,27 @@ raw_files = st.binary(max_size=300) | st.builds(
     st.lists(st.lists(st.sampled_from(["2024-01-01T00:00:00", "1", "nan", "abc", "", "1e400", "-"]), min_size=1, max_size=4), max_size=5),
 )
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+FUZZ_MODELS = settings(FUZZ, max_examples=100)  # the models-in-use bodies (forecast, detect, aliases)
+rows = st.lists(
+    st.dictionaries(st.sampled_from(["timestamp", "series_id", "temperature", "load", "Bad Col", "x" * 70]), json_values, max_size=4)
+    | json_values,
+    max_size=4,
+)
+forecast_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "tenant_id": text,
+        "model_type": json_values,
+        "alias": text,
+        "origin": text | json_values,
+        "horizon_hours": numbers | json_values,
+        "series": st.lists(text, max_size=3) | text | json_values,
+        "inputs": rows,
+    },
+)
+detect_bodies = st.fixed_dictionaries(
+    {}, optional={"tenant_id": text, "start": text | json_values, "end": text | json_values, "rows": rows}
+)
 
 
 def _rest_fuzz(rest: str, job_id: str, seen: Counter) -> None:
@@ -253,7 +274,41 @@ def _rest_fuzz(rest: str, job_id: str, seen: Counter) -> None:
     def import_(data, table, tenant):
         post(f"/ai/training/features/{table}", data, params={"tenant_id": tenant}, headers={"Content-Type": "text/csv"})
 
-    for run in (create, validate, update, import_):
+    @FUZZ_MODELS
+    @given(
+        forecast_bodies,
+        st.sampled_from(
+            [
+                "/ai/training/models:forecast",
+                "/ai/training/models/nope:forecast",
+                f"/ai/training/models/{'0' * 8}-0000-0000-0000-{'0' * 12}:forecast",
+            ]
+        ),
+    )
+    def forecast(b, path):
+        post(path, b)
+
+    @FUZZ_MODELS
+    @given(detect_bodies, st.sampled_from(["nope", f"{'0' * 8}-0000-0000-0000-{'0' * 12}"]))
+    def detect(b, model):
+        post(f"/ai/training/models/{model}:detect", b)
+
+    @FUZZ_MODELS
+    @given(
+        st.sampled_from(["production", "Bad Alias", "x" * 70, "%00", "..", "a"]),
+        st.dictionaries(st.sampled_from(["reason", "x"]), json_values, max_size=2),
+    )
+    def alias(name, b):
+        resp = requests.put(f"{rest}/ai/training/models/{'0' * 8}-0000-0000-0000-{'0' * 12}/aliases/{name}", data=json.dumps(b), timeout=30)
+        seen[resp.status_code] += 1
+        assert resp.status_code < 500, f"PUT alias {name!r} {b!r}: {resp.status_code} {resp.text[:300]}"
+        resp = requests.delete(
+            f"{rest}/ai/training/aliases/{name}", params={"tenant_id": "acme-corp", "model_type": str(b)[:20]}, timeout=30
+        )
+        seen[resp.status_code] += 1
+        assert resp.status_code < 500, f"DELETE alias {name!r}: {resp.status_code} {resp.text[:300]}"
+
+    for run in (create, validate, update, import_, forecast, detect, alias):
         run()
 
 
@@ -319,8 +374,32 @@ def _grpc_fuzz(port: int, job_id: str, seen: Counter) -> None:
         first.format = fmt
         call(stub.ImportFeatureData, iter([first, *(pb.ImportFeatureDataRequest(data=c) for c in chunks[1:])]))
 
+    @FUZZ_MODELS
+    @given(text, text, int32, text, text, int32, st.lists(text, max_size=3), rows)
+    def forecast(model_id, tenant, model_type, alias, origin, horizon, series, inputs):
+        request = pb.ForecastModelVersionRequest(model_id=model_id, tenant_id=tenant, alias=alias, origin=origin, series=series)
+        request.model_type, request.horizon_hours = model_type, horizon
+        for row in inputs:
+            request.inputs.add().CopyFrom(struct(row))
+        call(stub.ForecastModelVersion, request)
+
+    @FUZZ_MODELS
+    @given(text, text, text, rows)
+    def detect(model_id, start, end, given_rows):
+        request = pb.DetectModelVersionRequest(model_id=model_id, start=start, end=end)
+        for row in given_rows:
+            request.rows.add().CopyFrom(struct(row))
+        call(stub.DetectModelVersion, request)
+
+    @FUZZ_MODELS
+    @given(text, text, text, text)
+    def alias(model_id, name, tenant, reason):
+        call(stub.SetModelAlias, pb.SetModelAliasRequest(model_id=model_id, alias=name, tenant_id=tenant, reason=reason))
+        call(stub.DeleteModelAlias, pb.DeleteModelAliasRequest(alias=name, tenant_id=tenant, model_type=reason[:10], reason=reason))
+        call(stub.ListModelAliases, pb.ListModelAliasesRequest(tenant_id=tenant, model_type=name[:10]))
+
     try:
-        for run in (create, validate, update, import_):
+        for run in (create, validate, update, import_, forecast, detect, alias):
             run()
     finally:
         channel.close()

@@ -64,6 +64,7 @@ async def world(start_app, database_url, demo_frame) -> AsyncIterator[World]:
         await asyncio.wait_for(cb.wait(job_b.job_id), 120)
         assert done.status == pb.COMPLETED and done.tenant_id == A
         (model_a,) = await ca.list_models("")
+        await ca.set_alias("production", model_a.model_id, reason="tenant A's live model")
     envoy = Envoy(grpc_port=app.port, http_port=free_port())
     await asyncio.to_thread(envoy.start)
     try:
@@ -109,6 +110,30 @@ def _grpc_calls(w: World) -> dict[str, tuple[Callable, object, grpc.StatusCode]]
             nf,
         ),
         "DeleteModelVersion": (ts("DeleteModelVersion"), pb.DeleteModelVersionRequest(model_id=w.model_a), nf),
+        "ForecastModelVersion": (ts("ForecastModelVersion"), pb.ForecastModelVersionRequest(model_id=w.model_a), nf),
+        "ForecastModelVersion(alias of A)": (
+            ts("ForecastModelVersion"),
+            pb.ForecastModelVersionRequest(tenant_id=A, model_type=pb.FORECAST, alias="production"),
+            denied,
+        ),
+        "ForecastModelVersion(alias)": (
+            ts("ForecastModelVersion"),
+            pb.ForecastModelVersionRequest(model_type=pb.FORECAST, alias="production"),
+            nf,
+        ),
+        "DetectModelVersion": (
+            ts("DetectModelVersion"),
+            pb.DetectModelVersionRequest(model_id=w.model_a, start="2024-04-01T00:00:00", end="2024-04-02T00:00:00"),
+            nf,
+        ),
+        "SetModelAlias": (ts("SetModelAlias"), pb.SetModelAliasRequest(model_id=w.model_a, alias="production"), nf),
+        "DeleteModelAlias(A)": (
+            ts("DeleteModelAlias"),
+            pb.DeleteModelAliasRequest(tenant_id=A, model_type="forecast", alias="production"),
+            denied,
+        ),
+        "DeleteModelAlias": (ts("DeleteModelAlias"), pb.DeleteModelAliasRequest(model_type="forecast", alias="production"), nf),
+        "ListModelAliases(A)": (ts("ListModelAliases"), pb.ListModelAliasesRequest(tenant_id=A), denied),
         "CreateApiKey": (ad("CreateApiKey"), admin_pb.CreateApiKeyRequest(tenant_id=A), denied),
         "ListApiKeys": (ad("ListApiKeys"), admin_pb.ListApiKeysRequest(), denied),
         "RevokeApiKey": (ad("RevokeApiKey"), admin_pb.RevokeApiKeyRequest(key_id="x"), denied),
@@ -156,9 +181,11 @@ async def test_grpc_cross_tenant_matrix_leaks_nothing(world, caplog):
             assert model[0] == grpc.StatusCode.OK
         audit = [r.getMessage() for r in caplog.records if r.name == "aihub.audit"]
         assert any("GetTrainingJob for every tenant" in line for line in audit), audit
-        # Tenant A's own key still sees its job and model as they were.
+        # Tenant A's own key still sees its job, model and alias as they were.
         code, got = await _code(pb_grpc.TrainingServiceStub(ch).GetModelVersion, pb.GetModelVersionRequest(model_id=w.model_a), w.key_a)
-        assert code == grpc.StatusCode.OK and not got[0].HasField("deleted_at")
+        assert code == grpc.StatusCode.OK and not got[0].HasField("deleted_at") and list(got[0].aliases) == ["production"]
+        code, got = await _code(pb_grpc.TrainingServiceStub(ch).ListModelAliases, pb.ListModelAliasesRequest(), w.key_a)
+        assert [(a.alias, a.model_id, len(a.moves)) for a in got[0].aliases] == [("production", w.model_a, 1)]
         code, got = await _code(pb_grpc.TrainingServiceStub(ch).GetTrainingJob, pb.GetTrainingJobRequest(job_id=w.job_a), w.key_a)
         assert got[0].status == pb.COMPLETED and got[0].priority == pb.NORMAL
         # Calls on no tenant's data: any valid key, never without one; health always.
@@ -206,10 +233,18 @@ def _rest_cases(w: World) -> list[tuple[str, str, dict, int]]:
             404,
         ),
         ("DELETE", f"/ai/training/models/{w.model_a}", {}, 404),
+        ("POST", f"/ai/training/models/{w.model_a}:forecast", {"json": {}}, 404),
+        ("POST", "/ai/training/models:forecast", {"json": {"tenant_id": A, "model_type": "forecast", "alias": "production"}}, 403),
+        ("POST", "/ai/training/models:forecast", {"json": {"model_type": "forecast", "alias": "production"}}, 404),
+        ("POST", f"/ai/training/models/{w.model_a}:detect", {"json": {"start": "2024-04-01T00:00:00", "end": "2024-04-02T00:00:00"}}, 404),
+        ("PUT", f"/ai/training/models/{w.model_a}/aliases/production", {"json": {"reason": "take over"}}, 404),
+        ("DELETE", f"/ai/training/aliases/production?tenant_id={A}&model_type=forecast", {}, 403),
+        ("DELETE", "/ai/training/aliases/production?model_type=forecast", {}, 404),
+        ("GET", f"/ai/training/aliases?tenant_id={A}", {}, 403),
     ]
 
 
-GUIDE_ERRORS = {401: {"Unauthenticated"}, 403: {"PermissionDenied"}, 404: {"JobNotFound", "ModelNotFound"}}
+GUIDE_ERRORS = {401: {"Unauthenticated"}, 403: {"PermissionDenied"}, 404: {"JobNotFound", "ModelNotFound", "AliasNotFound"}}
 
 
 async def test_rest_cross_tenant_matrix_leaks_nothing(world):

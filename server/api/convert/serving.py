@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.convert.common import MODEL_TYPES, as_timestamp, checked_text
@@ -68,6 +68,21 @@ class ForecastQuery:
     inputs: pd.DataFrame | None
 
 
+def _plain(value: struct_pb2.Value) -> Any:
+    """A Struct value as Python, read field by field (json_format refuses NaN and infinities,
+    which the checks below name instead)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in (None, "null_value"):
+        return None
+    return kind.removesuffix("_value")  # a list or an object: refused below by its kind's name
+
+
 def rows_frame(rows: Sequence[Any], field: str) -> pd.DataFrame | None:
     """Rows sent inline ({"timestamp", "series_id"?, column: number}) as a frame like the
     feature table's (UTC timestamps, series_id '' when not given); None when there are none."""
@@ -77,7 +92,7 @@ def rows_frame(rows: Sequence[Any], field: str) -> pd.DataFrame | None:
         raise refused(field, f"has {len(rows)} rows; at most {MAX_INPUT_ROWS} are allowed in one request")
     records_: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
-        data = json_format.MessageToDict(row)
+        data = {key: _plain(value) for key, value in row.fields.items()}
         where = f"{field}[{i}]"
         stamp = data.pop("timestamp", None)
         try:
