@@ -159,6 +159,12 @@ class _Methods:
             request.inputs.add().update(dict(row))
         return self._call("ForecastModelVersion", request, _same)
 
+    def list_forecasts(self, tenant_id: str = "", *, page_size: int = 0, page_token: str = "", **filters: str):
+        """The tenant's stored forecasts (scheduled runs), filtered by alias, model_id, origin,
+        series_id, start, end: a ListForecastsResponse (points, next_page_token)."""
+        request = pb.ListForecastsRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token, **filters)
+        return self._call("ListForecasts", request, _same)
+
     def set_alias(self, alias: str, model_id: str, *, reason: str = "", tenant_id: str = ""):
         """Point ``alias`` at a version (made or moved; the move is recorded): a ModelAlias."""
         request = pb.SetModelAliasRequest(alias=alias, model_id=model_id, reason=reason, tenant_id=tenant_id)
@@ -178,7 +184,7 @@ class _Methods:
         self,
         tenant_id: str,
         model_type: str,
-        config: req.ConfigLike,
+        config: req.ConfigLike | None,
         schedule: str,
         *,
         timezone: str = "",
@@ -189,12 +195,18 @@ class _Methods:
         action: str | None = None,
         degradation: Mapping[str, Any] | None = None,
         paused: bool = False,
+        alias: str = "",
+        forecast: Mapping[str, Any] | None = None,
+        promotion: Mapping[str, Any] | None = None,
     ):
-        """A cron schedule: each firing creates a job (and/or a degradation check)."""
+        """A cron schedule: each firing creates a job (and/or a degradation check), or, with
+        action forecast, forecasts from the alias's version (config None), or with
+        train_and_promote trains a challenger for the alias."""
         request = ops_pb.CreateScheduleRequest(
             tenant_id=tenant_id,
             model_type=req.enum_value(pb.ModelType, model_type, "model_type"),
-            config=req.config(config),
+            config=req.config(config) if config is not None else None,
+            alias=alias,
             schedule=schedule,
             timezone=timezone,
             window=window,
@@ -206,6 +218,10 @@ class _Methods:
         )
         if degradation is not None:
             request.degradation.CopyFrom(ops_pb.DegradationPolicy(**dict(degradation)))
+        if forecast is not None:
+            request.forecast.CopyFrom(ops_pb.ForecastPolicy(**dict(forecast)))
+        if promotion is not None:
+            request.promotion.CopyFrom(ops_pb.PromotionPolicy(**dict(promotion)))
         return self._call("CreateSchedule", request, _same)
 
     def get_schedule(self, schedule_id: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ def enum_value(enum: Any, value: str | int | None, field: str) -> Any:
         return 0
     if isinstance(value, int):
         return value
-    try:
-        return enum.Value(str(value).upper())
-    except ValueError:
-        names = ", ".join(n.lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED"))  # noqa: SIM118 - a proto enum, not a dict
-        raise ValueError(f"{field}: {value!r} is not one of {names}") from None
+    # A value named with its enum's prefix (SCHEDULE_ACTION_FORECAST) is read by its short name too.
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).upper() + "_"
+    for name in (str(value).upper(), prefix + str(value).upper()):
+        if name in enum.keys():  # noqa: SIM118 - a proto enum, not a dict
+            return enum.Value(name)
+    names = ", ".join(n.removeprefix(prefix).lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED"))  # noqa: SIM118
+    raise ValueError(f"{field}: {value!r} is not one of {names}")
 
 
 def config(value: ConfigLike) -> pb.TrainingConfig:

@@ -18,6 +18,8 @@
     aihub tenants get acme-corp
     aihub tenants set acme-corp --max-queued-jobs 200 --max-running-jobs 4 --max-priority critical --keep-versions 10
     aihub schedules create --config job.json --schedule "0 2 * * 0" --window P365D   # or the guide's body with "schedule"
+    aihub schedules create --tenant acme-corp --model-type forecast --action forecast --alias production --schedule "30 5 * * *"
+    aihub schedules create --config job.json --schedule "0 3 * * 0" --window P365D --action train_and_promote --alias production
     aihub schedules list --tenant acme-corp | aihub schedules get|pause|resume|run|delete SCHEDULE_ID
     aihub alerts add --tenant acme-corp --url https://hooks.example.org/aihub [--event job_failed]
     aihub alerts list|deliveries --tenant acme-corp | aihub alerts delete TARGET_ID
@@ -160,16 +162,17 @@ def _plot_job(c: TrainingClient, a: argparse.Namespace) -> int:
 
 
 def _schedule_create(c: TrainingClient, a: argparse.Namespace) -> int:
-    body = _read_json(a.config)
-    config = body.get("config", body)
+    body = _read_json(a.config) if a.config else {}
+    config = body.get("config", body) if a.config else None
     tenant = a.tenant or body.get("tenant_id")
-    model_type = a.model_type or body.get("model_type") or config.get("model_type")
+    model_type = a.model_type or body.get("model_type") or (config or {}).get("model_type")
     cron = a.schedule or body.get("schedule")
     if not tenant or not model_type or not cron:
         print("aihub: --tenant, --model-type and --schedule are needed when the file does not give them", file=sys.stderr)
         return 2
     given = {"window": a.check_window, "max_mae_increase": a.max_mae_increase, "max_skill_drop": a.max_skill_drop}
     policy = {k: v for k, v in given.items() if v is not None}
+    promoted = {"window": a.promotion_window, "metric": a.metric, "min_improvement": a.min_improvement}
     made = c.create_schedule(
         tenant,
         model_type,
@@ -183,6 +186,9 @@ def _schedule_create(c: TrainingClient, a: argparse.Namespace) -> int:
         action=a.action or body.get("action"),
         degradation=policy or body.get("degradation"),
         paused=a.paused,
+        alias=a.alias or body.get("alias", ""),
+        forecast={"horizon_hours": a.horizon} if a.horizon else body.get("forecast"),
+        promotion={k: v for k, v in promoted.items() if v is not None} or body.get("promotion"),
     )
     print(_json(made))
     return 0
@@ -192,7 +198,7 @@ def _operations_parsers(sub: Any) -> None:
     schedules = sub.add_parser("schedules", parents=[OUTPUT], help="cron schedules (retraining, degradation checks)")
     sch = schedules.add_subparsers(dest="cmd", required=True)
     sc = sch.add_parser("create", parents=[OUTPUT], help="create a schedule from a JSON file (- for stdin)")
-    sc.add_argument("--config", required=True, help='the guide\'s body with "schedule", or a TrainingConfig')
+    sc.add_argument("--config", help='the guide\'s body with "schedule", or a TrainingConfig (not for --action forecast)')
     sc.add_argument("--schedule", help="cron: minute hour day month weekday (six fields: seconds first)")
     sc.add_argument("--timezone", help="IANA time zone the cron is read in (default UTC)")
     sc.add_argument("--window", help="rolling training window ending at each firing, e.g. P365D")
@@ -200,10 +206,15 @@ def _operations_parsers(sub: Any) -> None:
     sc.add_argument("--model-type", choices=["forecast", "anomaly"])
     sc.add_argument("--name")
     sc.add_argument("--priority", choices=["critical", "high", "normal", "low"], help="default high")
-    sc.add_argument("--action", choices=["train", "evaluate", "train_and_evaluate"])
+    sc.add_argument("--action", choices=["train", "evaluate", "train_and_evaluate", "forecast", "train_and_promote"])
     sc.add_argument("--check-window", help="degradation check window (default P7D)")
     sc.add_argument("--max-mae-increase", type=float, help="alert when MAE grows past (1 + this) x training MAE (default 0.2)")
     sc.add_argument("--max-skill-drop", type=float, help="alert when skill drops by more than this (default 0.1)")
+    sc.add_argument("--alias", help="the alias its firings use (forecast, train_and_promote; evaluate scores its version)")
+    sc.add_argument("--horizon", type=int, help="forecast: hours ahead (default the version's forecast_horizon_hours)")
+    sc.add_argument("--min-improvement", type=float, help="train_and_promote: the challenger must be this much better (default 0.02)")
+    sc.add_argument("--metric", help="train_and_promote: mae (default), rmse, mape, r2_score, skill or f1")
+    sc.add_argument("--promotion-window", help="train_and_promote: the window both are scored on (default P7D)")
     sc.add_argument("--paused", action="store_true")
     sc.set_defaults(func=_schedule_create)
     sl = sch.add_parser("list", parents=[OUTPUT], help="list schedules")

@@ -355,7 +355,7 @@ class NewSchedule:
     cron: str
     timezone: str
     window: str | None  # ISO 8601 duration of a training window ending at each firing
-    action: str  # train, evaluate or train_and_evaluate
+    action: str  # train, evaluate, train_and_evaluate, forecast or train_and_promote
     model_type: str
     priority: Priority
     config: Mapping[str, Any]
@@ -363,6 +363,9 @@ class NewSchedule:
     degradation: Mapping[str, Any] | None
     paused: bool
     next_fire_at: datetime
+    alias: str | None = None  # the alias its firings use
+    forecast: Mapping[str, Any] | None = None  # action forecast: horizon_hours, series
+    promotion: Mapping[str, Any] | None = None  # action train_and_promote: window, metric, min_improvement
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,9 @@ class Schedule:
     missed_firings: int
     created_at: datetime
     updated_at: datetime
+    alias: str | None = None
+    forecast: Mapping[str, Any] | None = None
+    promotion: Mapping[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
@@ -394,6 +400,9 @@ class Schedule:
             config=json_value(row["config"]),
             metadata=json_value(row["metadata"]),
             degradation=json_value(row["degradation"]),
+            alias=row.get("alias"),
+            forecast=json_value(row.get("forecast")),
+            promotion=json_value(row.get("promotion")),
             **_columns(
                 row,
                 ("tenant_id", "name", "cron", "timezone", "window", "action", "model_type", "paused", "next_fire_at",
@@ -473,11 +482,16 @@ class DegradationCheck:
     message: str
     created_at: datetime
     finished_at: datetime | None
+    kind: str = "degradation"  # degradation, forecast or promotion
+    alias: str | None = None
+    job_id: uuid.UUID | None = None  # promotion: the challenger's job
+    promoted: bool | None = None  # promotion: whether the alias moved
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(
             check_id=row["id"],
+            **{name: row[name] for name in ("kind", "alias", "job_id", "promoted") if name in row},
             policy=json_value(row["policy"]),
             metrics=json_value(row["metrics"]),
             baseline=json_value(row["baseline"]),
@@ -513,3 +527,24 @@ class ModelAlias:
     model_version: int | None
     updated_at: datetime
     moves: tuple[AliasMove, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredForecast:
+    timestamp: datetime
+    series_id: str
+    forecast: float
+    origin: datetime
+    model_id: uuid.UUID
+    model_version: int
+    alias: str
+    schedule_id: uuid.UUID | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(
+            **_columns(
+                row, ("timestamp", "series_id", "forecast", "origin", "model_id", "model_version", "alias", "schedule_id", "created_at")
+            )
+        )

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from storage import db
 from storage.errors import ScheduleNotFound
@@ -24,9 +26,10 @@ from storage.tenancy import IN_SCOPE, scope_of, tenant_param
 INSERT_SCHEDULE = db.sql(
     """
     INSERT INTO schedules (id, tenant_id, name, cron, timezone, "window", action, model_type, priority, config,
-                           metadata, degradation, paused, next_fire_at, created_at, updated_at)
+                           metadata, degradation, paused, next_fire_at, created_at, updated_at, alias, forecast, promotion)
     VALUES (:id, :tenant_id, :name, :cron, :timezone, :window, :action, :model_type, :priority, CAST(:config AS jsonb),
-            CAST(:metadata AS jsonb), CAST(:degradation AS jsonb), :paused, :next_fire_at, clock_timestamp(), clock_timestamp())
+            CAST(:metadata AS jsonb), CAST(:degradation AS jsonb), :paused, :next_fire_at, clock_timestamp(), clock_timestamp(),
+            :alias, CAST(:forecast AS jsonb), CAST(:promotion AS jsonb))
     RETURNING *
     """
 )
@@ -94,6 +97,9 @@ async def create(conn: db.Connection, new: NewSchedule) -> Schedule:
         "metadata": json.dumps(new.metadata),
         "degradation": json.dumps(new.degradation) if new.degradation is not None else None,
         "paused": new.paused,
+        "alias": new.alias,
+        "forecast": json.dumps(new.forecast) if new.forecast is not None else None,
+        "promotion": json.dumps(new.promotion) if new.promotion is not None else None,
         "next_fire_at": new.next_fire_at,
     }
     return Schedule.from_row((await conn.fetch(INSERT_SCHEDULE, params))[0])
@@ -154,27 +160,36 @@ async def recent_jobs(conn: db.Connection, schedule_id: uuid.UUID, limit: int = 
     return [ScheduledJob(r["id"], JobStatus(r["status"]), r["scheduled_for"], r["created_at"]) for r in rows]
 
 
-# --- degradation checks ---------------------------------------------------------------------
+# --- a firing's tasks: degradation checks, forecasts, promotions -----------------------------
 
-# insert_check: a PENDING degradation check of a schedule's firing. Index: degradation_checks primary key.
+# insert_check: a PENDING task of a schedule's firing. Index: degradation_checks primary key.
 INSERT_CHECK = db.sql(
     """
-    INSERT INTO degradation_checks (id, tenant_id, schedule_id, model_type, policy, status, window_start, window_end, created_at)
+    INSERT INTO degradation_checks (id, tenant_id, schedule_id, model_type, policy, status, window_start, window_end, created_at,
+                                    kind, alias, job_id, due_at)
     VALUES (:id, :tenant_id, :schedule_id, :model_type, CAST(:policy AS jsonb), 'PENDING', :window_start, :window_end,
-            clock_timestamp())
+            clock_timestamp(), :kind, :alias, :job_id, clock_timestamp())
     RETURNING *
     """
 )
 
+# postpone_check: a claimed task back to PENDING until :seconds from now (a promotion whose
+# challenger is still training). Index: degradation_checks primary key.
+POSTPONE_CHECK = db.sql(
+    "UPDATE degradation_checks SET status = 'PENDING', claimed_until = NULL, "
+    "due_at = clock_timestamp() + make_interval(secs => :seconds) WHERE id = :id AND status = 'RUNNING'"
+)
+
 # claim_check: the oldest check to run (PENDING, or RUNNING on a server that stopped renewing
 # it), now RUNNING here until :lease_seconds from now; other servers skip the locked row.
-# Index: degradation_checks_due (created_at) WHERE status IN ('PENDING', 'RUNNING').
+# Index: degradation_checks_due (due_at) WHERE status IN ('PENDING', 'RUNNING').
 CLAIM_CHECK = db.sql(
     """
     UPDATE degradation_checks SET status = 'RUNNING', claimed_until = clock_timestamp() + make_interval(secs => :lease_seconds)
      WHERE id = (SELECT id FROM degradation_checks
-                  WHERE status = 'PENDING' OR (status = 'RUNNING' AND claimed_until < clock_timestamp())
-                  ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                  WHERE (status = 'PENDING' AND due_at <= clock_timestamp())
+                     OR (status = 'RUNNING' AND claimed_until < clock_timestamp())
+                  ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING *
     """
 )
@@ -183,7 +198,7 @@ CLAIM_CHECK = db.sql(
 FINISH_CHECK = db.sql(
     """
     UPDATE degradation_checks SET status = :status, model_id = :model_id, metrics = CAST(:metrics AS jsonb),
-           baseline = CAST(:baseline AS jsonb), degraded = :degraded, message = :message,
+           baseline = CAST(:baseline AS jsonb), degraded = :degraded, message = :message, promoted = :promoted,
            finished_at = clock_timestamp(), claimed_until = NULL
      WHERE id = :id AND status = 'RUNNING'
     RETURNING *
@@ -194,15 +209,28 @@ FINISH_CHECK = db.sql(
 RECENT_CHECKS = db.sql("SELECT * FROM degradation_checks WHERE schedule_id = :id ORDER BY created_at DESC LIMIT :limit")
 
 
-async def add_check(conn: db.Connection, schedule: Schedule, window_start: datetime, window_end: datetime) -> DegradationCheck:
+async def add_check(
+    conn: db.Connection,
+    schedule: Schedule,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    kind: str = "degradation",
+    policy: Mapping[str, Any] | None = None,
+    job_id: uuid.UUID | None = None,
+) -> DegradationCheck:
+    """A task of a firing: a degradation check (the default), a forecast or a promotion."""
     params = {
         "id": uuid.uuid4(),
         "tenant_id": schedule.tenant_id,
         "schedule_id": schedule.schedule_id,
         "model_type": schedule.model_type,
-        "policy": json.dumps(schedule.degradation or {}),
+        "policy": json.dumps(dict(policy if policy is not None else (schedule.degradation or {}))),
         "window_start": window_start,
         "window_end": window_end,
+        "kind": kind,
+        "alias": schedule.alias,
+        "job_id": job_id,
     }
     return DegradationCheck.from_row((await conn.fetch(INSERT_CHECK, params))[0])
 
@@ -222,6 +250,7 @@ async def finish_check(
     baseline: dict[str, float],
     degraded: bool | None,
     message: str,
+    promoted: bool | None = None,
 ) -> DegradationCheck | None:
     params = {
         "id": check_id,
@@ -231,9 +260,14 @@ async def finish_check(
         "baseline": json.dumps(baseline),
         "degraded": degraded,
         "message": message,
+        "promoted": promoted,
     }
     rows = await conn.fetch(FINISH_CHECK, params)
     return DegradationCheck.from_row(rows[0]) if rows else None
+
+
+async def postpone_check(conn: db.Connection, check_id: uuid.UUID, seconds: float) -> None:
+    await conn.execute(POSTPONE_CHECK, {"id": check_id, "seconds": seconds})
 
 
 async def recent_checks(conn: db.Connection, schedule_id: uuid.UUID, limit: int = 10) -> list[DegradationCheck]:

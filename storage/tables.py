@@ -213,7 +213,12 @@ schedules = sa.Table(
     sa.Column("missed_firings", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("action IN ('train', 'evaluate', 'train_and_evaluate')", name="schedule_action_known"),
+    sa.Column("alias", sa.Text),  # the alias its firings use
+    sa.Column("forecast", JSONB),  # action forecast: horizon_hours, series
+    sa.Column("promotion", JSONB),  # action train_and_promote: window, metric, min_improvement
+    sa.CheckConstraint(
+        "action IN ('train', 'evaluate', 'train_and_evaluate', 'forecast', 'train_and_promote')", name="schedule_action_known"
+    ),
     # The firing loop: due schedules, soonest first.
     sa.Index("schedules_due", "next_fire_at", postgresql_where=sa.text("NOT paused")),
     # A tenant's schedules, oldest first.
@@ -257,7 +262,8 @@ alert_deliveries = sa.Table(
     sa.Index("alert_deliveries_tenant", "tenant_id", sa.text("id DESC")),
 )
 
-# Scheduled evaluations of a tenant's current model version on a recent window.
+# What a schedule's firings leave to any server: degradation checks (a version scored on a
+# recent window), forecasts (written to the forecast store), promotions (champion vs challenger).
 degradation_checks = sa.Table(
     "degradation_checks",
     metadata,
@@ -277,9 +283,15 @@ degradation_checks = sa.Table(
     sa.Column("claimed_until", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("kind", sa.Text, nullable=False, server_default="degradation"),
+    sa.Column("alias", sa.Text),
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("training_jobs.id", ondelete="SET NULL")),
+    sa.Column("promoted", sa.Boolean),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
     sa.CheckConstraint("status IN ('PENDING', 'RUNNING', 'DONE', 'FAILED')", name="degradation_check_status_known"),
-    # Checks to run (and running ones whose claim expired).
-    sa.Index("degradation_checks_due", "created_at", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
+    sa.CheckConstraint("kind IN ('degradation', 'forecast', 'promotion')", name="schedule_task_kind_known"),
+    # Tasks to run (and running ones whose claim expired), by when they are due.
+    sa.Index("degradation_checks_due", "due_at", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
     # A schedule's checks, newest first.
     sa.Index("degradation_checks_schedule", "schedule_id", sa.text("created_at DESC")),
 )
@@ -314,4 +326,22 @@ alias_moves = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     # An alias's moves, newest first.
     sa.Index("alias_moves_alias", "tenant_id", "model_type", "alias", sa.text("id DESC")),
+)
+
+# The tenant's forecast store: what scheduled forecasts wrote.
+forecasts = sa.Table(
+    "forecasts",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("model_id", UUID(as_uuid=True), sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("origin", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("series_id", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("forecast", sa.Float, nullable=False),
+    sa.Column("alias", sa.Text, nullable=False, server_default=""),
+    sa.Column("schedule_id", UUID(as_uuid=True), sa.ForeignKey("schedules.id", ondelete="SET NULL")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "model_id", "origin", "series_id", "timestamp", name="forecasts_pkey"),
+    # A tenant's forecasts, newest origin first.
+    sa.Index("forecasts_origin", "tenant_id", sa.text("origin DESC")),
 )

@@ -42,10 +42,10 @@ from server.execution.forecasts import ModelServer
 from server.execution.payloads import RetryPolicy, TaskSettings
 from server.lifecycle import ensure_free
 from server.operations.alerts import Alerter
-from server.operations.degradation import DegradationChecker
 from server.operations.metrics import Collector, MetricsServer, ServiceMetrics
 from server.operations.retention import RetentionSweep
 from server.operations.scheduler import Scheduler
+from server.operations.tasks import FiringTasks
 from server.settings import Settings
 from storage import db, keys
 from storage.tenancy import DISPATCHER_ROLE, Scope
@@ -158,12 +158,13 @@ class App:
         await self.clusters.refresh()
         self._cluster_watch = asyncio.create_task(self.clusters.watch(s.cluster_refresh_seconds), name="cluster-registry")
         evaluator = ModelEvaluator(self.executor, artifacts, task_settings)
-        await self._start_operations(artifacts, evaluator)
+        models_in_use = ModelServer(self.executor, artifacts, task_settings)
+        await self._start_operations(artifacts, evaluator, models_in_use)
         typed = TrainingServicer(
             engine=self.engine,
             events=self.events,
             evaluator=evaluator,
-            models_in_use=ModelServer(self.executor, artifacts, task_settings),
+            models_in_use=models_in_use,
             artifacts=artifacts,
             clusters=self.clusters,
             max_runtime_cap=s.max_runtime_cap_seconds,
@@ -212,7 +213,7 @@ class App:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
 
-    async def _start_operations(self, artifacts: ArtifactStore, evaluator: ModelEvaluator) -> None:
+    async def _start_operations(self, artifacts: ArtifactStore, evaluator: ModelEvaluator, models_in_use: ModelServer) -> None:
         """The loops that run the service unattended (server/operations), and /metrics."""
         s = self.settings
         self.scheduler = Scheduler(self.engine, interval=s.scheduler_interval_seconds, observe=self.metrics.observe_firing)
@@ -223,7 +224,7 @@ class App:
             max_attempts=s.alert_max_attempts,
             allow_private=s.alert_allow_private_targets,
         )
-        self.checker = DegradationChecker(self.engine, self.dispatch_engine, evaluator)
+        self.checker = FiringTasks(self.engine, self.dispatch_engine, evaluator, models_in_use)
         self.retention = RetentionSweep(
             self.dispatch_engine,
             artifacts,

@@ -13,6 +13,7 @@ from typing import Any
 from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from client._gen.aihub.training.v1 import operations_pb2_grpc as ops_grpc
 from server.api import auth, convert
+from server.api.convert.serving import check_alias
 from server.api.errors import RequestError
 from server.execution.clusters import ClusterMonitor
 from server.operations import alerts as alerting
@@ -37,6 +38,31 @@ def _named_field() -> Iterator[None]:
         raise RequestError(exc.field, str(exc)) from None
 
 
+def _uses(
+    request: ops_pb.CreateScheduleRequest, action: str, model_type: specs.ModelType
+) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The schedule's alias and its forecast and promotion policies, checked for its action."""
+    alias = check_alias(request.alias) if request.alias else None
+    if action in ("forecast", "train_and_promote") and alias is None:
+        raise RequestError(
+            "alias", f"is required by action {action}: the alias whose version it {'runs' if action == 'forecast' else 'challenges'}"
+        )
+    if action in ("train", "train_and_evaluate") and alias is not None:
+        raise RequestError("alias", f"is not used by action {action} (evaluate, forecast and train_and_promote use one)")
+    if request.HasField("forecast") and action != "forecast":
+        raise RequestError("forecast", "is used by action forecast only")
+    if request.HasField("promotion") and action != "train_and_promote":
+        raise RequestError("promotion", "is used by action train_and_promote only")
+    if action == "forecast" and model_type != specs.ModelType.FORECAST:
+        raise RequestError("model_type", "must be forecast for action forecast (an anomaly model detects)")
+    forecast = convert.forecast_policy(request.forecast) if action == "forecast" else None
+    promotion = convert.promotion_policy(request.promotion) if action == "train_and_promote" else None
+    if promotion is not None:
+        with _named_field():
+            parse_duration(promotion["window"], "promotion.window")
+    return alias, forecast, promotion
+
+
 class OperationsServicer(ops_grpc.OperationsServiceServicer):
     def __init__(self, *, engine: db.Engine, clusters: ClusterMonitor, allow_private_targets: bool = False) -> None:
         self.engine = engine
@@ -54,12 +80,18 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         model_type = convert.model_type_from_pb(request.model_type)
         if model_type is None:
             raise RequestError("model_type", "is required: forecast or anomaly")
-        if not request.HasField("config"):
-            raise RequestError("config", "is required")
         name = convert.checked_text(request.name, "name", max_len=MAX_NAME)
         metadata = convert.metadata(request.metadata)
-        action = convert.ACTION_NAMES.get(request.action or ops_pb.TRAIN, "train")
-        config = convert.config_to_dict(request.config)
+        action = convert.ACTION_NAMES.get(request.action or ops_pb.TRAIN)
+        if action is None:
+            raise RequestError("action", f"unknown action value {request.action}: one of {', '.join(convert.ACTIONS)}")
+        alias, forecast, promotion = _uses(request, action, model_type)
+        if action == "forecast":
+            if request.HasField("config"):
+                raise RequestError("config", "is not used by action forecast: the alias's version forecasts with its own")
+        elif not request.HasField("config"):
+            raise RequestError("config", "is required")
+        config = convert.config_to_dict(request.config) if action != "forecast" else {}
         window = request.window.strip().upper() or None
         if window:
             with _named_field():
@@ -74,11 +106,16 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         if policy.get("window"):
             with _named_field():
                 parse_duration(policy["window"], "degradation.window")
-        if request.HasField("degradation") and action == "train":
+        if request.HasField("degradation") and action not in scheduler.EVALUATES:
             raise RequestError("degradation", "is used by action evaluate or train_and_evaluate only")
+        if action == "train_and_promote" and not window:
+            raise RequestError(
+                "window", "is required by train_and_promote: the challenger trains on a rolling window before the scoring window"
+            )
         now = datetime.now(UTC)
-        await self.clusters.check_fits(specs.worker_request(config))
-        spec = specs.build(scheduler.job_config(config, window, now), model_type=model_type.value)  # every problem now, not at 2 AM
+        if action != "forecast":
+            await self.clusters.check_fits(specs.worker_request(config))
+            specs.build(scheduler.job_config(config, window, now), model_type=model_type.value)  # every problem now, not at 2 AM
         priority = convert.priority_from_pb(request.priority, default=Priority.HIGH)
         new = NewSchedule(
             tenant_id=tenant_id,
@@ -87,13 +124,16 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
             timezone=cron.timezone,
             window=window,
             action=action,
-            model_type=spec.model_type.value,
+            model_type=model_type.value,
             priority=priority,
             config=config,
             metadata=metadata,
-            degradation=policy if action != "train" else None,
+            degradation=policy if action in scheduler.EVALUATES else None,
             paused=request.paused,
             next_fire_at=cron.next_after(now),
+            alias=alias,
+            forecast=forecast,
+            promotion=promotion,
         )
         async with db.transaction(self.engine, scope) as conn:
             await tenants.check_priority(conn, tenant_id, priority)

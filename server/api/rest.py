@@ -9,6 +9,7 @@ case-insensitively ("priority": "high"), as the guide writes them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -69,12 +70,18 @@ def _upper_enums(data: dict[str, Any], desc: Any, path: str = "") -> Iterator[Vi
         if field.enum_type is not None and not field.is_repeated:
             names = [v.name for v in field.enum_type.values if not v.name.endswith("_UNSPECIFIED")]
             numbers = {v.number for v in field.enum_type.values}
-            if isinstance(value, str) and value.upper() in names:
+            # A value named with its enum's prefix (SCHEDULE_ACTION_FORECAST: FORECAST is taken
+            # in the package's one scope) is read by its short name too ("forecast").
+            prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", field.enum_type.name).upper() + "_"
+            if isinstance(value, str) and value.upper() not in names and prefix + value.upper() in names:
+                data[key] = prefix + value.upper()
+            elif isinstance(value, str) and value.upper() in names:
                 data[key] = value.upper()
             elif isinstance(value, int) and not isinstance(value, bool) and value in numbers:
                 continue
             else:
-                yield Violation(f"{path}{key}", f"{shown(value)} is not one of {', '.join(n.lower() for n in names)}")
+                short = [n.removeprefix(prefix).lower() for n in names]
+                yield Violation(f"{path}{key}", f"{shown(value)} is not one of {', '.join(short)}")
         elif (
             field.message_type is not None
             and field.message_type.full_name not in FREE_FORM

@@ -12,7 +12,7 @@ from server.api.convert import serving as convert
 from server.api.convert.common import parse_model_id
 from server.api.errors import InvalidState, RequestError
 from server.execution.forecasts import ModelServer
-from storage import aliases, db, models
+from storage import aliases, db, forecasts, models
 from storage.records import ModelVersion
 from trainers import forecasting
 from trainers.spec import ModelType, TrainingSpec
@@ -87,6 +87,12 @@ class ModelServing:
         if len(found) > convert.MAX_POINTS:
             raise convert.refused("end", f"the window holds {len(found)} rows; at most {convert.MAX_POINTS} are scored in one request")
         return convert.detect_to_pb(version, found, threshold)
+
+    async def ListForecasts(self, request: pb.ListForecastsRequest, context: grpc.aio.ServicerContext) -> pb.ListForecastsResponse:
+        filters, size, offset = convert.forecasts_query(request)
+        async with db.transaction(self.engine, auth.scope_for(request.tenant_id, required=auth.current().open)) as conn:
+            found = await forecasts.list_points(conn, limit=size + 1, offset=offset, **filters)
+        return convert.forecasts_to_pb(found, size, offset)
 
     async def SetModelAlias(self, request: pb.SetModelAliasRequest, context: grpc.aio.ServicerContext) -> pb.ModelAlias:
         name = convert.check_alias(request.alias)

@@ -39,7 +39,7 @@ from storage import alerts, db
 from storage.records import AlertDelivery
 
 log = logging.getLogger(__name__)
-EVENTS = ("job_failed", "degradation")
+EVENTS = ("job_failed", "degradation", "promotion", "forecast_ready")
 TIMEOUT_SECONDS = 10.0
 CLAIM_SECONDS = 60.0  # a claimed delivery is not sent by another server for this long
 BATCH = 10

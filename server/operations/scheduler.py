@@ -34,7 +34,7 @@ from trainers import spec as specs
 
 log = logging.getLogger(__name__)
 DEFAULT_CHECK_WINDOW = "P7D"
-TRAINS = ("train", "train_and_evaluate")
+TRAINS = ("train", "train_and_evaluate", "train_and_promote")
 EVALUATES = ("evaluate", "train_and_evaluate")
 
 
@@ -79,8 +79,13 @@ async def fire(conn: db.Connection, schedule: Schedule, at: datetime, *, once_pe
     if schedule.action in EVALUATES:
         start, end = check_window(schedule.degradation, at)
         check = await schedules.add_check(conn, schedule, start, end)
+    if schedule.action == "forecast":
+        check = await schedules.add_check(conn, schedule, at, at, kind="forecast", policy=schedule.forecast or {})
+    trained_until = at
+    if schedule.action == "train_and_promote":  # the challenger trains before the window both are scored on
+        trained_until = check_window(schedule.promotion, at)[0]
     if schedule.action in TRAINS:
-        spec = specs.build(job_config(schedule.config, schedule.window, at), model_type=schedule.model_type)
+        spec = specs.build(job_config(schedule.config, schedule.window, trained_until), model_type=schedule.model_type)
         new = NewJob(
             tenant_id=schedule.tenant_id,
             model_type=spec.model_type.value,
@@ -94,6 +99,9 @@ async def fire(conn: db.Connection, schedule: Schedule, at: datetime, *, once_pe
             scheduled_for=at,
         )
         job, _ = await jobs.create(conn, new)
+    if schedule.action == "train_and_promote" and job is not None:
+        start, end = check_window(schedule.promotion, at)
+        check = await schedules.add_check(conn, schedule, start, end, kind="promotion", policy=schedule.promotion or {}, job_id=job.job_id)
     return Fired(job, check)
 
 

@@ -87,7 +87,7 @@ async def test_a_job_failed_for_good_is_posted_signed_and_retried(start_app, dat
     app = await start_app(alert_allow_private_targets=True, alert_retry_base_seconds=0.2, max_retries=0)
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
         target = await client.create_alert_target("acme-corp", receiver.url, secret=SECRET)
-        assert target.secret == SECRET and list(target.events) == ["job_failed", "degradation"]
+        assert target.secret == SECRET and list(target.events) == ["job_failed", "degradation", "promotion", "forecast_ready"]
         assert (await client.list_alert_targets("acme-corp"))[0].secret == ""  # never shown again
         job = await client.create_job("acme-corp", "forecast", tiny_config(feature_table="no_such_table"))
         failed = await asyncio.wait_for(client.wait(job.job_id), 120)

@@ -15,7 +15,7 @@ import pandas as pd
 from google.protobuf import struct_pb2
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
-from server.api.convert.common import MODEL_TYPES, as_timestamp, checked_text
+from server.api.convert.common import MODEL_TYPES, as_timestamp, checked_text, decode_offset_token, encode_offset_token, parse_model_id
 from server.api.errors import RequestError
 from storage import records
 from storage.features import SERIES
@@ -238,6 +238,49 @@ def detect_json(resp: pb.DetectModelVersionResponse) -> dict[str, Any]:
         point.update(score=p.score, flagged=p.flagged)
         points.append(point)
     return {"model_id": resp.model_id, "model_version": resp.model_version, "threshold": resp.threshold, "points": points}
+
+
+MAX_STORED_PAGE = 50_000
+DEFAULT_STORED_PAGE = 1000
+
+
+def forecasts_query(request: pb.ListForecastsRequest) -> tuple[dict[str, Any], int, int]:
+    """ListForecasts' filters (for storage.forecasts.list_points), page size and offset."""
+    filters: dict[str, Any] = {}
+    if request.alias:
+        filters["alias"] = check_alias(request.alias)
+    if request.model_id:
+        filters["model_id"] = parse_model_id(request.model_id)
+    if request.series_id:
+        filters["series_id"] = checked_text(request.series_id, "series_id", max_len=MAX_SERIES_ID)
+    for name in ("origin", "start", "end"):
+        value = getattr(request, name)
+        if value:
+            try:
+                filters[name] = specs.parse_time(value)
+            except ValueError as exc:
+                raise RequestError(name, str(exc)) from None
+    size = request.page_size or DEFAULT_STORED_PAGE
+    if not 1 <= size <= MAX_STORED_PAGE:
+        raise RequestError("page_size", f"must be 1 to {MAX_STORED_PAGE}")
+    return filters, size, decode_offset_token(request.page_token)
+
+
+def forecasts_to_pb(found: Sequence[records.StoredForecast], size: int, offset: int) -> pb.ListForecastsResponse:
+    out = pb.ListForecastsResponse(next_page_token=encode_offset_token(offset + size) if len(found) > size else "")
+    for f in found[:size]:
+        out.points.add(
+            timestamp=as_timestamp(f.timestamp),
+            series_id=f.series_id,
+            forecast=f.forecast,
+            origin=as_timestamp(f.origin),
+            model_id=str(f.model_id),
+            model_version=f.model_version,
+            alias=f.alias,
+            schedule_id=str(f.schedule_id) if f.schedule_id else "",
+            created_at=as_timestamp(f.created_at),
+        )
+    return out
 
 
 def alias_to_pb(found: records.ModelAlias) -> pb.ModelAlias:

@@ -19,10 +19,32 @@ class ScheduleAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAIN: _ClassVar[ScheduleAction]
     EVALUATE: _ClassVar[ScheduleAction]
     TRAIN_AND_EVALUATE: _ClassVar[ScheduleAction]
+    SCHEDULE_ACTION_FORECAST: _ClassVar[ScheduleAction]
+    TRAIN_AND_PROMOTE: _ClassVar[ScheduleAction]
 SCHEDULE_ACTION_UNSPECIFIED: ScheduleAction
 TRAIN: ScheduleAction
 EVALUATE: ScheduleAction
 TRAIN_AND_EVALUATE: ScheduleAction
+SCHEDULE_ACTION_FORECAST: ScheduleAction
+TRAIN_AND_PROMOTE: ScheduleAction
+
+class ForecastPolicy(_message.Message):
+    __slots__ = ("horizon_hours", "series")
+    HORIZON_HOURS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    horizon_hours: int
+    series: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, horizon_hours: _Optional[int] = ..., series: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PromotionPolicy(_message.Message):
+    __slots__ = ("window", "metric", "min_improvement")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
+    window: str
+    metric: str
+    min_improvement: float
+    def __init__(self, window: _Optional[str] = ..., metric: _Optional[str] = ..., min_improvement: _Optional[float] = ...) -> None: ...
 
 class DegradationPolicy(_message.Message):
     __slots__ = ("window", "max_mae_increase", "max_skill_drop")
@@ -35,7 +57,7 @@ class DegradationPolicy(_message.Message):
     def __init__(self, window: _Optional[str] = ..., max_mae_increase: _Optional[float] = ..., max_skill_drop: _Optional[float] = ...) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("schedule_id", "tenant_id", "name", "schedule", "timezone", "window", "action", "model_type", "priority", "config", "metadata", "degradation", "paused", "next_fire_at", "last_fired_at", "missed_firings", "recent_jobs", "recent_checks", "created_at", "updated_at")
+    __slots__ = ("schedule_id", "tenant_id", "name", "schedule", "timezone", "window", "action", "model_type", "priority", "config", "metadata", "degradation", "paused", "next_fire_at", "last_fired_at", "missed_firings", "recent_jobs", "recent_checks", "created_at", "updated_at", "alias", "forecast", "promotion")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +85,9 @@ class Schedule(_message.Message):
     RECENT_CHECKS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_FIELD_NUMBER: _ClassVar[int]
     schedule_id: str
     tenant_id: str
     name: str
@@ -83,7 +108,10 @@ class Schedule(_message.Message):
     recent_checks: _containers.RepeatedCompositeFieldContainer[DegradationCheck]
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, schedule_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., schedule: _Optional[str] = ..., timezone: _Optional[str] = ..., window: _Optional[str] = ..., action: _Optional[_Union[ScheduleAction, str]] = ..., model_type: _Optional[_Union[_training_service_pb2.ModelType, str]] = ..., priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., config: _Optional[_Union[_training_service_pb2.TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., degradation: _Optional[_Union[DegradationPolicy, _Mapping]] = ..., paused: _Optional[bool] = ..., next_fire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missed_firings: _Optional[int] = ..., recent_jobs: _Optional[_Iterable[_Union[ScheduledJob, _Mapping]]] = ..., recent_checks: _Optional[_Iterable[_Union[DegradationCheck, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    alias: str
+    forecast: ForecastPolicy
+    promotion: PromotionPolicy
+    def __init__(self, schedule_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., schedule: _Optional[str] = ..., timezone: _Optional[str] = ..., window: _Optional[str] = ..., action: _Optional[_Union[ScheduleAction, str]] = ..., model_type: _Optional[_Union[_training_service_pb2.ModelType, str]] = ..., priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., config: _Optional[_Union[_training_service_pb2.TrainingConfig, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., degradation: _Optional[_Union[DegradationPolicy, _Mapping]] = ..., paused: _Optional[bool] = ..., next_fire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missed_firings: _Optional[int] = ..., recent_jobs: _Optional[_Iterable[_Union[ScheduledJob, _Mapping]]] = ..., recent_checks: _Optional[_Iterable[_Union[DegradationCheck, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alias: _Optional[str] = ..., forecast: _Optional[_Union[ForecastPolicy, _Mapping]] = ..., promotion: _Optional[_Union[PromotionPolicy, _Mapping]] = ...) -> None: ...
 
 class ScheduledJob(_message.Message):
     __slots__ = ("job_id", "status", "scheduled_for", "created_at")
@@ -98,7 +126,7 @@ class ScheduledJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_training_service_pb2.JobStatus, str]] = ..., scheduled_for: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DegradationCheck(_message.Message):
-    __slots__ = ("check_id", "model_id", "status", "window_start", "window_end", "metrics", "baseline", "degraded", "message", "created_at", "finished_at")
+    __slots__ = ("check_id", "model_id", "status", "window_start", "window_end", "metrics", "baseline", "degraded", "message", "created_at", "finished_at", "kind", "alias", "job_id", "promoted")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +152,10 @@ class DegradationCheck(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
     check_id: str
     model_id: str
     status: str
@@ -135,10 +167,14 @@ class DegradationCheck(_message.Message):
     message: str
     created_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, check_id: _Optional[str] = ..., model_id: _Optional[str] = ..., status: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., degraded: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: str
+    alias: str
+    job_id: str
+    promoted: bool
+    def __init__(self, check_id: _Optional[str] = ..., model_id: _Optional[str] = ..., status: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., degraded: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., alias: _Optional[str] = ..., job_id: _Optional[str] = ..., promoted: _Optional[bool] = ...) -> None: ...
 
 class CreateScheduleRequest(_message.Message):
-    __slots__ = ("tenant_id", "model_type", "config", "priority", "metadata", "schedule", "timezone", "window", "name", "paused", "action", "degradation")
+    __slots__ = ("tenant_id", "model_type", "config", "priority", "metadata", "schedule", "timezone", "window", "name", "paused", "action", "degradation", "alias", "forecast", "promotion")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +194,9 @@ class CreateScheduleRequest(_message.Message):
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     DEGRADATION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     model_type: _training_service_pb2.ModelType
     config: _training_service_pb2.TrainingConfig
@@ -170,7 +209,10 @@ class CreateScheduleRequest(_message.Message):
     paused: bool
     action: ScheduleAction
     degradation: DegradationPolicy
-    def __init__(self, tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[_training_service_pb2.ModelType, str]] = ..., config: _Optional[_Union[_training_service_pb2.TrainingConfig, _Mapping]] = ..., priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., schedule: _Optional[str] = ..., timezone: _Optional[str] = ..., window: _Optional[str] = ..., name: _Optional[str] = ..., paused: _Optional[bool] = ..., action: _Optional[_Union[ScheduleAction, str]] = ..., degradation: _Optional[_Union[DegradationPolicy, _Mapping]] = ...) -> None: ...
+    alias: str
+    forecast: ForecastPolicy
+    promotion: PromotionPolicy
+    def __init__(self, tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[_training_service_pb2.ModelType, str]] = ..., config: _Optional[_Union[_training_service_pb2.TrainingConfig, _Mapping]] = ..., priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., schedule: _Optional[str] = ..., timezone: _Optional[str] = ..., window: _Optional[str] = ..., name: _Optional[str] = ..., paused: _Optional[bool] = ..., action: _Optional[_Union[ScheduleAction, str]] = ..., degradation: _Optional[_Union[DegradationPolicy, _Mapping]] = ..., alias: _Optional[str] = ..., forecast: _Optional[_Union[ForecastPolicy, _Mapping]] = ..., promotion: _Optional[_Union[PromotionPolicy, _Mapping]] = ...) -> None: ...
 
 class GetScheduleRequest(_message.Message):
     __slots__ = ("schedule_id",)

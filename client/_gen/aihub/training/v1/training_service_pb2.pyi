@@ -926,3 +926,55 @@ class DetectModelVersionResponse(_message.Message):
     threshold: float
     points: _containers.RepeatedCompositeFieldContainer[DetectionPoint]
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., threshold: _Optional[float] = ..., points: _Optional[_Iterable[_Union[DetectionPoint, _Mapping]]] = ...) -> None: ...
+
+class ListForecastsRequest(_message.Message):
+    __slots__ = ("tenant_id", "alias", "model_id", "origin", "series_id", "start", "end", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    alias: str
+    model_id: str
+    origin: str
+    series_id: str
+    start: str
+    end: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., alias: _Optional[str] = ..., model_id: _Optional[str] = ..., origin: _Optional[str] = ..., series_id: _Optional[str] = ..., start: _Optional[str] = ..., end: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class StoredForecast(_message.Message):
+    __slots__ = ("timestamp", "series_id", "forecast", "origin", "model_id", "model_version", "alias", "schedule_id", "created_at")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    series_id: str
+    forecast: float
+    origin: _timestamp_pb2.Timestamp
+    model_id: str
+    model_version: int
+    alias: str
+    schedule_id: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., forecast: _Optional[float] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., alias: _Optional[str] = ..., schedule_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListForecastsResponse(_message.Message):
+    __slots__ = ("points", "next_page_token")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[StoredForecast]
+    next_page_token: str
+    def __init__(self, points: _Optional[_Iterable[_Union[StoredForecast, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -146,6 +146,11 @@ class TrainingServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.FromString,
                 _registered_method=True)
+        self.ListForecasts = channel.unary_unary(
+                '/aihub.training.v1.TrainingService/ListForecasts',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsResponse.FromString,
+                _registered_method=True)
         self.SetModelAlias = channel.unary_unary(
                 '/aihub.training.v1.TrainingService/SetModelAlias',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.SetModelAliasRequest.SerializeToString,
@@ -334,6 +339,14 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListForecasts(self, request, context):
+        """Reads the tenant's forecast store: the points scheduled FORECAST runs wrote, newest
+        origin first, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetModelAlias(self, request, context):
         """Points an alias (production, staging, ...) of a tenant and model type at a version,
         making it or moving it; the move is recorded.
@@ -463,6 +476,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.DetectModelVersion,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.SerializeToString,
+            ),
+            'ListForecasts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListForecasts,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsResponse.SerializeToString,
             ),
             'SetModelAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetModelAlias,
@@ -1053,6 +1071,33 @@ class TrainingService:
             '/aihub.training.v1.TrainingService/DetectModelVersion',
             aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_training__service__pb2.DetectModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListForecasts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingService/ListForecasts',
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_training__service__pb2.ListForecastsResponse.FromString,
             options,
             channel_credentials,
             insecure,
