@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers import algorithms
-from trainers.spec import TrainingSpec
+from trainers.spec import ModelType, TrainingSpec
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
@@ -170,6 +170,8 @@ class MlflowRun:
         self._guard("logging the final metrics", lambda: self.client.log_batch(self.run_id, metrics=final))
         model_uri = self._guard("logging the model", lambda: self._log_model(artifact))
         tags = {"aihub.model_version": str(version), "aihub.model_id": model_id, "aihub.model_uri": str(model_uri or "")}
+        if self.spec.model_type == ModelType.FORECAST:
+            tags["aihub.pyfunc_uri"] = str(self._guard("logging the pyfunc model", lambda: self._log_pyfunc(artifact)) or "")
         self._guard("tagging the run", lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
         self.end("FINISHED")
 
@@ -191,6 +193,34 @@ class MlflowRun:
                 return f"runs:/{self.run_id}/model"
             module = importlib.import_module(f"mlflow.{flavor}")
             info = module.log_model(algorithm.native_model(artifact), name="model", pip_requirements=_requirements(package))
+        return str(info.model_uri)
+
+
+    def _log_pyfunc(self, artifact: Path) -> str:
+        """The forecaster as a pyfunc model that carries its feature derivation (trainers/pyfunc.py):
+        this package's trainers folder as code, the config and the version's folder as
+        artifacts, a signature and an input example."""
+        import tempfile
+
+        import mlflow
+
+        import trainers
+        from trainers import pyfunc
+
+        mlflow.set_tracking_uri(self.uri)
+        model = algorithms.get(self.spec.algorithm).load(artifact, algorithms.REGRESSION)
+        package = algorithms.get(self.spec.algorithm).mlflow_flavor[1]
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=self.run_id):
+            config = pyfunc.write_config(self.spec, artifact, Path(tmp) / "config.json")
+            info = mlflow.pyfunc.log_model(
+                name="forecaster",
+                python_model=pyfunc.ForecastModel(),
+                artifacts={pyfunc.CONFIG: str(config), pyfunc.MODEL_DIR: str(artifact.parent)},
+                code_paths=[str(Path(trainers.__file__).parent)],
+                signature=pyfunc.signature(model, self.spec),
+                input_example=pyfunc.input_example(self.spec),
+                pip_requirements=_requirements("pandas", "numpy", "scikit-learn", "pydantic", "holidays", package or "torch"),
+            )
         return str(info.model_uri)
 
 

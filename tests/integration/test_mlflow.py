@@ -92,3 +92,56 @@ async def test_tracking_is_not_part_of_the_config_hash():
     plain = specs.build(tiny_config(), model_type="forecast")
     tracked = specs.build(tiny_config(mlflow_tracking=GUIDE_TRACKING), model_type="forecast")
     assert plain.config_hash == tracked.config_hash and "mlflow_tracking" in tracked.to_dict()
+
+
+PYFUNC_SCRIPT = r"""
+import sys
+# Only the model's own code: the editable install of this repository is hidden.
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower() and "editable" not in getattr(f, "__name__", "").lower()]
+sys.path = [p for p in sys.path if p.rstrip("/") != sys.argv[4].rstrip("/")]
+import mlflow
+import pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+out = model.predict(pd.read_parquet(sys.argv[3]))
+import trainers
+assert not trainers.__file__.startswith(sys.argv[4] + "/trainers"), trainers.__file__
+print(out.to_json(orient="records", date_format="iso"))
+"""
+
+
+async def test_the_pyfunc_model_forecasts_what_the_service_forecasts_in_a_fresh_process(start_app, database_url, demo_frame, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.integration.test_forecast_api import DAY_AHEAD
+
+    await load_demo(database_url, demo_frame)
+    app = await start_app()
+    uri, _ = tracking.default_uri(tmp_path)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        config = {**DAY_AHEAD, "mlflow_tracking": {"experiment_name": "day_ahead"}}
+        done = await asyncio.wait_for(client.wait((await client.create_job("acme-corp", "forecast", config)).job_id), 180)
+        assert done.status == pb.COMPLETED, done.error
+        (version,) = await client.list_models("acme-corp")
+        served = await client.forecast(version.model_id, origin="2024-03-28T23:00:00")
+        said = [e.message async for e in client.stream_logs(done.job_id, follow=False)]
+    assert not [line for line in said if "MLflow tracking stopped" in line], said
+    pyfunc_uri = MlflowClient(uri).get_run(done.mlflow_run_id).data.tags["aihub.pyfunc_uri"]
+    assert pyfunc_uri.startswith(("models:/", "runs:/")), pyfunc_uri
+    # History up to the origin, and the next day's weather (the target unknown there).
+    frame = demo_frame[(demo_frame["timestamp"] > "2024-03-10") & (demo_frame["timestamp"] <= "2024-03-29T23:00:00Z")].copy()
+    frame.loc[frame["timestamp"] > "2024-03-28T23:00:00Z", "load"] = float("nan")
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # the signature's ISO 8601 text
+    frame.to_parquet(tmp_path / "input.parquet")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", PYFUNC_SCRIPT, uri, pyfunc_uri, str(tmp_path / "input.parquet"), str(ROOT)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rows) == 24 and rows[0]["origin"].startswith("2024-03-28T23:00:00")
+    assert [r["forecast"] for r in rows] == pytest.approx([p.forecast for p in served.points], rel=1e-9)
