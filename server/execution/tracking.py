@@ -195,7 +195,6 @@ class MlflowRun:
             info = module.log_model(algorithm.native_model(artifact), name="model", pip_requirements=_requirements(package))
         return str(info.model_uri)
 
-
     def _log_pyfunc(self, artifact: Path) -> str:
         """The forecaster as a pyfunc model that carries its feature derivation (trainers/pyfunc.py):
         this package's trainers folder as code, the config and the version's folder as
