@@ -36,6 +36,9 @@ def lag(frame: pd.DataFrame, column: str, hours: int) -> pd.Series:
     that row is missing), looked up by timestamp so gaps in the data never shift a lag."""
     wanted = frame["timestamp"] - pd.Timedelta(hours=hours)
     if SERIES in frame.columns:
+        fast = _lag_in_sorted_series(frame, column, hours)
+        if fast is not None:
+            return fast
         by_key = frame.set_index([SERIES, "timestamp"])[column]
         keys = pd.MultiIndex.from_arrays([frame[SERIES], wanted])
         return pd.Series(by_key.reindex(keys).to_numpy(), index=frame.index)
@@ -91,24 +94,54 @@ def _lag_in_sorted_time(frame: pd.DataFrame, column: str, hours: int) -> pd.Seri
     return pd.Series(np.where(found, values.to_numpy()[at], np.nan), index=frame.index)
 
 
+def _lag_in_sorted_series(frame: pd.DataFrame, column: str, hours: int) -> pd.Series | None:
+    """``lag`` of several series in the order derive sorts them (a categorical series_id,
+    then strictly increasing times in each, whole seconds, a float column): one binary search
+    over (series, second) keys, each series' keys in a block of its own that no lag leaves,
+    instead of a hash index of (series, timestamp) per lag. None when it does not apply."""
+    values, ids = frame[column], frame[SERIES]
+    if values.dtype.kind != "f" or len(frame) < 2 or not isinstance(ids.dtype, pd.CategoricalDtype):
+        return None
+    stamps = utc_times(frame["timestamp"])
+    if stamps is None:
+        return None
+    whole = stamps.astype("datetime64[s]")
+    if (whole != stamps).any():
+        return None
+    seconds = whole.astype("int64")
+    rel = seconds - (seconds.min() - hours * 3600)  # >= hours * 3600: a lag stays >= 0, in its own block
+    span = int(rel.max()) + 1
+    codes = ids.cat.codes.to_numpy().astype("int64")
+    if codes.min() < 0 or int(codes.max()) * span >= 2**62:
+        return None
+    keys = codes * span + rel
+    if not (keys[1:] > keys[:-1]).all():
+        return None
+    wanted = keys - hours * 3600
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = keys[at] == wanted
+    return pd.Series(np.where(found, values.to_numpy()[at], np.nan), index=frame.index)
+
+
 def rolling(frame: pd.DataFrame, column: str, end: int, hours: int, stat: str) -> pd.Series:
     """``stat`` of the ``hours`` hourly values of ``column`` ending ``end`` hours before each
     row's hour (same series; by timestamp, so gaps shorten a window instead of shifting it;
     NaN with fewer than half the window present)."""
     shifted = (lag(frame, column, end) if end else frame[column]).to_numpy(dtype="float64")
-    stamps = frame["timestamp"].to_numpy()
+    stamps = utc_times(frame["timestamp"])
+    times = pd.DatetimeIndex(stamps if stamps is not None else frame["timestamp"])
     window, least = f"{hours}h", hours // 2 + 1
-
-    def roll(rows: np.ndarray) -> np.ndarray:
-        series = pd.Series(shifted[rows], index=pd.DatetimeIndex(stamps[rows]))
-        rolled: pd.Series = getattr(series.rolling(window, min_periods=least), stat)()
-        return rolled.to_numpy(dtype="float64")
-
     if SERIES not in frame.columns:
-        return pd.Series(roll(np.arange(len(frame))), index=frame.index)
+        rolled: pd.Series = getattr(pd.Series(shifted, index=times).rolling(window, min_periods=least), stat)()
+        return pd.Series(rolled.to_numpy(dtype="float64"), index=frame.index)
+    # Every series at once (pandas' grouped rolling: one pass, each series' windows its own).
+    # Every series at once: pandas' grouped rolling, one pass, each series' windows its own. Its
+    # answer runs group by group (in order of appearance), each group's rows in frame order.
+    rows = pd.DataFrame({"v": shifted, "g": frame[SERIES].to_numpy(), "t": times})
+    groups = rows.groupby("g", sort=False, observed=True, dropna=False)
+    rolled_all: pd.Series = getattr(groups.rolling(window, on="t", min_periods=least)["v"], stat)()
     out = np.full(len(frame), np.nan)
-    for rows in frame.groupby(SERIES, observed=True, sort=False).indices.values():
-        out[rows] = roll(np.asarray(rows))
+    out[np.argsort(groups.ngroup().to_numpy(), kind="stable")] = rolled_all.to_numpy(dtype="float64")
     return pd.Series(out, index=frame.index)
 
 

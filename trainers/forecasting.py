@@ -94,17 +94,20 @@ def forecast(
     rows = derived.frame
     x = rows[list(derived.inputs)].to_numpy(dtype="float64")
     ahead = (rows["timestamp"] > origin).to_numpy()
-    parts = []
-    groups = rows.groupby(features.SERIES, observed=True).indices if features.SERIES in rows.columns else {None: np.arange(len(rows))}
-    for name, positions in groups.items():
-        mine = ahead[positions]
-        if not mine.any():
-            continue
-        past, later = positions[~mine], positions[mine]
-        out = pd.DataFrame({"timestamp": rows["timestamp"].to_numpy()[later], "forecast": predict_after(model, x[past], x[later])})
-        if name is not None:
-            out.insert(1, features.SERIES, str(name))
-        parts.append(out)
-    if not parts:
+    if not ahead.any():
         raise DataLoadError(f"no hour after {origin:%Y-%m-%dT%H:%M:%S} has complete features", details={"field": "origin"})
-    return pd.concat(parts, ignore_index=True)
+    out = rows.loc[ahead, [c for c in ("timestamp", features.SERIES) if c in rows.columns]].reset_index(drop=True)
+    if features.SERIES in out.columns:
+        out[features.SERIES] = out[features.SERIES].astype(str)
+    if not model.context_rows:  # each row on its own: one predict for every series
+        out["forecast"] = model.predict(x[ahead])
+        return out
+    # A model that reads the rows before each one (lstm windows): per series, its own past first.
+    forecast = np.full(len(rows), np.nan)
+    groups = rows.groupby(features.SERIES, observed=True).indices if features.SERIES in rows.columns else {None: np.arange(len(rows))}
+    for positions in groups.values():
+        mine = ahead[positions]
+        if mine.any():
+            forecast[positions[mine]] = predict_after(model, x[positions[~mine]], x[positions[mine]])
+    out["forecast"] = forecast[ahead]
+    return out

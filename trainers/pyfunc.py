@@ -62,11 +62,11 @@ def signature(model: algorithms.FittedModel, spec: TrainingSpec) -> Any:
 
     example = input_example(spec)
     inferred = infer_signature(example, forecast_frame(model, spec, example))
-    inputs = [ColSpec(c.type, c.name, required=c.required and c.name != features.SERIES) for c in inferred.inputs.inputs]
+    inputs: list[Any] = [ColSpec(c.type, c.name, required=c.required and c.name != features.SERIES) for c in inferred.inputs.inputs]
     return ModelSignature(inputs=Schema(inputs), outputs=inferred.outputs)
 
 
-class ForecastModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class ForecastModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """The pyfunc model: loads the config and the model file, forecasts per series."""
 
     def load_context(self, context: Any) -> None:

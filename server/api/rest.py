@@ -226,10 +226,11 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
             raise RequestError("format", f"{shown(request.format)} is not one of {', '.join(convert.FORMATS)}")
         typed = parse_json(_one_or_list(request.body, "series"), pb.ForecastModelVersionRequest(), allowed=FORECAST_FIELDS)
         typed.model_id = request.model_id
-        resp = await self.typed.ForecastModelVersion(typed, context)
-        if fmt == "json":
-            return json_body(convert.forecast_json(resp))
-        data, content_type = convert.forecast_file(resp, fmt)
+        version, alias, rows = await self.typed.forecast_rows(typed)
+        if fmt == "json":  # straight from the rows (24,000 points in tens of ms, not through protobuf)
+            answer = json.dumps(convert.forecast_json(version, alias, rows)).encode()
+            return httpbody_pb2.HttpBody(content_type="application/json", data=answer)
+        data, content_type = convert.forecast_file(rows, fmt)
         return httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
     async def DetectModelVersionHttp(self, request, context) -> httpbody_pb2.HttpBody:

@@ -5,6 +5,7 @@ its engine; the forecasts run on Ray (server.execution.forecasts), never in this
 from __future__ import annotations
 
 import grpc
+import pandas as pd
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api import auth
@@ -56,6 +57,12 @@ class ModelServing:
     async def ForecastModelVersion(
         self, request: pb.ForecastModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ForecastModelVersionResponse:
+        version, alias, rows = await self.forecast_rows(request)
+        return convert.forecast_to_pb(version, alias, rows)
+
+    async def forecast_rows(self, request: pb.ForecastModelVersionRequest) -> tuple[ModelVersion, str, pd.DataFrame]:
+        """The version a forecast request names, its alias, and the forecast's rows (timestamp,
+        series_id, forecast, origin): what the gRPC answer and the REST answer are made of."""
         query = convert.forecast_query(request)
         version, alias = await self._named_version(request.model_id, request.tenant_id, request.model_type, request.alias)
         spec = TrainingSpec.from_dict(version.config, model_type=version.model_type)
@@ -67,7 +74,9 @@ class ModelServing:
         rows = await self.models_in_use.forecast(
             version, spec, horizon_hours=horizon, origin=query.origin, series=query.series, inputs=query.inputs
         )
-        return convert.forecast_to_pb(version, alias, rows)
+        if len(rows) > convert.MAX_POINTS:
+            raise convert.refused("series", f"the answer would hold {len(rows)} points; at most {convert.MAX_POINTS}: name fewer series")
+        return version, alias, rows
 
     async def DetectModelVersion(
         self, request: pb.DetectModelVersionRequest, context: grpc.aio.ServicerContext

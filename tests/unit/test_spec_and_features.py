@@ -65,6 +65,31 @@ def test_the_sorted_time_lag_is_the_lookup_by_timestamp(tz):
         assert fast.notna().sum() > len(frame) // 2
 
 
+def test_the_sorted_series_lag_and_rolling_are_the_per_series_lookups():
+    # Several series as derive sorts them (categorical ids, times increasing in each, gaps): the
+    # one binary search over (series, second) keys and pandas' grouped rolling give exactly
+    # what one series at a time gives, and no lag or window crosses into another series.
+    rng = np.random.default_rng(2)
+    parts = []
+    for i, start in enumerate(["2024-01-01", "2024-01-03", "2024-01-01 05:00"]):
+        ts = pd.date_range(start, periods=400, freq="h", tz="UTC")
+        keep = rng.random(len(ts)) > 0.15
+        parts.append(pd.DataFrame({"series_id": f"s{i}", "timestamp": ts[keep], "load": rng.random(int(keep.sum())) + 10 * i}))
+    frame = pd.concat(parts, ignore_index=True)
+    frame["series_id"] = frame["series_id"].astype("category")
+    for hours in (1, 24, 168):
+        assert features._lag_in_sorted_series(frame, "load", hours) is not None
+        together = features.lag(frame, "load", hours).to_numpy()
+        alone = np.concatenate([features.lag(p.drop(columns="series_id"), "load", hours).to_numpy() for p in parts])
+        assert np.array_equal(together, alone, equal_nan=True), hours
+    for stat in ("mean", "min", "max", "std", "sum"):
+        together = features.rolling(frame, "load", 24, 24, stat).to_numpy()
+        alone = np.concatenate([features.rolling(p.drop(columns="series_id"), "load", 24, 24, stat).to_numpy() for p in parts])
+        assert np.allclose(together, alone, rtol=1e-12, equal_nan=True), stat
+        assert np.isfinite(together).sum() > len(frame) // 2
+    assert features._lag_in_sorted_series(frame.sample(frac=1.0, random_state=0), "load", 24) is None  # unsorted: the general lookup
+
+
 def test_split_is_chronological_and_drops_incomplete_rows():
     n = 24 * 30
     frame = pd.DataFrame(

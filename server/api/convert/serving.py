@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.convert.common import MODEL_TYPES, as_timestamp, checked_text, decode_offset_token, encode_offset_token, parse_model_id
@@ -141,50 +142,48 @@ def forecast_query(request: pb.ForecastModelVersionRequest) -> ForecastQuery:
     return ForecastQuery(horizon, origin, series, rows_frame(request.inputs, "inputs"))
 
 
+def _iso(stamps: pd.Series) -> list[str]:
+    """UTC timestamps as the API writes them ("2025-01-01T00:00:00Z"), a column at a time."""
+    utc = pd.to_datetime(stamps, utc=True).dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    return [text + "Z" for text in np.datetime_as_string(utc, unit="s").tolist()]
+
+
+def _seconds(stamps: pd.Series) -> list[int]:
+    return pd.to_datetime(stamps, utc=True).astype("datetime64[s, UTC]").astype("int64").tolist()
+
+
 def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> pb.ForecastModelVersionResponse:
-    origins = rows["origin"]
     out = pb.ForecastModelVersionResponse(model_id=str(version.model_id), model_version=version.version, alias=alias)
-    out.origin.FromDatetime(origins.max().to_pydatetime())
-    stamps = rows["timestamp"].dt.to_pydatetime()
-    for stamp, series, value, origin in zip(
-        stamps, rows[SERIES].tolist(), rows["forecast"].tolist(), origins.dt.to_pydatetime(), strict=True
-    ):
-        point = out.points.add(series_id=series, forecast=value)
-        point.timestamp.FromDatetime(stamp)
-        point.origin.FromDatetime(origin)
+    out.origin.FromDatetime(rows["origin"].max().to_pydatetime())
+    point, stamp = pb.ForecastPoint, timestamp_pb2.Timestamp
+    columns = (_seconds(rows["timestamp"]), rows[SERIES].tolist(), rows["forecast"].tolist(), _seconds(rows["origin"]))
+    out.points.extend(
+        point(timestamp=stamp(seconds=t), series_id=s, forecast=f, origin=stamp(seconds=o)) for t, s, f, o in zip(*columns, strict=True)
+    )
     return out
 
 
-def forecast_json(resp: pb.ForecastModelVersionResponse) -> dict[str, Any]:
+def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> dict[str, Any]:
     """The REST answer: {"model_id", "model_version", "alias", "origin", "points": [{"timestamp",
     "series_id"?, "forecast", "quantiles"?, "origin"?}]}; series_id when the table has
     series, quantiles when the model has them, a point's origin when not every series
     forecast from the answer's."""
-    origin = resp.origin.ToJsonString()
-    points = []
-    for p in resp.points:
-        point: dict[str, Any] = {"timestamp": p.timestamp.ToJsonString()}
-        if p.series_id:
-            point["series_id"] = p.series_id
-        point["forecast"] = p.forecast
-        if p.quantiles:
-            point["quantiles"] = dict(sorted(p.quantiles.items()))
-        if p.origin.ToJsonString() != origin:
-            point["origin"] = p.origin.ToJsonString()
+    stamps, origins = _iso(rows["timestamp"]), _iso(rows["origin"])
+    origin = max(origins) if origins else None
+    points: list[dict[str, Any]] = []
+    for t, s, f, o in zip(stamps, rows[SERIES].tolist(), rows["forecast"].tolist(), origins, strict=True):
+        point: dict[str, Any] = {"timestamp": t, "series_id": s, "forecast": f} if s else {"timestamp": t, "forecast": f}
+        if o != origin:
+            point["origin"] = o
         points.append(point)
-    return {"model_id": resp.model_id, "model_version": resp.model_version, "alias": resp.alias or None, "origin": origin, "points": points}
+    return {"model_id": str(version.model_id), "model_version": version.version, "alias": alias or None, "origin": origin, "points": points}
 
 
-def forecast_file(resp: pb.ForecastModelVersionResponse, fmt: str) -> tuple[bytes, str]:
+def forecast_file(rows: pd.DataFrame, fmt: str) -> tuple[bytes, str]:
     """The points as a CSV or Parquet file (timestamp, series_id, forecast, origin), and its
     content type."""
     frame = pd.DataFrame(
-        {
-            "timestamp": [p.timestamp.ToJsonString() for p in resp.points],
-            SERIES: [p.series_id for p in resp.points],
-            "forecast": [p.forecast for p in resp.points],
-            "origin": [p.origin.ToJsonString() for p in resp.points],
-        }
+        {"timestamp": _iso(rows["timestamp"]), SERIES: rows[SERIES].tolist(), "forecast": rows["forecast"], "origin": _iso(rows["origin"])}
     )
     if fmt == "csv":
         return frame.to_csv(index=False).encode(), "text/csv; charset=utf-8"
