@@ -143,6 +143,7 @@ class _Methods:
         horizon_hours: int = 0,
         series: list[str] | None = None,
         inputs: list[dict[str, Any]] | None = None,
+        history_hours: int = 0,
     ):
         """Forecast the hours after ``origin`` (default: each series' last actual) from a
         version named by id or by ``alias``: a ForecastModelVersionResponse (points)."""
@@ -154,6 +155,7 @@ class _Methods:
             origin=origin,
             horizon_hours=horizon_hours,
             series=list(series or []),
+            history_hours=history_hours,
         )
         for row in inputs or []:
             request.inputs.add().update(dict(row))

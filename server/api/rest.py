@@ -31,8 +31,8 @@ FREE_FORM = ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf
 M = TypeVar("M", bound=Message)
 MAX_JSON_DEPTH = 12
 FORECAST_FIELDS = {
-    *("tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs"),
-    *("tenantId", "modelType", "horizonHours"),
+    *("tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs", "history_hours"),
+    *("tenantId", "modelType", "horizonHours", "historyHours"),
 }
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
 

@@ -72,9 +72,10 @@ class ModelServing:
             why = f"{len(query.series)} series x {horizon} h is more than the {convert.MAX_POINTS} points one answer may hold"
             raise convert.refused("series", why)
         rows = await self.models_in_use.forecast(
-            version, spec, horizon_hours=horizon, origin=query.origin, series=query.series, inputs=query.inputs
-        )
-        if len(rows) > convert.MAX_POINTS:
+            version, spec, horizon_hours=horizon, origin=query.origin, series=query.series, inputs=query.inputs,
+            history_hours=query.history_hours,
+        )  # fmt: skip
+        if len(rows) > 2 * convert.MAX_POINTS:
             raise convert.refused("series", f"the answer would hold {len(rows)} points; at most {convert.MAX_POINTS}: name fewer series")
         return version, alias, rows
 

@@ -94,13 +94,14 @@ def _origins(payload: ForecastPayload, engine: db.Engine) -> dict[str, datetime]
 def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd.DataFrame:
     """``timestamp``, ``series_id``, ``forecast`` and ``origin`` per series and hour: each
     series' history read from its origin back as far as its features look, and the known-ahead
-    inputs after it (the table's rows, or the payload's)."""
+    inputs after it (the table's rows, or the payload's). With ``history_hours``, also the
+    actuals of that many hours up to each origin: rows with ``actual`` (and no forecast)."""
     assert payload.settings is not None  # noqa: S101 - the server always sets it
     rt = runtime()
     engine = rt.engine(payload.settings.database_url)
     spec = payload.spec
     origins = _origins(payload, engine)
-    back = timedelta(hours=forecasting.history_hours(spec))
+    back = timedelta(hours=max(forecasting.history_hours(spec), payload.history_hours))
     ahead = timedelta(hours=payload.horizon_hours)
     source = DbDataSource(rt, engine, payload.tenant_id)
     parts = []
@@ -116,6 +117,11 @@ def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd
         if features.SERIES not in rows.columns:
             rows.insert(1, features.SERIES, "")
         rows["origin"] = pd.Timestamp(origin)
+        if payload.history_hours:
+            since = pd.Timestamp(origin) - pd.Timedelta(hours=payload.history_hours)
+            past = history[(history["timestamp"] > since) & (history["timestamp"] <= origin) & history[spec.target].notna()]
+            parts.append(pd.DataFrame({"timestamp": past["timestamp"], features.SERIES: past[features.SERIES].astype(str),
+                                       "actual": past[spec.target], "origin": pd.Timestamp(origin)}))  # fmt: skip
         parts.append(rows)
     return pd.concat(parts, ignore_index=True)
 
@@ -157,6 +163,7 @@ class ModelServer:
         origin: datetime | None,
         series: tuple[str, ...] | None,
         inputs: pd.DataFrame | None,
+        history_hours: int = 0,
     ) -> pd.DataFrame:
         payload = ForecastPayload(
             tenant_id=version.tenant_id,
@@ -167,6 +174,7 @@ class ModelServer:
             series=series,
             inputs=inputs,
             settings=self.task_settings,
+            history_hours=history_hours,
         )
         return await self.executor.forecast(payload)  # type: ignore[attr-defined]
 

@@ -111,6 +111,7 @@ class ForecastPayload:
     series: tuple[str, ...] | None = None  # None: every series of the table
     inputs: pd.DataFrame | None = None  # known-ahead values sent inline (replace the table's)
     settings: TaskSettings | None = None
+    history_hours: int = 0  # also the actuals of this many hours up to the origin
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ async def test_forecast_by_id_and_alias_over_grpc(client, demo_frame):
         await client.set_alias("Not A Slug", v1.model_id)
 
 
-async def test_forecast_and_aliases_over_rest(client, rest):
+async def test_forecast_and_aliases_over_rest(client, rest, demo_frame):
     job = await client.create_job(T, "forecast", DAY_AHEAD)
     assert (await asyncio.wait_for(client.wait(job.job_id), 120)).status == pb.COMPLETED
     (version,) = await client.list_models(T)
@@ -130,6 +130,11 @@ async def test_forecast_and_aliases_over_rest(client, rest):
     )
     assert r.status_code == 200, r.text
     assert r.json()["alias"] == "production" and r.json()["points"] == by_id["points"]
+    r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast", json={**body, "history_hours": 48})
+    assert r.status_code == 200 and r.json()["points"] == by_id["points"], r.text
+    history = r.json()["history"]
+    assert [h["timestamp"] for h in history][-1] == "2024-03-28T23:00:00Z" and len(history) == 48
+    assert history[-1]["actual"] == pytest.approx(float(demo_frame.set_index("timestamp").loc["2024-03-28T23:00:00Z", "load"]))
     r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast?format=csv", json=body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     table = pd.read_csv(io.StringIO(r.text))

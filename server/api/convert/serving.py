@@ -67,6 +67,7 @@ class ForecastQuery:
     origin: datetime | None
     series: tuple[str, ...] | None
     inputs: pd.DataFrame | None
+    history_hours: int = 0
 
 
 def _plain(value: struct_pb2.Value) -> Any:
@@ -139,7 +140,9 @@ def forecast_query(request: pb.ForecastModelVersionRequest) -> ForecastQuery:
         for i, name in enumerate(request.series):
             checked_text(name, f"series[{i}]", max_len=MAX_SERIES_ID)
         series = tuple(dict.fromkeys(request.series))
-    return ForecastQuery(horizon, origin, series, rows_frame(request.inputs, "inputs"))
+    if not 0 <= request.history_hours <= MAX_HORIZON_HOURS:
+        raise refused("history_hours", f"must be 0 to {MAX_HORIZON_HOURS} (14 days)")
+    return ForecastQuery(horizon, origin, series, rows_frame(request.inputs, "inputs"), request.history_hours)
 
 
 def _iso(stamps: pd.Series) -> list[str]:
@@ -152,8 +155,22 @@ def _seconds(stamps: pd.Series) -> list[int]:
     return pd.to_datetime(stamps, utc=True).astype("datetime64[s, UTC]").astype("int64").tolist()
 
 
+def split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A forecast's rows as (points, history): rows with ``actual`` are the hours before the origin."""
+    if "actual" not in rows.columns:
+        return rows, None
+    past = rows["forecast"].isna() if "forecast" in rows.columns else pd.Series(True, index=rows.index)
+    return rows[~past], rows[past]
+
+
 def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> pb.ForecastModelVersionResponse:
+    rows, history = split(rows)
     out = pb.ForecastModelVersionResponse(model_id=str(version.model_id), model_version=version.version, alias=alias)
+    if history is not None:
+        past = (_seconds(history["timestamp"]), history[SERIES].tolist(), history["actual"].tolist())
+        out.history.extend(
+            pb.HistoryPoint(timestamp=timestamp_pb2.Timestamp(seconds=t), series_id=s, actual=a) for t, s, a in zip(*past, strict=True)
+        )
     out.origin.FromDatetime(rows["origin"].max().to_pydatetime())
     point, stamp = pb.ForecastPoint, timestamp_pb2.Timestamp
     columns = (_seconds(rows["timestamp"]), rows[SERIES].tolist(), rows["forecast"].tolist(), _seconds(rows["origin"]))
@@ -168,6 +185,7 @@ def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame)
     "series_id"?, "forecast", "quantiles"?, "origin"?}]}; series_id when the table has
     series, quantiles when the model has them, a point's origin when not every series
     forecast from the answer's."""
+    rows, history = split(rows)
     stamps, origins = _iso(rows["timestamp"]), _iso(rows["origin"])
     origin = max(origins) if origins else None
     points: list[dict[str, Any]] = []
@@ -176,12 +194,19 @@ def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame)
         if o != origin:
             point["origin"] = o
         points.append(point)
-    return {"model_id": str(version.model_id), "model_version": version.version, "alias": alias or None, "origin": origin, "points": points}
+    out = {"model_id": str(version.model_id), "model_version": version.version, "alias": alias or None, "origin": origin, "points": points}
+    if history is not None:
+        out["history"] = [
+            {"timestamp": t, "series_id": s, "actual": a} if s else {"timestamp": t, "actual": a}
+            for t, s, a in zip(_iso(history["timestamp"]), history[SERIES].tolist(), history["actual"].tolist(), strict=True)
+        ]
+    return out
 
 
 def forecast_file(rows: pd.DataFrame, fmt: str) -> tuple[bytes, str]:
     """The points as a CSV or Parquet file (timestamp, series_id, forecast, origin), and its
     content type."""
+    rows, _ = split(rows)
     frame = pd.DataFrame(
         {"timestamp": _iso(rows["timestamp"]), SERIES: rows[SERIES].tolist(), "forecast": rows["forecast"], "origin": _iso(rows["origin"])}
     )

@@ -761,7 +761,7 @@ class DeleteModelVersionRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class ForecastModelVersionRequest(_message.Message):
-    __slots__ = ("model_id", "tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs")
+    __slots__ = ("model_id", "tenant_id", "model_type", "alias", "origin", "horizon_hours", "series", "inputs", "history_hours")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -770,6 +770,7 @@ class ForecastModelVersionRequest(_message.Message):
     HORIZON_HOURS_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_HOURS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     tenant_id: str
     model_type: ModelType
@@ -778,7 +779,18 @@ class ForecastModelVersionRequest(_message.Message):
     horizon_hours: int
     series: _containers.RepeatedScalarFieldContainer[str]
     inputs: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
-    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., alias: _Optional[str] = ..., origin: _Optional[str] = ..., horizon_hours: _Optional[int] = ..., series: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+    history_hours: int
+    def __init__(self, model_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., alias: _Optional[str] = ..., origin: _Optional[str] = ..., horizon_hours: _Optional[int] = ..., series: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., history_hours: _Optional[int] = ...) -> None: ...
+
+class HistoryPoint(_message.Message):
+    __slots__ = ("timestamp", "series_id", "actual")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    series_id: str
+    actual: float
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., actual: _Optional[float] = ...) -> None: ...
 
 class ForecastPoint(_message.Message):
     __slots__ = ("timestamp", "series_id", "forecast", "quantiles", "origin")
@@ -802,18 +814,20 @@ class ForecastPoint(_message.Message):
     def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., forecast: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ForecastModelVersionResponse(_message.Message):
-    __slots__ = ("model_id", "model_version", "alias", "origin", "points")
+    __slots__ = ("model_id", "model_version", "alias", "origin", "points", "history")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_version: int
     alias: str
     origin: _timestamp_pb2.Timestamp
     points: _containers.RepeatedCompositeFieldContainer[ForecastPoint]
-    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., alias: _Optional[str] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., alias: _Optional[str] = ..., origin: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ...) -> None: ...
 
 class SetModelAliasRequest(_message.Message):
     __slots__ = ("model_id", "alias", "tenant_id", "reason")
