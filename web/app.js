@@ -80,7 +80,7 @@ function plainWords(status, body) {
   if (!body || typeof body !== "object") return `The server answered ${status} without an explanation.`;
   let text = body.message || body.error || `The server answered ${status}.`;
   const d = body.details || {};
-  const violations = d.violations || (d.field ? [{ field: d.field, error: d.error }] : []);
+  const violations = d.violations || (d.field && d.error ? [{ field: d.field, error: d.error }] : []);
   if (violations.length) text += "\n" + violations.map((v) => `\u2022 ${v.field}: ${v.error}`).join("\n");
   else if (d.reason && d.reason !== body.message) text += ` (${d.reason})`;
   if (d.requested_workers !== undefined) text += ` (asked for ${d.requested_workers} workers, ${d.available_workers} available)`;
@@ -429,15 +429,22 @@ function modelsPage(view) {
   const scope = session.tenant ? `tenant ${session.tenant}` : "the tenant of your API key";
   view.append(h("div", { class: "filters" }, h("span", { class: "muted" }, scope), compareButton),
     h("div", { class: "card" }, h("table", { id: "models" }, h("thead", {}, h("tr", {},
-      ["", "version", "type", "algorithm", "mae", "rmse", "mape", "skill", "f1", "created", "job", "kept"]
+      ["", "version", "type", "algorithm", "aliases", "mae", "rmse", "mape", "skill", "f1", "created", "job", "kept"]
         .map((c) => h("th", { class: ["mae", "rmse", "mape", "skill", "f1"].includes(c) ? "num" : "" }, c)))), body)), compareCard);
+  const aliasCard = h("div", { class: "card", id: "aliases" });
+  const forecastCard = h("div", { class: "card", id: "production-forecast" });
+  view.append(aliasCard, forecastCard);
   const chosen = new Map();
   let versions = [];
   compareButton.addEventListener("click", () => compare(compareCard, ...[...chosen.values()]));
   const query = session.tenant ? `?tenant_id=${encodeURIComponent(session.tenant)}` : "";
-  api(`/ai/training/models${query}`).then((data) => {
+  Promise.all([api(`/ai/training/models${query}`), api(`/ai/training/aliases${query}`).catch(() => ({ aliases: [] }))]).then(([data, named]) => {
     versions = data.versions || [];
-    if (!versions.length) body.append(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "No model versions yet.")));
+    const aliases = named.aliases || [];
+    aliasControls(aliasCard, versions, aliases);
+    const production = aliases.find((a) => a.alias === "production" && a.model_type === "FORECAST") || aliases.find((a) => a.model_type === "FORECAST");
+    if (production) drawProductionForecast(forecastCard, production); else forecastCard.remove();
+    if (!versions.length) body.append(h("tr", {}, h("td", { colspan: 13, class: "muted" }, "No model versions yet.")));
     for (const v of versions) {
       const m = v.metrics || {};
       const box = h("input", { type: "checkbox", "data-model": v.model_id, onchange: (e) => {
@@ -446,6 +453,7 @@ function modelsPage(view) {
       } });
       body.append(h("tr", { "data-version": v.version },
         h("td", {}, box), h("td", {}, `v${v.version}`), h("td", {}, v.model_type.toLowerCase()), h("td", {}, v.algorithm),
+        h("td", { class: "aliases" }, (v.aliases || []).map((a) => h("span", { class: "chip", "data-alias": a }, a))),
         ...["mae", "rmse", "mape", "skill", "f1"].map((k) => h("td", { class: "num" }, k in m ? fmt(m[k]) : "")),
         h("td", { class: "muted" }, when(v.created_at)),
         h("td", {}, h("a", { href: `#/jobs/${v.job_id}`, class: "mono" }, short(v.job_id))), h("td", {}, v.keep ? "kept" : "")));
@@ -453,9 +461,67 @@ function modelsPage(view) {
   }).catch((err) => {
     // Authentication off and no tenant typed: the server cannot tell whose versions to list.
     if (err instanceof ApiError && err.body && err.body.details && err.body.details.field === "tenant_id") {
-      body.append(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "Enter a tenant at the top to see its model versions.")));
+      body.append(h("tr", {}, h("td", { colspan: 13, class: "muted" }, "Enter a tenant at the top to see its model versions.")));
     } else showError(err);
   });
+}
+
+// Aliases: each with its version and its last move; point one at a version (after a confirmation).
+function aliasControls(card, versions, aliases) {
+  card.textContent = "";
+  card.append(h("h2", {}, "Aliases"));
+  const rows = aliases.map((a) => {
+    const last = (a.moves || [])[0] || {};
+    return h("tr", { "data-alias": a.alias }, h("td", {}, a.alias), h("td", {}, a.model_type.toLowerCase()), h("td", {}, `v${a.model_version}`),
+      h("td", { class: "muted" }, `${when(last.moved_at)} by ${last.moved_by || "?"}${last.reason ? `: ${last.reason}` : ""}`));
+  });
+  card.append(aliases.length ? h("table", {}, h("tbody", {}, rows)) : h("p", { class: "muted" }, "No aliases yet."));
+  if (!versions.length) return;
+  const name = h("input", { id: "alias-name", value: "production", size: 14, "aria-label": "alias" });
+  const pick = h("select", { id: "alias-version", "aria-label": "version" },
+    versions.filter((v) => !v.deleted_at).map((v) => h("option", { value: v.model_id }, `${v.model_type.toLowerCase()} v${v.version} (${v.algorithm})`)));
+  const move = async () => {
+    showError(null);
+    const target = versions.find((v) => v.model_id === pick.value);
+    const alias = name.value.trim();
+    const now = aliases.find((a) => a.alias === alias && a.model_type === target.model_type);
+    const question = now ? `Move alias ${alias} (${target.model_type.toLowerCase()}) from v${now.model_version} to v${target.version}?`
+      : `Make alias ${alias} (${target.model_type.toLowerCase()}) point at v${target.version}?`;
+    if (!window.confirm(question)) return;
+    try {
+      await api(`/ai/training/models/${target.model_id}/aliases/${encodeURIComponent(alias)}`, { method: "PUT", body: { reason: "moved on the web page" } });
+      route();
+    } catch (err) { showError(err); }
+  };
+  card.append(h("div", { class: "filters", style: "margin-top:10px" }, h("span", { class: "muted" }, "Point alias"), name,
+    h("span", { class: "muted" }, "at"), pick, h("button", { class: "primary", id: "alias-move", onclick: move }, "Move")));
+}
+
+// The alias's forecast for its horizon after the last actuals, with the week before it.
+async function drawProductionForecast(card, alias) {
+  card.append(h("h2", {}, `Forecast of ${alias.alias} (v${alias.model_version}): the next hours after the last actuals`));
+  const plot = h("div", { class: "plot", id: "plot-production" });
+  card.append(plot);
+  try {
+    const body = { model_type: "forecast", alias: alias.alias, history_hours: 168 };
+    if (session.tenant) body.tenant_id = session.tenant;
+    const got = await api("/ai/training/models:forecast", { method: "POST", body });
+    const first = (got.points[0] || {}).series_id;
+    const mine = (p) => p.series_id === first;
+    const points = got.points.filter(mine), history = (got.history || []).filter(mine);
+    const at = (p) => Date.parse(p.timestamp);
+    const lines = [{ name: "actual", color: "#101828", width: 1.6, points: history.map((p) => [at(p), p.actual]) },
+      { name: "forecast", color: "#2563eb", width: 1.8, dots: points.length < 4, radius: 4, points: points.map((p) => [at(p), p.forecast]) }];
+    const quantiles = [...new Set(points.flatMap((p) => Object.keys(p.quantiles || {})))].sort();
+    for (const q of quantiles) lines.push({ name: `q${q}`, color: "#93c5fd", dash: "4 3", width: 1, points: points.map((p) => [at(p), (p.quantiles || {})[q] ?? null]) });
+    Plot.line(plot, lines, { yLabel: "forecast" });
+    Plot.legend(plot, [["actual (the week before)", "#101828"], [`forecast from ${when(got.origin)}`, "#2563eb"],
+      ...(quantiles.length ? [[`quantiles ${quantiles.join(", ")}`, "#93c5fd"]] : [])]);
+    card.append(h("p", { class: "muted", id: "forecast-note", "data-points": points.length },
+      `${points.length} ${points.length === 1 ? "hour" : "hours"} ahead${first ? ` of series ${first}` : ""}, version ${got.model_version}.`));
+  } catch (err) {
+    card.append(h("p", { class: "error", id: "forecast-error" }, err.message));
+  }
 }
 
 function compare(card, a, b) {

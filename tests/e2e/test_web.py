@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
 from client import TrainingClient
+from server import demo_data
 from tests.conftest import QUICK_START_CONFIG, ROOT, free_port, server_process, slow_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -259,6 +261,28 @@ def test_the_models_page_compares_two_versions(page, web):
     cells = [c.inner_text() for c in row.query_selector_all("td")]
     assert cells[1:3] == [f"{v1['metrics']['mae']:.4g}", f"{v2['metrics']['mae']:.4g}"]
     assert "hyperparameters" in page.inner_text("#comparison")  # what differs between the two configs
+    # Aliases: v1 is production; the page moves it to v2 after a confirmation, and draws the
+    # production forecast for the next hour after the last actuals (the weather for it imported).
+    web.rest("PUT", f"/ai/training/models/{v1['model_id']}/aliases/production", {"reason": "first"})
+    after = pd.Timestamp(demo_data.END) + pd.Timedelta(hours=1)  # the hour after the seeded actuals
+    weather = f"timestamp,temperature,humidity\n{after:%Y-%m-%dT%H:%M:%S},1.5,80\n"
+    resp = requests.post(f"{web.url}/ai/training/features/load_forecasting?tenant_id={TENANT}", data=weather,
+                         headers={"authorization": f"Bearer {web.key}", "Content-Type": "text/csv"}, timeout=30)  # fmt: skip
+    assert resp.ok, resp.text
+    page.reload()
+    page.wait_for_selector("#models tr[data-version='1'] .chip[data-alias=production]")
+    page.wait_for_selector("#forecast-note")
+    assert page.get_attribute("#forecast-note", "data-points") == "1"
+    assert page.locator("#plot-production [data-series=actual]").get_attribute("data-points") == "168"
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.select_option("#alias-version", v2["model_id"])
+    page.click("#alias-move")
+    page.wait_for_selector("#models tr[data-version='2'] .chip[data-alias=production]")
+    assert asked == ["Move alias production (forecast) from v1 to v2?"]
+    moves = web.rest("GET", f"/ai/training/aliases?tenant_id={TENANT}&model_type=forecast")["aliases"][0]["moves"]
+    assert [(m["from_version"], m["to_version"], m["reason"]) for m in moves] == [(1, 2, "moved on the web page"), (0, 1, "first")]
+    page.wait_for_selector("#forecast-note")
     shot(page, "models-page.png")
 
 
