@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -21,6 +23,9 @@ from client import AsyncTrainingClient, pb
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import admin_pb2_grpc as admin_grpc
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
+from storage import db
+from storage import forecasts as store
+from storage.tenancy import Scope
 from tests.conftest import free_port, load_demo, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -65,6 +70,9 @@ async def world(start_app, database_url, demo_frame) -> AsyncIterator[World]:
         assert done.status == pb.COMPLETED and done.tenant_id == A
         (model_a,) = await ca.list_models("")
         await ca.set_alias("production", model_a.model_id, reason="tenant A's live model")
+    async with db.transaction(app.engine, Scope.of(A)) as conn:  # a point in tenant A's forecast store
+        hour = datetime(2025, 1, 1, tzinfo=UTC)
+        await store.write(conn, uuid.UUID(model_a.model_id), "production", None, [store.Point(hour, "", 1.0, hour - timedelta(hours=1))])
     envoy = Envoy(grpc_port=app.port, http_port=free_port())
     await asyncio.to_thread(envoy.start)
     try:
@@ -134,6 +142,7 @@ def _grpc_calls(w: World) -> dict[str, tuple[Callable, object, grpc.StatusCode]]
         ),
         "DeleteModelAlias": (ts("DeleteModelAlias"), pb.DeleteModelAliasRequest(model_type="forecast", alias="production"), nf),
         "ListModelAliases(A)": (ts("ListModelAliases"), pb.ListModelAliasesRequest(tenant_id=A), denied),
+        "ListForecasts(A)": (ts("ListForecasts"), pb.ListForecastsRequest(tenant_id=A), denied),
         "CreateApiKey": (ad("CreateApiKey"), admin_pb.CreateApiKeyRequest(tenant_id=A), denied),
         "ListApiKeys": (ad("ListApiKeys"), admin_pb.ListApiKeysRequest(), denied),
         "RevokeApiKey": (ad("RevokeApiKey"), admin_pb.RevokeApiKeyRequest(key_id="x"), denied),
@@ -241,6 +250,7 @@ def _rest_cases(w: World) -> list[tuple[str, str, dict, int]]:
         ("DELETE", f"/ai/training/aliases/production?tenant_id={A}&model_type=forecast", {}, 403),
         ("DELETE", "/ai/training/aliases/production?model_type=forecast", {}, 404),
         ("GET", f"/ai/training/aliases?tenant_id={A}", {}, 403),
+        ("GET", f"/ai/training/forecasts?tenant_id={A}", {}, 403),
     ]
 
 
@@ -272,6 +282,11 @@ async def test_rest_cross_tenant_matrix_leaks_nothing(world):
             count += 1
             assert resp.status_code == expected, f"{method} {path}: {resp.status_code} {resp.text[:200]}"
     # B's own listing through REST: only B's jobs.
+    for key, points in ((w.key_b, 0), (w.key_a, 1)):  # each key sees its own tenant's forecast store only
+        got = await asyncio.to_thread(
+            requests.get, f"{w.rest}/ai/training/forecasts", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert got.status_code == 200 and len(got.json()["points"]) == points, got.text
     own = await asyncio.to_thread(requests.get, f"{w.rest}/ai/training/jobs", headers={"Authorization": f"Bearer {w.key_b}"}, timeout=30)
     assert own.status_code == 200 and {j["tenant_id"] for j in own.json()["jobs"]} == {B}
     # The admin key reads A's job through REST; A's own key too, unchanged.

@@ -155,6 +155,12 @@ async def test_forecast_and_aliases_over_rest(client, rest, demo_frame):
     r = await http("POST", f"{rest}/ai/training/models/{mid}:forecast?format=xml", json=body)
     assert r.status_code == 400 and r.json()["details"]["field"] == "format"
 
+    r = await http("PUT", f"{rest}/ai/training/models/{mid}/aliases/staging")  # no body: no reason
+    assert r.status_code == 200 and r.json()["moves"][0]["reason"] == "", r.text
+    r = await http("PUT", f"{rest}/ai/training/models/{mid}/aliases/Not%20A%20Slug", json={})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "alias", r.text
+    r = await http("DELETE", f"{rest}/ai/training/aliases/staging", params={"tenant_id": T, "model_type": "FORECAST"})
+    assert r.status_code == 200, r.text
     r = await http("GET", f"{rest}/ai/training/aliases", params={"tenant_id": T, "model_type": "forecast"})
     assert r.status_code == 200 and [a["alias"] for a in r.json()["aliases"]] == ["production"]
     assert (await http("GET", f"{rest}/ai/training/models/{mid}")).json()["aliases"] == ["production"]
@@ -247,3 +253,18 @@ async def test_detect_scores_as_training_did_over_grpc_and_rest(client, rest, de
     assert r.status_code == 400 and r.json()["details"]["field"] == "start"
     r = await http("POST", f"{rest}/ai/training/models/{version.model_id}:forecast", json={})
     assert r.status_code == 400 and r.json()["details"]["field"] == "model_type"
+
+
+async def test_retention_passes_by_a_version_an_alias_points_at(app, client):
+    await client.update_quota(T, keep_versions=1)
+    for seed in (1, 2, 3):
+        assert (
+            await client.wait((await client.create_job(T, "forecast", {**DAY_AHEAD, "random_seed": seed})).job_id)
+        ).status == pb.COMPLETED
+    by_number = {v.version: v for v in await client.list_models(T)}
+    await client.set_alias("production", by_number[1].model_id)
+    swept = await app.retention.sweep()
+    assert swept.versions == 1  # v2: neither the newest (v3) nor aliased (v1)
+    left = {v.version for v in await client.list_models(T)}
+    assert left == {1, 3}
+    assert (await client.forecast(alias="production", tenant_id=T, origin="2024-03-28T23:00:00")).model_version == 1

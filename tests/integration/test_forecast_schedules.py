@@ -36,10 +36,12 @@ async def _task(client, schedule_id: str, kind: str, count: int = 1):
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def served(start_app, database_url, demo_frame):
-    """A server on the demo data whose firing tasks run at once, and a webhook receiver."""
+    """Two servers on one database with the demo data (replicas: each firing's task must run
+    once), their firing tasks polled often, and a webhook receiver."""
     await load_demo(database_url, demo_frame)
     app = await start_app(alert_allow_private_targets=True, alert_retry_base_seconds=0.2)
-    app.checker.interval = 0.2
+    replica = await start_app(alert_allow_private_targets=True, alert_retry_base_seconds=0.2)
+    app.checker.interval = replica.checker.interval = 0.2
     receiver = Receiver()
     yield app, receiver
     receiver.close()
@@ -85,6 +87,8 @@ async def test_the_morning_run_writes_the_forecast_store_once_and_alerts(served)
         assert len((await client.list_forecasts(T, start="2025-01-01T12:00:00")).points) == 12
         assert (await client.list_forecasts(T, alias="staging")).points == []
         await until(lambda: asyncio.sleep(0, result=len(receiver.bodies("forecast_ready")) >= 2), 30)
+        await asyncio.sleep(1.0)  # time for a second delivery of a firing, were there one
+        assert len(receiver.bodies("forecast_ready")) == 2  # two firings, two alerts: once each across the replicas
     first = receiver.bodies("forecast_ready")[0]
     assert first["schedule_id"] == made.schedule_id and first["model_id"] == version.model_id and first["origin"] == "2024-12-31T23:00:00Z"
     assert first["reason"] == "ForecastReady" and "alias=production" in first["link"]
@@ -135,6 +139,9 @@ async def test_champion_challenger_moves_the_alias_only_when_the_challenger_wins
         v2 = next(v for v in await client.list_models(T) if v.version == 2)
         assert check.status == "DONE" and check.model_id == v2.model_id and check.message.startswith("alias production (v2): ")
         await until(lambda: asyncio.sleep(0, result=len(receiver.bodies("promotion")) >= 2), 30)
+        await asyncio.sleep(1.0)
+        moves = (await client.list_aliases(T))[0].moves  # the first model, then the one promotion: once across the replicas
+        assert len(receiver.bodies("promotion")) == 2 and [m.to_version for m in moves] == [2, 1], moves
     decisions = {b["schedule_id"]: b for b in receiver.bodies("promotion")}
     assert decisions[bold.schedule_id]["promoted"] is True and decisions[strict.schedule_id]["promoted"] is False
     assert decisions[bold.schedule_id]["champion_model_id"] == v1.model_id and champion.status == pb.COMPLETED
