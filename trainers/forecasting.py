@@ -22,6 +22,17 @@ from trainers.preparation import derive
 from trainers.spec import ModelType, TrainingSpec
 
 MAX_HORIZON_HOURS = 24 * 14  # what one request may ask, whatever the model was trained for
+MAX_POINTS = 500_000  # (series, hour) points one forecast may answer
+
+
+def check_size(series: int, horizon_hours: int) -> None:
+    """ConfigValidationError when ``series`` x ``horizon_hours`` points are more than one
+    forecast answers (checked before anything is read or derived)."""
+    if series * horizon_hours > MAX_POINTS:
+        why = f"{series} series x {horizon_hours} h is more than the {MAX_POINTS} points one forecast may answer: name fewer series"
+        raise ConfigValidationError([Violation("series", why)], message="Invalid forecast request")
+
+
 HISTORY_SLACK_HOURS = 24  # read a day more than the features need: a gap does not starve a lag
 
 

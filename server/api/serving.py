@@ -68,15 +68,12 @@ class ModelServing:
         spec = TrainingSpec.from_dict(version.config, model_type=version.model_type)
         horizon = query.horizon_hours or spec.forecast_horizon_hours
         forecasting.check_request(spec, horizon)
-        if query.series is not None and len(query.series) * horizon > convert.MAX_POINTS:
-            why = f"{len(query.series)} series x {horizon} h is more than the {convert.MAX_POINTS} points one answer may hold"
-            raise convert.refused("series", why)
+        if query.series is not None:
+            forecasting.check_size(len(query.series), horizon)
         rows = await self.models_in_use.forecast(
             version, spec, horizon_hours=horizon, origin=query.origin, series=query.series, inputs=query.inputs,
             history_hours=query.history_hours,
         )  # fmt: skip
-        if len(rows) > 2 * convert.MAX_POINTS:
-            raise convert.refused("series", f"the answer would hold {len(rows)} points; at most {convert.MAX_POINTS}: name fewer series")
         return version, alias, rows
 
     async def DetectModelVersion(

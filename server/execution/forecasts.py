@@ -101,6 +101,7 @@ def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd
     engine = rt.engine(payload.settings.database_url)
     spec = payload.spec
     origins = _origins(payload, engine)
+    forecasting.check_size(len(origins), payload.horizon_hours)  # every series of the table: refused before any row is read
     back = timedelta(hours=max(forecasting.history_hours(spec), payload.history_hours))
     ahead = timedelta(hours=payload.horizon_hours)
     source = DbDataSource(rt, engine, payload.tenant_id)

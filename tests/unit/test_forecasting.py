@@ -274,3 +274,13 @@ def test_an_installed_preprocessor_adds_features_and_is_leakage_checked():
 def test_a_failing_preprocessor_fails_the_job_naming_it():
     with pytest.raises(preprocessors.PreprocessorError, match="'always_fails' failed: RuntimeError"):
         run({**DAY_AHEAD, "preprocessor": "always_fails", "features": ["temperature", "never_made"]})
+
+
+def test_a_forecast_larger_than_one_answer_is_refused_naming_series():
+    from trainers import forecasting
+    from trainers.errors import ConfigValidationError
+
+    forecasting.check_size(1000, 24)  # the benchmark's size: fine
+    with pytest.raises(ConfigValidationError) as err:
+        forecasting.check_size(25_000, 24)
+    assert err.value.violations[0].field == "series" and "500000" in err.value.violations[0].description

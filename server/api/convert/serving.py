@@ -21,6 +21,7 @@ from server.api.errors import RequestError
 from storage import records
 from storage.features import SERIES
 from storage.tenancy import TENANT_ID_PATTERN
+from trainers import forecasting
 from trainers import spec as specs
 from trainers.errors import ConfigValidationError, Violation, shown
 from trainers.forecasting import MAX_HORIZON_HOURS
@@ -28,7 +29,7 @@ from trainers.forecasting import MAX_HORIZON_HOURS
 # A forecast request's bounds (each named in the 400 that refuses it).
 MAX_SERIES = 5000  # series named in one request
 MAX_INPUT_ROWS = 200_000  # inline known-ahead rows
-MAX_POINTS = 500_000  # (series, hour) points in one answer
+MAX_POINTS = forecasting.MAX_POINTS  # (series, hour) points in one answer; rows one detection scores
 MAX_SERIES_ID = 200
 ALIAS = re.compile(TENANT_ID_PATTERN)
 MAX_REASON = 500
