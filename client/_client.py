@@ -268,15 +268,25 @@ class _Methods:
         """The job now, then on every change, until it is final."""
         return self._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job_id=job_id), _same)
 
-    def import_data(self, tenant_id: str, table: str, data: bytes | str | Path, *, format: str | None = None, chunk_size: int = CHUNK):
+    def import_data(
+        self,
+        tenant_id: str,
+        table: str,
+        data: bytes | str | Path,
+        *,
+        format: str | None = None,
+        chunk_size: int = CHUNK,
+        duplicates: str = "",
+    ):
         """Import a CSV or Parquet file (path or bytes) into features.<table>; a file is
-        streamed in chunks, never read whole. ``tenant_id`` "" means the API key's tenant."""
+        streamed in chunks, never read whole. ``tenant_id`` "" means the API key's tenant.
+        ``duplicates``: refuse (default), first, last or mean for a repeated timestamp."""
         if isinstance(data, (str, Path)):
             path = Path(data)
             if format is None and path.suffix.lower() in (".parquet", ".pq"):
                 format = "parquet"
-            return self._upload("ImportFeatureData", req.import_file_chunks(tenant_id, table, path, format, chunk_size))
-        return self._upload("ImportFeatureData", req.import_chunks(tenant_id, table, data, format, chunk_size))
+            return self._upload("ImportFeatureData", req.import_file_chunks(tenant_id, table, path, format, chunk_size, duplicates))
+        return self._upload("ImportFeatureData", req.import_chunks(tenant_id, table, data, format, chunk_size, duplicates))
 
     # --- administration (admin keys) -------------------------------------------------------
     def create_key(self, tenant_id: str = "", *, admin: bool = False, name: str = ""):

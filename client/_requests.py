@@ -80,24 +80,26 @@ def logs(job_id: str, follow: bool = True, after_sequence: int = 0) -> pb.Stream
     return pb.StreamTrainingJobLogsRequest(job_id=job_id, follow=follow, after_sequence=after_sequence)
 
 
-def import_file_chunks(tenant_id: str, table: str, path: Path, fmt: str | None, chunk_size: int):
+def import_file_chunks(tenant_id: str, table: str, path: Path, fmt: str | None, chunk_size: int, duplicates: str = ""):
     """A file's import messages, read chunk by chunk (memory holds one chunk)."""
     form = enum_value(pb.DataFormat, fmt, "format")
     with path.open("rb") as f:
         first = True
         while first or (part := f.read(chunk_size)):
             if first:
-                yield pb.ImportFeatureDataRequest(tenant_id=tenant_id, table=table, format=form, data=f.read(chunk_size))
+                yield pb.ImportFeatureDataRequest(
+                    tenant_id=tenant_id, table=table, format=form, data=f.read(chunk_size), duplicates=duplicates
+                )
                 first = False
             else:
                 yield pb.ImportFeatureDataRequest(data=part)
 
 
-def import_chunks(tenant_id: str, table: str, data: bytes, fmt: str | None, chunk_size: int):
+def import_chunks(tenant_id: str, table: str, data: bytes, fmt: str | None, chunk_size: int, duplicates: str = ""):
     form = enum_value(pb.DataFormat, fmt, "format")
     for i in range(0, max(len(data), 1), chunk_size):
         part = data[i : i + chunk_size]
         if i == 0:
-            yield pb.ImportFeatureDataRequest(tenant_id=tenant_id, table=table, format=form, data=part)
+            yield pb.ImportFeatureDataRequest(tenant_id=tenant_id, table=table, format=form, data=part, duplicates=duplicates)
         else:
             yield pb.ImportFeatureDataRequest(data=part)

@@ -433,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--tenant", default="", help="default: the API key's tenant")
     imp.add_argument("--table", default="load_forecasting")
     imp.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the file")
+    imp.add_argument(
+        "--duplicates",
+        choices=["refuse", "first", "last", "mean"],
+        default="",
+        help="a repeated timestamp: refuse (default), first, last, mean",
+    )
     imp.add_argument("file")
     imp.set_defaults(func=_import)
 
@@ -501,11 +507,12 @@ def _models(c: TrainingClient, a: argparse.Namespace) -> int:
 
 
 def _import(c: TrainingClient, a: argparse.Namespace) -> int:
-    resp = c.import_data(a.tenant, a.table, a.file, format=a.format)
+    resp = c.import_data(a.tenant, a.table, a.file, format=a.format, duplicates=a.duplicates)
     if _is_json(a):
         print(_json(resp))
     else:
-        print(f"imported {resp.rows_imported} rows into features.{resp.table} ({', '.join(resp.columns)})")
+        merged = f"; {resp.duplicates_merged} rows repeating a timestamp merged ({resp.duplicates})" if resp.duplicates_merged else ""
+        print(f"imported {resp.rows_imported} rows into features.{resp.table} ({', '.join(resp.columns)}){merged}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -149,55 +150,130 @@ async def _prepare_table(conn: db.Connection, tenant_id: str, table: str, value_
     await conn.execute(PREPARE_TABLE, {"tenant": tenant_id, "table": table, "columns": value_cols, "max_columns": MAX_VALUE_COLUMNS})
 
 
-async def import_frame(conn: db.Connection, table: str, frame: pd.DataFrame) -> tuple[int, list[str]]:
+Duplicates = Literal["refuse", "first", "last", "mean"]
+DUPLICATE_RULES: tuple[Duplicates, ...] = ("refuse", "first", "last", "mean")
+
+
+@dataclass(frozen=True)
+class Imported:
+    rows: int  # rows written (inserted or replaced)
+    columns: list[str]  # the numeric columns
+    duplicates: int  # rows that repeated a (series, timestamp) and were merged by the rule
+
+
+class FileImport:
+    """One import, chunk by chunk, in the caller's transaction: every chunk is checked and
+    COPYed into one staging table (its rows numbered in file order); ``finish`` resolves a
+    (series, timestamp) that appears more than once by the rule and upserts the table.
+
+    ``duplicates``: ``refuse`` (an error naming the first repeated timestamp), ``first`` or
+    ``last`` (the row that comes first or last in the file), ``mean`` (each column's mean of
+    the repeated rows, missing values left out). Across chunks too: the rule is the file's."""
+
+    def __init__(self, conn: db.Connection, table: str, duplicates: Duplicates = "refuse") -> None:
+        if duplicates not in DUPLICATE_RULES:
+            raise InvalidFeatureData(f"duplicates {duplicates!r} is not one of {', '.join(DUPLICATE_RULES)}", field="duplicates")
+        self.conn, self.table, self.duplicates = conn, check_identifier(table, "table"), duplicates
+        self.tenant_id = scope_of(conn).single()
+        self.staging = f"_import_{table}"
+        self.columns: list[str] = []
+        self.staged = 0
+        self.chunks = 0
+
+    async def add(self, frame: pd.DataFrame) -> None:
+        series, stamps, values = self._checked(frame)
+        value_cols = list(values)
+        await _prepare_table(self.conn, self.tenant_id, self.table, value_cols)
+        raw = self.conn.raw  # COPY, and statements whose identifiers are checked names
+        if self.chunks == 0:
+            name = _name(self.tenant_id, self.table)
+            await raw.execute(f"CREATE TEMP TABLE {_q(self.staging)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
+            await raw.execute(f"ALTER TABLE {_q(self.staging)} ADD COLUMN _ord bigint")
+        for col in value_cols:
+            if col not in self.columns:
+                await raw.execute(f"ALTER TABLE {_q(self.staging)} ADD COLUMN IF NOT EXISTS {_q(col)} double precision")
+                self.columns.append(col)
+        cols = ["tenant_id", SERIES, "timestamp", *value_cols, "_ord"]
+        columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
+        order = range(self.staged, self.staged + len(stamps))
+        records = [
+            (self.tenant_id, sid, ts, *row, n)
+            for sid, ts, n, *row in zip(series.tolist(), stamps.dt.to_pydatetime(), order, *columns, strict=True)
+        ]
+        await raw.copy_records_to_table(self.staging, records=records, columns=cols)
+        self.staged += len(records)
+        self.chunks += 1
+
+    def _checked(self, frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, dict[str, pd.Series]]:
+        """A chunk's series ids, UTC timestamps and numeric columns, or InvalidFeatureData;
+        a timestamp repeated within the chunk is refused here (naming its row) under ``refuse``."""
+        frame = frame.rename(columns=lambda c: str(c).strip())
+        if "timestamp" not in frame.columns:
+            raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {_short(', '.join(map(str, frame.columns)))})")
+        frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
+        series = frame[SERIES].astype(str) if SERIES in frame.columns else pd.Series("", index=frame.index)
+        value_cols = [c for c in frame.columns if c not in ("timestamp", SERIES)]
+        if not value_cols:
+            raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
+        for col in value_cols:
+            check_identifier(col, "column")
+        stamps = _timestamps(frame["timestamp"])
+        values = {}
+        for col in value_cols:
+            converted = pd.to_numeric(frame[col], errors="coerce")
+            bad = converted.isna() & frame[col].notna()
+            if bad.any():
+                example = frame[col][bad].iloc[0]
+                raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {_short(repr(example))}", field=col)
+            values[col] = converted.astype("float64")
+        if self.duplicates == "refuse":
+            dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
+            if dup.any():
+                where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
+                raise _repeated(stamps[dup.to_numpy()].iloc[0], where)
+        return series, stamps, values
+
+    async def finish(self) -> Imported:
+        """Resolve repeated timestamps by the rule and upsert the table; what was written."""
+        if not self.chunks:
+            return Imported(0, [], 0)
+        raw = self.conn.raw
+        staging, name = _q(self.staging), _name(self.tenant_id, self.table)
+        keys = 'tenant_id, series_id, "timestamp"'
+        if self.duplicates == "refuse" and self.chunks > 1:  # within a chunk, _checked refused them already
+            row = await raw.fetchrow(f'SELECT series_id, "timestamp" FROM {staging} GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1')  # noqa: S608
+            if row is not None:
+                raise _repeated(pd.Timestamp(row["timestamp"]), f" of series {row['series_id']!r}" if row["series_id"] else "")
+        value_list = ", ".join(_q(c) for c in self.columns)
+        if self.duplicates == "mean":
+            source = f"SELECT {keys}, {', '.join(f'avg({_q(c)}) AS {_q(c)}' for c in self.columns)} FROM {staging} GROUP BY {keys}"  # noqa: S608
+        elif self.duplicates in ("first", "last"):
+            direction = "ASC" if self.duplicates == "first" else "DESC"
+            source = f"SELECT DISTINCT ON ({keys}) {keys}, {value_list} FROM {staging} ORDER BY {keys}, _ord {direction}"  # noqa: S608
+        else:
+            source = f"SELECT {keys}, {value_list} FROM {staging}"  # noqa: S608
+        updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in self.columns)
+        status = await raw.execute(f"INSERT INTO {name} ({keys}, {value_list}) {source} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+        await raw.execute(f"DROP TABLE {staging}")
+        written = int(status.rsplit(" ", 1)[-1])
+        return Imported(written, list(self.columns), self.staged - written)
+
+
+def _repeated(stamp: pd.Timestamp, where: str) -> InvalidFeatureData:
+    return InvalidFeatureData(
+        f"timestamp {stamp}{where} appears twice; import with duplicates=first, last or mean to merge repeated timestamps",
+        field="timestamp",
+    )
+
+
+async def import_frame(conn: db.Connection, table: str, frame: pd.DataFrame, *, duplicates: Duplicates = "refuse") -> tuple[int, list[str]]:
     """Upsert ``frame`` (a ``timestamp`` column and numeric columns) as the scope tenant's
     rows. Creates the table, and any new column (at most MAX_VALUE_COLUMNS in all), as
     needed. Returns (rows, numeric columns)."""
-    check_identifier(table, "table")
-    tenant_id = scope_of(conn).single()
-    frame = frame.rename(columns=lambda c: str(c).strip())
-    if "timestamp" not in frame.columns:
-        raise InvalidFeatureData(f"the data has no 'timestamp' column (columns: {_short(', '.join(map(str, frame.columns)))})")
-    frame = frame.drop(columns=[c for c in ("tenant_id",) if c in frame.columns])
-    series = frame[SERIES].astype(str) if SERIES in frame.columns else pd.Series("", index=frame.index)
-    value_cols = [c for c in frame.columns if c not in ("timestamp", SERIES)]
-    if not value_cols:
-        raise InvalidFeatureData("the data has no value columns besides 'timestamp'")
-    for col in value_cols:
-        check_identifier(col, "column")
-    stamps = _timestamps(frame["timestamp"])
-    values = {}
-    for col in value_cols:
-        converted = pd.to_numeric(frame[col], errors="coerce")
-        bad = converted.isna() & frame[col].notna()
-        if bad.any():
-            example = frame[col][bad].iloc[0]
-            raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {_short(repr(example))}", field=col)
-        values[col] = converted.astype("float64")
-    dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
-    if dup.any():
-        where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
-        raise InvalidFeatureData(f"timestamp {stamps[dup.to_numpy()].iloc[0]}{where} appears twice", field="timestamp")
-
-    await _prepare_table(conn, tenant_id, table, value_cols)
-
-    raw = conn.raw  # COPY, and statements whose identifiers are checked names
-    staging = f"_import_{table}"
-    name = _name(tenant_id, table)
-    cols = ["tenant_id", SERIES, "timestamp", *value_cols]
-    await raw.execute(f"CREATE TEMP TABLE {_q(staging)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
-    stamp_values = stamps.dt.to_pydatetime()
-    columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
-    records = [(tenant_id, sid, ts, *row) for sid, ts, *row in zip(series.tolist(), stamp_values, *columns, strict=True)]
-    await raw.copy_records_to_table(staging, records=records, columns=cols)
-    updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in value_cols)
-    col_list = ", ".join(_q(c) for c in cols)
-    await raw.execute(
-        f"INSERT INTO {name} ({col_list}) SELECT {col_list} FROM {_q(staging)} "  # noqa: S608 - checked identifiers
-        f'ON CONFLICT (tenant_id, series_id, "timestamp") DO UPDATE SET {updates}'
-    )
-    await raw.execute(f"DROP TABLE {_q(staging)}")
-    return len(records), value_cols
+    load = FileImport(conn, table, duplicates)
+    await load.add(frame)
+    done = await load.finish()
+    return done.rows, done.columns
 
 
 async def read_frame(

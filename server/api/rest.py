@@ -256,7 +256,9 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
         content_type = request.body.content_type.lower()
         if fmt == pb.DATA_FORMAT_UNSPECIFIED:
             fmt = pb.PARQUET if any(t in content_type for t in PARQUET_TYPES) else pb.CSV if "csv" in content_type else fmt
-        first = pb.ImportFeatureDataRequest(tenant_id=request.tenant_id, table=request.table, format=fmt, data=request.body.data)
+        first = pb.ImportFeatureDataRequest(
+            tenant_id=request.tenant_id, table=request.table, format=fmt, data=request.body.data, duplicates=request.duplicates
+        )
 
         async def one_chunk():
             yield first

@@ -277,15 +277,15 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
                 raise RequestError("data", "no data was sent")
             spool.seek(0)
             chunks = features.iter_file(spool, convert.file_format_from_pb(first.format))
-            rows = 0
-            columns: list[str] = []
+            rule = convert.duplicates_rule(first.duplicates)
             async with db.transaction(self.engine, scope) as conn:
+                load = features.FileImport(conn, table, rule)
                 while (frame := await asyncio.to_thread(next, chunks, None)) is not None:
-                    n, cols = await features.import_frame(conn, table, frame)
-                    rows += n
-                    columns += [c for c in cols if c not in columns]
-        log.info("imported %d rows into features.%s", rows, table, extra={"tenant_id": scope.tenant_id})
-        return convert.import_to_pb(rows, table, columns)
+                    await load.add(frame)
+                done = await load.finish()
+        merged = f"; {done.duplicates} rows repeating a timestamp merged ({rule})" if done.duplicates else ""
+        log.info("imported %d rows into features.%s%s", done.rows, table, merged, extra={"tenant_id": scope.tenant_id})
+        return convert.import_to_pb(done, table, rule)
 
     # --- model registry ------------------------------------------------------------------
     async def ListModelVersions(self, request: pb.ListModelVersionsRequest, context: Context) -> pb.ListModelVersionsResponse:

@@ -245,7 +245,13 @@ async def test_import_csv_and_parquet_over_rest(rest):
     url = f"{rest}/ai/training/features/load_forecasting"
     resp = await http("POST", url, params={"tenant_id": "initech"}, data=frame.to_csv(index=False), headers={"Content-Type": "text/csv"})
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"rows_imported": 100, "table": "load_forecasting", "columns": ["load", "temperature"]}
+    assert resp.json() == {
+        "rows_imported": 100,
+        "table": "load_forecasting",
+        "columns": ["load", "temperature"],
+        "duplicates_merged": 0,
+        "duplicates": "refuse",
+    }
     buf = io.BytesIO()
     frame.to_parquet(buf)
     resp = await http(

@@ -24,9 +24,10 @@ from server.api.convert.common import (
     model_type_from_pb,
     model_type_to_pb,
 )
-from storage import records
+from server.api.errors import RequestError
+from storage import features, records
 from trainers import predictions
-from trainers.errors import Violation
+from trainers.errors import Violation, shown
 from trainers.features import SERIES
 
 
@@ -251,8 +252,18 @@ def health_to_pb(
     return out
 
 
-def import_to_pb(rows: int, table: str, columns: Sequence[str]) -> pb.ImportFeatureDataResponse:
-    return pb.ImportFeatureDataResponse(rows_imported=rows, table=table, columns=list(columns))
+def import_to_pb(done: features.Imported, table: str, rule: str) -> pb.ImportFeatureDataResponse:
+    return pb.ImportFeatureDataResponse(
+        rows_imported=done.rows, table=table, columns=list(done.columns), duplicates_merged=done.duplicates, duplicates=rule
+    )
+
+
+def duplicates_rule(value: str) -> features.Duplicates:
+    """An import's duplicates rule; default refuse."""
+    rule = (value or "refuse").strip().lower()
+    if rule not in features.DUPLICATE_RULES:
+        raise RequestError("duplicates", f"{shown(value)} is not one of {', '.join(features.DUPLICATE_RULES)}")
+    return rule
 
 
 def model_to_pb(version: records.ModelVersion) -> pb.ModelVersion:

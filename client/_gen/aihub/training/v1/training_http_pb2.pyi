@@ -61,16 +61,18 @@ class ListRayClustersHttpRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ImportFeatureDataHttpRequest(_message.Message):
-    __slots__ = ("table", "tenant_id", "format", "body")
+    __slots__ = ("table", "tenant_id", "format", "body", "duplicates")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     table: str
     tenant_id: str
     format: _training_service_pb2.DataFormat
     body: _httpbody_pb2.HttpBody
-    def __init__(self, table: _Optional[str] = ..., tenant_id: _Optional[str] = ..., format: _Optional[_Union[_training_service_pb2.DataFormat, str]] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    duplicates: str
+    def __init__(self, table: _Optional[str] = ..., tenant_id: _Optional[str] = ..., format: _Optional[_Union[_training_service_pb2.DataFormat, str]] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., duplicates: _Optional[str] = ...) -> None: ...
 
 class ForecastModelVersionHttpRequest(_message.Message):
     __slots__ = ("model_id", "format", "body")

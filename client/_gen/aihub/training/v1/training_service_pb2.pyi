@@ -610,26 +610,32 @@ class GetHealthResponse(_message.Message):
     def __init__(self, status: _Optional[str] = ..., database: _Optional[_Union[ComponentHealth, _Mapping]] = ..., ray: _Optional[_Union[ComponentHealth, _Mapping]] = ..., queue: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ImportFeatureDataRequest(_message.Message):
-    __slots__ = ("tenant_id", "table", "format", "data")
+    __slots__ = ("tenant_id", "table", "format", "data", "duplicates")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     table: str
     format: DataFormat
     data: bytes
-    def __init__(self, tenant_id: _Optional[str] = ..., table: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    duplicates: str
+    def __init__(self, tenant_id: _Optional[str] = ..., table: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., data: _Optional[bytes] = ..., duplicates: _Optional[str] = ...) -> None: ...
 
 class ImportFeatureDataResponse(_message.Message):
-    __slots__ = ("rows_imported", "table", "columns")
+    __slots__ = ("rows_imported", "table", "columns", "duplicates_merged", "duplicates")
     ROWS_IMPORTED_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_MERGED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     rows_imported: int
     table: str
     columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rows_imported: _Optional[int] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    duplicates_merged: int
+    duplicates: str
+    def __init__(self, rows_imported: _Optional[int] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., duplicates_merged: _Optional[int] = ..., duplicates: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("model_id", "tenant_id", "model_type", "version", "job_id", "algorithm", "features", "target", "training_start", "training_end", "metrics", "feature_importance", "artifact_uri", "config_hash", "config", "created_at", "deleted_at", "keep", "mlflow_run_id", "aliases")
