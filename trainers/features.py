@@ -13,7 +13,11 @@ from trainers.spec import Holidays, TrainingSpec
 from trainers.spec import recipes as r
 
 
-def calendar(ts: pd.Series, name: str) -> pd.Series:
+def calendar(ts: pd.Series, name: str, timezone: str | None = None) -> pd.Series:
+    """A calendar feature of each hour, read on the clock of ``timezone`` (an IANA zone,
+    DST-aware) when given, else in UTC (a naive timestamp is UTC, as imports store them)."""
+    if timezone:
+        ts = (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts).dt.tz_convert(timezone)
     dt = ts.dt
     values = {
         "hour_of_day": lambda: dt.hour,
@@ -188,7 +192,7 @@ def feature(frame: pd.DataFrame, spec: TrainingSpec, name: str, horizon: int, kn
     if recipe.kind == r.HOLIDAY and spec.holidays is not None:
         return holiday(frame["timestamp"], name, spec.holidays)
     if recipe.kind == r.CALENDAR:
-        return calendar(frame["timestamp"], name)
+        return calendar(frame["timestamp"], name, spec.timezone)
     return frame[name].astype("float64")
 
 

@@ -268,3 +268,20 @@ async def test_retention_passes_by_a_version_an_alias_points_at(app, client):
     left = {v.version for v in await client.list_models(T)}
     assert left == {1, 3}
     assert (await client.forecast(alias="production", tenant_id=T, origin="2024-03-28T23:00:00")).model_version == 1
+
+
+async def test_a_job_on_a_local_clock_with_fahrenheit_bases_over_rest(client, rest):
+    config = {**DAY_AHEAD, "features": [*DAY_AHEAD["features"], "temperature_hdh_65"], "timezone": "Europe/Berlin"}
+    r = await http("POST", f"{rest}/ai/training/jobs", json={"tenant_id": T, "model_type": "forecast", "config": config})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "features[7]" and "°C" in r.json()["details"]["error"], r.text
+    config["units"] = {"temperature": "F"}
+    r = await http("POST", f"{rest}/ai/training/jobs", json={"tenant_id": T, "model_type": "forecast", "config": config})
+    assert r.status_code == 200, r.text
+    job = await asyncio.wait_for(client.wait(r.json()["job_id"]), 120)
+    assert job.status == pb.COMPLETED, job.error
+    shown = (await http("GET", f"{rest}/ai/training/jobs/{job.job_id}")).json()["config"]
+    assert shown["timezone"] == "Europe/Berlin" and shown["units"] == {"temperature": "F"}
+    (version,) = await client.list_models(T)
+    stored = {stamp(p.timestamp): p.predicted for p in (await client.get_predictions(job.job_id, page_size=10_000)).points}
+    got = await client.forecast(version.model_id, origin="2024-03-28T23:00:00")  # the same clock and bases as training
+    assert [p.forecast for p in got.points] == pytest.approx([stored[stamp(p.timestamp)] for p in got.points], rel=1e-9)

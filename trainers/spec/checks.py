@@ -110,8 +110,20 @@ def _features(spec: TrainingSpec) -> Iterator[Violation]:
         seen.add(name)
         if name == spec.target:
             yield Violation(path, f"{shown(name)} is the target itself (target leakage)")
-        elif (problem := recipes.size_problem(name, recipes.recipe(name))) is not None:
+        elif (problem := recipes.size_problem(name, recipes.recipe(name), spec.units)) is not None:
             yield Violation(path, problem)
+
+
+def _units(spec: TrainingSpec) -> Iterator[Violation]:
+    read = {r.column for r in spec.recipes.values() if r.column}
+    for column in spec.units:
+        if column not in read:
+            yield Violation(f"units.{column}", f"no feature reads {column}: units name the columns degree hours are made of")
+
+
+def _timezone(spec: TrainingSpec) -> Iterator[Violation]:
+    if spec.timezone is not None and not _is_timezone(spec.timezone):
+        yield Violation("timezone", f"{shown(spec.timezone)} is not an IANA time zone such as Europe/Berlin")
 
 
 def _horizon(spec: TrainingSpec) -> Iterator[Violation]:
@@ -254,7 +266,9 @@ CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
         (_algorithm, "algorithm model_type hyperparameters"),
         (_model_size, "algorithm hyperparameters features tuning"),
         (_window, "training_start training_end"),
-        (_features, "features target"),
+        (_features, "features target units"),
+        (_units, "units features"),
+        (_timezone, "timezone"),
         (_horizon, "forecast_horizon_hours horizons known_ahead features target preprocessor model_type"),
         (_holidays, "holidays features"),
         (_preprocessor, "preprocessor"),

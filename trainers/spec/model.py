@@ -72,6 +72,7 @@ DATA_CHECKS = ("gaps", "duplicates", "constant_columns", "missing_columns", "non
 MLFLOW_NAME_MAX, MLFLOW_TAGS_MAX, MLFLOW_TAG_KEY_MAX, MLFLOW_TAG_VALUE_MAX = 256, 50, 250, 5000
 RESERVED_TAG_PREFIXES = ("aihub.", "mlflow.")  # the service's own tags, and MLflow's
 COLUMN_NAMES = "must be a list of column names (lower-case letters, digits and _)"
+TEMPERATURE_UNITS = ("C", "F")
 
 
 def _country(value: Any) -> str:
@@ -235,6 +236,22 @@ def _preprocessor_name(value: Any) -> str:
     return value
 
 
+def _units(value: Any) -> dict[str, str]:
+    """Column -> C or F (any case): the unit a temperature column is in."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError('must be an object such as {"temperature": "F"}')
+    out = {}
+    for column, unit in value.items():
+        if not isinstance(column, str) or not IDENT.match(column):
+            raise ValueError(f"{shown(column)}: {COLUMN_NAMES}")
+        if not isinstance(unit, str) or unit.upper() not in TEMPERATURE_UNITS:
+            raise ValueError(f"{column}: {shown(unit)} is not a temperature unit: C or F")
+        out[column] = unit.upper()
+    return out
+
+
 Time = Annotated[datetime, Checked(_time)]
 Columns = Annotated[tuple[Annotated[str, Name()], ...], ListOf(empty="at least one feature is required")]
 
@@ -258,7 +275,11 @@ class TrainingSpec(Section):
     horizons: Annotated[tuple[int, ...], Checked(_horizons)] = Field((), exclude_if=lambda v: not v)
     # columns whose value for the target hour exists at the origin
     known_ahead: Annotated[tuple[str, ...] | None, Checked(_known_ahead, nullable=True)] = None
+    # the IANA zone calendar (and, unless holidays names its own, holiday) features are read in
+    timezone: Annotated[str | None, Checked(_zone_name, nullable=True), Unset] = None
     holidays: Annotated[Holidays | None, NoSection] = None
+    # the unit of a temperature column (C or F): degree-hour bases are read in it
+    units: Annotated[dict[str, str], Checked(_units)] = Field(default_factory=dict, exclude_if=lambda v: not v)
     # an installed preprocessor (entry point aihub.preprocessors): checks._preprocessor
     preprocessor: Annotated[str | None, Checked(_preprocessor_name, nullable=True), Unset] = None
     data_checks: Annotated[DataChecks | None, NoSection] = None
@@ -301,6 +322,16 @@ class TrainingSpec(Section):
         model_type = info.data.get("model_type")
         if not value:
             return DEFAULT_TABLES[model_type] if model_type else "unknown"  # no model type: its own violation says why
+        return value
+
+    @field_validator("holidays", mode="after")
+    @classmethod
+    def _local_holidays(cls, value: Holidays | None, info: ValidationInfo) -> Holidays | None:
+        """The config's timezone is the holidays' when they name none (written in, so the
+        stored form says it)."""
+        zone = info.data.get("timezone")
+        if value is not None and zone and "timezone" not in value.model_fields_set:
+            return Holidays.model_validate({"country": value.country, "subdivision": value.subdivision, "timezone": zone})
         return value
 
     @field_serializer("training_start", "training_end")

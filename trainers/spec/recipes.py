@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 CALENDAR_FEATURES = (
@@ -98,16 +99,24 @@ def recipe(name: str) -> Recipe:
     return Recipe(COLUMN, name)
 
 
-def size_problem(name: str, r: Recipe) -> str | None:
-    """What is wrong with a derived feature's numbers, if anything."""
+DEGREE_BASES = {"C": (0, MAX_DEGREE_BASE), "F": (32, 104)}  # the same range of plausible bases in each unit
+
+
+def size_problem(name: str, r: Recipe, units: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with a derived feature's numbers, if anything (degree-hour bases in the
+    unit ``units`` gives their column, else °C)."""
     if r.kind == LAGGED and r.hours == 0:
         return f"{name} is a lag of 0 hours, the current value itself (target leakage)"
     if r.kind in (LAGGED, DIFFERENCE) and not 1 <= r.hours <= MAX_LAG_HOURS:
         return f"{name}: lags and differences are 1 to {MAX_LAG_HOURS} hours"
     if r.kind == ROLLING and not 2 <= r.hours <= MAX_WINDOW_HOURS:
         return f"{name}: rolling windows are 2 to {MAX_WINDOW_HOURS} hours"
-    if r.kind in (HEATING, COOLING) and r.hours > MAX_DEGREE_BASE:
-        return f"{name}: the base temperature of degree hours is 0 to {MAX_DEGREE_BASE} °C"
+    if r.kind in (HEATING, COOLING):
+        unit = (units or {}).get(r.column or "", "C")
+        low, high = DEGREE_BASES[unit]
+        if not low <= r.hours <= high:
+            declare = ' (declare "units": {"' + str(r.column) + '": "F"} for a column in °F)' if unit == "C" else ""
+            return f"{name}: the base temperature of degree hours is {low} to {high} °{unit}{declare}"
     return None
 
 
