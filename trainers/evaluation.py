@@ -18,10 +18,10 @@ from trainers.errors import ConfigValidationError, DataLoadError, Violation
 from trainers.ports import STEP_START, Level, Reporter
 from trainers.preparation import MIN_ROWS, TUNE_FRACTION, Prepared, derive, validation_rows
 from trainers.spec import ModelType, TrainingSpec
+from trainers.spec.model import DEFAULT_PERCENTILE
 from trainers.spec.recipes import seasonal_lags
 
 MIN_TUNE_POSITIVES = 5  # fewer labelled anomalies there: choose the threshold on all training rows
-ANOMALY_QUANTILE = 0.99  # unlabeled anomaly threshold: this quantile of the training scores
 SEASONAL_HOURS = 168  # the longest seasonal-naive baseline (a week)
 HISTORY_SLACK_HOURS = 24
 
@@ -45,15 +45,13 @@ def evaluate(
     history = np.concatenate([d.x_train, d.x_tune]) if len(d.x_tune) else d.x_train
     pred = predict_after(model, history, d.x_valid)
     if prepared.task == algorithms.CLASSIFICATION:
-        if d.y_tune.sum() >= MIN_TUNE_POSITIVES:
-            tune_y, tune_pred = d.y_tune, predict_after(model, d.x_train, d.x_tune)
-        else:  # no positive label in the tune part: choose on the training rows themselves
-            tune_y, tune_pred = d.y_train[model.context_rows :], model.predict(d.x_train)
-        threshold = metrics.best_f1_threshold(tune_y, tune_pred)
+        train_pred = model.predict(d.x_train)
+        tune = (d.y_tune, predict_after(model, d.x_train, d.x_tune)) if len(d.y_tune) else None
+        threshold, how, expected = choose_threshold(spec, train_pred, d.y_train[model.context_rows :], tune, default="labelled")
         scores = metrics.classification(d.y_valid, pred, threshold)
-        reporter.log(
-            Level.INFO, f"evaluation: threshold {threshold:.4f} chosen on the training range (best F1 on its last {TUNE_FRACTION:.0%})"
-        )
+        scores.update(_flag_rate(scores["anomaly_rate"], expected, how, reporter))
+        scores.update(metrics.events(d.y_valid, pred >= threshold, stamps.to_numpy(), None if series is None else series.to_numpy()))
+        reporter.log(Level.INFO, f"evaluation: threshold {threshold:.4f}: {how}")
         kept = predictions.build(
             stamps, d.y_valid, kind=predictions.ANOMALY, scores=pred, threshold=threshold, labels=d.y_valid, series=series
         )
@@ -77,15 +75,19 @@ def evaluate(
         train_pred = model.predict(d.x_train)
         train_scores = np.abs(d.y_train[model.context_rows :] - train_pred)
         valid_scores = np.abs(d.y_valid - pred)
-    threshold = float(np.quantile(train_scores, ANOMALY_QUANTILE))
+    train_labels = prepared.labels_train[model.context_rows :] if prepared.labels_train is not None else None
+    threshold, how, expected = choose_threshold(spec, train_scores, train_labels, None, default="percentile")
     scores = metrics.anomaly_scores(valid_scores, threshold)
     if prepared.labels_valid is not None:
         scores.update(metrics.classification(prepared.labels_valid, valid_scores, threshold))
-    reporter.log(
-        Level.INFO,
-        f"evaluation: threshold {threshold:.4f} = the {ANOMALY_QUANTILE:.0%} quantile of training scores; "
-        f"{scores['anomaly_rate']:.2%} of validation rows flagged",
-    )
+        scores.update(
+            metrics.events(
+                prepared.labels_valid, valid_scores >= threshold, stamps.to_numpy(), None if series is None else series.to_numpy()
+            )
+        )
+        expected = expected if expected is not None else scores["label_rate"] or None
+    scores.update(_flag_rate(scores["anomaly_rate"], expected, how, reporter))
+    reporter.log(Level.INFO, f"evaluation: threshold {threshold:.4f}: {how}; {scores['anomaly_rate']:.2%} of validation rows flagged")
     kept = predictions.build(
         stamps,
         d.y_valid,
@@ -97,6 +99,65 @@ def evaluate(
         series=series,
     )
     return scores, kept
+
+
+def choose_threshold(
+    spec: TrainingSpec,
+    train_scores: np.ndarray,
+    train_labels: np.ndarray | None,
+    tune: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    default: str,
+) -> tuple[float, str, float | None]:
+    """The score threshold of an anomaly model, chosen on the training range by the config's
+    ``threshold`` (else ``default``), how it was chosen in words, and the anomaly rate it
+    expects (None when it has none). ``tune``: (labels, scores) of the tune part, for a
+    classifier; otherwise ``labelled`` uses the last tenth of the training rows."""
+    rule = spec.threshold
+    method = rule.method if rule is not None else default
+    value = rule.value if rule is not None else None
+    scores = np.asarray(train_scores, dtype="float64")
+    rate = float(np.mean(train_labels > 0.5)) if train_labels is not None and len(train_labels) else 0.0
+    if method == "fixed" and value is not None:
+        return float(value), f"fixed at {value:g}", None
+    if method == "contamination" and value is not None:
+        return float(np.quantile(scores, 1.0 - value)), f"contamination {value:g}: that share of training rows is above it", float(value)
+    if method == "labelled":
+        if tune is not None:
+            labels, tuned = tune
+        elif train_labels is not None:
+            tail = max(1, int(len(scores) * TUNE_FRACTION))
+            labels, tuned = np.asarray(train_labels)[-tail:], scores[-tail:]
+        else:
+            labels, tuned = np.zeros(0), np.zeros(0)
+        if (np.asarray(labels) > 0.5).sum() >= MIN_TUNE_POSITIVES:
+            found = metrics.best_f1_threshold(labels, tuned)
+            return found, f"labelled: the best F1 on the labelled last {TUNE_FRACTION:.0%} of the training range", rate or None
+        if rate > 0:  # never silently flag nothing: the training label rate as the expected rate
+            why = f"labelled: fewer than {MIN_TUNE_POSITIVES} labelled anomalies in the tune window, "
+            why += f"so contamination {rate:.4g} (the training label rate)"
+            return float(np.quantile(scores, 1.0 - rate)), why, rate
+        method, value = "percentile", None
+        note = "labelled: no labelled anomaly in the training range, so "
+    else:
+        note = ""
+    percentile = DEFAULT_PERCENTILE if value is None else float(value)
+    return float(np.percentile(scores, percentile)), f"{note}the {percentile:g}th percentile of training scores", 1.0 - percentile / 100
+
+
+def _flag_rate(flagged: float, expected: float | None, how: str, reporter: Reporter) -> dict[str, float]:
+    """``flag_rate_ratio`` (validation rows flagged / the rate expected), and a WARNING when
+    it is far from 1: the threshold did not transfer from the training range."""
+    if not expected:
+        return {}
+    ratio = flagged / expected
+    if not 0.5 <= ratio <= 2.0:
+        reporter.log(
+            Level.WARNING,
+            f"evaluation: {flagged:.2%} of validation rows flagged, {ratio:.1f}x the {expected:.2%} expected ({how}); "
+            "the threshold may not transfer: consider threshold.method contamination or labelled",
+        )
+    return {"flag_rate_ratio": float(ratio)}
 
 
 def history_hours(spec: TrainingSpec) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 
 # Shown in the evaluation log line, when present.
 HEADLINE = (
@@ -102,3 +103,31 @@ def anomaly_scores(score: np.ndarray, threshold: float) -> dict[str, float]:
         "score_p50": float(np.quantile(score, 0.5)),
         "score_p99": float(np.quantile(score, 0.99)),
     }
+
+
+def events(labels: np.ndarray, flagged: np.ndarray, stamps: np.ndarray, series: np.ndarray | None = None) -> dict[str, float]:
+    """How an operator judges a detector: labelled windows (runs of consecutive labelled rows
+    in each series, rows in time order) caught by at least one flag inside, the hours from a
+    window's start to its first flag (median over the caught ones), and flags outside every
+    window per day of the span scored."""
+    labels, flagged = np.asarray(labels) > 0.5, np.asarray(flagged, dtype=bool)
+    times = pd.to_datetime(pd.Series(stamps), utc=True).dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    groups = np.zeros(len(labels), dtype=int) if series is None else pd.factorize(np.asarray(series))[0]
+    total = caught = 0
+    delays: list[float] = []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        lab, flag, t = labels[rows], flagged[rows], times[rows]
+        starts = np.flatnonzero(lab & ~np.concatenate([[False], lab[:-1]]))
+        ends = np.flatnonzero(lab & ~np.concatenate([lab[1:], [False]]))
+        for a, b in zip(starts, ends, strict=True):
+            total += 1
+            hits = np.flatnonzero(flag[a : b + 1])
+            if len(hits):
+                caught += 1
+                delays.append(float((t[a + hits[0]] - t[a]) / np.timedelta64(1, "h")))
+    days = max(float((times.max() - times.min()) / np.timedelta64(1, "D")), 1.0) if len(times) else 1.0
+    out = {"windows_total": float(total), "windows_caught": float(caught), "false_alarms_per_day": float((flagged & ~labels).sum() / days)}
+    if delays:
+        out["detection_delay_hours_median"] = float(np.median(delays))
+    return out

@@ -45,6 +45,7 @@ class Prepared:
     labels_valid: np.ndarray | None  # config.label_column on the validation rows
     source: pd.DataFrame  # the window before deriving (Derived.source)
     valid_rows: np.ndarray  # positions in ``frame`` of the validation rows, in order
+    labels_train: np.ndarray | None = None  # config.label_column on the training rows (x_train's), for threshold.labelled
 
 
 def is_label(values: pd.Series) -> bool:
@@ -170,6 +171,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         train_idx = np.sort(rng.choice(train_idx, size=keep, replace=False))
         reporter.log(Level.INFO, f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
     labels_valid = derived[label_column].to_numpy(dtype="float64")[valid] if label_column else None
+    labels_train = derived[label_column].to_numpy(dtype="float64")[train_idx] if label_column else None
     groups = series.to_numpy()[train_idx] if series is not None and n_series > 1 else None
     data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx], groups)
     return Prepared(
@@ -183,4 +185,5 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         labels_valid,
         dv.source,
         np.flatnonzero(valid),
+        labels_train,
     )

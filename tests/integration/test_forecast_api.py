@@ -285,3 +285,23 @@ async def test_a_job_on_a_local_clock_with_fahrenheit_bases_over_rest(client, re
     stored = {stamp(p.timestamp): p.predicted for p in (await client.get_predictions(job.job_id, page_size=10_000)).points}
     got = await client.forecast(version.model_id, origin="2024-03-28T23:00:00")  # the same clock and bases as training
     assert [p.forecast for p in got.points] == pytest.approx([stored[stamp(p.timestamp)] for p in got.points], rel=1e-9)
+
+
+async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_over_rest(client, rest):
+    from tests.unit.test_anomaly_thresholds import signal_with_incidents
+
+    frame = signal_with_incidents()
+    await client.import_data(T, "sensor", frame.to_csv(index=False).encode())
+    config = {
+        "algorithm": "isolation_forest", "hyperparameters": {"n_estimators": 50}, "feature_table": "sensor", "target": "load",
+        "training_start": "2024-01-01T00:00:00", "training_end": "2024-03-31T23:00:00", "features": [], "label_column": "incident",
+        "threshold": {"method": "contamination", "value": 0.01},
+    }  # fmt: skip
+    r = await http("POST", f"{rest}/ai/training/jobs", json={"tenant_id": T, "model_type": "anomaly", "config": config})
+    assert r.status_code == 200, r.text
+    job = await asyncio.wait_for(client.wait(r.json()["job_id"]), 120)
+    assert job.status == pb.COMPLETED, job.error
+    m = (await http("GET", f"{rest}/ai/training/jobs/{job.job_id}/metrics")).json()
+    assert m["windows_caught"] == m["windows_total"] >= 1 and "detection_delay_hours_median" in m and "flag_rate_ratio" in m
+    shown = (await http("GET", f"{rest}/ai/training/jobs/{job.job_id}")).json()["config"]
+    assert shown["threshold"] == {"method": "contamination", "value": 0.01} and shown.get("features", []) == []

@@ -102,6 +102,13 @@ def _window(spec: TrainingSpec) -> Iterator[Violation]:
 
 
 def _features(spec: TrainingSpec) -> Iterator[Violation]:
+    if not spec.features:
+        if spec.model_type != ModelType.ANOMALY:
+            yield Violation("features", "at least one feature is required")
+        elif spec.algorithm in algorithms.ALL and algorithms.get(spec.algorithm).unlabelled_task != algorithms.RECONSTRUCTION:
+            alone = ", ".join(n for n in algorithms.ALL if algorithms.get(n).unlabelled_task == algorithms.RECONSTRUCTION)
+            yield Violation("features", f"[] (the value alone) needs a detector that scores the value itself ({alone}); or name features")
+        return
     seen: set[str] = set()
     for i, name in enumerate(spec.features):
         path = f"features[{i}]"
@@ -112,6 +119,23 @@ def _features(spec: TrainingSpec) -> Iterator[Violation]:
             yield Violation(path, f"{shown(name)} is the target itself (target leakage)")
         elif (problem := recipes.size_problem(name, recipes.recipe(name), spec.units)) is not None:
             yield Violation(path, problem)
+
+
+def _threshold(spec: TrainingSpec) -> Iterator[Violation]:
+    t = spec.threshold
+    if t is None:
+        return
+    if spec.model_type != ModelType.ANOMALY:
+        yield Violation("threshold", "applies to anomaly detection only")
+        return
+    if t.method == "percentile" and t.value is not None and not 0 < t.value < 100:
+        yield Violation("threshold.value", "a percentile is above 0 and below 100 (99: the top 1 % of training scores)")
+    elif t.method == "contamination" and (t.value is None or not 0 < t.value <= 0.5):
+        yield Violation("threshold.value", "the expected anomaly rate is required: above 0 and at most 0.5 (0.01: 1 % of rows)")
+    elif t.method == "fixed" and (t.value is None or not math.isfinite(t.value)):
+        yield Violation("threshold.value", "a fixed threshold is required: the score at or above which a row is flagged")
+    elif t.method == "labelled" and t.value is not None:
+        yield Violation("threshold.value", "is not used by labelled (the best F1 on the labelled tune window is)")
 
 
 def _units(spec: TrainingSpec) -> Iterator[Violation]:
@@ -266,7 +290,8 @@ CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
         (_algorithm, "algorithm model_type hyperparameters"),
         (_model_size, "algorithm hyperparameters features tuning"),
         (_window, "training_start training_end"),
-        (_features, "features target units"),
+        (_features, "features target units model_type algorithm"),
+        (_threshold, "threshold model_type"),
         (_units, "units features"),
         (_timezone, "timezone"),
         (_horizon, "forecast_horizon_hours horizons known_ahead features target preprocessor model_type"),

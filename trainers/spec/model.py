@@ -174,6 +174,24 @@ class Backtest(Section):
     horizon_hours: Annotated[int, Whole(1, MAX_BACKTEST_HOURS)] = REQUIRED
 
 
+THRESHOLD_METHODS = ("percentile", "contamination", "labelled", "fixed")
+DEFAULT_PERCENTILE = 99.0
+
+
+class Threshold(Section):
+    """Anomaly detection: how the score threshold is chosen on the training range.
+
+    - ``percentile``: this percentile (0-100) of the training rows' scores; default 99;
+    - ``contamination``: the expected anomaly rate (0-0.5): that share of training rows is above;
+    - ``labelled``: the best F1 on the labelled last tenth of the training range (a label
+      column, or a 0/1 target); without a labelled anomaly there, the training label rate as
+      contamination, else the 99th percentile, and the log says so;
+    - ``fixed``: this score."""
+
+    method: Annotated[str, OneOf(lambda: THRESHOLD_METHODS, required="is required: one of {options}")] = REQUIRED
+    value: Annotated[int | float | None, Number("must be a number", nullable=True)] = None
+
+
 class TrainingOptions(Section):
     """Options for large data: mini-batches of the neural algorithms, a sample of the rows."""
 
@@ -253,7 +271,7 @@ def _units(value: Any) -> dict[str, str]:
 
 
 Time = Annotated[datetime, Checked(_time)]
-Columns = Annotated[tuple[Annotated[str, Name()], ...], ListOf(empty="at least one feature is required")]
+Columns = Annotated[tuple[Annotated[str, Name()], ...], ListOf(nullable=True), Checked(lambda v: () if v is None else v, nullable=True)]
 
 
 class TrainingSpec(Section):
@@ -266,7 +284,7 @@ class TrainingSpec(Section):
     training_start: Time = REQUIRED
     training_end: Time = REQUIRED
     target: Annotated[str, Name(required="is required (the column to predict, such as load)")] = REQUIRED
-    features: Columns = REQUIRED
+    features: Columns = ()  # none: an anomaly detector's input is the value alone (checks._features)
     # the model forecasts this far past its origin
     forecast_horizon_hours: Annotated[int, Whole(1, MAX_HORIZON_HOURS, unit="hours"), Checked(_one_or_default)] = Field(
         DEFAULT_HORIZON_HOURS, exclude_if=lambda v: v == DEFAULT_HORIZON_HOURS
@@ -290,6 +308,7 @@ class TrainingSpec(Section):
     max_runtime_seconds: Annotated[int | None, Whole(1, unit="seconds", nullable=True)] = None
     backtest: Annotated[Backtest | None, NoSection] = None
     label_column: Annotated[str | None, Name(nullable=True), NoneIfEmpty] = None
+    threshold: Annotated[Threshold | None, NoSection] = None  # anomaly: how the score threshold is chosen
     feature_table: Annotated[str, Name("table")] = REQUIRED  # default: the model type's table
     distributed: Annotated[bool, Flag] = Field(False, exclude_if=lambda v: not v)
     ray_config: Annotated[RayConfig | None, NoSection] = Field(None, validate_default=True)

@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds", "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor", "timezone", "units")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds", "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor", "timezone", "units", "threshold")
     class UnitsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class TrainingConfig(_message.Message):
     PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -135,7 +136,16 @@ class TrainingConfig(_message.Message):
     preprocessor: str
     timezone: str
     units: _containers.ScalarMap[str, str]
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ..., forecast_horizon_hours: _Optional[int] = ..., known_ahead: _Optional[_Iterable[str]] = ..., horizons: _Optional[_Iterable[int]] = ..., holidays: _Optional[_Union[Holidays, _Mapping]] = ..., data_checks: _Optional[_Union[DataChecks, _Mapping]] = ..., preprocessor: _Optional[str] = ..., timezone: _Optional[str] = ..., units: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    threshold: Threshold
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ..., forecast_horizon_hours: _Optional[int] = ..., known_ahead: _Optional[_Iterable[str]] = ..., horizons: _Optional[_Iterable[int]] = ..., holidays: _Optional[_Union[Holidays, _Mapping]] = ..., data_checks: _Optional[_Union[DataChecks, _Mapping]] = ..., preprocessor: _Optional[str] = ..., timezone: _Optional[str] = ..., units: _Optional[_Mapping[str, str]] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
+
+class Threshold(_message.Message):
+    __slots__ = ("method", "value")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    value: float
+    def __init__(self, method: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class Holidays(_message.Message):
     __slots__ = ("country", "subdivision", "timezone")
