@@ -31,6 +31,7 @@ ALL = [
     "tuning",
     "distributed",
     "forecast",
+    "anomaly",
 ]
 SUBPROCESS = {"import_memory", "distributed"}  # a server process of its own; a Ray cluster of its own
 # ... unless the smoke run is already inside the private network namespace (make test): then

@@ -26,3 +26,4 @@ def test_every_benchmark_runs_in_its_smoke_mode(tmp_path):
     # Each printed its figures, not only its name.
     assert "ratio job / plain" in text and "Envoy adds at the median" in text and "claim+complete/s" in text
     assert "by alias via REST, warm" in text and "plain script (read, pandas features, LightGBM predict)" in text
+    assert "plain IsolationForest, value alone, contamination = label rate" in text
