@@ -54,6 +54,12 @@ def write_png(path: Path, job: pb.TrainingJob, meta: pb.GetPredictionsResponse, 
             top.plot(*_series(points, "baseline"), color="#f79009", lw=0.8, ls="--", label=f"seasonal-naive baseline ({meta.baseline})")
         top.plot(*_series(points, "actual"), color="#101828", lw=1.2, label="actual")
         top.plot(*_series(points, "predicted"), color="#2563eb", lw=1.0, label="forecast")
+        levels = sorted({q for p in points for q in p.quantiles}, key=float)
+        if len(levels) >= 2:  # the outermost quantiles as a band
+            low, high = levels[0], levels[-1]
+            banded = [p for p in points if low in p.quantiles and high in p.quantiles]
+            top.fill_between([p.timestamp.ToDatetime() for p in banded], [p.quantiles[low] for p in banded],
+                             [p.quantiles[high] for p in banded], color="#93c5fd", alpha=0.4, lw=0, label=f"q{low}-q{high}")  # fmt: skip
         both = [p for p in points if p.HasField("actual") and p.HasField("predicted")]
         bottom.plot([p.timestamp.ToDatetime() for p in both], [p.actual - p.predicted for p in both], color="#7a5af8", lw=0.8)
         bottom.axhline(0, color="#98a2b3", lw=0.8)

@@ -5,13 +5,14 @@ Reported metrics come only from rows nothing was tuned on."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features, metrics, predictions
+from trainers import algorithms, features, intervals, metrics, predictions
 from trainers.algorithms import TrainData
 from trainers.algorithms.base import Task
 from trainers.errors import ConfigValidationError, DataLoadError, Violation
@@ -65,7 +66,11 @@ def evaluate(
                 "the model does not beat the seasonal-naive baseline: "
                 f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
             )
-        kept = predictions.build(stamps, d.y_valid, kind=predictions.FORECAST, predicted=pred, baselines=prepared.baselines, series=series)
+        quantiles, extra = _quantiles(model, prepared, spec, pred, scores, reporter)
+        kept = predictions.build(
+            stamps, d.y_valid, kind=predictions.FORECAST, predicted=pred, baselines=prepared.baselines, series=series,
+            quantiles=quantiles, extra=extra,
+        )  # fmt: skip
         return scores, kept
     # Unlabeled anomaly detection: a score per row, a threshold from the training range.
     residual = prepared.task != algorithms.RECONSTRUCTION
@@ -99,6 +104,42 @@ def evaluate(
         series=series,
     )
     return scores, kept
+
+
+def _quantiles(
+    model: algorithms.FittedModel, prepared: Prepared, spec: TrainingSpec, pred: np.ndarray, scores: dict[str, float], reporter: Reporter
+) -> tuple[dict[float, np.ndarray] | None, dict[str, str]]:
+    """The validation part's quantile forecasts (``quantiles``: split conformal on the tune
+    part) with their metrics added to ``scores``, and the offsets for the model's folder."""
+    d = prepared.data
+    if not spec.quantiles:
+        return None, {}
+    if len(d.y_tune) < 24:
+        reporter.log(Level.WARNING, "quantiles: the tune part (the last tenth of the training range) is too short to calibrate them")
+        return None, {}
+    tuned = predict_after(model, d.x_train, d.x_tune)
+    shift = intervals.offsets(d.y_tune - tuned, spec.quantiles)
+    quantiles = intervals.bands(pred, shift)
+    baseline = _baseline_quantiles(prepared, spec.quantiles)
+    scores.update(intervals.scores(d.y_valid, quantiles, baseline))
+    said = ", ".join(f"q{intervals.label(q)} {off:+.3g}" for q, off in shift.items())
+    reporter.log(Level.INFO, f"quantiles: offsets from {len(d.y_tune)} tune rows' residuals: {said}")
+    return quantiles, {"intervals": json.dumps({intervals.key(q): off for q, off in shift.items()})}
+
+
+def _baseline_quantiles(prepared: Prepared, levels: Sequence[float]) -> dict[float, np.ndarray] | None:
+    """The seasonal-naive forecast's quantiles on the validation part: its own forecast plus
+    the quantiles of its errors there, calibrated on those very rows (a reference that
+    favours the baseline: the pinball skill against it is a conservative one)."""
+    d = prepared.data
+    best = None
+    for values in prepared.baselines.values():
+        ok = ~np.isnan(values)
+        if ok.all() and (best is None or np.mean(np.abs(values - d.y_valid)) < np.mean(np.abs(best - d.y_valid))):
+            best = values
+    if best is None:
+        return None
+    return intervals.bands(best, intervals.offsets(d.y_valid - best, levels))
 
 
 def choose_threshold(

@@ -12,10 +12,12 @@ predicted there at the same horizon (tests/unit/test_forecast_skew.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features
+from trainers import algorithms, features, intervals
 from trainers.errors import ConfigValidationError, DataLoadError, Violation
 from trainers.evaluation import predict_after
 from trainers.preparation import derive
@@ -93,9 +95,11 @@ def forecast(
     origin: pd.Timestamp,
     horizon_hours: int | None = None,
     inputs: pd.DataFrame | None = None,
+    quantiles: Mapping[float, float] | None = None,
 ) -> pd.DataFrame:
     """``timestamp`` (and ``series_id``) and ``forecast`` for each hour after ``origin`` up
-    to ``horizon_hours`` (default: the model's forecast_horizon_hours)."""
+    to ``horizon_hours`` (default: the model's forecast_horizon_hours); with the version's
+    quantile offsets (trainers.intervals), ``q<level>`` columns too."""
     horizon = horizon_hours or spec.forecast_horizon_hours
     check_request(spec, horizon)
     stamp = pd.Timestamp(origin)
@@ -112,7 +116,7 @@ def forecast(
         out[features.SERIES] = out[features.SERIES].astype(str)
     if not model.context_rows:  # each row on its own: one predict for every series
         out["forecast"] = model.predict(x[ahead])
-        return out
+        return _with_quantiles(out, quantiles)
     # A model that reads the rows before each one (lstm windows): per series, its own past first.
     forecast = np.full(len(rows), np.nan)
     groups = rows.groupby(features.SERIES, observed=True).indices if features.SERIES in rows.columns else {None: np.arange(len(rows))}
@@ -121,4 +125,10 @@ def forecast(
         if mine.any():
             forecast[positions[mine]] = predict_after(model, x[positions[~mine]], x[positions[mine]])
     out["forecast"] = forecast[ahead]
+    return _with_quantiles(out, quantiles)
+
+
+def _with_quantiles(out: pd.DataFrame, quantiles: Mapping[float, float] | None) -> pd.DataFrame:
+    for level, band in intervals.bands(out["forecast"].to_numpy(), quantiles or {}).items():
+        out[f"q{level:g}"] = band
     return out

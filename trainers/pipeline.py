@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, distributed, metrics, predictions, quality
+from trainers import algorithms, distributed, intervals, metrics, predictions, quality
 from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, Level, ModelRegistry, Reporter, Tracker, Tuner
@@ -296,6 +296,8 @@ def _register(
     folder = registry.artifact_dir()
     artifact = model.save(folder)
     predictions.write(kept, folder)
+    if "intervals" in kept.extra:  # the quantile offsets, for forecasts from the version
+        (folder / intervals.FILE_NAME).write_text(kept.extra["intervals"])
     bound = f" (the newest {len(kept.frame)} of {kept.total_rows})" if kept.truncated else ""
     reporter.log(Level.INFO, f"registration: {len(kept.frame)} validation predictions kept for plots{bound}")
     version = registry.register(artifact, spec, scores, importance)

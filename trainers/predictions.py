@@ -5,7 +5,8 @@ Columns: ``timestamp`` (UTC), ``series_id`` (only with several series), ``actual
 target), and by kind:
 
 - forecast: ``predicted`` (the model), ``baseline`` (the seasonal-naive forecast that
-  scored best, the one behind ``baseline_mae``);
+  scored best, the one behind ``baseline_mae``), ``q<level>`` (``q0.1``, ``q0.9``: the
+  quantile forecasts, with ``quantiles``);
 - anomaly: ``score``, ``flagged`` (score >= threshold, as the metrics count them), ``predicted`` (for a model scored by
   its residual), ``label`` (the labelled anomalies, when known).
 
@@ -59,6 +60,8 @@ def build(
     threshold: float | None = None,
     labels: np.ndarray | None = None,
     series: pd.Series | None = None,
+    quantiles: Mapping[float, np.ndarray] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Predictions:
     """The Predictions of one validation window (arrays aligned with ``stamps``)."""
     n = len(stamps)
@@ -79,8 +82,10 @@ def build(
         columns["flagged"] = score >= threshold if threshold is not None else np.zeros(n, dtype=bool)
     if labels is not None:
         columns["label"] = _floats(labels, n) > 0.5
+    for level, values in (quantiles or {}).items():
+        columns[f"q{level:g}"] = _floats(values, n)  # q0.1, q0.9: the quantile forecasts
     frame = pd.DataFrame(columns)
-    return Predictions(frame.iloc[-MAX_ROWS:].reset_index(drop=True), kind, threshold, name, n)
+    return Predictions(frame.iloc[-MAX_ROWS:].reset_index(drop=True), kind, threshold, name, n, dict(extra or {}))
 
 
 def _floats(values: np.ndarray, n: int) -> np.ndarray:

@@ -154,7 +154,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
     tune_idx = np.empty(0, dtype=int)
-    if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION or spec.tuning:
+    if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION or spec.tuning or spec.quantiles:
         # The last TUNE_FRACTION of each series' training rows (rows are in time order per series).
         if series is None:
             cut_at = int(len(train_idx) * (1 - TUNE_FRACTION))

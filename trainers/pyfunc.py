@@ -24,7 +24,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features, forecasting, preparation
+from trainers import algorithms, features, forecasting, intervals, preparation
 from trainers.errors import DataLoadError
 from trainers.spec import ModelType, TrainingSpec
 
@@ -53,7 +53,7 @@ def input_example(spec: TrainingSpec) -> pd.DataFrame:
     return frame
 
 
-def signature(model: algorithms.FittedModel, spec: TrainingSpec) -> Any:
+def signature(model: algorithms.FittedModel, spec: TrainingSpec, quantiles: dict[float, float] | None = None) -> Any:
     """The model's signature, from the input example and its forecast: ``timestamp`` as ISO
     8601 text, ``series_id`` optional (one series without it), the target optional (missing
     on the hours to forecast)."""
@@ -61,7 +61,7 @@ def signature(model: algorithms.FittedModel, spec: TrainingSpec) -> Any:
     from mlflow.types.schema import ColSpec, Schema
 
     example = input_example(spec)
-    inferred = infer_signature(example, forecast_frame(model, spec, example))
+    inferred = infer_signature(example, forecast_frame(model, spec, example, quantiles))
     inputs: list[Any] = [ColSpec(c.type, c.name, required=c.required and c.name != features.SERIES) for c in inferred.inputs.inputs]
     return ModelSignature(inputs=Schema(inputs), outputs=inferred.outputs)
 
@@ -76,12 +76,15 @@ class ForecastModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-define
         algorithm = algorithms.get(self.spec.algorithm)
         task = preparation.choose_task(self.spec, pd.Series(dtype="float64"))
         self.model = algorithm.load(folder / stored["model_file"], task)
+        self.quantiles = intervals.read(folder)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return forecast_frame(self.model, self.spec, model_input)
+        return forecast_frame(self.model, self.spec, model_input, self.quantiles)
 
 
-def forecast_frame(model: algorithms.FittedModel, spec: TrainingSpec, frame: pd.DataFrame) -> pd.DataFrame:
+def forecast_frame(
+    model: algorithms.FittedModel, spec: TrainingSpec, frame: pd.DataFrame, quantiles: dict[float, float] | None = None
+) -> pd.DataFrame:
     """predict's answer for ``frame`` (see the module's words)."""
     if spec.model_type != ModelType.FORECAST:
         raise DataLoadError("only a forecast model forecasts")
@@ -105,7 +108,7 @@ def forecast_frame(model: algorithms.FittedModel, spec: TrainingSpec, frame: pd.
         horizon = int((later["timestamp"].max() - origin) / pd.Timedelta(hours=1)) if len(later) else spec.forecast_horizon_hours
         history = rows[rows["timestamp"] <= origin]
         inputs = later[["timestamp", features.SERIES, *[c for c in spec.table_columns() if c != spec.target]]] if len(later) else None
-        out = forecasting.forecast(model, spec, history, origin, horizon, inputs)
+        out = forecasting.forecast(model, spec, history, origin, horizon, inputs, quantiles)
         if features.SERIES not in out.columns:
             out.insert(1, features.SERIES, series_id)
         out["origin"] = origin

@@ -394,12 +394,16 @@ async function drawPlots(container, job) {
 
 function drawForecast(main, second, points, pred, job, at) {
   const baseline = `seasonal-naive baseline (${pred.baseline || "-"})`;
+  const levels = [...new Set(points.flatMap((p) => Object.keys(p.quantiles || {})))].sort((a, b) => a - b);
+  const bands = levels.length >= 2 ? [levels[0], levels[levels.length - 1]] : [];
   Plot.line(main, [
+    ...bands.map((q) => ({ name: `q${q}`, color: "#93c5fd", dash: "3 3", width: 1, points: points.map((p) => [at(p), (p.quantiles || {})[q] ?? null]) })),
     { name: "baseline", color: "#f79009", dash: "4 3", width: 1, points: points.map((p) => [at(p), p.baseline ?? null]) },
     { name: "actual", color: "#101828", width: 1.8, points: points.map((p) => [at(p), p.actual ?? null]) },
     { name: "forecast", color: "#2563eb", width: 1.2, points: points.map((p) => [at(p), p.predicted ?? null]) },
   ], { yLabel: job.config.target });
-  Plot.legend(main, [["actual", "#101828"], ["forecast", "#2563eb"], [baseline, "#f79009"]]);
+  Plot.legend(main, [["actual", "#101828"], ["forecast", "#2563eb"], [baseline, "#f79009"],
+    ...(bands.length ? [[`interval q${bands[0]}–q${bands[1]}`, "#93c5fd"]] : [])]);
   const residual = (p) => (p.actual !== undefined && p.predicted !== undefined ? p.actual - p.predicted : null);
   Plot.line(second, [{ name: "residual", color: "#7a5af8", points: points.map((p) => [at(p), residual(p)]) }],
     { yLabel: "residual", hline: { value: 0, name: "zero", color: "#98a2b3" } });

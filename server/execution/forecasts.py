@@ -29,7 +29,7 @@ from storage import db, features
 from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import ModelVersion
 from storage.tenancy import Scope
-from trainers import algorithms, evaluation, forecasting, preparation
+from trainers import algorithms, evaluation, forecasting, intervals, preparation
 from trainers.errors import DataLoadError, no_rows_in_window
 from trainers.spec import TrainingSpec
 
@@ -41,25 +41,33 @@ class ModelWorker:
     """A Ray actor's state: the versions it loaded last (by artifact file and its stamp)."""
 
     def __init__(self) -> None:
-        self.loaded: collections.OrderedDict[tuple[str, int, int], algorithms.FittedModel] = collections.OrderedDict()
+        self.loaded: collections.OrderedDict[tuple[str, int, int], Loaded] = collections.OrderedDict()
 
-    def model(self, spec: TrainingSpec, path: str) -> algorithms.FittedModel:
+    def model(self, spec: TrainingSpec, path: str) -> Loaded:
         stat = os.stat(path)
         key = (path, stat.st_mtime_ns, stat.st_size)
         if key in self.loaded:
             self.loaded.move_to_end(key)
             return self.loaded[key]
         model = algorithms.get(spec.algorithm).load(Path(path), preparation.choose_task(spec, pd.Series(dtype="float64")))
-        self.loaded[key] = model
+        self.loaded[key] = Loaded(model, intervals.read(Path(path).parent))
         while len(self.loaded) > LOADED_VERSIONS:
             self.loaded.popitem(last=False)
-        return model
+        return self.loaded[key]
 
     def forecast(self, payload: ForecastPayload) -> pd.DataFrame:
         return forecast_rows(payload, self.model(payload.spec, payload.artifact_path))
 
     def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]:
-        return detect_rows(payload, self.model(payload.spec, payload.artifact_path))
+        return detect_rows(payload, self.model(payload.spec, payload.artifact_path).model)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A version as an actor keeps it: the model, and its quantile offsets (if any)."""
+
+    model: algorithms.FittedModel
+    quantiles: dict[float, float] | None
 
 
 def _origins(payload: ForecastPayload, engine: db.Engine) -> dict[str, datetime]:
@@ -91,7 +99,7 @@ def _origins(payload: ForecastPayload, engine: db.Engine) -> dict[str, datetime]
     return found
 
 
-def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd.DataFrame:
+def forecast_rows(payload: ForecastPayload, loaded: Loaded) -> pd.DataFrame:
     """``timestamp``, ``series_id``, ``forecast`` and ``origin`` per series and hour: each
     series' history read from its origin back as far as its features look, and the known-ahead
     inputs after it (the table's rows, or the payload's). With ``history_hours``, also the
@@ -114,7 +122,7 @@ def forecast_rows(payload: ForecastPayload, model: algorithms.FittedModel) -> pd
         inputs = None
         if payload.inputs is not None:
             inputs = payload.inputs[payload.inputs[features.SERIES].isin(names)]
-        rows = forecasting.forecast(model, spec, history, pd.Timestamp(origin), payload.horizon_hours, inputs)
+        rows = forecasting.forecast(loaded.model, spec, history, pd.Timestamp(origin), payload.horizon_hours, inputs, loaded.quantiles)
         if features.SERIES not in rows.columns:
             rows.insert(1, features.SERIES, "")
         rows["origin"] = pd.Timestamp(origin)

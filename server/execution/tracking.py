@@ -204,7 +204,7 @@ class MlflowRun:
         import mlflow
 
         import trainers
-        from trainers import pyfunc
+        from trainers import intervals, pyfunc
 
         mlflow.set_tracking_uri(self.uri)
         model = algorithms.get(self.spec.algorithm).load(artifact, algorithms.REGRESSION)
@@ -216,7 +216,7 @@ class MlflowRun:
                 python_model=pyfunc.ForecastModel(),
                 artifacts={pyfunc.CONFIG: str(config), pyfunc.MODEL_DIR: str(artifact.parent)},
                 code_paths=[str(Path(trainers.__file__).parent)],
-                signature=pyfunc.signature(model, self.spec),
+                signature=pyfunc.signature(model, self.spec, intervals.read(artifact.parent)),
                 input_example=pyfunc.input_example(self.spec),
                 pip_requirements=_requirements("pandas", "numpy", "scikit-learn", "pydantic", "holidays", package or "torch"),
             )

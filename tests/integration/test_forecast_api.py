@@ -305,3 +305,21 @@ async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_
     assert m["windows_caught"] == m["windows_total"] >= 1 and "detection_delay_hours_median" in m and "flag_rate_ratio" in m
     shown = (await http("GET", f"{rest}/ai/training/jobs/{job.job_id}")).json()["config"]
     assert shown["threshold"] == {"method": "contamination", "value": 0.01} and shown.get("features", []) == []
+
+
+async def test_quantile_forecasts_through_rest_and_grpc(client, rest):
+    config = {**DAY_AHEAD, "quantiles": [0.1, 0.5, 0.9]}
+    job = await asyncio.wait_for(client.wait((await client.create_job(T, "forecast", config)).job_id), 120)
+    assert job.status == pb.COMPLETED, job.error
+    assert {"pinball_loss", "pinball_loss_q10", "interval_coverage", "interval_width"} <= set(job.metrics)
+    (version,) = await client.list_models(T)
+    kept = await client.get_predictions(job.job_id, page_size=10_000)
+    assert set(kept.points[0].quantiles) == {"0.1", "0.5", "0.9"}
+    r = await http("POST", f"{rest}/ai/training/models/{version.model_id}:forecast", json={"origin": "2024-03-28T23:00:00"})
+    assert r.status_code == 200, r.text
+    points = r.json()["points"]
+    assert set(points[0]["quantiles"]) == {"0.1", "0.5", "0.9"}
+    assert all(p["quantiles"]["0.1"] <= p["quantiles"]["0.5"] <= p["quantiles"]["0.9"] for p in points)
+    stored = {stamp(p.timestamp): p.quantiles["0.9"] for p in kept.points}
+    for p in (await client.forecast(version.model_id, origin="2024-03-28T23:00:00")).points:
+        assert p.quantiles["0.9"] == pytest.approx(stored[stamp(p.timestamp)], rel=1e-9)

@@ -138,6 +138,11 @@ def _threshold(spec: TrainingSpec) -> Iterator[Violation]:
         yield Violation("threshold.value", "is not used by labelled (the best F1 on the labelled tune window is)")
 
 
+def _quantiles(spec: TrainingSpec) -> Iterator[Violation]:
+    if spec.quantiles and spec.model_type != ModelType.FORECAST:
+        yield Violation("quantiles", "applies to forecasting only")
+
+
 def _units(spec: TrainingSpec) -> Iterator[Violation]:
     read = {r.column for r in spec.recipes.values() if r.column}
     for column in spec.units:
@@ -292,6 +297,7 @@ CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
         (_window, "training_start training_end"),
         (_features, "features target units model_type algorithm"),
         (_threshold, "threshold model_type"),
+        (_quantiles, "quantiles model_type"),
         (_units, "units features"),
         (_timezone, "timezone"),
         (_horizon, "forecast_horizon_hours horizons known_ahead features target preprocessor model_type"),

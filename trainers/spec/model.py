@@ -270,6 +270,27 @@ def _units(value: Any) -> dict[str, str]:
     return out
 
 
+MAX_QUANTILES = 9
+
+
+def _levels(value: Any) -> tuple[float, ...]:
+    """Quantile levels in (0, 1), each once, in order."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of levels such as [0.1, 0.5, 0.9]")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
+            raise ValueError(f"{shown(v)} is not a level between 0 and 1 (both excluded)")
+        out.append(float(v))
+    if len(set(out)) != len(out):
+        raise ValueError("a level is listed twice")
+    if len(out) > MAX_QUANTILES:
+        raise ValueError(f"at most {MAX_QUANTILES} levels")
+    return tuple(sorted(out))
+
+
 Time = Annotated[datetime, Checked(_time)]
 Columns = Annotated[tuple[Annotated[str, Name()], ...], ListOf(nullable=True), Checked(lambda v: () if v is None else v, nullable=True)]
 
@@ -289,6 +310,8 @@ class TrainingSpec(Section):
     forecast_horizon_hours: Annotated[int, Whole(1, MAX_HORIZON_HOURS, unit="hours"), Checked(_one_or_default)] = Field(
         DEFAULT_HORIZON_HOURS, exclude_if=lambda v: v == DEFAULT_HORIZON_HOURS
     )
+    # forecast these quantiles too (split conformal on the tune part: trainers.intervals)
+    quantiles: Annotated[tuple[float, ...], Checked(_levels)] = Field((), exclude_if=lambda v: not v)
     # also score direct models at these horizons (mae_h24, ...)
     horizons: Annotated[tuple[int, ...], Checked(_horizons)] = Field((), exclude_if=lambda v: not v)
     # columns whose value for the target hour exists at the origin

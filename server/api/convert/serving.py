@@ -174,11 +174,22 @@ def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame
         )
     out.origin.FromDatetime(rows["origin"].max().to_pydatetime())
     point, stamp = pb.ForecastPoint, timestamp_pb2.Timestamp
-    columns = (_seconds(rows["timestamp"]), rows[SERIES].tolist(), rows["forecast"].tolist(), _seconds(rows["origin"]))
+    columns = (_seconds(rows["timestamp"]), rows[SERIES].tolist(), rows["forecast"].tolist(), _seconds(rows["origin"]), _quantiles(rows))
     out.points.extend(
-        point(timestamp=stamp(seconds=t), series_id=s, forecast=f, origin=stamp(seconds=o)) for t, s, f, o in zip(*columns, strict=True)
+        point(timestamp=stamp(seconds=t), series_id=s, forecast=f, origin=stamp(seconds=o), quantiles=q)
+        for t, s, f, o, q in zip(*columns, strict=True)
     )
     return out
+
+
+def _quantiles(rows: pd.DataFrame) -> list[dict[str, float]]:
+    """Each row's quantile forecasts ({"0.1": …, "0.9": …}) from its q<level> columns."""
+    levels = [c for c in rows.columns if c.startswith("q") and c[1:].replace(".", "", 1).isdigit()]
+    if not levels:
+        return [{}] * len(rows)
+    values = [rows[c].tolist() for c in levels]
+    names = [c[1:] for c in levels]
+    return [dict(zip(names, v, strict=True)) for v in zip(*values, strict=True)]
 
 
 def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> dict[str, Any]:
@@ -190,8 +201,10 @@ def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame)
     stamps, origins = _iso(rows["timestamp"]), _iso(rows["origin"])
     origin = max(origins) if origins else None
     points: list[dict[str, Any]] = []
-    for t, s, f, o in zip(stamps, rows[SERIES].tolist(), rows["forecast"].tolist(), origins, strict=True):
+    for t, s, f, o, q in zip(stamps, rows[SERIES].tolist(), rows["forecast"].tolist(), origins, _quantiles(rows), strict=True):
         point: dict[str, Any] = {"timestamp": t, "series_id": s, "forecast": f} if s else {"timestamp": t, "forecast": f}
+        if q:
+            point["quantiles"] = q
         if o != origin:
             point["origin"] = o
         points.append(point)
@@ -209,8 +222,16 @@ def forecast_file(rows: pd.DataFrame, fmt: str) -> tuple[bytes, str]:
     content type."""
     rows, _ = split(rows)
     frame = pd.DataFrame(
-        {"timestamp": _iso(rows["timestamp"]), SERIES: rows[SERIES].tolist(), "forecast": rows["forecast"], "origin": _iso(rows["origin"])}
+        {
+            "timestamp": _iso(rows["timestamp"]),
+            SERIES: rows[SERIES].tolist(),
+            "forecast": rows["forecast"].to_numpy(),
+            "origin": _iso(rows["origin"]),
+        }
     )
+    for column in rows.columns:
+        if column.startswith("q") and column[1:].replace(".", "", 1).isdigit():
+            frame[column] = rows[column].to_numpy()  # the quantile forecasts: q0.1, q0.9
     if fmt == "csv":
         return frame.to_csv(index=False).encode(), "text/csv; charset=utf-8"
     buf = io.BytesIO()

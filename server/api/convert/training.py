@@ -184,9 +184,13 @@ def predictions_to_pb(
     values = {name: page[name].to_numpy() for name in ("actual", "predicted", "baseline", "score") if name in page.columns}
     flags = {name: page[name].to_numpy() for name in ("flagged", "label") if name in page.columns}
     series = page[SERIES].to_numpy() if SERIES in page.columns else None
+    bands = {c[1:]: page[c].to_numpy() for c in page.columns if c.startswith("q") and c[1:].replace(".", "", 1).isdigit()}
     for i in range(len(page)):
         point = out.points.add()
         point.timestamp.FromNanoseconds(int(stamps[i]))
+        for level, column in bands.items():
+            if column[i] == column[i]:
+                point.quantiles[level] = float(column[i])
         for name, column in values.items():
             if column[i] == column[i]:  # NaN: left unset
                 setattr(point, name, float(column[i]))

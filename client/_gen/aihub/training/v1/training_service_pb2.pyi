@@ -73,7 +73,7 @@ CSV: DataFormat
 PARQUET: DataFormat
 
 class TrainingConfig(_message.Message):
-    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds", "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor", "timezone", "units", "threshold")
+    __slots__ = ("model_type", "algorithm", "hyperparameters", "training_start", "training_end", "features", "target", "validation_split", "random_seed", "early_stopping_rounds", "distributed", "ray_config", "mlflow_tracking", "training_options", "feature_table", "label_column", "backtest", "tuning", "max_runtime_seconds", "forecast_horizon_hours", "known_ahead", "horizons", "holidays", "data_checks", "preprocessor", "timezone", "units", "threshold", "quantiles")
     class UnitsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class TrainingConfig(_message.Message):
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
     model_type: ModelType
     algorithm: str
     hyperparameters: _struct_pb2.Struct
@@ -137,7 +138,8 @@ class TrainingConfig(_message.Message):
     timezone: str
     units: _containers.ScalarMap[str, str]
     threshold: Threshold
-    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ..., forecast_horizon_hours: _Optional[int] = ..., known_ahead: _Optional[_Iterable[str]] = ..., horizons: _Optional[_Iterable[int]] = ..., holidays: _Optional[_Union[Holidays, _Mapping]] = ..., data_checks: _Optional[_Union[DataChecks, _Mapping]] = ..., preprocessor: _Optional[str] = ..., timezone: _Optional[str] = ..., units: _Optional[_Mapping[str, str]] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
+    quantiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model_type: _Optional[_Union[ModelType, str]] = ..., algorithm: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., target: _Optional[str] = ..., validation_split: _Optional[float] = ..., random_seed: _Optional[int] = ..., early_stopping_rounds: _Optional[int] = ..., distributed: _Optional[bool] = ..., ray_config: _Optional[_Union[RayConfig, _Mapping]] = ..., mlflow_tracking: _Optional[_Union[MlflowTracking, _Mapping]] = ..., training_options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., feature_table: _Optional[str] = ..., label_column: _Optional[str] = ..., backtest: _Optional[_Union[Backtest, _Mapping]] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ..., max_runtime_seconds: _Optional[int] = ..., forecast_horizon_hours: _Optional[int] = ..., known_ahead: _Optional[_Iterable[str]] = ..., horizons: _Optional[_Iterable[int]] = ..., holidays: _Optional[_Union[Holidays, _Mapping]] = ..., data_checks: _Optional[_Union[DataChecks, _Mapping]] = ..., preprocessor: _Optional[str] = ..., timezone: _Optional[str] = ..., units: _Optional[_Mapping[str, str]] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ..., quantiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Threshold(_message.Message):
     __slots__ = ("method", "value")
@@ -430,7 +432,14 @@ class GetPredictionsRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ...) -> None: ...
 
 class PredictionPoint(_message.Message):
-    __slots__ = ("timestamp", "series_id", "actual", "predicted", "baseline", "score", "flagged", "label")
+    __slots__ = ("timestamp", "series_id", "actual", "predicted", "baseline", "score", "flagged", "label", "quantiles")
+    class QuantilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_FIELD_NUMBER: _ClassVar[int]
@@ -439,6 +448,7 @@ class PredictionPoint(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FLAGGED_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     series_id: str
     actual: float
@@ -447,7 +457,8 @@ class PredictionPoint(_message.Message):
     score: float
     flagged: bool
     label: bool
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., actual: _Optional[float] = ..., predicted: _Optional[float] = ..., baseline: _Optional[float] = ..., score: _Optional[float] = ..., flagged: _Optional[bool] = ..., label: _Optional[bool] = ...) -> None: ...
+    quantiles: _containers.ScalarMap[str, float]
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., actual: _Optional[float] = ..., predicted: _Optional[float] = ..., baseline: _Optional[float] = ..., score: _Optional[float] = ..., flagged: _Optional[bool] = ..., label: _Optional[bool] = ..., quantiles: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class GetPredictionsResponse(_message.Message):
     __slots__ = ("job_id", "model_id", "model_version", "model_type", "threshold", "baseline", "total_points", "validation_rows", "downsampled", "points", "next_page_token")
