@@ -152,7 +152,7 @@ def _search(
         return spec, {}
     if tuner is None:
         raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
-    space = ", ".join(f"{name} {dim.kind}" for name, dim in tuning.search_space.items())
+    space = ", ".join(f"{name} {dim.kind}" for name, dim in (tuning.search_space or {}).items())
     reporter.log(
         Level.INFO,
         f"tuning: {tuning.num_trials} trials, {tuning.max_concurrent_trials} at a time, over {space}; "

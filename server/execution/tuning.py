@@ -120,13 +120,14 @@ class RayTuner:
         try:
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(_trainable, setup=setup), {"cpu": self.cpus_per_trial}),
-                param_space={name: _dimension(dim) for name, dim in tuning.search_space.items()},
+                param_space={name: _dimension(dim) for name, dim in (tuning.search_space or {}).items()},
                 tune_config=tune.TuneConfig(
                     num_samples=tuning.num_trials,
                     metric="score",
                     mode=tuning.mode,
                     scheduler=scheduler,
                     search_alg=BasicVariantGenerator(max_concurrent=tuning.max_concurrent_trials, random_state=self.seed),
+                    time_budget_s=tuning.time_budget_seconds,
                 ),
                 run_config=tune.RunConfig(storage_path=storage, name="search", verbose=0, log_to_file=False, callbacks=[ended]),
             )

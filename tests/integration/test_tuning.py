@@ -68,3 +68,14 @@ async def test_cancelling_a_search_stops_its_trials(app, client):
     assert await cpus_free(app, timeout=30), "the search's trials still hold CPUs after the cancel"
     final = await client.get_job(job.job_id)
     assert final.status == pb.CANCELLED and final.model_version == 0
+
+
+async def test_num_trials_alone_searches_the_built_in_space_within_a_time_budget(client):
+    # The guide's time-constrained search: {"num_trials": N} alone is the algorithm's own space
+    # (n_estimators fixed here, so left out of it), stopped by time_budget_seconds.
+    tuning = {"num_trials": 3, "max_concurrent_trials": 2, "time_budget_seconds": 120}
+    job = await client.create_job("acme-corp", "forecast", tiny_config(hyperparameters={"n_estimators": 40}, tuning=tuning))
+    assert set(job.config.tuning.search_space) == {"learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "lambda_l2"}
+    done = await asyncio.wait_for(client.wait(job.job_id), 240)
+    assert done.status == pb.COMPLETED, done.error
+    assert 1 <= done.metrics["tuning_trials"] <= 3 and done.config.tuning.time_budget_seconds == 120

@@ -96,7 +96,6 @@ BAD: dict[str, dict[str, Any]] = {
     "target range backwards": {**DAY_AHEAD, "data_checks": {"target_min": 5, "target_max": 1}},
     "unknown preprocessor": {**QS, "preprocessor": "nope"},
     "anomaly with a horizon": {**QS, "model_type": "anomaly", "forecast_horizon_hours": 24},
-    "empty search space": {**QS, "tuning": {"search_space": {}}},
     "search metric f1": {**QS, "hyperparameters": {}, "tuning": {"metric": "f1", "search_space": SPACE}},
     "search bound 0 on a log scale": {**QS, "hyperparameters": {},
                                       "tuning": {"search_space": {"learning_rate": {"type": "loguniform", "lower": 0, "upper": 0.3}}}},

@@ -7,9 +7,11 @@ import pytest
 
 from client._requests import config as config_message
 from server.api.convert import config_to_dict
-from tests.conftest import tiny_config
+from tests.conftest import QUICK_START_CONFIG, tiny_config
 from trainers import algorithms, spec
+from trainers import spec as specs
 from trainers.algorithms import FitOptions, TrainData
+from trainers.errors import ConfigValidationError
 from trainers.spec.tuning import Tuning
 from trainers.tuning import TrialSetup, run_trial
 
@@ -30,7 +32,7 @@ def test_a_search_round_trips_through_the_canonical_form_and_the_api():
 @pytest.mark.parametrize(
     ("tuning", "field"),
     [
-        ({"search_space": {}}, "tuning.search_space"),
+        ({"search_space": []}, "tuning.search_space"),
         ({"num_trials": 0, "search_space": SPACE}, "tuning.num_trials"),
         ({"metric": "f1", "search_space": SPACE}, "tuning.metric"),
         ({"metric": "r2_score", "mode": "min", "search_space": SPACE}, "tuning.mode"),
@@ -70,3 +72,24 @@ def test_a_trial_never_sees_the_validation_part():
     tune_mae = float(np.mean(np.abs(model.predict(x[200:270]) - y[200:270])))
     assert [done for done, _ in reports] == [10, 20]
     assert score == pytest.approx(tune_mae, rel=1e-9) and reports[-1][1] == pytest.approx(tune_mae, rel=1e-6)
+
+
+def test_a_search_without_a_space_searches_the_algorithms_own_written_in():
+    # "tuning": {"num_trials": N} alone: the algorithm's built-in space, those fixed in
+    # hyperparameters left out, written into the canonical form (the stored config says it).
+    spec = specs.build(
+        {**QUICK_START_CONFIG, "hyperparameters": {"num_leaves": 31}, "tuning": {"num_trials": 30, "time_budget_seconds": 600}}
+    )
+    space = spec.tuning.search_space
+    assert "learning_rate" in space and "n_estimators" in space and "num_leaves" not in space
+    stored = spec.to_dict()["tuning"]
+    assert stored["num_trials"] == 30 and stored["time_budget_seconds"] == 600 and set(stored["search_space"]) == set(space)
+    again = specs.TrainingSpec.from_dict(spec.to_dict(), model_type="forecast")
+    assert again == spec and again.config_hash == spec.config_hash
+    for algorithm in ("lgbm", "xgboost", "rf", "mlp", "lstm"):  # every built-in range within the algorithm's limits
+        assert specs.build(
+            {**QUICK_START_CONFIG, "algorithm": algorithm, "hyperparameters": {}, "tuning": {"num_trials": 2}}
+        ).tuning.search_space
+    with pytest.raises(ConfigValidationError) as err:
+        specs.build({**QUICK_START_CONFIG, "tuning": {"num_trials": 2, "time_budget_seconds": 1}})
+    assert err.value.violations[0].field == "tuning.time_budget_seconds"

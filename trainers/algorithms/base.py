@@ -240,6 +240,9 @@ class Algorithm(Protocol):
     # MLflow's flavor for the library's own model object (its module under mlflow, and the
     # pip package the logged model needs); "" when MLflow has none: the files are logged.
     mlflow_flavor: tuple[str, str] = ("", "")
+    # The built-in search space ("tuning": {"num_trials": N} alone): hyperparameter ->
+    # {"type": "uniform" | "loguniform" | "randint" | "choice", ...}, the ones that matter most.
+    search_space: Mapping[str, Mapping[str, Any]] = {}
 
     def native_model(self, path: Path) -> Any:
         """The library's own model object, loaded from a saved artifact (for MLflow's flavor);

@@ -88,6 +88,14 @@ class LightGBM(Algorithm):
     name = "lgbm"
     library = "lightgbm"
     mlflow_flavor = ("lightgbm", "lightgbm")
+    search_space = {  # noqa: RUF012
+        "learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.2},
+        "num_leaves": {"type": "randint", "lower": 15, "upper": 127},
+        "n_estimators": {"type": "randint", "lower": 200, "upper": 1500},
+        "min_data_in_leaf": {"type": "randint", "lower": 5, "upper": 100},
+        "feature_fraction": {"type": "uniform", "lower": 0.6, "upper": 1.0},
+        "lambda_l2": {"type": "loguniform", "lower": 0.001, "upper": 10.0},
+    }
 
     def native_model(self, path: Path) -> Any:
         import lightgbm as lgb

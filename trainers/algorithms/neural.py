@@ -196,6 +196,12 @@ class Neural(Algorithm):
         self.tasks = frozenset({REGRESSION, CLASSIFICATION, RECONSTRUCTION} if kind == "lstm" else {REGRESSION, CLASSIFICATION})
         # On an unlabelled signal the LSTM is an autoencoder (its reconstruction error scores a window).
         self.unlabelled_task = RECONSTRUCTION if kind == "lstm" else REGRESSION
+        self.search_space = {
+            "learning_rate": {"type": "loguniform", "lower": 0.0003, "upper": 0.01},
+            "dropout": {"type": "uniform", "lower": 0.0, "upper": 0.3},
+            **({"hidden_size": {"type": "randint", "lower": 16, "upper": 96}} if kind == "lstm" else {}),
+            **({"weight_decay": {"type": "loguniform", "lower": 0.000001, "upper": 0.001}} if kind == "mlp" else {}),
+        }
 
     def size_violations(self, hyperparameters: Mapping[str, Any], n_inputs: int) -> Iterator[tuple[str, str]]:
         hp = {**DEFAULTS[self.kind], **hyperparameters}

@@ -76,6 +76,11 @@ class RandomForest(Algorithm):
     name = "rf"
     library = "sklearn.ensemble"
     mlflow_flavor = ("sklearn", "scikit-learn")
+    search_space = {  # noqa: RUF012
+        "n_estimators": {"type": "randint", "lower": 100, "upper": 400},
+        "max_depth": {"type": "randint", "lower": 8, "upper": 32},
+        "min_samples_leaf": {"type": "randint", "lower": 1, "upper": 10},
+    }
 
     def native_model(self, path: Path) -> Any:
         return load_skops(path)

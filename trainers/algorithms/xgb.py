@@ -91,6 +91,14 @@ class XGBoost(Algorithm):
     name = "xgboost"
     library = "xgboost"
     mlflow_flavor = ("xgboost", "xgboost-cpu")
+    search_space = {  # noqa: RUF012
+        "learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.2},
+        "max_depth": {"type": "randint", "lower": 3, "upper": 10},
+        "n_estimators": {"type": "randint", "lower": 200, "upper": 1500},
+        "min_child_weight": {"type": "loguniform", "lower": 0.5, "upper": 20.0},
+        "subsample": {"type": "uniform", "lower": 0.6, "upper": 1.0},
+        "colsample_bytree": {"type": "uniform", "lower": 0.6, "upper": 1.0},
+    }
 
     def native_model(self, path: Path) -> Any:
         import xgboost as xgb

@@ -47,7 +47,7 @@ from trainers.spec.fields import (
 )
 from trainers.spec.recipes import LAGGED, Recipe, known_ahead, recipe, usable
 from trainers.spec.resources import RayConfig, WorkerRequest
-from trainers.spec.tuning import Tuning
+from trainers.spec.tuning import Tuning, built_in
 
 if TYPE_CHECKING:  # trainers.preprocessors is imported only when a job names one
     from trainers.preprocessors import Preprocessor
@@ -339,6 +339,17 @@ class TrainingSpec(Section):
     mlflow_tracking: MlflowTracking | None = None
     training_options: Annotated[TrainingOptions | None, NoSection] = Field(None, exclude_if=lambda v: v is None or v.empty)
     tuning: Annotated[Tuning | None, NoSection] = None  # a hyperparameter search before training
+
+    @field_validator("tuning", mode="after")
+    @classmethod
+    def _built_in_space(cls, value: Tuning | None, info: ValidationInfo) -> Tuning | None:
+        """A search without search_space searches the algorithm's built-in one, written in (the
+        stored form says exactly what was searched)."""
+        algorithm = info.data.get("algorithm")
+        if value is None or value.search_space or not algorithm:
+            return value
+        space = built_in(algorithms.get(algorithm), info.data.get("hyperparameters") or {})
+        return value.model_copy(update={"search_space": space}) if space else value
 
     @field_validator("model_type", mode="before")
     @classmethod

@@ -77,9 +77,21 @@ class Dimension(Section):
         return max(self.values or ()) if self.type == "choice" else self.upper
 
 
+MAX_BUDGET_SECONDS = 7 * 24 * 3600
+
+
+def built_in(algorithm: Algorithm, fixed: Mapping[str, Any]) -> dict[str, Dimension] | None:
+    """The algorithm's own search space (Algorithm.search_space) without the hyperparameters
+    ``fixed``; None when nothing is left."""
+    space = {name: Dimension.model_validate(dim) for name, dim in algorithm.search_space.items() if name not in fixed}
+    return dict(sorted(space.items())) or None
+
+
 def _space(value: Any) -> Any:
-    if not isinstance(value, Mapping) or not value:
-        raise ValueError("is required: hyperparameter -> its range")
+    if value is None or value == {}:
+        return None  # the algorithm's built-in space (TrainingSpec fills it in)
+    if not isinstance(value, Mapping):
+        raise ValueError("must be an object: hyperparameter -> its range")
     return dict(sorted(value.items()))
 
 
@@ -91,8 +103,11 @@ class Tuning(Section):
     max_concurrent_trials: Annotated[int, Whole(1, MAX_TRIALS)] = DEFAULT_CONCURRENCY
     metric: Annotated[str, OneOf(tuple(METRICS))] = "mae"
     mode: str = REQUIRED  # the metric's direction, written in
-    search_space: Annotated[dict[str, Dimension], Checked(_space)] = REQUIRED
+    # hyperparameter -> range; left out: the algorithm's built-in space (written in by TrainingSpec)
+    search_space: Annotated[dict[str, Dimension] | None, Checked(_space, nullable=True)] = None
     stop_bad_trials: Annotated[bool, Flag] = True
+    # stop starting trials after this long (the guide's time-constrained training); None: num_trials only
+    time_budget_seconds: Annotated[int | None, Whole(10, MAX_BUDGET_SECONDS, unit="seconds", nullable=True)] = None
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -119,6 +134,9 @@ def tuning_violations(tuning: Tuning | None, algorithm: Algorithm, model_type: s
         return
     if model_type != "forecast":
         yield Violation("tuning", "applies to forecasting (model_type forecast)")
+    if not tuning.search_space:
+        yield Violation("tuning.search_space", f"is required: {algorithm.name} has no built-in space left to search")
+        return
     for name, dim in tuning.search_space.items():
         path = f"tuning.search_space.{name}"
         if name not in algorithm.params:
@@ -148,6 +166,6 @@ def _range_violations(path: str, dim: Dimension, algorithm: Algorithm, name: str
 def size_probe(hyperparameters: Mapping[str, Any], tuning: Tuning | None) -> dict[str, Any]:
     """The hyperparameters with every searched one at its largest, for the size checks."""
     hp = dict(hyperparameters)
-    for name, dim in (tuning.search_space if tuning else {}).items():
+    for name, dim in ((tuning.search_space or {}) if tuning else {}).items():
         hp[name] = dim.largest()
     return hp
