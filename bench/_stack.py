@@ -125,6 +125,15 @@ async def load(app: App, tenant: str, table: str, frame) -> None:
         await features.import_frame(conn, table, frame)
 
 
+def free_port() -> int:
+    """A free TCP port on loopback (for the Envoy a benchmark starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]

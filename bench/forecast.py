@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import requests as http
 
-from bench._stack import load, median, pct, stack
+from bench._stack import free_port, load, median, pct, stack
 from client import AsyncTrainingClient, pb
 from server import demo_data
 from server.api.envoy import Envoy
@@ -115,7 +115,7 @@ async def main(n_series: int, n_requests: int) -> None:
             assert job.status == pb.COMPLETED, job.error
             (version,) = await c.list_models(TENANT)
             await c.set_alias("production", version.model_id)
-        envoy = Envoy(grpc_port=app.port, http_port=_free_port())
+        envoy = Envoy(grpc_port=app.port, http_port=free_port())
         await asyncio.to_thread(envoy.start)
         try:
             url = f"{envoy.url}/ai/training/models:forecast"
@@ -159,14 +159,6 @@ async def main(n_series: int, n_requests: int) -> None:
             await shares(app, spec, version.artifact_uri, n_series)
         finally:
             await asyncio.to_thread(envoy.stop)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.

@@ -17,17 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import grpc
 
-from bench._stack import READ_ONLY_JOB, median, open_loop, pct, stack
+from bench._stack import READ_ONLY_JOB, free_port, median, open_loop, pct, stack
 from client import AsyncTrainingClient, pb, pb_grpc
 from server.api.envoy import Envoy
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RawHttp:
@@ -128,7 +120,7 @@ async def main(requests: int, rate: float, seconds: float) -> None:
         app.dispatcher.pause()
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as c:
             job_id = (await c.create_job("bench", "forecast", config)).job_id
-        envoy = Envoy(grpc_port=app.port, http_port=_free_port())
+        envoy = Envoy(grpc_port=app.port, http_port=free_port())
         await asyncio.to_thread(envoy.start)
         try:
             target = f"127.0.0.1:{app.port}"
