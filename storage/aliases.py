@@ -42,13 +42,14 @@ RECORD_MOVE = db.sql(
     """
 )
 
-# list_aliases: the scope's aliases with their versions. Index: model_aliases_pkey.
+# list_aliases: the scope's aliases (or one) with their versions. Index: model_aliases_pkey.
 LIST_ALIASES = db.sql(
     """
     SELECT a.alias, a.tenant_id, a.model_type, a.model_id, v.version AS model_version, a.updated_at
       FROM model_aliases a JOIN model_versions v ON v.id = a.model_id
      WHERE (CAST(:tenant AS text) IS NULL OR a.tenant_id = :tenant)
        AND (CAST(:model_type AS text) IS NULL OR a.model_type = :model_type)
+       AND (CAST(:alias AS text) IS NULL OR a.alias = :alias)
      ORDER BY a.tenant_id, a.model_type, a.alias
     """
 )
@@ -119,13 +120,13 @@ async def _moves(conn: db.Connection, model_type: str | None, alias: str | None)
     return [AliasMove.from_row(r) for r in await conn.fetch(LIST_MOVES, params)]
 
 
-async def list_aliases(conn: db.Connection, model_type: str | None = None) -> list[ModelAlias]:
-    """The scope's aliases, by model type and name, each with its moves (newest first)."""
+async def list_aliases(conn: db.Connection, model_type: str | None = None, alias: str | None = None) -> list[ModelAlias]:
+    """The scope's aliases (of ``model_type``; only ``alias``), by model type and name, each
+    with its moves (newest first)."""
     tenant = scope_of(conn).tenant_id
-    rows = await conn.fetch(LIST_ALIASES, {"tenant": tenant, "model_type": model_type})
-    params = {"tenant": tenant, "model_type": model_type, "alias": None, "per_alias": MAX_MOVES}
+    rows = await conn.fetch(LIST_ALIASES, {"tenant": tenant, "model_type": model_type, "alias": alias})
     moves: dict[tuple[str, str, str], list[AliasMove]] = {}
-    for r in await conn.fetch(LIST_MOVES, params):
+    for r in await conn.fetch(LIST_MOVES, {"tenant": tenant, "model_type": model_type, "alias": alias, "per_alias": MAX_MOVES}):
         moves.setdefault((r["tenant_id"], r["model_type"], r["alias"]), []).append(AliasMove.from_row(r))
     return [
         ModelAlias(
@@ -142,8 +143,8 @@ async def list_aliases(conn: db.Connection, model_type: str | None = None) -> li
 
 
 async def one(conn: db.Connection, tenant_id: str, model_type: str, alias: str) -> ModelAlias:
-    for found in await list_aliases(conn, model_type):
-        if found.tenant_id == tenant_id and found.alias == alias:
+    for found in await list_aliases(conn, model_type, alias):
+        if found.tenant_id == tenant_id:
             return found
     raise AliasNotFound(alias, model_type)
 

@@ -128,18 +128,15 @@ def _quantiles(
 
 
 def _baseline_quantiles(prepared: Prepared, levels: Sequence[float]) -> dict[float, np.ndarray] | None:
-    """The seasonal-naive forecast's quantiles on the validation part: its own forecast plus
-    the quantiles of its errors there, calibrated on those very rows (a reference that
-    favours the baseline: the pinball skill against it is a conservative one)."""
-    d = prepared.data
-    best = None
-    for values in prepared.baselines.values():
-        ok = ~np.isnan(values)
-        if ok.all() and (best is None or np.mean(np.abs(values - d.y_valid)) < np.mean(np.abs(best - d.y_valid))):
-            best = values
-    if best is None:
+    """The seasonal-naive forecast's quantiles on the validation part (the baseline the
+    predictions keep, the one behind baseline_mae): its own forecast plus the quantiles of its
+    errors there, calibrated on those very rows (a reference that favours the baseline: the
+    pinball skill against it is a conservative one). None without a complete baseline."""
+    y = prepared.data.y_valid
+    name, best = predictions.best_baseline(y, prepared.baselines)
+    if not name or np.isnan(best).any():
         return None
-    return intervals.bands(best, intervals.offsets(d.y_valid - best, levels))
+    return intervals.bands(best, intervals.offsets(y - best, levels))
 
 
 def choose_threshold(

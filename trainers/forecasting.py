@@ -130,5 +130,5 @@ def forecast(
 
 def _with_quantiles(out: pd.DataFrame, quantiles: Mapping[float, float] | None) -> pd.DataFrame:
     for level, band in intervals.bands(out["forecast"].to_numpy(), quantiles or {}).items():
-        out[f"q{level:g}"] = band
+        out[intervals.column(level)] = band
     return out

@@ -14,7 +14,7 @@ horizon, so the offsets are that horizon's. The offsets are kept beside the mode
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,21 @@ def label(level: float) -> str:
 def key(level: float) -> str:
     """A level as the API's quantiles maps write it: "0.1"."""
     return f"{level:g}"
+
+
+def column(level: float) -> str:
+    """The column a level's forecasts are kept in (predictions, forecast rows): "q0.1"."""
+    return f"q{key(level)}"
+
+
+def columns(names: Iterable[str]) -> dict[str, str]:
+    """Of ``names``, the quantile columns, each with its API key: {"q0.1": "0.1", ...}."""
+    out = {}
+    for name in names:
+        level = name[1:]
+        if name.startswith("q") and level.replace(".", "", 1).isdigit():
+            out[name] = level
+    return out
 
 
 def offsets(residuals: np.ndarray, levels: Sequence[float]) -> dict[float, float]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainers import intervals
 from trainers.features import SERIES
 
 FILE_NAME = "predictions.parquet"
@@ -73,7 +74,7 @@ def build(
         columns["predicted"] = _floats(predicted, n)
     name = ""
     if baselines:
-        name, values = _best_baseline(actual, baselines)
+        name, values = best_baseline(actual, baselines)
         if name:
             columns["baseline"] = _floats(values, n)
     if scores is not None:
@@ -83,7 +84,7 @@ def build(
     if labels is not None:
         columns["label"] = _floats(labels, n) > 0.5
     for level, values in (quantiles or {}).items():
-        columns[f"q{level:g}"] = _floats(values, n)  # q0.1, q0.9: the quantile forecasts
+        columns[intervals.column(level)] = _floats(values, n)  # q0.1, q0.9: the quantile forecasts
     frame = pd.DataFrame(columns)
     return Predictions(frame.iloc[-MAX_ROWS:].reset_index(drop=True), kind, threshold, name, n, dict(extra or {}))
 
@@ -95,7 +96,7 @@ def _floats(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _best_baseline(actual: np.ndarray, baselines: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
+def best_baseline(actual: np.ndarray, baselines: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
     """The baseline with the lowest MAE where it has values (as metrics.baseline chooses)."""
     best: tuple[float, str, np.ndarray] | None = None
     for name, values in baselines.items():

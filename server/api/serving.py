@@ -10,7 +10,7 @@ import pandas as pd
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api import auth
 from server.api.convert import serving as convert
-from server.api.convert.common import parse_model_id
+from server.api.convert.common import model_type_from_pb, parse_model_id
 from server.api.errors import InvalidState, RequestError
 from server.execution.forecasts import ModelServer
 from storage import aliases, db, forecasts, models
@@ -40,10 +40,10 @@ class ModelServing:
                 version = await models.get(conn, parsed)
         elif alias:
             convert.check_alias(alias)
-            if model_type == pb.MODEL_TYPE_UNSPECIFIED:
+            kind = model_type_from_pb(model_type)
+            if kind is None:
                 raise RequestError("model_type", "is required with an alias: forecast or anomaly")
             scope = auth.scope_for(tenant_id, required=True)
-            kind = ModelType.FORECAST if model_type == pb.FORECAST else ModelType.ANOMALY
             async with db.transaction(self.engine, scope) as conn:
                 version = await aliases.resolve(conn, scope.single(), kind.value, alias)
         else:

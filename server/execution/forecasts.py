@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -32,6 +33,9 @@ from storage.tenancy import Scope
 from trainers import algorithms, evaluation, forecasting, intervals, preparation
 from trainers.errors import DataLoadError, no_rows_in_window
 from trainers.spec import TrainingSpec
+
+if TYPE_CHECKING:  # the executor runs these actors: a type only, not an import cycle
+    from server.execution.executor import Executor
 
 log = logging.getLogger(__name__)
 LOADED_VERSIONS = 8  # per actor
@@ -104,7 +108,6 @@ def forecast_rows(payload: ForecastPayload, loaded: Loaded) -> pd.DataFrame:
     series' history read from its origin back as far as its features look, and the known-ahead
     inputs after it (the table's rows, or the payload's). With ``history_hours``, also the
     actuals of that many hours up to each origin: rows with ``actual`` (and no forecast)."""
-    assert payload.settings is not None  # noqa: S101 - the server always sets it
     rt = runtime()
     engine = rt.engine(payload.settings.database_url)
     spec = payload.spec
@@ -138,7 +141,6 @@ def forecast_rows(payload: ForecastPayload, loaded: Loaded) -> pd.DataFrame:
 def detect_rows(payload: DetectPayload, model: algorithms.FittedModel) -> tuple[pd.DataFrame, float]:
     """Each row's score and flag in the payload's window, and the threshold: the rows given,
     or the table's (from as far back as the features look)."""
-    assert payload.settings is not None  # noqa: S101 - the server always sets it
     spec = payload.spec
     frame = payload.rows
     if frame is None:
@@ -159,7 +161,7 @@ def detect_rows(payload: DetectPayload, model: algorithms.FittedModel) -> tuple[
 class ModelServer:
     """The server's side: a version's payloads, sent to the executor's model actors."""
 
-    executor: object
+    executor: Executor
     artifacts: ArtifactStore
     task_settings: TaskSettings
 
@@ -185,7 +187,7 @@ class ModelServer:
             settings=self.task_settings,
             history_hours=history_hours,
         )
-        return await self.executor.forecast(payload)  # type: ignore[attr-defined]
+        return await self.executor.forecast(payload)
 
     async def detect(self, version: ModelVersion, spec: TrainingSpec, rows: pd.DataFrame | None) -> tuple[pd.DataFrame, float]:
         payload = DetectPayload(
@@ -196,4 +198,4 @@ class ModelServer:
             rows=rows,
             settings=self.task_settings,
         )
-        return await self.executor.detect(payload)  # type: ignore[attr-defined]
+        return await self.executor.detect(payload)

@@ -107,10 +107,10 @@ class ForecastPayload:
     spec: TrainingSpec  # the version's training spec
     artifact_path: str
     horizon_hours: int
+    settings: TaskSettings
     origin: datetime | None = None  # None: per series, its latest hour with the target
     series: tuple[str, ...] | None = None  # None: every series of the table
     inputs: pd.DataFrame | None = None  # known-ahead values sent inline (replace the table's)
-    settings: TaskSettings | None = None
     history_hours: int = 0  # also the actuals of this many hours up to the origin
 
 
@@ -122,5 +122,5 @@ class DetectPayload:
     spec: TrainingSpec  # the version's training spec with the window to score
     artifact_path: str
     trained_metrics: Mapping[str, float]
+    settings: TaskSettings
     rows: pd.DataFrame | None = None  # rows sent inline (history first), instead of the table's
-    settings: TaskSettings | None = None

@@ -21,7 +21,7 @@ from server.api.errors import RequestError
 from storage import records
 from storage.features import SERIES
 from storage.tenancy import TENANT_ID_PATTERN
-from trainers import forecasting
+from trainers import forecasting, intervals
 from trainers import spec as specs
 from trainers.errors import ConfigValidationError, Violation, shown
 from trainers.forecasting import MAX_HORIZON_HOURS
@@ -184,12 +184,11 @@ def forecast_to_pb(version: records.ModelVersion, alias: str, rows: pd.DataFrame
 
 def _quantiles(rows: pd.DataFrame) -> list[dict[str, float]]:
     """Each row's quantile forecasts ({"0.1": …, "0.9": …}) from its q<level> columns."""
-    levels = [c for c in rows.columns if c.startswith("q") and c[1:].replace(".", "", 1).isdigit()]
+    levels = intervals.columns(rows.columns)
     if not levels:
         return [{}] * len(rows)
     values = [rows[c].tolist() for c in levels]
-    names = [c[1:] for c in levels]
-    return [dict(zip(names, v, strict=True)) for v in zip(*values, strict=True)]
+    return [dict(zip(levels.values(), v, strict=True)) for v in zip(*values, strict=True)]
 
 
 def forecast_json(version: records.ModelVersion, alias: str, rows: pd.DataFrame) -> dict[str, Any]:
@@ -229,9 +228,8 @@ def forecast_file(rows: pd.DataFrame, fmt: str) -> tuple[bytes, str]:
             "origin": _iso(rows["origin"]),
         }
     )
-    for column in rows.columns:
-        if column.startswith("q") and column[1:].replace(".", "", 1).isdigit():
-            frame[column] = rows[column].to_numpy()  # the quantile forecasts: q0.1, q0.9
+    for column in intervals.columns(rows.columns):
+        frame[column] = rows[column].to_numpy()  # the quantile forecasts: q0.1, q0.9
     if fmt == "csv":
         return frame.to_csv(index=False).encode(), "text/csv; charset=utf-8"
     buf = io.BytesIO()

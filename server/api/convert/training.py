@@ -26,7 +26,7 @@ from server.api.convert.common import (
 )
 from server.api.errors import RequestError
 from storage import features, records
-from trainers import predictions
+from trainers import intervals, predictions
 from trainers.errors import Violation, shown
 from trainers.features import SERIES
 
@@ -184,7 +184,7 @@ def predictions_to_pb(
     values = {name: page[name].to_numpy() for name in ("actual", "predicted", "baseline", "score") if name in page.columns}
     flags = {name: page[name].to_numpy() for name in ("flagged", "label") if name in page.columns}
     series = page[SERIES].to_numpy() if SERIES in page.columns else None
-    bands = {c[1:]: page[c].to_numpy() for c in page.columns if c.startswith("q") and c[1:].replace(".", "", 1).isdigit()}
+    bands = {level: page[c].to_numpy() for c, level in intervals.columns(page.columns).items()}
     for i in range(len(page)):
         point = out.points.add()
         point.timestamp.FromNanoseconds(int(stamps[i]))
