@@ -31,6 +31,7 @@ from storage.errors import FeatureColumnNotFound, FeatureTableNotFound
 from storage.records import ModelVersion
 from storage.tenancy import Scope
 from trainers import algorithms, evaluation, forecasting, intervals, preparation
+from trainers.algorithms.base import Task
 from trainers.errors import DataLoadError, no_rows_in_window
 from trainers.spec import TrainingSpec
 
@@ -45,15 +46,17 @@ class ModelWorker:
     """A Ray actor's state: the versions it loaded last (by artifact file and its stamp)."""
 
     def __init__(self) -> None:
-        self.loaded: collections.OrderedDict[tuple[str, int, int], Loaded] = collections.OrderedDict()
+        self.loaded: collections.OrderedDict[tuple[str, int, int, str], Loaded] = collections.OrderedDict()
 
-    def model(self, spec: TrainingSpec, path: str) -> Loaded:
+    def model(self, spec: TrainingSpec, path: str, task: Task = algorithms.REGRESSION) -> Loaded:
+        """The version at ``path``, loaded for ``task`` (a forecast's is regression; a
+        detector's follows from the rows it scores, as evaluation's does)."""
         stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
+        key = (path, stat.st_mtime_ns, stat.st_size, str(task))
         if key in self.loaded:
             self.loaded.move_to_end(key)
             return self.loaded[key]
-        model = algorithms.get(spec.algorithm).load(Path(path), preparation.choose_task(spec, pd.Series(dtype="float64")))
+        model = algorithms.get(spec.algorithm).load(Path(path), task)
         self.loaded[key] = Loaded(model, intervals.read(Path(path).parent))
         while len(self.loaded) > LOADED_VERSIONS:
             self.loaded.popitem(last=False)
@@ -63,7 +66,10 @@ class ModelWorker:
         return forecast_rows(payload, self.model(payload.spec, payload.artifact_path))
 
     def detect(self, payload: DetectPayload) -> tuple[pd.DataFrame, float]:
-        return detect_rows(payload, self.model(payload.spec, payload.artifact_path).model)
+        spec = payload.spec
+        frame = detect_frame(payload)
+        task = preparation.choose_task(spec, frame[spec.target])  # a 0/1 target: the version is a classifier
+        return evaluation.detect(self.model(spec, payload.artifact_path, task).model, frame, spec, payload.trained_metrics)
 
 
 @dataclass(frozen=True)
@@ -138,9 +144,9 @@ def forecast_rows(payload: ForecastPayload, loaded: Loaded) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def detect_rows(payload: DetectPayload, model: algorithms.FittedModel) -> tuple[pd.DataFrame, float]:
-    """Each row's score and flag in the payload's window, and the threshold: the rows given,
-    or the table's (from as far back as the features look)."""
+def detect_frame(payload: DetectPayload) -> pd.DataFrame:
+    """The rows a detection scores: the rows given, or the table's from as far back as the
+    features look, up to the window's end."""
     spec = payload.spec
     frame = payload.rows
     if frame is None:
@@ -154,7 +160,7 @@ def detect_rows(payload: DetectPayload, model: algorithms.FittedModel) -> tuple[
         raise no_rows_in_window(
             spec.feature_table, spec.training_start, spec.training_end, table=f"features.{spec.feature_table}", tenant_id=payload.tenant_id
         )
-    return evaluation.detect(model, frame, spec, payload.trained_metrics)
+    return frame
 
 
 @dataclass(frozen=True)

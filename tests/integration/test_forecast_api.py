@@ -323,3 +323,25 @@ async def test_quantile_forecasts_through_rest_and_grpc(client, rest):
     stored = {stamp(p.timestamp): p.quantiles["0.9"] for p in kept.points}
     for p in (await client.forecast(version.model_id, origin="2024-03-28T23:00:00")).points:
         assert p.quantiles["0.9"] == pytest.approx(stored[stamp(p.timestamp)], rel=1e-9)
+
+
+async def test_detect_with_a_labelled_classifier_scores_as_training_did(client):
+    # A 0/1 target: the version is a classifier; :detect loads it as one (its task follows from
+    # the rows scored, as :evaluate's does) and gives the scores and flags training kept.
+    from tests.unit.test_anomaly_thresholds import signal_with_incidents
+
+    frame = signal_with_incidents()
+    await client.import_data(T, "incidents", frame.to_csv(index=False).encode())
+    config = {
+        "algorithm": "rf", "hyperparameters": {"n_estimators": 30}, "feature_table": "incidents", "target": "incident",
+        "training_start": "2024-01-01T00:00:00", "training_end": "2024-03-31T23:00:00", "features": ["load", "hour_of_day"],
+    }  # fmt: skip
+    job = await asyncio.wait_for(client.wait((await client.create_job(T, "anomaly", config)).job_id), 120)
+    assert job.status == pb.COMPLETED, job.error
+    (version,) = await client.list_models(T)
+    kept = await client.get_predictions(job.job_id, page_size=10_000)
+    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
+    request = pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat())
+    got = await client._call("DetectModelVersion", request, lambda r: r)
+    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
+    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points] and any(p.flagged for p in got.points)
