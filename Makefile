@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-unit test-cluster chaos protos lint docs docs-serve bench clean-data
+.PHONY: install browser peers run test test-unit test-cluster chaos protos lint docs docs-serve bench clean-data
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -19,6 +19,16 @@ PLUGINS := $(VENV)/.test-plugins
 $(PLUGINS): $(STAMP) tests/plugins/pyproject.toml tests/plugins/aihub_test_preprocessors.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -e tests/plugins
 	touch $(PLUGINS)
+
+# The peers bench/peers compares against (mlforecast, statsforecast), in an interpreter of
+# their own: they need pandas < 3, the service pandas 3 (bench/peers-requirements.txt).
+PEERS := .venv-peers/.installed
+$(PEERS): bench/peers-requirements.txt
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check -r bench/peers-requirements.txt
+	touch $(PEERS)
+
+peers: $(PEERS)
 
 # Debian's Chromium for the browser tests of the web page (tests/e2e/test_web.py), when it is
 # missing and can be installed; they skip, saying why, when it cannot.
@@ -35,7 +45,7 @@ run: install
 # The suite runs in a private network namespace (server/isolation.py): distributed training
 # and the local multi-node Ray cluster open sockets on every interface, which is loopback there.
 # tests/cluster runs in a second pytest process (a Ray driver joins one cluster per process).
-test: install $(PLUGINS) browser
+test: install $(PLUGINS) browser $(PEERS)
 	$(PY) -m server.isolation -- sh -c '$(PY) -m pytest -q && AIHUB_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster'
 
 # The unit tests alone (no PostgreSQL, no Ray, no servers): the inner loop, well under a minute.
@@ -74,7 +84,7 @@ docs: install
 docs-serve: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
-bench: install
+bench: install $(PEERS)
 	$(PY) -m bench.pipeline_overhead
 	$(PY) -m bench.dispatch_latency
 	$(PY) -m bench.api_latency
@@ -86,6 +96,7 @@ bench: install
 	$(PY) -m bench.quality
 	$(PY) -m bench.operations
 	$(PY) -m bench.predictions
+	$(PY) -m bench.peers
 
 clean-data:
 	rm -rf .data

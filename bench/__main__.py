@@ -32,6 +32,7 @@ ALL = [
     "distributed",
     "forecast",
     "anomaly",
+    "peers",
 ]
 SUBPROCESS = {"import_memory", "distributed"}  # a server process of its own; a Ray cluster of its own
 # ... unless the smoke run is already inside the private network namespace (make test): then

@@ -9,6 +9,7 @@ Preparation is in trainers/preparation.py, evaluation in trainers/evaluation.py.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import time
@@ -24,7 +25,7 @@ from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, Level, ModelRegistry, Reporter, Tracker, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
-from trainers.tuning import TrialResult, TrialSetup, best_of
+from trainers.tuning import TrialResult, TrialSetup, best_of, folds, trial_options, whole_range
 
 
 @dataclass(frozen=True)
@@ -144,20 +145,30 @@ class _Trained:
 
 def _search(
     prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter, tuner: Tuner | None
-) -> tuple[TrainingSpec, dict[str, float]]:
-    """Run the hyperparameter search; the spec with the winning hyperparameters, and the
-    search's metrics."""
+) -> tuple[TrainingSpec, dict[str, float], bool]:
+    """Run the hyperparameter search; the spec with the winning hyperparameters (and, for an
+    algorithm that stops early, the rounds the winner's folds chose), the search's metrics,
+    and whether the final model trains on the whole training range."""
     tuning = spec.tuning
     if tuning is None:
-        return spec, {}
+        return spec, {}, False
     if tuner is None:
         raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
+    algorithm = algorithms.get(spec.algorithm)
+    setup = TrialSetup.of(spec.algorithm, spec.hyperparameters, prepared.data, options, tuning)
+    parts = folds(setup.data, tuning.folds)
     space = ", ".join(f"{name} {dim.kind}" for name, dim in (tuning.search_space or {}).items())
+    sampler = "Optuna's TPE" if tuning.sampler == "tpe" else "random sampling"
+    slices = " + ".join(str(len(part.y_tune)) for part in parts)
+    stop = trial_options(setup).early_stopping_rounds
     reporter.log(
         Level.INFO,
-        f"tuning: {tuning.num_trials} trials, {tuning.max_concurrent_trials} at a time, over {space}; "
-        f"each fits on {len(prepared.data.y_train)} rows and is scored by {tuning.metric} on the {len(prepared.data.y_tune)} tune rows",
+        f"tuning: {tuning.num_trials} trials by {sampler}, {tuning.max_concurrent_trials} at a time, over {space}; "
+        f"each scored by {tuning.metric} on {len(parts)} rolling-origin fold(s) of {slices} tune rows, "
+        f"the last ending where validation starts" + (f"; each fold stops after {stop} rounds without a better score" if stop else ""),
     )
+    if len(parts) < tuning.folds:
+        reporter.log(Level.WARNING, f"tuning: the training range holds {len(parts)} of the {tuning.folds} folds asked for")
     done = 0
 
     def on_trial(trial: TrialResult) -> None:
@@ -165,20 +176,32 @@ def _search(
         done += 1
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.params.items()))
         outcome = f"{tuning.metric} {trial.score:.4f}" if trial.score is not None else trial.status
-        reporter.log(Level.INFO, f"tuning: trial {trial.number} ({done}/{tuning.num_trials}): {params} -> {outcome}")
+        rounds = f" at {trial.rounds} rounds" if trial.rounds else ""
+        reporter.log(Level.INFO, f"tuning: trial {trial.number} ({done}/{tuning.num_trials}): {params} -> {outcome}{rounds}")
         reporter.progress(STEP_START["training"] + int(40 * done / tuning.num_trials))
 
-    results = tuner.search(TrialSetup.of(spec.algorithm, spec.hyperparameters, prepared.data, options, tuning), on_trial)
+    results = tuner.search(setup, on_trial)
     try:
         best = best_of(results, tuning)
     except ValueError:
         raise TrainingError(f"tuning: none of the {len(results)} trials completed") from None
     winning = {**spec.hyperparameters, **best.params}
+    # The final model trains on the whole training range, for the winner's rounds. With
+    # quantiles the tune part stays held out: the intervals are calibrated on it.
+    whole = not spec.quantiles and not spec.workers
+    if whole and best.rounds and algorithm.rounds_param:
+        winning[algorithm.rounds_param] = best.rounds
+    how = (
+        f"training on the whole training range{f' for {best.rounds} rounds (the mean of its folds best)' if best.rounds else ''}"
+        if whole
+        else "training on the fit part, the tune part kept for " + ("the quantiles' calibration" if spec.quantiles else "the workers")
+    )
     reporter.log(
-        Level.INFO, f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} on the tune part; training with {winning}"
+        Level.INFO,
+        f"tuning: best trial {best.number}, {tuning.metric} {best.score:.4f} over its folds; {how}, with {winning}",
     )
     search = {"tuning_trials": float(len(results)), "tuning_best_score": float(best.score or 0.0)}
-    return spec.replace(hyperparameters=winning), search
+    return spec.replace(hyperparameters=winning), search, whole
 
 
 def _train(
@@ -206,10 +229,14 @@ def _train(
         batch_size=spec.batch_size,
         use_gpu=spec.use_gpu,
         on_iteration=_IterationReporter(reporter),
-        eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model trains as its trial did
+        eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model watches what its trials did
         on_metrics=_LiveMetrics(reporter, "tune" if len(prepared.data.y_tune) else "fit", tracker),
     )
-    spec, search = _search(prepared, spec, options, reporter, tuner)
+    spec, search, whole = _search(prepared, spec, options, reporter, tuner)
+    data = prepared.data
+    if whole:  # no tune part left to stop on: the winner's rounds are fixed
+        data = whole_range(prepared.data)
+        options = dataclasses.replace(options, early_stopping_rounds=None, on_metrics=_LiveMetrics(reporter, "fit", tracker))
     reporter.log(
         Level.INFO, f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
     )
@@ -218,7 +245,7 @@ def _train(
     if spec.workers and distributor is not None:
         model = _fit_distributed(prepared, spec, options, reporter, distributor)
     else:
-        model = algorithm.fit(prepared.data, spec.hyperparameters, options)
+        model = algorithm.fit(data, spec.hyperparameters, options)
     duration = time.perf_counter() - started
     note = f", best iteration {model.best_iteration}" if model.best_iteration else ""
     if spec.use_gpu and not algorithm.supports_gpu:

@@ -172,8 +172,9 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
         reporter.log(Level.INFO, f"use_sample={spec.use_sample}: training on {keep} sampled rows (seed {spec.random_seed})")
     labels_valid = derived[label_column].to_numpy(dtype="float64")[valid] if label_column else None
     labels_train = derived[label_column].to_numpy(dtype="float64")[train_idx] if label_column else None
-    groups = series.to_numpy()[train_idx] if series is not None and n_series > 1 else None
-    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx], groups)
+    codes = series.to_numpy() if series is not None and n_series > 1 else None
+    groups, tune_groups = (None, None) if codes is None else (codes[train_idx], codes[tune_idx])
+    data = TrainData(x[train_idx], y[train_idx], x[valid], y[valid], inputs, x[tune_idx], y[tune_idx], groups, tune_groups)
     return Prepared(
         data,
         derived,

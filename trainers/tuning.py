@@ -1,7 +1,14 @@
-"""What one trial of a hyperparameter search is, independent of who runs the search: fit on
-the fit part of the training range with the trial's hyperparameters, score on the tune part.
-The validation part is not in a trial's data at all, so the search can never choose on it.
-The search itself (Ray Tune on the cluster) is a port: trainers.ports.Tuner."""
+"""What one trial of a hyperparameter search is, independent of who runs the search: with the
+trial's hyperparameters, fit and score on each rolling-origin fold of the training range
+(:func:`folds`: the tune part, then as many slices of its length before it, each fitted on
+the rows before it) and average the scores. The validation part is not in a trial's data at
+all, so the search can never choose on it. The search itself (Ray Tune on the cluster) is a
+port: trainers.ports.Tuner.
+
+Algorithms that stop early (Algorithm.early_stopping) stop within every fold, after the
+job's ``early_stopping_rounds`` or TRIAL_EARLY_STOPPING rounds without a better tune score,
+and the trial records the mean of the folds' best rounds: the final model trains that many
+rounds on the whole training range (:func:`whole_range`)."""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from trainers import algorithms, metrics
 from trainers.algorithms import FitOptions, TrainData
 from trainers.evaluation import predict_after
 from trainers.spec.tuning import Tuning
+
+TRIAL_EARLY_STOPPING = 50  # rounds without a better tune score that end a fold's fit, when the job sets none
 
 
 def _ignore(done: int, total: int) -> None:
@@ -48,17 +57,108 @@ class TrialResult:
     params: Mapping[str, Any]
     score: float | None  # None: stopped early, or failed
     status: str  # completed, stopped or failed
+    rounds: int | None = None  # the mean best round over the folds, for an algorithm that stops early
 
 
-def run_trial(setup: TrialSetup, params: Mapping[str, Any], report: Callable[[int, float], None] | None = None) -> float:
-    """Train with ``params`` on the fit part and return the tune part's score
-    (``setup.tuning.metric``). ``report(round, score)`` hears the tune score as boosted
+@dataclass(frozen=True)
+class Scored:
+    """A trial's outcome: the mean of its folds' scores, each fold's score, and the mean best
+    round (None: the algorithm does not stop early)."""
+
+    score: float
+    fold_scores: tuple[float, ...]
+    rounds: int | None
+
+
+def _earlier(part: TrainData, sizes: Mapping[Any, int] | int) -> TrainData | None:
+    """The fold before ``part``: its tune slice the last rows of ``part``'s fit rows (``sizes``
+    of them, per series when there are several), fitted on the rest. None when too few are
+    left to fit on (less than twice the slice)."""
+    n = len(part.y_train)
+    if part.train_groups is None:
+        size = int(sizes) if isinstance(sizes, int) else 0
+        if size < 1 or n - size < 2 * size:
+            return None
+        slice_ = np.zeros(n, dtype=bool)
+        slice_[n - size :] = True
+    else:
+        groups = part.train_groups
+        slice_ = np.zeros(n, dtype=bool)
+        for group, size in sizes.items() if isinstance(sizes, Mapping) else ():
+            rows = np.flatnonzero(groups == group)  # in time order within its series
+            if len(rows) - size < 2 * size:
+                return None
+            slice_[rows[len(rows) - size :]] = True
+    keep = ~slice_
+    return dataclasses.replace(
+        part,
+        x_train=part.x_train[keep],
+        y_train=part.y_train[keep],
+        x_tune=part.x_train[slice_],
+        y_tune=part.y_train[slice_],
+        train_groups=None if part.train_groups is None else part.train_groups[keep],
+        tune_groups=None if part.train_groups is None else part.train_groups[slice_],
+    )
+
+
+def folds(data: TrainData, count: int) -> list[TrainData]:
+    """The rolling-origin folds, nearest validation first: the fit and tune parts, then up to
+    ``count - 1`` folds each ending where the one after it starts, with tune slices as long
+    as the tune part (per series). Fewer when the training range is too short for them."""
+    if data.tune_groups is not None:
+        values, counts = np.unique(data.tune_groups, return_counts=True)
+        sizes: Mapping[Any, int] | int = {v: int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    else:
+        sizes = len(data.y_tune)
+    out = [data]
+    while len(out) < count and (earlier := _earlier(out[-1], sizes)) is not None:
+        out.append(earlier)
+    return out
+
+
+def trial_options(setup: TrialSetup) -> FitOptions:
+    """A trial's fit options: the search's metric, and early stopping for an algorithm that
+    can (the job's rounds, else TRIAL_EARLY_STOPPING)."""
+    algorithm = algorithms.get(setup.algorithm)
+    stop = setup.options.early_stopping_rounds or (TRIAL_EARLY_STOPPING if algorithm.early_stopping else None)
+    return dataclasses.replace(setup.options, eval_metric=setup.tuning.metric, early_stopping_rounds=stop)
+
+
+def run_trial(setup: TrialSetup, params: Mapping[str, Any], report: Callable[[int, float], None] | None = None) -> Scored:
+    """Train with ``params`` on each fold and score its tune slice by ``setup.tuning.metric``;
+    the mean decides. ``report(round, score)`` hears the nearest fold's tune score as boosted
     trees train, so that a scheduler may stop a trial that falls behind."""
     algorithm = algorithms.get(setup.algorithm)
-    options = dataclasses.replace(setup.options, eval_metric=setup.tuning.metric, on_score=report)
-    model = algorithm.fit(setup.data, {**setup.fixed, **params}, options)
-    pred = predict_after(model, setup.data.x_train, setup.data.x_tune)
-    return metrics.regression(setup.data.y_tune, pred)[setup.tuning.metric]
+    options = trial_options(setup)
+    scores: list[float] = []
+    best: list[int | None] = []
+    for k, part in enumerate(folds(setup.data, setup.tuning.folds)):
+        model = algorithm.fit(part, {**setup.fixed, **params}, dataclasses.replace(options, on_score=report if k == 0 else None))
+        pred = predict_after(model, part.x_train, part.x_tune)
+        scores.append(float(metrics.regression(part.y_tune, pred)[setup.tuning.metric]))
+        best.append(model.best_iteration)
+    rounds = None
+    if algorithm.rounds_param and options.early_stopping_rounds and all(b for b in best):
+        rounds = max(1, round(float(np.mean([b or 0 for b in best]))))
+    return Scored(float(np.mean(scores)), tuple(scores), rounds)
+
+
+def whole_range(data: TrainData) -> TrainData:
+    """The fit and tune parts as one fit part (per series in time order), with no tune part:
+    what the final model of a search trains on."""
+    if not len(data.y_tune):
+        return data
+    x = np.concatenate([data.x_train, data.x_tune])
+    y = np.concatenate([data.y_train, data.y_tune])
+    groups = None
+    if data.train_groups is not None and data.tune_groups is not None:
+        groups = np.concatenate([data.train_groups, data.tune_groups])
+        order = np.argsort(groups, kind="stable")  # series by series, each in time order
+        x, y, groups = x[order], y[order], groups[order]
+    width = x.shape[1]
+    return dataclasses.replace(
+        data, x_train=x, y_train=y, x_tune=np.empty((0, width)), y_tune=np.empty(0), train_groups=groups, tune_groups=None
+    )
 
 
 def best_of(results: list[TrialResult], tuning: Tuning) -> TrialResult:

@@ -2,9 +2,11 @@
 
 Every trial runs trainers.tuning.run_trial in its own Ray worker with the job's CPUs; the
 trial data (fit and tune parts, never the validation part) goes to the object store once
-(``tune.with_parameters``), not to each trial. Boosted trees report their tune score every
-few rounds, so ASHA can stop a trial that falls behind (``stop_bad_trials``); other
-algorithms report once, at the end. Sampling is seeded by the job's random_seed.
+(``tune.with_parameters``), not to each trial. Trials are drawn by Optuna's TPE sampler
+through Ray Tune's OptunaSearch (``"sampler": "random"``: Tune's BasicVariantGenerator),
+at most ``max_concurrent_trials`` at once. Boosted trees report their nearest fold's tune
+score every few rounds, so ASHA can stop a trial that falls behind (``stop_bad_trials``);
+other algorithms report once, at the end. Sampling is seeded by the job's random_seed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from trainers.spec.tuning import Dimension
 from trainers.tuning import TrialResult, TrialSetup, run_trial
 
 log = logging.getLogger(__name__)
+TPE_STARTUP = 8  # random trials before TPE models the scores (Optuna's default is 10; searches here are short)
 MAX_REPORTS = 100_000 // SCORE_EVERY + 2  # the longest boosted run (n_estimators <= 100,000), and its final report
 
 
@@ -44,8 +47,8 @@ def _trainable(config: Mapping[str, Any], setup: TrialSetup) -> None:
     def report(done: int, score: float) -> None:
         tune.report({"score": score, "rounds": done, "final": False})
 
-    score = run_trial(setup, config, report if algorithms.get(setup.algorithm).scores_rounds else None)
-    tune.report({"score": score, "final": True})
+    scored = run_trial(setup, config, report if algorithms.get(setup.algorithm).scores_rounds else None)
+    tune.report({"score": scored.score, "final": True, "best_rounds": scored.rounds or 0})
 
 
 def _number(trial_id: str) -> int:
@@ -59,7 +62,8 @@ def _result(trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any] | 
     if error:
         return TrialResult(_number(trial_id), params, None, "failed")
     if last and last.get("final"):
-        return TrialResult(_number(trial_id), params, float(last["score"]), "completed")
+        rounds = int(last.get("best_rounds") or 0) or None
+        return TrialResult(_number(trial_id), params, float(last["score"]), "completed", rounds)
     return TrialResult(_number(trial_id), params, None, "stopped early")
 
 
@@ -106,7 +110,6 @@ class RayTuner:
     def search(self, setup: TrialSetup, on_trial: Callable[[TrialResult], None]) -> list[TrialResult]:
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search import BasicVariantGenerator
 
         tuning = setup.tuning
         seen: list[TrialResult] = []
@@ -126,7 +129,7 @@ class RayTuner:
                     metric="score",
                     mode=tuning.mode,
                     scheduler=scheduler,
-                    search_alg=BasicVariantGenerator(max_concurrent=tuning.max_concurrent_trials, random_state=self.seed),
+                    search_alg=self._sampler(tuning.sampler, tuning.mode, tuning.max_concurrent_trials),
                     time_budget_s=tuning.time_budget_seconds,
                 ),
                 run_config=tune.RunConfig(storage_path=storage, name="search", verbose=0, log_to_file=False, callbacks=[ended]),
@@ -137,3 +140,18 @@ class RayTuner:
         if len(seen) < len(grid):
             log.warning("tuning: %d of %d trials were not reported as they ended", len(grid) - len(seen), len(grid))
         return sorted(seen, key=lambda r: r.number)
+
+    def _sampler(self, name: str, mode: str, concurrency: int) -> Any:
+        """Ray Tune's search algorithm for ``name``: OptunaSearch with a seeded TPE sampler
+        (the first trials random, then drawn where the completed ones scored best), limited
+        to ``concurrency`` trials at once; or the seeded random generator."""
+        from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+        if name == "random":
+            return BasicVariantGenerator(max_concurrent=concurrency, random_state=self.seed)
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is the job's log, not Optuna's
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=TPE_STARTUP, multivariate=True)
+        return ConcurrencyLimiter(OptunaSearch(metric="score", mode=mode, sampler=sampler), max_concurrent=concurrency)

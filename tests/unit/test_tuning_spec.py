@@ -13,7 +13,7 @@ from trainers import spec as specs
 from trainers.algorithms import FitOptions, TrainData
 from trainers.errors import ConfigValidationError
 from trainers.spec.tuning import Tuning
-from trainers.tuning import TrialSetup, run_trial
+from trainers.tuning import TRIAL_EARLY_STOPPING, TrialSetup, folds, run_trial, trial_options, whole_range
 
 SPACE = {"learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.3}, "max_depth": {"type": "randint", "lower": 3, "upper": 9}}
 
@@ -60,18 +60,61 @@ def test_a_trial_never_sees_the_validation_part():
     x, y = rng.normal(size=(300, 3)), rng.normal(size=300)
     data = TrainData(x[:200], y[:200], x[270:], y[270:], ("a", "b", "c"), x[200:270], y[200:270])
     options = FitOptions("regression", 42, None, 1, None, False, lambda done, total: None)
-    tuning = Tuning.model_validate({"num_trials": 2, "search_space": {"num_leaves": {"type": "choice", "values": [4, 8]}}})
+    space = {"num_leaves": {"type": "choice", "values": [4, 8]}}
+    tuning = Tuning.model_validate({"num_trials": 2, "folds": 1, "search_space": space})
     setup = TrialSetup.of("lgbm", {"n_estimators": 20}, data, options, tuning)
     assert setup.data.x_valid.shape == (0, 3) and len(setup.data.y_valid) == 0
     assert np.array_equal(setup.data.x_tune, x[200:270])
     reports: list[tuple[int, float]] = []
-    score = run_trial(setup, {"num_leaves": 4}, lambda done, value: reports.append((done, value)))
-    # Every 10 rounds the trial reports its tune score in the metric's own units: the last
-    # report is the trial's score, which is the MAE of the model on the tune part.
-    model = algorithms.get("lgbm").fit(setup.data, {"n_estimators": 20, "num_leaves": 4}, options)
+    scored = run_trial(setup, {"num_leaves": 4}, lambda done, value: reports.append((done, value)))
+    # Every 10 rounds the trial reports its tune score in the metric's own units: the score
+    # is the MAE on the tune part of the model at its best round (it stops early).
+    trial = trial_options(setup)
+    assert trial.early_stopping_rounds == TRIAL_EARLY_STOPPING and trial.eval_metric == "mae"
+    model = algorithms.get("lgbm").fit(setup.data, {"n_estimators": 20, "num_leaves": 4}, trial)
     tune_mae = float(np.mean(np.abs(model.predict(x[200:270]) - y[200:270])))
     assert [done for done, _ in reports] == [10, 20]
-    assert score == pytest.approx(tune_mae, rel=1e-9) and reports[-1][1] == pytest.approx(tune_mae, rel=1e-6)
+    assert scored.score == pytest.approx(tune_mae, rel=1e-9) and scored.rounds == model.best_iteration
+
+
+def test_a_trial_is_the_mean_of_rolling_origin_folds_that_end_where_validation_starts():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(600, 3)), rng.normal(size=600)
+    data = TrainData(x[:450], y[:450], x[550:], y[550:], ("a", "b", "c"), x[450:550], y[450:550])
+    parts = folds(data, 3)
+    # Nearest validation first; each slice as long as the tune part, ending where the next starts.
+    assert [len(p.y_tune) for p in parts] == [100, 100, 100]
+    assert np.array_equal(parts[1].x_tune, x[350:450]) and np.array_equal(parts[1].x_train, x[:350])
+    assert np.array_equal(parts[2].x_tune, x[250:350]) and np.array_equal(parts[2].x_train, x[:250])
+    assert len(folds(data, 5)) == 3  # a fourth would fit on 150 rows, fewer than twice its slice
+    options = FitOptions("regression", 42, None, 1, None, False, lambda done, total: None)
+    tuning = Tuning.model_validate({"num_trials": 2, "folds": 3, "search_space": {"num_leaves": {"type": "choice", "values": [4]}}})
+    setup = TrialSetup.of("lgbm", {"n_estimators": 30}, data, options, tuning)
+    scored = run_trial(setup, {"num_leaves": 4})
+    lgbm, trial = algorithms.get("lgbm"), trial_options(setup)
+    by_hand, best = [], []
+    for part in parts:
+        model = lgbm.fit(part, {"n_estimators": 30, "num_leaves": 4}, trial)
+        by_hand.append(float(np.mean(np.abs(model.predict(part.x_tune) - part.y_tune))))
+        best.append(model.best_iteration)
+    assert scored.fold_scores == pytest.approx(by_hand, rel=1e-9) and scored.score == pytest.approx(np.mean(by_hand), rel=1e-9)
+    assert scored.rounds == max(1, round(float(np.mean(best))))
+
+
+def test_folds_and_the_whole_range_keep_each_series_in_time_order():
+    # Two series (rows ordered by series, then time); each fold's slice is the series' own last rows.
+    x = np.arange(40, dtype=float).reshape(20, 2)
+    y = np.arange(20, dtype=float)
+    groups = np.array([0] * 8 + [1] * 8)
+    data = TrainData(
+        x[np.r_[0:8, 10:18]], y[np.r_[0:8, 10:18]], x[:0], y[:0], ("a", "b"),
+        x[np.r_[8:10, 18:20]], y[np.r_[8:10, 18:20]], groups, np.array([0, 0, 1, 1]),
+    )  # fmt: skip
+    earlier = folds(data, 2)[1]
+    assert earlier.y_tune.tolist() == [6, 7, 16, 17] and earlier.y_train.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    whole = whole_range(data)
+    assert whole.y_train.tolist() == list(range(10)) + list(range(10, 20)) and len(whole.y_tune) == 0
+    assert whole.train_groups is not None and whole.train_groups.tolist() == [0] * 10 + [1] * 10
 
 
 def test_a_search_without_a_space_searches_the_algorithms_own_written_in():

@@ -143,6 +143,7 @@ class TrainData:
     # The series of each training row (rows are ordered by series, then time), when there
     # are several: a window of context never spans two series. None: one series.
     train_groups: np.ndarray | None = None
+    tune_groups: np.ndarray | None = None  # the same for the tune rows
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ class Algorithm(Protocol):
     params: Mapping[str, Param]
     tasks: frozenset[str]
     early_stopping: bool = False  # stops on the tune part (early_stopping_rounds applies)
+    rounds_param: str = ""  # the hyperparameter that counts its rounds or epochs, when it stops early
     unlabelled_task: Task = REGRESSION  # anomaly detection on a signal, not a 0/1 label: score the residual
     supports_gpu: bool = False  # trains on a GPU when use_gpu asks and the node has one
     minibatch: bool = False  # trains in mini-batches (training_options.batch_size applies)

@@ -105,6 +105,7 @@ class LightGBM(Algorithm):
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
+    rounds_param = "n_estimators"
     scores_rounds = True
     data_parallel = LIGHTGBM_NETWORK
     bin_sample = BIN_SAMPLE

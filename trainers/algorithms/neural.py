@@ -185,6 +185,7 @@ class NeuralModel:
 class Neural(Algorithm):
     library = "torch._dynamo"  # torch, and what its optimisers import on their first use
     early_stopping = True
+    rounds_param = "epochs"
     supports_gpu = True
     minibatch = True
     data_parallel = TORCH_DDP

@@ -110,6 +110,7 @@ class XGBoost(Algorithm):
     params = PARAMS
     tasks = frozenset({REGRESSION, CLASSIFICATION})
     early_stopping = True
+    rounds_param = "n_estimators"
     scores_rounds = True
     data_parallel = XGBOOST_COLLECTIVE
 

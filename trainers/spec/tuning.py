@@ -6,8 +6,10 @@ checked against the algorithm's own parameter ranges.
                                 "num_leaves": {"type": "randint", "lower": 15, "upper": 127},
                                 "n_estimators": {"type": "choice", "values": [200, 500, 1000]}}}
 
-``randint`` includes both bounds. A trial fits on the fit part of the training range and is
-scored on the tune part; the validation part is never seen while searching.
+``randint`` includes both bounds. Trials are drawn by Optuna's TPE (``"sampler": "random"``
+for plain random sampling). A trial is scored on ``folds`` rolling-origin tune slices (the
+last one the tune part, each earlier one as long and just before it), each fitted on the
+rows before its slice; the validation part is never seen while searching.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MAX_TRIALS = 100
 MAX_CHOICES = 50
 DEFAULT_TRIALS = 16
 DEFAULT_CONCURRENCY = 2
+SAMPLERS = ("tpe", "random")  # Optuna's TPE (model-based, the default) or plain random sampling
+MAX_FOLDS = 5
+DEFAULT_FOLDS = 3  # rolling-origin tune slices a trial is scored on, averaged
 _KIND_REASON = f'must be an object with "type": one of {", ".join(KINDS)}'
 
 
@@ -108,6 +113,11 @@ class Tuning(Section):
     stop_bad_trials: Annotated[bool, Flag] = True
     # stop starting trials after this long (the guide's time-constrained training); None: num_trials only
     time_budget_seconds: Annotated[int | None, Whole(10, MAX_BUDGET_SECONDS, unit="seconds", nullable=True)] = None
+    # how the next trial's hyperparameters are drawn: tpe (Optuna's model-based sampler) or random
+    sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe"
+    # rolling-origin folds: a trial is scored on this many consecutive tune slices, the last
+    # ending where validation starts, each fitted on everything before it; the mean decides
+    folds: Annotated[int, Whole(1, MAX_FOLDS)] = DEFAULT_FOLDS
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -172,7 +172,7 @@ class DataChecks(_message.Message):
     def __init__(self, max_gap_ratio: _Optional[float] = ..., target_min: _Optional[float] = ..., target_max: _Optional[float] = ..., fail_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Tuning(_message.Message):
-    __slots__ = ("num_trials", "max_concurrent_trials", "metric", "mode", "search_space", "stop_bad_trials", "time_budget_seconds")
+    __slots__ = ("num_trials", "max_concurrent_trials", "metric", "mode", "search_space", "stop_bad_trials", "time_budget_seconds", "sampler", "folds")
     NUM_TRIALS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_TRIALS_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,8 @@ class Tuning(_message.Message):
     SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
     STOP_BAD_TRIALS_FIELD_NUMBER: _ClassVar[int]
     TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
     num_trials: int
     max_concurrent_trials: int
     metric: str
@@ -187,7 +189,9 @@ class Tuning(_message.Message):
     search_space: _struct_pb2.Struct
     stop_bad_trials: bool
     time_budget_seconds: int
-    def __init__(self, num_trials: _Optional[int] = ..., max_concurrent_trials: _Optional[int] = ..., metric: _Optional[str] = ..., mode: _Optional[str] = ..., search_space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stop_bad_trials: _Optional[bool] = ..., time_budget_seconds: _Optional[int] = ...) -> None: ...
+    sampler: str
+    folds: int
+    def __init__(self, num_trials: _Optional[int] = ..., max_concurrent_trials: _Optional[int] = ..., metric: _Optional[str] = ..., mode: _Optional[str] = ..., search_space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stop_bad_trials: _Optional[bool] = ..., time_budget_seconds: _Optional[int] = ..., sampler: _Optional[str] = ..., folds: _Optional[int] = ...) -> None: ...
 
 class Backtest(_message.Message):
     __slots__ = ("folds", "horizon_hours")
