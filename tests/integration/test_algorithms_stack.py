@@ -22,7 +22,15 @@ HP = {
     "mlp": {"epochs": 10, "hidden_sizes": [16]},
     "lstm": {"epochs": 3, "lookback": 12, "hidden_size": 8},
 }
-SUFFIX = {"lgbm": ".txt", "xgboost": ".json", "rf": ".skops", "mlp": ".safetensors", "lstm": ".safetensors", "isolation_forest": ".skops"}
+SUFFIX = {
+    "lgbm": ".txt",
+    "xgboost": ".json",
+    "rf": ".skops",
+    "mlp": ".safetensors",
+    "lstm": ".safetensors",
+    "isolation_forest": ".skops",
+    "ecod": ".safetensors",
+}
 
 
 async def test_every_algorithm_runs_as_a_job(client, app, demo_frame):
@@ -61,6 +69,13 @@ async def test_every_algorithm_runs_as_a_job(client, app, demo_frame):
             features=["load_lag_1", "hour_of_day"],
             label_column="is_anomaly",
             **window,
+        ),
+    )
+    jobs[("ecod", "anomaly")] = await client.create_job(
+        "acme-corp",
+        "anomaly",
+        tiny_config(
+            model_type="anomaly", algorithm="ecod", hyperparameters={}, target="load", features=[], label_column="is_anomaly", **window
         ),
     )
     done = dict(zip(jobs, await asyncio.wait_for(asyncio.gather(*(client.wait(j.job_id) for j in jobs.values())), 600)))

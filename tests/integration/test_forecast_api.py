@@ -287,13 +287,14 @@ async def test_a_job_on_a_local_clock_with_fahrenheit_bases_over_rest(client, re
     assert [p.forecast for p in got.points] == pytest.approx([stored[stamp(p.timestamp)] for p in got.points], rel=1e-9)
 
 
-async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_over_rest(client, rest):
+@pytest.mark.parametrize(("algorithm", "hp"), [("isolation_forest", {"n_estimators": 50}), ("ecod", {})])
+async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_over_rest(client, rest, algorithm, hp):
     from tests.unit.test_anomaly_thresholds import signal_with_incidents
 
     frame = signal_with_incidents()
     await client.import_data(T, "sensor", frame.to_csv(index=False).encode())
     config = {
-        "algorithm": "isolation_forest", "hyperparameters": {"n_estimators": 50}, "feature_table": "sensor", "target": "load",
+        "algorithm": algorithm, "hyperparameters": hp, "feature_table": "sensor", "target": "load",
         "training_start": "2024-01-01T00:00:00", "training_end": "2024-03-31T23:00:00", "features": [], "label_column": "incident",
         "threshold": {"method": "contamination", "value": 0.01},
     }  # fmt: skip
@@ -305,6 +306,14 @@ async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_
     assert m["windows_caught"] == m["windows_total"] >= 1 and "detection_delay_hours_median" in m and "flag_rate_ratio" in m
     shown = (await http("GET", f"{rest}/ai/training/jobs/{job.job_id}")).json()["config"]
     assert shown["threshold"] == {"method": "contamination", "value": 0.01} and shown.get("features", []) == []
+    # The version detects as training scored: the same scores and flags over the validation window.
+    (version,) = [v for v in await client.list_models(T) if v.algorithm == algorithm]
+    kept = await client.get_predictions(job.job_id, page_size=10_000)
+    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
+    request = pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat())
+    got = await client._call("DetectModelVersion", request, lambda r: r)
+    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
+    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points] and any(p.flagged for p in got.points)
 
 
 async def test_quantile_forecasts_through_rest_and_grpc(client, rest):

@@ -19,6 +19,7 @@ FAST = {
     "mlp": {"epochs": 15, "hidden_sizes": [32]},
     "lstm": {"epochs": 8, "lookback": 12, "hidden_size": 16, "learning_rate": 0.01},
     "isolation_forest": {"n_estimators": 50},
+    "ecod": {},
 }
 FEATURES = ["temperature", "humidity", "hour_of_day", "day_of_week", "load_lag_1", "load_lag_24"]
 

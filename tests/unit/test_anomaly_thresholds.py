@@ -92,3 +92,34 @@ def test_the_value_alone_with_contamination_catches_every_incident(tmp_path):
     result = pipeline.run(specs.build(config), data=FrameSource(frame), reporter=reporter, registry=FolderRegistry(tmp_path / "b"))
     assert result.metrics["flag_rate_ratio"] > 2.0
     assert [line for level, line in reporter.lines if level == "WARNING" and "may not transfer" in line]
+
+
+def test_ecod_scores_a_row_the_same_alone_or_in_a_batch_and_finds_the_incidents(tmp_path):
+    # ECOD's distributions are the training rows', fixed at fit (PyOD's re-estimate them with
+    # each batch scored, so a row's score would depend on its neighbours in the request).
+    from trainers import algorithms
+    from trainers.algorithms import FitOptions, TrainData
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 2))
+    ecod = algorithms.get("ecod")
+    model = ecod.fit(
+        TrainData(x, np.zeros(2000), x[:0], np.zeros(0), ("a", "b")),
+        {},
+        FitOptions("reconstruction", 1, None, 1, None, False, lambda d, t: None),
+    )
+    batch = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, -4.0], [4.0, 4.0]])
+    together = model.predict(batch)
+    alone = np.array([model.predict(row[None, :])[0] for row in batch])
+    assert np.array_equal(together, alone)
+    assert together[0] < together[1] and together[0] < together[2] and together[3] == together.max()
+    model.save(tmp_path)
+    assert np.array_equal(ecod.load(tmp_path / "model.safetensors", "reconstruction").predict(batch), together)
+    # Through the pipeline, on the value alone with the contamination rate: every incident caught.
+    frame = signal_with_incidents()
+    config = {**ANOMALY, "algorithm": "ecod", "hyperparameters": {}, "features": [], "label_column": "incident",
+              "threshold": {"method": "contamination", "value": 0.01}}  # fmt: skip
+    m = pipeline.run(
+        specs.build(config), data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry(tmp_path / "j")
+    ).metrics
+    assert m["windows_total"] >= 1 and m["windows_caught"] == m["windows_total"], m
