@@ -5,12 +5,19 @@ runs) against scikit-learn's IsolationForest on the raw value alone with contami
 the label rate, scored on the same validation rows (the last 30 %): point-wise F1 and the
 incident windows caught.
 
-    python -m bench.anomaly [--seeds 3] [--days 180]
+And on a real labelled series a PyPI package ships: aeon's KDD-TSAD 135 (UCR anomaly
+archive, "InternalBleeding16": a patient's heart rate, 7,501 points, one labelled incident of
+12 points), read from the aeon installed in .venv-peers (``make peers``; aeon needs pandas
+< 3.1). Its points are taken as hours; validation is its second half (the incident is at
+points 4,187..4,198); the contamination of both detectors is the series' label rate.
+
+    python -m bench.anomaly [--seeds 3] [--days 180] [--no-public]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -54,10 +61,12 @@ CONTEXT = ["temperature", "hour_of_day", "day_of_week", "load_lag_24", "load_lag
 RESIDUAL = {"algorithm": "lgbm", "hyperparameters": {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31}}
 
 
-def ours(frame: pd.DataFrame, features: list[str], threshold: dict | None, root: Path, **algorithm: object) -> dict[str, float]:
+def ours(
+    frame: pd.DataFrame, features: list[str], threshold: dict | None, root: Path, split: float = SPLIT, **algorithm: object
+) -> dict[str, float]:
     config = {
         "model_type": "anomaly", "algorithm": "isolation_forest", "hyperparameters": {"n_estimators": 200}, "target": "load", **algorithm,
-        "features": features, "label_column": "incident", "validation_split": SPLIT, "random_seed": 42,
+        "features": features, "label_column": "incident", "validation_split": split, "random_seed": 42,
         "training_start": f"{frame['timestamp'].min():%Y-%m-%dT%H:%M:%S}", "training_end": f"{frame['timestamp'].max():%Y-%m-%dT%H:%M:%S}",
         **({"threshold": threshold} if threshold else {}),
     }  # fmt: skip
@@ -65,9 +74,25 @@ def ours(frame: pd.DataFrame, features: list[str], threshold: dict | None, root:
     return dict(result.metrics)
 
 
-def plain(frame: pd.DataFrame, rate: float) -> dict[str, float]:
+PEERS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
+KDD_135 = "datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv"
+PUBLIC_SPLIT = 0.5
+
+
+def public() -> pd.DataFrame:
+    """aeon's KDD-TSAD 135 series, its points as hours from 2024-01-01."""
+    where = "import importlib.util as u; print(u.find_spec('aeon').submodule_search_locations[0])"
+    done = subprocess.run([str(PEERS_PYTHON), "-c", where], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"aeon is not in {PEERS_PYTHON} (`make peers` installs it): {done.stderr[-500:]}")
+    raw = pd.read_csv(Path(done.stdout.strip()) / KDD_135)
+    stamps = pd.date_range("2024-01-01", periods=len(raw), freq="h", tz="UTC")
+    return pd.DataFrame({"timestamp": stamps, "load": raw["value"].astype(float), "incident": raw["is_anomaly"].astype(float)})
+
+
+def plain(frame: pd.DataFrame, rate: float, split: float = SPLIT) -> dict[str, float]:
     """The three-line script: IsolationForest on the value alone, contamination = the rate."""
-    cut = int(len(frame) * (1 - SPLIT))
+    cut = int(len(frame) * (1 - split))
     train, valid = frame.iloc[:cut], frame.iloc[cut:]
     model = IsolationForest(n_estimators=200, contamination=rate, random_state=42).fit(train[["load"]])
     flagged = model.predict(valid[["load"]]) == -1
@@ -78,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--days", type=int, default=180)
+    ap.add_argument("--no-public", action="store_true", help="leave out the public labelled series (aeon's KDD-TSAD 135)")
     a = ap.parse_args(argv)
     print(f"anomaly: {a.days} days hourly, incidents every 3-7 days (2-8 h); validation: the last {SPLIT:.0%}; mean over {a.seeds} seeds")
     rows: dict[str, list[dict[str, float]]] = {}
@@ -90,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                 "plain IsolationForest, value alone, contamination = label rate": plain(frame, rate),
                 "ours: isolation_forest, value alone, default threshold (p99)": ours(frame, [], None, Path(tmp) / "a"),
                 "ours: isolation_forest, value alone, contamination": ours(frame, [], contamination, Path(tmp) / "b"),
+                "ours: ecod, value alone, contamination": ours(
+                    frame, [], contamination, Path(tmp) / "e", algorithm="ecod", hyperparameters={}
+                ),
                 "ours: lgbm residual (weather, calendar, lags), contamination": ours(
                     frame, CONTEXT, contamination, Path(tmp) / "c", **RESIDUAL
                 ),
@@ -104,10 +133,39 @@ def main(argv: list[str] | None = None) -> None:
         }
         caught = f"{mean['windows_caught']:4.1f}/{mean['windows_total']:<4.1f}"
         print(f"{name:66} {mean['f1']:6.3f} {mean['precision']:9.3f} {mean['recall']:6.3f} {caught:>9}")
+    if not a.no_public:
+        public_table()
+
+
+def public_table() -> None:
+    frame = public()
+    rate = float(frame["incident"].mean())
+    print()
+    print(f"anomaly, public: aeon's KDD-TSAD 135 (heart rate, {len(frame)} points as hours, label rate {rate:.2%})")
+    print("  validation: its second half")
+    contamination = {"method": "contamination", "value": rate}
+    lags = ["load_lag_1", "load_lag_2", "load_lag_24"]
+    with tempfile.TemporaryDirectory(prefix="aihub-anomaly-") as tmp:
+        runs = {
+            "plain IsolationForest, value alone, contamination = label rate": plain(frame, rate, PUBLIC_SPLIT),
+            "ours: isolation_forest, value alone, contamination": ours(frame, [], contamination, Path(tmp) / "a", PUBLIC_SPLIT),
+            "ours: isolation_forest, value alone, default threshold (p99)": ours(frame, [], None, Path(tmp) / "b", PUBLIC_SPLIT),
+            "ours: ecod, value alone, contamination": ours(
+                frame, [], contamination, Path(tmp) / "e", PUBLIC_SPLIT, algorithm="ecod", hyperparameters={}
+            ),
+            "ours: lgbm residual (lags 1, 2, 24 h), contamination": ours(
+                frame, lags, contamination, Path(tmp) / "c", PUBLIC_SPLIT, **RESIDUAL
+            ),
+        }
+    print(f"{'detector':66} {'F1':>6} {'precision':>9} {'recall':>6} {'caught':>9} {'delay h':>8}")
+    for name, m in runs.items():
+        caught = f"{m.get('windows_caught', 0):.0f}/{m.get('windows_total', 0):.0f}"
+        delay = m.get("detection_delay_hours_median", float("nan"))
+        print(f"{name:66} {m['f1']:6.3f} {m['precision']:9.3f} {m['recall']:6.3f} {caught:>9} {delay:8.1f}")
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
-SMOKE = ["--seeds", "1", "--days", "60"]
+SMOKE = ["--seeds", "1", "--days", "60"]  # and the public series (7,501 rows)
 
 if __name__ == "__main__":
     main()
