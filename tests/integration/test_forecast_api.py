@@ -287,6 +287,16 @@ async def test_a_job_on_a_local_clock_with_fahrenheit_bases_over_rest(client, re
     assert [p.forecast for p in got.points] == pytest.approx([stored[stamp(p.timestamp)] for p in got.points], rel=1e-9)
 
 
+async def detects_as_training_kept(client, job, version) -> None:
+    """:detect over the job's validation window gives the scores and flags training kept."""
+    kept = await client.get_predictions(job.job_id, page_size=10_000)
+    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
+    request = pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat())
+    got = await client._call("DetectModelVersion", request, lambda r: r)
+    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
+    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points] and any(p.flagged for p in got.points)
+
+
 @pytest.mark.parametrize(("algorithm", "hp"), [("isolation_forest", {"n_estimators": 50}), ("ecod", {})])
 async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_over_rest(client, rest, algorithm, hp):
     from tests.unit.test_anomaly_thresholds import signal_with_incidents
@@ -308,12 +318,7 @@ async def test_an_anomaly_job_on_the_value_alone_with_a_contamination_threshold_
     assert shown["threshold"] == {"method": "contamination", "value": 0.01} and shown.get("features", []) == []
     # The version detects as training scored: the same scores and flags over the validation window.
     (version,) = [v for v in await client.list_models(T) if v.algorithm == algorithm]
-    kept = await client.get_predictions(job.job_id, page_size=10_000)
-    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
-    request = pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat())
-    got = await client._call("DetectModelVersion", request, lambda r: r)
-    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
-    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points] and any(p.flagged for p in got.points)
+    await detects_as_training_kept(client, job, version)
 
 
 async def test_quantile_forecasts_through_rest_and_grpc(client, rest):
@@ -348,9 +353,4 @@ async def test_detect_with_a_labelled_classifier_scores_as_training_did(client):
     job = await asyncio.wait_for(client.wait((await client.create_job(T, "anomaly", config)).job_id), 120)
     assert job.status == pb.COMPLETED, job.error
     (version,) = await client.list_models(T)
-    kept = await client.get_predictions(job.job_id, page_size=10_000)
-    start, end = stamp(kept.points[0].timestamp), stamp(kept.points[-1].timestamp)
-    request = pb.DetectModelVersionRequest(model_id=version.model_id, start=start.isoformat(), end=end.isoformat())
-    got = await client._call("DetectModelVersion", request, lambda r: r)
-    assert [p.score for p in got.points] == pytest.approx([p.score for p in kept.points], rel=1e-9)
-    assert [p.flagged for p in got.points] == [p.flagged for p in kept.points] and any(p.flagged for p in got.points)
+    await detects_as_training_kept(client, job, version)
