@@ -406,6 +406,8 @@ WEEKLY = {"schedule": "0 2 * * 0", "tenant_id": "acme-corp", "model_type": "fore
         ("/ai/training/schedules", {**WEEKLY, "cron_tz": "x"}, "cron_tz"),
         ("/ai/training/schedules", {**WEEKLY, "timezone": "Nowhere/City"}, "timezone"),
         ("/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": "http://127.0.0.1:5432/"}, "url"),
+        ("/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": "http://[::1/"}, "url"),  # a 500 before
+        ("/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": "http://100.64.0.1/"}, "url"),  # CGNAT
     ],
 )
 async def test_bad_schedule_and_alert_bodies_are_400_naming_the_field(rest, path, body, field):
