@@ -29,6 +29,8 @@ from storage.tenancy import feature_schema, scope_of
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = ("tenant_id", "series_id", "timestamp")
+# PostgreSQL's system columns: every table has them, so no value column may take their names.
+SYSTEM_COLUMNS = frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "oid"})
 SERIES = "series_id"  # optional: several series (meters, feeders) in one table, text ids
 MAX_VALUE_COLUMNS = 200  # per table and tenant
 CHUNK_ROWS = 100_000  # rows parsed and written at a time by an import
@@ -49,6 +51,8 @@ def check_identifier(name: str, what: str) -> str:
             f"{what} {name!r} is not a valid name: lower-case letters, digits and _, starting with a letter or _",
             field=what,
         )
+    if what == "column" and name in SYSTEM_COLUMNS:
+        raise InvalidFeatureData(f"column {name!r} is the name of a PostgreSQL system column: rename it", field=what)
     return name
 
 

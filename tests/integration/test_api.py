@@ -111,6 +111,8 @@ async def test_import_csv_and_parquet_then_train(client):
         (b"time,load\n2024-01-01,1\n", "data", "no 'timestamp' column"),
         (b"timestamp,load\n2024-01-01T00:00:00,abc\n", "load", "non-numeric"),
         (b"timestamp,Load Value\n2024-01-01T00:00:00,1\n", "column", "not a valid name"),
+        (b"timestamp,xmin\n2024-01-01T00:00:00,1\n", "column", "PostgreSQL system column"),  # a 500 before (issue 26)
+        (b"timestamp,ctid\n2024-01-01T00:00:00,1\n", "column", "PostgreSQL system column"),
         (b"", "data", "empty"),
     ],
 )

@@ -29,6 +29,14 @@ def test_build_reports_every_violation():
     assert err.value.details == {"field": "validation_split", "error": "Must be between 0.0 and 1.0"}
 
 
+def test_postgresql_system_column_names_are_refused_naming_the_field():
+    # Reading xmin would read PostgreSQL's own column, not the user's (issue 26, item 5).
+    found = spec.validate({**QUICK_START_CONFIG, "features": ["temperature", "xmin", "ctid_lag_24"]})
+    assert [(v.field, "system column" in v.description) for v in found] == [("features", True), ("features", True)], found
+    found = spec.validate({**QUICK_START_CONFIG, "target": "tableoid", "features": ["temperature"]})
+    assert [v.field for v in found] == ["target"], found
+
+
 @pytest.mark.parametrize("value", [True, "0.1", float("nan"), float("inf")])
 def test_hyperparameter_types_are_checked(value):
     violations = spec.validate({**QUICK_START_CONFIG, "hyperparameters": {"learning_rate": value}})

@@ -287,6 +287,19 @@ def _tuning(spec: TrainingSpec) -> Iterator[Violation]:
     yield from tuning_violations(spec.tuning, algorithms.get(spec.algorithm), spec.model_type, spec.hyperparameters)
 
 
+# Names PostgreSQL gives every table's system columns: no feature table can have a column so
+# named (an import refuses it), and reading one would read PostgreSQL's, not the user's.
+SYSTEM_COLUMNS = frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "oid"})
+
+
+def _system_columns(spec: TrainingSpec) -> Iterator[Violation]:
+    named = [spec.target, *(r.column for r in spec.recipes.values() if r.column), spec.label_column]
+    for column in dict.fromkeys(c for c in named if c):
+        if column in SYSTEM_COLUMNS:
+            field = "target" if column == spec.target else "label_column" if column == spec.label_column else "features"
+            yield Violation(field, f"{column!r} is the name of a PostgreSQL system column; a feature table's columns cannot be so named")
+
+
 # In the order the violations are reported (the model's own come first, in field order),
 # each with the fields it reads: a check is left out while one of them is itself refused.
 CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
@@ -309,6 +322,7 @@ CHECKS: tuple[tuple[Check, frozenset[str]], ...] = tuple(
         (_distribution, "distributed algorithm"),
         (_training_options, "training_options algorithm"),
         (_tuning, "tuning algorithm model_type hyperparameters"),
+        (_system_columns, "features target label_column"),
     )
 )
 
