@@ -122,8 +122,12 @@ class Settings(BaseSettings):
     metrics_unix_socket: Path | None = Field(
         default=None, description="Serve /metrics on this Unix socket instead (set by python -m server for a backend behind Envoy)."
     )
+    metrics_tenant_labels: bool = Field(
+        default=False,
+        description="Give aihub_jobs a tenant label (tenant names in /metrics, which any local process can read); off: summed.",
+    )
     metrics_max_tenants: int = Field(
-        default=50, ge=1, le=10000, description="aihub_jobs has a tenant label for this many tenants; the rest are summed as _other."
+        default=50, ge=1, le=10000, description="With tenant labels, this many tenants get one; the rest are summed as _other."
     )
     scheduler_interval_seconds: float = Field(default=1.0, gt=0, description="How often each server looks for due schedules.")
     alert_retry_base_seconds: float = Field(

@@ -97,7 +97,7 @@ class App:
         ensure_free(s.grpc_host, s.grpc_port, "AIHUB_GRPC_PORT")  # a clear error, before anything starts
         if s.metrics_unix_socket is None:
             ensure_free("127.0.0.1", s.metrics_port, "AIHUB_METRICS_PORT")
-        self.metrics = ServiceMetrics(max_tenants=s.metrics_max_tenants)
+        self.metrics = ServiceMetrics(max_tenants=s.metrics_max_tenants, tenant_labels=s.metrics_tenant_labels)
         await asyncio.to_thread(db.migrate, self.database_url)
         self.engine = db.create_engine(self.database_url)  # as aihub_service: row-level security by tenant
         self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)

@@ -48,7 +48,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format eve
 
 
 class ServiceMetrics:
-    def __init__(self, *, max_tenants: int = 50) -> None:
+    def __init__(self, *, max_tenants: int = 50, tenant_labels: bool = False) -> None:
         prom.disable_created_metrics()  # no *_created series: what they say, a restart says too
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -76,6 +76,9 @@ class ServiceMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 600, 3600), registry=r,
         )  # fmt: skip
         self.max_tenants = max_tenants
+        # Tenant names in /metrics only when the operator asks (AIHUB_METRICS_TENANT_LABELS):
+        # any local process can read the endpoint, and a tenant's name is not for all of them.
+        self.tenant_labels = tenant_labels
         self._sources: list[Callable[[], list[Any]]] = []
         self._snapshot: list[Any] = []
         r.register(_Snapshot(self))
@@ -138,14 +141,11 @@ class Collector:
 
     async def __call__(self) -> list[Any]:
         out: list[Any] = []
-        jobs_family = GaugeMetricFamily(
-            "aihub_jobs", "Jobs in the database, by status, priority and tenant.", labels=["status", "priority", "tenant"]
-        )
+        jobs_family = _jobs_family(self.metrics.tenant_labels)
         try:
             async with db.transaction(self.engine, Scope.ALL) as conn:
                 rows = await jobs.count_by_tenant(conn)
-            for (status, priority, tenant), n in _bounded(rows, self.metrics.max_tenants).items():
-                jobs_family.add_metric([status, priority, tenant], n)
+            _add_jobs(jobs_family, rows, self.metrics)
             up = 1.0
         except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails
             log.warning("metrics: database counts unavailable: %s", exc)
@@ -197,6 +197,26 @@ def _counter_families(counts: dict[str, dict[str, int]]) -> dict[str, tuple[str,
         "aihub_degradation_checks": ("Degradation checks run by this server, by outcome.", "outcome", counts.get("checks", {})),
         "aihub_retention_removed": ("Rows and versions removed by this server's retention sweeps.", "kind", counts.get("retention", {})),
     }
+
+
+def _jobs_family(by_tenant: bool) -> GaugeMetricFamily:
+    what = " and tenant." if by_tenant else " (AIHUB_METRICS_TENANT_LABELS adds the tenant)."
+    labels = ["status", "priority", "tenant"] if by_tenant else ["status", "priority"]
+    return GaugeMetricFamily("aihub_jobs", "Jobs in the database, by status, priority" + what, labels=labels)
+
+
+def _add_jobs(family: GaugeMetricFamily, rows: list[tuple[str, str, str, int]], metrics: ServiceMetrics) -> None:
+    """The job counts by (status, priority, tenant), or summed over tenants when the tenant
+    label is off."""
+    if metrics.tenant_labels:
+        for (status, priority, tenant), n in _bounded(rows, metrics.max_tenants).items():
+            family.add_metric([status, priority, tenant], n)
+        return
+    summed: dict[tuple[str, str], int] = {}
+    for status, priority, _, n in rows:
+        summed[(status, priority)] = summed.get((status, priority), 0) + n
+    for (status, priority), n in sorted(summed.items()):
+        family.add_metric([status, priority], n)
 
 
 def _bounded(rows: list[tuple[str, str, str, int]], max_tenants: int) -> dict[tuple[str, str, str], int]:

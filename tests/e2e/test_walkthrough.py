@@ -62,6 +62,7 @@ def test_guide_walkthrough_passes(stack):
     from tests.integration.test_operations import scrape, value
 
     families = scrape(metrics_port)
-    assert value(families, "aihub_jobs", status="COMPLETED", tenant="acme-corp") >= 1
+    assert value(families, "aihub_jobs", status="COMPLETED") >= 1
+    assert not [s for samples in families.values() for s in samples if "tenant" in s.labels]  # opt-in (issue 26)
     assert value(families, "aihub_rpc_requests_total", method="CreateTrainingJobHttp", code="OK") >= 1
     assert value(families, "aihub_ray_nodes") == 2

@@ -234,7 +234,7 @@ def value(families: dict[str, list], sample: str, **labels: str) -> float:
 async def test_metrics_are_scraped_and_parsed(start_app, database_url, demo_frame):
     await load_demo(database_url, demo_frame)
     await load_demo(database_url, demo_frame.head(200), tenant="other-utility")
-    app = await start_app(metrics_max_tenants=1)
+    app = await start_app(metrics_max_tenants=1, metrics_tenant_labels=True)
     assert app.metrics_port > 0
     async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
         ok = await client.wait((await client.create_job("acme-corp", "forecast", tiny_config())).job_id)
@@ -258,3 +258,18 @@ async def test_metrics_are_scraped_and_parsed(start_app, database_url, demo_fram
     with pytest.raises(urllib.error.HTTPError) as err:
         await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{app.metrics_port}/elsewhere", timeout=5)
     assert err.value.code == 404
+
+
+async def test_metrics_name_no_tenant_unless_asked(start_app, database_url, demo_frame):
+    # Any local process can read /metrics: by default aihub_jobs is summed over tenants
+    # (AIHUB_METRICS_TENANT_LABELS turns the label on, above).
+    await load_demo(database_url, demo_frame)
+    app = await start_app()
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        done = await client.wait((await client.create_job("acme-corp", "forecast", tiny_config())).job_id)
+        assert done.status == pb.COMPLETED
+        families = await asyncio.to_thread(scrape, app.metrics_port)
+    assert value(families, "aihub_jobs", status="COMPLETED", priority="normal") == 1
+    labels = {k for samples in families.values() for sample in samples for k in sample.labels}
+    shown = {v for samples in families.values() for sample in samples for v in sample.labels.values()}
+    assert "tenant" not in labels and "acme-corp" not in shown
