@@ -42,18 +42,15 @@ PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 SIDE = Path(__file__).resolve().parent / "_peers_side.py"
 
 
-def _split(frame: pd.DataFrame, config: dict) -> tuple[pd.Timestamp, int]:
-    """Our job's split time and its number of validation rows."""
+def _split(frame: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.Timestamp, int]:
+    """Our job's rows (its training window), split time and number of validation rows."""
     job = spec.build(config)
     window = frame[(frame["timestamp"] >= job.training_start) & (frame["timestamp"] <= job.training_end)]
     prepared = preparation.prepare(window[["timestamp", *job.table_columns()]], job, MemoryReporter())
-    return pd.Timestamp(prepared.split_at), len(prepared.data.y_valid)
+    return window, pd.Timestamp(prepared.split_at), len(prepared.data.y_valid)
 
 
-def _peers(frame: pd.DataFrame, config: dict, horizon: int, exogenous: list[str], mstl: bool, tmp: Path) -> dict:
-    split_at, _ = _split(frame, config)
-    job = spec.build(config)
-    window = frame[(frame["timestamp"] >= job.training_start) & (frame["timestamp"] <= job.training_end)]
+def _peers(window: pd.DataFrame, split_at: pd.Timestamp, config: dict, horizon: int, exogenous: list[str], mstl: bool, tmp: Path) -> dict:
     csv, spec_file = tmp / "frame.csv", tmp / "spec.json"
     window[["timestamp", "load", *exogenous]].to_csv(csv, index=False)
     said = {"horizon": horizon, "split_at": split_at.isoformat(), "exogenous": exogenous, "mstl": mstl, "timezone": config.get("timezone")}
@@ -92,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
                 with tempfile.TemporaryDirectory(prefix="aihub-peers-") as tmp:
                     ours, _, _ = quality.run_job(frame, default, Path(tmp) / "a")
                     searched, _, _ = quality.run_job(frame, tuned, Path(tmp) / "b", tuner)
-                    peers = _peers(frame, default, horizon, exogenous, not args.no_mstl, Path(tmp))
-                _, rows = _split(frame, default)
+                    window, split_at, rows = _split(frame, default)
+                    peers = _peers(window, split_at, default, horizon, exogenous, not args.no_mstl, Path(tmp))
                 mlf = peers["mlforecast"]
                 if mlf["rows"] != rows:
                     raise SystemExit(f"{name} {horizon} h: mlforecast scored {mlf['rows']} rows, ours {rows}: not the same split")

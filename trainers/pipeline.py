@@ -25,7 +25,7 @@ from trainers.evaluation import backtest, evaluate, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, Level, ModelRegistry, Reporter, Tracker, Tuner
 from trainers.preparation import Prepared, prepare
 from trainers.spec import TrainingSpec
-from trainers.tuning import TrialResult, TrialSetup, best_of, folds, trial_options, whole_range
+from trainers.tuning import TrialResult, TrialSetup, best_of, fold_sizes, trial_options, whole_range
 
 
 @dataclass(frozen=True)
@@ -156,19 +156,19 @@ def _search(
         raise ConfigValidationError([Violation("tuning", "this runner has no tuner (Ray Tune): run the job on the service")])
     algorithm = algorithms.get(spec.algorithm)
     setup = TrialSetup.of(spec.algorithm, spec.hyperparameters, prepared.data, options, tuning)
-    parts = folds(setup.data, tuning.folds)
+    sizes = fold_sizes(setup.data, tuning.folds)
     space = ", ".join(f"{name} {dim.kind}" for name, dim in (tuning.search_space or {}).items())
     sampler = "Optuna's TPE" if tuning.sampler == "tpe" else "random sampling"
-    slices = " + ".join(str(len(part.y_tune)) for part in parts)
+    slices = " + ".join(map(str, sizes))
     stop = trial_options(setup).early_stopping_rounds
     reporter.log(
         Level.INFO,
         f"tuning: {tuning.num_trials} trials by {sampler}, {tuning.max_concurrent_trials} at a time, over {space}; "
-        f"each scored by {tuning.metric} on {len(parts)} rolling-origin fold(s) of {slices} tune rows, "
+        f"each scored by {tuning.metric} on {len(sizes)} rolling-origin fold(s) of {slices} tune rows, "
         f"the last ending where validation starts" + (f"; each fold stops after {stop} rounds without a better score" if stop else ""),
     )
-    if len(parts) < tuning.folds:
-        reporter.log(Level.WARNING, f"tuning: the training range holds {len(parts)} of the {tuning.folds} folds asked for")
+    if len(sizes) < tuning.folds:
+        reporter.log(Level.WARNING, f"tuning: the training range holds {len(sizes)} of the {tuning.folds} folds asked for")
     done = 0
 
     def on_trial(trial: TrialResult) -> None:

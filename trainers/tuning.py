@@ -13,7 +13,7 @@ rounds on the whole training range (:func:`whole_range`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,25 +70,49 @@ class Scored:
     rounds: int | None
 
 
-def _earlier(part: TrainData, sizes: Mapping[Any, int] | int) -> TrainData | None:
-    """The fold before ``part``: its tune slice the last rows of ``part``'s fit rows (``sizes``
-    of them, per series when there are several), fitted on the rest. None when too few are
-    left to fit on (less than twice the slice)."""
-    n = len(part.y_train)
-    if part.train_groups is None:
+def _tune_sizes(data: TrainData) -> Mapping[Any, int] | int:
+    """How long each fold's tune slice is: the tune part's length, per series when several."""
+    if data.tune_groups is None:
+        return len(data.y_tune)
+    values, counts = np.unique(data.tune_groups, return_counts=True)
+    return {v: int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+
+
+def _slice(n: int, groups: np.ndarray | None, sizes: Mapping[Any, int] | int) -> np.ndarray | None:
+    """Over ``n`` fit rows (of ``groups``' series), the mask of the next earlier fold's tune
+    slice: the last ``sizes`` rows (per series). None when too few would be left to fit on
+    (less than twice the slice)."""
+    slice_ = np.zeros(n, dtype=bool)
+    if groups is None:
         size = int(sizes) if isinstance(sizes, int) else 0
         if size < 1 or n - size < 2 * size:
             return None
-        slice_ = np.zeros(n, dtype=bool)
         slice_[n - size :] = True
-    else:
-        groups = part.train_groups
-        slice_ = np.zeros(n, dtype=bool)
-        for group, size in sizes.items() if isinstance(sizes, Mapping) else ():
-            rows = np.flatnonzero(groups == group)  # in time order within its series
-            if len(rows) - size < 2 * size:
-                return None
-            slice_[rows[len(rows) - size :]] = True
+        return slice_
+    for group, size in sizes.items() if isinstance(sizes, Mapping) else ():
+        rows = np.flatnonzero(groups == group)  # in time order within its series
+        if len(rows) - size < 2 * size:
+            return None
+        slice_[rows[len(rows) - size :]] = True
+    return slice_
+
+
+def _slices(data: TrainData, count: int) -> Iterator[np.ndarray]:
+    """The tune-slice masks of the folds after the first, each over the fit rows of the fold
+    before it (nearer validation). Only the row counts and series are walked, no data."""
+    sizes = _tune_sizes(data)
+    n, groups = len(data.y_train), data.train_groups
+    for _ in range(count - 1):
+        mask = _slice(n, groups, sizes)
+        if mask is None:
+            return
+        yield mask
+        keep = ~mask
+        n, groups = int(keep.sum()), None if groups is None else groups[keep]
+
+
+def _earlier(part: TrainData, slice_: np.ndarray) -> TrainData:
+    """The fold whose tune slice is ``slice_`` of ``part``'s fit rows, fitted on the rest."""
     keep = ~slice_
     return dataclasses.replace(
         part,
@@ -101,19 +125,21 @@ def _earlier(part: TrainData, sizes: Mapping[Any, int] | int) -> TrainData | Non
     )
 
 
-def folds(data: TrainData, count: int) -> list[TrainData]:
+def folds(data: TrainData, count: int) -> Iterator[TrainData]:
     """The rolling-origin folds, nearest validation first: the fit and tune parts, then up to
     ``count - 1`` folds each ending where the one after it starts, with tune slices as long
-    as the tune part (per series). Fewer when the training range is too short for them."""
-    if data.tune_groups is not None:
-        values, counts = np.unique(data.tune_groups, return_counts=True)
-        sizes: Mapping[Any, int] | int = {v: int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
-    else:
-        sizes = len(data.y_tune)
-    out = [data]
-    while len(out) < count and (earlier := _earlier(out[-1], sizes)) is not None:
-        out.append(earlier)
-    return out
+    as the tune part (per series). Fewer when the training range is too short for them. Made
+    one at a time, so a trial holds one fold's copy of the rows, not all of them."""
+    part = data
+    yield part
+    for slice_ in _slices(data, count):
+        part = _earlier(part, slice_)
+        yield part
+
+
+def fold_sizes(data: TrainData, count: int) -> list[int]:
+    """The tune rows of each fold :func:`folds` makes, without making them."""
+    return [len(data.y_tune), *(int(mask.sum()) for mask in _slices(data, count))]
 
 
 def trial_options(setup: TrialSetup) -> FitOptions:

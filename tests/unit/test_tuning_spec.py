@@ -13,7 +13,7 @@ from trainers import spec as specs
 from trainers.algorithms import FitOptions, TrainData
 from trainers.errors import ConfigValidationError
 from trainers.spec.tuning import Tuning
-from trainers.tuning import TRIAL_EARLY_STOPPING, TrialSetup, folds, run_trial, trial_options, whole_range
+from trainers.tuning import TRIAL_EARLY_STOPPING, TrialSetup, fold_sizes, folds, run_trial, trial_options, whole_range
 
 SPACE = {"learning_rate": {"type": "loguniform", "lower": 0.01, "upper": 0.3}, "max_depth": {"type": "randint", "lower": 3, "upper": 9}}
 
@@ -81,12 +81,13 @@ def test_a_trial_is_the_mean_of_rolling_origin_folds_that_end_where_validation_s
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(600, 3)), rng.normal(size=600)
     data = TrainData(x[:450], y[:450], x[550:], y[550:], ("a", "b", "c"), x[450:550], y[450:550])
-    parts = folds(data, 3)
+    parts = list(folds(data, 3))
     # Nearest validation first; each slice as long as the tune part, ending where the next starts.
     assert [len(p.y_tune) for p in parts] == [100, 100, 100]
     assert np.array_equal(parts[1].x_tune, x[350:450]) and np.array_equal(parts[1].x_train, x[:350])
     assert np.array_equal(parts[2].x_tune, x[250:350]) and np.array_equal(parts[2].x_train, x[:250])
-    assert len(folds(data, 5)) == 3  # a fourth would fit on 150 rows, fewer than twice its slice
+    # A fourth would fit on 150 rows, fewer than twice its slice.
+    assert len(list(folds(data, 5))) == 3 and fold_sizes(data, 5) == [100, 100, 100]
     options = FitOptions("regression", 42, None, 1, None, False, lambda done, total: None)
     tuning = Tuning.model_validate({"num_trials": 2, "folds": 3, "search_space": {"num_leaves": {"type": "choice", "values": [4]}}})
     setup = TrialSetup.of("lgbm", {"n_estimators": 30}, data, options, tuning)
@@ -110,7 +111,7 @@ def test_folds_and_the_whole_range_keep_each_series_in_time_order():
         x[np.r_[0:8, 10:18]], y[np.r_[0:8, 10:18]], x[:0], y[:0], ("a", "b"),
         x[np.r_[8:10, 18:20]], y[np.r_[8:10, 18:20]], groups, np.array([0, 0, 1, 1]),
     )  # fmt: skip
-    earlier = folds(data, 2)[1]
+    earlier = list(folds(data, 2))[1]
     assert earlier.y_tune.tolist() == [6, 7, 16, 17] and earlier.y_train.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
     whole = whole_range(data)
     assert whole.y_train.tolist() == list(range(10)) + list(range(10, 20)) and len(whole.y_tune) == 0
