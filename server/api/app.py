@@ -58,6 +58,7 @@ OPERATIONS_SERVICE_NAME = ops_pb.DESCRIPTOR.services_by_name["OperationsService"
 # A feature import through REST arrives as one message (Envoy caps its body at 64 MiB);
 # larger files go through the streaming ImportFeatureData in chunks of 1 MiB.
 MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+MAX_METADATA_BYTES = 128 * 1024  # above envoy.yaml's max_request_headers_kb (60)
 LONG_METHODS = (
     "EvaluateModelVersion",
     "EvaluateModelVersionHttp",
@@ -190,7 +191,15 @@ class App:
         )
         server = grpc.aio.server(
             interceptors=[interceptor],
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+                # Headers as large as Envoy lets through (60 KiB) reach the interceptor, so an
+                # over-long key or path is refused there, in the guide's error body, not by
+                # gRPC's own RESOURCE_EXHAUSTED (which the REST face would show as a bare 429).
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ],
         )
         pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
         admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine=self.engine, authenticator=self.authenticator), server)

@@ -302,6 +302,27 @@ async def test_rest_cross_tenant_matrix_leaks_nothing(world):
     print(f"REST matrix: {count} cases, 0 leaks")
 
 
+async def test_oversized_keys_and_paths_get_the_guides_error_body(world):
+    # Headers up to Envoy's 60 KiB reach our interceptor (not gRPC's own metadata limit, whose
+    # RESOURCE_EXHAUSTED the transcoder showed as a bare 429 {"code": 8, ...}).
+    w = world
+    cases = [
+        ("GET", "/ai/training/jobs", {"Authorization": "Bearer " + "k" * 50_000}, 401, "Unauthenticated"),
+        ("GET", "/ai/training/jobs/" + "j" * 10_000, {"Authorization": f"Bearer {w.key_b}"}, 400, "InvalidRequest"),
+        ("GET", "/ai/training/jobs", {"Authorization": f"Bearer {w.key_b}", "X-Padding": "p" * 70_000}, 431, "InvalidRequest"),
+    ]
+    for method, path, headers, status, error in cases:
+        resp = await asyncio.to_thread(requests.request, method, w.rest + path, headers=headers, timeout=30)
+        assert resp.status_code == status, f"{path[:40]}: {resp.status_code} {resp.text[:300]}"
+        body = resp.json()
+        assert body["error"] == error and isinstance(body["details"], dict), resp.text[:300]
+        assert "metadata" not in resp.text
+    async with AsyncTrainingClient(f"127.0.0.1:{w.app.port}", api_key="k" * 50_000) as c:
+        with pytest.raises(Exception, match="not known") as err:
+            await c.list_jobs()
+    assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_a_key_cannot_read_another_tenants_feature_data(world):
     # Tenant B trains on a feature table only tenant A has: the job cannot see A's rows.
     w = world
