@@ -22,7 +22,7 @@ import time
 
 from pydantic import ValidationError
 
-from server import isolation, lifecycle, observability, replicas
+from server import isolation, lifecycle, observability, private, replicas
 from server.api.app import App
 from server.settings import Settings
 
@@ -101,7 +101,7 @@ def _isolated_backend(settings: Settings) -> bool:
     return True
 
 
-def front(settings: Settings, argv: list[str]) -> int:
+def front(settings: Settings, argv: list[str], secrets: dict[str, str]) -> int:
     """Run the backend isolated (a child), and Envoy here in front of it; returns the exit
     code. Ctrl-C or SIGTERM stops both."""
 
@@ -116,7 +116,11 @@ def front(settings: Settings, argv: list[str]) -> int:
     command = [sys.executable, "-m", "server.isolation", "--", sys.executable, "-m", "server", *argv]
     # Its own process group: a terminal's Ctrl-C reaches only this process, which passes one
     # SIGTERM on (a second signal would mean "stop without draining").
-    child = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+    passed = private.pipe_to_child(secrets, env)
+    try:
+        child = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+    finally:
+        os.close(passed)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -161,17 +165,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--seed-demo", action="store_true", help="load the demo data for acme-corp once")
     args = parser.parse_args()
+    private.read_passed()
     try:
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise SystemExit(f"python -m server: invalid settings: {problems}") from None
+    # Nothing this process starts inherits a secret, and what they write is private (server/private.py).
+    secrets = private.take()
+    private.restrict()
+    private.private_dir(settings.data_dir)
     observability.configure(settings.log_format, settings.log_level)
     if _isolated_backend(settings):
-        raise SystemExit(front(settings, sys.argv[1:]))
+        raise SystemExit(front(settings, sys.argv[1:], secrets))
     if settings.replicas > 1:
         try:
-            raise SystemExit(replicas.Supervisor(settings, seed_demo=args.seed_demo, envoy=settings.grpc_unix_socket is None).run())
+            supervisor = replicas.Supervisor(settings, seed_demo=args.seed_demo, envoy=settings.grpc_unix_socket is None, secrets=secrets)
+            raise SystemExit(supervisor.run())
         except lifecycle.PortInUse as exc:
             raise SystemExit(f"python -m server: {exc}") from None
     if settings.local_ray_nodes > 1 and not isolation.isolated():

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server import isolation, lifecycle
+from server import isolation, lifecycle, private
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,8 +81,9 @@ def banner(settings: Settings, grpc: str, rest_url: str | None, *, replicas: int
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, seed_demo: bool, envoy: bool) -> None:
+    def __init__(self, settings: Settings, *, seed_demo: bool, envoy: bool, secrets: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.secrets = dict(secrets or {})  # passed to each replica by pipe (server/private.py), never in its environment
         self.seed_demo = seed_demo
         self.with_envoy = envoy  # False: the front process (server/__main__.py) runs Envoy
         self._envoy: Envoy | None = None
@@ -132,7 +133,6 @@ class Supervisor:
         self.sockets[index].unlink(missing_ok=True)
         env = {
             **os.environ,
-            "DATABASE_URL": url,
             "RAY_ADDRESS": address,
             "AIHUB_REPLICAS": "1",
             "AIHUB_LOCAL_RAY_NODES": "1",
@@ -145,7 +145,11 @@ class Supervisor:
         }
         command = [sys.executable, "-m", "server", *(["--seed-demo"] if seed else [])]
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which passes one SIGTERM on.
-        proc = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+        passed = private.pipe_to_child({**self.secrets, "DATABASE_URL": url}, env)
+        try:
+            proc = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+        finally:
+            os.close(passed)
         log.info("replica %d started (pid %d) on %s", index, proc.pid, self.sockets[index])
         return proc
 

@@ -46,6 +46,7 @@ from server.operations.metrics import Collector, MetricsServer, ServiceMetrics
 from server.operations.retention import RetentionSweep
 from server.operations.scheduler import Scheduler
 from server.operations.tasks import FiringTasks
+from server.private import private_dir
 from server.settings import Settings
 from storage import db, keys
 from storage.tenancy import DISPATCHER_ROLE, Scope
@@ -120,7 +121,10 @@ class App:
                 log_level=s.log_level,
             )
         await asyncio.to_thread(self.executor.start)
-        s.artifacts.mkdir(parents=True, exist_ok=True)
+        try:
+            private_dir(s.artifacts)  # models only the service's user may read (server/private.py)
+        except PermissionError:
+            log.warning("the artifact root %s is not ours to make private (0700): check its mode", s.artifacts)
         artifacts = ArtifactStore(s.artifacts)
         mlflow_uri, mlflow_artifacts = s.mlflow_tracking_uri, None
         if not mlflow_uri:  # the local store under DATA_DIR/mlruns (MLflow's own data; the service's stays in PostgreSQL)

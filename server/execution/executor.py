@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Protocol, cast
 import pandas as pd
 
 from server.execution.forecasts import ModelWorker
-from server.execution.local_cluster import LocalCluster, NodeSpec, stop_orphans
+from server.execution.local_cluster import LocalCluster, NodeSpec, ray_temp, stop_orphans
 from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
@@ -95,8 +96,8 @@ class RayExecutor:
             else:
                 if self.local_cpus:
                     kwargs["num_cpus"] = self.local_cpus
-                if self.temp_dir:
-                    kwargs["_temp_dir"] = self.temp_dir
+                # Not Ray's default /tmp/ray (0777, its files 0644: every tenant's log lines).
+                kwargs["_temp_dir"] = str(ray_temp(self._local_temp_dir()))
                 self._started_ray = True
             try:
                 ray.init(**kwargs)
@@ -106,10 +107,13 @@ class RayExecutor:
         self._remote = ray.remote(run_attempt)
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
+    def _local_temp_dir(self) -> Path:
+        return Path(self.temp_dir or f"/tmp/aihub-ray-{os.getpid()}")  # noqa: S108 - short: Ray's socket paths are limited to 107 bytes
+
     def _start_local_cluster(self) -> str:
         cpus = self.local_cpus or os.cpu_count() or 1
         per_node = max(1, cpus // self.local_nodes)
-        temp_dir = Path(self.temp_dir or f"/tmp/aihub-ray-{os.getpid()}")  # noqa: S108 - short: Ray's socket paths are limited to 107 bytes
+        temp_dir = self._local_temp_dir()
         nodes = [NodeSpec(per_node, {f"node_{i + 1}": 1.0}) for i in range(self.local_nodes)]
         for orphan in stop_orphans():
             log.warning("ended the local Ray cluster %s, left by a server that is gone", orphan)
@@ -124,6 +128,8 @@ class RayExecutor:
         self._workers.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+            if self._cluster is None and self.address is None and not self.temp_dir:
+                shutil.rmtree(self._local_temp_dir(), ignore_errors=True)  # its sessions and logs go with it
         if self._cluster is not None:
             self._cluster.stop()
             self._cluster = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import isolation
+from server.private import private_dir
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -74,7 +75,6 @@ class LocalCluster:
     def start(self) -> None:
         """Start every node; the caller's process joins with ``ray.init(address=...)``
         (RAY_AUTH_MODE=token is set for it here)."""
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
         os.environ["RAY_AUTH_MODE"] = "token"
         # The token the nodes and the driver share (~/.ray/auth_token): made once, on a machine
         # that has none yet (`ray start` refuses token mode without one); an existing one is kept.
@@ -84,7 +84,7 @@ class LocalCluster:
         if made.returncode:
             raise RuntimeError(f"ray get-auth-token --generate failed: {made.stderr[-2000:]}")
         head, *others = self.nodes
-        self._start(head, "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
+        self._start(head, "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={ray_temp(self.temp_dir)}")
         for node in others:
             self.start_node(node)
 
@@ -120,6 +120,13 @@ class LocalCluster:
                 proc.kill()
         psutil.wait_procs(ours, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)  # its sessions, logs and sockets: nothing outlives the cluster
+
+
+def ray_temp(private: Path) -> Path:
+    """Ray's temp folder inside ``private``, made 0700 here: Ray makes its own temp folder
+    0777 and its files 0644 (its sessions hold every tenant's log lines), so the folder
+    above it is what keeps them private."""
+    return private_dir(private) / "r"
 
 
 def stop_orphans(prefix: str = "/tmp/aihub-ray-") -> list[Path]:  # noqa: S108 - where local clusters live
