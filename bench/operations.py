@@ -42,6 +42,7 @@ async def drift(seconds: float, count: int) -> None:
         second.start()
         async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
             config = {**CONFIG, "training_start": "2024-01-02T00:00:00", "training_end": "2024-01-09T00:00:00"}
+            await client.update_quota("acme-corp", min_schedule_interval_seconds=1)  # per-second firings: a grant
             made = [await client.create_schedule("acme-corp", "forecast", config, "* * * * * *", priority="low") for _ in range(count)]
             await asyncio.sleep(seconds)
             for s in made:

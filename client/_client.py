@@ -8,6 +8,7 @@ the typed exceptions of :mod:`client.errors`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -289,9 +290,18 @@ class _Methods:
         return self._upload("ImportFeatureData", req.import_chunks(tenant_id, table, data, format, chunk_size, duplicates))
 
     # --- administration (admin keys) -------------------------------------------------------
-    def create_key(self, tenant_id: str = "", *, admin: bool = False, name: str = ""):
-        """A new API key: a CreateApiKeyResponse whose ``key`` is the secret (shown only now)."""
-        return self._call("CreateApiKey", admin_pb.CreateApiKeyRequest(tenant_id=tenant_id, admin=admin, name=name), _same)
+    def create_key(self, tenant_id: str = "", *, admin: bool = False, name: str = "", expires_at: datetime | None = None):
+        """A new API key: a CreateApiKeyResponse whose ``key`` is the secret (shown only now).
+        ``expires_at``: when it stops working (an aware datetime; default: never)."""
+        request = admin_pb.CreateApiKeyRequest(tenant_id=tenant_id, admin=admin, name=name)
+        if expires_at is not None:
+            request.expires_at.FromDatetime(expires_at)
+        return self._call("CreateApiKey", request, _same)
+
+    def list_audit_events(self, tenant_id: str = "", *, action: str = "", page_size: int = 100, page_token: str = ""):
+        """One page of the audit trail, newest first (a ListAuditEventsResponse)."""
+        request = admin_pb.ListAuditEventsRequest(tenant_id=tenant_id, action=action, page_size=page_size, page_token=page_token)
+        return self._call("ListAuditEvents", request, _same)
 
     def list_keys(self, tenant_id: str = ""):
         return self._call("ListApiKeys", admin_pb.ListApiKeysRequest(tenant_id=tenant_id), lambda r: list(r.keys))
@@ -311,6 +321,9 @@ class _Methods:
         max_priority: str | None = None,
         max_import_bytes: int | None = None,
         keep_versions: int | None = None,
+        min_schedule_interval_seconds: int | None = None,
+        max_scheduled_jobs_per_day: int | None = None,
+        max_open_streams: int | None = None,
     ):
         """Change some of a tenant's quotas (max_running_jobs 0: no cap; keep_versions 0: keep all)."""
         request = admin_pb.UpdateTenantQuotaRequest(
@@ -321,6 +334,9 @@ class _Methods:
             ("max_running_jobs", max_running_jobs),
             ("max_import_bytes", max_import_bytes),
             ("keep_versions", keep_versions),
+            ("min_schedule_interval_seconds", min_schedule_interval_seconds),
+            ("max_scheduled_jobs_per_day", max_scheduled_jobs_per_day),
+            ("max_open_streams", max_open_streams),
         ):
             if value is not None:
                 setattr(request, name, value)

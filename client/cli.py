@@ -17,6 +17,7 @@
     aihub keys list [--tenant T] | aihub keys revoke KEY_ID
     aihub tenants get acme-corp
     aihub tenants set acme-corp --max-queued-jobs 200 --max-running-jobs 4 --max-priority critical --keep-versions 10
+    aihub audit list [--tenant T] [--action key.create]  # admin: the audit trail, newest first
     aihub schedules create --config job.json --schedule "0 2 * * 0" --window P365D   # or the guide's body with "schedule"
     aihub schedules create --tenant acme-corp --model-type forecast --action forecast --alias production --schedule "30 5 * * *"
     aihub schedules create --config job.json --schedule "0 3 * * 0" --window P365D --action train_and_promote --alias production
@@ -44,6 +45,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -257,6 +259,7 @@ def _admin_parsers(sub: Any) -> None:
     who.add_argument("--tenant")
     who.add_argument("--admin", action="store_true")
     kc.add_argument("--name", default="")
+    kc.add_argument("--expires-in", metavar="DAYS", type=float, help="the key stops working after this many days (default: never)")
     kc.set_defaults(func=_key_create)
     kl = keys.add_parser("list", parents=[OUTPUT], help="list keys (never their secrets)")
     kl.add_argument("--tenant", default="")
@@ -277,6 +280,17 @@ def _admin_parsers(sub: Any) -> None:
     ts.add_argument("--max-priority", choices=["critical", "high", "normal", "low"])
     ts.add_argument("--max-import-bytes", type=int)
     ts.add_argument("--keep-versions", type=int, help="retention: the newest N versions per model type (0: keep all)")
+    ts.add_argument("--min-schedule-interval-seconds", type=int, help="the shortest time between two firings of a schedule")
+    ts.add_argument("--max-scheduled-jobs-per-day", type=int, help="jobs the tenant's schedules may create in any 24 hours")
+    ts.add_argument("--max-open-streams", type=int, help="log and watch streams open at once, per server")
+
+    aud = sub.add_parser("audit", parents=[OUTPUT], help="the audit trail (admin)").add_subparsers(dest="cmd", required=True)
+    al = aud.add_parser("list", parents=[OUTPUT], help="key, quota and alias changes and admin calls, newest first")
+    al.add_argument("--tenant", default="", help="only this tenant's events ('*': calls made for every tenant)")
+    al.add_argument("--action", default="", help="only this action: key.create, key.revoke, quota.update, alias.set, ...")
+    al.add_argument("--page-size", type=int, default=100)
+    al.add_argument("--page-token", default="")
+    al.set_defaults(func=_show(lambda c, a: c.list_audit_events(a.tenant, action=a.action, page_size=a.page_size, page_token=a.page_token)))
 
 
 def _model_parsers(sub: Any) -> None:
@@ -457,7 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _key_create(c: TrainingClient, a: argparse.Namespace) -> int:
-    made = c.create_key(a.tenant or "", admin=a.admin, name=a.name)
+    expires = None
+    if a.expires_in is not None:
+        if a.expires_in <= 0:
+            print("aihub: --expires-in must be more than 0 days", file=sys.stderr)
+            return 2
+        expires = datetime.now(UTC) + timedelta(days=a.expires_in)
+    made = c.create_key(a.tenant or "", admin=a.admin, name=a.name, expires_at=expires)
     if _is_json(a):
         out: dict[str, Any] = {"key": made.key, "key_id": made.key_id, "tenant_id": made.tenant_id}
         if made.admin:
@@ -477,6 +497,9 @@ def _quota_set(c: TrainingClient, a: argparse.Namespace) -> Message:
         max_priority=a.max_priority,
         max_import_bytes=a.max_import_bytes,
         keep_versions=a.keep_versions,
+        min_schedule_interval_seconds=a.min_schedule_interval_seconds,
+        max_scheduled_jobs_per_day=a.max_scheduled_jobs_per_day,
+        max_open_streams=a.max_open_streams,
     )
 
 

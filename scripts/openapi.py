@@ -212,7 +212,7 @@ class _Spec:
 
     def counterpart(self, name: str) -> descriptor_pb2.MethodDescriptorProto:
         """The typed method an HTTP-face method stands for (CreateScheduleHttp -> CreateSchedule)."""
-        for service in SERVICES:
+        for service in (*SERVICES, "AdminService"):  # AdminService: only its audit trail has a REST path
             if service != HTTP_SERVICE and (found := self.method(service, name.removesuffix("Http"))) is not None:
                 return found
         raise LookupError(f"{name}: no typed method {name.removesuffix('Http')}")

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     bootstrap_admin_key: str | None = Field(
         default=None, repr=False, description="An admin key made sure to exist (and not be revoked) at start-up; 32+ characters."
     )
+    auth_failed_lookups_burst: int = Field(
+        default=100, ge=1, description="Failed API key lookups (unknown, revoked, expired) one client may make at once; "
+        "past it, its unknown keys get 429 RateLimited until the bucket refills."
+    )  # fmt: skip
+    auth_failed_lookups_per_minute: float = Field(
+        default=60.0, gt=0, description="How fast a client's failed-lookup allowance refills (lookups per minute)."
+    )
+    max_streams_per_key: int = Field(
+        default=0, ge=0, description="Log and watch streams one API key may hold open on one server; 0: half of its "
+        "tenant's max_open_streams (at least one)."
+    )  # fmt: skip
     cluster_refresh_seconds: float = Field(
         default=10.0, gt=0, description="How often the Ray cluster's nodes and resources are recorded in the cluster registry."
     )
@@ -142,10 +153,10 @@ class Settings(BaseSettings):
     )
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention sweep runs.")
     retention_log_days: float = Field(
-        default=0.0, ge=0, description="Delete the log lines of jobs finished this many days ago (0: keep them)."
+        default=30.0, ge=0, description="Delete the log lines of jobs finished this many days ago (0: keep them)."
     )
     retention_job_days: float = Field(
-        default=0.0, ge=0, description="Delete jobs finished this many days ago that no model version comes from, and old "
+        default=90.0, ge=0, description="Delete jobs finished this many days ago that no model version comes from, and old "
         "alert deliveries (0: keep them)."
     )  # fmt: skip
     retention_batch_rows: int = Field(default=1000, ge=1, le=100000, description="Rows one retention statement deletes at most.")

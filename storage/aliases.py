@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from storage import db
+from storage import audit, db
 from storage.errors import AliasNotFound, ModelNotFound, VersionHasAliases
 from storage.records import AliasMove, ModelAlias, ModelVersion
 from storage.tenancy import scope_of
@@ -100,6 +100,8 @@ async def point(conn: db.Connection, version: ModelVersion, alias: str, *, moved
     await conn.execute(
         RECORD_MOVE, {**key, "from_model_id": row["before"], "to_model_id": version.model_id, "moved_by": moved_by, "reason": reason}
     )
+    moved = {"model_type": version.model_type, "from": row["before"] or "", "to": version.model_id, "reason": reason}
+    await audit.record(conn, actor=moved_by, key_id=None, tenant_id=version.tenant_id, action="alias.set", target=alias, details=moved)
     return await one(conn, version.tenant_id, version.model_type, alias)
 
 
@@ -111,6 +113,8 @@ async def remove(conn: db.Connection, tenant_id: str, model_type: str, alias: st
     if row is None:
         raise AliasNotFound(alias, model_type)
     await conn.execute(RECORD_MOVE, {**key, "from_model_id": row["model_id"], "to_model_id": None, "moved_by": moved_by, "reason": reason})
+    moved = {"model_type": model_type, "from": row["model_id"], "to": "", "reason": reason}
+    await audit.record(conn, actor=moved_by, key_id=None, tenant_id=tenant_id, action="alias.delete", target=alias, details=moved)
     moves = await _moves(conn, model_type, alias)
     return ModelAlias(alias, tenant_id, model_type, None, None, moves[0].moved_at, tuple(moves))
 

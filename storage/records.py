@@ -320,13 +320,28 @@ class TenantQuota:
     max_import_bytes: int
     updated_at: datetime
     keep_versions: int | None = None  # retention: the newest N versions per model type; None: all
+    min_schedule_interval_seconds: int = 300  # the shortest gap between two firings of one schedule
+    max_scheduled_jobs_per_day: int = 500  # jobs the tenant's schedules may create in any 24 hours
+    max_open_streams: int = 20  # log and watch streams open at once (per server)
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         return cls(
             max_priority=Priority.from_rank(row["max_priority"]),
             keep_versions=_optional(row, "keep_versions", None),
-            **_columns(row, ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_import_bytes", "updated_at")),
+            **_columns(
+                row,
+                (
+                    "tenant_id",
+                    "max_queued_jobs",
+                    "max_running_jobs",
+                    "max_import_bytes",
+                    "updated_at",
+                    "min_schedule_interval_seconds",
+                    "max_scheduled_jobs_per_day",
+                    "max_open_streams",
+                ),
+            ),
         )
 
 
@@ -340,10 +355,36 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    local: bool = False  # made while authentication was off: refused when it is required
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
-        return cls(**_columns(row, ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at")))
+        return cls(
+            **_columns(row, ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at", "local", "expires_at", "last_used_at"))
+        )
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line of the audit trail: who (``actor``, ``key_id``) did ``action`` to ``target``
+    for ``tenant_id`` ('*': every tenant)."""
+
+    id: int
+    at: datetime
+    actor: str
+    key_id: str | None
+    tenant_id: str
+    action: str
+    target: str
+    details: Mapping[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        return cls(
+            details=json_value(row["details"]) or {}, **_columns(row, ("id", "at", "actor", "key_id", "tenant_id", "action", "target"))
+        )
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ jobs = sa.Table(
     sa.Index("training_jobs_tenant_active", "tenant_id", "status", postgresql_where=sa.text("status IN ('PENDING', 'RUNNING')")),
     # A schedule's recent jobs; the jobs a schedule list filters by.
     sa.Index("training_jobs_schedule", "schedule_id", sa.text("created_at DESC"), postgresql_where=sa.text("schedule_id IS NOT NULL")),
+    # A tenant's jobs made by schedules in the last day (max_scheduled_jobs_per_day).
+    sa.Index("training_jobs_scheduled", "tenant_id", "created_at", postgresql_where=sa.text("schedule_id IS NOT NULL")),
     # Retention: finished jobs (and their log lines) older than an age.
     sa.Index("training_jobs_finished", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")),
 )
@@ -167,10 +169,16 @@ tenants = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
     sa.Column("keep_versions", sa.Integer),  # retention: the newest N versions per model type (NULL: all)
+    sa.Column("min_schedule_interval_seconds", sa.Integer, nullable=False, server_default="300"),
+    sa.Column("max_scheduled_jobs_per_day", sa.Integer, nullable=False, server_default="500"),
+    sa.Column("max_open_streams", sa.Integer, nullable=False, server_default="20"),
     sa.CheckConstraint("keep_versions IS NULL OR keep_versions >= 1", name="tenant_keep_versions"),
     sa.CheckConstraint("tenant_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'", name="tenant_id_slug"),
     sa.CheckConstraint("max_queued_jobs >= 0 AND (max_running_jobs IS NULL OR max_running_jobs >= 0)", name="tenant_job_limits"),
     sa.CheckConstraint("max_priority BETWEEN 0 AND 3 AND max_import_bytes >= 0", name="tenant_other_limits"),
+    sa.CheckConstraint(
+        "min_schedule_interval_seconds >= 1 AND max_scheduled_jobs_per_day >= 0 AND max_open_streams >= 0", name="tenant_operation_limits"
+    ),
 )
 
 # API keys: only a SHA-256 of each key is kept. tenant_id NULL: an admin key.
@@ -184,11 +192,31 @@ api_keys = sa.Table(
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("local", sa.Boolean, nullable=False, server_default=sa.false()),  # made while authentication was off
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint("admin OR tenant_id IS NOT NULL", name="api_key_owner"),
     # A key is found by its hash.
     sa.Index("api_keys_hash", "key_hash", unique=True),
     # A tenant's keys, oldest first.
     sa.Index("api_keys_tenant", "tenant_id", "created_at"),
+)
+
+# The audit trail: key create/revoke, quota changes, alias moves, admin calls for other
+# tenants. tenant_id: the tenant acted on ('*': every tenant). Read by admins only (RLS).
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Index("audit_events_tenant", "tenant_id", sa.text("id DESC")),
+    sa.Index("audit_events_action", "action", sa.text("id DESC")),
 )
 
 # Cron schedules: each firing creates one job (action train) and/or one degradation check.

@@ -30,9 +30,25 @@ COUNT_QUEUED = db.sql(
     "SELECT count(*) FROM (SELECT 1 FROM training_jobs WHERE tenant_id = :tenant_id AND status = 'PENDING' LIMIT :up_to) AS q"
 )
 
+# count_scheduled: jobs the tenant's schedules created in the last 24 hours, counted only up to
+# :up_to. Index: training_jobs_scheduled (tenant_id, created_at) WHERE schedule_id IS NOT NULL.
+COUNT_SCHEDULED = db.sql(
+    "SELECT count(*) FROM (SELECT 1 FROM training_jobs WHERE tenant_id = :tenant_id AND schedule_id IS NOT NULL "
+    "AND created_at > clock_timestamp() - interval '1 day' LIMIT :up_to) AS q"
+)
+
 # update_tenant: new quotas (only the columns given, a fixed fragment each). Index: tenants primary key.
 UPDATE_TENANT = "UPDATE tenants SET {sets}, updated_at = clock_timestamp() WHERE tenant_id = :tenant_id RETURNING *"
-SETTABLE = ("max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions")
+SETTABLE = (
+    "max_queued_jobs",
+    "max_running_jobs",
+    "max_priority",
+    "max_import_bytes",
+    "keep_versions",
+    "min_schedule_interval_seconds",
+    "max_scheduled_jobs_per_day",
+    "max_open_streams",
+)
 
 
 async def get(conn: db.Connection, tenant_id: str) -> TenantQuota:
@@ -88,6 +104,37 @@ def queue_full(tenant_id: str, quota: TenantQuota, queued: int) -> QuotaExceeded
         queued + 1,
         f"tenant {tenant_id} already has {queued} queued jobs; its quota max_queued_jobs is {quota.max_queued_jobs}",
     )
+
+
+async def check_schedule_interval(conn: db.Connection, tenant_id: str, shortest: float) -> None:
+    """QuotaExceeded when a schedule would fire more often than the tenant's
+    min_schedule_interval_seconds (``shortest``: the shortest gap between its firings)."""
+    quota = await get(conn, tenant_id)
+    if shortest < quota.min_schedule_interval_seconds:
+        raise QuotaExceeded(
+            tenant_id,
+            "min_schedule_interval_seconds",
+            quota.min_schedule_interval_seconds,
+            int(shortest),
+            f"this schedule fires as often as every {int(shortest)} s; tenant {tenant_id}'s quota "
+            f"min_schedule_interval_seconds is {quota.min_schedule_interval_seconds} (an admin may grant a shorter one)",
+        )
+
+
+async def check_scheduled_jobs(conn: db.Connection, tenant_id: str) -> None:
+    """QuotaExceeded when the tenant's schedules already created max_scheduled_jobs_per_day
+    jobs in the last 24 hours."""
+    quota = await get(conn, tenant_id)
+    limit = quota.max_scheduled_jobs_per_day
+    made = int((await conn.fetch(COUNT_SCHEDULED, {"tenant_id": tenant_id, "up_to": limit + 1}))[0]["count"])
+    if made >= limit:
+        raise QuotaExceeded(
+            tenant_id,
+            "max_scheduled_jobs_per_day",
+            limit,
+            made + 1,
+            f"tenant {tenant_id}'s schedules created {made} jobs in the last 24 hours; its quota max_scheduled_jobs_per_day is {limit}",
+        )
 
 
 def check_import_size(tenant_id: str, limit: int, received: int) -> None:

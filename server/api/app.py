@@ -31,6 +31,7 @@ from server.api.events import EventHub
 from server.api.operations import OperationsServicer
 from server.api.rest import TrainingHttpServicer
 from server.api.servicer import TrainingServicer
+from server.api.streams import StreamGate
 from server.execution import tracking
 from server.execution.artifacts import ArtifactStore
 from server.execution.clusters import ClusterMonitor
@@ -107,7 +108,13 @@ class App:
             async with db.transaction(self.engine, Scope.ALL) as conn:
                 key = await keys.ensure_admin(conn, auth.bootstrap_key_id(s.bootstrap_admin_key), auth.hash_key(s.bootstrap_admin_key))
             log.info("bootstrap admin key %s is active", key.key_id)
-        self.authenticator = auth.Authenticator(self.engine, required=s.auth == "required")
+        self.authenticator = auth.Authenticator(
+            self.engine,
+            required=s.auth == "required",
+            limiter=auth.FailureLimiter(burst=s.auth_failed_lookups_burst, per_minute=s.auth_failed_lookups_per_minute),
+        )
+        self.authenticator.sink = auth.AuditSink(self.engine)
+        self.authenticator.sink.start()
         self.events = EventHub(db.asyncpg_dsn(self.database_url))
         await self.events.start()
         if self.executor is None:
@@ -173,6 +180,7 @@ class App:
             artifacts=artifacts,
             clusters=self.clusters,
             max_runtime_cap=s.max_runtime_cap_seconds,
+            streams=StreamGate(per_key=s.max_streams_per_key),
         )
 
         await self._serve(typed)
@@ -206,10 +214,11 @@ class App:
             ],
         )
         pb_grpc.add_TrainingServiceServicer_to_server(typed, server)
-        admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine=self.engine, authenticator=self.authenticator), server)
+        admin = AdminServicer(engine=self.engine, authenticator=self.authenticator)
+        admin_grpc.add_AdminServiceServicer_to_server(admin, server)
         operations = OperationsServicer(engine=self.engine, clusters=self.clusters, allow_private_targets=s.alert_allow_private_targets)
         ops_grpc.add_OperationsServiceServicer_to_server(operations, server)
-        http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed, operations), server)
+        http_grpc.add_TrainingHttpServiceServicer_to_server(TrainingHttpServicer(typed, operations, admin), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -279,6 +288,9 @@ class App:
         steps += [("cluster registry", _cancel(self._cluster_watch))]
         steps += [(type(loop).__name__, loop.stop()) for loop in self._loops]
         steps += [("metrics", self.metrics_server.stop())]
+        sink = getattr(getattr(self, "authenticator", None), "sink", None)
+        if sink is not None:
+            steps += [("audit trail", sink.stop())]
         steps += [("dispatcher", self.dispatcher.stop()), ("events", self.events.stop()), ("engine", self.engine.dispose())]
         steps += [("dispatch engine", self.dispatch_engine.dispose())]
         for name, step in steps:

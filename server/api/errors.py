@@ -35,7 +35,7 @@ REST_MARK = "x-aihub-rest"
 GUIDE_BODY = "x-aihub-error"
 MAX_GUIDE_BODY = 16_000  # bytes of ASCII JSON; violations past it are counted, not listed
 # Details the guide shows as numbers (ErrorInfo metadata holds only strings).
-NUMERIC_DETAILS = frozenset({"requested_workers", "available_workers", "allowed", "requested"})
+NUMERIC_DETAILS = frozenset({"requested_workers", "available_workers", "allowed", "requested", "retry_after_seconds"})
 
 
 def shorten(text: str, limit: int) -> str:
@@ -57,6 +57,14 @@ class Unauthenticated(Exception):
 
 class PermissionDenied(Exception):
     """The key may not do this (PERMISSION_DENIED)."""
+
+
+class RateLimited(Exception):
+    """Too many of a client's calls failed (RESOURCE_EXHAUSTED, HTTP 429)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidState(TrainingError):
@@ -126,6 +134,8 @@ def to_status(exc: BaseException) -> status_pb2.Status:  # noqa: PLR0912 - one t
         return _status(code.UNAUTHENTICATED, "Unauthenticated", str(exc))
     if isinstance(exc, PermissionDenied):
         return _status(code.PERMISSION_DENIED, "PermissionDenied", str(exc))
+    if isinstance(exc, RateLimited):
+        return _status(code.RESOURCE_EXHAUSTED, "RateLimited", str(exc), {"retry_after_seconds": str(max(1, round(exc.retry_after)))})
     if isinstance(exc, storage_errors.InvalidTenantId):
         return _status(code.INVALID_ARGUMENT, "InvalidRequest", str(exc), {"field": "tenant_id"}, [Violation("tenant_id", str(exc))])
     if isinstance(exc, storage_errors.InvalidData):
@@ -197,7 +207,7 @@ async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status, r
 
 
 class Authenticate(Protocol):
-    async def __call__(self, metadata: Any, method: str) -> None: ...
+    async def __call__(self, metadata: Any, method: str, peer: str = "") -> None: ...
 
 
 class Observe(Protocol):
@@ -214,7 +224,7 @@ def _wrap_unary(
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, code = time.perf_counter(), "OK"
         try:
-            await authenticate(context.invocation_metadata(), method)
+            await authenticate(context.invocation_metadata(), method, context.peer())
             async with asyncio.timeout(deadline):
                 return await fn(request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
@@ -234,7 +244,7 @@ def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, code = time.perf_counter(), "OK"
         try:
-            await authenticate(context.invocation_metadata(), method)
+            await authenticate(context.invocation_metadata(), method, context.peer())
             async for item in fn(request, context):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.UsageError):
@@ -253,7 +263,7 @@ def _wrap_stream(fn: Callable[..., Any], method: str, authenticate: Authenticate
     return handler
 
 
-async def _nobody(metadata: Any, method: str) -> None:
+async def _nobody(metadata: Any, method: str, peer: str = "") -> None:
     return None
 
 

@@ -3,6 +3,7 @@ firing itself is server.operations.scheduler's (RunSchedule fires through it too
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import uuid
@@ -135,8 +136,10 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
             forecast=forecast,
             promotion=promotion,
         )
+        shortest = await asyncio.to_thread(cron.shortest_interval, now)  # up to ~0.1 s of croniter: off the loop
         async with db.transaction(self.engine, scope) as conn:
             await tenants.check_priority(conn, tenant_id, priority)
+            await tenants.check_schedule_interval(conn, tenant_id, shortest)
             created = await schedules.create(conn, new)
         return convert.schedule_to_pb(created)
 

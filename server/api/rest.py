@@ -17,9 +17,11 @@ from google.api import httpbody_pb2
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
+from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
+from server.api.admin import AdminServicer
 from server.api.convert import integral
 from server.api.convert import serving as convert
 from server.api.errors import RequestError, shorten
@@ -188,9 +190,18 @@ def _has_schedule(body: httpbody_pb2.HttpBody) -> bool:
 
 
 class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
-    def __init__(self, typed: TrainingServicer, operations: OperationsServicer) -> None:
+    def __init__(self, typed: TrainingServicer, operations: OperationsServicer, admin: AdminServicer | None = None) -> None:
         self.typed = typed
         self.operations = operations
+        self.admin = admin
+
+    async def ListAuditEventsHttp(self, request, context):
+        if self.admin is None:
+            raise RuntimeError("the admin service is not served here")
+        typed = admin_pb.ListAuditEventsRequest(
+            tenant_id=request.tenant_id, action=request.action, page_size=request.page_size, page_token=request.page_token
+        )
+        return await self.admin.ListAuditEvents(typed, context)
 
     async def CreateTrainingJobHttp(self, request, context) -> httpbody_pb2.HttpBody:
         if _has_schedule(request.body):

@@ -5,6 +5,7 @@ owns, and answers what convert builds. Its collaborators are given to it explici
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import uuid
@@ -19,6 +20,7 @@ from server.api import auth, convert
 from server.api.errors import InvalidState, RequestError
 from server.api.events import EventHub, wait
 from server.api.serving import ModelServing
+from server.api.streams import StreamGate
 from server.execution.artifacts import ArtifactPathError, ArtifactStore
 from server.execution.clusters import ClusterMonitor
 from server.execution.evaluation import ModelEvaluator
@@ -26,6 +28,7 @@ from server.execution.forecasts import ModelServer
 from storage import db, features, jobs, logs, models, tenants
 from storage.errors import StorageError
 from storage.records import Job, JobStatus, ModelVersion, NewJob, RayCluster
+from storage.tenancy import Scope
 from trainers import predictions
 from trainers import spec as specs
 from trainers.spec import TrainingSpec
@@ -57,8 +60,10 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         artifacts: ArtifactStore,
         clusters: ClusterMonitor,
         max_runtime_cap: int = 604800,
+        streams: StreamGate | None = None,
     ) -> None:
         self.max_runtime_cap = max_runtime_cap
+        self.streams = streams or StreamGate()
         self.engine = engine
         self.events = events
         self.evaluator = evaluator
@@ -183,12 +188,24 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
             return await jobs.get(conn, parsed)
 
     # --- streams --------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _stream_place(self, job_id: uuid.UUID, scope: Scope) -> AsyncIterator[None]:
+        """A place among the open streams of the job's tenant and of the caller's key
+        (server/api/streams.py); JobNotFound first, as before, for a job the caller cannot see."""
+        async with db.transaction(self.engine, scope) as conn:
+            job = await jobs.get(conn, job_id)
+        async with db.transaction(self.engine, Scope.of(job.tenant_id)) as conn:
+            quota = await tenants.get(conn, job.tenant_id)
+        principal = auth.current()
+        with self.streams.hold(job.tenant_id, None if principal.admin else principal.key_id, quota.max_open_streams):
+            yield
+
     async def StreamTrainingJobLogs(self, request: pb.StreamTrainingJobLogsRequest, context: Context) -> AsyncIterator[pb.LogEntry]:
         job_id = convert.parse_job_id(request.job_id)
         scope = auth.scope_for("")
         follow = request.follow if request.HasField("follow") else True
         after = max(0, request.after_sequence)
-        async with self.events.subscribe(str(job_id)) as changed:
+        async with self._stream_place(job_id, scope), self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
                 async with db.transaction(self.engine, scope) as conn:
@@ -207,7 +224,7 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         job_id = convert.parse_job_id(request.job_id)
         scope = auth.scope_for("")
         last = None
-        async with self.events.subscribe(str(job_id)) as changed:
+        async with self._stream_place(job_id, scope), self.events.subscribe(str(job_id)) as changed:
             while True:
                 changed.clear()
                 async with db.transaction(self.engine, scope) as conn:

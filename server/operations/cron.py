@@ -21,6 +21,7 @@ from croniter import croniter
 
 MAX_WINDOW = timedelta(days=366 * 20)
 _DURATION = re.compile(r"P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?)?")
+_INTERVAL_STEPS = 2000  # firings looked at for the shortest interval
 _CATCH_UP_STEPS = 1000  # firings counted one by one after a downtime; beyond, the count is a bound
 
 
@@ -70,6 +71,31 @@ class Cron:
             if every_hour or not _second_occurrence(fire, tz):
                 return fire.astimezone(UTC)
         return fire.astimezone(UTC)
+
+    def shortest_interval(self, start: datetime | None = None) -> float:
+        """The shortest time between two consecutive firings, in seconds, over the next four
+        years from ``start`` (or the first 2,000 firings, whichever ends first): what the
+        tenant's min_schedule_interval_seconds quota is checked against. Infinity for an
+        expression that fires at most once in that time. The firings are those of
+        :meth:`next_after` (a repeated wall-clock hour fires once), walked by one iterator."""
+        tz = ZoneInfo(self.timezone)
+        moment = (start or datetime.now(UTC)).astimezone(tz)
+        end = moment + timedelta(days=4 * 366)
+        it = croniter(self._croniter_form, moment)
+        every_hour = self._every_hour
+        shortest, previous = float("inf"), None
+        for _ in range(_INTERVAL_STEPS):
+            fire: datetime = it.get_next(datetime)
+            if fire > end:
+                break
+            if not every_hour and _second_occurrence(fire, tz):
+                continue
+            if previous is not None:
+                shortest = min(shortest, (fire.astimezone(UTC) - previous).total_seconds())
+                if shortest <= 1:
+                    break
+            previous = fire.astimezone(UTC)
+        return shortest
 
     def catch_up(self, due: datetime, now: datetime) -> tuple[datetime, int]:
         """For a schedule due at ``due`` (<= now): the firing to run (the latest at or before

@@ -26,7 +26,7 @@ from typing import Any
 from server.observability import job_fields
 from server.operations.cron import Cron, parse_duration
 from server.operations.periodic import Periodic
-from storage import db, jobs, schedules
+from storage import db, jobs, schedules, tenants
 from storage.errors import DatabaseUnavailable
 from storage.records import DegradationCheck, Job, NewJob, Schedule
 from storage.tenancy import Scope
@@ -85,6 +85,7 @@ async def fire(conn: db.Connection, schedule: Schedule, at: datetime, *, once_pe
     if schedule.action == "train_and_promote":  # the challenger trains before the window both are scored on
         trained_until = check_window(schedule.promotion, at)[0]
     if schedule.action in TRAINS:
+        await tenants.check_scheduled_jobs(conn, schedule.tenant_id)
         spec = specs.build(job_config(schedule.config, schedule.window, trained_until), model_type=schedule.model_type)
         new = NewJob(
             tenant_id=schedule.tenant_id,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from client import AsyncTrainingClient, ConfigValidationError, NotFoundError, pb
+from client import AsyncTrainingClient, ConfigValidationError, NotFoundError, QuotaExceededError, pb
 from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
 from server.operations.scheduler import Scheduler
 from storage import db
@@ -29,8 +29,8 @@ def rolling(**overrides) -> dict:
     return config
 
 
-async def scheduled_jobs(client: AsyncTrainingClient, schedule_id: str) -> list[pb.TrainingJob]:
-    return list((await client.list_jobs("acme-corp", schedule_id=schedule_id, page_size=1000)).jobs)
+async def scheduled_jobs(client: AsyncTrainingClient, schedule_id: str, tenant: str = "acme-corp") -> list[pb.TrainingJob]:
+    return list((await client.list_jobs(tenant, schedule_id=schedule_id, page_size=1000)).jobs)
 
 
 async def test_the_guides_weekly_schedule_is_stored_with_its_next_firing(start_app, database_url):
@@ -76,6 +76,7 @@ async def test_per_second_firings_across_two_servers_make_one_job_each(start_app
     first = await start_app(dispatch=False, scheduler_interval_seconds=0.2)
     second = await start_app(dispatch=False, scheduler_interval_seconds=0.2)
     async with AsyncTrainingClient(f"127.0.0.1:{first.port}") as client:
+        await client.update_quota("acme-corp", min_schedule_interval_seconds=1)  # per-second firings need a grant
         made = await client.create_schedule("acme-corp", "forecast", rolling(), "* * * * * *", window="P30D", priority="low")
         deadline = time.monotonic() + 60
         while len(await scheduled_jobs(client, made.schedule_id)) < 4:  # four firings, however busy the machine
@@ -161,3 +162,30 @@ async def test_pause_resume_run_now_and_delete(start_app, database_url, demo_fra
             await client.get_schedule(made.schedule_id)
         kept = await client.get_job(ran.job.job_id)  # its jobs stay
         assert kept.status == pb.COMPLETED and kept.schedule_id == ""
+
+
+async def test_schedules_are_bounded_by_the_tenants_quotas(start_app, database_url, demo_frame):
+    """A cron firing more often than min_schedule_interval_seconds (default 5 minutes) is a
+    429 naming the limit, unless an admin grants a shorter one; firings past
+    max_scheduled_jobs_per_day are skipped (counted missed), and a manual run is a 429."""
+    await load_demo(database_url, demo_frame, "umbrella")
+    app = await start_app(dispatch=False, scheduler_interval_seconds=0.2)
+    async with AsyncTrainingClient(f"127.0.0.1:{app.port}") as client:
+        assert (await client.get_quota("umbrella")).min_schedule_interval_seconds == 300
+        for cron in ("* * * * * *", "* * * * *", "*/4 * * * *", "0,1 2 * * *"):
+            with pytest.raises(QuotaExceededError) as err:
+                await client.create_schedule("umbrella", "forecast", tiny_config(), cron)
+            assert err.value.details["limit"] == "min_schedule_interval_seconds", cron
+        await client.create_schedule("umbrella", "forecast", tiny_config(), "*/5 * * * *", paused=True)  # every 5 minutes: allowed
+        await client.update_quota("umbrella", min_schedule_interval_seconds=1, max_scheduled_jobs_per_day=3)
+        made = await client.create_schedule("umbrella", "forecast", rolling(), "* * * * * *", window="P30D", priority="low")
+        deadline = time.monotonic() + 60
+        while (shown := await client.get_schedule(made.schedule_id)).missed_firings < 2:
+            assert time.monotonic() < deadline, "the schedule's firings past the daily quota were not counted missed"
+            await asyncio.sleep(0.2)
+        await client.pause_schedule(made.schedule_id)
+        assert len(await scheduled_jobs(client, made.schedule_id, "umbrella")) == 3  # the quota, not one more
+        with pytest.raises(QuotaExceededError) as err:
+            await client.run_schedule(made.schedule_id)
+        assert err.value.details["limit"] == "max_scheduled_jobs_per_day"
+    assert shown.missed_firings >= 2

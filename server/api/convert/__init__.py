@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from server.api.convert.admin import (
     api_key_to_pb,
+    audit_event_to_pb,
     quota_changes,
     quota_to_pb,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "STATUSES",
     "api_key_to_pb",
     "as_timestamp",
+    "audit_event_to_pb",
     "check_to_pb",
     "checked_text",
     "cluster_to_pb",

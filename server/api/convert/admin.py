@@ -21,6 +21,22 @@ def api_key_to_pb(key: records.ApiKey) -> admin_pb.ApiKey:
         name=key.name,
         created_at=as_timestamp(key.created_at),
         revoked_at=as_timestamp(key.revoked_at),
+        local=key.local,
+        expires_at=as_timestamp(key.expires_at),
+        last_used_at=as_timestamp(key.last_used_at),
+    )
+
+
+def audit_event_to_pb(event: records.AuditEvent) -> admin_pb.AuditEvent:
+    return admin_pb.AuditEvent(
+        id=event.id,
+        at=as_timestamp(event.at),
+        actor=event.actor,
+        key_id=event.key_id or "",
+        tenant_id=event.tenant_id,
+        action=event.action,
+        target=event.target,
+        details={str(k): str(v) for k, v in event.details.items()},
     )
 
 
@@ -33,18 +49,31 @@ def quota_to_pb(quota: records.TenantQuota) -> admin_pb.TenantQuota:
         max_import_bytes=quota.max_import_bytes,
         updated_at=as_timestamp(quota.updated_at),
         keep_versions=quota.keep_versions or 0,
+        min_schedule_interval_seconds=quota.min_schedule_interval_seconds,
+        max_scheduled_jobs_per_day=quota.max_scheduled_jobs_per_day,
+        max_open_streams=quota.max_open_streams,
     )
 
 
 def quota_changes(request: admin_pb.UpdateTenantQuotaRequest) -> dict[str, Any]:
     """The quotas an update sets, checked (each a RequestError naming the field)."""
     changes: dict[str, Any] = {}
-    for name in ("max_queued_jobs", "max_running_jobs", "max_import_bytes", "keep_versions"):
+    for name in (
+        "max_queued_jobs",
+        "max_running_jobs",
+        "max_import_bytes",
+        "keep_versions",
+        "min_schedule_interval_seconds",
+        "max_scheduled_jobs_per_day",
+        "max_open_streams",
+    ):
         if request.HasField(name):
             value = getattr(request, name)
             if value < 0:
                 raise RequestError(name, "must not be negative")
             changes[name] = value
+    if changes.get("min_schedule_interval_seconds") == 0:
+        raise RequestError("min_schedule_interval_seconds", "must be at least 1 (second)")
     for name in ("max_running_jobs", "keep_versions"):  # 0: no limit
         if changes.get(name) == 0:
             changes[name] = None

@@ -27,31 +27,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from client._gen.aihub.training.v1 import training_service_pb2 as aihub_dot_training_dot_v1_dot_training__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ihub/training/v1/admin.proto\x12\x11\x61ihub.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(aihub/training/v1/training_service.proto\"\xa8\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\"U\n\x14\x43reateApiKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\"\'\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\">\n\x13ListApiKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.aihub.training.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xe7\x01\n\x0bTenantQuota\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0fmax_queued_jobs\x18\x02 \x01(\x05\x12\x18\n\x10max_running_jobs\x18\x03 \x01(\x05\x12\x31\n\x0cmax_priority\x18\x04 \x01(\x0e\x32\x1b.aihub.training.v1.Priority\x12\x18\n\x10max_import_bytes\x18\x05 \x01(\x03\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rkeep_versions\x18\x07 \x01(\x05\"*\n\x15GetTenantQuotaRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xa8\x02\n\x18UpdateTenantQuotaRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1c\n\x0fmax_queued_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_running_jobs\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x0cmax_priority\x18\x04 \x01(\x0e\x32\x1b.aihub.training.v1.Priority\x12\x1d\n\x10max_import_bytes\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\rkeep_versions\x18\x06 \x01(\x05H\x03\x88\x01\x01\x42\x12\n\x10_max_queued_jobsB\x13\n\x11_max_running_jobsB\x13\n\x11_max_import_bytesB\x10\n\x0e_keep_versions2\xde\x03\n\x0c\x41\x64minService\x12_\n\x0c\x43reateApiKey\x12&.aihub.training.v1.CreateApiKeyRequest\x1a\'.aihub.training.v1.CreateApiKeyResponse\x12\\\n\x0bListApiKeys\x12%.aihub.training.v1.ListApiKeysRequest\x1a&.aihub.training.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12&.aihub.training.v1.RevokeApiKeyRequest\x1a\x19.aihub.training.v1.ApiKey\x12Z\n\x0eGetTenantQuota\x12(.aihub.training.v1.GetTenantQuotaRequest\x1a\x1e.aihub.training.v1.TenantQuota\x12`\n\x11UpdateTenantQuota\x12+.aihub.training.v1.UpdateTenantQuotaRequest\x1a\x1e.aihub.training.v1.TenantQuotab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ihub/training/v1/admin.proto\x12\x11\x61ihub.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(aihub/training/v1/training_service.proto\"\x99\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05local\x18\x07 \x01(\x08\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x14\x43reateApiKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\"\'\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\">\n\x13ListApiKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.aihub.training.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xcc\x02\n\x0bTenantQuota\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0fmax_queued_jobs\x18\x02 \x01(\x05\x12\x18\n\x10max_running_jobs\x18\x03 \x01(\x05\x12\x31\n\x0cmax_priority\x18\x04 \x01(\x0e\x32\x1b.aihub.training.v1.Priority\x12\x18\n\x10max_import_bytes\x18\x05 \x01(\x03\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rkeep_versions\x18\x07 \x01(\x05\x12%\n\x1dmin_schedule_interval_seconds\x18\x08 \x01(\x05\x12\"\n\x1amax_scheduled_jobs_per_day\x18\t \x01(\x05\x12\x18\n\x10max_open_streams\x18\n \x01(\x05\"*\n\x15GetTenantQuotaRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xf2\x03\n\x18UpdateTenantQuotaRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1c\n\x0fmax_queued_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_running_jobs\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x0cmax_priority\x18\x04 \x01(\x0e\x32\x1b.aihub.training.v1.Priority\x12\x1d\n\x10max_import_bytes\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\rkeep_versions\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12*\n\x1dmin_schedule_interval_seconds\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\'\n\x1amax_scheduled_jobs_per_day\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x1d\n\x10max_open_streams\x18\t \x01(\x05H\x06\x88\x01\x01\x42\x12\n\x10_max_queued_jobsB\x13\n\x11_max_running_jobsB\x13\n\x11_max_import_bytesB\x10\n\x0e_keep_versionsB \n\x1e_min_schedule_interval_secondsB\x1d\n\x1b_max_scheduled_jobs_per_dayB\x13\n\x11_max_open_streams\"\xff\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12;\n\x07\x64\x65tails\x18\x08 \x03(\x0b\x32*.aihub.training.v1.AuditEvent.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"b\n\x16ListAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"a\n\x17ListAuditEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.aihub.training.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc8\x04\n\x0c\x41\x64minService\x12_\n\x0c\x43reateApiKey\x12&.aihub.training.v1.CreateApiKeyRequest\x1a\'.aihub.training.v1.CreateApiKeyResponse\x12\\\n\x0bListApiKeys\x12%.aihub.training.v1.ListApiKeysRequest\x1a&.aihub.training.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12&.aihub.training.v1.RevokeApiKeyRequest\x1a\x19.aihub.training.v1.ApiKey\x12Z\n\x0eGetTenantQuota\x12(.aihub.training.v1.GetTenantQuotaRequest\x1a\x1e.aihub.training.v1.TenantQuota\x12`\n\x11UpdateTenantQuota\x12+.aihub.training.v1.UpdateTenantQuotaRequest\x1a\x1e.aihub.training.v1.TenantQuota\x12h\n\x0fListAuditEvents\x12).aihub.training.v1.ListAuditEventsRequest\x1a*.aihub.training.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aihub.training.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUDITEVENT_DETAILSENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_APIKEY']._serialized_start=128
-  _globals['_APIKEY']._serialized_end=296
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=298
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=367
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=369
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=454
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=456
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=495
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=497
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=559
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=561
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=598
-  _globals['_TENANTQUOTA']._serialized_start=601
-  _globals['_TENANTQUOTA']._serialized_end=832
-  _globals['_GETTENANTQUOTAREQUEST']._serialized_start=834
-  _globals['_GETTENANTQUOTAREQUEST']._serialized_end=876
-  _globals['_UPDATETENANTQUOTAREQUEST']._serialized_start=879
-  _globals['_UPDATETENANTQUOTAREQUEST']._serialized_end=1175
-  _globals['_ADMINSERVICE']._serialized_start=1178
-  _globals['_ADMINSERVICE']._serialized_end=1656
+  _globals['_APIKEY']._serialized_end=409
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=411
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=528
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=530
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=615
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=617
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=656
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=658
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=720
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=722
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=759
+  _globals['_TENANTQUOTA']._serialized_start=762
+  _globals['_TENANTQUOTA']._serialized_end=1094
+  _globals['_GETTENANTQUOTAREQUEST']._serialized_start=1096
+  _globals['_GETTENANTQUOTAREQUEST']._serialized_end=1138
+  _globals['_UPDATETENANTQUOTAREQUEST']._serialized_start=1141
+  _globals['_UPDATETENANTQUOTAREQUEST']._serialized_end=1639
+  _globals['_AUDITEVENT']._serialized_start=1642
+  _globals['_AUDITEVENT']._serialized_end=1897
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=1851
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_end=1897
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1899
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1997
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1999
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2096
+  _globals['_ADMINSERVICE']._serialized_start=2099
+  _globals['_ADMINSERVICE']._serialized_end=2683
 # @@protoc_insertion_point(module_scope)

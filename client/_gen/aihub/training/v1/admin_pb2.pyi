@@ -12,30 +12,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at")
+    __slots__ = ("key_id", "tenant_id", "admin", "name", "created_at", "revoked_at", "local", "expires_at", "last_used_at")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant_id: str
     admin: bool
     name: str
     created_at: _timestamp_pb2.Timestamp
     revoked_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., admin: _Optional[bool] = ..., name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    local: bool
+    expires_at: _timestamp_pb2.Timestamp
+    last_used_at: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., admin: _Optional[bool] = ..., name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., local: _Optional[bool] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("tenant_id", "admin", "name")
+    __slots__ = ("tenant_id", "admin", "name", "expires_at")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     admin: bool
     name: str
-    def __init__(self, tenant_id: _Optional[str] = ..., admin: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, tenant_id: _Optional[str] = ..., admin: _Optional[bool] = ..., name: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("key", "key_id", "tenant_id", "admin")
@@ -68,7 +76,7 @@ class RevokeApiKeyRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
 class TenantQuota(_message.Message):
-    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "updated_at", "keep_versions")
+    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "updated_at", "keep_versions", "min_schedule_interval_seconds", "max_scheduled_jobs_per_day", "max_open_streams")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +84,9 @@ class TenantQuota(_message.Message):
     MAX_IMPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     KEEP_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCHEDULE_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCHEDULED_JOBS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     max_queued_jobs: int
     max_running_jobs: int
@@ -83,7 +94,10 @@ class TenantQuota(_message.Message):
     max_import_bytes: int
     updated_at: _timestamp_pb2.Timestamp
     keep_versions: int
-    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep_versions: _Optional[int] = ...) -> None: ...
+    min_schedule_interval_seconds: int
+    max_scheduled_jobs_per_day: int
+    max_open_streams: int
+    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keep_versions: _Optional[int] = ..., min_schedule_interval_seconds: _Optional[int] = ..., max_scheduled_jobs_per_day: _Optional[int] = ..., max_open_streams: _Optional[int] = ...) -> None: ...
 
 class GetTenantQuotaRequest(_message.Message):
     __slots__ = ("tenant_id",)
@@ -92,17 +106,70 @@ class GetTenantQuotaRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class UpdateTenantQuotaRequest(_message.Message):
-    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions")
+    __slots__ = ("tenant_id", "max_queued_jobs", "max_running_jobs", "max_priority", "max_import_bytes", "keep_versions", "min_schedule_interval_seconds", "max_scheduled_jobs_per_day", "max_open_streams")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_IMPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
     KEEP_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCHEDULE_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCHEDULED_JOBS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     max_queued_jobs: int
     max_running_jobs: int
     max_priority: _training_service_pb2.Priority
     max_import_bytes: int
     keep_versions: int
-    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., keep_versions: _Optional[int] = ...) -> None: ...
+    min_schedule_interval_seconds: int
+    max_scheduled_jobs_per_day: int
+    max_open_streams: int
+    def __init__(self, tenant_id: _Optional[str] = ..., max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_priority: _Optional[_Union[_training_service_pb2.Priority, str]] = ..., max_import_bytes: _Optional[int] = ..., keep_versions: _Optional[int] = ..., min_schedule_interval_seconds: _Optional[int] = ..., max_scheduled_jobs_per_day: _Optional[int] = ..., max_open_streams: _Optional[int] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("id", "at", "actor", "key_id", "tenant_id", "action", "target", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    at: _timestamp_pb2.Timestamp
+    actor: str
+    key_id: str
+    tenant_id: str
+    action: str
+    target: str
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., key_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("tenant_id", "action", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    action: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., action: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -61,6 +61,11 @@ class AdminServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_admin__pb2.UpdateTenantQuotaRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_admin__pb2.TenantQuota.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/aihub.training.v1.AdminService/ListAuditEvents',
+                request_serializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -102,6 +107,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the audit trail, newest first: key create and revoke, quota changes, alias moves,
+        and admin calls made for another tenant or for every tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateTenantQuota,
                     request_deserializer=aihub_dot_training_dot_v1_dot_admin__pb2.UpdateTenantQuotaRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_admin__pb2.TenantQuota.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +285,33 @@ class AdminService:
             '/aihub.training.v1.AdminService/UpdateTenantQuota',
             aihub_dot_training_dot_v1_dot_admin__pb2.UpdateTenantQuotaRequest.SerializeToString,
             aihub_dot_training_dot_v1_dot_admin__pb2.TenantQuota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.AdminService/ListAuditEvents',
+            aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

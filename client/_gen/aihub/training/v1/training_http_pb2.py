@@ -23,19 +23,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from client._gen.aihub.training.v1 import admin_pb2 as aihub_dot_training_dot_v1_dot_admin__pb2
 from client._gen.aihub.training.v1 import operations_pb2 as aihub_dot_training_dot_v1_dot_operations__pb2
 from client._gen.aihub.training.v1 import training_service_pb2 as aihub_dot_training_dot_v1_dot_training__service__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%aihub/training/v1/training_http.proto\x12\x11\x61ihub.training.v1\x1a\"aihub/training/v1/operations.proto\x1a(aihub/training/v1/training_service.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"?\n\x19\x43reateScheduleHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x43reateAlertTargetHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x43reateTrainingJobHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"R\n\x1cUpdateTrainingJobHttpRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"G\n!ValidateTrainingConfigHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"W\n\x1f\x45valuateModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"2\n GetTrainingJobMetricsHttpRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1c\n\x1aListRayClustersHttpRequest\"\xa7\x01\n\x1cImportFeatureDataHttpRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1d.aihub.training.v1.DataFormat\x12\"\n\x04\x62ody\x18\x04 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x12\n\nduplicates\x18\x05 \x01(\t\"g\n\x1f\x46orecastModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"U\n\x1d\x44\x65tectModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody2\xc5\r\n\x13TrainingHttpService\x12\x7f\n\x15\x43reateTrainingJobHttp\x12/.aihub.training.v1.CreateTrainingJobHttpRequest\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x11/ai/training/jobs:\x04\x62ody\x12\x85\x01\n\x12\x43reateScheduleHttp\x12,.aihub.training.v1.CreateScheduleHttpRequest\x1a\x1b.aihub.training.v1.Schedule\"$\x82\xd3\xe4\x93\x02\x1e\"\x16/ai/training/schedules:\x04\x62ody\x12\x93\x01\n\x15\x43reateAlertTargetHttp\x12/.aihub.training.v1.CreateAlertTargetHttpRequest\x1a\x1e.aihub.training.v1.AlertTarget\")\x82\xd3\xe4\x93\x02#\"\x1b/ai/training/alerts/targets:\x04\x62ody\x12\x92\x01\n\x15UpdateTrainingJobHttp\x12/.aihub.training.v1.UpdateTrainingJobHttpRequest\x1a\x1e.aihub.training.v1.TrainingJob\"(\x82\xd3\xe4\x93\x02\"2\x1a/ai/training/jobs/{job_id}:\x04\x62ody\x12\xaa\x01\n\x1aValidateTrainingConfigHttp\x12\x34.aihub.training.v1.ValidateTrainingConfigHttpRequest\x1a\x31.aihub.training.v1.ValidateTrainingConfigResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x15/ai/training/validate:\x04\x62ody\x12\xb6\x01\n\x18\x45valuateModelVersionHttp\x12\x32.aihub.training.v1.EvaluateModelVersionHttpRequest\x1a/.aihub.training.v1.EvaluateModelVersionResponse\"5\x82\xd3\xe4\x93\x02/\"\'/ai/training/models/{model_id}:evaluate:\x04\x62ody\x12\xc1\x01\n\x18\x46orecastModelVersionHttp\x12\x32.aihub.training.v1.ForecastModelVersionHttpRequest\x1a\x14.google.api.HttpBody\"[\x82\xd3\xe4\x93\x02U\"\'/ai/training/models/{model_id}:forecast:\x04\x62odyZ$\"\x1c/ai/training/models:forecast:\x04\x62ody\x12\x95\x01\n\x16\x44\x65tectModelVersionHttp\x12\x30.aihub.training.v1.DetectModelVersionHttpRequest\x1a\x14.google.api.HttpBody\"3\x82\xd3\xe4\x93\x02-\"%/ai/training/models/{model_id}:detect:\x04\x62ody\x12\x92\x01\n\x19GetTrainingJobMetricsHttp\x12\x33.aihub.training.v1.GetTrainingJobMetricsHttpRequest\x1a\x14.google.api.HttpBody\"*\x82\xd3\xe4\x93\x02$\x12\"/ai/training/jobs/{job_id}/metrics\x12}\n\x13ListRayClustersHttp\x12-.aihub.training.v1.ListRayClustersHttpRequest\x1a\x14.google.api.HttpBody\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/ai/training/ray/clusters\x12\xa3\x01\n\x15ImportFeatureDataHttp\x12/.aihub.training.v1.ImportFeatureDataHttpRequest\x1a,.aihub.training.v1.ImportFeatureDataResponse\"+\x82\xd3\xe4\x93\x02%\"\x1d/ai/training/features/{table}:\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%aihub/training/v1/training_http.proto\x12\x11\x61ihub.training.v1\x1a\x1d\x61ihub/training/v1/admin.proto\x1a\"aihub/training/v1/operations.proto\x1a(aihub/training/v1/training_service.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"f\n\x1aListAuditEventsHttpRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"?\n\x19\x43reateScheduleHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x43reateAlertTargetHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x43reateTrainingJobHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"R\n\x1cUpdateTrainingJobHttpRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"G\n!ValidateTrainingConfigHttpRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"W\n\x1f\x45valuateModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"2\n GetTrainingJobMetricsHttpRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1c\n\x1aListRayClustersHttpRequest\"\xa7\x01\n\x1cImportFeatureDataHttpRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12-\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1d.aihub.training.v1.DataFormat\x12\"\n\x04\x62ody\x18\x04 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x12\n\nduplicates\x18\x05 \x01(\t\"g\n\x1f\x46orecastModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"U\n\x1d\x44\x65tectModelVersionHttpRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody2\xd4\x0e\n\x13TrainingHttpService\x12\x8c\x01\n\x13ListAuditEventsHttp\x12-.aihub.training.v1.ListAuditEventsHttpRequest\x1a*.aihub.training.v1.ListAuditEventsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/ai/training/audit\x12\x7f\n\x15\x43reateTrainingJobHttp\x12/.aihub.training.v1.CreateTrainingJobHttpRequest\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x11/ai/training/jobs:\x04\x62ody\x12\x85\x01\n\x12\x43reateScheduleHttp\x12,.aihub.training.v1.CreateScheduleHttpRequest\x1a\x1b.aihub.training.v1.Schedule\"$\x82\xd3\xe4\x93\x02\x1e\"\x16/ai/training/schedules:\x04\x62ody\x12\x93\x01\n\x15\x43reateAlertTargetHttp\x12/.aihub.training.v1.CreateAlertTargetHttpRequest\x1a\x1e.aihub.training.v1.AlertTarget\")\x82\xd3\xe4\x93\x02#\"\x1b/ai/training/alerts/targets:\x04\x62ody\x12\x92\x01\n\x15UpdateTrainingJobHttp\x12/.aihub.training.v1.UpdateTrainingJobHttpRequest\x1a\x1e.aihub.training.v1.TrainingJob\"(\x82\xd3\xe4\x93\x02\"2\x1a/ai/training/jobs/{job_id}:\x04\x62ody\x12\xaa\x01\n\x1aValidateTrainingConfigHttp\x12\x34.aihub.training.v1.ValidateTrainingConfigHttpRequest\x1a\x31.aihub.training.v1.ValidateTrainingConfigResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x15/ai/training/validate:\x04\x62ody\x12\xb6\x01\n\x18\x45valuateModelVersionHttp\x12\x32.aihub.training.v1.EvaluateModelVersionHttpRequest\x1a/.aihub.training.v1.EvaluateModelVersionResponse\"5\x82\xd3\xe4\x93\x02/\"\'/ai/training/models/{model_id}:evaluate:\x04\x62ody\x12\xc1\x01\n\x18\x46orecastModelVersionHttp\x12\x32.aihub.training.v1.ForecastModelVersionHttpRequest\x1a\x14.google.api.HttpBody\"[\x82\xd3\xe4\x93\x02U\"\'/ai/training/models/{model_id}:forecast:\x04\x62odyZ$\"\x1c/ai/training/models:forecast:\x04\x62ody\x12\x95\x01\n\x16\x44\x65tectModelVersionHttp\x12\x30.aihub.training.v1.DetectModelVersionHttpRequest\x1a\x14.google.api.HttpBody\"3\x82\xd3\xe4\x93\x02-\"%/ai/training/models/{model_id}:detect:\x04\x62ody\x12\x92\x01\n\x19GetTrainingJobMetricsHttp\x12\x33.aihub.training.v1.GetTrainingJobMetricsHttpRequest\x1a\x14.google.api.HttpBody\"*\x82\xd3\xe4\x93\x02$\x12\"/ai/training/jobs/{job_id}/metrics\x12}\n\x13ListRayClustersHttp\x12-.aihub.training.v1.ListRayClustersHttpRequest\x1a\x14.google.api.HttpBody\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/ai/training/ray/clusters\x12\xa3\x01\n\x15ImportFeatureDataHttp\x12/.aihub.training.v1.ImportFeatureDataHttpRequest\x1a,.aihub.training.v1.ImportFeatureDataResponse\"+\x82\xd3\xe4\x93\x02%\"\x1d/ai/training/features/{table}:\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aihub.training.v1.training_http_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TRAININGHTTPSERVICE'].methods_by_name['ListAuditEventsHttp']._loaded_options = None
+  _globals['_TRAININGHTTPSERVICE'].methods_by_name['ListAuditEventsHttp']._serialized_options = b'\202\323\344\223\002\024\022\022/ai/training/audit'
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['CreateTrainingJobHttp']._loaded_options = None
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['CreateTrainingJobHttp']._serialized_options = b'\202\323\344\223\002\031\"\021/ai/training/jobs:\004body'
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['CreateScheduleHttp']._loaded_options = None
@@ -58,28 +61,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['ListRayClustersHttp']._serialized_options = b'\202\323\344\223\002\033\022\031/ai/training/ray/clusters'
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['ImportFeatureDataHttp']._loaded_options = None
   _globals['_TRAININGHTTPSERVICE'].methods_by_name['ImportFeatureDataHttp']._serialized_options = b'\202\323\344\223\002%\"\035/ai/training/features/{table}:\004body'
-  _globals['_CREATESCHEDULEHTTPREQUEST']._serialized_start=195
-  _globals['_CREATESCHEDULEHTTPREQUEST']._serialized_end=258
-  _globals['_CREATEALERTTARGETHTTPREQUEST']._serialized_start=260
-  _globals['_CREATEALERTTARGETHTTPREQUEST']._serialized_end=326
-  _globals['_CREATETRAININGJOBHTTPREQUEST']._serialized_start=328
-  _globals['_CREATETRAININGJOBHTTPREQUEST']._serialized_end=394
-  _globals['_UPDATETRAININGJOBHTTPREQUEST']._serialized_start=396
-  _globals['_UPDATETRAININGJOBHTTPREQUEST']._serialized_end=478
-  _globals['_VALIDATETRAININGCONFIGHTTPREQUEST']._serialized_start=480
-  _globals['_VALIDATETRAININGCONFIGHTTPREQUEST']._serialized_end=551
-  _globals['_EVALUATEMODELVERSIONHTTPREQUEST']._serialized_start=553
-  _globals['_EVALUATEMODELVERSIONHTTPREQUEST']._serialized_end=640
-  _globals['_GETTRAININGJOBMETRICSHTTPREQUEST']._serialized_start=642
-  _globals['_GETTRAININGJOBMETRICSHTTPREQUEST']._serialized_end=692
-  _globals['_LISTRAYCLUSTERSHTTPREQUEST']._serialized_start=694
-  _globals['_LISTRAYCLUSTERSHTTPREQUEST']._serialized_end=722
-  _globals['_IMPORTFEATUREDATAHTTPREQUEST']._serialized_start=725
-  _globals['_IMPORTFEATUREDATAHTTPREQUEST']._serialized_end=892
-  _globals['_FORECASTMODELVERSIONHTTPREQUEST']._serialized_start=894
-  _globals['_FORECASTMODELVERSIONHTTPREQUEST']._serialized_end=997
-  _globals['_DETECTMODELVERSIONHTTPREQUEST']._serialized_start=999
-  _globals['_DETECTMODELVERSIONHTTPREQUEST']._serialized_end=1084
-  _globals['_TRAININGHTTPSERVICE']._serialized_start=1087
-  _globals['_TRAININGHTTPSERVICE']._serialized_end=2820
+  _globals['_LISTAUDITEVENTSHTTPREQUEST']._serialized_start=226
+  _globals['_LISTAUDITEVENTSHTTPREQUEST']._serialized_end=328
+  _globals['_CREATESCHEDULEHTTPREQUEST']._serialized_start=330
+  _globals['_CREATESCHEDULEHTTPREQUEST']._serialized_end=393
+  _globals['_CREATEALERTTARGETHTTPREQUEST']._serialized_start=395
+  _globals['_CREATEALERTTARGETHTTPREQUEST']._serialized_end=461
+  _globals['_CREATETRAININGJOBHTTPREQUEST']._serialized_start=463
+  _globals['_CREATETRAININGJOBHTTPREQUEST']._serialized_end=529
+  _globals['_UPDATETRAININGJOBHTTPREQUEST']._serialized_start=531
+  _globals['_UPDATETRAININGJOBHTTPREQUEST']._serialized_end=613
+  _globals['_VALIDATETRAININGCONFIGHTTPREQUEST']._serialized_start=615
+  _globals['_VALIDATETRAININGCONFIGHTTPREQUEST']._serialized_end=686
+  _globals['_EVALUATEMODELVERSIONHTTPREQUEST']._serialized_start=688
+  _globals['_EVALUATEMODELVERSIONHTTPREQUEST']._serialized_end=775
+  _globals['_GETTRAININGJOBMETRICSHTTPREQUEST']._serialized_start=777
+  _globals['_GETTRAININGJOBMETRICSHTTPREQUEST']._serialized_end=827
+  _globals['_LISTRAYCLUSTERSHTTPREQUEST']._serialized_start=829
+  _globals['_LISTRAYCLUSTERSHTTPREQUEST']._serialized_end=857
+  _globals['_IMPORTFEATUREDATAHTTPREQUEST']._serialized_start=860
+  _globals['_IMPORTFEATUREDATAHTTPREQUEST']._serialized_end=1027
+  _globals['_FORECASTMODELVERSIONHTTPREQUEST']._serialized_start=1029
+  _globals['_FORECASTMODELVERSIONHTTPREQUEST']._serialized_end=1132
+  _globals['_DETECTMODELVERSIONHTTPREQUEST']._serialized_start=1134
+  _globals['_DETECTMODELVERSIONHTTPREQUEST']._serialized_end=1219
+  _globals['_TRAININGHTTPSERVICE']._serialized_start=1222
+  _globals['_TRAININGHTTPSERVICE']._serialized_end=3098
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from client._gen.aihub.training.v1 import admin_pb2 as aihub_dot_training_dot_v1_dot_admin__pb2
 from client._gen.aihub.training.v1 import operations_pb2 as aihub_dot_training_dot_v1_dot_operations__pb2
 from client._gen.aihub.training.v1 import training_http_pb2 as aihub_dot_training_dot_v1_dot_training__http__pb2
 from client._gen.aihub.training.v1 import training_service_pb2 as aihub_dot_training_dot_v1_dot_training__service__pb2
@@ -39,6 +40,11 @@ class TrainingHttpServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListAuditEventsHttp = channel.unary_unary(
+                '/aihub.training.v1.TrainingHttpService/ListAuditEventsHttp',
+                request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ListAuditEventsHttpRequest.SerializeToString,
+                response_deserializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
         self.CreateTrainingJobHttp = channel.unary_unary(
                 '/aihub.training.v1.TrainingHttpService/CreateTrainingJobHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateTrainingJobHttpRequest.SerializeToString,
@@ -99,6 +105,13 @@ class TrainingHttpServiceStub:
 class TrainingHttpServiceServicer:
     """TrainingHttpService serves the guide's REST paths that need a raw body.
     """
+
+    def ListAuditEventsHttp(self, request, context):
+        """GET /ai/training/audit: the audit trail, newest first (admin keys only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def CreateTrainingJobHttp(self, request, context):
         """POST /ai/training/jobs: the body is a CreateTrainingJobRequest in JSON, answered with
@@ -188,6 +201,11 @@ class TrainingHttpServiceServicer:
 
 def add_TrainingHttpServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListAuditEventsHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEventsHttp,
+                    request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ListAuditEventsHttpRequest.FromString,
+                    response_serializer=aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
             'CreateTrainingJobHttp': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTrainingJobHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.CreateTrainingJobHttpRequest.FromString,
@@ -254,6 +272,33 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
 class TrainingHttpService:
     """TrainingHttpService serves the guide's REST paths that need a raw body.
     """
+
+    @staticmethod
+    def ListAuditEventsHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aihub.training.v1.TrainingHttpService/ListAuditEventsHttp',
+            aihub_dot_training_dot_v1_dot_training__http__pb2.ListAuditEventsHttpRequest.SerializeToString,
+            aihub_dot_training_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CreateTrainingJobHttp(request,
