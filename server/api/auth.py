@@ -302,7 +302,8 @@ def client_of(metadata: Sequence[tuple[str, str | bytes]], peer: str) -> str:
     """Who is calling, for the failure limit: the peer's address, and for a call through our
     Envoy (which appends the real client's address to x-forwarded-for) that last entry. A
     local process may claim any x-forwarded-for: the limit is against remote guessing."""
-    host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer.split(":", 1)[0]
+    kind, _, rest = peer.partition(":")
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else kind or "unknown"  # unix:PATH: the socket
     forwarded = ""
     for name, value in metadata:
         if name.lower() == "x-forwarded-for":

@@ -47,7 +47,7 @@ class StreamGate:
                     limit,
                     self.by_key[counted_key] + 1,
                     f"this API key already has {self.by_key[counted_key]} log or watch streams open on this server; "
-                    f"one key may hold {limit} (AIHUB_MAX_STREAMS_PER_KEY): close one first",
+                    f"one key may hold {limit} (max_streams_per_key, set by AIHUB_MAX_STREAMS_PER_KEY): close one first",
                 )
             self.by_key[counted_key] += 1
         self.by_tenant[tenant_id] += 1

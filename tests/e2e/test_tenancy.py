@@ -148,6 +148,8 @@ def _grpc_calls(w: World) -> dict[str, tuple[Callable, object, grpc.StatusCode]]
         "RevokeApiKey": (ad("RevokeApiKey"), admin_pb.RevokeApiKeyRequest(key_id="x"), denied),
         "GetTenantQuota": (ad("GetTenantQuota"), admin_pb.GetTenantQuotaRequest(tenant_id=A), denied),
         "UpdateTenantQuota": (ad("UpdateTenantQuota"), admin_pb.UpdateTenantQuotaRequest(tenant_id=B, max_queued_jobs=5), denied),
+        "ListAuditEvents": (ad("ListAuditEvents"), admin_pb.ListAuditEventsRequest(), denied),
+        "ListAuditEvents(A)": (ad("ListAuditEvents"), admin_pb.ListAuditEventsRequest(tenant_id=A), denied),
     }
 
 
@@ -251,6 +253,8 @@ def _rest_cases(w: World) -> list[tuple[str, str, dict, int]]:
         ("DELETE", "/ai/training/aliases/production?model_type=forecast", {}, 404),
         ("GET", f"/ai/training/aliases?tenant_id={A}", {}, 403),
         ("GET", f"/ai/training/forecasts?tenant_id={A}", {}, 403),
+        ("GET", "/ai/training/audit", {}, 403),
+        ("GET", f"/ai/training/audit?tenant_id={A}", {}, 403),
     ]
 
 
@@ -321,6 +325,53 @@ async def test_oversized_keys_and_paths_get_the_guides_error_body(world):
         with pytest.raises(Exception, match="not known") as err:
             await c.list_jobs()
     assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_keys_expire_and_the_audit_trail_lists_what_admins_did(world, capsys, monkeypatch):
+    from client import cli
+
+    w = world
+    target = f"127.0.0.1:{w.app.port}"
+    async with AsyncTrainingClient(target, api_key=ADMIN_KEY) as admin:
+        short = await admin.create_key(B, name="short-lived", expires_at=datetime.now(UTC) + timedelta(seconds=2))
+        with pytest.raises(Exception, match="future"):
+            await admin.create_key(B, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        async with AsyncTrainingClient(target, api_key=short.key) as c:
+            await c.list_jobs()  # works until it expires
+            await asyncio.sleep(2.5)
+            with pytest.raises(Exception, match="not known") as err:
+                await c.list_jobs()
+            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        listed = {k.key_id: k for k in await admin.list_keys(B)}
+        assert listed[short.key_id].HasField("expires_at") and listed[short.key_id].HasField("last_used_at")
+        assert not listed[short.key_id].local  # made with authentication required
+        await admin.list_jobs()  # an admin call for every tenant: recorded
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (calls := (await admin.list_audit_events(action="admin.call")).events):
+            assert asyncio.get_running_loop().time() < deadline, "the admin call never reached the audit trail"
+            await asyncio.sleep(0.2)
+        events = (await admin.list_audit_events(page_size=1000)).events
+    actions = {(e.action, e.tenant_id) for e in events}
+    assert {("key.create", A), ("key.create", B), ("key.revoke", B), ("alias.set", A)} <= actions, actions
+    assert any(e.target == "ListTrainingJobs" and e.tenant_id == "*" and e.key_id.startswith("boot-") for e in calls)
+    assert all(e.id > f.id for e, f in zip(events, events[1:], strict=False))  # newest first
+    created = next(e for e in events if e.action == "key.create" and e.target == short.key_id)
+    assert created.details["expires_at"] and created.actor.startswith("admin key")
+    # Paging: two pages of one event each are the two newest.
+    async with AsyncTrainingClient(target, api_key=ADMIN_KEY) as admin:
+        first = await admin.list_audit_events(page_size=1)
+        second = await admin.list_audit_events(page_size=1, page_token=first.next_page_token)
+    assert first.next_page_token and second.events[0].id < first.events[0].id
+    # REST: admins read it; the guide's body for anyone else (the matrix covers tenant keys).
+    got = await asyncio.to_thread(
+        requests.get, f"{w.rest}/ai/training/audit?action=key.revoke", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    )
+    assert got.status_code == 200 and {e["action"] for e in got.json()["events"]} == {"key.revoke"}, got.text[:300]
+    # CLI
+    monkeypatch.setenv("AIHUB_API_KEY", ADMIN_KEY)
+    code = await asyncio.to_thread(cli.main, ["--target", target, "audit", "list", "--tenant", B, "--action", "key.create"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and {e["target"] for e in out["events"]} >= {short.key_id}
 
 
 async def test_a_key_cannot_read_another_tenants_feature_data(world):
