@@ -37,7 +37,7 @@ async def test_a_key_made_with_authentication_off_is_refused_once_it_is_required
     assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
     async with AsyncTrainingClient(f"127.0.0.1:{required.port}", api_key=ADMIN_KEY) as admin:
         fresh = await admin.create_key("initech")
-        assert not fresh.admin and not [k for k in await admin.list_keys("initech") if k.key_id == fresh.key_id][0].local
+        assert not fresh.admin and not next(k for k in await admin.list_keys("initech") if k.key_id == fresh.key_id).local
 
 
 async def test_failed_key_lookups_are_rate_limited_per_client(start_app, caplog):

@@ -7,6 +7,7 @@ they exist), naming another tenant is PERMISSION_DENIED."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
@@ -354,7 +355,7 @@ async def test_keys_expire_and_the_audit_trail_lists_what_admins_did(world, caps
     actions = {(e.action, e.tenant_id) for e in events}
     assert {("key.create", A), ("key.create", B), ("key.revoke", B), ("alias.set", A)} <= actions, actions
     assert any(e.target == "ListTrainingJobs" and e.tenant_id == "*" and e.key_id.startswith("boot-") for e in calls)
-    assert all(e.id > f.id for e, f in zip(events, events[1:], strict=False))  # newest first
+    assert all(e.id > f.id for e, f in itertools.pairwise(events))  # newest first
     created = next(e for e in events if e.action == "key.create" and e.target == short.key_id)
     assert created.details["expires_at"] and created.actor.startswith("admin key")
     # Paging: two pages of one event each are the two newest.

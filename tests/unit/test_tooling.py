@@ -59,7 +59,15 @@ OURS = ("client", "server", "storage", "trainers")
 LAYERS = {
     "client": ("client",),
     "server.api": ("server", "storage", "trainers", "client._gen"),
-    "server.execution": ("server.execution", "server.isolation", "server.lifecycle", "server.observability", "storage", "trainers"),
+    "server.execution": (
+        "server.execution",
+        "server.isolation",
+        "server.lifecycle",
+        "server.observability",
+        "server.private",
+        "storage",
+        "trainers",
+    ),
     "server": ("server", "storage", "trainers", "client._gen"),  # __main__, settings, observability, demo data
     "storage": ("storage",),
     "trainers": ("trainers",),
