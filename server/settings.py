@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "AIHUB_DATABASE_URL"),
         description="PostgreSQL to use; when unset, an embedded PostgreSQL is started in DATA_DIR/postgres.",
     )
+    service_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AIHUB_SERVICE_DATABASE_URL"),
+        description="A LOGIN role for requests and jobs (granted aihub_service, owning nothing); DATABASE_URL (the "
+        "owner) then runs only migrations and the dispatcher. Unset: everything uses DATABASE_URL.",
+    )
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "AIHUB_RAY_ADDRESS"),

@@ -101,8 +101,13 @@ class App:
         if s.metrics_unix_socket is None:
             ensure_free("127.0.0.1", s.metrics_port, "AIHUB_METRICS_PORT")
         self.metrics = ServiceMetrics(max_tenants=s.metrics_max_tenants, tenant_labels=s.metrics_tenant_labels)
-        await asyncio.to_thread(db.migrate, self.database_url)
-        self.engine = db.create_engine(self.database_url)  # as aihub_service: row-level security by tenant
+        await asyncio.to_thread(db.migrate, self.database_url)  # as the owner (DATABASE_URL)
+        # Requests and Ray tasks: as aihub_service (row-level security by tenant), reached from
+        # the service's own LOGIN role when AIHUB_SERVICE_DATABASE_URL is given, so that a
+        # statement slipped into a request cannot RESET ROLE to the tables' owner.
+        service_url = s.service_database_url or self.database_url
+        self.service_database_url = service_url
+        self.engine = db.create_engine(service_url)
         self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)
         if s.bootstrap_admin_key:
             async with db.transaction(self.engine, Scope.ALL) as conn:
@@ -115,7 +120,7 @@ class App:
         )
         self.authenticator.sink = auth.AuditSink(self.engine)
         self.authenticator.sink.start()
-        self.events = EventHub(db.asyncpg_dsn(self.database_url))
+        self.events = EventHub(db.asyncpg_dsn(service_url))
         await self.events.start()
         if self.executor is None:
             self.executor = DriverExecutor(
@@ -138,7 +143,7 @@ class App:
             mlflow_uri, mlflow_artifacts = tracking.default_uri(s.data_dir)
             (s.data_dir / "mlruns").mkdir(parents=True, exist_ok=True)
         task_settings = TaskSettings(
-            database_url=self.database_url,
+            database_url=service_url,
             artifact_root=str(artifacts.root),
             num_threads=self.executor.job_cpus,
             retry=RetryPolicy(s.max_retries, s.retry_base_seconds),
