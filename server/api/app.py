@@ -109,17 +109,7 @@ class App:
         self.service_database_url = service_url
         self.engine = db.create_engine(service_url)
         self.dispatch_engine = db.create_engine(self.database_url, role=DISPATCHER_ROLE, pool_size=3)
-        if s.bootstrap_admin_key:
-            async with db.transaction(self.engine, Scope.ALL) as conn:
-                key = await keys.ensure_admin(conn, auth.bootstrap_key_id(s.bootstrap_admin_key), auth.hash_key(s.bootstrap_admin_key))
-            log.info("bootstrap admin key %s is active", key.key_id)
-        self.authenticator = auth.Authenticator(
-            self.engine,
-            required=s.auth == "required",
-            limiter=auth.FailureLimiter(burst=s.auth_failed_lookups_burst, per_minute=s.auth_failed_lookups_per_minute),
-        )
-        self.authenticator.sink = auth.AuditSink(self.engine)
-        self.authenticator.sink.start()
+        await self._start_auth()
         self.events = EventHub(db.asyncpg_dsn(service_url))
         await self.events.start()
         if self.executor is None:
@@ -196,6 +186,21 @@ class App:
         log.info("gRPC on %s:%d (server %s, %s)", s.grpc_host, self.port, self.dispatcher.server_id, room)
         if s.auth == "off":
             log.warning("authentication is OFF (AIHUB_AUTH=off): any local caller acts for the tenant it names; loopback only")
+
+    async def _start_auth(self) -> None:
+        """The bootstrap admin key, the authenticator with its failure limit, the audit sink."""
+        s = self.settings
+        if s.bootstrap_admin_key:
+            async with db.transaction(self.engine, Scope.ALL) as conn:
+                key = await keys.ensure_admin(conn, auth.bootstrap_key_id(s.bootstrap_admin_key), auth.hash_key(s.bootstrap_admin_key))
+            log.info("bootstrap admin key %s is active", key.key_id)
+        self.authenticator = auth.Authenticator(
+            self.engine,
+            required=s.auth == "required",
+            limiter=auth.FailureLimiter(burst=s.auth_failed_lookups_burst, per_minute=s.auth_failed_lookups_per_minute),
+        )
+        self.authenticator.sink = auth.AuditSink(self.engine)
+        self.authenticator.sink.start()
 
     async def _serve(self, typed: TrainingServicer) -> None:
         """The gRPC server with every service, listening."""
