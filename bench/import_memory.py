@@ -1,17 +1,20 @@
-"""Peak memory of the server during a large feature import, streamed through gRPC.
+"""Peak memory of the server during a large feature import, through gRPC and through REST.
 
 Starts the server as `make run` does (`python -m server`, embedded PostgreSQL, local Ray;
-no Envoy), writes a CSV of --mib MiB (series_id, timestamp, load, temperature), imports it
-with the client's streaming ImportFeatureData (1 MiB chunks, the file never read whole on
-either side), and samples the server process's RSS every 50 ms. Prints the RSS before, the
-peak, the peak's growth as a fraction of the file, rows and seconds.
+Envoy for the REST run; not in a network namespace, so the server is one process), writes a
+CSV of --mib MiB (series_id, timestamp, load, temperature), imports it with the client's
+streaming ImportFeatureData (1 MiB chunks, the file never read whole on either side) and
+with one REST POST (Envoy buffers the body; the transcoder sends it as one message), and
+samples the server's (and Envoy's) RSS every 50 ms. Prints, for each, the RSS before, the
+peak, the growth as a multiple of the file, rows and seconds.
 
-    python -m bench.import_memory [--mib 400]
+    python -m bench.import_memory [--mib 60] [--via grpc|rest|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import requests
 
 from client import TrainingClient
 
@@ -46,57 +50,87 @@ def write_csv(path: Path, mib: int) -> int:
     return rows
 
 
+def measure(via: str, data: Path, tmp: Path) -> tuple[int, int, int, float, int]:
+    """Import ``data`` through ``via`` (grpc: the client's streaming import; rest: one POST
+    through Envoy) into a fresh server; (RSS before, peak, Envoy's peak, seconds, rows)."""
+    port, http = 50000 + os.getpid() % 5000, 55000 + os.getpid() % 5000
+    env = {
+        **os.environ,
+        "AIHUB_DATA_DIR": str(tmp / f"data-{via}"),
+        "AIHUB_GRPC_PORT": str(port),
+        "AIHUB_HTTP_PORT": str(http),
+        "AIHUB_METRICS_PORT": "0",
+        "AIHUB_REST": "true" if via == "rest" else "false",
+        "AIHUB_AUTH": "off",
+        "AIHUB_ISOLATE": "false",  # one server process to measure (Envoy, when on, is its child)
+    }
+    env.pop("DATABASE_URL", None)
+    log_path = tmp / f"server-{via}.log"
+    log = log_path.open("w")
+    server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while "Ctrl-C to stop" not in log_path.read_text():
+            if server.poll() is not None:
+                raise SystemExit(log_path.read_text()[-2000:])
+            time.sleep(0.5)
+        proc = psutil.Process(server.pid)
+        envoy = next((p for p in proc.children(recursive=True) if p.name() == "envoy"), None)
+        before = proc.memory_info().rss
+        peak, envoy_peak = [before], [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak[0] = max(peak[0], proc.memory_info().rss)
+                    if envoy is not None:
+                        envoy_peak[0] = max(envoy_peak[0], envoy.memory_info().rss)
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        if via == "rest":
+            with data.open("rb") as body:
+                resp = requests.post(
+                    f"http://127.0.0.1:{http}/ai/training/features/big_import?tenant_id=bench",
+                    data=body,
+                    headers={"Content-Type": "text/csv"},
+                    timeout=3600,
+                )
+            resp.raise_for_status()
+            rows = int(resp.json()["rows_imported"])
+        else:
+            with TrainingClient(f"127.0.0.1:{port}", timeout=3600) as c:
+                rows = c.import_data("bench", "big_import", data).rows_imported
+        seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    finally:
+        server.terminate()
+        server.wait(60)
+    return before, peak[0], envoy_peak[0], seconds, rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mib", type=int, default=400)
+    parser.add_argument("--mib", type=int, default=60)
+    parser.add_argument("--via", choices=["grpc", "rest", "both"], default="both")
     args = parser.parse_args(argv)
+    mib = 1024**2
     with tempfile.TemporaryDirectory(prefix="aihub-import-") as tmp:
         data = Path(tmp) / "big.csv"
-        rows = write_csv(data, args.mib)
+        written = write_csv(data, args.mib)
         size = data.stat().st_size
-        port = 50000 + os.getpid() % 10000
-        env = {
-            **os.environ,
-            "AIHUB_DATA_DIR": str(Path(tmp) / "data"),
-            "AIHUB_GRPC_PORT": str(port),
-            "AIHUB_METRICS_PORT": "0",
-            "AIHUB_REST": "false",
-            "AIHUB_AUTH": "off",
-        }
-        env.pop("DATABASE_URL", None)
-        log = (Path(tmp) / "server.log").open("w")
-        server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            while "Ctrl-C to stop" not in (Path(tmp) / "server.log").read_text():
-                if server.poll() is not None:
-                    raise SystemExit((Path(tmp) / "server.log").read_text()[-2000:])
-                time.sleep(0.5)
-            proc = psutil.Process(server.pid)
-            before = proc.memory_info().rss
-            peak = [before]
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], proc.memory_info().rss)
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            t0 = time.perf_counter()
-            with TrainingClient(f"127.0.0.1:{port}", timeout=3600) as c:
-                resp = c.import_data("bench", "big_import", data)
-            seconds = time.perf_counter() - t0
-            done.set()
-            sampler.join()
-        finally:
-            server.terminate()
-            server.wait(60)
-    mib = 1024**2
-    rate = size / mib / seconds
-    print(f"file: {size / mib:.0f} MiB, {rows:,} rows; imported {resp.rows_imported:,} rows in {seconds:.0f} s ({rate:.1f} MiB/s)")
-    print(f"server RSS: before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, growth {(peak[0] - before) / mib:.0f} MiB")
-    print(f"growth / file size: {(peak[0] - before) / size:.2f} (the growth is one chunk's rows at work, so it stays flat as files grow)")
+        print(f"file: {size / mib:.0f} MiB, {written:,} rows")
+        for via in ("grpc", "rest") if args.via == "both" else (args.via,):
+            before, peak, envoy_peak, seconds, rows = measure(via, data, Path(tmp))
+            rate = size / mib / seconds
+            envoy_text = f"; Envoy's peak {envoy_peak / mib:.0f} MiB" if envoy_peak else ""
+            print(
+                f"{via}: imported {rows:,} rows in {seconds:.1f} s ({rate:.1f} MiB/s); server RSS before {before / mib:.0f} MiB, "
+                f"peak {peak / mib:.0f} MiB, growth {(peak - before) / mib:.0f} MiB = {(peak - before) / size:.2f} x the file{envoy_text}"
+            )
 
 
 # Tiny sizes, seconds: `python -m bench --smoke` runs every bench so (make test), so none breaks unseen.
