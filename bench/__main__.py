@@ -22,6 +22,7 @@ ALL = [
     "api_latency",
     "queue_throughput",
     "auth_overhead",
+    "stream_fairness",
     "import_memory",
     "rest_latency",
     "algorithms",

@@ -27,3 +27,4 @@ def test_every_benchmark_runs_in_its_smoke_mode(tmp_path):
     assert "ratio job / plain" in text and "Envoy adds at the median" in text and "claim+complete/s" in text
     assert "by alias via REST, warm" in text and "plain script (read, pandas features, LightGBM predict)" in text
     assert "plain IsolationForest, value alone, contamination = label rate" in text
+    assert "B's streams open" in text and "rest: imported" in text
