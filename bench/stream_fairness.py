@@ -1,7 +1,7 @@
 """One tenant's open streams against another's calls: tenant A's GetTrainingJob latency
 (sequential calls from another process) alone, then while tenant B tries to hold --streams
 watch streams (spread over 40 keys, the issue's load), once with B's default stream quota
-(max_open_streams 20: the rest are refused with 429) and once with the quota raised to let
+(max_open_streams 200: the rest are refused with 429) and once with the quota raised to let
 them all open (what the service did before the cap). Prints A's p50/p99 in each case and the
 ratios to the baseline, measured in one run.
 
@@ -74,7 +74,8 @@ async def main(streams: int, calls: int) -> None:
                 job_b = (await b.create_job("", "forecast", READ_ONLY_JOB)).job_id
             results = {}
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for name, n, quota in (("alone", 0, 20), ("capped", streams, 20), ("uncapped", streams, streams)):
+                default = (await admin.get_quota("globex")).max_open_streams
+                for name, n, quota in (("alone", 0, default), ("capped", streams, default), ("uncapped", streams, max(streams, default))):
                     await admin.update_quota("globex", max_open_streams=quota)
                     fut = pool.submit(measure, target, key_a, job_a, keys_b, job_b, n, calls)
                     results[name] = await asyncio.wrap_future(fut)

@@ -322,7 +322,7 @@ class TenantQuota:
     keep_versions: int | None = None  # retention: the newest N versions per model type; None: all
     min_schedule_interval_seconds: int = 300  # the shortest gap between two firings of one schedule
     max_scheduled_jobs_per_day: int = 500  # jobs the tenant's schedules may create in any 24 hours
-    max_open_streams: int = 20  # log and watch streams open at once (per server)
+    max_open_streams: int = 200  # log and watch streams open at once (per server)
 
     @classmethod
     def from_row(cls, row: Row) -> Self:

@@ -171,7 +171,7 @@ tenants = sa.Table(
     sa.Column("keep_versions", sa.Integer),  # retention: the newest N versions per model type (NULL: all)
     sa.Column("min_schedule_interval_seconds", sa.Integer, nullable=False, server_default="300"),
     sa.Column("max_scheduled_jobs_per_day", sa.Integer, nullable=False, server_default="500"),
-    sa.Column("max_open_streams", sa.Integer, nullable=False, server_default="20"),
+    sa.Column("max_open_streams", sa.Integer, nullable=False, server_default="200"),
     sa.CheckConstraint("keep_versions IS NULL OR keep_versions >= 1", name="tenant_keep_versions"),
     sa.CheckConstraint("tenant_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'", name="tenant_id_slug"),
     sa.CheckConstraint("max_queued_jobs >= 0 AND (max_running_jobs IS NULL OR max_running_jobs >= 0)", name="tenant_job_limits"),

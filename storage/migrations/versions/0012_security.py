@@ -4,7 +4,7 @@ lifetime, and an audit trail admins can read.
 - ``tenants``: ``min_schedule_interval_seconds`` (the shortest time between two firings of
   one schedule; default 300), ``max_scheduled_jobs_per_day`` (jobs that schedules may create
   in any 24 hours; default 500) and ``max_open_streams`` (log and watch streams open at once;
-  default 20).
+  default 200: room for a client waiting on every queued job of its tenant at once).
 - ``api_keys``: ``local`` (made while authentication was off: refused once it is required),
   ``expires_at`` (optional) and ``last_used_at`` (stamped at most once per cache period).
 - ``audit_events``: who did what to whom: key create and revoke, quota changes, alias moves
@@ -32,7 +32,7 @@ ADMINS = "(current_setting('aihub.tenant_id', true) = '*')"
 def upgrade() -> None:
     op.add_column("tenants", sa.Column("min_schedule_interval_seconds", sa.Integer, nullable=False, server_default="300"))
     op.add_column("tenants", sa.Column("max_scheduled_jobs_per_day", sa.Integer, nullable=False, server_default="500"))
-    op.add_column("tenants", sa.Column("max_open_streams", sa.Integer, nullable=False, server_default="20"))
+    op.add_column("tenants", sa.Column("max_open_streams", sa.Integer, nullable=False, server_default="200"))
     op.create_check_constraint(
         "tenant_operation_limits",
         "tenants",
