@@ -133,6 +133,35 @@ CASES = [
     ("many features", "/ai/training/validate", {"config": {**tiny_config(), "features": [f"f{i}" for i in range(500)]}}, 200, "features"),
     ("control characters", "/ai/training/validate", {"config": {**tiny_config(), "target": "lo\x07ad"}}, 200, "target"),
 ]
+# Webhook targets an attacker would aim inward (server-side request forgery): each is a 400
+# naming url. Loopback, private, link-local and metadata addresses, the ranges Python's
+# ipaddress gets wrong (CGNAT and its metadata address, benchmarking, IETF), IPv4-mapped and
+# NAT64 IPv6, other schemes, credentials, and URLs that do not parse.
+SSRF_URLS = [
+    "http://127.0.0.1:5432/",
+    "http://localhost/",
+    "http://0.0.0.0/",
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/",
+    "http://100.100.100.200/",
+    "http://198.18.0.1/",
+    "http://192.0.0.1/",
+    "http://[::1]/",
+    "http://[fd00::1]/",
+    "http://[fe80::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://2130706433/",
+    "file:///etc/passwd",
+    "gopher://example.com/",
+    "http://user:pass@example.com/",
+    "http://[::1/",
+    "http://",
+]
+CASES += [(f"ssrf {url}", "/ai/training/alerts/targets", {"tenant_id": "acme-corp", "url": url}, 400, "url") for url in SSRF_URLS]
 
 
 @pytest.mark.parametrize(("name", "path", "payload", "status", "field"), CASES, ids=[c[0] for c in CASES])
