@@ -106,17 +106,16 @@ def queue_full(tenant_id: str, quota: TenantQuota, queued: int) -> QuotaExceeded
     )
 
 
-async def check_schedule_interval(conn: db.Connection, tenant_id: str, shortest: float) -> None:
+def check_schedule_interval(quota: TenantQuota, shortest: float) -> None:
     """QuotaExceeded when a schedule would fire more often than the tenant's
     min_schedule_interval_seconds (``shortest``: the shortest gap between its firings)."""
-    quota = await get(conn, tenant_id)
     if shortest < quota.min_schedule_interval_seconds:
         raise QuotaExceeded(
-            tenant_id,
+            quota.tenant_id,
             "min_schedule_interval_seconds",
             quota.min_schedule_interval_seconds,
             int(shortest),
-            f"this schedule fires as often as every {int(shortest)} s; tenant {tenant_id}'s quota "
+            f"this schedule fires as often as every {int(shortest)} s; tenant {quota.tenant_id}'s quota "
             f"min_schedule_interval_seconds is {quota.min_schedule_interval_seconds} (an admin may grant a shorter one)",
         )
 

@@ -90,7 +90,9 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     async def ListAuditEvents(self, request: admin_pb.ListAuditEventsRequest, context: Context) -> admin_pb.ListAuditEventsResponse:
         auth.require_operator()
-        tenant_id = check_tenant_id(request.tenant_id) if request.tenant_id and request.tenant_id != "*" else request.tenant_id or None
+        tenant_id = request.tenant_id or None  # "*": the calls made for every tenant
+        if tenant_id not in (None, "*"):
+            check_tenant_id(tenant_id)
         action = convert.checked_text(request.action, "action", max_len=64) or None
         if request.page_size < 0:
             raise RequestError("page_size", "must not be negative")

@@ -138,8 +138,8 @@ class OperationsServicer(ops_grpc.OperationsServiceServicer):
         )
         shortest = await asyncio.to_thread(cron.shortest_interval, now)  # up to ~0.1 s of croniter: off the loop
         async with db.transaction(self.engine, scope) as conn:
-            await tenants.check_priority(conn, tenant_id, priority)
-            await tenants.check_schedule_interval(conn, tenant_id, shortest)
+            quota = await tenants.check_priority(conn, tenant_id, priority)
+            tenants.check_schedule_interval(quota, shortest)
             created = await schedules.create(conn, new)
         return convert.schedule_to_pb(created)
 

@@ -193,14 +193,12 @@ HTTP_IMPORT_CHUNK = 1024**2  # the body of a REST import is passed on in chunks 
 
 
 class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
-    def __init__(self, typed: TrainingServicer, operations: OperationsServicer, admin: AdminServicer | None = None) -> None:
+    def __init__(self, typed: TrainingServicer, operations: OperationsServicer, admin: AdminServicer) -> None:
         self.typed = typed
         self.operations = operations
         self.admin = admin
 
     async def ListAuditEventsHttp(self, request, context):
-        if self.admin is None:
-            raise RuntimeError("the admin service is not served here")
         typed = admin_pb.ListAuditEventsRequest(
             tenant_id=request.tenant_id, action=request.action, page_size=request.page_size, page_token=request.page_token
         )
@@ -274,17 +272,14 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
         content_type = request.body.content_type.lower()
         if fmt == pb.DATA_FORMAT_UNSPECIFIED:
             fmt = pb.PARQUET if any(t in content_type for t in PARQUET_TYPES) else pb.CSV if "csv" in content_type else fmt
-        head = pb.ImportFeatureDataRequest(tenant_id=request.tenant_id, table=request.table, format=fmt, duplicates=request.duplicates)
+        fields = {"tenant_id": request.tenant_id, "table": request.table, "format": fmt, "duplicates": request.duplicates}
         body = [request.body.data]
         request.Clear()  # the message's own copy of the file goes now
 
         async def chunks():
             data = memoryview(body.pop())
             try:
-                first = pb.ImportFeatureDataRequest()
-                first.CopyFrom(head)
-                first.data = bytes(data[:HTTP_IMPORT_CHUNK])
-                yield first
+                yield pb.ImportFeatureDataRequest(**fields, data=bytes(data[:HTTP_IMPORT_CHUNK]))
                 for offset in range(HTTP_IMPORT_CHUNK, len(data), HTTP_IMPORT_CHUNK):
                     yield pb.ImportFeatureDataRequest(data=bytes(data[offset : offset + HTTP_IMPORT_CHUNK]))
             finally:

@@ -194,8 +194,7 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         (server/api/streams.py); JobNotFound first, as before, for a job the caller cannot see."""
         async with db.transaction(self.engine, scope) as conn:
             job = await jobs.get(conn, job_id)
-        async with db.transaction(self.engine, Scope.of(job.tenant_id)) as conn:
-            quota = await tenants.get(conn, job.tenant_id)
+            quota = await tenants.get(conn, job.tenant_id)  # the caller's scope is the job's tenant, or every tenant
         principal = auth.current()
         with self.streams.hold(job.tenant_id, None if principal.admin else principal.key_id, quota.max_open_streams):
             yield
