@@ -57,9 +57,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 HTTP_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["TrainingHttpService"].full_name
 ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 OPERATIONS_SERVICE_NAME = ops_pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
-# A feature import through REST arrives as one message (Envoy caps its body at 64 MiB);
-# larger files go through the streaming ImportFeatureData in chunks of 1 MiB.
-MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+# The largest message a client may send: REST bodies are 1 MiB at most (a feature file
+# streams in pieces), and the gRPC import sends a file in chunks (the client's are 1 MiB),
+# so no call needs the server to hold a whole large file in one message.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_METADATA_BYTES = 128 * 1024  # above envoy.yaml's max_request_headers_kb (60)
 LONG_METHODS = (
     "EvaluateModelVersion",

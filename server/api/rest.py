@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from client._gen.aihub.training.v1 import admin_pb2 as admin_pb
 from client._gen.aihub.training.v1 import operations_pb2 as ops_pb
+from client._gen.aihub.training.v1 import training_http_pb2 as http_pb
 from client._gen.aihub.training.v1 import training_http_pb2_grpc as http_grpc
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from server.api.admin import AdminServicer
@@ -189,7 +190,12 @@ def _has_schedule(body: httpbody_pb2.HttpBody) -> bool:
     return isinstance(data, dict) and "schedule" in data
 
 
-HTTP_IMPORT_CHUNK = 1024**2  # the body of a REST import is passed on in chunks this large
+def _import_format(fmt: pb.DataFormat, content_type: str) -> pb.DataFormat:
+    """The format asked for, else the content type's (Parquet's types, or CSV's)."""
+    if fmt != pb.DATA_FORMAT_UNSPECIFIED:
+        return fmt
+    content_type = content_type.lower()
+    return pb.PARQUET if any(t in content_type for t in PARQUET_TYPES) else pb.CSV if "csv" in content_type else fmt
 
 
 class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
@@ -263,26 +269,28 @@ class TrainingHttpServicer(http_grpc.TrainingHttpServiceServicer):
             ]
         )
 
-    async def ImportFeatureDataHttp(self, request, context) -> pb.ImportFeatureDataResponse:
-        """The body arrives as one message (Envoy buffers it; the transcoder cannot stream a
-        bound HttpBody). Its bytes are taken out once and the message cleared, then passed to
-        the streaming import in 1 MiB chunks, which spools them to disk: the server holds
-        the file about once, not once per copy (bench/import_memory)."""
-        fmt = request.format
-        content_type = request.body.content_type.lower()
-        if fmt == pb.DATA_FORMAT_UNSPECIFIED:
-            fmt = pb.PARQUET if any(t in content_type for t in PARQUET_TYPES) else pb.CSV if "csv" in content_type else fmt
-        fields = {"tenant_id": request.tenant_id, "table": request.table, "format": fmt, "duplicates": request.duplicates}
-        body = [request.body.data]
-        request.Clear()  # the message's own copy of the file goes now
+    async def ImportFeatureDataHttp(
+        self, request_iterator: AsyncIterator[http_pb.ImportFeatureDataHttpRequest], context
+    ) -> pb.ImportFeatureDataResponse:
+        """The body streams in: the transcoder sends each piece as Envoy reads it (the first
+        with the path and query fields and the content type), and each becomes a chunk of
+        the streaming import, which spools it to disk. The server holds a few pieces of the
+        file at a time, whatever its size (bench/import_memory); the tenant's
+        max_import_bytes bounds it, as for gRPC."""
 
-        async def chunks():
-            data = memoryview(body.pop())
-            try:
-                yield pb.ImportFeatureDataRequest(**fields, data=bytes(data[:HTTP_IMPORT_CHUNK]))
-                for offset in range(HTTP_IMPORT_CHUNK, len(data), HTTP_IMPORT_CHUNK):
-                    yield pb.ImportFeatureDataRequest(data=bytes(data[offset : offset + HTTP_IMPORT_CHUNK]))
-            finally:
-                data.release()
+        async def chunks() -> AsyncIterator[pb.ImportFeatureDataRequest]:
+            first = True
+            async for piece in request_iterator:
+                if first:
+                    first = False
+                    yield pb.ImportFeatureDataRequest(
+                        tenant_id=piece.tenant_id,
+                        table=piece.table,
+                        format=_import_format(piece.format, piece.body.content_type),
+                        duplicates=piece.duplicates,
+                        data=piece.body.data,
+                    )
+                else:
+                    yield pb.ImportFeatureDataRequest(data=piece.body.data)
 
         return await self.typed.ImportFeatureData(chunks(), context)

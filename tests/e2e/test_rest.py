@@ -262,6 +262,32 @@ async def test_import_csv_and_parquet_over_rest(rest):
     assert bad.status_code == 400 and "timestamp" in bad.text
 
 
+async def test_a_feature_file_larger_than_every_body_limit_streams_over_rest(rest):
+    """The feature route is not buffered: a file past Envoy's 1 MiB body limit and the
+    transcoder's 2 MiB message limit arrives as many ImportFeatureDataHttp messages, chunked
+    or with a length, and every row lands."""
+    hours = 160_000
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2000-01-01", periods=hours, freq="h", tz="UTC"),
+            "load": (pd.RangeIndex(hours) % 977) * 1.25,
+            "temperature": (pd.RangeIndex(hours) % 37) - 5.5,
+        }
+    )
+    body = frame.to_csv(index=False).encode()
+    assert len(body) > 5 * 1024**2
+
+    def pieces():
+        for at in range(0, len(body), 64 * 1024):
+            yield body[at : at + 64 * 1024]
+
+    url = f"{rest}/ai/training/features"
+    for table, data in (("streamed_chunked", pieces()), ("streamed_whole", body)):
+        resp = await http("POST", f"{url}/{table}", params={"tenant_id": "initech"}, data=data, headers={"Content-Type": "text/csv"})
+        assert resp.status_code == 200, resp.text[:500]
+        assert resp.json()["rows_imported"] == hours and resp.json()["columns"] == ["load", "temperature"]
+
+
 async def test_model_registry_over_rest(rest):
     job = (await http("POST", f"{rest}/ai/training/jobs", json={**GUIDE_BODY, "config": tiny_config()})).json()
     await wait_status(rest, job["job_id"], {"COMPLETED"})

@@ -95,7 +95,7 @@ class TrainingHttpServiceStub:
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ListRayClustersHttpRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
-        self.ImportFeatureDataHttp = channel.unary_unary(
+        self.ImportFeatureDataHttp = channel.stream_unary(
                 '/aihub.training.v1.TrainingHttpService/ImportFeatureDataHttp',
                 request_serializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ImportFeatureDataHttpRequest.SerializeToString,
                 response_deserializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataResponse.FromString,
@@ -189,10 +189,12 @@ class TrainingHttpServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ImportFeatureDataHttp(self, request, context):
+    def ImportFeatureDataHttp(self, request_iterator, context):
         """POST /ai/training/features/{table}?tenant_id=...: the body is a CSV file
         (text/csv) or a Parquet file (application/vnd.apache.parquet or
-        application/octet-stream).
+        application/octet-stream). Client-streaming, so the transcoder streams the body:
+        the first message carries the path and query fields and the body's content type,
+        each later one only the next piece of the body as Envoy read it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,7 +258,7 @@ def add_TrainingHttpServiceServicer_to_server(servicer, server):
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ListRayClustersHttpRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
-            'ImportFeatureDataHttp': grpc.unary_unary_rpc_method_handler(
+            'ImportFeatureDataHttp': grpc.stream_unary_rpc_method_handler(
                     servicer.ImportFeatureDataHttp,
                     request_deserializer=aihub_dot_training_dot_v1_dot_training__http__pb2.ImportFeatureDataHttpRequest.FromString,
                     response_serializer=aihub_dot_training_dot_v1_dot_training__service__pb2.ImportFeatureDataResponse.SerializeToString,
@@ -571,7 +573,7 @@ class TrainingHttpService:
             _registered_method=True)
 
     @staticmethod
-    def ImportFeatureDataHttp(request,
+    def ImportFeatureDataHttp(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -581,8 +583,8 @@ class TrainingHttpService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/aihub.training.v1.TrainingHttpService/ImportFeatureDataHttp',
             aihub_dot_training_dot_v1_dot_training__http__pb2.ImportFeatureDataHttpRequest.SerializeToString,
