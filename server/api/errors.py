@@ -193,6 +193,14 @@ def _is_rest(context: grpc.aio.ServicerContext) -> bool:
     return any(key == REST_MARK for key, _ in context.invocation_metadata() or ())
 
 
+async def answer_rest_with_status(context: grpc.aio.ServicerContext, code: grpc.StatusCode, body: str, message: str) -> None:
+    """For a transcoded (REST) call only: end it with ``code`` (Envoy maps it to the HTTP
+    status: UNAVAILABLE is 503) and ``body`` as its JSON body, in place of the transcoder's
+    error body. A gRPC call returns normally (nothing happens here): its answer says it all."""
+    if _is_rest(context):
+        await context.abort(code, message, trailing_metadata=((GUIDE_BODY, body),))
+
+
 async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status, request: Any = None) -> None:
     """Ends the call with ``status`` (made once by ``to_status``: an unexpected error is logged
     once, under the one error id the caller is given)."""

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
 
 import grpc
+from google.protobuf import json_format
 
 from client._gen.aihub.training.v1 import training_service_pb2 as pb
 from client._gen.aihub.training.v1 import training_service_pb2_grpc as pb_grpc
 from server.api import auth, convert
-from server.api.errors import InvalidState, RequestError
+from server.api.errors import InvalidState, RequestError, answer_rest_with_status
 from server.api.events import EventHub, wait
 from server.api.serving import ModelServing
 from server.api.streams import StreamGate
@@ -268,7 +269,15 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
         except Exception as exc:  # noqa: BLE001
             ray_error = "unavailable"
             log.warning("health: Ray check failed: %s", exc)
-        return convert.health_to_pb(queue, database_error, cluster, ray_error)
+        health = convert.health_to_pb(queue, database_error, cluster, ray_error)
+        if health.status != "ok":
+            # Readiness a probe can act on: over REST, /health answers 503 (with the same body)
+            # while the database or Ray is down; gRPC callers read ``status``.
+            body = json_format.MessageToJson(
+                health, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+            )
+            await answer_rest_with_status(context, grpc.StatusCode.UNAVAILABLE, body, f"not ready: {health.status}")
+        return health
 
     # --- data in --------------------------------------------------------------------------
     async def ImportFeatureData(

@@ -8,6 +8,12 @@ in flight fail with ``DriverLost``, the cluster reads as DOWN, the dispatcher ha
 running jobs back to the queue (they wait PENDING instead of failing), and a new child is
 started every ``restart_seconds`` until one connects; dispatch then resumes by itself.
 The API keeps serving throughout: nothing it needs lives in the child.
+
+A local Ray (no RAY_ADDRESS) is watched from inside the child: when its raylet or GCS dies
+(killed, or taken down with Ray's dashboard agent), the child logs a WARNING naming what
+died, tells the parent, ends that Ray's processes (its job workers too, which the dead
+raylet would leave behind) and itself; the parent then hands the running jobs back (not one
+of their retries) and starts a new local Ray as it does for a lost head.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import itertools
 import logging
 import multiprocessing
 import os
+import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +46,8 @@ from trainers.spec import TrainingSpec
 log = logging.getLogger(__name__)
 CALL_TIMEOUT = 30.0  # seconds a quick call (cluster, totals) may take
 HEAD_TIMEOUT = 15  # seconds without the cluster's head after which the driver process ends
+NODE_CHECK_SECONDS = 1.0  # how often a local Ray's raylet and GCS are looked at
+NODE_LOST = 0  # the call id of the child's "the local Ray node died" notice
 
 
 class DriverLost(RuntimeError):
@@ -115,6 +125,13 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
             loop.call_soon_threadsafe(start)
 
     threading.Thread(target=receive, name="aihub-driver-receive", daemon=True).start()
+    if settings["address"] is None and settings["local_nodes"] <= 1:
+
+        def lost(why: str) -> None:
+            with sending, contextlib.suppress(Exception):
+                conn.send((NODE_LOST, "lost", why))
+
+        threading.Thread(target=_watch_local_node, args=(executor, lost), name="aihub-ray-node-watch", daemon=True).start()
     try:
         loop.run_forever()
     finally:
@@ -122,6 +139,39 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
         # Ray's helpers of a local Ray (dashboard and runtime-env agents) outlive ray.shutdown
         # by up to a minute; the server that started them is gone or going: they go now.
         lifecycle.end_descendants(timeout=3)
+
+
+def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None]) -> None:
+    """In the child, for the local Ray it started: end everything when its raylet or GCS
+    dies (see the module's docstring)."""
+    import psutil
+
+    def alive(proc: psutil.Process) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    watched = [p for p in psutil.Process().children(recursive=True) if p.name() in ("raylet", "gcs_server")]
+    names = {p.pid: p.name() for p in watched}
+    workers: dict[int, psutil.Process] = {}  # the raylet's children (job workers, agents): they outlive it
+    while True:
+        time.sleep(NODE_CHECK_SECONDS)
+        dead = [p for p in watched if not alive(p)]
+        if not dead:
+            for proc in watched:
+                with contextlib.suppress(psutil.Error):
+                    workers.update({w.pid: w for w in proc.children()})
+            continue
+        why = f"the local Ray node's {names[dead[0].pid]} (pid {dead[0].pid}) died"
+        log.warning("%s; starting a new local Ray: its running jobs go back to the queue (not one of their retries)", why)
+        lost(why)
+        for proc in workers.values():
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    proc.kill()
+        shutil.rmtree(executor._local_temp_dir(), ignore_errors=True)  # the session this child made
+        os.killpg(0, signal.SIGKILL)  # the GCS, raylet, agents and this process: one process group (see _serve)
 
 
 class DriverExecutor:
@@ -212,11 +262,15 @@ class DriverExecutor:
         return True
 
     def _receive(self, conn: Connection) -> None:
+        node_lost = ""
         while True:
             try:
                 call_id, status, value = conn.recv()
             except (EOFError, OSError):
                 break
+            if call_id == NODE_LOST:
+                node_lost = str(value)
+                continue
             with self._lock:
                 future = self._pending.pop(call_id, None)
             if future is None or future.done():
@@ -225,7 +279,7 @@ class DriverExecutor:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        self._lost("the Ray driver process ended")
+        self._lost(node_lost or "the Ray driver process ended (its cluster's head is gone, or it crashed)")
 
     def _lost(self, why: str) -> None:
         with self._lock:
@@ -238,7 +292,7 @@ class DriverExecutor:
             if not future.done():
                 future.set_exception(DriverLost(why))
         if not self._stopping.is_set():
-            log.error("%s (its cluster's head is gone, or it crashed); jobs wait until a new driver connects", why)
+            log.error("%s; jobs wait until a new driver connects", why)
             for callback in self.on_lost:
                 callback()
         if process is not None:
@@ -249,7 +303,7 @@ class DriverExecutor:
     def _supervise(self) -> None:
         while not self._stopping.wait(self.restart_seconds):
             if self._conn is not None and self._process is not None and not self._process.is_alive():
-                self._lost("the Ray driver process ended")
+                self._lost("the Ray driver process ended (its cluster's head is gone, or it crashed)")
             if self._conn is None and not self._stopping.is_set() and self._spawn():
                 log.info("Ray is back: dispatch resumes")
 
