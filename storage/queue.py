@@ -192,6 +192,32 @@ FAIL_LOST = db.sql(
     """
 )
 
+# requeue_lost_worker: one running attempt of this server whose Ray worker process died
+# (killed, its node lost) goes back to the queue as the next attempt, not one of its retries,
+# but counted against the lost-lease cap as a lost server is. Index: training_jobs primary key.
+REQUEUE_LOST_WORKER = db.sql(
+    f"UPDATE training_jobs SET {NEXT_ATTEMPT}, lost_leases = lost_leases + 1, free_attempts = free_attempts + 1 "  # noqa: S608 - constant fragment
+    "WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' AND claimed_by = :server_id AND lost_leases < :max_lost "
+    "RETURNING id, attempt"
+)
+
+# fail_lost_worker: the same attempt when the job was lost once more than the cap allows:
+# FAILED for good (WorkerLost, with the count). Index: training_jobs primary key.
+FAIL_LOST_WORKER = db.sql(
+    """
+    UPDATE training_jobs
+       SET status = 'FAILED', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+           lost_leases = lost_leases + 1, error_reason = 'WorkerLost',
+           error_message = format('%s; lost %s times (the cap is %s requeues)', CAST(:why AS text),
+                                  lost_leases + 1, CAST(:max_lost AS integer)),
+           error_details = jsonb_build_object('lost_leases', (lost_leases + 1)::text,
+                                              'max_lost_leases', CAST(CAST(:max_lost AS integer) AS text)),
+           model_version = NULL, lease_expires_at = NULL, retry_at = NULL
+     WHERE id = :id AND attempt = :attempt AND status = 'RUNNING' AND claimed_by = :server_id AND lost_leases >= :max_lost
+    RETURNING id, attempt, error_message
+    """
+)
+
 # release: the RUNNING jobs of a server that is stopping go back to the queue as their next
 # attempt (not one of its retries: free_attempts). Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
 RELEASE = db.sql(
@@ -411,6 +437,25 @@ async def hand_back(conn: db.Connection, server_id: str, job_id: uuid.UUID, atte
     cluster was lost: it waits for it instead of failing). False when it no longer ran."""
     params = {"id": job_id, "attempt": attempt, "server_id": server_id}
     return bool(await _requeue(conn, HAND_BACK, params, why, "attempt {old} was lost with the Ray cluster; queued again as attempt {new}"))
+
+
+async def requeue_lost_worker(
+    conn: db.Connection, server_id: str, job_id: uuid.UUID, attempt: int, why: str, *, max_lost: int = MAX_LOST_LEASES
+) -> bool:
+    """The attempt's Ray worker died: queued again as the next attempt (not a retry) while
+    the job has been lost fewer than ``max_lost`` times, else FAILED (WorkerLost). False
+    when the attempt no longer ran (cancelled, or handed on: the guard ended its worker)."""
+    params = {"id": job_id, "attempt": attempt, "server_id": server_id, "max_lost": max_lost}
+    failed = await conn.fetch(FAIL_LOST_WORKER, {**params, "why": why})
+    for _, _, message in failed:
+        await _attempt_ended(conn, job_id, attempt, "FAILED", JobError("WorkerLost", message))
+        await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: WorkerLost: {message}")
+        await notify(conn, job_id, JobEvent.CHANGED)
+    if failed:
+        return True
+    said = why.replace("{", "{{").replace("}", "}}")
+    line = f"attempt {{old}}: {said}; queued again as attempt {{new}} (not one of its retries)"
+    return bool(await _requeue(conn, REQUEUE_LOST_WORKER, params, why, line))
 
 
 async def requeue_due_retries(conn: db.Connection) -> list[uuid.UUID]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -213,13 +213,16 @@ async def rest(app) -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def server_process(log_dir: Path, env: dict[str, str], timeout: float = 120, **popen: object) -> Iterator[subprocess.Popen]:
-    """`python -m server --seed-demo` with ``env``, as `make run` starts it, its output in
-    ``log_dir/server.log``; yields once it says it is ready, and ends it afterwards."""
+def server_process(
+    log_dir: Path, env: dict[str, str], timeout: float = 120, *, wrapper: Sequence[str] = (), **popen: object
+) -> Iterator[subprocess.Popen]:
+    """`python -m server --seed-demo` with ``env``, as `make run` starts it (after the
+    ``wrapper`` command's words, if any), its output in ``log_dir/server.log``; yields once
+    it says it is ready, and ends it afterwards."""
     log_path = log_dir / "server.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, **popen
+            [*wrapper, sys.executable, "-m", "server", "--seed-demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, **popen
         )
         try:
             deadline = time.monotonic() + timeout

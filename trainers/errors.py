@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,54 @@ def no_rows_in_window(feature_table: str, start: datetime, end: datetime, **deta
 
 class ResourceError(TrainingError):
     reason = "ResourceError"
+
+
+class OutOfMemory(TrainingError):
+    """The attempt needed more memory than it could get: an allocation refused, or its
+    worker killed by Ray's memory monitor. Running it again unchanged fails again."""
+
+    reason = "OutOfMemory"
+    retryable = False
+    REMEDY = (
+        "lower training_options.batch_size or use training_options.use_sample, give it more ray_config.memory_per_worker, "
+        'or train with "distributed": true'
+    )
+
+
+class ResourceExhausted(TrainingError):
+    """A resource of the service ran out (a full disk): an operator's matter, so it is not
+    retried unchanged; retry the job once the space is there."""
+
+    reason = "ResourceExhausted"
+    retryable = False
+
+
+ALLOCATION_FAILED = ("can't allocate memory", "cannot allocate memory", "unable to allocate", "out of memory", "bad_alloc")
+
+
+def classify(exc: BaseException, step: str = "") -> TrainingError | None:
+    """A failure that says what ran out, as its own reason with a short message and the
+    remedy (not retried unchanged); None for any other failure."""
+    where = f" in step {step}" if step else ""
+    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if (
+        any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+        or "no space left on device" in str(exc).lower()
+    ):
+        return ResourceExhausted(
+            f"no space left on the service's disk{where} ({text}); free space (or give the artifact store a larger volume), then retry",
+            details={"step": step, "resource": "disk"},
+        )
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in ALLOCATION_FAILED)):
+        return OutOfMemory(
+            f"the attempt could not allocate memory{where} ({text}); {OutOfMemory.REMEDY}", details={"step": step, "resource": "memory"}
+        )
+    return None
 
 
 class JobCancelled(TrainingError):

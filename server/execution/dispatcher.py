@@ -30,12 +30,13 @@ import tenacity
 
 from server.execution.driver import DriverLost
 from server.execution.executor import Executor
-from server.execution.payloads import OUTAGE_BACKOFF, AttemptEnd, JobPayload, Outcome, TaskSettings
+from server.execution.payloads import OUTAGE_BACKOFF, AttemptEnd, JobPayload, Outcome, TaskSettings, WorkerLost
 from server.observability import job_fields
 from storage import db, queue
 from storage.errors import DatabaseUnavailable
 from storage.notifications import RECONNECTED, JobEvent
 from storage.records import Job, JobError, LogLevel
+from trainers.errors import TrainingError
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -317,8 +318,19 @@ class Dispatcher:
                 why = f"the Ray cluster was lost while it ran ({exc})"
                 ended = (AttemptEnd.RETURNED, "RayLost")
                 await self._record("hand back", lambda conn: queue.hand_back(conn, self.server_id, job.job_id, job.attempt, why))
+            except WorkerLost as exc:  # its worker was killed: back to the queue, not a retry (capped as a lost lease is)
+                ended = (AttemptEnd.RETURNED, "WorkerLost")
+                cap, lost = self.limits.max_lost_leases, exc.message
+                await self._record(
+                    "requeue",
+                    lambda conn: queue.requeue_lost_worker(conn, self.server_id, job.job_id, job.attempt, lost, max_lost=cap),
+                )
+            except TrainingError as exc:  # what Ray saw run out (its memory monitor's kill): its own reason
+                ended = (AttemptEnd.FAILED, exc.reason)
+                await self._fail(job, JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable))
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
-                message = f"the Ray task ended without a result: {type(exc).__name__}: {exc}"
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                message = f"the Ray task ended without a result: {type(exc).__name__}: {first}"
                 ended = (AttemptEnd.FAILED, "WorkerLost")
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
             finally:

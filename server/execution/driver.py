@@ -125,23 +125,25 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
             loop.call_soon_threadsafe(start)
 
     threading.Thread(target=receive, name="aihub-driver-receive", daemon=True).start()
+    stopping = threading.Event()
     if settings["address"] is None and settings["local_nodes"] <= 1:
 
         def lost(why: str) -> None:
             with sending, contextlib.suppress(Exception):
                 conn.send((NODE_LOST, "lost", why))
 
-        threading.Thread(target=_watch_local_node, args=(executor, lost), name="aihub-ray-node-watch", daemon=True).start()
+        threading.Thread(target=_watch_local_node, args=(executor, lost, stopping), name="aihub-ray-node-watch", daemon=True).start()
     try:
         loop.run_forever()
     finally:
+        stopping.set()  # Ray's processes end now on purpose: not a node to replace
         executor.stop()
         # Ray's helpers of a local Ray (dashboard and runtime-env agents) outlive ray.shutdown
         # by up to a minute; the server that started them is gone or going: they go now.
         lifecycle.end_descendants(timeout=3)
 
 
-def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None]) -> None:
+def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
     """In the child, for the local Ray it started: end everything when its raylet or GCS
     dies (see the module's docstring)."""
     import psutil
@@ -155,14 +157,17 @@ def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None]) -> Non
     watched = [p for p in psutil.Process().children(recursive=True) if p.name() in ("raylet", "gcs_server")]
     names = {p.pid: p.name() for p in watched}
     workers: dict[int, psutil.Process] = {}  # the raylet's children (job workers, agents): they outlive it
-    while True:
-        time.sleep(NODE_CHECK_SECONDS)
+    while not stopping.wait(NODE_CHECK_SECONDS):
         dead = [p for p in watched if not alive(p)]
         if not dead:
+            now: dict[int, psutil.Process] = {}
             for proc in watched:
                 with contextlib.suppress(psutil.Error):
-                    workers.update({w.pid: w for w in proc.children()})
+                    now.update({w.pid: w for w in proc.children()})
+            workers = now  # as last seen alive: the dead raylet's children are no longer found by it
             continue
+        if stopping.is_set():
+            return
         why = f"the local Ray node's {names[dead[0].pid]} (pid {dead[0].pid}) died"
         log.warning("%s; starting a new local Ray: its running jobs go back to the queue (not one of their retries)", why)
         lost(why)

@@ -16,10 +16,11 @@ import pandas as pd
 
 from server.execution.forecasts import ModelWorker
 from server.execution.local_cluster import LocalCluster, NodeSpec, ray_temp, stop_orphans
-from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome
+from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome, WorkerLost
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
 from trainers import algorithms
+from trainers.errors import OutOfMemory
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,17 @@ class RayExecutor:
             and ray.cluster_resources().get("GPU", 0) >= 1
         ):
             options["num_gpus"] = 1  # else the job trains on the CPU and logs that it did
-        return await self._remote.options(**options).remote(payload)
+        try:
+            return await self._remote.options(**options).remote(payload)
+        except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed the worker
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "killed"
+            raise OutOfMemory(
+                f"the attempt's Ray worker was killed by Ray's memory monitor: its node ran low on memory ({first}); {OutOfMemory.REMEDY}",
+                details={"resource": "memory"},
+            ) from None
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise WorkerLost(f"the attempt's Ray worker process died ({type(exc).__name__}: {first})") from None
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
         """Score a model version on Ray; raises the task's error (e.g. DataLoadError). When

@@ -13,6 +13,7 @@ import tenacity
 
 from server.observability import LogFormat
 from storage.records import JobError
+from trainers.errors import TrainingError
 from trainers.spec import TrainingSpec
 
 # Waiting out a database outage in this process (the dispatcher's writes, a Ray task's
@@ -124,3 +125,11 @@ class DetectPayload:
     trained_metrics: Mapping[str, float]
     settings: TaskSettings
     rows: pd.DataFrame | None = None  # rows sent inline (history first), instead of the table's
+
+
+class WorkerLost(TrainingError):
+    """The Ray worker process running an attempt died (killed, or its node was lost) before
+    the attempt ended: the job goes back to the queue, not as one of its retries, up to the
+    lost-lease cap (AIHUB_MAX_LOST_LEASES)."""
+
+    reason = "WorkerLost"

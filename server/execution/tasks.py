@@ -8,6 +8,7 @@ database says it is over (cancelled, or handed to another server).
 from __future__ import annotations
 
 import logging
+import shutil
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -27,7 +28,7 @@ from storage.errors import DatabaseUnavailable
 from storage.records import JobError
 from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
-from trainers.errors import JobCancelled, TrainingError, no_rows_in_window
+from trainers.errors import JobCancelled, ResourceExhausted, TrainingError, classify, no_rows_in_window
 from trainers.ports import Level
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,14 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
-        error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
+        # A full disk or memory: its own reason, not retried unchanged. A library that fails
+        # to write says so in its own words (LightGBM: "Cannot write binary data"), so a
+        # failure with the artifact store's disk (nearly) full is taken for a full disk.
+        ran_out = classify(exc, reporter.current_step) or _disk_full(Path(s.artifact_root), exc, reporter.current_step)
+        if ran_out is not None:
+            error = JobError(ran_out.reason, ran_out.message, ran_out.details, retryable=ran_out.retryable)
+        else:
+            error = JobError("TrainingError", f"{type(exc).__name__}: {exc}", {"step": reporter.current_step}, retryable=True)
     else:
         try:
 
@@ -115,6 +123,24 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in, written=False)
     registry.discard()
     return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in) if failed else Outcome(AttemptEnd.CANCELLED)
+
+
+LOW_DISK_BYTES = 16 << 20  # free space under which a failure is put down to a full disk
+
+
+def _disk_full(root: Path, exc: BaseException, step: str) -> ResourceExhausted | None:
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return None
+    if free >= LOW_DISK_BYTES:
+        return None
+    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return ResourceExhausted(
+        f"the artifact store's disk is full ({free // 1024} KiB free) in step {step} ({type(exc).__name__}: {text}); "
+        "free space (or give the artifact store a larger volume), then retry",
+        details={"step": step, "resource": "disk"},
+    )
 
 
 def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) -> MlflowRun | None:
