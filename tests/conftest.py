@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -210,6 +211,16 @@ async def rest(app) -> AsyncIterator[str]:
     await asyncio.to_thread(envoy.start)
     yield envoy.url
     await asyncio.to_thread(envoy.stop)
+
+
+def until(what: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
+    """Ask ``what()`` every ``step`` seconds until it answers something true (returned);
+    fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := what()):
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(step)
+    return found
 
 
 @contextlib.contextmanager

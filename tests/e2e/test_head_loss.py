@@ -14,15 +14,7 @@ import pytest
 
 from client import TrainingClient, pb
 from server.execution.local_cluster import LocalCluster, NodeSpec
-from tests.conftest import free_port, server_process, tiny_config
-
-
-def _until(what, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while not (found := what()):
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(step)
-    return found
+from tests.conftest import free_port, server_process, tiny_config, until
 
 
 @pytest.mark.timeout(400)
@@ -50,9 +42,9 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
             assert c.wait(first.job_id).status == pb.COMPLETED
 
             head.stop()  # the head, and with it the whole one-node cluster, is gone
-            health = _until(lambda: (h := c.health()).ray.status == "down" and h, 90)
+            health = until(lambda: (h := c.health()).ray.status == "down" and h, 90)
             assert "DOWN" in health.ray.detail and health.status == "degraded"
-            assert _until(lambda: [cl for cl in c.list_clusters() if cl.status == "DOWN"], 30)
+            assert until(lambda: [cl for cl in c.list_clusters() if cl.status == "DOWN"], 30)
             waiting = c.create_job("acme-corp", "forecast", tiny_config())  # the API still takes work
             time.sleep(3)
             assert c.get_job(waiting.job_id).status == pb.PENDING
@@ -60,9 +52,9 @@ def test_the_service_rides_out_the_loss_of_its_ray_head(tmp_path):
 
             back = LocalCluster(Path(f"/tmp/aihub-head2-{os.getpid()}"), [NodeSpec(2)], port=head.port)
             back.start()
-            done = _until(lambda: (j := c.get_job(waiting.job_id)).status in (pb.COMPLETED, pb.FAILED) and j, 180)
+            done = until(lambda: (j := c.get_job(waiting.job_id)).status in (pb.COMPLETED, pb.FAILED) and j, 180)
             assert done.status == pb.COMPLETED, done.error
-            assert _until(lambda: c.health().ray.status == "ok", 30)
+            assert until(lambda: c.health().ray.status == "ok", 30)
             assert proc.poll() is None  # the same server throughout
         assert "Ray is back: dispatch resumes" in (tmp_path / "server.log").read_text()
     finally:

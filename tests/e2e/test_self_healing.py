@@ -18,15 +18,7 @@ import pytest
 import requests
 
 from client import TrainingClient, pb
-from tests.conftest import QUICK_START_CONFIG, free_port, server_process, tiny_config
-
-
-def _until(what, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while not (found := what()):
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(step)
-    return found
+from tests.conftest import QUICK_START_CONFIG, free_port, server_process, tiny_config, until
 
 
 def _descendant(proc: psutil.Process, name: str) -> psutil.Process:
@@ -68,11 +60,11 @@ def test_a_killed_job_worker_raylet_and_postmaster_come_back_by_themselves(tmp_p
 
         # --- a job's worker ---------------------------------------------------------------
         job = c.create_job("acme-corp", "forecast", medium)
-        _until(lambda: c.get_job(job.job_id).status == pb.RUNNING, 60)
+        until(lambda: c.get_job(job.job_id).status == pb.RUNNING, 60)
         time.sleep(1)
         _descendant(server, "ray::aihub-training-job").send_signal(signal.SIGKILL)
         died = time.monotonic()
-        _until(lambda: (j := c.get_job(job.job_id)).attempt >= 2 and j.status == pb.RUNNING, 60)
+        until(lambda: (j := c.get_job(job.job_id)).attempt >= 2 and j.status == pb.RUNNING, 60)
         worker_again = time.monotonic() - died
         done = c.wait(job.job_id)
         assert done.status == pb.COMPLETED and done.attempt == 2, done.error
@@ -82,13 +74,13 @@ def test_a_killed_job_worker_raylet_and_postmaster_come_back_by_themselves(tmp_p
 
         # --- the raylet -----------------------------------------------------------------------
         job = c.create_job("acme-corp", "forecast", medium)
-        _until(lambda: c.get_job(job.job_id).status == pb.RUNNING, 60)
+        until(lambda: c.get_job(job.job_id).status == pb.RUNNING, 60)
         raylet = _descendant(server, "raylet")
         raylet.send_signal(signal.SIGKILL)
         died = time.monotonic()
-        _until(lambda: "the local Ray node's raylet" in server_log.read_text(), 15)
+        until(lambda: "the local Ray node's raylet" in server_log.read_text(), 15)
         noticed = time.monotonic() - died
-        again = _until(lambda: (j := c.get_job(job.job_id)).attempt >= 2 and j.status == pb.RUNNING and j, 90)
+        again = until(lambda: (j := c.get_job(job.job_id)).attempt >= 2 and j.status == pb.RUNNING and j, 90)
         running_again = time.monotonic() - died
         assert again.attempt == 2
         done = c.wait(job.job_id)
@@ -97,7 +89,7 @@ def test_a_killed_job_worker_raylet_and_postmaster_come_back_by_themselves(tmp_p
         assert any("lost with the Ray cluster; queued again as attempt 2" in m for m in lines), lines
         assert not any(m.startswith(("job failed", "automatic retry")) for m in lines), lines  # its retries untouched
         assert _descendant(server, "raylet").pid != raylet.pid  # a new local Ray
-        assert _until(lambda: c.health().ray.status == "ok", 30)
+        assert until(lambda: c.health().ray.status == "ok", 30)
 
         # --- the postmaster ---------------------------------------------------------------
         pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
@@ -114,7 +106,7 @@ def test_a_killed_job_worker_raylet_and_postmaster_come_back_by_themselves(tmp_p
                 refused.update(body)
             return status == 200 and 503 in seen
 
-        _until(back, 60, step=0.05)
+        until(back, 60, step=0.05)
         recovered = time.monotonic() - died
         assert refused["status"] == "degraded" and refused["database"]["status"] == "unavailable", refused
         assert set(refused) >= {"status", "database", "ray", "queue"}  # the /health body, not an error body
