@@ -129,7 +129,6 @@ class EmbeddedPostgres:
     _watchdog: subprocess.Popen[bytes] | None = None
     _stopping: threading.Event | None = None
     url: str = ""
-    restarts: int = 0
 
     def start(self) -> str:
         """Initialise (first time) and start the server, or join the one already running;
@@ -193,11 +192,9 @@ class EmbeddedPostgres:
         while not stopping.is_set():
             with _users(self.data_dir):
                 if crashed(self.data_dir) is None:
-                    self.restarts += 1
                     return  # running again (another server started it)
                 try:
                     self.restart()
-                    self.restarts += 1
                     return
                 except subprocess.SubprocessError:
                     if time.monotonic() > deadline:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from storage import db, logs
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
-from storage.records import Job, JobError, LogLevel
+from storage.records import Job, JobError, LogLevel, Row
 
 # events: a changed row's events (a log line was added; its state changed), queued for
 # delivery at commit (storage.notifications).
@@ -401,15 +401,22 @@ async def _requeue(conn: db.Connection, stmt: db.Query, params: Mapping[str, obj
 MAX_LOST_LEASES = 3  # the default of AIHUB_MAX_LOST_LEASES
 
 
-async def requeue_expired(conn: db.Connection, *, max_lost: int = MAX_LOST_LEASES) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
-    """RUNNING jobs whose lease ran out (their server was lost): queued again as their next
-    attempt, at most ``max_lost`` times each; a job lost once more FAILS for good
-    (WorkerLost, with the count). Returns (requeued, failed)."""
-    failed = await conn.fetch(FAIL_LOST, {"max_lost": max_lost})
+async def _fail_lost(conn: db.Connection, stmt: db.Query, params: Mapping[str, object]) -> list[Row]:
+    """Run a fail-lost statement (FAIL_LOST, FAIL_LOST_WORKER): each job it FAILED gets its
+    attempt's end, its log line and its event. Returns its rows (id, attempt, message)."""
+    failed = await conn.fetch(stmt, params)
     for job_id, attempt, message in failed:
         await _attempt_ended(conn, job_id, attempt, "FAILED", JobError("WorkerLost", message))
         await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: WorkerLost: {message}")
         await notify(conn, job_id, JobEvent.CHANGED)
+    return failed
+
+
+async def requeue_expired(conn: db.Connection, *, max_lost: int = MAX_LOST_LEASES) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """RUNNING jobs whose lease ran out (their server was lost): queued again as their next
+    attempt, at most ``max_lost`` times each; a job lost once more FAILS for good
+    (WorkerLost, with the count). Returns (requeued, failed)."""
+    failed = await _fail_lost(conn, FAIL_LOST, {"max_lost": max_lost})
     requeued = await _requeue(
         conn,
         REQUEUE_EXPIRED,
@@ -446,12 +453,7 @@ async def requeue_lost_worker(
     the job has been lost fewer than ``max_lost`` times, else FAILED (WorkerLost). False
     when the attempt no longer ran (cancelled, or handed on: the guard ended its worker)."""
     params = {"id": job_id, "attempt": attempt, "server_id": server_id, "max_lost": max_lost}
-    failed = await conn.fetch(FAIL_LOST_WORKER, {**params, "why": why})
-    for _, _, message in failed:
-        await _attempt_ended(conn, job_id, attempt, "FAILED", JobError("WorkerLost", message))
-        await logs.append(conn, job_id, attempt, LogLevel.ERROR, "", f"job failed: WorkerLost: {message}")
-        await notify(conn, job_id, JobEvent.CHANGED)
-    if failed:
+    if await _fail_lost(conn, FAIL_LOST_WORKER, {**params, "why": why}):
         return True
     said = why.replace("{", "{{").replace("}", "}}")
     line = f"attempt {{old}}: {said}; queued again as attempt {{new}} (not one of its retries)"

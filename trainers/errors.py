@@ -78,13 +78,24 @@ class ResourceExhausted(TrainingError):
 
 
 ALLOCATION_FAILED = ("can't allocate memory", "cannot allocate memory", "unable to allocate", "out of memory", "bad_alloc")
+LOW_DISK_BYTES = 16 << 20  # free space under which a failure is put down to a full disk
 
 
-def classify(exc: BaseException, step: str = "") -> TrainingError | None:
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An error's words, short: its first line, cut to ``limit`` characters (its type's name
+    when it has none). Ray's and the libraries' messages can run to several KB."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def classify(exc: BaseException, step: str = "", *, disk_free: int | None = None) -> TrainingError | None:
     """A failure that says what ran out, as its own reason with a short message and the
-    remedy (not retried unchanged); None for any other failure."""
+    remedy (not retried unchanged); None for any other failure. ``disk_free``: the bytes
+    free where the attempt writes; a failure with less than LOW_DISK_BYTES free is taken for
+    a full disk (a library that cannot write says so in its own words: LightGBM's "Cannot
+    write binary data")."""
     where = f" in step {step}" if step else ""
-    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    text = first_line(exc)
     chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(chain) < 8:
@@ -93,9 +104,11 @@ def classify(exc: BaseException, step: str = "") -> TrainingError | None:
     if (
         any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
         or "no space left on device" in str(exc).lower()
+        or (disk_free is not None and disk_free < LOW_DISK_BYTES)
     ):
         return ResourceExhausted(
-            f"no space left on the service's disk{where} ({text}); free space (or give the artifact store a larger volume), then retry",
+            f"no space left on the service's disk{where} ({type(exc).__name__}: {text}); "
+            "free space (or give the artifact store a larger volume), then retry",
             details={"step": step, "resource": "disk"},
         )
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in ALLOCATION_FAILED)):

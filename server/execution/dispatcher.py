@@ -36,7 +36,7 @@ from storage import db, queue
 from storage.errors import DatabaseUnavailable
 from storage.notifications import RECONNECTED, JobEvent
 from storage.records import Job, JobError, LogLevel
-from trainers.errors import TrainingError
+from trainers.errors import TrainingError, first_line
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -329,8 +329,7 @@ class Dispatcher:
                 ended = (AttemptEnd.FAILED, exc.reason)
                 await self._fail(job, JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable))
             except Exception as exc:  # noqa: BLE001 - Ray task died: its Ray worker crashed or its node was lost
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-                message = f"the Ray task ended without a result: {type(exc).__name__}: {first}"
+                message = f"the Ray task ended without a result: {type(exc).__name__}: {first_line(exc, 300)}"
                 ended = (AttemptEnd.FAILED, "WorkerLost")
                 await self._fail(job, JobError("WorkerLost", message, retryable=True))
             finally:

@@ -20,7 +20,7 @@ from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPa
 from server.execution.tasks import evaluate_model, run_attempt
 from storage.records import RayCluster, WorkerNode
 from trainers import algorithms
-from trainers.errors import OutOfMemory
+from trainers.errors import OutOfMemory, first_line
 from trainers.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -190,14 +190,13 @@ class RayExecutor:
         try:
             return await self._remote.options(**options).remote(payload)
         except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed the worker
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "killed"
             raise OutOfMemory(
-                f"the attempt's Ray worker was killed by Ray's memory monitor: its node ran low on memory ({first}); {OutOfMemory.REMEDY}",
+                f"the attempt's Ray worker was killed by Ray's memory monitor: its node ran low on memory ({first_line(exc)}); "
+                + OutOfMemory.REMEDY,
                 details={"resource": "memory"},
             ) from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise WorkerLost(f"the attempt's Ray worker process died ({type(exc).__name__}: {first})") from None
+            raise WorkerLost(f"the attempt's Ray worker process died ({type(exc).__name__}: {first_line(exc)})") from None
 
     async def evaluate(self, payload: EvaluatePayload) -> dict[str, float]:
         """Score a model version on Ray; raises the task's error (e.g. DataLoadError). When

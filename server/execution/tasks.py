@@ -28,7 +28,7 @@ from storage.errors import DatabaseUnavailable
 from storage.records import JobError
 from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
-from trainers.errors import JobCancelled, ResourceExhausted, TrainingError, classify, no_rows_in_window
+from trainers.errors import JobCancelled, TrainingError, classify, no_rows_in_window
 from trainers.ports import Level
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,8 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
-        # A full disk or memory: its own reason, not retried unchanged. A library that fails
-        # to write says so in its own words (LightGBM: "Cannot write binary data"), so a
-        # failure with the artifact store's disk (nearly) full is taken for a full disk.
-        ran_out = classify(exc, reporter.current_step) or _disk_full(Path(s.artifact_root), exc, reporter.current_step)
+        # A full disk or memory: its own reason, not retried unchanged.
+        ran_out = classify(exc, reporter.current_step, disk_free=_disk_free(Path(s.artifact_root)))
         if ran_out is not None:
             error = JobError(ran_out.reason, ran_out.message, ran_out.details, retryable=ran_out.retryable)
         else:
@@ -125,22 +123,12 @@ def _run_attempt(payload: JobPayload) -> Outcome:
     return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in) if failed else Outcome(AttemptEnd.CANCELLED)
 
 
-LOW_DISK_BYTES = 16 << 20  # free space under which a failure is put down to a full disk
-
-
-def _disk_full(root: Path, exc: BaseException, step: str) -> ResourceExhausted | None:
+def _disk_free(root: Path) -> int | None:
+    """The bytes free on the artifact store's disk (None when it cannot be read)."""
     try:
-        free = shutil.disk_usage(root).free
+        return shutil.disk_usage(root).free
     except OSError:
         return None
-    if free >= LOW_DISK_BYTES:
-        return None
-    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    return ResourceExhausted(
-        f"the artifact store's disk is full ({free // 1024} KiB free) in step {step} ({type(exc).__name__}: {text}); "
-        "free space (or give the artifact store a larger volume), then retry",
-        details={"step": step, "resource": "disk"},
-    )
 
 
 def _tracker(payload: JobPayload, reporter: DbReporter, registry: DbRegistry) -> MlflowRun | None:

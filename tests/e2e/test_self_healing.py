@@ -21,6 +21,23 @@ from client import TrainingClient, pb
 from tests.conftest import QUICK_START_CONFIG, free_port, server_process, tiny_config, until
 
 
+def _stack_env(data_dir: Path, grpc_port: int, **settings: str) -> dict[str, str]:
+    """The environment of a whole stack started as `make run` starts it (its own embedded
+    PostgreSQL and local Ray of 2 CPUs), with ``settings`` added."""
+    env = {
+        **os.environ,
+        "AIHUB_DATA_DIR": str(data_dir),
+        "AIHUB_GRPC_PORT": str(grpc_port),
+        "AIHUB_METRICS_PORT": "0",
+        "AIHUB_AUTH": "off",
+        "AIHUB_LOCAL_RAY_CPUS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("DATABASE_URL", "RAY_ADDRESS"):
+        env.pop(name, None)
+    return {**env, **settings}
+
+
 def _descendant(proc: psutil.Process, name: str) -> psutil.Process:
     (found,) = [p for p in proc.children(recursive=True) if p.name() == name]
     return found
@@ -37,20 +54,13 @@ def _health(rest: str) -> tuple[int, dict]:
 @pytest.mark.timeout(400)
 def test_a_killed_job_worker_raylet_and_postmaster_come_back_by_themselves(tmp_path: Path):
     grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AIHUB_DATA_DIR": str(tmp_path / "data"),
-        "AIHUB_GRPC_PORT": str(grpc_port),
-        "AIHUB_HTTP_PORT": str(http_port),
-        "AIHUB_METRICS_PORT": "0",
-        "AIHUB_AUTH": "off",
-        "AIHUB_RAY_RECONNECT_SECONDS": "1",
-        "AIHUB_CLUSTER_REFRESH_SECONDS": "1",
-        "AIHUB_LOCAL_RAY_CPUS": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in ("DATABASE_URL", "RAY_ADDRESS"):
-        env.pop(name, None)
+    env = _stack_env(
+        tmp_path / "data",
+        grpc_port,
+        AIHUB_HTTP_PORT=str(http_port),
+        AIHUB_RAY_RECONNECT_SECONDS="1",
+        AIHUB_CLUSTER_REFRESH_SECONDS="1",
+    )
     rest = f"http://127.0.0.1:{http_port}"
     server_log = tmp_path / "server.log"
     medium = {**QUICK_START_CONFIG, "hyperparameters": {"n_estimators": 3000, "learning_rate": 0.01, "num_leaves": 63}}
@@ -158,19 +168,7 @@ def test_a_full_disk_and_a_memory_kill_fail_with_their_own_reason_not_retried(tm
         run = tmp_path / name
         run.mkdir()
         grpc_port = free_port()
-        env = {
-            **os.environ,
-            "AIHUB_DATA_DIR": str(run / "data"),
-            "AIHUB_GRPC_PORT": str(grpc_port),
-            "AIHUB_REST": "false",
-            "AIHUB_METRICS_PORT": "0",
-            "AIHUB_AUTH": "off",
-            "AIHUB_LOCAL_RAY_CPUS": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
-        for var in ("DATABASE_URL", "RAY_ADDRESS"):
-            env.pop(var, None)
-        env.update(extra)
+        env = _stack_env(run / "data", grpc_port, AIHUB_REST="false", **extra)
         wrapper = [sys.executable, str(tmp_path / "mount_tmpfs.py"), str(artifacts), "32k"] if name == "disk" else []
         with server_process(run, env, timeout=180, wrapper=wrapper), TrainingClient(f"127.0.0.1:{grpc_port}") as c:
             job = c.create_job("acme-corp", "forecast", QUICK_START_CONFIG)
