@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="Requeues of a job whose server was lost while it ran (its lease expired); once more and it FAILS "
         "(WorkerLost). Not counted in AIHUB_MAX_RETRIES.",
     )
+    reserved_slots: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Job slots a tenant already running a job may not take: kept for a tenant running none, so its job "
+        "starts at once while another tenant's long jobs fill the rest. Default: 1 on a cluster of 4 or more slots, else 0.",
+    )
     drain_seconds: float = Field(
         default=30.0,
         ge=0,

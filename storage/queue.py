@@ -257,7 +257,7 @@ async def claim_many(
     server_id: str,
     *,
     lease_seconds: float = 60.0,
-    admit: Callable[[Job], Admission] | None = None,
+    admit: Callable[[Job, int], Admission] | None = None,
     limit: int = 1,
 ) -> list[Job]:
     """Take up to ``limit`` jobs off the queue for the server ``server_id`` (RUNNING), in
@@ -266,8 +266,10 @@ async def claim_many(
     ``admit(job)`` says whether a job may start now: "take" (its resources are free),
     "wait" (they will be: nothing more is claimed, and no job behind it passes it, so that
     a large job is not starved by a stream of small ones) or "pass" (it cannot start until
-    the cluster grows: it keeps its place but does not hold up the jobs behind it). A
-    tenant's max_running_jobs holds within the batch too."""
+    the cluster grows, or its slot is kept for another tenant: it keeps its place but does
+    not hold up the jobs behind it); it is also told how many jobs the job's tenant runs now
+    (on every server, and taken in this batch). A tenant's max_running_jobs holds within the
+    batch too."""
     candidates = await conn.fetch(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
     chosen: list[uuid.UUID] = []
     per_tenant: dict[str, int] = {}
@@ -277,7 +279,8 @@ async def claim_many(
         tenant, cap = candidate["tenant_id"], candidate["tenant_max_running"]
         if cap is not None and candidate["tenant_running"] + per_tenant.get(tenant, 0) >= cap:
             continue  # the tenant is at its quota with what this batch took
-        verdict = "take" if admit is None else admit(Job.from_row(candidate))
+        running = candidate["tenant_running"] + per_tenant.get(tenant, 0)
+        verdict = "take" if admit is None else admit(Job.from_row(candidate), running)
         if verdict == "wait":
             break
         if verdict == "take":

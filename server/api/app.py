@@ -157,6 +157,7 @@ class App:
                 max_lost_leases=s.max_lost_leases,
             ),
             observer=self.metrics.observe_attempt,
+            reserved_slots=s.reserved_slots,
         )
         self.events.add_listener(self.dispatcher.on_event)
         if not self.dispatch:

@@ -60,14 +60,23 @@ class _Ledger:
         self.taken: dict[uuid.UUID, dict[str, float]] = {}  # what each job taken in this claim holds
         self.waiting: list[tuple[Job, str]] = []
 
-    def admit(self, job: Job) -> queue.Admission:
+    def admit(self, job: Job, tenant_running: int) -> queue.Admission:
         try:
             spec = TrainingSpec.from_dict(job.config, model_type=job.model_type)
         except (KeyError, TypeError, ValueError):
             self.taken[job.job_id] = {}
             return "take"  # it fails at once, with the reason (Dispatcher._execute)
         need = self.dispatcher.executor.demand(spec, self.totals)
-        if all(need[k] <= self.free.get(k, 0.0) + 1e-9 for k in need):
+        fits = all(need[k] <= self.free.get(k, 0.0) + 1e-9 for k in need)
+        reserve = self.dispatcher.reserved_slots_for(self.totals)
+        if fits and reserve and tenant_running:
+            kept = reserve * self.dispatcher.executor.job_cpus
+            if self.free.get("CPU", 0.0) - need.get("CPU", 0.0) < kept - 1e-9:
+                self.waiting.append(
+                    (job, f"waiting: the last {reserve} free slot(s) are kept for tenants running no job (AIHUB_RESERVED_SLOTS)")
+                )
+                return "pass"  # a job of a tenant running none may still take it
+        if fits:
             self.taken[job.job_id] = need
             for kind, amount in need.items():
                 self.free[kind] = self.free.get(kind, 0.0) - amount
@@ -131,7 +140,9 @@ class Dispatcher:
         stop_wait_seconds: float = 8.0,
         limits: Limits | None = None,
         observer: AttemptObserver | None = None,
+        reserved_slots: int | None = None,
     ) -> None:
+        self.reserved_slots = reserved_slots  # None: 1 on a cluster of 4 or more slots, else 0
         self.observer = observer
         self.engine = engine
         self.executor = executor
@@ -169,6 +180,15 @@ class Dispatcher:
             self._maintained_at = float("-inf")
         if kind in (JobEvent.QUEUED, RECONNECTED):
             self._wake.set()
+
+    def reserved_slots_for(self, totals: dict[str, float]) -> int:
+        """Job slots (``job_cpus`` CPUs each) that a tenant already running a job may not
+        take: kept for a tenant running none, so that its job starts at once even while
+        another tenant's long jobs fill the rest. AIHUB_RESERVED_SLOTS, else 1 on a cluster
+        of 4 or more slots (at most a quarter held back from a tenant alone), else 0."""
+        if self.reserved_slots is not None:
+            return self.reserved_slots
+        return 1 if totals.get("CPU", 0.0) // max(1, self.executor.job_cpus) >= 4 else 0
 
     def free(self, totals: dict[str, float]) -> dict[str, float]:
         """The cluster's resources less what this server's running jobs hold."""
