@@ -12,6 +12,9 @@ What it does, as an operator would:
   * PostgreSQL stopped for a few seconds while jobs run and log streams follow them (the
     streams resume by sequence); the gRPC codes unary calls got meanwhile;
   * 100 concurrent creates with one request_id;
+  * then a second stack, as `make run` starts it, and the faults it heals by itself (a job's
+    Ray worker, the raylet and the postmaster killed with -9; one tenant's long jobs beside
+    another's quick ones): see tests/chaos/healing.py;
 then it checks from the database that every job is final, none completed twice, and no
 model version or log sequence is duplicated or missing, and prints its figures. Exit code
 0 when every check holds.
@@ -199,10 +202,10 @@ class Chaos:
             self.pg.stop()
 
     # --- helpers ---------------------------------------------------------------------------
-    def _create(self, client: TrainingClient, config: dict, request_id: str) -> None:
+    def _create(self, client: TrainingClient, config: dict, request_id: str, tenant: str = TENANT) -> None:
         for _ in range(30):  # a client that retries UNAVAILABLE, with its request_id: never two jobs
             try:
-                job = client.create_job(TENANT, "forecast", config, request_id=request_id)
+                job = client.create_job(tenant, "forecast", config, request_id=request_id)
                 with self.lock:
                     self.fig.create_codes["OK"] += 1
                     if job.job_id not in self.created:
@@ -418,33 +421,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the version CI runs: fewer kills and jobs")
     parser.add_argument("--lease", type=float, default=5.0, help="the servers' AIHUB_LEASE_SECONDS (default 5)")
     parser.add_argument("--only-recovery", action="store_true", help="only kill a replica once and report death -> RUNNING again")
+    parser.add_argument("--only-healing", action="store_true", help="only the second stack's faults (tests/chaos/healing.py)")
     args = parser.parse_args(argv)
     from server import isolation
 
     if not isolation.isolated():
         raise SystemExit("run it in a private network namespace: make chaos (python -m server.isolation -- python -m tests.chaos)")
+    from tests.chaos.healing import Healing
+
     started = time.monotonic()
+    result: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="aihub-chaos-") as work:
-        chaos = Chaos(Path(work), short=args.short, lease=args.lease)
-        try:
-            chaos.start()
+        if not args.only_healing:
+            chaos = Chaos(Path(work) / "replicas", short=args.short, lease=args.lease)
+            (Path(work) / "replicas").mkdir()
             steps = (
                 [chaos.bursts_and_kills] if args.only_recovery else [chaos.bursts_and_kills, chaos.database_outage, chaos.same_request_id]
             )
-            for step in steps:
-                t0 = time.monotonic()
-                step()
-                print(f"chaos: {step.__name__} done in {time.monotonic() - t0:.0f} s", flush=True)
-            chaos.wait_final()
-            result = chaos.check()
-            if result["problems"]:
-                chaos.print_errors()
-        finally:
-            chaos.stop()
+            result = _run(chaos, steps)
+        if not args.only_recovery:
+            healing = Healing(Path(work) / "healing", short=args.short)
+            (Path(work) / "healing").mkdir()
+            steps = [healing.worker_kills, healing.raylet_kills, healing.postmaster_kills, healing.fair_share]
+            result["self_healing"] = _run(healing, steps)
     result["seconds"] = round(time.monotonic() - started)
+    problems = [*result.get("problems", []), *result.get("self_healing", {}).get("problems", [])]  # type: ignore[attr-defined]
     print(json.dumps(result, indent=2, default=str))
-    print("chaos: " + ("PASSED" if not result["problems"] else "FAILED"), flush=True)
-    return 0 if not result["problems"] else 1
+    print(f"chaos: {len(problems)} problem(s)")
+    print("chaos: " + ("PASSED" if not problems else "FAILED"), flush=True)
+    return 0 if not problems else 1
+
+
+def _run(chaos: Chaos, steps: list) -> dict[str, object]:
+    """Start the stack, run the steps, wait until every job is final, check the database."""
+    try:
+        chaos.start()
+        for step in steps:
+            t0 = time.monotonic()
+            step()
+            print(f"chaos: {step.__name__} done in {time.monotonic() - t0:.0f} s", flush=True)
+        chaos.wait_final()
+        result = chaos.check()
+        if result["problems"]:
+            chaos.print_errors()
+        return result
+    finally:
+        chaos.stop()
 
 
 if __name__ == "__main__":
