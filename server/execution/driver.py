@@ -13,7 +13,9 @@ A local Ray (no RAY_ADDRESS) is watched from inside the child: when its raylet o
 (killed, or taken down with Ray's dashboard agent), the child logs a WARNING naming what
 died, tells the parent, ends that Ray's processes (its job workers too, which the dead
 raylet would leave behind) and itself; the parent then hands the running jobs back (not one
-of their retries) and starts a new local Ray as it does for a lost head.
+of their retries) and starts a new local Ray as it does for a lost head. In a local
+multi-node cluster (AIHUB_LOCAL_RAY_NODES > 1) a dead node other than the head is started
+again in place; the jobs it ran come back as lost workers (queued again, not retried).
 """
 
 from __future__ import annotations
@@ -126,13 +128,14 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
 
     threading.Thread(target=receive, name="aihub-driver-receive", daemon=True).start()
     stopping = threading.Event()
-    if settings["address"] is None and settings["local_nodes"] <= 1:
+    if settings["address"] is None:
 
         def lost(why: str) -> None:
             with sending, contextlib.suppress(Exception):
                 conn.send((NODE_LOST, "lost", why))
 
-        threading.Thread(target=_watch_local_node, args=(executor, lost, stopping), name="aihub-ray-node-watch", daemon=True).start()
+        watch = _watch_local_node if settings["local_nodes"] <= 1 else _watch_local_cluster
+        threading.Thread(target=watch, args=(executor, lost, stopping), name="aihub-ray-node-watch", daemon=True).start()
     try:
         loop.run_forever()
     finally:
@@ -177,6 +180,35 @@ def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None], stoppi
                     proc.kill()
         shutil.rmtree(executor._local_temp_dir(), ignore_errors=True)  # the session this child made
         os.killpg(0, signal.SIGKILL)  # the GCS, raylet, agents and this process: one process group (see _serve)
+
+
+def _watch_local_cluster(executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
+    """In the child, for the local multi-node cluster it started (AIHUB_LOCAL_RAY_NODES > 1):
+    a node whose raylet dies is started again (Ray hands the jobs it ran back as lost
+    workers: they are queued again, not retried); the head's death ends the whole cluster
+    and this process, and the server starts a new one, as for a single local node."""
+    cluster = executor.local_cluster
+    if cluster is None:
+        return
+    while not stopping.wait(NODE_CHECK_SECONDS):
+        dead = cluster.dead_nodes()
+        if not dead or stopping.is_set():
+            continue
+        if dead[0] is cluster.nodes[0]:
+            why = "the local Ray cluster's head node (its raylet) died"
+            log.warning("%s; starting a new local cluster: its running jobs go back to the queue (not one of their retries)", why)
+            lost(why)
+            cluster.stop()  # every node: they run in sessions of their own
+            os.killpg(0, signal.SIGKILL)
+        for node in dead:
+            name = ", ".join(node.resources) or "a node"
+            log.warning("the local Ray cluster's node %s died (its raylet is gone); starting it again", name)
+            try:
+                cluster.start_node(node)
+            except Exception:
+                log.exception("the local Ray cluster's node %s could not be started again; trying again", name)
+            else:
+                log.warning("the local Ray cluster's node %s is running again", name)
 
 
 class DriverExecutor:

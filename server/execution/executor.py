@@ -108,6 +108,11 @@ class RayExecutor:
         self._remote = ray.remote(run_attempt)
         self._evaluate = ray.remote(evaluate_model).options(num_cpus=self.job_cpus, max_retries=0, name="aihub-evaluate-model")
 
+    @property
+    def local_cluster(self) -> LocalCluster | None:
+        """The local multi-node cluster this executor started, if any."""
+        return self._cluster
+
     def _local_temp_dir(self) -> Path:
         return Path(self.temp_dir or f"/tmp/aihub-ray-{os.getpid()}")  # noqa: S108 - short: Ray's socket paths are limited to 107 bytes
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,20 @@ class LocalCluster:
             cmdline = " ".join(proc.info["cmdline"] or [])
             if proc.info["name"] == "raylet" and resource in cmdline and str(self.temp_dir) in cmdline:
                 proc.send_signal(signal.SIGKILL)
+
+    def dead_nodes(self) -> list[NodeSpec]:
+        """The nodes whose raylet no longer runs (killed, or its machine lost), the head first
+        when it is one of them: a node is known by its custom resource (``node_<i>``) on the
+        raylet's command line, as in :meth:`kill_node`."""
+        import psutil
+
+        raylets = []
+        for proc in psutil.process_iter(["name", "cmdline", "status"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if proc.info["name"] == "raylet" and proc.info["status"] != psutil.STATUS_ZOMBIE and str(self.temp_dir) in cmdline:
+                raylets.append(cmdline)
+        marks = [[re.compile(rf"\b{re.escape(name)}\b") for name in node.resources] for node in self.nodes]
+        return [node for node, mark in zip(self.nodes, marks, strict=True) if not any(all(m.search(c) for m in mark) for c in raylets)]
 
     def stop(self) -> None:
         """End every process of this cluster, and only those: found by its temp dir, or by

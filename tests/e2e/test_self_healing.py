@@ -7,14 +7,16 @@ faults the stack heals by itself (a job's worker, the raylet and the postmaster 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from client import TrainingClient, pb
-from tests.conftest import QUICK_START_CONFIG, free_port, server_process
+from tests.conftest import QUICK_START_CONFIG, free_port, server_process, tiny_config, until
 
 
 def _stack_env(data_dir: Path, grpc_port: int, **settings: str) -> dict[str, str]:
@@ -82,3 +84,53 @@ def test_a_full_disk_and_a_memory_kill_fail_with_their_own_reason_not_retried(tm
             assert not done.HasField("next_retry_at"), name  # not retried unchanged
             time.sleep(2)
             assert c.get_job(job.job_id).attempt == 1, name
+
+
+def _raylets(server: psutil.Process, node: str) -> list[psutil.Process]:
+    """The raylets of ``node`` in the local cluster of the server's driver child (its temp
+    folder is named after the child's pid; the nodes run in sessions of their own)."""
+    temp_dirs = [f"aihub-ray-{p.pid}" for p in server.children(recursive=True)]
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if (
+            proc.info["name"] == "raylet"
+            and proc.info["status"] != psutil.STATUS_ZOMBIE
+            and node in cmdline
+            and any(t in cmdline for t in temp_dirs)
+        ):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_node_of_a_local_multi_node_cluster_is_started_again(tmp_path: Path):
+    """AIHUB_LOCAL_RAY_NODES=2: node 2's raylet killed with -9 under a running job is
+    started again in place; the job it ran is queued again (not retried) and completes."""
+    grpc_port = free_port()
+    env = _stack_env(tmp_path / "data", grpc_port, AIHUB_REST="false", AIHUB_LOCAL_RAY_NODES="2", AIHUB_CLUSTER_REFRESH_SECONDS="1")
+    medium = {**QUICK_START_CONFIG, "hyperparameters": {"n_estimators": 3000, "learning_rate": 0.01, "num_leaves": 63}}
+    with server_process(tmp_path, env, timeout=180) as proc, TrainingClient(f"127.0.0.1:{grpc_port}") as c:
+        server = psutil.Process(proc.pid)
+        jobs = [c.create_job("acme-corp", "forecast", medium) for _ in range(2)]
+        working = lambda j: any("step preprocessing started" in line.message for line in c.stream_logs(j.job_id, follow=False))  # noqa: E731
+        until(lambda: all(working(j) for j in jobs), 90)  # both at work: one on each node
+        (raylet,) = _raylets(server, "node_2")
+        raylet.send_signal(signal.SIGKILL)
+        died = time.monotonic()
+        log = tmp_path / "server.log"
+        until(lambda: "node node_2 died" in log.read_text(), 15)
+        until(lambda: "node node_2 is running again" in log.read_text(), 60)
+        started_again = time.monotonic() - died
+        (again,) = _raylets(server, "node_2")
+        assert again.pid != raylet.pid
+        done = [c.wait(j.job_id) for j in jobs]
+        assert [d.status for d in done] == [pb.COMPLETED, pb.COMPLETED], [d.error for d in done]
+        assert sorted(d.attempt for d in done) == [1, 2]  # the job on node 2 came back as its next attempt
+        for d in done:
+            lines = [line.message for line in c.stream_logs(d.job_id)]
+            assert not any(m.startswith(("job failed", "automatic retry")) for m in lines), lines
+        assert until(lambda: c.health().ray.status == "ok" and "2 node(s)" in c.health().ray.detail, 30)
+        after = c.create_job("acme-corp", "forecast", tiny_config())
+        assert c.wait(after.job_id).status == pb.COMPLETED
+    print(f"\nnode 2's raylet killed: started again after {started_again:.1f} s")
