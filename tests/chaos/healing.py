@@ -36,18 +36,9 @@ from client import TrainingClient, pb
 from server import demo_data
 from storage.records import JobStatus
 from tests.chaos.__main__ import TENANT, Chaos, Replica, _free_port, long_config, quick_config
+from tests.conftest import QUICK_START_CONFIG  # the guide's quick-start job: tenant B's
 
 OTHER = "initech"
-QUICK_START = {  # the guide's quick-start job: tenant B's, in the fair-share scenario
-    "algorithm": "lgbm",
-    "hyperparameters": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 7, "num_leaves": 31},
-    "training_start": "2024-01-01T00:00:00",
-    "training_end": "2024-12-31T23:59:59",
-    "features": ["temperature", "humidity", "day_of_week", "hour_of_day", "load_lag_1", "load_lag_24"],
-    "target": "load",
-    "validation_split": 0.2,
-    "random_seed": 42,
-}
 WORKER, RAYLET = "ray::aihub-training-job", "raylet"
 
 
@@ -121,8 +112,11 @@ class Healing(Chaos):
     # --- helpers ---------------------------------------------------------------------------
     def _process(self, name: str) -> psutil.Process | None:
         assert self.server.proc is not None
-        found = [p for p in psutil.Process(self.server.proc.pid).children(recursive=True) if p.name() == name]
-        return found[0] if found else None
+        for proc in psutil.Process(self.server.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # one that ends meanwhile
+                if proc.name() == name and proc.status() != psutil.STATUS_ZOMBIE:
+                    return proc
+        return None
 
     def _running(self) -> dict[object, int]:
         return {r["id"]: r["attempt"] for r in self.sql("SELECT id, attempt FROM training_jobs WHERE status = 'RUNNING'")}
@@ -211,8 +205,12 @@ class Healing(Chaos):
                 back = self._back(died, before, "raylet kill", "lost with the Ray cluster; queued again as attempt")
                 if back is not None:
                     self.heal.raylet_kill_to_running_s.append(back)
-                if (again := self._process(RAYLET)) is None or again.pid == raylet.pid:
-                    self.fig.problems.append("raylet kill: no new raylet")
+                deadline = died + 60
+                while (again := self._process(RAYLET)) is None or again.pid == raylet.pid:
+                    if time.monotonic() > deadline:
+                        self.fig.problems.append("raylet kill: no new raylet within 60 s")
+                        break
+                    time.sleep(0.2)
 
     def postmaster_kills(self) -> None:
         with TrainingClient(self.target) as client:
@@ -289,7 +287,7 @@ class Healing(Chaos):
 
     def _quick_b(self, client: TrainingClient, request_id: str) -> float:
         began = time.monotonic()
-        job = client.create_job(OTHER, "forecast", QUICK_START, request_id=request_id)
+        job = client.create_job(OTHER, "forecast", QUICK_START_CONFIG, request_id=request_id)
         self.created.append(job.job_id)
         done = client.wait(job.job_id)
         if done.status != pb.COMPLETED:
