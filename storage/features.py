@@ -12,6 +12,8 @@ SQL only after :func:`check_identifier`; the tenant comes from the transaction's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -20,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+import asyncpg
 import numpy as np
 import pandas as pd
 
@@ -98,6 +101,14 @@ def iter_file(source: Path | IO[bytes], fmt: FileFormat | None = None, *, chunk_
             stream.close()
 
 
+def _micros(stamps: pd.Series) -> list[int]:
+    """UTC timestamps as microseconds since the epoch."""
+    return cast(list[int], stamps.dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64).tolist())
+
+
+EPOCH_MICROS = "timestamptz 'epoch' + {} * interval '1 microsecond'"  # staged microseconds back to a timestamp
+
+
 def _with_nulls(values: np.ndarray) -> list[Any]:
     """A float column as a list, NaN as None (NULL)."""
     out = values.astype(object)
@@ -165,6 +176,12 @@ class Imported:
     duplicates: int  # rows that repeated a (series, timestamp) and were merged by the rule
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    value_cols: list[str]
+    records: list[tuple[Any, ...]]
+
+
 class FileImport:
     """One import, chunk by chunk, in the caller's transaction: every chunk is checked and
     COPYed into one staging table (its rows numbered in file order); ``finish`` resolves a
@@ -181,29 +198,58 @@ class FileImport:
         self.tenant_id = scope_of(conn).single()
         self.staging = f"_import_{table}"
         self.columns: list[str] = []
-        self.staged = 0
+        self.staged = 0  # rows COPYed into the staging table
+        self.numbered = 0  # rows read and numbered (_ord, the file's order)
         self.chunks = 0
 
     async def add(self, frame: pd.DataFrame) -> None:
+        await self._write(self._prepare(frame))
+
+    async def add_all(self, frames: Iterator[pd.DataFrame]) -> None:
+        """Every frame of ``frames`` (a file's chunks): each is read and checked in a thread
+        while the one before it is COPYed, so PostgreSQL and the parsing work side by side."""
+        following = asyncio.ensure_future(asyncio.to_thread(self._prepare_next, frames))
+        while (prepared := await following) is not None:
+            following = asyncio.ensure_future(asyncio.to_thread(self._prepare_next, frames))
+            try:
+                await self._write(prepared)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    await following  # never leave the thread reading the file behind
+                raise
+
+    def _prepare_next(self, frames: Iterator[pd.DataFrame]) -> _Prepared | None:
+        frame = next(frames, None)
+        return None if frame is None else self._prepare(frame)
+
+    def _prepare(self, frame: pd.DataFrame) -> _Prepared:
+        """A chunk checked and turned into COPY records (CPU only: safe in a thread)."""
         series, stamps, values = self._checked(frame)
         value_cols = list(values)
+        columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
+        order = range(self.numbered, self.numbered + len(stamps))
+        self.numbered += len(stamps)
+        records = [
+            (self.tenant_id, sid, ts, *row, n) for sid, ts, n, *row in zip(series.tolist(), _micros(stamps), order, *columns, strict=True)
+        ]
+        return _Prepared(value_cols, records)
+
+    async def _write(self, prepared: _Prepared) -> None:
+        value_cols, records = prepared.value_cols, prepared.records
         await _prepare_table(self.conn, self.tenant_id, self.table, value_cols)
         raw = self.conn.raw  # COPY, and statements whose identifiers are checked names
         if self.chunks == 0:
             name = _name(self.tenant_id, self.table)
             await raw.execute(f"CREATE TEMP TABLE {_q(self.staging)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
             await raw.execute(f"ALTER TABLE {_q(self.staging)} ADD COLUMN _ord bigint")
+            # Staged as microseconds since the epoch (an int per row: a datetime each costs
+            # more to make and to encode than the rest of the row); finish turns them back.
+            await raw.execute(f'ALTER TABLE {_q(self.staging)} ALTER COLUMN "timestamp" TYPE bigint USING 0')
         for col in value_cols:
             if col not in self.columns:
                 await raw.execute(f"ALTER TABLE {_q(self.staging)} ADD COLUMN IF NOT EXISTS {_q(col)} double precision")
                 self.columns.append(col)
         cols = ["tenant_id", SERIES, "timestamp", *value_cols, "_ord"]
-        columns = [_with_nulls(values[c].to_numpy()) for c in value_cols]
-        order = range(self.staged, self.staged + len(stamps))
-        records = [
-            (self.tenant_id, sid, ts, *row, n)
-            for sid, ts, n, *row in zip(series.tolist(), stamps.dt.to_pydatetime(), order, *columns, strict=True)
-        ]
         await raw.copy_records_to_table(self.staging, records=records, columns=cols)
         self.staged += len(records)
         self.chunks += 1
@@ -231,7 +277,8 @@ class FileImport:
                 raise InvalidFeatureData(f"column {col!r} holds a non-numeric value: {_short(repr(example))}", field=col)
             values[col] = converted.astype("float64")
         if self.duplicates == "refuse":
-            dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.to_numpy()}).duplicated()
+            # UTC datetime64 (to_numpy() of a tz-aware series makes a Timestamp per row)
+            dup = pd.DataFrame({"s": series.to_numpy(), "t": stamps.dt.tz_convert(None).to_numpy()}).duplicated()
             if dup.any():
                 where = f" of series {series[dup.to_numpy()].iloc[0]!r}" if SERIES in frame.columns else ""
                 raise _repeated(stamps[dup.to_numpy()].iloc[0], where)
@@ -244,20 +291,39 @@ class FileImport:
         raw = self.conn.raw
         staging, name = _q(self.staging), _name(self.tenant_id, self.table)
         keys = 'tenant_id, series_id, "timestamp"'
-        if self.duplicates == "refuse" and self.chunks > 1:  # within a chunk, _checked refused them already
-            row = await raw.fetchrow(f'SELECT series_id, "timestamp" FROM {staging} GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1')  # noqa: S608
-            if row is not None:
-                raise _repeated(pd.Timestamp(row["timestamp"]), f" of series {row['series_id']!r}" if row["series_id"] else "")
+        # One import of a table at a time (until commit): so that "empty" below stays true.
+        await raw.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"aihub-import:{name}")
+        empty = await raw.fetchval(f"SELECT NOT EXISTS (SELECT 1 FROM {name})")  # noqa: S608
         value_list = ", ".join(_q(c) for c in self.columns)
+        stamp = EPOCH_MICROS.format('"timestamp"') + ' AS "timestamp"'
         if self.duplicates == "mean":
-            source = f"SELECT {keys}, {', '.join(f'avg({_q(c)}) AS {_q(c)}' for c in self.columns)} FROM {staging} GROUP BY {keys}"  # noqa: S608
+            means = ", ".join(f"avg({_q(c)}) AS {_q(c)}" for c in self.columns)
+            source = f"SELECT tenant_id, series_id, {stamp}, {means} FROM {staging} GROUP BY {keys}"  # noqa: S608
         elif self.duplicates in ("first", "last"):
             direction = "ASC" if self.duplicates == "first" else "DESC"
-            source = f"SELECT DISTINCT ON ({keys}) {keys}, {value_list} FROM {staging} ORDER BY {keys}, _ord {direction}"  # noqa: S608
+            source = (
+                f"SELECT DISTINCT ON ({keys}) tenant_id, series_id, {stamp}, {value_list} FROM {staging} "  # noqa: S608
+                f"ORDER BY {keys}, _ord {direction}"
+            )
         else:
-            source = f"SELECT {keys}, {value_list} FROM {staging}"  # noqa: S608
+            source = f"SELECT tenant_id, series_id, {stamp}, {value_list} FROM {staging}"  # noqa: S608
         updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in self.columns)
-        status = await raw.execute(f"INSERT INTO {name} ({keys}, {value_list}) {source} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+        # Into an empty table a plain INSERT (about twice as fast as an upsert); either way a
+        # (series, timestamp) the file repeats fails the statement, and is then looked up in
+        # the staging table to be named (instead of looking for one in every import).
+        upsert = "" if empty else f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        await raw.execute("SAVEPOINT aihub_import")
+        try:
+            status = await raw.execute(f"INSERT INTO {name} ({keys}, {value_list}) {source}{upsert}")
+        except (asyncpg.UniqueViolationError, asyncpg.CardinalityViolationError):
+            await raw.execute("ROLLBACK TO SAVEPOINT aihub_import")
+            row = await raw.fetchrow(
+                f'SELECT series_id, {stamp} FROM {staging} GROUP BY series_id, "timestamp" HAVING count(*) > 1 LIMIT 1'  # noqa: S608
+            )
+            if row is None:
+                raise
+            raise _repeated(pd.Timestamp(row["timestamp"]), f" of series {row['series_id']!r}" if row["series_id"] else "") from None
+        await raw.execute("RELEASE SAVEPOINT aihub_import")
         await raw.execute(f"DROP TABLE {staging}")
         written = int(status.rsplit(" ", 1)[-1])
         return Imported(written, list(self.columns), self.staged - written)

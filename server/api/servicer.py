@@ -305,8 +305,7 @@ class TrainingServicer(ModelServing, pb_grpc.TrainingServiceServicer):
             rule = convert.duplicates_rule(first.duplicates)
             async with db.transaction(self.engine, scope) as conn:
                 load = features.FileImport(conn, table, rule)
-                while (frame := await asyncio.to_thread(next, chunks, None)) is not None:
-                    await load.add(frame)
+                await load.add_all(chunks)
                 done = await load.finish()
         merged = f"; {done.duplicates} rows repeating a timestamp merged ({rule})" if done.duplicates else ""
         log.info("imported %d rows into features.%s%s", done.rows, table, merged, extra={"tenant_id": scope.tenant_id})

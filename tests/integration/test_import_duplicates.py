@@ -67,6 +67,17 @@ async def test_the_rule_holds_across_the_chunks_of_one_import(app):
         await load.add(again)
         with pytest.raises(InvalidFeatureData, match="02:00:00\\+00:00 appears twice"):
             await load.finish()
+    # Into a table that has rows (an upsert, not a plain insert), the same refusal, and the
+    # refused import writes nothing.
+    async with db.transaction(app.engine, Scope.of(T)) as conn:
+        await features.import_frame(conn, "chunked_refused", first)
+    async with db.transaction(app.engine, Scope.of(T)) as conn:
+        load = features.FileImport(conn, "chunked_refused")
+        await load.add(first.assign(value=[7.0, 8.0, 9.0]))
+        await load.add(again)
+        with pytest.raises(InvalidFeatureData, match="02:00:00\\+00:00 appears twice"):
+            await load.finish()
+    assert (await stored(app, "chunked_refused")).tolist() == [1.0, 2.0, 3.0]
     for rule, at_two in (("first", 3.0), ("last", 30.0), ("mean", 16.5)):
         async with db.transaction(app.engine, Scope.of(T)) as conn:
             load = features.FileImport(conn, f"chunked_{rule}", rule)
