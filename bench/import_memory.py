@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             rate = size / mib / seconds
             envoy_text = f"; Envoy's peak {envoy_peak / mib:.0f} MiB" if envoy_peak else ""
             print(
-                f"{via}: imported {rows:,} rows in {seconds:.1f} s ({rate:.1f} MiB/s, {rows / seconds:,.0f} rows/s); server RSS before {before / mib:.0f} MiB, "
+                f"{via}: imported {rows:,} rows in {seconds:.1f} s ({rate:.1f} MiB/s, {rows / seconds:,.0f} rows/s); "
+                f"server RSS before {before / mib:.0f} MiB, "
                 f"peak {peak / mib:.0f} MiB, growth {(peak - before) / mib:.0f} MiB = {(peak - before) / size:.2f} x the file "
                 f"(cold, with the warm-up's: {(peak - cold) / mib:.0f} MiB = {(peak - cold) / size:.2f} x){envoy_text}"
             )
