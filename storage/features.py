@@ -120,7 +120,7 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _name(tenant_id: str, table: str) -> str:
+def table_name(tenant_id: str, table: str) -> str:
     """The schema-qualified, quoted name of a tenant's table (checked names only)."""
     return f"{_q(feature_schema(tenant_id))}.{_q(check_identifier(table, 'table'))}"
 
@@ -239,7 +239,7 @@ class FileImport:
         await _prepare_table(self.conn, self.tenant_id, self.table, value_cols)
         raw = self.conn.raw  # COPY, and statements whose identifiers are checked names
         if self.chunks == 0:
-            name = _name(self.tenant_id, self.table)
+            name = table_name(self.tenant_id, self.table)
             await raw.execute(f"CREATE TEMP TABLE {_q(self.staging)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
             await raw.execute(f"ALTER TABLE {_q(self.staging)} ADD COLUMN _ord bigint")
             # Staged as microseconds since the epoch (an int per row: a datetime each costs
@@ -289,7 +289,7 @@ class FileImport:
         if not self.chunks:
             return Imported(0, [], 0)
         raw = self.conn.raw
-        staging, name = _q(self.staging), _name(self.tenant_id, self.table)
+        staging, name = _q(self.staging), table_name(self.tenant_id, self.table)
         keys = 'tenant_id, series_id, "timestamp"'
         # One import of a table at a time (until commit): so that "empty" below stays true.
         await raw.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"aihub-import:{name}")
@@ -379,17 +379,26 @@ async def copy_rows(
     for col in columns:
         if col not in existing or col in RESERVED:
             raise FeatureColumnNotFound(table, col)
-    col_list = ", ".join(['"timestamp"', SERIES, *(_q(c) for c in columns)])
     buf = io.BytesIO()
-    query = (
-        f"SELECT {col_list} FROM {_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
-        f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 {"AND series_id = ANY($4::text[]) " if series is not None else ""}'
-        'ORDER BY series_id, "timestamp"'
-    )
-    args = (tenant_id, start, end, *([list(series)] if series is not None else []))
+    query, args = read_query(tenant_id, table, columns, start, end, series)
     await conn.raw.copy_from_query(query, *args, output=buf, format="csv", header=True)
     buf.seek(0)
     return buf
+
+
+def read_query(
+    tenant_id: str, table: str, columns: Sequence[str], start: datetime, end: datetime, series: Sequence[str] | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement (and its arguments) that reads a shard: the rows of ``series`` (all when
+    None) with ``start <= timestamp <= end``; planned on the table's primary key (tenant_id,
+    series_id, timestamp) whichever the shard is cut by (tests/integration/test_shard_reads.py)."""
+    col_list = ", ".join(['"timestamp"', SERIES, *(_q(check_identifier(c, "column")) for c in columns)])
+    query = (
+        f"SELECT {col_list} FROM {table_name(tenant_id, table)} "  # noqa: S608 - checked identifiers
+        f'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 {"AND series_id = ANY($4::text[]) " if series is not None else ""}'
+        'ORDER BY series_id, "timestamp"'
+    )
+    return query, (tenant_id, start, end, *([list(series)] if series is not None else []))
 
 
 def parse_rows(buf: io.BytesIO, columns: Sequence[str]) -> pd.DataFrame:
@@ -414,7 +423,7 @@ async def latest_hours(conn: db.Connection, table: str, column: str, series: Seq
         raise FeatureTableNotFound(table)
     if column not in existing or column in RESERVED:
         raise FeatureColumnNotFound(table, column)
-    name = _name(tenant_id, table)
+    name = table_name(tenant_id, table)
     latest = (
         f'SELECT "timestamp" FROM {name} WHERE tenant_id = $1 AND series_id = s.series_id '  # noqa: S608 - checked identifiers
         f'AND {_q(column)} IS NOT NULL ORDER BY "timestamp" DESC LIMIT 1'
@@ -439,5 +448,5 @@ async def count_rows(conn: db.Connection, table: str) -> int:
     tenant_id = scope_of(conn).single()
     if await columns_of(conn, table) is None:
         return 0
-    count = db.sql(f"SELECT count(*) FROM {_name(tenant_id, table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifiers
+    count = db.sql(f"SELECT count(*) FROM {table_name(tenant_id, table)} WHERE tenant_id = :t")  # noqa: S608 - checked identifiers
     return int(await conn.fetchval(count, {"t": tenant_id}) or 0)
