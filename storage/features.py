@@ -106,7 +106,8 @@ def _micros(stamps: pd.Series) -> list[int]:
     return cast(list[int], stamps.dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64).tolist())
 
 
-EPOCH_MICROS = "timestamptz 'epoch' + {} * interval '1 microsecond'"  # staged microseconds back to a timestamp
+# The staged microseconds (see FileImport._write) back to the table's timestamp.
+STAGED_STAMP = "timestamptz 'epoch' + \"timestamp\" * interval '1 microsecond' AS \"timestamp\""
 
 
 def _with_nulls(values: np.ndarray) -> list[Any]:
@@ -295,18 +296,17 @@ class FileImport:
         await raw.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"aihub-import:{name}")
         empty = await raw.fetchval(f"SELECT NOT EXISTS (SELECT 1 FROM {name})")  # noqa: S608
         value_list = ", ".join(_q(c) for c in self.columns)
-        stamp = EPOCH_MICROS.format('"timestamp"') + ' AS "timestamp"'
         if self.duplicates == "mean":
             means = ", ".join(f"avg({_q(c)}) AS {_q(c)}" for c in self.columns)
-            source = f"SELECT tenant_id, series_id, {stamp}, {means} FROM {staging} GROUP BY {keys}"  # noqa: S608
+            source = f"SELECT tenant_id, series_id, {STAGED_STAMP}, {means} FROM {staging} GROUP BY {keys}"  # noqa: S608
         elif self.duplicates in ("first", "last"):
             direction = "ASC" if self.duplicates == "first" else "DESC"
             source = (
-                f"SELECT DISTINCT ON ({keys}) tenant_id, series_id, {stamp}, {value_list} FROM {staging} "  # noqa: S608
+                f"SELECT DISTINCT ON ({keys}) tenant_id, series_id, {STAGED_STAMP}, {value_list} FROM {staging} "  # noqa: S608
                 f"ORDER BY {keys}, _ord {direction}"
             )
         else:
-            source = f"SELECT tenant_id, series_id, {stamp}, {value_list} FROM {staging}"  # noqa: S608
+            source = f"SELECT tenant_id, series_id, {STAGED_STAMP}, {value_list} FROM {staging}"  # noqa: S608
         updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in self.columns)
         # Into an empty table a plain INSERT (about twice as fast as an upsert); either way a
         # (series, timestamp) the file repeats fails the statement, and is then looked up in
@@ -318,7 +318,7 @@ class FileImport:
         except (asyncpg.UniqueViolationError, asyncpg.CardinalityViolationError):
             await raw.execute("ROLLBACK TO SAVEPOINT aihub_import")
             row = await raw.fetchrow(
-                f'SELECT series_id, {stamp} FROM {staging} GROUP BY series_id, "timestamp" HAVING count(*) > 1 LIMIT 1'  # noqa: S608
+                f'SELECT series_id, {STAGED_STAMP} FROM {staging} GROUP BY series_id, "timestamp" HAVING count(*) > 1 LIMIT 1'  # noqa: S608
             )
             if row is None:
                 raise

@@ -263,11 +263,11 @@ async def claim_many(
     """Take up to ``limit`` jobs off the queue for the server ``server_id`` (RUNNING), in
     queue order, in this one transaction.
 
-    ``admit(job)`` says whether a job may start now: "take" (its resources are free),
+    ``admit(job, running)`` says whether a job may start now: "take" (its resources are free),
     "wait" (they will be: nothing more is claimed, and no job behind it passes it, so that
     a large job is not starved by a stream of small ones) or "pass" (it cannot start until
     the cluster grows, or its slot is kept for another tenant: it keeps its place but does
-    not hold up the jobs behind it); it is also told how many jobs the job's tenant runs now
+    not hold up the jobs behind it); ``running`` is how many jobs the job's tenant runs now
     (on every server, and taken in this batch). A tenant's max_running_jobs holds within the
     batch too."""
     candidates = await conn.fetch(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
@@ -277,9 +277,9 @@ async def claim_many(
         if len(chosen) >= limit:
             break
         tenant, cap = candidate["tenant_id"], candidate["tenant_max_running"]
-        if cap is not None and candidate["tenant_running"] + per_tenant.get(tenant, 0) >= cap:
+        running = candidate["tenant_running"] + per_tenant.get(tenant, 0)  # on every server, and in this batch
+        if cap is not None and running >= cap:
             continue  # the tenant is at its quota with what this batch took
-        running = candidate["tenant_running"] + per_tenant.get(tenant, 0)
         verdict = "take" if admit is None else admit(Job.from_row(candidate), running)
         if verdict == "wait":
             break

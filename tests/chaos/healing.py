@@ -155,6 +155,22 @@ class Healing(Chaos):
             self.fig.problems.append(f"{what}: no lost job's log says {said!r}")
         return first
 
+    def _under_load(self, client: TrainingClient, tag: str, seed: int) -> None:
+        """A long job and a burst of quick ones of both tenants; returns once one runs."""
+        self._create(client, long_config(seed), f"{tag}-long")
+        self._burst(client, tag, 4, seed + 1)
+        self._wait_running()
+
+    def _kill(self, name: str, what: str) -> tuple[dict[object, int], psutil.Process, float] | None:
+        """kill -9 of the server's process ``name``: (the jobs RUNNING just before, the
+        process, when), or None (a problem noted) when there is none."""
+        before, proc = self._running(), self._process(name)
+        if proc is None:
+            self.fig.problems.append(f"{what}: no {name} process found")
+            return None
+        proc.send_signal(signal.SIGKILL)
+        return before, proc, time.monotonic()
+
     def _wait_running(self, timeout: float = 60) -> dict[object, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -168,16 +184,11 @@ class Healing(Chaos):
     def worker_kills(self) -> None:
         with TrainingClient(self.target) as client:
             for k in range(1 if self.short else 3):
-                self._create(client, long_config(3000 + k), f"worker-long-{k}")
-                self._burst(client, f"worker-{k}", 4, 3100 + 10 * k)
-                self._wait_running()
+                self._under_load(client, f"worker-{k}", 3000 + 100 * k)
                 time.sleep(1)
-                before, worker = self._running(), self._process(WORKER)
-                if worker is None:
-                    self.fig.problems.append("worker kill: no job worker process found")
+                if (killed := self._kill(WORKER, "worker kill")) is None:
                     continue
-                worker.send_signal(signal.SIGKILL)
-                died = time.monotonic()
+                before, _, died = killed
                 back = self._back(died, before, "worker kill", "(not one of its retries)")
                 if back is not None:
                     self.heal.worker_kill_to_running_s.append(back)
@@ -185,16 +196,11 @@ class Healing(Chaos):
     def raylet_kills(self) -> None:
         with TrainingClient(self.target) as client:
             for k in range(1 if self.short else 2):
-                self._create(client, long_config(4000 + k), f"raylet-long-{k}")
-                self._burst(client, f"raylet-{k}", 4, 4100 + 10 * k)
-                self._wait_running()
+                self._under_load(client, f"raylet-{k}", 4000 + 100 * k)
                 warnings = self.server.log.read_text().count("the local Ray node's raylet")
-                before, raylet = self._running(), self._process(RAYLET)
-                if raylet is None:
-                    self.fig.problems.append("raylet kill: no raylet process found")
+                if (killed := self._kill(RAYLET, "raylet kill")) is None:
                     continue
-                raylet.send_signal(signal.SIGKILL)
-                died = time.monotonic()
+                before, raylet, died = killed
                 while self.server.log.read_text().count("the local Ray node's raylet") == warnings:
                     if time.monotonic() - died > 30:
                         self.fig.problems.append("raylet kill: no WARNING within 30 s")
