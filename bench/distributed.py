@@ -90,9 +90,9 @@ def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]
 def _ray(*, running: bool) -> Iterator[str]:
     """Ray for the runs: a local two-node cluster of its own (stopped after), or, with
     ``running``, the one this process is already connected to (its owner stops it)."""
-    import ray
-
     if running:
+        import ray
+
         if not ray.is_initialized():
             raise SystemExit("--running-ray: this process is not connected to a Ray")
         yield f"the running Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs"
@@ -100,7 +100,9 @@ def _ray(*, running: bool) -> Iterator[str]:
     from server.execution.local_cluster import LocalCluster, NodeSpec
 
     cluster = LocalCluster(Path(f"/tmp/aihub-bench-{os.getpid()}"), [NodeSpec(1, {"node_1": 1}), NodeSpec(1, {"node_2": 1})])  # noqa: S108
-    cluster.start()
+    cluster.start()  # sets RAY_AUTH_MODE=token, which Ray reads when it is imported
+    import ray
+
     try:
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         yield "cluster: 2 nodes x 1 CPU"

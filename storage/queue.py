@@ -16,7 +16,7 @@ from typing import Literal
 
 from storage import db, logs
 from storage.notifications import JOB_EVENTS_CHANNEL, JobEvent, notify, notify_sql
-from storage.records import Job, JobError, LogLevel, Row
+from storage.records import Job, JobError, LogLevel, Row, json_value
 
 # events: a changed row's events (a log line was added; its state changed), queued for
 # delivery at commit (storage.notifications).
@@ -29,7 +29,7 @@ NEXT_ATTEMPT = """
        status = 'PENDING', attempt = attempt + 1, progress = 0, current_step = '',
        error_reason = NULL, error_message = NULL, error_details = NULL, model_version = NULL,
        started_at = NULL, finished_at = NULL, claimed_by = NULL, lease_expires_at = NULL,
-       retry_at = NULL, updated_at = clock_timestamp()
+       retry_at = NULL, holds = NULL, updated_at = clock_timestamp()
 """
 
 # claim_head: the next PENDING jobs for one server (the head of the queue first), skipping
@@ -68,7 +68,7 @@ CLAIM_TAKE_MANY = db.sql(
            SET status = 'RUNNING', claimed_by = :server_id, started_at = clock_timestamp(),
                updated_at = clock_timestamp(), progress = 0, current_step = '',
                lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds),
-               log_seq = log_seq + 1
+               log_seq = log_seq + 1, holds = CAST(:holds AS jsonb) -> id::text
          WHERE id = ANY(:ids) AND status = 'PENDING'
         RETURNING *, format('attempt %s started on %s', attempt, claimed_by) AS line),
     attempts AS (INSERT INTO job_attempts (job_id, attempt, status, claimed_by, started_at)
@@ -247,6 +247,26 @@ REQUEUE_DUE_RETRIES = db.sql(
     "WHERE status = 'FAILED' AND retry_at IS NOT NULL AND retry_at <= clock_timestamp() RETURNING id, attempt"
 )
 
+ADMISSION_LOCK = 0x41494855  # "AIHU": pg_advisory_xact_lock's key for the claim
+
+# admission_lock: one claim at a time, across every server, from the moment it reads what
+# is held (HELD) until it commits what it took: two servers never both spend the same free
+# CPUs. Claims are short (one round trip each way); a transaction-level advisory lock, so a
+# server that dies mid-claim holds nothing. Index: none (an advisory lock reads no table).
+LOCK_ADMISSION = db.sql("SELECT pg_advisory_xact_lock(:key)")
+
+# held: what each RUNNING job of every server holds on the cluster (a claim's view; as many
+# rows as jobs run at once). Index: training_jobs_running (lease_expires_at) WHERE status = 'RUNNING'.
+HELD = db.sql("SELECT id, holds FROM training_jobs WHERE status = 'RUNNING' AND holds IS NOT NULL")
+
+
+async def held(conn: db.Connection) -> dict[uuid.UUID, dict[str, float]]:
+    """Lock admission for the rest of this transaction (ADMISSION_LOCK), then say what each
+    running job of every server holds (CPU, GPU, memory): the cluster's free resources are
+    its totals less their sum."""
+    await conn.execute(LOCK_ADMISSION, {"key": ADMISSION_LOCK})
+    return {row["id"]: {k: float(v) for k, v in json_value(row["holds"]).items()} for row in await conn.fetch(HELD)}
+
 
 Admission = Literal["take", "wait", "pass"]
 CANDIDATES = 20  # queued jobs a claim looks at: the head, and those it may pass over
@@ -258,6 +278,7 @@ async def claim_many(
     *,
     lease_seconds: float = 60.0,
     admit: Callable[[Job, int], Admission] | None = None,
+    holds: Mapping[uuid.UUID, Mapping[str, float]] | None = None,
     limit: int = 1,
 ) -> list[Job]:
     """Take up to ``limit`` jobs off the queue for the server ``server_id`` (RUNNING), in
@@ -269,7 +290,8 @@ async def claim_many(
     the cluster grows, or its slot is kept for another tenant: it keeps its place but does
     not hold up the jobs behind it); ``running`` is how many jobs the job's tenant runs now
     (on every server, and taken in this batch). A tenant's max_running_jobs holds within the
-    batch too."""
+    batch too. ``holds``, read once every job is admitted (``admit`` may fill it in), is what
+    each taken job holds on the cluster: written on its row for the claims that follow (held)."""
     candidates = await conn.fetch(CLAIM_HEAD, {"candidates": max(CANDIDATES, limit) if admit else limit})
     chosen: list[uuid.UUID] = []
     per_tenant: dict[str, int] = {}
@@ -290,6 +312,7 @@ async def claim_many(
         return []
     params = {
         "ids": chosen,
+        "holds": json.dumps({str(job_id): dict(holds.get(job_id, {})) for job_id in chosen} if holds else {}),
         "server_id": server_id,
         "lease_seconds": float(lease_seconds),
         "level": LogLevel.INFO.value,

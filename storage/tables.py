@@ -47,6 +47,9 @@ jobs = sa.Table(
     sa.Column("schedule_id", UUID(as_uuid=True), sa.ForeignKey("schedules.id", ondelete="SET NULL")),
     sa.Column("scheduled_for", sa.DateTime(timezone=True)),
     sa.Column("mlflow_run_id", sa.Text),
+    # What the running attempt holds on the cluster ({"CPU": 1.0, ...}), set when claimed;
+    # claims sum it over every server's RUNNING jobs (storage.queue.held).
+    sa.Column("holds", JSONB),
     sa.CheckConstraint("status IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')", name="job_status_known"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="job_progress_range"),
     # The claim: the oldest PENDING job of the best priority.

@@ -52,11 +52,17 @@ def _describe(resources: dict[str, float]) -> str:
 
 
 class _Ledger:
-    """One claim's view of the resources: whether the queue's head may start now."""
+    """One claim's view of the resources: whether the queue's head may start now. ``held`` is
+    what the running jobs of every server hold (storage.queue.held, read under the claim's
+    lock), so that servers sharing a cluster never admit more than it has between them."""
 
-    def __init__(self, dispatcher: Dispatcher, totals: dict[str, float]) -> None:
+    def __init__(self, dispatcher: Dispatcher, totals: dict[str, float], held: dict[uuid.UUID, dict[str, float]]) -> None:
         self.dispatcher, self.totals = dispatcher, totals
-        self.free = dispatcher.free(totals)
+        # This server's own jobs count until their tasks end (a cancelled job's Ray task may
+        # hold its CPUs a moment after its row says CANCELLED).
+        holding = {**held, **dispatcher.committed}
+        self.running = len(holding)
+        self.free = {kind: total - sum(h.get(kind, 0.0) for h in holding.values()) for kind, total in totals.items()}
         self.taken: dict[uuid.UUID, dict[str, float]] = {}  # what each job taken in this claim holds
         self.waiting: list[tuple[Job, str]] = []
 
@@ -86,7 +92,7 @@ class _Ledger:
                 (job, f"waiting for the cluster to grow: needs {_describe(need)}; its alive nodes have {_describe(self.totals)} in all")
             )
             return "pass"  # cannot start on the cluster as it is now: does not hold up the jobs behind it
-        running = len(self.dispatcher.running)
+        running = self.running + len(self.taken)
         self.waiting.append(
             (job, f"waiting for resources: needs {_describe(need)}; free now {_describe(self.free)} ({running} jobs running)")
         )
@@ -190,10 +196,6 @@ class Dispatcher:
             return self.reserved_slots
         return 1 if totals.get("CPU", 0.0) // max(1, self.executor.job_cpus) >= 4 else 0
 
-    def free(self, totals: dict[str, float]) -> dict[str, float]:
-        """The cluster's resources less what this server's running jobs hold."""
-        return {kind: total - sum(r.holds.get(kind, 0.0) for r in self.jobs.values()) for kind, total in totals.items()}
-
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) claiming; running jobs go on. For maintenance and tests."""
         self._paused = paused
@@ -296,11 +298,16 @@ class Dispatcher:
 
     async def _claim(self, totals: dict[str, float]) -> None:
         while not self.max_concurrent or len(self.jobs) < self.max_concurrent:
-            ledger = _Ledger(self, totals)
             room = self.max_concurrent - len(self.jobs) if self.max_concurrent else CLAIM_BATCH
             async with db.transaction(self.engine) as conn:
+                ledger = _Ledger(self, totals, await queue.held(conn))
                 taken = await queue.claim_many(
-                    conn, self.server_id, lease_seconds=self.lease_seconds, admit=ledger.admit, limit=min(room, CLAIM_BATCH)
+                    conn,
+                    self.server_id,
+                    lease_seconds=self.lease_seconds,
+                    admit=ledger.admit,
+                    holds=ledger.taken,
+                    limit=min(room, CLAIM_BATCH),
                 )
                 for waiting, message in ledger.waiting:
                     if self._noted.get(waiting.job_id) != (waiting.attempt, message):

@@ -1,8 +1,9 @@
 """The service on a real two-node Ray cluster (tests/cluster/conftest.py): distributed
 workers placed on both nodes, ResourceError for what the cluster can never hold, a job
-that waits PENDING for busy resources and then runs, a search of 4 trials 2 at a time, and
-a node lost mid-job (the attempt fails saying so; the automatic retry completes on the
-node that is left). The tests run in file order; the node-loss test is last."""
+that waits PENDING for busy resources and then runs, a search of 4 trials 2 at a time, two
+servers that share the cluster's CPUs between them, and a node lost mid-job (the attempt
+fails saying so; the automatic retry completes on the node that is left). The tests run in
+file order; the node-loss test is last."""
 
 from __future__ import annotations
 
@@ -87,6 +88,35 @@ async def test_a_search_runs_four_trials_two_at_a_time(client):
     assert done.status == pb.COMPLETED, done.error
     assert done.metrics["tuning_trials"] == 4
     assert len([m for m in await _lines(client, job.job_id) if m.startswith("tuning: trial ")]) == 4
+
+
+async def test_two_replicas_on_one_cluster_never_admit_more_than_it_holds(client, start_app):
+    """Two servers share the database and the 3-CPU cluster: between them, never more than 3
+    one-CPU jobs run at once (each alone would admit 3), both claim some, and the rest wait
+    PENDING saying for what."""
+    await start_app(server_id="replica-b", poll_interval_seconds=0.2)
+    jobs = [await client.create_job("acme-corp", "forecast", slow_config()) for _ in range(6)]
+    ids = [j.job_id for j in jobs]
+    try:
+        most, loop = 0, asyncio.get_running_loop()
+        deadline = loop.time() + 12
+        while loop.time() < deadline:
+            states = [(await client.get_job(i)).status for i in ids]
+            most = max(most, states.count(pb.RUNNING))
+            await asyncio.sleep(0.1)
+        assert most == 3, most
+        running = [i for i in ids if (await client.get_job(i)).status == pb.RUNNING]
+        servers = set()
+        for i in running:
+            servers |= {m.rsplit(" on ", 1)[1] for m in await _lines(client, i) if m.startswith("attempt 1 started on ")}
+        assert "replica-b" in servers and len(servers) == 2, servers
+        waiting = [i for i in ids if i not in running]
+        assert [(await client.get_job(i)).status for i in waiting] == [pb.PENDING] * 3
+        notes = [m for i in waiting for m in await _lines(client, i) if m.startswith("waiting for resources")]
+        assert notes and all("free now 0 CPU" in m and m.endswith("(3 jobs running)") for m in notes), notes
+    finally:
+        for i in ids:
+            await client.cancel_job(i)
 
 
 async def test_a_lost_node_fails_the_attempt_and_the_retry_completes(start_app, database_url, demo_frame, cluster):
