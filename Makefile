@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The suite's preprocessor package (tests/plugins), installed as an operator installs one.
 PLUGINS := $(VENV)/.test-plugins
-$(PLUGINS): $(STAMP) tests/plugins/pyproject.toml tests/plugins/aihub_test_preprocessors.py
+$(PLUGINS): $(STAMP) tests/plugins/pyproject.toml tests/plugins/aihub_test_preprocessors/__init__.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -e tests/plugins
 	touch $(PLUGINS)
 

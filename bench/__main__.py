@@ -37,7 +37,7 @@ ALL = [
 ]
 SUBPROCESS = {"import_memory", "distributed"}  # a server process of its own; a Ray cluster of its own
 # ... unless the smoke run is already inside the private network namespace (make test): then
-# distributed runs in this process on the shared Ray (Ray Train's sockets stay in the namespace).
+# distributed runs in this process on the shared Ray (the collectives' sockets stay in the namespace).
 ON_SHARED_RAY = {"distributed": ["--running-ray"]}
 
 

@@ -1,7 +1,7 @@
 """Distributed training at scale on a local two-node Ray cluster (each node 1 CPU, started
 with ``ray start`` as make run's AIHUB_LOCAL_RAY_NODES=2 does): lgbm, xgboost and mlp on
-2,000,000 rows (228 series of a year of hours) with 1 worker vs 2 workers through Ray
-Train, and the same model on one node without Ray Train; wall time of the five steps, the
+2,000,000 rows (228 series of a year of hours) with 1 worker vs 2 workers (the service's
+gang of Ray actors), and the same model on one node in the attempt itself; wall time of the five steps, the
 training step's share, validation MAE. Then a hyperparameter search of 8 trials at
 concurrency 1 vs 2 (on the demo year). All in one run; the pipeline is driven directly
 (trainers.pipeline with the service's Ray distributor and tuner), data from memory.
@@ -73,7 +73,7 @@ def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]
     from trainers.spec import build
 
     spec = build(cfg)
-    distributor = RayDistributor(spec.workers, storage, f"bench-{time.monotonic_ns()}") if spec.workers else None
+    distributor = RayDistributor(spec.workers) if spec.workers else None
     started = time.perf_counter()
     result = pipeline.run(
         spec,
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--only", default=",".join(name for name, _ in CASES), help="algorithms, comma-separated")
-    parser.add_argument("--workers", default="0,1,2", help="runs: 0 = one node without Ray Train, N = N workers")
+    parser.add_argument("--workers", default="0,1,2", help="runs: 0 = one node, in the attempt; N = N workers")
     parser.add_argument("--trials", type=int, default=8, help="trials of the search (0: no search)")
     parser.add_argument(
         "--running-ray",
@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> None:
             for workers in runs:
                 wall, metrics = run(config(algorithm, hp, workers), data, storage)
                 train = metrics["training_duration_seconds"]
-                label = "one node, no Ray Train" if workers is None else f"{workers} worker{'s' if workers > 1 else ''} (Ray Train)"
+                label = "one node, in the attempt" if workers is None else f"{workers} worker{'s' if workers > 1 else ''} (actors)"
                 print(f"{algorithm:10} {label:22} {wall:8.1f} {train:8.1f} {train / wall:6.0%} {metrics['mae']:8.4f}", flush=True)
                 timings[(algorithm, workers or 0)] = train
         print(
-            "\nthe training step, taken apart: compute C = the one-node step; Ray Train's start S = T1 - C;"
+            "\nthe training step, taken apart: compute C = the one-node step; the workers' start S = T1 - C;"
             "\nexchange X = T2 - S - C/2 (histograms, gradients); projected T(N) = S + C/N + X log2(N), N workers on N machines"
         )
         for algorithm, _ in cases:

@@ -1,6 +1,7 @@
 """Checks the distributed (DDP) path of the neural algorithms on a GPU: mlp and lstm trained
 by trainers.distributed.fit_worker in 2 processes sharing one GPU (gloo, CUDA tensors; on a
-cluster Ray Train's Torch trainer gives each worker its own GPU and NCCL), against the same
+cluster each worker actor holds its own GPU and joins an NCCL process group:
+server/execution/distributed.py), against the same
 model trained in one process on the GPU and on the CPU. Prints time and validation MAE.
 Needs torch with CUDA, numpy and pandas only (no Ray).
 

@@ -143,6 +143,8 @@ class Supervisor:
             "AIHUB_METRICS_UNIX_SOCKET": str(self.metrics_sockets[index]),
             "AIHUB_SERVER_ID": f"{socket.gethostname()}-replica-{index}",
         }
+        if self._cluster is not None:  # its nodes run in this environment: nothing to ship, unless asked
+            env.setdefault("AIHUB_SHIP_CODE", "never")
         command = [sys.executable, "-m", "server", *(["--seed-demo"] if seed else [])]
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which passes one SIGTERM on.
         passed = private.pipe_to_child({**self.secrets, "DATABASE_URL": url}, env)

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     ray_reconnect_seconds: float = Field(
         default=5.0, gt=0, description="How often a new Ray driver is started while the cluster's head is unreachable."
     )
+    ship_code: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Ship our packages and the installed preprocessors to the Ray nodes with the jobs (Ray's runtime "
+        "environment), so a node needs only Ray and the libraries: auto (when RAY_ADDRESS names a cluster), always, never.",
+    )
     local_ray_nodes: int = Field(
         default=1, ge=1, le=8, description="Nodes of the local Ray: 2 or more start a local multi-node cluster (CPUs shared out)."
     )

@@ -1,7 +1,7 @@
 """Data-parallel training, independent of who runs the workers: how the fit part is cut
 into one shard per worker, what every worker gets besides its shard, and what one worker
 does. Who starts the workers, moves the shards and joins the result is a port:
-trainers.ports.Distributor (Ray Train on the cluster: server/execution/distributed.py).
+trainers.ports.Distributor (a gang of Ray actors on the cluster: server/execution/distributed.py).
 
 Shards are as equal as the rows allow. For a model of single rows every worker takes
 every n-th row, so each shard spans the whole time range (contiguous shards would give

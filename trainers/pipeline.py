@@ -217,9 +217,7 @@ def _train(
     algorithm = algorithms.get(spec.algorithm)
     if spec.workers:
         if distributor is None:
-            raise ConfigValidationError(
-                [Violation("distributed", "this runner cannot start workers (Ray Train): run the job on the service")]
-            )
+            raise ConfigValidationError([Violation("distributed", "this runner cannot start workers (Ray): run the job on the service")])
         num_threads = max(1, int(spec.workers.cpus))
     options = algorithms.FitOptions(
         task=prepared.task,

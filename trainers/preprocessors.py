@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +32,9 @@ import pandas as pd
 from trainers.errors import TrainingError
 
 GROUP = "aihub.preprocessors"
+# On a node where the preprocessors' packages were shipped rather than installed (Ray's
+# runtime environment: server/execution/shipping.py), their entry points come as JSON here.
+SHIPPED_ENV = "AIHUB_PREPROCESSORS"
 
 
 @runtime_checkable
@@ -59,9 +64,22 @@ class Installed:
 
 @functools.cache
 def installed() -> Mapping[str, Installed]:
-    """Every preprocessor registered in this environment, by name (read once per process)."""
+    """Every preprocessor registered in this environment (or shipped to it: SHIPPED_ENV), by
+    name (read once per process)."""
     out: dict[str, Installed] = {}
-    for ep in importlib.metadata.entry_points(group=GROUP):
+    points = list(importlib.metadata.entry_points(group=GROUP))
+    registered = {ep.name for ep in points}
+    try:
+        shipped = json.loads(os.environ.get(SHIPPED_ENV) or "{}")
+    except ValueError:
+        shipped = {}
+    if isinstance(shipped, dict):
+        points += [
+            importlib.metadata.EntryPoint(name, value, GROUP)
+            for name, value in shipped.items()
+            if isinstance(name, str) and isinstance(value, str) and name not in registered
+        ]
+    for ep in points:
         try:
             loaded: Any = ep.load()
             instance = loaded() if isinstance(loaded, type) else loaded

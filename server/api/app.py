@@ -119,6 +119,7 @@ class App:
                 job_cpus=s.job_cpus,
                 local_cpus=s.local_ray_cpus,
                 local_nodes=s.local_ray_nodes,
+                ship_code=s.ship_code,
                 restart_seconds=s.ray_reconnect_seconds,
                 log_format=s.log_format,
                 log_level=s.log_level,

@@ -1,38 +1,43 @@
-"""Data-parallel training on the Ray cluster: trainers.ports.Distributor over Ray Train.
+"""Data-parallel training on the Ray cluster: trainers.ports.Distributor over a gang of Ray
+actors, one per worker, in one placement group.
 
-The job's attempt (a Ray task) cuts the fit part into shards (trainers.distributed.plan)
-and makes each shard a Ray Data dataset of its own (``shard_<r>``, one block in the object
-store, not split further); worker ``r`` reads only ``shard_<r>`` through Ray Train's
-``get_dataset_shard``, so no worker receives the whole frame. What every worker shares
-(the plan: the tune part, statistics, a bin sample) is one object it fetches. The trainer is the one the algorithm's
-``data_parallel`` names: Ray Train's LightGBM trainer (it sets up LightGBM's network),
-its XGBoost trainer (XGBoost's collective), its Torch trainer (a gloo or NCCL process
-group for DDP), or the plain data-parallel trainer for an ensemble (each worker grows a
-batch of trees). Workers are spread over the nodes (placement SPREAD) with the CPUs,
-memory and GPUs of the job's ``ray_config``.
+The job's attempt (a Ray task) cuts the fit part into shards (trainers.distributed.plan) and
+puts each in the object store; worker ``r`` is handed only ``shard r``, so no worker receives
+the whole frame. What every worker shares (the plan: the tune part, statistics, a bin
+sample) is one object they all read. Workers are spread over the nodes (a SPREAD placement
+group) with the CPUs, memory and GPUs of the job's ``ray_config``.
 
-A small actor (``_Run``, no CPU) runs the Ray Train controller and hears the workers: where
-each one runs and how far the first one is. The attempt polls it, so progress, placement
-and cancellation work as for a single-node job: when the attempt stops (cancelled, or an
-error), it kills that actor, and the controller and its workers, which it owns, end
-with it. Rank 0 saves the model (every rank its part, for an ensemble) as a Ray Train
-checkpoint under the artifact root (shared by every node, as the model registry needs);
-the attempt loads it, joins the parts, and removes the checkpoint.
+Each algorithm's collective is set up with its library's own API, as Ray Train's backends
+do: LightGBM's network parameters (every worker's address and a free port of its node:
+``machines``, ``local_listen_port``), XGBoost's tracker (``RabitTracker`` in the attempt,
+``CommunicatorContext`` around each worker's training), a Torch process group (gloo on CPUs,
+NCCL on GPUs; rank 0's node and a free port as the rendezvous), or nothing for an ensemble
+(each worker grows a batch of trees).
+
+Why not Ray Train: on this 2-core machine its start and end (a controller actor, the worker
+group's start-up and polling, the report and checkpoint) cost 6-9 s before any training,
+a no-op run of its trainers; the gang costs 1.7-2.8 s, so a 2-worker job's fixed cost drops
+from ~15 s to a few (bench/README.md, issue 28). What Ray Train gave beyond the collective
+set-up (restarts: we run with none; checkpoints on shared storage: the model comes back as
+bytes instead) we do not need.
+
+The attempt polls the first worker for its progress, so progress, placement and cancellation
+work as for a single-node job. The actors are the attempt's own: when it stops (cancelled,
+an error, or its process lost), they end with it, and so does their placement group.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
+import socket
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from trainers import algorithms
 from trainers.algorithms import FittedModel
@@ -43,8 +48,9 @@ from trainers.ports import Level, Reporter
 from trainers.spec import WorkerRequest
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.5
-PROGRESS_EVERY = 0.25  # seconds between two progress messages of the first worker
+POLL_SECONDS = 0.25
+PLACEMENT_TIMEOUT = 60.0  # seconds for the workers' placement group: the dispatcher admitted it, so it fits
+SHUTDOWN_SECONDS = 5.0
 
 
 class DistributedTrainingFailed(TrainingError):
@@ -54,141 +60,121 @@ class DistributedTrainingFailed(TrainingError):
     retryable = True
 
 
-def _worker_loop(config: Mapping[str, Any]) -> None:
-    """What each Ray Train worker runs."""
-    import ray
-    import ray.train
-
-    rank = ray.train.get_context().get_world_rank()
-    run = config["run"]
-    context = ray.get_runtime_context()
-    run.placed.remote(rank, context.get_node_id(), ray.util.get_node_ip_address(), ray.util.get_current_placement_group())
-    plan: WorkerPlan = ray.get(config["plan"])
-    shard = _read_shard(rank, len(plan.feature_names), grouped=config["grouped"])  # this worker's rows only
-    network: dict[str, Any] = {}
-    if config["backend"] == LIGHTGBM_NETWORK:
-        from ray.train.lightgbm import get_network_params
-
-        network = get_network_params()
-    last = 0.0
-
-    def on_iteration(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= PROGRESS_EVERY or done >= total:
-            last = now
-            run.progress.remote(done, total)
-
-    model = fit_worker(plan, shard, rank=rank, network=network, on_iteration=on_iteration)
-    keep = rank == 0 or config["backend"] == ENSEMBLE
-    with tempfile.TemporaryDirectory() as folder:
-        if keep:
-            part = Path(folder) / f"worker-{rank}"
-            part.mkdir()
-            model.save(part)
-        metrics = {"best_iteration": model.best_iteration or 0, "device": str(getattr(model, "device", "cpu"))}
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if keep else None)
+def _free_port() -> int:
+    """A port free now on this node (another process may take it before LightGBM or Torch
+    binds it: the same race Ray Train's backends accept)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
-def _rows(shard: Shard) -> np.ndarray:
-    """A shard as one array: inputs, target, and the series code when there are series."""
-    columns = [shard.x, shard.y[:, None]] + ([shard.groups[:, None]] if shard.groups is not None else [])
-    return np.hstack(columns).astype("float64")
+class _Worker:
+    """One training worker: a Ray actor with the CPUs, memory and GPUs of one bundle."""
 
-
-def _read_shard(rank: int, width: int, *, grouped: bool) -> Shard:
-    """This worker's dataset, read through Ray Train (in its rows' order: one block)."""
-    import ray.train
-
-    batches = [b["data"] for b in ray.train.get_dataset_shard(f"shard_{rank}").iter_batches(batch_format="numpy", batch_size=None)]
-    rows = np.concatenate(batches) if batches else np.empty((0, width + 1 + grouped))
-    return Shard(rows[:, :width], rows[:, width], rows[:, width + 1].astype(np.int64) if grouped else None)
-
-
-def _trainer(backend: str, config: dict[str, Any], scaling: Any, run_config: Any, datasets: dict[str, Any]) -> Any:
-    from ray.train import DataConfig
-
-    # Every worker gets an iterator of each dataset, unsplit; worker r reads only shard_<r>.
-    data: dict[str, Any] = {"datasets": datasets, "dataset_config": DataConfig(datasets_to_split=[])}
-    if backend == LIGHTGBM_NETWORK:
-        from ray.train.lightgbm import LightGBMTrainer
-
-        return LightGBMTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
-    if backend == XGBOOST_COLLECTIVE:
-        from ray.train.xgboost import XGBoostTrainer
-
-        return XGBoostTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
-    if backend == TORCH_DDP:
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        torch_config = TorchConfig(backend="nccl" if scaling.use_gpu else "gloo")
-        return TorchTrainer(
-            _worker_loop, train_loop_config=config, torch_config=torch_config, scaling_config=scaling, run_config=run_config, **data
-        )
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    return DataParallelTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config, **data)
-
-
-class _Run:
-    """Runs one Ray Train fit (in one thread) and hears its workers (in the others)."""
-
-    def __init__(self) -> None:
-        self.where: dict[int, tuple[str, str]] = {}
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
         self.iteration = (0, 0)
-        self.group: Any = None  # the workers' placement group
 
-    def placed(self, rank: int, node_id: str, address: str, group: Any) -> None:
-        self.where[rank] = (node_id, address)
-        self.group = group
-
-    def placement_group(self) -> Any:
-        return self.group
-
-    def progress(self, done: int, total: int) -> None:
-        self.iteration = (done, total)
-
-    def state(self) -> tuple[dict[int, tuple[str, str]], tuple[int, int]]:
-        return dict(self.where), self.iteration
-
-    def fit(
-        self, backend: str, config: dict[str, Any], datasets: dict[str, Any], request: WorkerRequest, storage: str, name: str
-    ) -> tuple[str, dict[str, Any]]:
+    def where(self) -> tuple[str, str, int]:
+        """This worker's node id, its address and a free port there."""
         import ray
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
 
-        resources: dict[str, float] = {"CPU": request.cpus}
-        if request.memory:
-            resources["memory"] = float(request.memory)
-        if request.gpus:
-            resources["GPU"] = request.gpus
-        scaling = ScalingConfig(
-            num_workers=request.workers, use_gpu=bool(request.gpus), resources_per_worker=resources, placement_strategy="SPREAD"
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), _free_port()
+
+    def progress(self) -> tuple[int, int]:
+        return self.iteration
+
+    def fit(self, plan: WorkerPlan, shard: Shard, backend: str, setup: Mapping[str, Any], keep: bool) -> dict[str, Any]:
+        """Train this worker's part inside its collective; the model's files when ``keep``."""
+        last = 0.0
+
+        def on_iteration(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= POLL_SECONDS or done >= total:
+                last = now
+                self.iteration = (done, total)
+
+        with _collective(backend, setup, self.rank, plan.workers):
+            network = dict(setup.get("network", {}))
+            if network:
+                network["local_listen_port"] = setup["ports"][self.rank]
+            model = fit_worker(plan, shard, rank=self.rank, network=network, on_iteration=on_iteration)
+        files: dict[str, bytes] = {}
+        if keep:
+            with tempfile.TemporaryDirectory() as folder:
+                model.save(Path(folder))
+                files = {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+        return {"files": files, "best_iteration": model.best_iteration or 0, "device": str(getattr(model, "device", "cpu"))}
+
+
+@contextlib.contextmanager
+def _collective(backend: str, setup: Mapping[str, Any], rank: int, size: int) -> Iterator[None]:
+    """The library's collective around one worker's training (nothing for LightGBM: its
+    network is in its parameters; nothing for an ensemble)."""
+    if size > 1 and backend == XGBOOST_COLLECTIVE:
+        import ray
+        from xgboost.collective import CommunicatorContext
+
+        # Ranks follow the task ids, sorted: the tracker was started with sortby="task".
+        task_id = f"[xgboost.ray-rank={rank:08}]:{ray.get_runtime_context().get_actor_id()}"
+        with CommunicatorContext(**setup["collective"], dmlc_task_id=task_id):
+            yield
+        return
+    if size > 1 and backend == TORCH_DDP:
+        import datetime
+
+        import torch.distributed as dist
+
+        address, port = setup["rendezvous"]
+        dist.init_process_group(
+            backend=setup["torch_backend"],
+            init_method=f"tcp://{address}:{port}",
+            rank=rank,
+            world_size=size,
+            timeout=datetime.timedelta(seconds=1800),
         )
-        run_config = RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0))
-        config = {**config, "run": ray.get_runtime_context().current_actor, "backend": backend}
-        result = _trainer(backend, config, scaling, run_config, datasets).fit()
-        if result.checkpoint is None:
-            raise RuntimeError("the workers reported no model")
-        return result.checkpoint.path, dict(result.metrics or {})
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+        return
+    yield
 
 
-def _failure(exc: BaseException) -> TrainingError:
-    """What the job's error says when Ray Train gave up: the first worker's own error, or
-    that a worker (its process or its node) was lost."""
+class _Tracker:
+    """XGBoost's tracker for one run, in the attempt's process."""
+
+    def __init__(self, workers: int) -> None:
+        import ray
+        from xgboost.tracker import RabitTracker
+
+        self.tracker = RabitTracker(n_workers=workers, host_ip=ray.util.get_node_ip_address(), sortby="task")
+        self.tracker.start()
+        self.thread = threading.Thread(target=self.tracker.wait_for, name="xgboost-tracker", daemon=True)
+        self.thread.start()
+        self.args = {"n_workers": workers, **self.tracker.worker_args()}
+
+    def close(self) -> None:
+        self.thread.join(timeout=SHUTDOWN_SECONDS)
+        if self.thread.is_alive():
+            log.warning("XGBoost's tracker did not stop within %.0f s; its thread is left to end with the attempt", SHUTDOWN_SECONDS)
+
+
+def _failure(exc: BaseException, rank: int | None) -> TrainingError:
+    """What the job's error says: the worker's own error, or that a worker (its process or
+    its node) was lost."""
     import ray
 
-    if isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.NodeDiedError | ray.exceptions.GetTimeoutError):
-        return DistributedTrainingFailed(f"the distributed run was lost (its process or node died): {type(exc).__name__}")
-    failures = getattr(exc, "worker_failures", None) or {}
-    for rank, error in sorted(failures.items()):
-        cause = getattr(error, "cause", None) or error
+    who = "a training worker" if rank is None else f"training worker {rank}"
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None) or exc
         if isinstance(cause, TrainingError):
             return cause
-        if isinstance(cause, ray.exceptions.RayActorError | ray.exceptions.ActorDiedError | ray.exceptions.NodeDiedError):
-            return DistributedTrainingFailed(f"training worker {rank} was lost (its process or node died): {type(cause).__name__}")
         text = str(cause).strip().splitlines()
-        return DistributedTrainingFailed(f"training worker {rank} failed: {type(cause).__name__}: {text[-1] if text else ''}"[:500])
+        return DistributedTrainingFailed(f"{who} failed: {type(cause).__name__}: {text[-1] if text else ''}"[:500])
+    if isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.NodeDiedError | ray.exceptions.ObjectLostError):
+        return DistributedTrainingFailed(f"{who} was lost (its process or node died): {type(exc).__name__}")
     return DistributedTrainingFailed(f"distributed training failed: {type(exc).__name__}: {str(exc).strip()[:300]}")
 
 
@@ -197,102 +183,145 @@ class RayDistributor:
     """trainers.ports.Distributor on the Ray cluster, for one attempt."""
 
     request: WorkerRequest
-    storage: Path  # where workers leave their checkpoints: on storage every node shares
-    name: str  # the run's name: unique per attempt
+    runtime_env: Mapping[str, Any] | None = None  # the workers' Ray runtime environment
 
     def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
         import ray
-        import ray.data
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.placement_group import placement_group, remove_placement_group
 
         algorithm = algorithms.get(plan.algorithm)
-        self.storage.mkdir(parents=True, exist_ok=True)
-        config = {"plan": ray.put(plan), "grouped": shards[0].groups is not None}
-        datasets = {f"shard_{rank}": ray.data.from_numpy(_rows(shard)) for rank, shard in enumerate(shards)}
-        # On this node: the run lives and dies with the attempt that drives it.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        run: Any = ray.remote(_Run).options(num_cpus=0, max_concurrency=4, scheduling_strategy=here).remote()
-        pending = run.fit.remote(algorithm.data_parallel, config, datasets, self.request, str(self.storage), self.name)
+        bundle: dict[str, float] = {"CPU": self.request.cpus}
+        if self.request.memory:
+            bundle["memory"] = float(self.request.memory)
+        if self.request.gpus:
+            bundle["GPU"] = self.request.gpus
+        group = placement_group([bundle] * len(shards), strategy="SPREAD")
+        workers: list[Any] = []
+        tracker: _Tracker | None = None
         try:
-            return self._follow(run, pending, algorithm, plan, reporter, on_iteration, len(shards))
+            try:
+                ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT)
+            except ray.exceptions.GetTimeoutError:
+                raise DistributedTrainingFailed(
+                    f"the {len(shards)} workers could not be placed within {PLACEMENT_TIMEOUT:.0f} s ({self.request.describe()})"
+                ) from None
+            workers = self._start(group, len(shards))
+            where = self._gather(workers)
+            reporter.log(Level.INFO, _placement(where))
+            backend = algorithm.data_parallel
+            if backend == XGBOOST_COLLECTIVE and len(shards) > 1:
+                tracker = _Tracker(len(shards))
+            setup = self._setup(backend, where, tracker)
+            shared = ray.put(plan)
+            pending = {
+                w.fit.remote(shared, ray.put(shard), backend, setup, backend == ENSEMBLE or rank == 0): rank
+                for rank, (w, shard) in enumerate(zip(workers, shards, strict=True))
+            }
+            results = self._follow(workers[0], pending, on_iteration)
         finally:
-            shutil.rmtree(self.storage / self.name, ignore_errors=True)  # the workers' checkpoint, whatever happened
+            for w in workers:
+                ray.kill(w)
+            if tracker is not None:
+                tracker.close()
+            with contextlib.suppress(Exception):
+                remove_placement_group(group)
+        if self.request.gpus and results[0]["device"] != "cuda":
+            reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
+        return _load(algorithm, results, plan)
 
-    def _follow(
-        self,
-        run: Any,
-        pending: Any,
-        algorithm: algorithms.Algorithm,
-        plan: WorkerPlan,
-        reporter: Reporter,
-        on_iteration: Callable[[int, int], None],
-        workers: int,
-    ) -> FittedModel:
-        """Relay the run's progress and placement until it ends; the model it made."""
+    def _start(self, group: Any, workers: int) -> list[Any]:
+        """One actor per bundle of the placement group, rank ``r`` in bundle ``r``."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options: dict[str, Any] = {"num_cpus": self.request.cpus, "max_concurrency": 2, "max_restarts": 0}
+        if self.request.gpus:
+            options["num_gpus"] = self.request.gpus
+        if self.request.memory:
+            options["memory"] = self.request.memory
+        if self.runtime_env:
+            options["runtime_env"] = dict(self.runtime_env)
+        actor = ray.remote(_Worker)
+        return [
+            actor.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)).remote(
+                rank
+            )
+            for rank in range(workers)
+        ]
+
+    def _setup(self, backend: str, where: Sequence[tuple[str, str, int]], tracker: _Tracker | None) -> dict[str, Any]:
+        """What each worker needs to join the collective of ``backend``."""
+        setup: dict[str, Any] = {"ports": [port for _, _, port in where]}
+        if backend == LIGHTGBM_NETWORK and len(where) > 1:
+            setup["network"] = {"num_machines": len(where), "machines": ",".join(f"{ip}:{port}" for _, ip, port in where)}
+        if tracker is not None:
+            setup["collective"] = tracker.args
+        if backend == TORCH_DDP:
+            setup["rendezvous"] = (where[0][1], where[0][2])
+            setup["torch_backend"] = "nccl" if self.request.gpus else "gloo"
+        return setup
+
+    @staticmethod
+    def _gather(workers: list[Any]) -> list[tuple[str, str, int]]:
         import ray
 
-        placed = False
         try:
-            while True:
-                ready, _ = ray.wait([pending], timeout=POLL_SECONDS)
-                where, (done, total) = ray.get(run.state.remote(), timeout=60)
-                if total:
-                    on_iteration(done, total)
-                if not placed and len(where) == workers:
-                    placed = True
-                    reporter.log(Level.INFO, _placement(where))
-                if ready:
-                    break
-            path, metrics = ray.get(pending)
-        except ray.exceptions.RayTaskError as exc:
-            raise _failure(getattr(exc, "cause", None) or exc) from None
-        except ray.exceptions.RayError as exc:  # the run's actor itself was lost, or timed out
-            raise _failure(exc) from None
-        finally:
-            _end(run)
-        if self.request.gpus and metrics.get("device") != "cuda":
-            reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
-        return _load(algorithm, Path(path), plan, metrics)
+            return list(ray.get([w.where.remote() for w in workers], timeout=PLACEMENT_TIMEOUT))
+        except ray.exceptions.RayError as exc:
+            raise _failure(exc, None) from None
+
+    @staticmethod
+    def _follow(first: Any, pending: dict[Any, int], on_iteration: Callable[[int, int], None]) -> list[dict[str, Any]]:
+        """Relay the first worker's progress until every worker is done; their results in
+        rank order. The first failure ends the run (the others may wait on it forever)."""
+        import ray
+
+        results: dict[int, dict[str, Any]] = {}
+        waiting = list(pending)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_SECONDS, fetch_local=False)
+            for ref in ready:
+                try:
+                    results[pending[ref]] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    raise _failure(exc, pending[ref]) from None
+            if waiting:
+                with contextlib.suppress(ray.exceptions.RayError):  # a lost first worker shows in its result
+                    done, total = ray.get(first.progress.remote(), timeout=30)
+                    if total:
+                        on_iteration(done, total)
+        return [results[rank] for rank in sorted(results)]
 
 
-def _end(run: Any) -> None:
-    """End the run: its actor (the Ray Train controller and workers it owns end with it), and
-    the workers' placement group, which Ray Train's own cleaner may not remove (it asks the
-    state API, which needs the dashboard)."""
-    import ray
-
-    group = None
-    with contextlib.suppress(ray.exceptions.RayError):
-        group = ray.get(run.placement_group.remote(), timeout=10)
-    ray.kill(run)
-    if group is not None:
-        try:
-            ray.util.remove_placement_group(group)
-        except Exception:  # noqa: BLE001 - already removed by Ray Train
-            log.debug("placement group already removed")
-
-
-def _placement(where: Mapping[int, tuple[str, str]]) -> str:
+def _placement(where: Sequence[tuple[str, str, int]]) -> str:
     nodes: dict[str, list[int]] = {}
-    for rank, (node_id, _) in sorted(where.items()):
+    addresses: dict[str, str] = {}
+    for rank, (node_id, address, _) in enumerate(where):
         nodes.setdefault(node_id, []).append(rank)
-    addresses = dict(where.values())
+        addresses[node_id] = address
     described = "; ".join(
         f"node {node_id[:12]} ({addresses[node_id]}): workers {', '.join(map(str, ranks))}" for node_id, ranks in nodes.items()
     )
     return f"training: {len(where)} workers on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {described}"
 
 
-def _load(algorithm: algorithms.Algorithm, folder: Path, plan: WorkerPlan, metrics: Mapping[str, Any]) -> FittedModel:
+def _load(algorithm: algorithms.Algorithm, results: Sequence[Mapping[str, Any]], plan: WorkerPlan) -> FittedModel:
     task = plan.options.task
     parts = []
-    for part in sorted(folder.glob("worker-*"), key=lambda p: int(p.name.split("-")[1])):
-        files = [f for f in part.iterdir() if f.is_file()]
-        parts.append(algorithm.load(files[0], task))
+    with tempfile.TemporaryDirectory() as folder:
+        for rank, result in enumerate(results):
+            if not result["files"]:
+                continue
+            part = Path(folder) / f"worker-{rank}"
+            part.mkdir()
+            for name, data in result["files"].items():
+                (part / name).write_bytes(data)
+            files = sorted(p for p in part.iterdir() if p.is_file())
+            parts.append(algorithm.load(files[0], task))
     if not parts:
-        raise DistributedTrainingFailed("the workers' checkpoint holds no model")
+        raise DistributedTrainingFailed("the workers returned no model")
     model = algorithm.combine(parts)
-    best = int(metrics.get("best_iteration") or 0)
+    best = int(results[0].get("best_iteration") or 0)
     if best and hasattr(model, "best_iteration"):
         model.best_iteration = best  # type: ignore[misc]
     return model

@@ -40,6 +40,7 @@ import pandas as pd
 from server import lifecycle, observability
 from server.execution.executor import RayExecutor
 from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome
+from server.execution.shipping import ShipCode
 from server.observability import LogFormat
 from storage.records import RayCluster
 from trainers.errors import TrainingError
@@ -221,13 +222,20 @@ class DriverExecutor:
         local_cpus: int = 0,
         local_nodes: int = 1,
         *,
+        ship_code: ShipCode = "auto",
         restart_seconds: float = 5.0,
         start_timeout: float = 180.0,
         log_format: LogFormat = "text",
         log_level: str = "INFO",
     ) -> None:
         self.logging = (log_format, log_level)  # the driver process logs as the server does
-        self.settings = {"address": address, "job_cpus": job_cpus, "local_cpus": local_cpus, "local_nodes": local_nodes}
+        self.settings = {
+            "address": address,
+            "job_cpus": job_cpus,
+            "local_cpus": local_cpus,
+            "local_nodes": local_nodes,
+            "ship_code": ship_code,
+        }
         self.local = RayExecutor(address, job_cpus=job_cpus, local_cpus=local_cpus, local_nodes=local_nodes)  # never started: names, demand
         self.restart_seconds = restart_seconds
         self.start_timeout = start_timeout

@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 
 import pandas as pd
 
+from server.execution import shipping
 from server.execution.forecasts import ModelWorker
 from server.execution.local_cluster import LocalCluster, NodeSpec, ray_temp, stop_orphans
 from server.execution.payloads import DetectPayload, EvaluatePayload, ForecastPayload, JobPayload, Outcome, WorkerLost
@@ -70,6 +71,7 @@ class RayExecutor:
     temp_dir: str | None = None
     local_nodes: int = 1  # > 1: a local multi-node cluster (server/execution/local_cluster.py)
     model_workers: int = 2  # actors that forecast and detect, each keeping its recent versions loaded
+    ship_code: shipping.ShipCode = "auto"  # whether our packages go to the nodes with the jobs (server/execution/shipping.py)
 
     def __post_init__(self) -> None:
         self._remote: Any = None  # the Ray remote functions, once started
@@ -91,6 +93,10 @@ class RayExecutor:
 
         if not ray.is_initialized():
             kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if shipping.wanted(self.ship_code, self.address):  # not to a local cluster of this environment's
+                kwargs["runtime_env"] = shipping.runtime_env()
+                shipped = ", ".join(Path(p).name for p in kwargs["runtime_env"]["py_modules"])
+                log.info("shipping %s to the Ray nodes with the jobs (AIHUB_SHIP_CODE=%s)", shipped, self.ship_code)
             if address:
                 kwargs["address"] = address
                 self._started_ray = self._cluster is not None

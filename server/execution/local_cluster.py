@@ -58,8 +58,10 @@ class LocalCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
 
-    def _start(self, node: NodeSpec, *args: str) -> None:
-        command = [
+    def command(self, node: NodeSpec, *args: str) -> list[str]:
+        """The ``ray start`` that starts ``node`` (a subclass may start one otherwise: the
+        cluster tests start one from an environment without this project)."""
+        return [
             RAY,
             "start",
             "--node-ip-address=127.0.0.1",
@@ -68,6 +70,9 @@ class LocalCluster:
             f"--resources={json.dumps(dict(node.resources))}",
             *args,
         ]
+
+    def _start(self, node: NodeSpec, *args: str) -> None:
+        command = self.command(node, *args)
         # A session of its own: the nodes' daemons do not get a terminal's Ctrl-C (the server stops them).
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False, start_new_session=True)
         if done.returncode:

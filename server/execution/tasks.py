@@ -159,8 +159,7 @@ def _distributor(payload: JobPayload) -> RayDistributor | None:
     workers = payload.spec.workers
     if workers is None:
         return None
-    storage = Path(payload.settings.artifact_root) / ".distributed"  # not a tenant's folder: tenant ids start with [a-z0-9]
-    return RayDistributor(workers, storage, f"{payload.job_id}-attempt-{payload.attempt}")
+    return RayDistributor(workers)
 
 
 async def _still_running(engine: db.Engine, scope: Scope, payload: JobPayload) -> bool:

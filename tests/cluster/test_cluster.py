@@ -8,10 +8,13 @@ file order; the node-loss test is last."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
 from client import ResourceError, pb
+from tests.cluster.conftest import ROOT, bare_environment
 from tests.conftest import slow_config, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -88,6 +91,41 @@ async def test_a_search_runs_four_trials_two_at_a_time(client):
     assert done.status == pb.COMPLETED, done.error
     assert done.metrics["tuning_trials"] == 4
     assert len([m for m in await _lines(client, job.job_id) if m.startswith("tuning: trial ")]) == 4
+
+
+def _on_the_second_node() -> dict:
+    """Run on the second node: where our code and the test preprocessor come from there."""
+    import pandas as pd
+
+    import trainers
+    from trainers import preprocessors
+
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=3, freq="h"), "load": [1.0, 2.0, 3.0], "temperature": 2.0})
+    out = preprocessors.apply("load_times_temperature", frame)
+    return {"trainers": trainers.__file__, "outputs": list(out.columns)}
+
+
+async def test_the_second_node_runs_our_code_only_as_the_server_ships_it(ray_executor, cluster):
+    bare = [*bare_environment(cluster.temp_dir / "bare"), "-c"]
+
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*bare, code], capture_output=True, text=True, timeout=120, check=False)
+
+    mine = await asyncio.to_thread(run, "import trainers")
+    assert mine.returncode != 0 and "No module named 'trainers'" in mine.stderr, mine.stderr
+    libraries = await asyncio.to_thread(run, "import ray, lightgbm, xgboost, torch, sqlalchemy")
+    assert libraries.returncode == 0, libraries.stderr
+
+    import ray
+    import ray.cloudpickle
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    (second,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]]
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module is not shipped
+    probe = ray.remote(_on_the_second_node).options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(second, soft=False))
+    seen = await asyncio.wait_for(asyncio.wrap_future(probe.remote().future()), 120)
+    assert not seen["trainers"].startswith(str(ROOT)) and "runtime_resources" in seen["trainers"], seen
+    assert "load_times_temperature" in seen["outputs"], seen
 
 
 async def test_two_replicas_on_one_cluster_never_admit_more_than_it_holds(client, start_app):

@@ -1,4 +1,4 @@
-"""Data-parallel training through the real stack (PostgreSQL, the local Ray, Ray Train):
+"""Data-parallel training through the real stack (PostgreSQL, the local Ray, the workers' actors):
 each algorithm with a data_parallel backend trains on 2 workers, logs where they ran, and
 registers one model whose metrics are close to the single-node model's. The multi-node
 cluster tests are in tests/cluster/."""

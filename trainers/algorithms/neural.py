@@ -232,7 +232,7 @@ class Neural(Algorithm):
         return self._fit(data, hyperparameters, options, Peers(0, 1))
 
     def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> NeuralModel:
-        """DDP (the process group is set up by the caller, e.g. Ray Train's Torch trainer):
+        """DDP (the process group is set up by the caller: server/execution/distributed.py):
         each worker runs batch_size / workers rows of each step on its shard and the
         gradients are averaged, so a step sees batch_size rows as on one node. Inputs are
         scaled by the whole fit part's statistics; every worker runs the same number of

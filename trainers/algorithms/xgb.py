@@ -154,7 +154,7 @@ class XGBoost(Algorithm):
         return XGBModel(booster, best)
 
     def fit_shard(self, data: TrainData, hyperparameters: Mapping[str, Any], options: FitOptions, peers: Peers) -> XGBModel:
-        """Inside XGBoost's collective (Ray Train's XGBoost trainer opens it): each worker
+        """Inside XGBoost's collective (its runner opens it: server/execution/distributed.py): each worker
         holds its rows, histograms and the tune metric are all-reduced, every worker grows
         the same trees."""
         return self.fit(data, hyperparameters, options)
