@@ -60,6 +60,15 @@ def evaluate(
     if spec.model_type == ModelType.FORECAST:
         scores = metrics.regression(d.y_valid, pred)
         scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
+        if series is not None and (spread := metrics.per_series(d.y_valid, pred, series.to_numpy(), prepared.baselines)):
+            scores.update(spread)
+            beating = spread.get("series_beating_baseline")
+            reporter.log(
+                Level.INFO,
+                f"evaluation: {spread['series_count']:.0f} series: MAE median {spread['series_mae_median']:.4g}, "
+                f"90th percentile {spread['series_mae_p90']:.4g}, worst {spread['series_mae_max']:.4g}"
+                + ("" if beating is None else f"; {beating:.0%} beat their seasonal-naive baseline"),
+            )
         if "skill" in scores and scores["skill"] <= 0:
             reporter.log(
                 Level.WARNING,

@@ -60,6 +60,39 @@ def baseline(y_true: np.ndarray, model_mae: float, naive: Mapping[str, np.ndarra
     return out
 
 
+def per_series(y_true: np.ndarray, y_pred: np.ndarray, series: np.ndarray, naive: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Each series' MAE, MAPE and skill, summarised across series: ``series_count``, and the
+    median, 90th percentile and worst of ``series_mae`` and ``series_mape`` (percent);
+    ``series_skill_median`` and ``series_beating_baseline`` (the share of series whose MAE is
+    below their own best seasonal-naive MAE). Empty with fewer than two series."""
+    codes = pd.factorize(series)[0]
+    if codes.max(initial=-1) < 1:
+        return {}
+    y_true = np.asarray(y_true, dtype="float64")
+    frame = pd.DataFrame({"series": codes, "abs": np.abs(np.asarray(y_pred, dtype="float64") - y_true)})
+    nonzero = y_true != 0
+    frame["ape"] = np.where(nonzero, frame["abs"] / np.where(nonzero, np.abs(y_true), 1.0), np.nan)
+    for name, pred in naive.items():
+        frame[f"naive_{name}"] = np.abs(np.asarray(pred, dtype="float64") - y_true)
+    grouped = frame.groupby("series")
+    mae, mape = grouped["abs"].mean(), grouped["ape"].mean() * 100
+    out = {"series_count": float(len(mae))}
+    for label, values in (("mae", mae), ("mape", mape.dropna())):
+        if len(values):
+            out[f"series_{label}_median"] = float(values.median())
+            out[f"series_{label}_p90"] = float(values.quantile(0.9))
+            out[f"series_{label}_max"] = float(values.max())
+    naive_columns = [c for c in frame.columns if c.startswith("naive_")]
+    if naive_columns:
+        best = grouped[naive_columns].mean().min(axis=1)  # each series' better baseline (NaN rows skipped)
+        ok = best > 0
+        if ok.any():
+            skill = 1.0 - mae[ok] / best[ok]
+            out["series_skill_median"] = float(skill.median())
+            out["series_beating_baseline"] = float((skill > 0).mean())
+    return out
+
+
 def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
     """The score threshold with the best F1 on (y_true, score)."""
     from sklearn.metrics import precision_recall_curve

@@ -201,3 +201,7 @@ async def test_a_table_of_several_series_trains_per_series(client):
     assert done.metrics["baseline_24h_mae"] == 0.0 and done.metrics["training_data_size"] == 2 * (24 * 30 - 24)
     logs = [e.message async for e in client.stream_logs(job.job_id)]
     assert any("2 series" in m for m in logs)
+    # Evaluated per series too: feeder-b's errors are about ten times feeder-a's.
+    m = done.metrics
+    assert m["series_count"] == 2 and m["series_mae_median"] <= m["series_mae_p90"] <= m["series_mae_max"], m
+    assert any(line.startswith("evaluation: 2 series: MAE median") for line in logs), logs

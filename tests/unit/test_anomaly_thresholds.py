@@ -123,3 +123,18 @@ def test_ecod_scores_a_row_the_same_alone_or_in_a_batch_and_finds_the_incidents(
         specs.build(config), data=FrameSource(frame), reporter=MemoryReporter(), registry=FolderRegistry(tmp_path / "j")
     ).metrics
     assert m["windows_total"] >= 1 and m["windows_caught"] == m["windows_total"], m
+
+
+def test_per_series_metrics_summarise_each_series_error():
+    series = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 4)
+    y = np.array([10.0] * 12)
+    pred = y + np.array([1.0] * 4 + [2.0] * 4 + [4.0] * 4)  # MAE 1, 2, 4
+    naive = {"24h": y + np.array([2.0] * 4 + [1.0] * 4 + [8.0] * 4)}  # baseline MAE 2, 1, 8
+    out = metrics.per_series(y, pred, series, naive)
+    assert out["series_count"] == 3
+    assert (out["series_mae_median"], out["series_mae_max"]) == (2.0, 4.0)
+    assert out["series_mae_p90"] == pytest.approx(3.6)
+    assert out["series_mape_median"] == pytest.approx(20.0)
+    assert out["series_skill_median"] == pytest.approx(0.5)  # skills 0.5, -1, 0.5
+    assert out["series_beating_baseline"] == pytest.approx(2 / 3)
+    assert metrics.per_series(y, pred, np.array(["a"] * 12), naive) == {}
