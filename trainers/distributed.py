@@ -109,7 +109,9 @@ def plan(
 def fit_worker(
     worker_plan: WorkerPlan, shard: Shard, *, rank: int, network: Mapping[str, Any], on_iteration: Callable[[int, int], None]
 ) -> FittedModel:
-    """One worker's part: fit on its shard with the whole tune part."""
+    """One worker's part: fit on its shard with the whole tune part. ``on_iteration`` is
+    called on every rank (a runner may check the worker's memory there); only the first
+    rank's calls are the job's progress."""
     width = len(worker_plan.feature_names)
     data = TrainData(
         shard.x,
@@ -121,6 +123,6 @@ def fit_worker(
         worker_plan.y_tune,
         shard.groups,
     )
-    options = dataclasses.replace(worker_plan.options, on_iteration=on_iteration if rank == 0 else _ignore)
+    options = dataclasses.replace(worker_plan.options, on_iteration=on_iteration)
     peers = Peers(rank, worker_plan.workers, network, worker_plan.stats, worker_plan.bins)
     return algorithms.get(worker_plan.algorithm).fit_shard(data, worker_plan.hyperparameters, options, peers)

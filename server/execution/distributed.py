@@ -43,9 +43,10 @@ from trainers import algorithms
 from trainers.algorithms import FittedModel
 from trainers.algorithms.base import ENSEMBLE, LIGHTGBM_NETWORK, TORCH_DDP, XGBOOST_COLLECTIVE
 from trainers.distributed import Shard, WorkerPlan, fit_worker
-from trainers.errors import TrainingError
+from trainers.errors import OutOfMemory, TrainingError
 from trainers.ports import Level, Reporter
 from trainers.spec import WorkerRequest
+from trainers.spec.resources import format_memory
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
@@ -68,11 +69,59 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class MemoryGuard:
+    """``memory_per_worker``, measured: the worker's resident memory (Python, the libraries,
+    its shard, the model) read every CHECK_SECONDS in a thread of its own, and its peak kept.
+    Ray's ``memory`` resource only books memory; this holds the worker to it. ``check()``
+    raises OutOfMemory, naming the remedies, once the limit was crossed: the worker calls it
+    before training and at every iteration, so a job over its memory fails with a reason
+    instead of being killed by the node's memory monitor without one."""
+
+    CHECK_SECONDS = 0.1
+
+    def __init__(self, rank: int, limit: int) -> None:
+        import psutil
+
+        self.rank, self.limit = rank, limit
+        self._process = psutil.Process()
+        self.peak = self._process.memory_info().rss
+        self._over = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="aihub-memory-guard", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.CHECK_SECONDS):
+            self.sample()
+
+    def sample(self) -> int:
+        rss = self._process.memory_info().rss
+        self.peak = max(self.peak, rss)
+        if self.limit and rss > self.limit and not self._over:
+            self._over = rss
+        return rss
+
+    def check(self) -> None:
+        if self._over:
+            raise OutOfMemory(
+                f"training worker {self.rank} used {self._over / 2**30:.2f} GiB, more than its ray_config.memory_per_worker "
+                f"{format_memory(self.limit)} (the process's whole resident memory: Python and the libraries, its shard, the "
+                "model): give each worker more memory_per_worker, cut the shards smaller with more num_workers, or use "
+                "training_options.use_sample",
+                details={"rank": self.rank, "used_bytes": self._over, "memory_per_worker_bytes": self.limit},
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sample()
+
+
 class _Worker:
     """One training worker: a Ray actor with the CPUs, memory and GPUs of one bundle."""
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, memory: int = 0) -> None:
         self.rank = rank
+        self.memory = memory
         self.iteration = (0, 0)
 
     def where(self) -> tuple[str, str, int]:
@@ -87,25 +136,37 @@ class _Worker:
     def fit(self, plan: WorkerPlan, shard: Shard, backend: str, setup: Mapping[str, Any], keep: bool) -> dict[str, Any]:
         """Train this worker's part inside its collective; the model's files when ``keep``."""
         last = 0.0
+        guard = MemoryGuard(self.rank, self.memory)
 
         def on_iteration(done: int, total: int) -> None:
             nonlocal last
+            guard.check()
             now = time.monotonic()
             if now - last >= POLL_SECONDS or done >= total:
                 last = now
                 self.iteration = (done, total)
 
-        with _collective(backend, setup, self.rank, plan.workers):
-            network = dict(setup.get("network", {}))
-            if network:
-                network["local_listen_port"] = setup["ports"][self.rank]
-            model = fit_worker(plan, shard, rank=self.rank, network=network, on_iteration=on_iteration)
+        try:
+            guard.sample()  # the shard is in: it may be over already
+            guard.check()
+            with _collective(backend, setup, self.rank, plan.workers):
+                network = dict(setup.get("network", {}))
+                if network:
+                    network["local_listen_port"] = setup["ports"][self.rank]
+                model = fit_worker(plan, shard, rank=self.rank, network=network, on_iteration=on_iteration)
+        finally:
+            guard.stop()
         files: dict[str, bytes] = {}
         if keep:
             with tempfile.TemporaryDirectory() as folder:
                 model.save(Path(folder))
                 files = {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
-        return {"files": files, "best_iteration": model.best_iteration or 0, "device": str(getattr(model, "device", "cpu"))}
+        return {
+            "files": files,
+            "best_iteration": model.best_iteration or 0,
+            "device": str(getattr(model, "device", "cpu")),
+            "peak_rss": guard.peak,
+        }
 
 
 @contextlib.contextmanager
@@ -225,6 +286,8 @@ class RayDistributor:
                 tracker.close()
             with contextlib.suppress(Exception):
                 remove_placement_group(group)
+        peaks = ", ".join(f"{r['peak_rss'] / 2**30:.2f}" for r in results)
+        reporter.log(Level.INFO, f"training: the workers' peak memory: {peaks} GiB")
         if self.request.gpus and results[0]["device"] != "cuda":
             reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
         return _load(algorithm, results, plan)
@@ -244,7 +307,7 @@ class RayDistributor:
         actor = ray.remote(_Worker)
         return [
             actor.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)).remote(
-                rank
+                rank, self.request.memory
             )
             for rank in range(workers)
         ]

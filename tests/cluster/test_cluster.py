@@ -128,6 +128,22 @@ async def test_the_second_node_runs_our_code_only_as_the_server_ships_it(ray_exe
     assert "load_times_temperature" in seen["outputs"], seen
 
 
+async def test_memory_per_worker_is_held_to_and_a_job_over_it_fails_naming_the_remedy(client):
+    two = {"num_workers": 2, "cpus_per_worker": 1}
+    over = await client.create_job("acme-corp", "forecast", tiny_config(distributed=True, ray_config={**two, "memory_per_worker": "64MB"}))
+    done = await asyncio.wait_for(client.wait(over.job_id), 180)
+    assert done.status == pb.FAILED and done.error.reason == "OutOfMemory", done.error
+    assert "more than its ray_config.memory_per_worker 64MB" in done.error.message, done.error.message
+    assert "num_workers" in done.error.message and "use_sample" in done.error.message
+    assert done.attempt == 1  # not retried: the same shards need the same memory
+    fits = await client.create_job("acme-corp", "forecast", tiny_config(distributed=True, ray_config={**two, "memory_per_worker": "2GB"}))
+    done = await asyncio.wait_for(client.wait(fits.job_id), 180)
+    assert done.status == pb.COMPLETED, done.error
+    peaks = [m for m in await _lines(client, fits.job_id) if m.startswith("training: the workers' peak memory: ")]
+    used = [float(v) for v in peaks[0].removeprefix("training: the workers' peak memory: ").removesuffix(" GiB").split(", ")]
+    assert len(used) == 2 and all(0.05 < u < 2 for u in used), peaks
+
+
 async def test_two_replicas_on_one_cluster_never_admit_more_than_it_holds(client, start_app):
     """Two servers share the database and the 3-CPU cluster: between them, never more than 3
     one-CPU jobs run at once (each alone would admit 3), both claim some, and the rest wait
