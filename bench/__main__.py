@@ -31,14 +31,15 @@ ALL = [
     "predictions",
     "tuning",
     "distributed",
+    "scale",
     "forecast",
     "anomaly",
     "peers",
 ]
-SUBPROCESS = {"import_memory", "distributed"}  # a server process of its own; a Ray cluster of its own
+SUBPROCESS = {"import_memory", "distributed", "scale"}  # a server process of its own; a Ray cluster of its own
 # ... unless the smoke run is already inside the private network namespace (make test): then
 # distributed runs in this process on the shared Ray (the collectives' sockets stay in the namespace).
-ON_SHARED_RAY = {"distributed": ["--running-ray"]}
+ON_SHARED_RAY = {"distributed": ["--running-ray"], "scale": ["--running-ray"]}
 
 
 def _run_module(name: str, argv: list[str]) -> int:
