@@ -15,17 +15,16 @@ the collective libraries listen on every interface.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+from bench import _cluster
 from server import demo_data, isolation
 
 YEAR_ROWS = 8784  # 2024 is a leap year
@@ -86,31 +85,6 @@ def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]
     return time.perf_counter() - started, dict(result.metrics)
 
 
-@contextlib.contextmanager
-def _ray(*, running: bool) -> Iterator[str]:
-    """Ray for the runs: a local two-node cluster of its own (stopped after), or, with
-    ``running``, the one this process is already connected to (its owner stops it)."""
-    if running:
-        import ray
-
-        if not ray.is_initialized():
-            raise SystemExit("--running-ray: this process is not connected to a Ray")
-        yield f"the running Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs"
-        return
-    from server.execution.local_cluster import LocalCluster, NodeSpec
-
-    cluster = LocalCluster(Path(f"/tmp/aihub-bench-{os.getpid()}"), [NodeSpec(1, {"node_1": 1}), NodeSpec(1, {"node_2": 1})])  # noqa: S108
-    cluster.start()  # sets RAY_AUTH_MODE=token, which Ray reads when it is imported
-    import ray
-
-    try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        yield "cluster: 2 nodes x 1 CPU"
-    finally:
-        ray.shutdown()
-        cluster.stop()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -133,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from trainers.local import FrameSource
 
-    with _ray(running=args.running_ray) as where:
+    with _cluster.two_nodes(1, running=args.running_ray) as where:
         t0 = time.perf_counter()
         big = frame(args.rows)
         took = time.perf_counter() - t0

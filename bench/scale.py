@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import _cluster, distributed
 from server import isolation
 
 FEATURES = ["temperature", "hour_of_day", "day_of_week", "load_lag_24", "load_lag_168"]
@@ -66,20 +67,12 @@ def frame(rows: int, series: int | None = None) -> pd.DataFrame:
 
 
 def config(data: pd.DataFrame, workers: int | None, rounds: int) -> dict[str, Any]:
-    out = {
-        "model_type": "forecast",
-        "algorithm": "lgbm",
-        "hyperparameters": {"n_estimators": rounds, "learning_rate": 0.1, "num_leaves": 63},
+    window = {
         "training_start": (data["timestamp"].min() + pd.Timedelta(hours=168)).strftime("%Y-%m-%dT%H:%M:%S"),
         "training_end": data["timestamp"].max().strftime("%Y-%m-%dT%H:%M:%S"),
         "features": FEATURES,
-        "target": "load",
-        "validation_split": 0.2,
-        "random_seed": 42,
     }
-    if workers:
-        out |= {"distributed": True, "ray_config": {"num_workers": workers, "cpus_per_worker": 1}}
-    return out
+    return distributed.config("lgbm", {"n_estimators": rounds, "learning_rate": 0.1, "num_leaves": 63}, workers) | window
 
 
 # --- import -------------------------------------------------------------------------------
@@ -174,29 +167,6 @@ def run_job(cfg: dict[str, Any], data_ref: Any) -> dict[str, Any]:
     return ray.get(task.remote(cfg, data_ref))
 
 
-@contextlib.contextmanager
-def _ray(*, running: bool) -> Iterator[str]:
-    if running:
-        import ray
-
-        if not ray.is_initialized():
-            raise SystemExit("--running-ray: this process is not connected to a Ray")
-        yield f"the running Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs"
-        return
-    from server.execution.local_cluster import LocalCluster, NodeSpec
-
-    cluster = LocalCluster(Path(f"/tmp/aihub-bench-{os.getpid()}"), [NodeSpec(2, {"node_1": 1}), NodeSpec(2, {"node_2": 1})])  # noqa: S108
-    cluster.start()  # sets RAY_AUTH_MODE=token, which Ray reads when it is imported
-    import ray
-
-    try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        yield "cluster: 2 nodes x 2 logical CPUs (2 cores in all)"
-    finally:
-        ray.shutdown()
-        cluster.stop()
-
-
 def _slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(xs, ys, 1)[0]) if len(set(xs)) > 1 else float("nan")
 
@@ -219,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [int(w) for w in args.workers.split(",")]
 
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    with _postgres() as url, _ray(running=args.running_ray) as where:
+    with _postgres() as url, _cluster.two_nodes(2, running=args.running_ray) as where:
         import ray  # after the cluster set RAY_AUTH_MODE
 
         print(where)
@@ -249,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  {'one node' if not workers else f'{workers} workers':>9}: wall {_slope(xs, pick['wall']):.2f} s, prep "
             f"{_slope(xs, pick['prep']):.2f} s, train {_slope(xs, pick['train']):.2f} s, attempt RSS "
-            f"{_slope(xs, pick['attempt_gib']):.3f} GiB, largest worker RSS {_slope(xs, worker_peak):.3f} GiB"
+            f"{_slope(xs, pick['attempt_gib']):.3f} GiB" + (f", largest worker RSS {_slope(xs, worker_peak):.3f} GiB" if workers else "")
         )
     if {0, 2, 4} <= set(runs) and sized:
         largest = sized[-1]
