@@ -118,7 +118,8 @@ def front(settings: Settings, argv: list[str], secrets: dict[str, str]) -> int:
     # SIGTERM on (a second signal would mean "stop without draining").
     passed = private.pipe_to_child(secrets, env)
     try:
-        child = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+        command, preexec = lifecycle.dying_with_parent(command)
+        child = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=preexec)  # noqa: PLW1509 - prctl only
     finally:
         os.close(passed)
     stop = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -28,6 +29,24 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
         libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
     return preexec
+
+
+SETPRIV = shutil.which("setpriv")  # util-linux: sets the parent-death signal, then execs
+
+
+def dying_with_parent(command: list[str], sig: int = signal.SIGTERM) -> tuple[list[str], Callable[[], None] | None]:
+    """``command`` and the ``preexec_fn`` that make a child get ``sig`` when the thread that
+    started it ends (start children from the main thread, which lives as long as the process).
+
+    Where util-linux's ``setpriv`` is found, the command runs through it
+    (``setpriv --pdeathsig TERM -- command``: it sets the signal, then execs, and the signal
+    is kept across exec) and there is no ``preexec_fn``: so Python may start the child with
+    vfork, and no fork handler of a library with threads (gRPC's) runs in between. A
+    ``preexec_fn`` forces a plain fork; gRPC's fork handlers then aborted Envoy's child
+    once in a full-suite run. Without setpriv: :func:`die_with_parent`, as before."""
+    if SETPRIV:
+        return [SETPRIV, "--pdeathsig", signal.Signals(sig).name.removeprefix("SIG"), "--", *command], None
+    return command, die_with_parent(sig)
 
 
 def ensure_free(host: str, port: int, what: str) -> None:

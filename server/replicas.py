@@ -149,7 +149,8 @@ class Supervisor:
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which passes one SIGTERM on.
         passed = private.pipe_to_child({**self.secrets, "DATABASE_URL": url}, env)
         try:
-            proc = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=lifecycle.die_with_parent())  # noqa: PLW1509 - prctl only
+            command, preexec = lifecycle.dying_with_parent(command)
+            proc = subprocess.Popen(command, env=env, process_group=0, pass_fds=(passed,), preexec_fn=preexec)  # noqa: PLW1509 - prctl only
         finally:
             os.close(passed)
         log.info("replica %d started (pid %d) on %s", index, proc.pid, self.sockets[index])

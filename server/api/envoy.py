@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from server.lifecycle import die_with_parent, ensure_free
+from server.lifecycle import dying_with_parent, ensure_free
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +195,8 @@ class Envoy:
             )
         )
         self._config = config
-        self._proc = subprocess.Popen(
+        # Envoy must not outlive a server killed with -9: the parent-death signal.
+        command, preexec = dying_with_parent(
             [
                 _binary(),
                 "-c",
@@ -205,10 +206,13 @@ class Envoy:
                 self.log_level,
                 "--base-id-path",
                 str(Path(self._dir.name) / "base-id"),
-            ],
+            ]
+        )
+        self._proc = subprocess.Popen(
+            command,
             stdin=subprocess.DEVNULL,
             process_group=0,  # a terminal's Ctrl-C is the server's to handle: REST keeps answering while it drains
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only; Envoy must not outlive a server killed with -9
+            preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv, and prctl only
         )
 
     def _listens(self) -> list[tuple[str, int, str]]:
