@@ -18,9 +18,7 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -64,7 +62,7 @@ def config(algorithm: str, hyperparameters: dict, workers: int | None) -> dict:
     return out
 
 
-def run(cfg: dict, data: object, storage: Path) -> tuple[float, dict[str, float]]:
+def run(cfg: dict, data: object) -> tuple[float, dict[str, float]]:
     from server.execution.distributed import RayDistributor
     from server.execution.tuning import RayTuner
     from trainers import pipeline
@@ -112,13 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         big = frame(args.rows)
         took = time.perf_counter() - t0
         print(f"{len(big):,} rows in {big['series_id'].nunique()} series, generated in {took:.1f} s; {where}")
-        storage = Path(tempfile.mkdtemp(prefix="aihub-bench-train-"))
         data = FrameSource(big)
         print(f"{'algorithm':10} {'run':22} {'wall s':>8} {'train s':>8} {'share':>6} {'MAE':>8}")
         timings: dict[tuple[str, int], float] = {}
         for algorithm, hp in cases:
             for workers in runs:
-                wall, metrics = run(config(algorithm, hp, workers), data, storage)
+                wall, metrics = run(config(algorithm, hp, workers), data)
                 train = metrics["training_duration_seconds"]
                 label = "one node, in the attempt" if workers is None else f"{workers} worker{'s' if workers > 1 else ''} (actors)"
                 print(f"{algorithm:10} {label:22} {wall:8.1f} {train:8.1f} {train / wall:6.0%} {metrics['mae']:8.4f}", flush=True)
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                 "early_stopping_rounds": 50,
                 "tuning": {**search, "max_concurrent_trials": concurrency},
             }
-            wall, metrics = run(cfg, demo, storage)
+            wall, metrics = run(cfg, demo)
             best, mae = metrics["tuning_best_score"], metrics["mae"]
             print(f"  concurrency {concurrency}: {wall:6.1f} s wall, best tune MAE {best:.3f}, validation MAE {mae:.3f}")
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -32,9 +30,7 @@ import pandas as pd
 from trainers.errors import TrainingError
 
 GROUP = "aihub.preprocessors"
-# On a node where the preprocessors' packages were shipped rather than installed (Ray's
-# runtime environment: server/execution/shipping.py), their entry points come as JSON here.
-SHIPPED_ENV = "AIHUB_PREPROCESSORS"
+_shipped: dict[str, str] = {}  # name -> "module:attribute" of preprocessors shipped, not installed (ship)
 
 
 @runtime_checkable
@@ -62,23 +58,23 @@ class Installed:
     problem: str | None  # why it cannot be used (it failed to load or is not a preprocessor)
 
 
+def ship(points: Mapping[str, str]) -> None:
+    """The preprocessors whose packages were shipped to this process rather than installed
+    (Ray's runtime environment: server/execution/shipping.py), by their entry points (name ->
+    "module:attribute"): found as if registered; an installed one of the same name wins."""
+    _shipped.clear()
+    _shipped.update(points)
+    installed.cache_clear()
+
+
 @functools.cache
 def installed() -> Mapping[str, Installed]:
-    """Every preprocessor registered in this environment (or shipped to it: SHIPPED_ENV), by
+    """Every preprocessor registered in this environment (or shipped to it: ``ship``), by
     name (read once per process)."""
     out: dict[str, Installed] = {}
     points = list(importlib.metadata.entry_points(group=GROUP))
     registered = {ep.name for ep in points}
-    try:
-        shipped = json.loads(os.environ.get(SHIPPED_ENV) or "{}")
-    except ValueError:
-        shipped = {}
-    if isinstance(shipped, dict):
-        points += [
-            importlib.metadata.EntryPoint(name, value, GROUP)
-            for name, value in shipped.items()
-            if isinstance(name, str) and isinstance(value, str) and name not in registered
-        ]
+    points += [importlib.metadata.EntryPoint(name, value, GROUP) for name, value in _shipped.items() if name not in registered]
     for ep in points:
         try:
             loaded: Any = ep.load()

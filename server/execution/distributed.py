@@ -244,7 +244,6 @@ class RayDistributor:
     """trainers.ports.Distributor on the Ray cluster, for one attempt."""
 
     request: WorkerRequest
-    runtime_env: Mapping[str, Any] | None = None  # the workers' Ray runtime environment
 
     def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
         import ray
@@ -302,8 +301,6 @@ class RayDistributor:
             options["num_gpus"] = self.request.gpus
         if self.request.memory:
             options["memory"] = self.request.memory
-        if self.runtime_env:
-            options["runtime_env"] = dict(self.runtime_env)
         actor = ray.remote(_Worker)
         return [
             actor.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)).remote(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from server.execution import shipping
 from storage import db
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ def tune_malloc() -> bool:
 class TaskRuntime:
     def __init__(self) -> None:
         tune_malloc()
+        shipping.receive()  # the preprocessors shipped with the jobs, where none is installed
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="aihub-db", daemon=True).start()
         self._engines: dict[str, db.Engine] = {}

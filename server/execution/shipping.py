@@ -6,8 +6,8 @@ code imports, not this project. So the driver joins it with a job-level runtime 
 search trials, training workers, model workers) whose ``py_modules`` are our packages and
 every installed preprocessor's top-level package, and whose ``AIHUB_PREPROCESSORS`` names
 each preprocessor's ``module:attribute`` (entry points are package metadata, which
-``py_modules`` does not carry: trainers/preprocessors.py reads this instead on a node
-where they are not installed). Ray uploads each package once per content hash and every
+``py_modules`` does not carry: each Ray process of ours hands them to
+trainers.preprocessors with :func:`receive` when its runtime starts). Ray uploads each package once per content hash and every
 node fetches it once.
 
 When: ``AIHUB_SHIP_CODE`` = ``auto`` (the default) ships to a cluster at an address
@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 ShipCode = Literal["auto", "always", "never"]
 OURS = ("trainers", "server", "storage", "client")  # what a task, trial or worker may import of ours
 EXCLUDES = ["__pycache__", "*.pyc", "*.pyo"]
-ENTRY_POINTS = preprocessors.SHIPPED_ENV  # name -> "module:attribute", for nodes without the metadata
+ENTRY_POINTS = "AIHUB_PREPROCESSORS"  # JSON, name -> "module:attribute", for nodes without the metadata
 
 
 def wanted(mode: ShipCode, address: str | None) -> bool:
@@ -75,3 +76,19 @@ def runtime_env() -> dict[str, Any]:
     if targets:
         env["env_vars"] = {ENTRY_POINTS: json.dumps(targets, sort_keys=True)}
     return env
+
+
+def receive() -> None:
+    """In a Ray process of ours (server/execution/runtime.py): the preprocessors the driver
+    shipped (ENTRY_POINTS) become known to trainers.preprocessors."""
+    raw = os.environ.get(ENTRY_POINTS)
+    if not raw:
+        return
+    try:
+        points = json.loads(raw)
+    except ValueError:
+        points = None
+    if not isinstance(points, dict):
+        log.warning("%s is not a JSON object of entry points; no preprocessor was shipped", ENTRY_POINTS)
+        return
+    preprocessors.ship({k: v for k, v in points.items() if isinstance(k, str) and isinstance(v, str)})

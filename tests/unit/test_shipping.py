@@ -1,5 +1,5 @@
 """What goes to the Ray nodes with the jobs (server/execution/shipping.py), and how a node
-without the preprocessors' metadata finds them (trainers/preprocessors.py: SHIPPED_ENV).
+without the preprocessors' metadata finds them (shipping.receive, trainers.preprocessors.ship).
 Through a real node without our package: tests/cluster."""
 
 from __future__ import annotations
@@ -29,20 +29,21 @@ def test_the_runtime_environment_holds_our_packages_and_the_preprocessors():
     assert {ROOT / name for name in shipping.OURS} <= folders
     assert ROOT / "tests" / "plugins" / "aihub_test_preprocessors" in folders
     assert "__pycache__" in env["excludes"]
-    points = json.loads(env["env_vars"][preprocessors.SHIPPED_ENV])
+    points = json.loads(env["env_vars"][shipping.ENTRY_POINTS])
     assert points["load_times_temperature"] == "aihub_test_preprocessors:LoadTimesTemperature"
 
 
 @pytest.fixture
 def fresh_registry():
-    preprocessors.installed.cache_clear()
+    preprocessors.ship({})
     yield
-    preprocessors.installed.cache_clear()
+    preprocessors.ship({})
 
 
 def test_a_shipped_entry_point_is_found_where_none_is_installed(monkeypatch, fresh_registry):
     shipped = {"shipped_here": "aihub_test_preprocessors:LoadTimesTemperature", "load_times_temperature": "nowhere:Nothing"}
-    monkeypatch.setenv(preprocessors.SHIPPED_ENV, json.dumps(shipped))
+    monkeypatch.setenv(shipping.ENTRY_POINTS, json.dumps(shipped))
+    shipping.receive()
     found = preprocessors.installed()
     assert found["shipped_here"].preprocessor is not None
     assert found["load_times_temperature"].target == "aihub_test_preprocessors:LoadTimesTemperature"  # the installed one wins
@@ -50,5 +51,6 @@ def test_a_shipped_entry_point_is_found_where_none_is_installed(monkeypatch, fre
 
 @pytest.mark.parametrize("value", ["not json", "[1, 2]", '{"x": 3}'])
 def test_a_malformed_shipped_list_adds_nothing(monkeypatch, fresh_registry, value):
-    monkeypatch.setenv(preprocessors.SHIPPED_ENV, value)
+    monkeypatch.setenv(shipping.ENTRY_POINTS, value)
+    shipping.receive()
     assert set(preprocessors.installed()) == {"load_times_temperature", "always_fails"}
