@@ -77,6 +77,7 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
     loop = asyncio.new_event_loop()
     sending = threading.Lock()
     tasks: dict[int, asyncio.Task[Any]] = {}
+    watch: _NodeWatch | _ClusterWatch | None = None  # a local Ray's (set below)
 
     def send(call_id: int, status: str, value: Any) -> None:
         # Errors travel as our own error tree (the caller maps it) or as their words: an
@@ -99,6 +100,10 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
         except asyncio.CancelledError:
             send(call_id, "error", asyncio.CancelledError())
         except Exception as exc:  # noqa: BLE001 - the caller gets the error
+            if watch is not None and method in ("run", "evaluate", "forecast", "detect"):
+                # Its Ray worker may have died with the node: then everything ends here and
+                # the caller sees the cluster lost, not this one call's error.
+                await asyncio.to_thread(watch.check)
             send(call_id, "error", exc)
         finally:
             tasks.pop(call_id, None)
@@ -135,8 +140,9 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
             with sending, contextlib.suppress(Exception):
                 conn.send((NODE_LOST, "lost", why))
 
-        watch = _watch_local_node if settings["local_nodes"] <= 1 else _watch_local_cluster
-        threading.Thread(target=watch, args=(executor, lost, stopping), name="aihub-ray-node-watch", daemon=True).start()
+        kind = _NodeWatch if settings["local_nodes"] <= 1 else _ClusterWatch
+        watch = kind(executor, lost, stopping)
+        threading.Thread(target=watch.run, name="aihub-ray-node-watch", daemon=True).start()
     try:
         loop.run_forever()
     finally:
@@ -147,69 +153,110 @@ def _serve(conn: Connection, settings: dict[str, Any], log_format: LogFormat, lo
         lifecycle.end_descendants(timeout=3)
 
 
-def _watch_local_node(executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
+class _NodeWatch:
     """In the child, for the local Ray it started: end everything when its raylet or GCS
-    dies (see the module's docstring)."""
-    import psutil
+    dies (see the module's docstring). ``run`` looks every NODE_CHECK_SECONDS; ``check``
+    looks now, for an attempt whose Ray worker just died: a raylet's death fails the
+    tasks it ran at once, before the next look, and such an attempt was lost with its
+    cluster (handed back), not with a worker of a cluster that lives on."""
 
-    def alive(proc: psutil.Process) -> bool:
+    def __init__(self, executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
+        import psutil
+
+        self.executor, self.lost, self.stopping = executor, lost, stopping
+        self.watched = [p for p in psutil.Process().children(recursive=True) if p.name() in ("raylet", "gcs_server")]
+        self.names = {p.pid: p.name() for p in self.watched}
+        self.workers: dict[int, psutil.Process] = {}  # the raylet's children (job workers, agents): they outlive it
+        self._ending = threading.Lock()
+
+    @staticmethod
+    def _alive(proc: Any) -> bool:
+        import psutil
+
         try:
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
         except psutil.Error:
             return False
 
-    watched = [p for p in psutil.Process().children(recursive=True) if p.name() in ("raylet", "gcs_server")]
-    names = {p.pid: p.name() for p in watched}
-    workers: dict[int, psutil.Process] = {}  # the raylet's children (job workers, agents): they outlive it
-    while not stopping.wait(NODE_CHECK_SECONDS):
-        dead = [p for p in watched if not alive(p)]
-        if not dead:
+    def run(self) -> None:
+        import psutil
+
+        while not self.stopping.wait(NODE_CHECK_SECONDS):
+            if self.check():
+                continue
             now: dict[int, psutil.Process] = {}
-            for proc in watched:
+            for proc in self.watched:
                 with contextlib.suppress(psutil.Error):
                     now.update({w.pid: w for w in proc.children()})
-            workers = now  # as last seen alive: the dead raylet's children are no longer found by it
-            continue
-        if stopping.is_set():
-            return
-        why = f"the local Ray node's {names[dead[0].pid]} (pid {dead[0].pid}) died"
-        log.warning("%s; starting a new local Ray: its running jobs go back to the queue (not one of their retries)", why)
-        lost(why)
-        for proc in workers.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running():
-                    proc.kill()
-        shutil.rmtree(executor._local_temp_dir(), ignore_errors=True)  # the session this child made
-        os.killpg(0, signal.SIGKILL)  # the GCS, raylet, agents and this process: one process group (see _serve)
+            self.workers = now  # as last seen alive: the dead raylet's children are no longer found by it
+
+    def check(self) -> bool:
+        """False while the node lives; else it ends this Ray and this process (never returns),
+        or True when Ray is being stopped on purpose."""
+        dead = [p for p in self.watched if not self._alive(p)]
+        if not dead:
+            return False
+        if self.stopping.is_set():
+            return True
+        self._end(f"the local Ray node's {self.names[dead[0].pid]} (pid {dead[0].pid}) died")
+        return True
+
+    def _end(self, why: str) -> None:
+        import psutil
+
+        with self._ending:  # the watch's thread and a failed call may both see it
+            log.warning("%s; starting a new local Ray: its running jobs go back to the queue (not one of their retries)", why)
+            self.lost(why)
+            for proc in self.workers.values():
+                with contextlib.suppress(psutil.Error):
+                    if proc.is_running():
+                        proc.kill()
+            shutil.rmtree(self.executor._local_temp_dir(), ignore_errors=True)  # the session this child made
+            os.killpg(0, signal.SIGKILL)  # the GCS, raylet, agents and this process: one process group (see _serve)
 
 
-def _watch_local_cluster(executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
+class _ClusterWatch:
     """In the child, for the local multi-node cluster it started (AIHUB_LOCAL_RAY_NODES > 1):
     a node whose raylet dies is started again (Ray hands the jobs it ran back as lost
     workers: they are queued again, not retried); the head's death ends the whole cluster
-    and this process, and the server starts a new one, as for a single local node."""
-    cluster = executor.local_cluster
-    if cluster is None:
-        return
-    while not stopping.wait(NODE_CHECK_SECONDS):
-        dead = cluster.dead_nodes()
-        if not dead or stopping.is_set():
-            continue
-        if dead[0] is cluster.nodes[0]:
+    and this process, and the server starts a new one, as for a single local node.
+    ``check`` looks at the head now (see _NodeWatch)."""
+
+    def __init__(self, executor: RayExecutor, lost: Callable[[str], None], stopping: threading.Event) -> None:
+        self.cluster, self.lost, self.stopping = executor.local_cluster, lost, stopping
+        self._ending = threading.Lock()
+
+    def run(self) -> None:
+        if self.cluster is None:
+            return
+        while not self.stopping.wait(NODE_CHECK_SECONDS):
+            dead = self.cluster.dead_nodes()
+            if not dead or self.stopping.is_set() or self.check():
+                continue
+            for node in dead:
+                name = ", ".join(node.resources) or "a node"
+                log.warning("the local Ray cluster's node %s died (its raylet is gone); starting it again", name)
+                try:
+                    self.cluster.start_node(node)
+                except Exception:
+                    log.exception("the local Ray cluster's node %s could not be started again; trying again", name)
+                else:
+                    log.warning("the local Ray cluster's node %s is running again", name)
+
+    def check(self) -> bool:
+        """False while the head lives; else it ends the cluster and this process (never
+        returns), or True when Ray is being stopped on purpose."""
+        if self.cluster is None or self.cluster.nodes[0] not in self.cluster.dead_nodes():
+            return False
+        if self.stopping.is_set():
+            return True
+        with self._ending:
             why = "the local Ray cluster's head node (its raylet) died"
             log.warning("%s; starting a new local cluster: its running jobs go back to the queue (not one of their retries)", why)
-            lost(why)
-            cluster.stop()  # every node: they run in sessions of their own
+            self.lost(why)
+            self.cluster.stop()  # every node: they run in sessions of their own
             os.killpg(0, signal.SIGKILL)
-        for node in dead:
-            name = ", ".join(node.resources) or "a node"
-            log.warning("the local Ray cluster's node %s died (its raylet is gone); starting it again", name)
-            try:
-                cluster.start_node(node)
-            except Exception:
-                log.exception("the local Ray cluster's node %s could not be started again; trying again", name)
-            else:
-                log.warning("the local Ray cluster's node %s is running again", name)
+        return True
 
 
 class DriverExecutor:

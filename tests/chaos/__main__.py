@@ -89,13 +89,18 @@ class Replica:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
-    def start(self, *, seed: bool = False, timeout: float = 120) -> None:
+    def launch(self, *, seed: bool = False) -> None:
+        """Start the process, not waiting for it (wait_ready does): in the caller's thread,
+        so that a wait_ready after it counts this start."""
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server", *(["--seed-demo"] if seed else [])],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.starts += 1
+
+    def start(self, *, seed: bool = False, timeout: float = 120) -> None:
+        self.launch(seed=seed)
         deadline = time.monotonic() + timeout
         while self.log.read_text().count("Ctrl-C to stop") < self.starts:
             if self.proc.poll() is not None:
@@ -247,7 +252,7 @@ class Chaos:
                     a.kill()
                     died = time.monotonic()
                     self.fig.kills += 1
-                threading.Thread(target=a.start, daemon=True).start()  # a supervisor restarts it
+                a.launch()  # as a supervisor would; the next round's wait_ready waits for it
                 self._recoveries(died, [(r["id"], r["attempt"]) for r in running])
             a.wait_ready()
 
