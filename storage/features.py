@@ -401,6 +401,22 @@ def read_query(
     return query, (tenant_id, start, end, *([list(series)] if series is not None else []))
 
 
+async def outline(conn: db.Connection, table: str, start: datetime, end: datetime) -> list[tuple[str, int, datetime, datetime]]:
+    """Per series with rows in ``start..end``: (series_id, rows, first and last timestamp),
+    in series order; what a distributed job cuts its shards by, read in the database (a
+    walk of the primary key's range), not by loading the rows."""
+    check_identifier(table, "table")
+    tenant_id = scope_of(conn).single()
+    if await columns_of(conn, table) is None:
+        raise FeatureTableNotFound(table)
+    query = (
+        f'SELECT series_id, count(*) AS n, min("timestamp") AS first, max("timestamp") AS last FROM {table_name(tenant_id, table)} '  # noqa: S608 - checked identifiers
+        'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 GROUP BY series_id ORDER BY series_id'
+    )
+    rows = await conn.raw.fetch(query, tenant_id, start, end)
+    return [(r["series_id"], int(r["n"]), r["first"], r["last"]) for r in rows]
+
+
 def parse_rows(buf: io.BytesIO, columns: Sequence[str]) -> pd.DataFrame:
     """The frame of ``copy_rows``' CSV (see ``read_frame``)."""
     if buf.getbuffer().nbytes == 0:

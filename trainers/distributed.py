@@ -31,6 +31,11 @@ def _ignore(done: int, total: int) -> None:
     """A worker other than the first does not move the job's progress bar."""
 
 
+def quiet(options: FitOptions) -> FitOptions:
+    """The options a worker is shipped: without the attempt's callbacks."""
+    return dataclasses.replace(options, on_iteration=_ignore, on_score=None, on_metrics=None)
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     """What every worker gets besides its shard: small, shipped to each."""
@@ -86,7 +91,6 @@ def plan(
         picks = [np.arange(rank, rows, workers) for rank in range(workers)]
     groups = data.train_groups
     shards = [Shard(data.x_train[idx], data.y_train[idx], None if groups is None else groups[idx]) for idx in picks]
-    quiet = dataclasses.replace(options, on_iteration=_ignore, on_score=None, on_metrics=None)
     bins = None
     if wanted := algorithms.get(algorithm).bin_sample:
         rng = np.random.default_rng(options.seed)
@@ -95,7 +99,7 @@ def plan(
     worker_plan = WorkerPlan(
         algorithm,
         dict(hyperparameters),
-        quiet,
+        quiet(options),
         data.x_tune,
         data.y_tune,
         data.feature_names,

@@ -58,23 +58,7 @@ def evaluate(
         )
         return scores, kept
     if spec.model_type == ModelType.FORECAST:
-        scores = metrics.regression(d.y_valid, pred)
-        scores.update(metrics.baseline(d.y_valid, scores["mae"], prepared.baselines))
-        if series is not None and (spread := metrics.per_series(d.y_valid, pred, series.to_numpy(), prepared.baselines)):
-            scores.update(spread)
-            beating = spread.get("series_beating_baseline")
-            reporter.log(
-                Level.INFO,
-                f"evaluation: {spread['series_count']:.0f} series: MAE median {spread['series_mae_median']:.4g}, "
-                f"90th percentile {spread['series_mae_p90']:.4g}, worst {spread['series_mae_max']:.4g}"
-                + ("" if beating is None else f"; {beating:.0%} beat their seasonal-naive baseline"),
-            )
-        if "skill" in scores and scores["skill"] <= 0:
-            reporter.log(
-                Level.WARNING,
-                "the model does not beat the seasonal-naive baseline: "
-                f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
-            )
+        scores = forecast_scores(d.y_valid, pred, prepared.baselines, None if series is None else series.to_numpy(), reporter)
         quantiles, extra = _quantiles(model, prepared, spec, pred, scores, reporter)
         kept = predictions.build(
             stamps, d.y_valid, kind=predictions.FORECAST, predicted=pred, baselines=prepared.baselines, series=series,
@@ -113,6 +97,31 @@ def evaluate(
         series=series,
     )
     return scores, kept
+
+
+def forecast_scores(
+    y_valid: np.ndarray, pred: np.ndarray, baselines: Mapping[str, np.ndarray], series: np.ndarray | None, reporter: Reporter
+) -> dict[str, float]:
+    """A forecast's metrics on its validation rows: overall, against the seasonal-naive
+    baselines, and their spread across series (``series``: each row's, when several)."""
+    scores = metrics.regression(y_valid, pred)
+    scores.update(metrics.baseline(y_valid, scores["mae"], baselines))
+    if series is not None and (spread := metrics.per_series(y_valid, pred, series, baselines)):
+        scores.update(spread)
+        beating = spread.get("series_beating_baseline")
+        reporter.log(
+            Level.INFO,
+            f"evaluation: {spread['series_count']:.0f} series: MAE median {spread['series_mae_median']:.4g}, "
+            f"90th percentile {spread['series_mae_p90']:.4g}, worst {spread['series_mae_max']:.4g}"
+            + ("" if beating is None else f"; {beating:.0%} beat their seasonal-naive baseline"),
+        )
+    if "skill" in scores and scores["skill"] <= 0:
+        reporter.log(
+            Level.WARNING,
+            "the model does not beat the seasonal-naive baseline: "
+            f"MAE {scores['mae']:.3f} vs {scores['baseline_mae']:.3f} (skill {scores['skill']:.3f})",
+        )
+    return scores
 
 
 def _quantiles(

@@ -21,10 +21,20 @@ class FrameSource:
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
 
-    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime, series: Sequence[str] | None = None) -> pd.DataFrame:
         keep = (self.frame["timestamp"] >= start) & (self.frame["timestamp"] <= end)
+        if series is not None:
+            keep &= self.frame["series_id"].isin(list(series))
         extra = [c for c in ("series_id",) if c in self.frame.columns]
         return self.frame.loc[keep, ["timestamp", *extra, *columns]].reset_index(drop=True)
+
+    def outline(self, table: str, start: datetime, end: datetime) -> list[tuple[str, int, datetime, datetime]]:
+        """Per series: (series_id, rows, first and last timestamp) in start..end."""
+        rows = self.load(table, [], start, end)
+        if "series_id" not in rows.columns:
+            rows = rows.assign(series_id="")
+        by = rows.groupby(rows["series_id"].astype(str))["timestamp"]
+        return [(str(k), int(n), a, b) for k, n, a, b in zip(by.size().index, by.size(), by.min(), by.max(), strict=True)]
 
 
 class MemoryReporter:

@@ -13,17 +13,19 @@ import dataclasses
 import importlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from trainers import algorithms, distributed, intervals, metrics, predictions, quality
-from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
+from trainers import algorithms, distributed, intervals, metrics, predictions, quality, shards
+from trainers.algorithms.base import Task
+from trainers.errors import ConfigValidationError, DataLoadError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, horizon_scores
-from trainers.ports import STEP_START, DataSource, Distributor, Level, ModelRegistry, Reporter, Tracker, Tuner
-from trainers.preparation import Prepared, prepare
+from trainers.evaluation import forecast_scores as evaluate_forecast
+from trainers.ports import STEP_START, DataSource, Distributor, Gang, Level, ModelRegistry, Reporter, Tracker, Tuner
+from trainers.preparation import MIN_ROWS, Prepared, prepare, too_few_rows
 from trainers.spec import TrainingSpec
 from trainers.tuning import TrialResult, TrialSetup, best_of, fold_sizes, trial_options, whole_range
 
@@ -98,11 +100,15 @@ def run(
     evaluated and registered with the winning hyperparameters. A distributed spec
     (``workers``) needs a ``distributor``, which trains the model on its workers. A
     ``tracker`` is told the training metrics of every round."""
+    if spec.workers and distributor is not None and distributor.prepares_shards:
+        if not (why := shards.unsupported(spec)):
+            return _run_sharded(spec, data, reporter, registry, distributor, tracker)
+        reporter.log(Level.INFO, f"distributed: the attempt reads and prepares the whole window ({why}); the workers get shards of it")
     frame, checked = _load(spec, data, reporter)
     prepared = _preprocess(frame, spec, reporter)
     trained = _train(prepared, spec, reporter, num_threads, tuner, distributor, tracker)
     scores, kept = _evaluate(trained, prepared, trained.spec, reporter, checked)
-    importance = _importance(trained.model, prepared, reporter)
+    importance = _importance(trained.model, prepared.inputs, reporter)
     return _register(trained.model, trained.spec, scores, importance, registry, reporter, kept)
 
 
@@ -219,17 +225,7 @@ def _train(
         if distributor is None:
             raise ConfigValidationError([Violation("distributed", "this runner cannot start workers (Ray): run the job on the service")])
         num_threads = max(1, int(spec.workers.cpus))
-    options = algorithms.FitOptions(
-        task=prepared.task,
-        seed=spec.random_seed,
-        early_stopping_rounds=spec.early_stopping_rounds,
-        num_threads=num_threads,
-        batch_size=spec.batch_size,
-        use_gpu=spec.use_gpu,
-        on_iteration=_IterationReporter(reporter),
-        eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model watches what its trials did
-        on_metrics=_LiveMetrics(reporter, "tune" if len(prepared.data.y_tune) else "fit", tracker),
-    )
+    options = _options(spec, prepared.task, num_threads, reporter, tracker, tuned=bool(len(prepared.data.y_tune)))
     spec, search, whole = _search(prepared, spec, options, reporter, tuner)
     data = prepared.data
     if whole:  # no tune part left to stop on: the winner's rounds are fixed
@@ -255,6 +251,23 @@ def _train(
     return _Trained(model, duration, options, spec, search)
 
 
+def _options(
+    spec: TrainingSpec, task: Task, num_threads: int, reporter: Reporter, tracker: Tracker | None, *, tuned: bool
+) -> algorithms.FitOptions:
+    """The training's options; ``tuned``: there is a tune part (live metrics watch it)."""
+    return algorithms.FitOptions(
+        task=task,
+        seed=spec.random_seed,
+        early_stopping_rounds=spec.early_stopping_rounds,
+        num_threads=num_threads,
+        batch_size=spec.batch_size,
+        use_gpu=spec.use_gpu,
+        on_iteration=_IterationReporter(reporter),
+        eval_metric=spec.tuning.metric if spec.tuning else None,  # the final model watches what its trials did
+        on_metrics=_LiveMetrics(reporter, "tune" if tuned else "fit", tracker),
+    )
+
+
 def _fit_distributed(
     prepared: Prepared, spec: TrainingSpec, options: algorithms.FitOptions, reporter: Reporter, distributor: Distributor
 ) -> algorithms.FittedModel:
@@ -274,6 +287,143 @@ def _fit_distributed(
     return distributor.fit(plan, shards, reporter, options.on_iteration)
 
 
+def _run_sharded(
+    spec: TrainingSpec, data: DataSource, reporter: Reporter, registry: ModelRegistry, distributor: Distributor, tracker: Tracker | None
+) -> Result:
+    """The five steps of a distributed job whose workers read and prepare their own shards
+    (trainers/shards.py); this process only coordinates them."""
+    workers = spec.workers
+    if workers is None:
+        raise ValueError("not a distributed spec")
+    reporter.step("data_loading", STEP_START["data_loading"])
+    reads = _cut(spec, data, reporter, workers.workers)
+    with distributor.gang(spec, reads, reporter) as gang:
+        loaded, checked = _load_shards(gang, spec, reporter, len(reads))
+        reporter.step("preprocessing", STEP_START["preprocessing"])
+        ready = _prepare_shards(gang, reads, loaded, spec, reporter)
+        reporter.step("training", STEP_START["training"])
+        trained = _train_shards(gang, ready, spec, reporter, tracker)
+        reporter.step("evaluation", STEP_START["evaluation"])
+        scored = shards.joined(gang.each("score", [(trained.model,)] * len(reads)))
+    several = ready.series > 1
+    scores = evaluate_forecast(scored.actual, scored.predicted, scored.baselines, scored.series if several else None, reporter)
+    kept = predictions.build(
+        pd.Series(pd.to_datetime(scored.stamps, utc=True)), scored.actual, kind=predictions.FORECAST, predicted=scored.predicted,
+        baselines=scored.baselines, series=pd.Series(scored.series) if several else None,
+    )  # fmt: skip
+    fit, tuned, valid = ready.sizes
+    scores = _final(scores, trained, (fit + tuned + valid, fit, valid), checked, reporter)
+    importance = _importance(trained.model, ready.inputs, reporter)
+    return _register(trained.model, spec, scores, importance, registry, reporter, kept)
+
+
+def _no_rows(spec: TrainingSpec) -> TrainingError:
+    table = f"features.{spec.feature_table}"
+    return no_rows_in_window(spec.feature_table, spec.training_start, spec.training_end, reason=f"No rows in window: {table}", table=table)
+
+
+def _cut(spec: TrainingSpec, data: DataSource, reporter: Reporter, workers: int) -> list[shards.ShardRead]:
+    outline = data.outline(spec.feature_table, spec.training_start, spec.training_end)
+    if not outline:
+        raise _no_rows(spec)
+    try:
+        reads = shards.cut(outline, spec, workers)
+    except ValueError as exc:
+        raise ConfigValidationError([Violation("ray_config.num_workers", str(exc))]) from None
+    how = f"by series ({len(outline)} series)" if reads[0].series is not None else "by time"
+    window = f"{spec.training_start:%Y-%m-%d %H:%M} .. {spec.training_end:%Y-%m-%d %H:%M} UTC"
+    reporter.log(
+        Level.INFO,
+        f"loading {', '.join(spec.table_columns())} from features.{spec.feature_table} for {window}: each of {workers} workers "
+        f"reads its own shard, {how}: " + "; ".join(r.describe() for r in reads[:8]),
+    )
+    return reads
+
+
+def _load_shards(gang: Gang, spec: TrainingSpec, reporter: Reporter, n: int) -> tuple[list[shards.Loaded], dict[str, float]]:
+    loaded: list[shards.Loaded] = gang.each("load", [()] * n)
+    rows = [sum(c.rows for c in part.checks) for part in loaded]
+    if not sum(rows):
+        raise _no_rows(spec)
+    reporter.log(Level.INFO, f"data_loading: {sum(rows)} rows loaded by the workers ({', '.join(map(str, rows))})")
+    return loaded, quality.judge([c for part in loaded for c in part.checks], spec, reporter)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """The shards, prepared: what the attempt knows of them."""
+
+    inputs: tuple[str, ...]
+    parts: Sequence[shards.Parts]
+    series: int
+    sizes: tuple[int, int, int]  # fit, tune and validation rows
+
+
+def _prepare_shards(
+    gang: Gang, reads: Sequence[shards.ShardRead], loaded: Sequence[shards.Loaded], spec: TrainingSpec, reporter: Reporter
+) -> _Ready:
+    n = len(loaded)
+    complete = sum(part.complete for part in loaded)
+    if dropped := sum(part.rows for part in loaded) - complete:
+        reporter.log(Level.INFO, f"dropped {dropped} of {complete + dropped} rows with missing values")
+    if complete < MIN_ROWS:
+        raise too_few_rows(complete, spec)
+    cut_at, split_at = shards.cuts(loaded, spec)
+    counts: list[list[dict[str, int]]] = gang.each("split", [(cut_at,)] * n)
+    if sum(sum(c.values()) for spans in counts for c in spans) in (0, complete):
+        first = min(a for part in loaded for a, _ in part.spans.values())
+        last = max(b for part in loaded for _, b in part.spans.values())
+        raise DataLoadError(
+            f"the time range {first} .. {last} is too short to split {spec.validation_split:.0%} off for validation",
+            details={"table": f"features.{spec.feature_table}"},
+        )
+    if len(cut_at) > 1:
+        reporter.log(Level.INFO, f"preprocessing: {len(cut_at)} series; lags, splits and baselines within each")
+    offsets, sizes = shards.tune_offsets(reads, counts)
+    tune = bool(spec.early_stopping_rounds or spec.tuning or spec.quantiles)
+    parts: list[shards.Parts] = gang.each("parts", [(offsets[r], sizes, tune) for r in range(n)])
+    fit, tuned, valid = sum(p.fit for p in parts), sum(len(p.tune_y) for p in parts), sum(p.valid for p in parts)
+    if spec.use_sample is not None and spec.use_sample < 1.0:
+        reporter.log(Level.INFO, f"use_sample={spec.use_sample}: training on {fit} sampled rows, drawn by each worker from its shard")
+    inputs = next(part.inputs for part in loaded if part.inputs)
+    reporter.log(
+        Level.INFO,
+        f"preprocessing: {algorithms.REGRESSION} on {len(inputs)} inputs; {fit} training rows"
+        + (f", {tuned} tune rows" if tuned else "")
+        + f", {valid} validation rows (split at {split_at:%Y-%m-%d %H:%M}), prepared by the workers",
+    )
+    return _Ready(inputs, parts, len(cut_at), (fit, tuned, valid))
+
+
+def _train_shards(gang: Gang, ready: _Ready, spec: TrainingSpec, reporter: Reporter, tracker: Tracker | None) -> _Trained:
+    workers = spec.workers
+    if workers is None:
+        raise ValueError("not a distributed spec")
+    algorithm = algorithms.get(spec.algorithm)
+    tuned = ready.sizes[1]
+    options = _options(spec, algorithms.REGRESSION, max(1, int(workers.cpus)), reporter, tracker, tuned=bool(tuned))
+    samples = None
+    if algorithm.bin_sample:
+        samples = gang.each("bin_sample", [(k,) for k in shards.bin_shares(ready.parts, algorithm.bin_sample)])
+    plan = shards.plan(spec, options, ready.inputs, ready.parts, samples)
+    own = ", ".join(str(p.fit) for p in ready.parts[:8])
+    reporter.log(
+        Level.INFO, f"training: {spec.algorithm} with {dict(spec.hyperparameters) or 'default hyperparameters'}, seed {spec.random_seed}"
+    )
+    reporter.log(
+        Level.INFO,
+        f"training: data-parallel over {workers.describe()} ({algorithm.data_parallel}); each worker on the rows it prepared "
+        f"({own}), each also scores the {tuned} tune rows",
+    )
+    importlib.import_module(algorithm.library)
+    started = time.perf_counter()
+    model = gang.fit(plan, reporter, options.on_iteration)
+    duration = time.perf_counter() - started
+    note = f", best iteration {model.best_iteration}" if model.best_iteration else ""
+    reporter.log(Level.INFO, f"training: done in {duration:.2f} s{note}")
+    return _Trained(model, duration, options, spec, {})
+
+
 def _evaluate(
     trained: _Trained, prepared: Prepared, spec: TrainingSpec, reporter: Reporter, checked: Mapping[str, float]
 ) -> tuple[dict[str, float], predictions.Predictions]:
@@ -284,24 +434,34 @@ def _evaluate(
         scores.update(backtest(prepared, spec, trained.options, reporter))
     if spec.horizons:
         scores.update(horizon_scores(scores, prepared, spec, trained.options, reporter))
+    sizes = (prepared.rows, len(d.y_train), len(d.y_valid))
+    return _final(scores, trained, sizes, checked, reporter), kept
+
+
+def _final(
+    scores: dict[str, float], trained: _Trained, sizes: tuple[int, int, int], checked: Mapping[str, float], reporter: Reporter
+) -> dict[str, float]:
+    """The evaluation's metrics with the run's sizes (rows, train rows, validation rows),
+    duration, search and data checks, written as the job's final metrics."""
+    rows, train_rows, validation_rows = sizes
     scores.update(
         training_duration_seconds=round(trained.duration, 3),
-        training_data_size=float(prepared.rows),
-        train_rows=float(len(d.y_train)),
-        validation_rows=float(len(d.y_valid)),
+        training_data_size=float(rows),
+        train_rows=float(train_rows),
+        validation_rows=float(validation_rows),
     )
-    if model.best_iteration:
-        scores["best_iteration"] = float(model.best_iteration)
+    if trained.model.best_iteration:
+        scores["best_iteration"] = float(trained.model.best_iteration)
     scores.update(trained.search)
     scores.update(checked)  # the data checks' counts: with the metrics, and in the registry
     scores = {k: float(v) for k, v in scores.items() if not (isinstance(v, float) and math.isnan(v))}
     reporter.metrics(scores, final=True)
     reporter.log(Level.INFO, "evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k in metrics.HEADLINE))
-    return scores, kept
+    return scores
 
 
-def _importance(model: algorithms.FittedModel, prepared: Prepared, reporter: Reporter) -> dict[str, float]:
-    importance = model.importance(prepared.inputs)
+def _importance(model: algorithms.FittedModel, inputs: tuple[str, ...], reporter: Reporter) -> dict[str, float]:
+    importance = model.importance(inputs)
     if importance:
         top = sorted(importance.items(), key=lambda kv: -kv[1])[:5]
         reporter.log(Level.INFO, "feature importance (gain share): " + ", ".join(f"{k} {v:.1%}" for k, v in top))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -20,6 +21,7 @@ from trainers.spec import TrainingSpec
 if TYPE_CHECKING:  # trainers.tuning imports the evaluation, which imports these ports
     from trainers.algorithms import FittedModel
     from trainers.distributed import Shard, WorkerPlan
+    from trainers.shards import ShardRead
     from trainers.tuning import TrialResult, TrialSetup
 
 STEPS = ("data_loading", "preprocessing", "training", "evaluation", "registration")
@@ -58,9 +60,15 @@ class Reporter(Protocol):
 
 
 class DataSource(Protocol):
-    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
-        """The rows (a UTC ``timestamp`` column plus ``columns``) in start..end; raises
-        DataLoadError naming the table or column that is missing."""
+    def load(self, table: str, columns: Sequence[str], start: datetime, end: datetime, series: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows (a UTC ``timestamp`` column plus ``columns``) in start..end, of these
+        ``series`` only when given; raises DataLoadError naming the table or column that is
+        missing."""
+        ...
+
+    def outline(self, table: str, start: datetime, end: datetime) -> list[tuple[str, int, datetime, datetime]]:
+        """Per series with rows in start..end: (series_id, rows, first and last timestamp),
+        without loading them (what a distributed job cuts its shards by)."""
         ...
 
 
@@ -72,11 +80,34 @@ class Tuner(Protocol):
 
 
 class Distributor(Protocol):
+    @property
+    def prepares_shards(self) -> bool:
+        """Its workers can read and prepare their own shards (``gang``)."""
+        ...
+
     def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
         """Train on one worker per shard (trainers.distributed.fit_worker, each worker
         reading only its own shard), calling ``on_iteration`` as the first worker trains and
         logging where the workers ran; return the one model (the algorithm's ``combine`` of
         the workers' models)."""
+        ...
+
+    def gang(self, spec: TrainingSpec, reads: Sequence[ShardRead], reporter: Reporter) -> AbstractContextManager[Gang]:
+        """Start one worker per read, each with a ShardWorker over its own read of the
+        database; they end when the context does."""
+        ...
+
+
+class Gang(Protocol):
+    """A distributed job's workers, each holding a trainers.shards.ShardWorker of its shard."""
+
+    def each(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Call ``ShardWorker.<method>(*args[r])`` on every worker r at once; the results in
+        rank order (a worker's error is raised)."""
+        ...
+
+    def fit(self, plan: WorkerPlan, reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
+        """Train on every worker's own fit rows (Distributor.fit, without moving shards)."""
         ...
 
 

@@ -68,12 +68,19 @@ def choose_task(spec: TrainingSpec, target: pd.Series) -> Task:
 
 
 def derive(
-    frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter | None = None, *, forecast_after: pd.Timestamp | None = None
+    frame: pd.DataFrame,
+    spec: TrainingSpec,
+    reporter: Reporter | None = None,
+    *,
+    forecast_after: pd.Timestamp | None = None,
+    min_rows: int = MIN_ROWS,
 ) -> Derived:
     """Sort, derive features, choose the task and inputs, drop (and count) incomplete rows.
     With a ``series_id`` column, rows are ordered by series, then time, and lags and
     baselines stay within each series. ``forecast_after``: rows after this time are kept
-    without a target (the hours to forecast), when their features are complete."""
+    without a target (the hours to forecast), when their features are complete. Fewer than
+    ``min_rows`` complete rows is a DataLoadError (a distributed job's shard checks the sum
+    of its shards instead)."""
     if features.SERIES in frame.columns:
         if features.one_series(frame):
             frame = frame.drop(columns=features.SERIES)  # one series: the fast path
@@ -109,12 +116,16 @@ def derive(
         lags = seasonal_lags(spec.forecast_horizon_hours)
         baselines = {f"{h}h": features.lag(frame, spec.target, h)[complete].to_numpy() for h in dict.fromkeys(lags)}
     derived = derived[complete].reset_index(drop=True)
-    if len(derived) < MIN_ROWS:
-        raise DataLoadError(
-            f"only {len(derived)} complete rows in features.{spec.feature_table} after deriving features; at least {MIN_ROWS} are needed",
-            details={"table": f"features.{spec.feature_table}", "rows": len(derived)},
-        )
+    if len(derived) < min_rows:
+        raise too_few_rows(len(derived), spec)
     return Derived(derived, task, inputs, baselines, label_column if unsupervised else None, frame)
+
+
+def too_few_rows(rows: int, spec: TrainingSpec) -> DataLoadError:
+    return DataLoadError(
+        f"only {rows} complete rows in features.{spec.feature_table} after deriving features; at least {MIN_ROWS} are needed",
+        details={"table": f"features.{spec.feature_table}", "rows": rows},
+    )
 
 
 def validation_rows(derived: pd.DataFrame, spec: TrainingSpec) -> tuple[np.ndarray, pd.Timestamp]:

@@ -14,7 +14,7 @@ import contextlib
 import io
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -120,11 +120,25 @@ class DbDataSource:
             async with db.transaction(self.engine, self.scope) as conn:
                 return await features.copy_rows(conn, table, columns, start, end, series)
 
-        try:
+        with self._named():
             # The runtime's loop only moves the bytes; this (the task's) thread parses them,
             # so the loop stays free for the attempt's guard, and the frame's memory is this
             # thread's (allocated where the pipeline goes on to use and free it).
             return features.parse_rows(self.rt.run(go, timeout=3600), columns)
+
+    def outline(self, table: str, start: datetime, end: datetime) -> list[tuple[str, int, datetime, datetime]]:
+        async def go() -> list[tuple[str, int, datetime, datetime]]:
+            async with db.transaction(self.engine, self.scope) as conn:
+                return await features.outline(conn, table, start, end)
+
+        with self._named():
+            return self.rt.run(go, timeout=600)
+
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """A missing table or column as the DataLoadError that names it."""
+        try:
+            yield
         except FeatureTableNotFound as exc:
             raise DataLoadError(
                 f"Failed to load training data: {exc}",

@@ -39,13 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.execution.adapters import DbDataSource
+from server.execution.runtime import runtime
 from trainers import algorithms
 from trainers.algorithms import FittedModel
 from trainers.algorithms.base import ENSEMBLE, LIGHTGBM_NETWORK, TORCH_DDP, XGBOOST_COLLECTIVE
 from trainers.distributed import Shard, WorkerPlan, fit_worker
 from trainers.errors import OutOfMemory, TrainingError
 from trainers.ports import Level, Reporter
-from trainers.spec import WorkerRequest
+from trainers.shards import ShardRead, ShardWorker
+from trainers.spec import TrainingSpec, WorkerRequest
 from trainers.spec.resources import format_memory
 
 log = logging.getLogger(__name__)
@@ -117,12 +120,15 @@ class MemoryGuard:
 
 
 class _Worker:
-    """One training worker: a Ray actor with the CPUs, memory and GPUs of one bundle."""
+    """One training worker: a Ray actor with the CPUs, memory and GPUs of one bundle. Its
+    memory is watched from its start (MemoryGuard): reading and preparing a shard counts."""
 
     def __init__(self, rank: int, memory: int = 0) -> None:
         self.rank = rank
         self.memory = memory
         self.iteration = (0, 0)
+        self.guard = MemoryGuard(rank, memory)
+        self.shard: ShardWorker | None = None
 
     def where(self) -> tuple[str, str, int]:
         """This worker's node id, its address and a free port there."""
@@ -133,10 +139,27 @@ class _Worker:
     def progress(self) -> tuple[int, int]:
         return self.iteration
 
-    def fit(self, plan: WorkerPlan, shard: Shard, backend: str, setup: Mapping[str, Any], keep: bool) -> dict[str, Any]:
-        """Train this worker's part inside its collective; the model's files when ``keep``."""
+    def open(self, spec: TrainingSpec, read: ShardRead, database_url: str, tenant_id: str) -> None:
+        """This worker's shard, read through its own connection to the database (as the
+        job's tenant: row-level security holds)."""
+        rt = runtime()
+        self.shard = ShardWorker(DbDataSource(rt, rt.engine(database_url), tenant_id), spec, read)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``ShardWorker.<method>(*args)`` on this worker's shard."""
+        if self.shard is None:
+            raise RuntimeError("the worker has no shard")
+        try:
+            return getattr(self.shard, method)(*args)
+        finally:
+            self.guard.sample()
+            self.guard.check()
+
+    def fit(self, plan: WorkerPlan, shard: Shard | None, backend: str, setup: Mapping[str, Any], keep: bool) -> dict[str, Any]:
+        """Train this worker's part inside its collective (``shard``: the rows it was sent,
+        else its own prepared shard's fit rows); the model's files when ``keep``."""
         last = 0.0
-        guard = MemoryGuard(self.rank, self.memory)
+        guard = self.guard
 
         def on_iteration(done: int, total: int) -> None:
             nonlocal last
@@ -146,16 +169,18 @@ class _Worker:
                 last = now
                 self.iteration = (done, total)
 
-        try:
-            guard.sample()  # the shard is in: it may be over already
-            guard.check()
-            with _collective(backend, setup, self.rank, plan.workers):
-                network = dict(setup.get("network", {}))
-                if network:
-                    network["local_listen_port"] = setup["ports"][self.rank]
-                model = fit_worker(plan, shard, rank=self.rank, network=network, on_iteration=on_iteration)
-        finally:
-            guard.stop()
+        if shard is None:
+            if self.shard is None:
+                raise RuntimeError("the worker has no shard")
+            shard = self.shard.shard()
+        guard.sample()  # the shard is in: it may be over already
+        guard.check()
+        with _collective(backend, setup, self.rank, plan.workers):
+            network = dict(setup.get("network", {}))
+            if network:
+                network["local_listen_port"] = setup["ports"][self.rank]
+            model = fit_worker(plan, shard, rank=self.rank, network=network, on_iteration=on_iteration)
+        guard.sample()
         files: dict[str, bytes] = {}
         if keep:
             with tempfile.TemporaryDirectory() as folder:
@@ -241,57 +266,79 @@ def _failure(exc: BaseException, rank: int | None) -> TrainingError:
 
 @dataclass(frozen=True)
 class RayDistributor:
-    """trainers.ports.Distributor on the Ray cluster, for one attempt."""
+    """trainers.ports.Distributor on the Ray cluster, for one attempt: ``database_url`` and
+    ``tenant_id`` are where workers that prepare their own shards read them."""
 
     request: WorkerRequest
+    database_url: str = ""
+    tenant_id: str = ""
+
+    @property
+    def prepares_shards(self) -> bool:
+        """Workers read their own shards when they know the database (the service's jobs);
+        a caller that hands the pipeline a frame (bench.distributed) ships shards of it."""
+        return bool(self.database_url)
 
     def fit(self, plan: WorkerPlan, shards: Sequence[Shard], reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
-        import ray
-        from ray.util.placement_group import placement_group, remove_placement_group
+        with _Gang(self.request, len(shards), reporter) as gang:
+            return gang.train(plan, shards, reporter, on_iteration)
 
-        algorithm = algorithms.get(plan.algorithm)
+    @contextlib.contextmanager
+    def gang(self, spec: TrainingSpec, reads: Sequence[ShardRead], reporter: Reporter) -> Iterator[_Gang]:
+        import ray
+
+        with _Gang(self.request, len(reads), reporter) as gang:
+            try:
+                ray.get([w.open.remote(spec, read, self.database_url, self.tenant_id) for w, read in zip(gang.workers, reads, strict=True)])
+            except ray.exceptions.RayError as exc:
+                raise _failure(exc, None) from None
+            yield gang
+
+
+class _Gang:
+    """The workers of one attempt (trainers.ports.Gang): one actor per bundle of a SPREAD
+    placement group, ended with it."""
+
+    def __init__(self, request: WorkerRequest, size: int, reporter: Reporter) -> None:
+        self.request, self.size, self.reporter = request, size, reporter
+        self.workers: list[Any] = []
+        self.group: Any = None
+
+    def __enter__(self) -> _Gang:
+        import ray
+        from ray.util.placement_group import placement_group
+
         bundle: dict[str, float] = {"CPU": self.request.cpus}
         if self.request.memory:
             bundle["memory"] = float(self.request.memory)
         if self.request.gpus:
             bundle["GPU"] = self.request.gpus
-        group = placement_group([bundle] * len(shards), strategy="SPREAD")
-        workers: list[Any] = []
-        tracker: _Tracker | None = None
+        self.group = placement_group([bundle] * self.size, strategy="SPREAD")
         try:
             try:
-                ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT)
+                ray.get(self.group.ready(), timeout=PLACEMENT_TIMEOUT)
             except ray.exceptions.GetTimeoutError:
                 raise DistributedTrainingFailed(
-                    f"the {len(shards)} workers could not be placed within {PLACEMENT_TIMEOUT:.0f} s ({self.request.describe()})"
+                    f"the {self.size} workers could not be placed within {PLACEMENT_TIMEOUT:.0f} s ({self.request.describe()})"
                 ) from None
-            workers = self._start(group, len(shards))
-            where = self._gather(workers)
-            reporter.log(Level.INFO, _placement(where))
-            backend = algorithm.data_parallel
-            if backend == XGBOOST_COLLECTIVE and len(shards) > 1:
-                tracker = _Tracker(len(shards))
-            setup = self._setup(backend, where, tracker)
-            shared = ray.put(plan)
-            pending = {
-                w.fit.remote(shared, ray.put(shard), backend, setup, backend == ENSEMBLE or rank == 0): rank
-                for rank, (w, shard) in enumerate(zip(workers, shards, strict=True))
-            }
-            results = self._follow(workers[0], pending, on_iteration)
-        finally:
-            for w in workers:
-                ray.kill(w)
-            if tracker is not None:
-                tracker.close()
-            with contextlib.suppress(Exception):
-                remove_placement_group(group)
-        peaks = ", ".join(f"{r['peak_rss'] / 2**30:.2f}" for r in results)
-        reporter.log(Level.INFO, f"training: the workers' peak memory: {peaks} GiB")
-        if self.request.gpus and results[0]["device"] != "cuda":
-            reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
-        return _load(algorithm, results, plan)
+            self.workers = self._start()
+            self.reporter.log(Level.INFO, _placement(self._gather()))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
 
-    def _start(self, group: Any, workers: int) -> list[Any]:
+    def __exit__(self, *exc: object) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for w in self.workers:
+            ray.kill(w)
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(self.group)
+
+    def _start(self) -> list[Any]:
         """One actor per bundle of the placement group, rank ``r`` in bundle ``r``."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -302,41 +349,67 @@ class RayDistributor:
         if self.request.memory:
             options["memory"] = self.request.memory
         actor = ray.remote(_Worker)
+        strategy = PlacementGroupSchedulingStrategy
         return [
-            actor.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)).remote(
+            actor.options(**options, scheduling_strategy=strategy(self.group, placement_group_bundle_index=rank)).remote(
                 rank, self.request.memory
             )
-            for rank in range(workers)
+            for rank in range(self.size)
         ]
 
-    def _setup(self, backend: str, where: Sequence[tuple[str, str, int]], tracker: _Tracker | None) -> dict[str, Any]:
-        """What each worker needs to join the collective of ``backend``."""
-        setup: dict[str, Any] = {"ports": [port for _, _, port in where]}
-        if backend == LIGHTGBM_NETWORK and len(where) > 1:
-            setup["network"] = {"num_machines": len(where), "machines": ",".join(f"{ip}:{port}" for _, ip, port in where)}
-        if tracker is not None:
-            setup["collective"] = tracker.args
-        if backend == TORCH_DDP:
-            setup["rendezvous"] = (where[0][1], where[0][2])
-            setup["torch_backend"] = "nccl" if self.request.gpus else "gloo"
-        return setup
-
-    @staticmethod
-    def _gather(workers: list[Any]) -> list[tuple[str, str, int]]:
+    def _gather(self) -> list[tuple[str, str, int]]:
         import ray
 
         try:
-            return list(ray.get([w.where.remote() for w in workers], timeout=PLACEMENT_TIMEOUT))
+            return list(ray.get([w.where.remote() for w in self.workers], timeout=PLACEMENT_TIMEOUT))
         except ray.exceptions.RayError as exc:
             raise _failure(exc, None) from None
 
-    @staticmethod
-    def _follow(first: Any, pending: dict[Any, int], on_iteration: Callable[[int, int], None]) -> list[dict[str, Any]]:
-        """Relay the first worker's progress until every worker is done; their results in
-        rank order. The first failure ends the run (the others may wait on it forever)."""
+    def each(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """trainers.ports.Gang.each: waited on in short steps, so that the attempt's guard
+        can stop it."""
+        pending = {w.call.remote(method, *a): rank for rank, (w, a) in enumerate(zip(self.workers, args, strict=True))}
+        return self._follow(pending, None)
+
+    def fit(self, plan: WorkerPlan, reporter: Reporter, on_iteration: Callable[[int, int], None]) -> FittedModel:
+        return self.train(plan, None, reporter, on_iteration)
+
+    def train(
+        self, plan: WorkerPlan, shards: Sequence[Shard] | None, reporter: Reporter, on_iteration: Callable[[int, int], None]
+    ) -> FittedModel:
+        """Train on the shards sent (each worker gets only its own), or on those the workers
+        prepared (``shards`` None)."""
         import ray
 
-        results: dict[int, dict[str, Any]] = {}
+        algorithm = algorithms.get(plan.algorithm)
+        backend = algorithm.data_parallel
+        tracker = _Tracker(self.size) if backend == XGBOOST_COLLECTIVE and self.size > 1 else None
+        try:
+            setup = _setup(backend, self._gather(), tracker, self.request)  # free ports now, as training starts
+            shared = ray.put(plan)
+            pending = {
+                w.fit.remote(
+                    shared, None if shards is None else ray.put(shards[rank]), backend, setup, backend == ENSEMBLE or rank == 0
+                ): rank
+                for rank, w in enumerate(self.workers)
+            }
+            results = self._follow(pending, on_iteration)
+        finally:
+            if tracker is not None:
+                tracker.close()
+        peaks = ", ".join(f"{r['peak_rss'] / 2**30:.2f}" for r in results)
+        reporter.log(Level.INFO, f"training: the workers' peak memory: {peaks} GiB")
+        if self.request.gpus and results[0]["device"] != "cuda":
+            reporter.log(Level.WARNING, "use_gpu was asked for but the workers saw no GPU: trained on the CPU")
+        return _load(algorithm, results, plan)
+
+    def _follow(self, pending: dict[Any, int], on_iteration: Callable[[int, int], None] | None) -> list[Any]:
+        """Wait until every worker is done (relaying the first worker's progress to
+        ``on_iteration``); their results in rank order. The first failure ends the run (the
+        others may wait on it forever)."""
+        import ray
+
+        results: dict[int, Any] = {}
         waiting = list(pending)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_SECONDS, fetch_local=False)
@@ -345,12 +418,25 @@ class RayDistributor:
                     results[pending[ref]] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     raise _failure(exc, pending[ref]) from None
-            if waiting:
+            if waiting and on_iteration is not None:
                 with contextlib.suppress(ray.exceptions.RayError):  # a lost first worker shows in its result
-                    done, total = ray.get(first.progress.remote(), timeout=30)
+                    done, total = ray.get(self.workers[0].progress.remote(), timeout=30)
                     if total:
                         on_iteration(done, total)
         return [results[rank] for rank in sorted(results)]
+
+
+def _setup(backend: str, where: Sequence[tuple[str, str, int]], tracker: _Tracker | None, request: WorkerRequest) -> dict[str, Any]:
+    """What each worker needs to join the collective of ``backend``."""
+    setup: dict[str, Any] = {"ports": [port for _, _, port in where]}
+    if backend == LIGHTGBM_NETWORK and len(where) > 1:
+        setup["network"] = {"num_machines": len(where), "machines": ",".join(f"{ip}:{port}" for _, ip, port in where)}
+    if tracker is not None:
+        setup["collective"] = tracker.args
+    if backend == TORCH_DDP:
+        setup["rendezvous"] = (where[0][1], where[0][2])
+        setup["torch_backend"] = "nccl" if request.gpus else "gloo"
+    return setup
 
 
 def _placement(where: Sequence[tuple[str, str, int]]) -> str:

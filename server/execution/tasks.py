@@ -159,7 +159,7 @@ def _distributor(payload: JobPayload) -> RayDistributor | None:
     workers = payload.spec.workers
     if workers is None:
         return None
-    return RayDistributor(workers)
+    return RayDistributor(workers, payload.settings.database_url, payload.tenant_id)
 
 
 async def _still_running(engine: db.Engine, scope: Scope, payload: JobPayload) -> bool:

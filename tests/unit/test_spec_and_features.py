@@ -187,8 +187,8 @@ def test_one_series_in_time_order_is_checked_and_prepared_as_when_shuffled():
     s = spec.build({**QUICK_START_CONFIG, "features": ["temperature", "load_lag_1", "load_lag_24"]})
     shuffled = frame.sample(frac=1.0, random_state=0)
     assert features.strictly_increasing(frame["timestamp"]) and not features.strictly_increasing(shuffled["timestamp"])
-    in_order, _ = quality.inspect(frame, s, *quality._values(frame))
-    general, _ = quality.inspect(shuffled, s, *quality._values(shuffled))
+    in_order, _ = quality.combine([quality.summarize(frame, s)], s)
+    general, _ = quality.combine([quality.summarize(shuffled, s)], s)
     assert in_order == general and in_order["data_gaps"] > 0
     a, b = preparation.derive(frame, s), preparation.derive(shuffled, s)
     pd.testing.assert_frame_equal(a.frame, b.frame)
