@@ -409,12 +409,18 @@ async def outline(conn: db.Connection, table: str, start: datetime, end: datetim
     tenant_id = scope_of(conn).single()
     if await columns_of(conn, table) is None:
         raise FeatureTableNotFound(table)
+    rows = await conn.raw.fetch(*outline_query(tenant_id, table, start, end))
+    return [(r["series_id"], int(r["n"]), r["first"], r["last"]) for r in rows]
+
+
+def outline_query(tenant_id: str, table: str, start: datetime, end: datetime) -> tuple[str, str, datetime, datetime]:
+    """The statement of :func:`outline` and its arguments: an index-only walk of the primary
+    key (tests/integration/test_shard_reads.py)."""
     query = (
         f'SELECT series_id, count(*) AS n, min("timestamp") AS first, max("timestamp") AS last FROM {table_name(tenant_id, table)} '  # noqa: S608 - checked identifiers
         'WHERE tenant_id = $1 AND "timestamp" BETWEEN $2 AND $3 GROUP BY series_id ORDER BY series_id'
     )
-    rows = await conn.raw.fetch(query, tenant_id, start, end)
-    return [(r["series_id"], int(r["n"]), r["first"], r["last"]) for r in rows]
+    return query, tenant_id, start, end
 
 
 def parse_rows(buf: io.BytesIO, columns: Sequence[str]) -> pd.DataFrame:

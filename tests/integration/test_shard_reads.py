@@ -33,6 +33,12 @@ async def test_shard_reads_use_the_primary_key(database_url):
                 assert any("many_series_pkey" in line for line in plan), (what, "\n".join(plan))
                 assert not any("Seq Scan" in line for line in plan), (what, "\n".join(plan))
             shard = await features.read_frame(conn, "many_series", ["load"], start, end, ["feeder-007"])
+            # What a distributed job cuts its shards by: counted in the database, on the same key.
+            query, *args = features.outline_query(T, "many_series", start, end)
+            plan = [row[0] for row in await conn.raw.fetch("EXPLAIN " + query, *args)]
+            assert any("many_series_pkey" in line for line in plan) and not any("Seq Scan" in line for line in plan), "\n".join(plan)
+            outline = await features.outline(conn, "many_series", start, end)
         assert len(shard) == 49 and set(shard["series_id"]) == {"feeder-007"}
+        assert len(outline) == 60 and outline[7] == ("feeder-007", 49, start, end)
     finally:
         await engine.dispose()
