@@ -104,10 +104,15 @@ def forecast_scores(
 ) -> dict[str, float]:
     """A forecast's metrics on its validation rows: overall, against the seasonal-naive
     baselines, and their spread across series (``series``: each row's, when several)."""
-    scores = metrics.regression(y_valid, pred)
-    scores.update(metrics.baseline(y_valid, scores["mae"], baselines))
-    if series is not None and (spread := metrics.per_series(y_valid, pred, series, baselines)):
-        scores.update(spread)
+    return forecast_report(metrics.forecast_sums(y_valid, pred, baselines, series), reporter)
+
+
+def forecast_report(sums: pd.DataFrame, reporter: Reporter) -> dict[str, float]:
+    """:func:`forecast_scores` from the validation errors summed per series
+    (metrics.forecast_sums; a distributed job's workers each sum their own rows)."""
+    scores = metrics.from_sums(sums)
+    if "series_count" in scores:
+        spread = scores
         beating = spread.get("series_beating_baseline")
         reporter.log(
             Level.INFO,

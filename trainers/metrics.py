@@ -42,14 +42,18 @@ def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def baseline(y_true: np.ndarray, model_mae: float, naive: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Seasonal-naive forecasts (the value 24 h and 168 h earlier) on the same validation
     rows. baseline_mae/rmse are the better of the two; skill = 1 - mae / baseline_mae."""
+    return _baselines(forecast_sums(y_true, y_true, naive, None).sum(), model_mae)
+
+
+def _baselines(total: pd.Series, model_mae: float) -> dict[str, float]:
+    """``baseline`` from the summed errors of each baseline (``b_<name>_n/abs/sq``)."""
     out: dict[str, float] = {}
     best = None
-    for name, pred in naive.items():
-        ok = ~np.isnan(pred)
-        if not ok.any():
+    for name in _baseline_names(total.index):
+        ok = float(total[f"b_{name}_n"])
+        if not ok:
             continue
-        err = pred[ok] - y_true[ok]
-        mae, rmse = float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2)))
+        mae, rmse = float(total[f"b_{name}_abs"]) / ok, float(np.sqrt(total[f"b_{name}_sq"] / ok))
         out[f"baseline_{name}_mae"] = mae
         if best is None or mae < best[0]:
             best = (mae, rmse)
@@ -60,37 +64,16 @@ def baseline(y_true: np.ndarray, model_mae: float, naive: Mapping[str, np.ndarra
     return out
 
 
+def _baseline_names(columns: pd.Index) -> list[str]:
+    return [c.removeprefix("b_").removesuffix("_n") for c in columns if c.startswith("b_") and c.endswith("_n")]
+
+
 def per_series(y_true: np.ndarray, y_pred: np.ndarray, series: np.ndarray, naive: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Each series' MAE, MAPE and skill, summarised across series: ``series_count``, and the
     median, 90th percentile and worst of ``series_mae`` and ``series_mape`` (percent);
     ``series_skill_median`` and ``series_beating_baseline`` (the share of series whose MAE is
     below their own best seasonal-naive MAE). Empty with fewer than two series."""
-    codes = pd.factorize(series)[0]
-    if codes.max(initial=-1) < 1:
-        return {}
-    y_true = np.asarray(y_true, dtype="float64")
-    frame = pd.DataFrame({"series": codes, "abs": np.abs(np.asarray(y_pred, dtype="float64") - y_true)})
-    nonzero = y_true != 0
-    frame["ape"] = np.where(nonzero, frame["abs"] / np.where(nonzero, np.abs(y_true), 1.0), np.nan)
-    for name, pred in naive.items():
-        frame[f"naive_{name}"] = np.abs(np.asarray(pred, dtype="float64") - y_true)
-    grouped = frame.groupby("series")
-    mae, mape = grouped["abs"].mean(), grouped["ape"].mean() * 100
-    out = {"series_count": float(len(mae))}
-    for label, values in (("mae", mae), ("mape", mape.dropna())):
-        if len(values):
-            out[f"series_{label}_median"] = float(values.median())
-            out[f"series_{label}_p90"] = float(values.quantile(0.9))
-            out[f"series_{label}_max"] = float(values.max())
-    naive_columns = [c for c in frame.columns if c.startswith("naive_")]
-    if naive_columns:
-        best = grouped[naive_columns].mean().min(axis=1)  # each series' better baseline (NaN rows skipped)
-        ok = best > 0
-        if ok.any():
-            skill = 1.0 - mae[ok] / best[ok]
-            out["series_skill_median"] = float(skill.median())
-            out["series_beating_baseline"] = float((skill > 0).mean())
-    return out
+    return _spread(forecast_sums(y_true, y_pred, naive, series))
 
 
 def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -164,3 +147,86 @@ def events(labels: np.ndarray, flagged: np.ndarray, stamps: np.ndarray, series: 
     if delays:
         out["detection_delay_hours_median"] = float(np.median(delays))
     return out
+
+
+def forecast_sums(y_true: np.ndarray, y_pred: np.ndarray, naive: Mapping[str, np.ndarray], series: np.ndarray | None) -> pd.DataFrame:
+    """A forecast's validation errors summed per series (one row per series: '' for one),
+    the sums that add up across shards: a distributed job's workers each sum their own rows
+    and :func:`from_sums` gives the metrics of ``regression``, ``baseline`` and
+    ``per_series`` over all of them without any process holding every row."""
+    y_true = np.asarray(y_true, dtype="float64")
+    err = np.asarray(y_pred, dtype="float64") - y_true
+    nonzero = y_true != 0
+    columns = {
+        "n": np.ones(len(y_true)),
+        "abs": np.abs(err),
+        "sq": err**2,
+        "nz": nonzero.astype("float64"),
+        "ape": np.where(nonzero, np.abs(err) / np.where(nonzero, np.abs(y_true), 1.0), 0.0),
+        "y": y_true,
+        "y2": y_true**2,
+    }
+    for name, pred in naive.items():
+        e = np.asarray(pred, dtype="float64") - y_true
+        ok = ~np.isnan(e)
+        columns[f"b_{name}_n"] = ok.astype("float64")
+        columns[f"b_{name}_abs"] = np.where(ok, np.abs(e), 0.0)
+        columns[f"b_{name}_sq"] = np.where(ok, e**2, 0.0)
+    if series is None:  # one series: one sum per column
+        return pd.DataFrame({k: [float(np.sum(v))] for k, v in columns.items()}, index=pd.Index([""], dtype="object"))
+    codes, names = pd.factorize(np.asarray(series), sort=True)
+    sums = pd.DataFrame(columns).groupby(codes, sort=True).sum()
+    sums.index = pd.Index([str(names[c]) for c in sums.index], dtype="object")
+    return sums
+
+
+def combine_sums(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The sums of several shards' rows (a series split over shards adds up)."""
+    return pd.concat(parts).groupby(level=0, sort=True).sum()
+
+
+def from_sums(sums: pd.DataFrame) -> dict[str, float]:
+    """``regression`` and ``baseline`` over every row summed in ``sums``, and ``per_series``
+    when it holds two series or more."""
+    total = sums.sum()
+    n = float(total["n"])
+    out = {"mae": float(total["abs"]) / n, "rmse": float(np.sqrt(total["sq"] / n))}
+    out["mape"] = float(total["ape"] / total["nz"] * 100) if total["nz"] else float("nan")
+    ss_tot = float(total["y2"] - total["y"] ** 2 / n)
+    out["r2_score"] = 1.0 - float(total["sq"]) / ss_tot if ss_tot > 0 else 0.0
+    out.update(_baselines(total, out["mae"]))
+    out.update(_spread(sums))
+    return out
+
+
+def _spread(sums: pd.DataFrame) -> dict[str, float]:
+    """``per_series`` from the errors summed per series."""
+    if len(sums) < 2:
+        return {}
+    mae_s = sums["abs"] / sums["n"]
+    mape_s = (sums["ape"] / sums["nz"].where(sums["nz"] > 0) * 100).dropna()
+    out = {"series_count": float(len(sums))}
+    for label, values in (("mae", mae_s), ("mape", mape_s)):
+        if len(values):
+            out[f"series_{label}_median"] = float(values.median())
+            out[f"series_{label}_p90"] = float(values.quantile(0.9))
+            out[f"series_{label}_max"] = float(values.max())
+    if names := _baseline_names(sums.columns):
+        naive_mae = pd.DataFrame({name: sums[f"b_{name}_abs"] / sums[f"b_{name}_n"].where(sums[f"b_{name}_n"] > 0) for name in names})
+        best = naive_mae.min(axis=1)  # each series' better baseline (NaN where it has none)
+        ok = best > 0
+        if ok.any():
+            skill = 1.0 - mae_s[ok] / best[ok]
+            out["series_skill_median"] = float(skill.median())
+            out["series_beating_baseline"] = float((skill > 0).mean())
+    return out
+
+
+def best_baseline_name(scores: Mapping[str, float]) -> str:
+    """The name of the baseline ``baseline`` (or ``from_sums``) chose: the lowest MAE."""
+    named = {
+        k.removeprefix("baseline_").removesuffix("_mae"): v
+        for k, v in scores.items()
+        if k.startswith("baseline_") and k.endswith("_mae") and k != "baseline_mae"
+    }
+    return min(named, key=lambda k: named[k]) if named else ""

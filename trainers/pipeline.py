@@ -22,8 +22,7 @@ import pandas as pd
 from trainers import algorithms, distributed, intervals, metrics, predictions, quality, shards
 from trainers.algorithms.base import Task
 from trainers.errors import ConfigValidationError, DataLoadError, TrainingError, Violation, no_rows_in_window
-from trainers.evaluation import backtest, evaluate, horizon_scores
-from trainers.evaluation import forecast_scores as evaluate_forecast
+from trainers.evaluation import backtest, evaluate, forecast_report, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, Gang, Level, ModelRegistry, Reporter, Tracker, Tuner
 from trainers.preparation import MIN_ROWS, Prepared, prepare, too_few_rows
 from trainers.spec import TrainingSpec
@@ -305,11 +304,11 @@ def _run_sharded(
         trained = _train_shards(gang, ready, spec, reporter, tracker)
         reporter.step("evaluation", STEP_START["evaluation"])
         scored = shards.joined(gang.each("score", [(trained.model,)] * len(reads)))
-    several = ready.series > 1
-    scores = evaluate_forecast(scored.actual, scored.predicted, scored.baselines, scored.series if several else None, reporter)
+    scores = forecast_report(scored.sums, reporter)
     kept = predictions.build(
         pd.Series(pd.to_datetime(scored.stamps, utc=True)), scored.actual, kind=predictions.FORECAST, predicted=scored.predicted,
-        baselines=scored.baselines, series=pd.Series(scored.series) if several else None,
+        baselines=scored.baselines, series=pd.Series(scored.series) if ready.series > 1 else None,
+        baseline=metrics.best_baseline_name(scores), total_rows=scored.rows,
     )  # fmt: skip
     fit, tuned, valid = ready.sizes
     scores = _final(scores, trained, (fit + tuned + valid, fit, valid), checked, reporter)
@@ -383,6 +382,15 @@ def _prepare_shards(
     tune = bool(spec.early_stopping_rounds or spec.tuning or spec.quantiles)
     parts: list[shards.Parts] = gang.each("parts", [(offsets[r], sizes, tune) for r in range(n)])
     fit, tuned, valid = sum(p.fit for p in parts), sum(len(p.tune_y) for p in parts), sum(p.valid for p in parts)
+    if empty := [r for r, p in enumerate(parts) if not p.fit]:
+        raise ConfigValidationError(
+            [
+                Violation(
+                    "ray_config.num_workers",
+                    f"worker {empty[0]}'s share of the window has no training rows (a gap in the data): use fewer workers",
+                )
+            ]
+        )
     if spec.use_sample is not None and spec.use_sample < 1.0:
         reporter.log(Level.INFO, f"use_sample={spec.use_sample}: training on {fit} sampled rows, drawn by each worker from its shard")
     inputs = next(part.inputs for part in loaded if part.inputs)

@@ -63,8 +63,12 @@ def build(
     series: pd.Series | None = None,
     quantiles: Mapping[float, np.ndarray] | None = None,
     extra: Mapping[str, str] | None = None,
+    baseline: str | None = None,
+    total_rows: int | None = None,
 ) -> Predictions:
-    """The Predictions of one validation window (arrays aligned with ``stamps``)."""
+    """The Predictions of one validation window (arrays aligned with ``stamps``). A window
+    whose rows are not all here (a distributed job's: the workers' last rows) says which
+    ``baseline`` was chosen over all of them and how many there were (``total_rows``)."""
     n = len(stamps)
     columns: dict[str, object] = {"timestamp": pd.to_datetime(stamps, utc=True).array}  # not via Python objects: 0.25 s per 200k rows
     if series is not None:
@@ -74,7 +78,7 @@ def build(
         columns["predicted"] = _floats(predicted, n)
     name = ""
     if baselines:
-        name, values = best_baseline(actual, baselines)
+        name, values = best_baseline(actual, baselines) if baseline is None else (baseline, baselines.get(baseline, np.empty(0)))
         if name:
             columns["baseline"] = _floats(values, n)
     if scores is not None:
@@ -86,7 +90,8 @@ def build(
     for level, values in (quantiles or {}).items():
         columns[intervals.column(level)] = _floats(values, n)  # q0.1, q0.9: the quantile forecasts
     frame = pd.DataFrame(columns)
-    return Predictions(frame.iloc[-MAX_ROWS:].reset_index(drop=True), kind, threshold, name, n, dict(extra or {}))
+    kept = frame.iloc[-MAX_ROWS:].reset_index(drop=True)
+    return Predictions(kept, kind, threshold, name, n if total_rows is None else total_rows, dict(extra or {}))
 
 
 def _floats(values: np.ndarray, n: int) -> np.ndarray:

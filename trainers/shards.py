@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainers import algorithms, features, preparation, quality
+from trainers import algorithms, features, metrics, predictions, preparation, quality
 from trainers.algorithms import FitOptions, FittedModel
 from trainers.distributed import Shard, WorkerPlan, quiet
 from trainers.evaluation import history_hours
@@ -160,8 +160,12 @@ class Parts:
 
 @dataclass(frozen=True)
 class Scored:
-    """A worker's validation rows, predicted."""
+    """A worker's validation rows, predicted: their errors summed per series (all of them:
+    metrics.forecast_sums), and the last ``predictions.MAX_ROWS`` rows themselves (in
+    series then time order), of which the job keeps the last over all workers for plots."""
 
+    sums: pd.DataFrame
+    rows: int
     stamps: np.ndarray  # datetime64[ns], UTC
     series: np.ndarray  # str
     actual: np.ndarray
@@ -280,7 +284,13 @@ class ShardWorker:
         valid = self.valid
         predicted = np.asarray(model.predict(self.x_valid) if len(self.y_valid) else np.empty(0), dtype="float64")
         naive = {k: v[valid] for k, v in self.baselines.items()}
-        return Scored(self._stamps()[valid], self._series()[valid], self.y_valid, predicted, naive)
+        series = self._series()[valid]
+        sums = metrics.forecast_sums(self.y_valid, predicted, naive, series)
+        tail = slice(-predictions.MAX_ROWS, None)
+        return Scored(
+            sums, len(predicted), self._stamps()[valid][tail], series[tail], self.y_valid[tail], predicted[tail],
+            {k: v[tail] for k, v in naive.items()},
+        )  # fmt: skip
 
 
 def _owned(stamps: pd.Series, spans: Sequence[Span]) -> np.ndarray:
@@ -388,16 +398,20 @@ def bin_shares(parts: Sequence[Parts], wanted: int) -> list[int]:
 
 
 def joined(scored: Sequence[Scored]) -> Scored:
-    """Every shard's validation rows, in series then time order (as on one node)."""
-    scored = [s for s in scored if len(s.actual)] or list(scored[:1])
-    stamps = np.concatenate([s.stamps for s in scored])
-    series = np.concatenate([s.series.astype(object) for s in scored])
-    order = np.lexsort((stamps, series.astype(str)))
-    names = scored[0].baselines.keys()
+    """Every worker's sums added up, and the last ``predictions.MAX_ROWS`` of their last
+    rows in series then time order (the rows one node would keep)."""
+    sums = metrics.combine_sums([s.sums for s in scored if s.rows])
+    kept = [s for s in scored if len(s.actual)] or list(scored[:1])
+    stamps = np.concatenate([s.stamps for s in kept])
+    series = np.concatenate([s.series.astype(object) for s in kept])
+    order = np.lexsort((stamps, series.astype(str)))[-predictions.MAX_ROWS :]
+    names = kept[0].baselines.keys()
     return Scored(
+        sums,
+        sum(s.rows for s in scored),
         stamps[order],
         series[order],
-        np.concatenate([s.actual for s in scored])[order],
-        np.concatenate([s.predicted for s in scored])[order],
-        {k: np.concatenate([s.baselines[k] for s in scored])[order] for k in names},
+        np.concatenate([s.actual for s in kept])[order],
+        np.concatenate([s.predicted for s in kept])[order],
+        {k: np.concatenate([s.baselines[k] for s in kept])[order] for k in names},
     )

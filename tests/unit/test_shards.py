@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import QUICK_START_CONFIG
-from trainers import algorithms, pipeline, preparation, quality, shards, spec
+from trainers import algorithms, metrics, pipeline, predictions, preparation, quality, shards, spec
 from trainers.algorithms import TrainData
 from trainers.local import FolderRegistry, FrameSource, MemoryReporter
 
@@ -94,7 +94,7 @@ def _rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ("series", "workers", "how"),
     [(["a"], 2, "time"), (["a"], 3, "time"), (["a", "b", "c"], 2, "series"), (["a", "b"], 3, "time")],
 )
-def test_the_workers_prepare_exactly_the_rows_one_node_prepares(series, workers, how):
+def test_the_workers_prepare_exactly_the_rows_one_node_prepares(series, workers, how, monkeypatch):
     frame = _frame(series)
     job = _spec(ray_config={"num_workers": workers, "cpus_per_worker": 1})
     data = FrameSource(frame)
@@ -129,11 +129,19 @@ def test_the_workers_prepare_exactly_the_rows_one_node_prepares(series, workers,
         def predict(self, x: np.ndarray) -> np.ndarray:
             return x[:, 0]
 
+    monkeypatch.setattr(predictions, "MAX_ROWS", 100)  # each worker sends its last 100 rows; the job keeps the last 100 of all
     scored = shards.joined(gang.each("score", [(Echo(),)] * workers))
-    np.testing.assert_array_equal(scored.actual, d.y_valid)
-    np.testing.assert_allclose(scored.predicted, d.x_valid[:, 0], rtol=1e-12)
+    assert scored.rows == len(d.y_valid)
+    np.testing.assert_array_equal(scored.actual, d.y_valid[-100:])
+    np.testing.assert_allclose(scored.predicted, d.x_valid[-100:, 0], rtol=1e-12)
     for name, values in one.baselines.items():
-        np.testing.assert_array_equal(scored.baselines[name], values)
+        np.testing.assert_array_equal(scored.baselines[name], values[-100:])
+    # The metrics from the workers' sums are those of every validation row on one node.
+    valid = one.frame.iloc[one.valid_rows]
+    names = valid["series_id"].astype(str).to_numpy() if "series_id" in valid.columns else None
+    whole = metrics.from_sums(metrics.forecast_sums(d.y_valid, d.x_valid[:, 0], one.baselines, names))
+    assert metrics.from_sums(scored.sums) == pytest.approx(whole, rel=1e-9)
+    assert ("series_count" in whole) == (len(series) > 1)
 
 
 def test_a_job_run_on_prepared_shards_scores_as_one_node_does(tmp_path):
@@ -154,6 +162,10 @@ def test_a_job_run_on_prepared_shards_scores_as_one_node_does(tmp_path):
         assert done.metrics[key] == pytest.approx(single.metrics[key]), key
     # One model on the same rows (in another order): its metrics within LightGBM's order noise.
     assert abs(done.metrics["mae"] - single.metrics["mae"]) <= 0.02 * single.metrics["mae"]
+    kept, one_kept = (predictions.read(r.artifact.parent / predictions.FILE_NAME) for r in (done, single))
+    assert (kept.total_rows, kept.baseline, len(kept.frame)) == (one_kept.total_rows, one_kept.baseline, len(one_kept.frame))
+    pd.testing.assert_series_equal(kept.frame["timestamp"], one_kept.frame["timestamp"], check_dtype=False)
+    pd.testing.assert_series_equal(kept.frame["actual"], one_kept.frame["actual"])
 
 
 def test_a_window_too_short_for_its_workers_names_num_workers():
