@@ -5,11 +5,12 @@ CPUs over this machine's cores, so that 4 workers fit).
 For each size: the import rate into PostgreSQL (``FileImport``, the path of ``aihub data
 import`` and of REST and gRPC imports, on an embedded PostgreSQL of its own, 500,000-row
 chunks), then one lgbm job single-node and with 2 and 4 workers. Each job's attempt runs as
-the service runs it, a Ray task in a fresh worker process (``max_calls=1``) holding the
-window it was handed (from Ray's object store: the service reads it from PostgreSQL), with
-the service's distributor. Printed per run: wall time, preparation (loading and deriving the
-features) and training time, the attempt's peak RSS (sampled every 50 ms) and every worker's
-(their own memory guard's peak). Then the slopes per million rows, and a projection to 8 and
+the service runs it, a Ray task in a fresh worker process (``max_calls=1``) reading from
+PostgreSQL: a single-node attempt the whole window, a distributed one only the outline (its
+workers read and prepare their own shards: trainers/shards.py). Printed per run: wall time,
+preparation (loading, checking and deriving) and training time, the attempt's peak RSS
+(sampled every 50 ms) and every worker's (their own memory guard's peak, from their start).
+Then the slopes per million rows, and a projection to 8 and
 32 nodes from the largest size: T(N) = S + C/N + X log2(N), the compute C from the one-node
 run, the workers' start S and the exchange X from the 2- and 4-worker runs.
 
@@ -41,6 +42,7 @@ from server import isolation
 
 FEATURES = ["temperature", "hour_of_day", "day_of_week", "load_lag_24", "load_lag_168"]
 CHUNK = 500_000
+TENANT = "bench"
 HOURS_PER_YEAR = 8760
 
 
@@ -84,7 +86,7 @@ async def _import(url: str, table: str, data: pd.DataFrame) -> float:
     try:
         chunks = (data.iloc[i : i + CHUNK] for i in range(0, len(data), CHUNK))
         started = time.perf_counter()
-        async with db.transaction(engine, Scope.of("bench")) as conn:
+        async with db.transaction(engine, Scope.of(TENANT)) as conn:
             job = features.FileImport(conn, table)
             await job.add_all(chunks)
             await job.finish()
@@ -109,13 +111,17 @@ def _postgres() -> Iterator[str]:
 
 
 # --- one job, as the service runs its attempt ---------------------------------------------
-def _attempt(cfg: dict[str, Any], data: pd.DataFrame) -> dict[str, Any]:
-    """A job's attempt in a fresh Ray worker: its timings, peak RSS and the workers' peaks."""
+def _attempt(cfg: dict[str, Any], url: str) -> dict[str, Any]:
+    """A job's attempt in a fresh Ray worker, reading from PostgreSQL as the service's does
+    (a distributed job's workers read their own shards): its timings, peak RSS and the
+    workers' peaks."""
     import psutil
 
+    from server.execution.adapters import DbDataSource
     from server.execution.distributed import RayDistributor
+    from server.execution.runtime import runtime
     from trainers import pipeline
-    from trainers.local import FolderRegistry, FrameSource, MemoryReporter
+    from trainers.local import FolderRegistry, MemoryReporter
     from trainers.spec import build
 
     me, peak, done = psutil.Process(), [0], threading.Event()
@@ -136,13 +142,14 @@ def _attempt(cfg: dict[str, Any], data: pd.DataFrame) -> dict[str, Any]:
     reporter = Timed()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as models:
+        rt = runtime()
         result = pipeline.run(
             spec,
-            data=FrameSource(data),
+            data=DbDataSource(rt, rt.engine(url), TENANT),
             reporter=reporter,
             registry=FolderRegistry(Path(models)),
             tuner=None,
-            distributor=RayDistributor(spec.workers) if spec.workers else None,
+            distributor=RayDistributor(spec.workers, url, TENANT) if spec.workers else None,
         )
     wall = time.perf_counter() - started
     done.set()
@@ -160,11 +167,11 @@ def _attempt(cfg: dict[str, Any], data: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def run_job(cfg: dict[str, Any], data_ref: Any) -> dict[str, Any]:
+def run_job(cfg: dict[str, Any], url: str) -> dict[str, Any]:
     import ray
 
     task = ray.remote(max_calls=1)(_attempt).options(num_cpus=0 if cfg.get("distributed") else 1, max_retries=0)
-    return ray.get(task.remote(cfg, data_ref))
+    return ray.get(task.remote(cfg, url))
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
@@ -190,17 +197,15 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[tuple[str, int], dict[str, Any]] = {}
     with _postgres() as url, _cluster.two_nodes(2, running=args.running_ray) as where:
-        import ray  # after the cluster set RAY_AUTH_MODE
-
         print(where)
         head = f"{'case':22} {'rows':>11} {'import/s':>10} {'run':>9} {'wall s':>7} {'prep s':>7} {'train s':>8} {'attempt GiB':>12}"
         print(f"{head}  workers GiB")
         for label, rows, series in cases:
             data = frame(rows, series)
-            took = asyncio.run(_import(url, f"scale_{len(results)}", data))
-            ref = ray.put(data)
+            table = f"scale_{len(results)}"
+            took = asyncio.run(_import(url, table, data))
             for workers in runs:
-                r = run_job(config(data, workers or None, args.rounds), ref)
+                r = run_job(config(data, workers or None, args.rounds) | {"feature_table": table}, url)
                 results[(label, workers)] = r | {"rows": len(data)}
                 run = "one node" if not workers else f"{workers} workers"
                 peaks = ", ".join(f"{w:.2f}" for w in r["workers_gib"]) or "-"
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{r['train']:8.1f} {r['attempt_gib']:12.2f}  {peaks}",
                     flush=True,
                 )
-            del ref
+            del data
     print("\nslopes per million rows (over the sizes of a year per series):")
     sized = [label for label, _, series in cases if series is None]
     for workers in runs:

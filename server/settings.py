@@ -14,6 +14,8 @@ from typing import Literal, Self
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainers.spec.resources import parse_memory
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIHUB_", extra="ignore", populate_by_name=True)
@@ -94,6 +96,13 @@ class Settings(BaseSettings):
     )
     default_max_runtime_seconds: int = Field(
         default=86400, ge=1, description="A job's time limit when its config sets no max_runtime_seconds; past it: FAILED (Timeout)."
+    )
+    job_memory: str | None = Field(
+        default=None,
+        description='Memory one single-node job may use, e.g. "4GB": its attempt\'s resident memory is sampled and, once '
+        'over it, the job FAILS with OutOfMemory naming the remedies ("distributed": true, more memory, use_sample) '
+        "instead of being killed by the node. Unset: no limit of ours (Ray's memory monitor still ends a task whose node "
+        "runs low). A distributed job's workers are held to their ray_config.memory_per_worker instead.",
     )
     max_runtime_cap_seconds: int = Field(
         default=604800, ge=1, description="The largest max_runtime_seconds a job may ask for (a larger one is refused at create)."
@@ -198,6 +207,18 @@ class Settings(BaseSettings):
         if self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key) < 32:
             raise ValueError("AIHUB_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
         return self
+
+    @field_validator("job_memory")
+    @classmethod
+    def _a_memory_size(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        parse_memory(v.strip())  # ValueError naming the form
+        return v.strip()
+
+    @property
+    def job_memory_bytes(self) -> int:
+        return parse_memory(self.job_memory) if self.job_memory else 0
 
     @field_validator("grpc_host")
     @classmethod

@@ -264,8 +264,12 @@ class ShardWorker:
             train = np.sort(rng.choice(train, size=keep, replace=False))
         self.x_fit, self.y_fit = x[train], y[train]
         self.x_valid, self.y_valid = x[self.valid], y[self.valid]
+        # What scoring needs of the derived frame, then the frame goes: training has only the arrays.
+        self.valid_stamps, self.valid_series = self._stamps()[self.valid], self._series()[self.valid]
+        self.baselines = {k: v[self.valid] for k, v in self.baselines.items()}
+        self.frame = pd.DataFrame()
         moments = {"x": _moments(self.x_fit), "y": _moments(self.y_fit[:, None])}
-        return Parts(len(train), x[tune_idx], y[tune_idx], int(self.valid.sum()), moments)
+        return Parts(len(train), x[tune_idx], y[tune_idx], len(self.y_valid), moments)
 
     def bin_sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """``rows`` of the fit rows, drawn at random (all of them when there are fewer)."""
@@ -281,14 +285,12 @@ class ShardWorker:
 
     def score(self, model: FittedModel) -> Scored:
         """The validation rows' predictions by the job's model (once it is trained)."""
-        valid = self.valid
         predicted = np.asarray(model.predict(self.x_valid) if len(self.y_valid) else np.empty(0), dtype="float64")
-        naive = {k: v[valid] for k, v in self.baselines.items()}
-        series = self._series()[valid]
+        naive, series = self.baselines, self.valid_series
         sums = metrics.forecast_sums(self.y_valid, predicted, naive, series)
         tail = slice(-predictions.MAX_ROWS, None)
         return Scored(
-            sums, len(predicted), self._stamps()[valid][tail], series[tail], self.y_valid[tail], predicted[tail],
+            sums, len(predicted), self.valid_stamps[tail], series[tail], self.y_valid[tail], predicted[tail],
             {k: v[tail] for k, v in naive.items()},
         )  # fmt: skip
 

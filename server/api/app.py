@@ -143,6 +143,7 @@ class App:
             log_level=s.log_level,
             mlflow_uri=mlflow_uri,
             mlflow_artifact_root=mlflow_artifacts,
+            job_memory=s.job_memory_bytes,
         )
         self.dispatcher = Dispatcher(
             self.dispatch_engine,

@@ -40,16 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from server.execution.adapters import DbDataSource
+from server.execution.memory import MemoryGuard, worker_over
 from server.execution.runtime import runtime
 from trainers import algorithms
 from trainers.algorithms import FittedModel
 from trainers.algorithms.base import ENSEMBLE, LIGHTGBM_NETWORK, TORCH_DDP, XGBOOST_COLLECTIVE
 from trainers.distributed import Shard, WorkerPlan, fit_worker
-from trainers.errors import OutOfMemory, TrainingError
+from trainers.errors import TrainingError
 from trainers.ports import Level, Reporter
 from trainers.shards import ShardRead, ShardWorker
 from trainers.spec import TrainingSpec, WorkerRequest
-from trainers.spec.resources import format_memory
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
@@ -72,53 +72,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class MemoryGuard:
-    """``memory_per_worker``, measured: the worker's resident memory (Python, the libraries,
-    its shard, the model) read every CHECK_SECONDS in a thread of its own, and its peak kept.
-    Ray's ``memory`` resource only books memory; this holds the worker to it. ``check()``
-    raises OutOfMemory, naming the remedies, once the limit was crossed: the worker calls it
-    before training and at every iteration, so a job over its memory fails with a reason
-    instead of being killed by the node's memory monitor without one."""
-
-    CHECK_SECONDS = 0.1
-
-    def __init__(self, rank: int, limit: int) -> None:
-        import psutil
-
-        self.rank, self.limit = rank, limit
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
-        self._over = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="aihub-memory-guard", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.CHECK_SECONDS):
-            self.sample()
-
-    def sample(self) -> int:
-        rss = self._process.memory_info().rss
-        self.peak = max(self.peak, rss)
-        if self.limit and rss > self.limit and not self._over:
-            self._over = rss
-        return rss
-
-    def check(self) -> None:
-        if self._over:
-            raise OutOfMemory(
-                f"training worker {self.rank} used {self._over / 2**30:.2f} GiB, more than its ray_config.memory_per_worker "
-                f"{format_memory(self.limit)} (the process's whole resident memory: Python and the libraries, its shard, the "
-                "model): give each worker more memory_per_worker, cut the shards smaller with more num_workers, or use "
-                "training_options.use_sample",
-                details={"rank": self.rank, "used_bytes": self._over, "memory_per_worker_bytes": self.limit},
-            )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.sample()
-
-
 class _Worker:
     """One training worker: a Ray actor with the CPUs, memory and GPUs of one bundle. Its
     memory is watched from its start (MemoryGuard): reading and preparing a shard counts."""
@@ -127,7 +80,7 @@ class _Worker:
         self.rank = rank
         self.memory = memory
         self.iteration = (0, 0)
-        self.guard = MemoryGuard(rank, memory)
+        self.guard = MemoryGuard(memory, worker_over(rank, memory))
         self.shard: ShardWorker | None = None
 
     def where(self) -> tuple[str, str, int]:

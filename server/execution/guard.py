@@ -46,7 +46,9 @@ class Superseded(JobCancelled):
         super().__init__(message)
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
+def raise_in(thread_id: int, exc: type[BaseException] | None) -> int:
+    """Raise ``exc`` in the thread ``thread_id`` at its next Python bytecode (None: take back
+    one not delivered yet)."""
     return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 
@@ -78,7 +80,7 @@ class AttemptGuard:
         with self._lock:
             self._armed = False
             if self.fired:
-                _set_async_exc(self._thread_id, None)  # drop it if not delivered yet
+                raise_in(self._thread_id, None)  # drop it if not delivered yet
         self._done.set()
         self._owner = None
 
@@ -95,7 +97,7 @@ class AttemptGuard:
                 if not self._armed:
                     return
                 self.fired = True
-                _set_async_exc(self._thread_id, Superseded)
+                raise_in(self._thread_id, Superseded)
             log.info("%s: attempt no longer running; stopping the task", self._name)
             if self._done.wait(self._grace) or not self._inside():
                 return

@@ -51,6 +51,7 @@ class TaskSettings:
     log_level: str = "INFO"
     mlflow_uri: str = ""  # where jobs with mlflow_tracking log
     mlflow_artifact_root: str | None = None  # artifact location of the experiments they create (the local store)
+    job_memory: int = 0  # bytes a single-node attempt may use (AIHUB_JOB_MEMORY; 0: no limit of ours)
 
 
 @dataclass(frozen=True)

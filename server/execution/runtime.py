@@ -51,6 +51,14 @@ def tune_malloc() -> bool:
     return ok
 
 
+def trim_malloc() -> None:
+    """Hand the heap's free memory back to the kernel now (glibc only): before an attempt is
+    held to a memory limit, so what an earlier attempt of this worker freed does not count."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class TaskRuntime:
     def __init__(self) -> None:
         tune_malloc()

@@ -7,10 +7,12 @@ database says it is over (cancelled, or handed to another server).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import threading
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,9 +20,10 @@ from server import observability
 from server.execution.adapters import DbDataSource, DbRegistry, DbReporter
 from server.execution.artifacts import ArtifactStore
 from server.execution.distributed import RayDistributor
-from server.execution.guard import AttemptGuard
+from server.execution.guard import AttemptGuard, raise_in
+from server.execution.memory import MemoryGuard, OverJobMemory, attempt_over
 from server.execution.payloads import AttemptEnd, EvaluatePayload, JobPayload, Outcome, TaskSettings
-from server.execution.runtime import TaskRuntime, runtime
+from server.execution.runtime import TaskRuntime, runtime, trim_malloc
 from server.execution.tracking import MlflowRun
 from server.execution.tuning import RayTuner
 from storage import db, queue
@@ -68,8 +71,9 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         name=f"job {payload.job_id} attempt {payload.attempt}",
     )
     tracker = _tracker(payload, reporter, registry)
+    memory = _memory_guard(payload)
     try:
-        with guard:
+        with guard, _held_to(memory):
             result = pipeline.run(
                 payload.spec,
                 data=DbDataSource(rt, engine, payload.tenant_id),
@@ -88,7 +92,8 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         registry.discard()
         return Outcome(AttemptEnd.CANCELLED)
     except TrainingError as exc:
-        error = JobError(exc.reason, exc.message, exc.details, retryable=exc.retryable)
+        reported = memory.error(memory.over) if isinstance(exc, OverJobMemory) and memory is not None else exc
+        error = JobError(reported.reason, reported.message, reported.details, retryable=reported.retryable)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is the job's failure
         log.error("attempt failed: %s", traceback.format_exc(limit=8))
         # A full disk or memory: its own reason, not retried unchanged.
@@ -121,6 +126,32 @@ def _run_attempt(payload: JobPayload) -> Outcome:
         return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in, written=False)
     registry.discard()
     return Outcome(AttemptEnd.FAILED, error=error, retry_in=retry_in) if failed else Outcome(AttemptEnd.CANCELLED)
+
+
+def _memory_guard(payload: JobPayload) -> MemoryGuard | None:
+    """A single-node attempt held to AIHUB_JOB_MEMORY: crossing it raises OverJobMemory in
+    this (the attempt's) thread at once, wherever the pipeline is (a distributed job's
+    workers hold to their own memory_per_worker; its attempt only coordinates)."""
+    limit = payload.settings.job_memory
+    if not limit or payload.spec.workers:
+        return None
+    trim_malloc()  # what an earlier attempt in this Ray worker freed is not this one's
+    thread = threading.get_ident()
+
+    def interrupt(used: int) -> None:
+        raise_in(thread, OverJobMemory)
+
+    return MemoryGuard(limit, attempt_over(limit), on_over=interrupt)
+
+
+@contextlib.contextmanager
+def _held_to(memory: MemoryGuard | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if memory is not None:
+            memory.stop()
+            raise_in(threading.get_ident(), None)  # one raised as the attempt ended, not delivered yet: dropped
 
 
 def _disk_free(root: Path) -> int | None:
