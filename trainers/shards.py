@@ -189,39 +189,48 @@ class ShardWorker:
             part = self.data.load(spec.feature_table, spec.table_columns(), span.start, span.end, **kwargs)
             if span.owns_to is not None:
                 part = part[part["timestamp"] < pd.Timestamp(span.owns_to)]
-            checks.append(quality.summarize(part[_owned(part["timestamp"], (span,))].reset_index(drop=True), spec))
+            own = _owned(part["timestamp"], (span,))
+            checks.append(quality.summarize(part if own.all() else part[own].reset_index(drop=True), spec))
             frames.append(part)
         # Spans overlap only where one's look-back reads the other's rows: the same rows,
         # which deriving keeps once.
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        self.one_series = str(frame[features.SERIES].iloc[0]) if features.SERIES in frame.columns and len(frame) else ""
+        del frames
+        one = str(frame[features.SERIES].iloc[0]) if features.SERIES in frame.columns and len(frame) else ""
         if not _owned(frame["timestamp"], read.spans).any():
-            self.frame, self.baselines = pd.DataFrame(), {}
+            self._keep(pd.DataFrame(), {}, [one])
             return Loaded(tuple(checks), {}, 0, 0)
         dv = preparation.derive(frame, spec, min_rows=0)
+        del frame
         keep = _owned(dv.frame["timestamp"], read.spans)
         source_rows = int(_owned(dv.source["timestamp"], read.spans).sum())
-        self.frame = dv.frame[keep].reset_index(drop=True)
-        self.baselines = {k: v[keep] for k, v in dv.baselines.items()}
+        if keep.all():
+            self._keep(dv.frame, dv.baselines, [one])
+        else:
+            self._keep(dv.frame[keep].reset_index(drop=True), {k: v[keep] for k, v in dv.baselines.items()}, [one])
         self.inputs = dv.inputs
-        series = self._series()
-        stamps = self.frame["timestamp"]
+        del dv
         spans = {}
-        if len(stamps):
-            by = stamps.groupby(series)
-            spans = {str(k): (a, b) for k, a, b in zip(by.min().index, by.min(), by.max(), strict=True)}
+        if len(self.frame):
+            by = self.frame["timestamp"].groupby(self.codes).agg(["min", "max"])
+            spans = {self.names[c]: (a, b) for c, a, b in zip(by.index.to_numpy(dtype=int), by["min"], by["max"], strict=True)}
         return Loaded(tuple(checks), spans, source_rows, len(self.frame), self.inputs)
+
+    def _keep(self, frame: pd.DataFrame, baselines: Mapping[str, np.ndarray], one: list[str]) -> None:
+        """The shard's complete owned rows, and each row's series as a code into ``names``."""
+        self.frame, self.baselines = frame, dict(baselines)
+        if features.SERIES in frame.columns:
+            column = frame[features.SERIES]
+            self.codes = column.cat.codes.to_numpy()
+            self.names = [str(c) for c in column.cat.categories]
+        else:
+            self.codes, self.names = np.zeros(len(frame), dtype="int8"), one
 
     def _stamps(self) -> np.ndarray:
         """The rows' times as naive UTC datetime64[ns]."""
         if not len(self.frame):
             return np.empty(0, "datetime64[ns]")
         return np.asarray(self.frame["timestamp"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]"))
-
-    def _series(self) -> np.ndarray:
-        if features.SERIES in self.frame.columns:
-            return self.frame[features.SERIES].astype(str).to_numpy()
-        return np.full(len(self.frame), self.one_series, dtype=object)
 
     def split(self, cuts: Mapping[str, pd.Timestamp]) -> list[dict[str, int]]:
         """Mark the validation rows (after their series' cut); per span, the training rows
@@ -230,13 +239,13 @@ class ShardWorker:
         if self.frame.empty:
             self.valid = np.zeros(0, bool)
             return [{} for _ in self.read.spans]
-        series = self._series()
-        cut_at = pd.Series(series).map(cuts).to_numpy(dtype="datetime64[ns]")
-        self.valid = self._stamps() > cut_at
+        never = pd.Timestamp.max.as_unit("ns").to_datetime64()  # a series with no complete row has no cut
+        by_code = np.array([pd.Timestamp(cuts[n]).tz_convert(None).to_datetime64() if n in cuts else never for n in self.names])
+        self.valid = self._stamps() > by_code.astype("datetime64[ns]")[self.codes]
         out = []
         for k in range(len(self.read.spans)):
-            counts = pd.Series(series[~self.valid & (self.span_of == k)]).value_counts()
-            out.append({str(name): int(n) for name, n in counts.items()})
+            counts = np.bincount(self.codes[~self.valid & (self.span_of == k)], minlength=len(self.names))
+            out.append({self.names[c]: int(n) for c, n in enumerate(counts) if n})
         return out
 
     def parts(self, offsets: Sequence[Mapping[str, int]], sizes: Mapping[str, int], tune: bool) -> Parts:
@@ -251,11 +260,10 @@ class ShardWorker:
         train = np.flatnonzero(~self.valid)
         tune_idx = np.empty(0, dtype=int)
         if tune and len(train):
-            series = pd.Series(self._series()[train])
-            span = self.span_of[train]
-            before = np.array([offsets[k].get(name, 0) for k, name in zip(span, series, strict=True)], dtype="int64")
-            rank = series.groupby([span, series.to_numpy()]).cumcount().to_numpy() + before
-            size = series.map(sizes).to_numpy(dtype="int64")
+            codes, span = self.codes[train], self.span_of[train]
+            before = np.array([[o.get(n, 0) for n in self.names] for o in offsets], dtype="int64")[span, codes]
+            rank = pd.Series(codes).groupby([span, codes]).cumcount().to_numpy() + before
+            size = np.array([sizes.get(n, 0) for n in self.names], dtype="int64")[codes]
             is_tune = rank >= np.floor(size * (1 - TUNE_FRACTION))
             train, tune_idx = train[~is_tune], train[is_tune]
         if spec.use_sample is not None and spec.use_sample < 1.0 and len(train):
@@ -265,7 +273,8 @@ class ShardWorker:
         self.x_fit, self.y_fit = x[train], y[train]
         self.x_valid, self.y_valid = x[self.valid], y[self.valid]
         # What scoring needs of the derived frame, then the frame goes: training has only the arrays.
-        self.valid_stamps, self.valid_series = self._stamps()[self.valid], self._series()[self.valid]
+        self.valid_stamps = self._stamps()[self.valid]
+        self.valid_series = np.asarray(self.names, dtype=object)[self.codes[self.valid]]
         self.baselines = {k: v[self.valid] for k, v in self.baselines.items()}
         self.frame = pd.DataFrame()
         moments = {"x": _moments(self.x_fit), "y": _moments(self.y_fit[:, None])}

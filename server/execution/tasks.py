@@ -33,6 +33,7 @@ from storage.tenancy import Scope
 from trainers import algorithms, evaluation, pipeline, preparation
 from trainers.errors import JobCancelled, TrainingError, classify, no_rows_in_window
 from trainers.ports import Level
+from trainers.spec.resources import format_memory
 
 log = logging.getLogger(__name__)
 _logging_configured: tuple[str, str] | None = None
@@ -84,6 +85,7 @@ def _run_attempt(payload: JobPayload) -> Outcome:
                 distributor=_distributor(payload),
                 tracker=tracker,
             )
+            _log_peak(memory, reporter)
             if tracker is not None and registry.registered is not None:
                 tracker.finish(result.metrics, result.artifact, result.model_version, str(registry.registered.model_id))
     except JobCancelled:
@@ -142,6 +144,14 @@ def _memory_guard(payload: JobPayload) -> MemoryGuard | None:
         raise_in(thread, OverJobMemory)
 
     return MemoryGuard(limit, attempt_over(limit), on_over=interrupt)
+
+
+def _log_peak(memory: MemoryGuard | None, reporter: DbReporter) -> None:
+    if memory is not None:
+        memory.sample()
+        reporter.log(
+            Level.INFO, f"the attempt's peak memory: {memory.peak / 2**30:.2f} GiB (AIHUB_JOB_MEMORY {format_memory(memory.limit)})"
+        )
 
 
 @contextlib.contextmanager
