@@ -112,12 +112,11 @@ def forecast_report(sums: pd.DataFrame, reporter: Reporter) -> dict[str, float]:
     (metrics.forecast_sums; a distributed job's workers each sum their own rows)."""
     scores = metrics.from_sums(sums)
     if "series_count" in scores:
-        spread = scores
-        beating = spread.get("series_beating_baseline")
+        beating = scores.get("series_beating_baseline")
         reporter.log(
             Level.INFO,
-            f"evaluation: {spread['series_count']:.0f} series: MAE median {spread['series_mae_median']:.4g}, "
-            f"90th percentile {spread['series_mae_p90']:.4g}, worst {spread['series_mae_max']:.4g}"
+            f"evaluation: {scores['series_count']:.0f} series: MAE median {scores['series_mae_median']:.4g}, "
+            f"90th percentile {scores['series_mae_p90']:.4g}, worst {scores['series_mae_max']:.4g}"
             + ("" if beating is None else f"; {beating:.0%} beat their seasonal-naive baseline"),
         )
     if "skill" in scores and scores["skill"] <= 0:

@@ -21,11 +21,11 @@ import pandas as pd
 
 from trainers import algorithms, distributed, intervals, metrics, predictions, quality, shards
 from trainers.algorithms.base import Task
-from trainers.errors import ConfigValidationError, DataLoadError, TrainingError, Violation, no_rows_in_window
+from trainers.errors import ConfigValidationError, TrainingError, Violation, no_rows_in_window
 from trainers.evaluation import backtest, evaluate, forecast_report, horizon_scores
 from trainers.ports import STEP_START, DataSource, Distributor, Gang, Level, ModelRegistry, Reporter, Tracker, Tuner
-from trainers.preparation import MIN_ROWS, Prepared, prepare, too_few_rows
-from trainers.spec import TrainingSpec
+from trainers.preparation import MIN_ROWS, Prepared, prepare, too_few_rows, too_short, wants_tune
+from trainers.spec import TrainingSpec, WorkerRequest
 from trainers.tuning import TrialResult, TrialSetup, best_of, fold_sizes, trial_options, whole_range
 
 
@@ -118,10 +118,7 @@ def _load(spec: TrainingSpec, data: DataSource, reporter: Reporter) -> tuple[pd.
     reporter.log(Level.INFO, f"loading {', '.join(columns)} from features.{spec.feature_table} for {window}")
     frame = data.load(spec.feature_table, columns, spec.training_start, spec.training_end)
     if frame.empty:
-        table = f"features.{spec.feature_table}"
-        raise no_rows_in_window(
-            spec.feature_table, spec.training_start, spec.training_end, reason=f"No rows in window: {table}", table=table
-        )
+        raise _no_rows(spec)
     reporter.log(Level.INFO, f"data_loading: {len(frame)} rows loaded")
     return quality.check(frame, spec, reporter)
 
@@ -301,7 +298,7 @@ def _run_sharded(
         reporter.step("preprocessing", STEP_START["preprocessing"])
         ready = _prepare_shards(gang, reads, loaded, spec, reporter)
         reporter.step("training", STEP_START["training"])
-        trained = _train_shards(gang, ready, spec, reporter, tracker)
+        trained = _train_shards(gang, ready, spec, workers, reporter, tracker)
         reporter.step("evaluation", STEP_START["evaluation"])
         scored = shards.joined(gang.each("score", [(trained.model,)] * len(reads)))
     scores = forecast_report(scored.sums, reporter)
@@ -372,14 +369,11 @@ def _prepare_shards(
     if sum(sum(c.values()) for spans in counts for c in spans) in (0, complete):
         first = min(a for part in loaded for a, _ in part.spans.values())
         last = max(b for part in loaded for _, b in part.spans.values())
-        raise DataLoadError(
-            f"the time range {first} .. {last} is too short to split {spec.validation_split:.0%} off for validation",
-            details={"table": f"features.{spec.feature_table}"},
-        )
+        raise too_short(first, last, spec)
     if len(cut_at) > 1:
         reporter.log(Level.INFO, f"preprocessing: {len(cut_at)} series; lags, splits and baselines within each")
     offsets, sizes = shards.tune_offsets(reads, counts)
-    tune = bool(spec.early_stopping_rounds or spec.tuning or spec.quantiles)
+    tune = wants_tune(spec, algorithms.REGRESSION)
     parts: list[shards.Parts] = gang.each("parts", [(offsets[r], sizes, tune) for r in range(n)])
     fit, tuned, valid = sum(p.fit for p in parts), sum(len(p.tune_y) for p in parts), sum(p.valid for p in parts)
     if empty := [r for r, p in enumerate(parts) if not p.fit]:
@@ -403,10 +397,9 @@ def _prepare_shards(
     return _Ready(inputs, parts, len(cut_at), (fit, tuned, valid))
 
 
-def _train_shards(gang: Gang, ready: _Ready, spec: TrainingSpec, reporter: Reporter, tracker: Tracker | None) -> _Trained:
-    workers = spec.workers
-    if workers is None:
-        raise ValueError("not a distributed spec")
+def _train_shards(
+    gang: Gang, ready: _Ready, spec: TrainingSpec, workers: WorkerRequest, reporter: Reporter, tracker: Tracker | None
+) -> _Trained:
     algorithm = algorithms.get(spec.algorithm)
     tuned = ready.sizes[1]
     options = _options(spec, algorithms.REGRESSION, max(1, int(workers.cpus)), reporter, tracker, tuned=bool(tuned))

@@ -128,6 +128,19 @@ def too_few_rows(rows: int, spec: TrainingSpec) -> DataLoadError:
     )
 
 
+def too_short(first: pd.Timestamp, last: pd.Timestamp, spec: TrainingSpec) -> DataLoadError:
+    return DataLoadError(
+        f"the time range {first} .. {last} is too short to split {spec.validation_split:.0%} off for validation",
+        details={"table": f"features.{spec.feature_table}"},
+    )
+
+
+def wants_tune(spec: TrainingSpec, task: Task) -> bool:
+    """Whether the last TUNE_FRACTION of the training rows is held out as the tune part: for
+    early stopping, a classifier's threshold, a search's folds, the quantiles' calibration."""
+    return bool(spec.early_stopping_rounds or task == algorithms.CLASSIFICATION or spec.tuning or spec.quantiles)
+
+
 def validation_rows(derived: pd.DataFrame, spec: TrainingSpec) -> tuple[np.ndarray, pd.Timestamp]:
     """The rows in the last ``validation_split`` of each series' own time range (rows in
     time order per series), and the split time (the latest one over series)."""
@@ -151,10 +164,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     series = derived[features.SERIES].cat.codes if features.SERIES in derived.columns else None
     valid, split_at = validation_rows(derived, spec)
     if valid.all() or not valid.any():
-        raise DataLoadError(
-            f"the time range {stamps.min()} .. {stamps.max()} is too short to split {spec.validation_split:.0%} off for validation",
-            details={"table": f"features.{spec.feature_table}"},
-        )
+        raise too_short(stamps.min(), stamps.max(), spec)
     n_series = 1 if series is None else series.nunique()
     if n_series > 1:
         reporter.log(Level.INFO, f"preprocessing: {n_series} series; lags, splits and baselines within each")
@@ -165,7 +175,7 @@ def prepare(frame: pd.DataFrame, spec: TrainingSpec, reporter: Reporter) -> Prep
     y = derived[spec.target].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~valid)
     tune_idx = np.empty(0, dtype=int)
-    if spec.early_stopping_rounds or task == algorithms.CLASSIFICATION or spec.tuning or spec.quantiles:
+    if wants_tune(spec, task):
         # The last TUNE_FRACTION of each series' training rows (rows are in time order per series).
         if series is None:
             cut_at = int(len(train_idx) * (1 - TUNE_FRACTION))

@@ -175,7 +175,7 @@ class Scored:
 
 class ShardWorker:
     """A worker's shard, from reading to scoring; its methods are called in order by the
-    attempt (:func:`prepare`), each on every worker before the next."""
+    attempt (trainers.pipeline's ``_run_sharded``), each on every worker before the next."""
 
     def __init__(self, data: DataSource, spec: TrainingSpec, read: ShardRead) -> None:
         self.data, self.spec, self.read = data, spec, read
